@@ -1,0 +1,61 @@
+/**
+ * The users table and the only two queries the API needs. The cache sits in front of this; the learner
+ * does not edit it. Every query goes through `db.query`, so a test or the load script can count them.
+ */
+import { presentUser, type User, type UserInput, type UserRow } from './users.ts';
+
+/** The part of a pg Pool (or Client) this module uses: anything that runs a query. */
+export interface Queryable {
+  query<R extends object = Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[] }>;
+}
+
+/** Reads and writes users in the shape of one schema version. */
+export interface UserRepository {
+  /** The user with this id, or null. One SELECT. */
+  find(id: number): Promise<User | null>;
+  /** Creates or replaces the user (PUT semantics) in one committed statement; the row version goes up by one. */
+  save(id: number, input: UserInput): Promise<{ user: User; created: boolean }>;
+}
+
+export function createUserRepository(db: Queryable, schemaVersion: number): UserRepository {
+  return {
+    async find(id) {
+      const { rows } = await db.query<UserRow>('SELECT id, name, email, version, updated_at FROM users WHERE id = $1', [id]);
+      return rows[0] ? presentUser(rows[0], schemaVersion) : null;
+    },
+    async save(id, { name, email }) {
+      // One statement is one transaction: when query() resolves, the write is committed.
+      // xmax = 0 only for a freshly inserted row: how PostgreSQL tells insert from update in an upsert.
+      const { rows } = await db.query<UserRow & { created: boolean }>(
+        `INSERT INTO users (id, name, email) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,
+           version = users.version + 1, updated_at = now()
+         RETURNING id, name, email, version, updated_at, (xmax = 0) AS created`,
+        [id, name, email],
+      );
+      const row = rows[0]!;
+      return { user: presentUser(row, schemaVersion), created: row.created };
+    },
+  };
+}
+
+/** Creates the users table if it is missing. */
+export async function migrate(db: Queryable): Promise<void> {
+  await db.query(`CREATE TABLE IF NOT EXISTS users (
+    id integer PRIMARY KEY,
+    name text NOT NULL,
+    email text NOT NULL,
+    version integer NOT NULL DEFAULT 1,
+    updated_at timestamptz NOT NULL DEFAULT now()
+  )`);
+}
+
+/** Inserts users 1..count (those that do not exist yet) in one statement. */
+export async function seedUsers(db: Queryable, count: number): Promise<void> {
+  await db.query(
+    `INSERT INTO users (id, name, email)
+     SELECT n, 'User ' || n, 'user' || n || '@example.com' FROM generate_series(1, $1::integer) AS n
+     ON CONFLICT (id) DO NOTHING`,
+    [count],
+  );
+}

@@ -1,0 +1,284 @@
+/**
+ * The caching spec. Baseline tests hold for any correct cache in front of the database; `challenge:`
+ * tests fail on the starter's plain cache-aside and pass on the solution. Tests count database reads
+ * (every SELECT that reaches PostgreSQL) and drive races with gates, never with sleeps.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { createUserCache } from '#user-cache';
+import { listen, usePostgres, useRedis, type Listening } from '@labs/test-kit';
+import { createPgPool } from '@labs/services';
+import { createApp } from '../src/app.ts';
+import { createUserRepository, migrate, seedUsers, type Queryable, type UserRepository } from '../src/user-repository.ts';
+import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
+
+const redis = await useRedis();
+const postgres = await usePostgres();
+const pool = createPgPool(postgres.url, { max: 20 });
+pool.on('error', () => {}); // an idle connection ended by the database's drop at the end is not a failure
+await migrate(pool);
+await seedUsers(pool, 500);
+const servers: Listening[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+  await pool.end();
+  await redis[Symbol.asyncDispose]();
+  await postgres[Symbol.asyncDispose]();
+});
+
+/** The pool, counting the reads (SELECTs) that reach PostgreSQL. */
+function countingReads(db: Queryable): Queryable & { reads: number } {
+  const counting = {
+    reads: 0,
+    query(text: string, values?: unknown[]) {
+      if (/^\s*select\b/i.test(text)) counting.reads += 1;
+      return db.query(text, values);
+    },
+  } as Queryable & { reads: number };
+  return counting;
+}
+
+interface InstanceOptions {
+  /** The deployment this instance belongs to (default: the current schema version). */
+  schemaVersion?: number;
+  ttlMs?: number;
+  /** Wraps this instance's repository, e.g. to pause it at a chosen moment. */
+  wrap?: (repository: UserRepository) => UserRepository;
+}
+
+let clusterNo = 0;
+
+/**
+ * App instances that share one Redis keyspace and one database, as separate processes behind a load
+ * balancer would (each instance has its own Redis connection and its own cache object).
+ */
+function createCluster() {
+  const prefix = `${redis.prefix}${++clusterNo}:`; // a fresh keyspace per test
+  const db = countingReads(pool);
+  let arrived = 0;
+  const waiting: { count: number; resolve: () => void }[] = [];
+  return {
+    prefix,
+    /** SELECTs run by every instance of this cluster so far. */
+    get reads() {
+      return db.reads;
+    },
+    /** Resolves once `count` HTTP requests have reached this cluster's instances. */
+    whenArrived(count: number): Promise<void> {
+      return new Promise((resolve) => waiting.push({ count, resolve }));
+    },
+    async start(options: InstanceOptions = {}): Promise<string> {
+      const { schemaVersion = CURRENT_SCHEMA_VERSION, ttlMs = 60_000, wrap = (r) => r } = options;
+      const repository = wrap(createUserRepository(db, schemaVersion));
+      const cache = createUserCache({ repository, redis: redis.connect(), prefix, schemaVersion, ttlMs });
+      const app = createApp({ cache, instance: `app-${servers.length + 1}`, onError: () => {} });
+      const server = await listen((req, res) => {
+        arrived += 1;
+        for (const w of waiting) if (arrived >= w.count) w.resolve();
+        app(req, res);
+      });
+      servers.push(server);
+      return server.url;
+    },
+    /** Every key under this cluster's prefix with its remaining time to live in ms. */
+    async ttls(): Promise<number[]> {
+      const keys = await redis.client.keys(`${prefix}*`);
+      return Promise.all(keys.map((k) => redis.client.pttl(k)));
+    },
+  };
+}
+
+async function getUser(url: string, id: number | string) {
+  const res = await fetch(`${url}/users/${id}`);
+  return { status: res.status, cache: res.headers.get('x-cache'), body: (await res.json()) as Record<string, unknown> };
+}
+
+async function putUser(url: string, id: number | string, body: unknown) {
+  const res = await fetch(`${url}/users/${id}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** A promise and the function that resolves it: lets a test hold a request at a chosen point. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { open, opened };
+}
+
+describe('baseline: what any cache in front of the database must do', () => {
+  it('returns what the database holds', async () => {
+    const cluster = createCluster();
+    const url = await cluster.start();
+    const first = await getUser(url, 3);
+    expect(first.status).toBe(200);
+    expect(first.body).toEqual({ id: 3, name: 'User 3', email: 'user3@example.com', version: 1, updatedAt: expect.any(String) });
+    expect((await getUser(url, 3)).body).toEqual(first.body);
+  });
+
+  it('serves repeated reads from the cache: one database read, then hits', async () => {
+    const cluster = createCluster();
+    const [a, b] = [await cluster.start(), await cluster.start()];
+    const caches = [];
+    for (const url of [a!, a!, b!, b!]) caches.push((await getUser(url, 4)).cache);
+    expect(caches).toEqual(['miss', 'hit', 'hit', 'hit']);
+    expect(cluster.reads).toBe(1);
+  });
+
+  it('answers 404 for a user that does not exist', async () => {
+    const url = await createCluster().start();
+    for (let i = 0; i < 2; i++) {
+      expect(await getUser(url, 999_999)).toMatchObject({ status: 404, body: { error: 'no user with id 999999' } });
+    }
+  });
+
+  it('rejects a malformed id with a 400 that says what an id is', async () => {
+    const url = await createCluster().start();
+    for (const bad of ['abc', '0', '-1', '1.5', '01', '2147483648', '1e3']) {
+      const res = await getUser(url, bad);
+      expect(res.status, `GET /users/${bad}`).toBe(400);
+      expect(res.body.error).toBe(`id must be a whole number from 1 to 2147483647, got "${bad}"`);
+    }
+    expect((await putUser(url, 'abc', { name: 'A', email: 'a@example.com' })).status).toBe(400);
+  });
+
+  it('rejects a bad body with a 400 that names every problem', async () => {
+    const url = await createCluster().start();
+    expect(await putUser(url, 5, {})).toEqual({
+      status: 400,
+      body: { error: 'name must be a string of 1 to 100 characters; email must look like user@example.com (at most 254 characters)' },
+    });
+    expect((await putUser(url, 5, { name: 'x'.repeat(101), email: 'a@example.com' })).body.error).toBe('name must be a string of 1 to 100 characters');
+    expect((await putUser(url, 5, { name: 'Ada', email: 'not-an-email' })).body.error).toMatch(/^email must look like/);
+    expect(await putUser(url, 5, '{"name": ')).toEqual({ status: 400, body: { error: 'body must be valid JSON' } });
+    expect((await putUser(url, 5, [1, 2])).body.error).toMatch(/^body must be a JSON object/);
+    expect((await getUser(url, 5)).body).toMatchObject({ name: 'User 5', version: 1 }); // nothing was written
+  });
+
+  it('PUT creates a missing user (201) and replaces an existing one (200), bumping its version', async () => {
+    const url = await createCluster().start();
+    expect((await getUser(url, 600)).status).toBe(404);
+    const created = await putUser(url, 600, { name: '  Grace Hopper ', email: 'grace@example.com' });
+    expect(created).toMatchObject({ status: 201, body: { id: 600, name: 'Grace Hopper', version: 1 } });
+    // Even a cache that remembered the 404 must now find the user: the write replaced what it knew.
+    expect(await getUser(url, 600)).toMatchObject({ status: 200, body: { name: 'Grace Hopper', version: 1 } });
+    const replaced = await putUser(url, 600, { name: 'Grace B. Hopper', email: 'grace@example.com' });
+    expect(replaced).toMatchObject({ status: 200, body: { name: 'Grace B. Hopper', version: 2 } });
+  });
+
+  it('gives every entry it stores a TTL of at most ttlMs', async () => {
+    const cluster = createCluster();
+    const url = await cluster.start({ ttlMs: 30_000 });
+    for (const id of [10, 11, 12, 13, 14]) await getUser(url, id);
+    const ttls = await cluster.ttls();
+    expect(ttls.length).toBeGreaterThanOrEqual(5);
+    for (const ttl of ttls) expect(ttl > 0 && ttl <= 30_000, `PTTL ${ttl}`).toBe(true);
+  });
+
+  it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
+    const cluster = createCluster();
+    const url = await cluster.start({ ttlMs: 200 });
+    expect((await getUser(url, 15)).cache).toBe('miss');
+    // Redis expires keys by its own clock, which a fake Date cannot move: wait for the key to go.
+    const deadline = Date.now() + 3000;
+    while ((await cluster.ttls()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await getUser(url, 15)).toMatchObject({ status: 200, cache: 'miss', body: { id: 15 } });
+    expect(cluster.reads).toBe(2);
+  });
+});
+
+describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
+  it('challenge: a read right after a successful write returns the new value, from every instance', async () => {
+    const cluster = createCluster();
+    const [a, b] = [await cluster.start(), await cluster.start()];
+    await getUser(a!, 20);
+    await getUser(b!, 20); // both instances have now seen (and cached) version 1
+    expect((await putUser(a!, 20, { name: 'Renamed', email: 'user20@example.com' })).status).toBe(200);
+    for (const url of [a!, b!]) {
+      const { body } = await getUser(url, 20);
+      expect({ name: body.name, version: body.version }, `read from ${url === a ? 'the writing' : 'the other'} instance`).toEqual({ name: 'Renamed', version: 2 });
+    }
+  });
+
+  it('challenge: a read that raced a write does not leave the old value in the cache', async () => {
+    // The race of cache-aside: a reader misses and reads the database (version 1); a writer commits
+    // version 2 and invalidates; only then does the reader store what it read. Gates fix the order.
+    const cluster = createCluster();
+    const readerRead = gate();
+    const letReaderStore = gate();
+    let paused = false;
+    const reader = await cluster.start({
+      wrap: (repository) => ({
+        ...repository,
+        async find(id) {
+          const user = await repository.find(id);
+          if (!paused) {
+            paused = true; // only the first read is held
+            readerRead.open();
+            await letReaderStore.opened;
+          }
+          return user;
+        },
+      }),
+    });
+    const writer = await cluster.start();
+    const slowRead = getUser(reader, 21);
+    await readerRead.opened; // the reader holds version 1, not yet stored
+    expect((await putUser(writer, 21, { name: 'After the race', email: 'user21@example.com' })).status).toBe(200);
+    letReaderStore.open();
+    await slowRead; // it may answer version 1: it began before the write finished
+    for (const url of [reader, writer]) {
+      const { body } = await getUser(url, 21);
+      expect({ name: body.name, version: body.version }, 'the reader stored what it read before the write, after the write').toEqual({ name: 'After the race', version: 2 });
+    }
+  });
+
+  it('challenge: 200 concurrent reads of a cold key, over two instances, cause one database read', async () => {
+    // The database read is held until all 200 requests have arrived, so every one of them finds the
+    // key cold, however fast the first read would have been.
+    const cluster = createCluster();
+    const allArrived = cluster.whenArrived(200);
+    const hold = (repository: UserRepository): UserRepository => ({
+      ...repository,
+      async find(id) {
+        await allArrived;
+        return repository.find(id);
+      },
+    });
+    const urls = [await cluster.start({ wrap: hold }), await cluster.start({ wrap: hold })];
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => getUser(urls[i % 2]!, 22)));
+    expect(results.every((r) => r.status === 200 && r.body.id === 22)).toBe(true);
+    expect(cluster.reads, `${cluster.reads} database reads for 200 concurrent requests`).toBe(1);
+  });
+
+  it('challenge: after a deployment (schema version bumped), no entry of the old version is served', async () => {
+    const cluster = createCluster();
+    const before = await cluster.start({ schemaVersion: CURRENT_SCHEMA_VERSION - 1 });
+    expect((await getUser(before, 23)).body).not.toHaveProperty('updatedAt'); // cached in the old shape
+    const after = await cluster.start({ schemaVersion: CURRENT_SCHEMA_VERSION });
+    const read = await getUser(after, 23);
+    expect(read.body, 'the new deployment read a user in the old shape').toHaveProperty('updatedAt');
+    // A rolling deployment: old and new instances serve side by side. A write on a new instance must
+    // not leave the old instances serving what they cached.
+    await putUser(after, 23, { name: 'Written by v2', email: 'user23@example.com' });
+    expect((await getUser(before, 23)).body).toMatchObject({ name: 'Written by v2', version: 2 });
+  });
+
+  it('challenge: repeated reads of a missing id reach the database once', async () => {
+    const cluster = createCluster();
+    const url = await cluster.start();
+    for (let i = 0; i < 20; i++) expect((await getUser(url, 777_777)).status).toBe(404);
+    expect(cluster.reads, `${cluster.reads} database reads for 20 requests for the same missing id`).toBe(1);
+  });
+
+  it('challenge: entries filled at the same moment do not all expire at the same moment', async () => {
+    const cluster = createCluster();
+    const url = await cluster.start({ ttlMs: 60_000 });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => getUser(url, 100 + i)));
+    const ttls = await cluster.ttls();
+    const spread = Math.max(...ttls) - Math.min(...ttls);
+    expect(spread, `40 entries filled together expire within ${spread} ms of each other`).toBeGreaterThanOrEqual(3000);
+  });
+});

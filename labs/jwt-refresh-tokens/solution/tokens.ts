@@ -1,0 +1,201 @@
+/**
+ * SOLUTION: a short-lived access JWT plus an opaque, rotating refresh token kept (hashed) in Redis.
+ *
+ * - The access token is a 5-minute RS256 JWT with `kid`, `sid` (the session) and `jti`. Checking it
+ *   costs no I/O, which is why it exists; the price is that it stays valid until it expires, so keep
+ *   it short. The verifier pins RS256, finds the key by `kid`, checks iss/aud, allows 30 s of skew.
+ * - The refresh token is 256 random bits, stored only as its SHA-256 in Redis (a fast hash suffices for
+ *   a random token; slow hashes are for guessable passwords). Each use rotates it: the old one is
+ *   marked "rotated", a successor issued. All tokens of one login form a family (= the session).
+ * - Reuse detection: presenting a rotated token means two parties hold the same family (a thief and the
+ *   user). The server cannot tell which is which, so it revokes the whole family; both must log in.
+ * - Racing tabs: two tabs that refresh with the same token within `refreshRaceGraceMs` both get the same
+ *   successor instead of tripping reuse detection. The successor is derived, HMAC(secret, token), so it
+ *   never has to be stored in clear. A thief replaying inside that window gets the successor too; that
+ *   is the accepted cost of a few seconds of grace.
+ * - Signing keys rotate by `kid`: a retired key verifies for `keyGraceSec` (default: one access-token
+ *   lifetime plus skew, so no honest token outlives it), then nothing it signed is accepted.
+ */
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { errors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
+import {
+  TOKEN_DEFAULTS,
+  TokenError,
+  type AccessClaims,
+  type Credentials,
+  type IssuedTokens,
+  type TokenService,
+  type TokenServiceOptions,
+} from '../src/token-service.ts';
+
+/**
+ * Rotates one refresh token atomically, so two concurrent requests can never both see it "active".
+ * KEYS: the token, its family, its successor. ARGV: now (ms), race grace (ms), refresh TTL (ms).
+ * Returns {verdict, userId}. `expiresAt` uses the caller's clock, so fake clocks work; Redis's own
+ * TTL only cleans up.
+ */
+const ROTATE = `
+local token = redis.call('HMGET', KEYS[1], 'status', 'rotatedAt', 'expiresAt', 'user', 'family')
+if not token[1] then return {'unknown'} end
+if redis.call('HGET', KEYS[2], 'status') ~= 'active' then return {'revoked'} end
+local now = tonumber(ARGV[1])
+if tonumber(token[3]) <= now then return {'expired'} end
+if token[1] == 'active' then
+  local ttl = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'status', 'rotated', 'rotatedAt', ARGV[1])
+  redis.call('HSET', KEYS[3], 'status', 'active', 'user', token[4], 'family', token[5], 'expiresAt', string.format('%.0f', now + ttl))
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return {'rotated', token[4]}
+end
+if now - tonumber(token[2]) <= tonumber(ARGV[2]) then return {'raced', token[4]} end
+redis.call('HSET', KEYS[2], 'status', 'revoked', 'reason', 'reuse', 'revokedAt', ARGV[1])
+return {'reused'}
+`;
+
+export function createTokenService(options: TokenServiceOptions): TokenService {
+  const { redis, prefix, keys, now = Date.now } = options;
+  const accessTtlSec = options.accessTtlSec ?? TOKEN_DEFAULTS.accessTtlSec;
+  const refreshTtlMs = (options.refreshTtlSec ?? TOKEN_DEFAULTS.refreshTtlSec) * 1000;
+  const clockToleranceSec = options.clockToleranceSec ?? TOKEN_DEFAULTS.clockToleranceSec;
+  const keyGraceMs = (options.keyGraceSec ?? accessTtlSec + clockToleranceSec) * 1000;
+  const raceGraceMs = options.refreshRaceGraceMs ?? TOKEN_DEFAULTS.refreshRaceGraceMs;
+  const { issuer = TOKEN_DEFAULTS.issuer, audience = TOKEN_DEFAULTS.audience } = options;
+  // Without a configured secret, one per process: fine for one instance, wrong for several.
+  const refreshSecret = options.refreshSecret ?? randomBytes(32).toString('base64url');
+
+  const tokenKey = (token: string) => `${prefix}rt:${createHash('sha256').update(token).digest('base64url')}`;
+  const familyKey = (family: string) => `${prefix}family:${family}`;
+  const successorOf = (token: string) => createHmac('sha256', refreshSecret).update(token).digest('base64url');
+
+  async function signAccess(userId: string, sessionId: string): Promise<string> {
+    const iat = Math.floor(now() / 1000);
+    const key = keys.current();
+    return new SignJWT({ sid: sessionId })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
+      .setSubject(userId)
+      .setIssuer(issuer)
+      .setAudience(audience)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + accessTtlSec)
+      .setJti(randomUUID())
+      .sign(key.privateKey);
+  }
+
+  async function tokensFor(userId: string, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
+    return {
+      accessToken: await signAccess(userId, sessionId),
+      expiresInSec: accessTtlSec,
+      refreshToken,
+      refreshExpiresInSec: refreshTtlMs / 1000,
+    };
+  }
+
+  /** The verification key for a header: found by `kid`, and only while it is current or in grace. */
+  function keyFor(header: JWTHeaderParameters) {
+    const key = header.kid === undefined ? undefined : keys.find(header.kid);
+    if (!key) throw new TokenError('invalid', 'The access token was signed by an unknown key');
+    if (key.retiredAt !== undefined && now() > key.retiredAt + keyGraceMs) {
+      throw new TokenError('invalid', 'The access token was signed by a retired key');
+    }
+    return key.publicKey;
+  }
+
+  async function verifyAccess(token: string): Promise<AccessClaims> {
+    try {
+      const { payload } = await jwtVerify(token, keyFor, {
+        algorithms: ['RS256'], // pinned: `none`, HS256 and anything else fail before a key is chosen
+        issuer,
+        audience,
+        typ: 'at+jwt',
+        currentDate: new Date(now()),
+        clockTolerance: clockToleranceSec,
+        requiredClaims: ['sub', 'sid', 'exp', 'iat'],
+      });
+      return { sub: payload.sub!, sid: String(payload.sid), exp: payload.exp! };
+    } catch (error) {
+      if (error instanceof TokenError) throw error;
+      if (error instanceof errors.JWTExpired) throw new TokenError('expired', 'The access token has expired', { cause: error });
+      throw new TokenError('invalid', 'The access token is not valid', { cause: error });
+    }
+  }
+
+  async function revokeFamily(family: string, reason: string): Promise<void> {
+    // A tombstone that outlives every token of the family, so none of them can be used again.
+    await redis
+      .multi()
+      .hset(familyKey(family), 'status', 'revoked', 'reason', reason, 'revokedAt', now())
+      .pexpire(familyKey(family), refreshTtlMs)
+      .exec();
+  }
+
+  return {
+    verifyAccess,
+
+    async issue(userId) {
+      const family = randomUUID();
+      const refreshToken = randomBytes(32).toString('base64url');
+      const time = now();
+      await redis
+        .multi()
+        .hset(familyKey(family), 'status', 'active', 'user', userId, 'createdAt', time)
+        .pexpire(familyKey(family), refreshTtlMs)
+        .hset(tokenKey(refreshToken), 'status', 'active', 'user', userId, 'family', family, 'expiresAt', time + refreshTtlMs)
+        .pexpire(tokenKey(refreshToken), refreshTtlMs)
+        .exec();
+      return tokensFor(userId, family, refreshToken);
+    },
+
+    async refresh({ refreshToken }: Credentials) {
+      // Only the cookie counts: an access token, even a valid one, never extends a session.
+      if (!refreshToken) throw new TokenError('missing', 'No refresh token: log in first');
+      const family = await redis.hget(tokenKey(refreshToken), 'family');
+      if (!family) throw new TokenError('invalid', 'Unknown refresh token: log in again');
+      const successor = successorOf(refreshToken);
+      const [verdict, userId] = (await rotate(redis, tokenKey(refreshToken), familyKey(family), tokenKey(successor), now(), raceGraceMs, refreshTtlMs)) as [string, string?];
+      switch (verdict) {
+        case 'rotated':
+        case 'raced':
+          return tokensFor(userId!, family, successor);
+        case 'reused':
+          throw new TokenError('reused', 'This refresh token was already used; the session is revoked, log in again');
+        case 'revoked':
+          throw new TokenError('revoked', 'The session has ended: log in again');
+        case 'expired':
+          throw new TokenError('expired', 'The refresh token has expired: log in again');
+        default:
+          throw new TokenError('invalid', 'Unknown refresh token: log in again');
+      }
+    },
+
+    async logout({ accessToken, refreshToken }: Credentials) {
+      let family: string | null | undefined;
+      if (refreshToken) family = await redis.hget(tokenKey(refreshToken), 'family');
+      if (!family && accessToken) family = (await verifyAccess(accessToken)).sid;
+      if (!family) throw new TokenError('missing', 'Send the access token (or the refresh cookie) to log out');
+      // The access tokens already out stay valid until they expire (at most accessTtlSec). A deny-list
+      // of `jti`s would close that gap, at the price of a Redis lookup on every request.
+      await revokeFamily(family, 'logout');
+    },
+  };
+}
+
+const scripts = new WeakMap<Redis, string>();
+
+/** Runs ROTATE by its SHA (EVALSHA), loading it once per connection. */
+async function rotate(redis: Redis, ...args: [string, string, string, number, number, number]): Promise<unknown> {
+  const [token, family, successor, ...argv] = args;
+  let sha = scripts.get(redis);
+  if (!sha) {
+    sha = (await redis.script('LOAD', ROTATE)) as string;
+    scripts.set(redis, sha);
+  }
+  try {
+    return await redis.evalsha(sha, 3, token, family, successor, ...argv);
+  } catch (error) {
+    if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
+    scripts.delete(redis);
+    return redis.eval(ROTATE, 3, token, family, successor, ...argv);
+  }
+}

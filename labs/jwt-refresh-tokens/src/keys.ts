@@ -1,0 +1,81 @@
+/**
+ * The signing keys: an RS256 key pair per `kid`, the newest one current. Rotating adds a new current
+ * key and marks the previous one retired (at the injected clock's time); whether a retired key is
+ * still trusted, and for how long, is the token code's decision. The learner does not edit this file.
+ *
+ * Keys live in this process's memory, which is right for one instance. Several instances would load
+ * them from a shared secret store (a KMS, Vault, a mounted secret) so they agree on every `kid`.
+ */
+import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { exportJWK, type JWK } from 'jose';
+
+/** One signing key. Only the private half signs; the public half (and its PEM) verifies. */
+export interface SigningKey {
+  /** Key id, sent in each token's header so a verifier can find the right key. */
+  readonly kid: string;
+  readonly alg: 'RS256';
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  /** The public key as PEM text: what a config file or env var would hold. */
+  readonly publicPem: string;
+  /** Epoch ms. */
+  readonly createdAt: number;
+  /** Epoch ms when a newer key replaced it; undefined while it is the current key. */
+  retiredAt?: number;
+}
+
+export interface KeyRing {
+  /** The key new tokens are signed with. */
+  current(): SigningKey;
+  /** A key by id, retired or not. */
+  find(kid: string): SigningKey | undefined;
+  /** Every key, newest first. */
+  all(): readonly SigningKey[];
+  /** Makes a fresh key current and retires the previous one now. Returns the new key. */
+  rotate(): SigningKey;
+  /** The public keys as a JSON Web Key Set, for `/.well-known/jwks.json`. */
+  jwks(): Promise<{ keys: JWK[] }>;
+}
+
+export interface KeyRingOptions {
+  /** Epoch ms; tests pass a fake clock. */
+  now?: () => number;
+}
+
+export function createKeyRing(options: KeyRingOptions = {}): KeyRing {
+  const now = options.now ?? Date.now;
+  const keys: SigningKey[] = [];
+
+  function generate(): SigningKey {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const key: SigningKey = {
+      kid: `k-${randomBytes(6).toString('hex')}`,
+      alg: 'RS256',
+      privateKey,
+      publicKey,
+      publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      createdAt: now(),
+    };
+    keys.unshift(key);
+    return key;
+  }
+
+  generate();
+  return {
+    current: () => keys[0]!,
+    find: (kid) => keys.find((k) => k.kid === kid),
+    all: () => keys,
+    rotate() {
+      const previous = keys[0]!;
+      const next = generate();
+      previous.retiredAt = now();
+      return next;
+    },
+    async jwks() {
+      const list = await Promise.all(
+        keys.map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: k.alg, use: 'sig' })),
+      );
+      return { keys: list };
+    },
+  };
+}

@@ -1,0 +1,237 @@
+/**
+ * The spec. Baseline tests hold for any token scheme; `challenge:` tests fail on the single-JWT starter
+ * and pass on short access tokens + rotated refresh tokens. Time is a fake clock; nothing is timed.
+ */
+import { createPublicKey } from 'node:crypto';
+import { SignJWT, UnsecuredJWT, type JWK } from 'jose';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { useRedis, type RedisFixture } from '@labs/test-kit';
+import { createUserStore, DEMO_USERS, type UserStore } from '../src/users.ts';
+import { TOKEN_DEFAULTS } from '../src/token-service.ts';
+import { ACCESS_TTL_SEC, CLOCK_TOLERANCE_SEC, MINUTE, startApp, Tab, type TestApp } from './helpers.ts';
+
+const [ada, grace] = DEMO_USERS;
+let redis: RedisFixture;
+let users: UserStore;
+const apps: TestApp[] = [];
+
+beforeAll(async () => {
+  redis = await useRedis();
+  users = await createUserStore();
+});
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.server[Symbol.asyncDispose]()));
+});
+afterAll(async () => {
+  await redis[Symbol.asyncDispose]();
+});
+
+/** A fresh app and a browser tab logged in as Ada. */
+async function loggedIn(): Promise<{ app: TestApp; tab: Tab }> {
+  const app = await startApp(redis, users);
+  apps.push(app);
+  const tab = new Tab(app.url);
+  const { status } = await tab.login(ada.username, ada.password);
+  expect(status).toBe(200);
+  return { app, tab };
+}
+
+/** Past the access token's lifetime and the verifier's skew allowance. */
+const PAST_ACCESS_EXPIRY = (ACCESS_TTL_SEC + CLOCK_TOLERANCE_SEC) * 1000 + MINUTE;
+
+/** Claims a forged token needs to look like one of ours. */
+function forgedClaims(app: TestApp, sub: string) {
+  const iat = Math.floor(app.clock.now() / 1000);
+  return { sub, sid: 'forged', iss: TOKEN_DEFAULTS.issuer, aud: TOKEN_DEFAULTS.audience, iat, exp: iat + 24 * 3600, jti: 'forged' };
+}
+
+async function meWith(app: TestApp, token: string): Promise<number> {
+  const res = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${token}` } });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+describe('baseline: logging in and using an access token', () => {
+  it('logs in with the right password, and /me answers with the user', async () => {
+    const { tab } = await loggedIn();
+    const res = await tab.send('GET', '/me');
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ user: { id: ada.id, username: ada.username, displayName: ada.displayName } });
+  });
+
+  it('answers a wrong password and an unknown user with the same 401', async () => {
+    const app = await startApp(redis, users);
+    apps.push(app);
+    const wrongPassword = await new Tab(app.url).login(ada.username, 'not the password');
+    const unknownUser = await new Tab(app.url).login('nobody-here', 'not the password');
+    expect(wrongPassword.status).toBe(401);
+    expect(unknownUser.status).toBe(401);
+    expect(unknownUser.json).toEqual(wrongPassword.json);
+  });
+
+  it('answers malformed login bodies with a 400 that says what is wrong', async () => {
+    const app = await startApp(redis, users);
+    apps.push(app);
+    const post = async (body: string, contentType = 'application/json') => {
+      const res = await fetch(`${app.url}/login`, { method: 'POST', headers: { 'content-type': contentType }, body });
+      return { status: res.status, message: String(((await res.json()) as { message?: string }).message) };
+    };
+    expect(await post('{"username": "ada", ')).toEqual({ status: 400, message: 'The body is not valid JSON' });
+    expect(await post('username=ada', 'application/x-www-form-urlencoded')).toMatchObject({ status: 400, message: expect.stringContaining('JSON object') });
+    expect(await post('{"username": "ada"}')).toEqual({ status: 400, message: '"password" must be a non-empty string' });
+    expect(await post('{"username": 42, "password": "x"}')).toEqual({ status: 400, message: '"username" must be a non-empty string' });
+    expect(await post(JSON.stringify({ username: 'ada', password: 'x'.repeat(1025) }))).toEqual({
+      status: 400,
+      message: '"password" must be at most 1024 characters',
+    });
+  });
+
+  it('hashes once per login attempt, for unknown users too, so timing does not reveal who exists', async () => {
+    let hashes = 0;
+    const counted = await createUserStore({ onHash: () => void (hashes += 1) });
+    expect(await counted.verifyCredentials('nobody-here', 'whatever')).toBeUndefined();
+    expect(await counted.verifyCredentials(ada.username, 'wrong')).toBeUndefined();
+    expect(await counted.verifyCredentials(ada.username, ada.password)).toMatchObject({ id: ada.id });
+    expect(hashes).toBe(3);
+  });
+
+  it('keeps passwords only as argon2id hashes', () => {
+    const stored = users.findById(ada.id)!.passwordHash;
+    expect(stored).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    expect(stored).not.toContain(ada.password);
+  });
+
+  it('refuses /me without a token, with a malformed header, and with a tampered token', async () => {
+    const { app, tab } = await loggedIn();
+    const none = await fetch(`${app.url}/me`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Bearer /);
+    const malformed = await fetch(`${app.url}/me`, { headers: { authorization: 'Token abc' } });
+    expect(malformed.status).toBe(400);
+    // Claim to be Grace by swapping the payload, keeping Ada's signature.
+    const [header, , signature] = tab.accessToken!.split('.');
+    const payload = Buffer.from(JSON.stringify({ ...forgedClaims(app, grace.id), sid: 'x' })).toString('base64url');
+    expect(await meWith(app, `${header}.${payload}.${signature}`)).toBe(401);
+  });
+
+  it('rejects an expired access token', async () => {
+    const { app, tab } = await loggedIn();
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    const res = await tab.send('GET', '/me');
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ error: 'expired' });
+  });
+
+  it('still accepts a token signed by the previous key right after a key rotation', async () => {
+    const { app, tab } = await loggedIn();
+    app.keys.rotate();
+    app.clock.advance(MINUTE);
+    expect(await tab.me()).toBe(200);
+    const second = new Tab(app.url);
+    expect((await second.login(grace.username, grace.password)).status).toBe(200);
+    expect(await second.me()).toBe(200);
+  });
+
+  it('answers /refresh and /logout without any credentials with a 401', async () => {
+    const app = await startApp(redis, users);
+    apps.push(app);
+    for (const path of ['/refresh', '/logout']) {
+      const res = await fetch(`${app.url}${path}`, { method: 'POST' });
+      expect(res.status, path).toBe(401);
+    }
+  });
+});
+
+describe('challenges: refresh tokens', () => {
+  it('challenge: the refresh token travels in an httpOnly, Secure, SameSite cookie scoped to /refresh', async () => {
+    const { tab } = await loggedIn();
+    const cookie = tab.jar.cookie;
+    expect(cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    const attributes = cookie!.attributes.map((a) => a.toLowerCase());
+    expect(attributes).toEqual(expect.arrayContaining(['httponly', 'secure', 'samesite=strict', 'path=/refresh']));
+    expect(tab.jar.headerFor('/me'), 'the cookie must not travel with every request').toBeUndefined();
+  });
+
+  it("challenge: the session survives past the access token's expiry through /refresh", async () => {
+    const { app, tab } = await loggedIn();
+    for (let day = 0; day < 3; day++) {
+      app.clock.advance(PAST_ACCESS_EXPIRY);
+      expect(await tab.me(), 'the access token should have expired').toBe(401);
+      const refreshed = await tab.refresh();
+      expect(refreshed.status, `refresh after expiry: ${JSON.stringify(refreshed.json)}`).toBe(200);
+      expect(await tab.me()).toBe(200);
+    }
+  });
+
+  it('challenge: a replayed refresh token gets a 401 and revokes the whole family', async () => {
+    const { app, tab } = await loggedIn();
+    const stolen = new Tab(app.url); // the thief copied the cookie, not the access token
+    stolen.jar.cookie = tab.jar.cookie;
+    expect(stolen.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    expect((await tab.refresh()).status).toBe(200); // the user rotates it
+    app.clock.advance(MINUTE);
+    const replay = await stolen.refresh();
+    expect(replay.status).toBe(401);
+    // Thief or user: the server cannot tell, so the whole family is gone, the user's newest token too.
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await tab.refresh()).status).toBe(401);
+  });
+
+  it('challenge: logout revokes the session', async () => {
+    const { app, tab } = await loggedIn();
+    const copied = tab.jar.cookie;
+    const out = await tab.send('POST', '/logout');
+    expect(out.status).toBe(204);
+    expect(copied, 'login set no refresh_token cookie to revoke (issue() returned no refreshToken)').toBeDefined();
+    expect(tab.jar.cookie, 'logout should clear the cookie').toBeUndefined();
+    // Someone who copied the refresh cookie (and the access token) earlier tries to carry on.
+    tab.jar.cookie = copied;
+    app.clock.advance(MINUTE);
+    expect((await tab.refresh()).status, 'the session lived on after logout').toBe(401);
+  });
+
+  it('challenge: two tabs refreshing at once both stay logged in', async () => {
+    const { app, tab: first } = await loggedIn();
+    const second = first.openTab();
+    second.accessToken = first.accessToken;
+    app.clock.advance(PAST_ACCESS_EXPIRY); // both tabs wake up with an expired access token
+    const [a, b] = await Promise.all([first.refresh(), second.refresh()]);
+    expect([a.status, b.status], 'both tabs refreshed with the same cookie at once').toEqual([200, 200]);
+    expect([await first.me(), await second.me()]).toEqual([200, 200]);
+    app.clock.advance(PAST_ACCESS_EXPIRY); // and the session goes on with whatever cookie the browser kept
+    expect((await first.refresh()).status).toBe(200);
+    expect((await second.refresh()).status).toBe(200);
+  });
+});
+
+describe('challenges: verifying access tokens', () => {
+  it('challenge: a token with alg "none" is rejected', async () => {
+    const { app } = await loggedIn();
+    const { sub, ...claims } = forgedClaims(app, grace.id);
+    const unsigned = new UnsecuredJWT(claims).setSubject(sub).encode();
+    expect(await meWith(app, unsigned), 'an unsigned token let anyone be Grace').toBe(401);
+  });
+
+  it('challenge: an HS256 token signed with the RS256 public key is rejected', async () => {
+    const { app } = await loggedIn();
+    // The public key is public: anyone can read it from the JWKS and turn it into PEM text.
+    const { keys } = (await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
+    const jwk = keys[0]!;
+    const pem = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
+    const forged = await new SignJWT(forgedClaims(app, grace.id))
+      .setProtectedHeader({ alg: 'HS256', kid: jwk.kid, typ: 'at+jwt' })
+      .sign(new TextEncoder().encode(pem));
+    expect(await meWith(app, forged), 'a token signed with the public key (HS256) was accepted').toBe(401);
+  });
+
+  it('challenge: a token signed by a retired key is rejected after the grace period', async () => {
+    const { app } = await loggedIn();
+    const old = app.keys.current();
+    app.keys.rotate(); // say the old private key leaked: that is why we rotate
+    const forge = () =>
+      new SignJWT(forgedClaims(app, grace.id)).setProtectedHeader({ alg: 'RS256', kid: old.kid, typ: 'at+jwt' }).sign(old.privateKey);
+    expect(await meWith(app, await forge()), 'during the grace period the old key still verifies').toBe(200);
+    app.clock.advance(PAST_ACCESS_EXPIRY + MINUTE); // every honest token of the old key has expired by now
+    expect(await meWith(app, await forge()), 'the retired key still verifies after its grace period').toBe(401);
+  });
+});

@@ -1,0 +1,77 @@
+/**
+ * Load script: the starter (1 + N queries), the DataLoader solution (2) and the single LATERAL query (1),
+ * each at N = 10 and N = 100 authors per page, one autocannon run each, against the same seeded dataset
+ * (5,000 authors, ~100,000 posts). Queries per request come from the servers' pool counters, the same
+ * instrument the spec uses. Target: at N = 100 the solution serves at least 10x the starter's req/s,
+ * with the same number of queries per request at both page sizes.
+ */
+import { join } from 'node:path';
+import { forkServers, printComparison, runLoad, verdict, writeResults, type ComparisonRow, type LoadResult } from '@labs/bench';
+import type { BenchServerOptions } from './servers.ts';
+
+const DURATION_SEC = Number(process.env.BENCH_DURATION_SEC ?? 3);
+const CONNECTIONS = 8;
+const PAGE_SIZES = [10, 100];
+const options: BenchServerOptions = { poolSize: 6 };
+
+console.log(
+  `N+1 load test: GET /api/authors?limit=N for N = ${PAGE_SIZES.join(' and ')}, ${CONNECTIONS} connections, ` +
+    `${DURATION_SEC} s per run, a pool of ${options.poolSize} connections per target.`,
+);
+console.log('Seeding 5,000 authors and their posts...');
+await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
+const targets = Object.keys(servers.urls);
+const pageUrl = (target: string, n: number) => `${servers.urls[target]}/api/authors?limit=${n}`;
+
+/**
+ * The servers' counters once the last requests of a run have finished: autocannon stops sending at
+ * the deadline, but responses in flight still run their queries, so poll until two readings agree.
+ */
+async function settledStats(previous: Record<string, number>): Promise<Record<string, number>> {
+  let last = previous;
+  for (let i = 0; i < 100; i++) {
+    const now = await servers.stats();
+    if (i > 0 && Object.keys(now).every((k) => now[k] === last[k])) return now;
+    last = now;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return last;
+}
+
+// One second each first, so no target is measured while V8 is still compiling its code path.
+console.log('Warming up:');
+for (const target of targets) {
+  await runLoad({ name: target, url: pageUrl(target, 10), durationSec: 1, connections: CONNECTIONS });
+}
+
+console.log('Measuring:');
+const rows: ComparisonRow[] = [];
+const byKey = new Map<string, { result: LoadResult; queriesPerRequest: number }>();
+for (const n of PAGE_SIZES) {
+  for (const target of targets) {
+    const before = await settledStats(await servers.stats());
+    const result = await runLoad({ name: `${target}, N=${n}`, url: pageUrl(target, n), durationSec: DURATION_SEC, connections: CONNECTIONS });
+    const after = await settledStats(before);
+    const queries = (after[`${target}.queries`] ?? 0) - (before[`${target}.queries`] ?? 0);
+    const requests = (after[`${target}.requests`] ?? 0) - (before[`${target}.requests`] ?? 0);
+    const queriesPerRequest = requests > 0 ? Math.round((queries / requests) * 100) / 100 : 0;
+    byKey.set(`${target}@${n}`, { result, queriesPerRequest });
+    rows.push({ name: `${target}, N=${n}`, result, evidence: { 'queries/request': queriesPerRequest, non2xx: result.requests - (result.statusCounts['200'] ?? 0) } });
+  }
+}
+
+printComparison('N+1: a page of N authors with their 3 latest posts', rows);
+const [starter, solution] = targets;
+const s100 = byKey.get(`${starter}@100`);
+const d100 = byKey.get(`${solution}@100`);
+const d10 = byKey.get(`${solution}@10`);
+if (s100 && d100 && d10) {
+  const ratio = d100.result.rps / Math.max(s100.result.rps, 1e-9);
+  verdict(ratio >= 10, `at N=100 the solution serves ${Math.round(d100.result.rps)} req/s vs the starter's ${Math.round(s100.result.rps)} (${ratio.toFixed(1)}x; target at least 10x)`);
+  verdict(
+    d10.queriesPerRequest === d100.queriesPerRequest,
+    `the solution sends ${d10.queriesPerRequest} queries per request at N=10 and ${d100.queriesPerRequest} at N=100 (constant); the starter ${byKey.get(`${starter}@10`)?.queriesPerRequest} and ${s100.queriesPerRequest}`,
+  );
+}
+const file = writeResults(join(import.meta.dirname, '..'), 'n-plus-one', { options, durationSec: DURATION_SEC, connections: CONNECTIONS, pageSizes: PAGE_SIZES, rows });
+console.log(`Figures written to ${file}`);

@@ -1,0 +1,104 @@
+/**
+ * SOLUTION: the same feed in two queries, whatever the page size: one for the authors, one for all of
+ * their posts (every author id of the page in one array parameter, `$1::int[]`), batched by a
+ * DataLoader made for this request.
+ *
+ * Why DataLoader rather than collecting ids by hand: the code that needs an author's posts keeps asking
+ * for one author's posts (`postsByAuthor.load(id)`), and DataLoader gathers every load() made in the
+ * same tick into one batch call. That matters when the callers are spread out (GraphQL resolvers, a
+ * serializer per item, helpers called from several places): none of them has to know about the others.
+ *
+ * Why one loader per request: its cache is a per-request memo (the same author asked twice costs one
+ * row), never a shared cache that could serve one user's data to another or go stale between requests.
+ *
+ * The other fix, one query with a LATERAL join and json_agg, is `loadAuthorFeedInOneQuery` below; the
+ * README compares the two.
+ */
+import DataLoader from 'dataloader';
+import type pg from 'pg';
+import { findAuthors, LATEST_POSTS, toPost, type AuthorWithPosts, type PageRequest, type Post, type PostRow } from '../src/author-repository.ts';
+
+/**
+ * The newest posts of every author in `authorIds`, in one query, in the order of `authorIds` (what
+ * DataLoader requires): an author with no posts gets [].
+ *
+ * Were the page to show every post, the batch would be the textbook one:
+ *   SELECT author_id, id, title, published_at FROM posts WHERE author_id = ANY($1)
+ * For the newest LATEST_POSTS per author ("top N per group"), `author_id = ANY($1)` plus
+ * row_number() OVER (PARTITION BY author_id ...) also works, but reads and ranks every post of those
+ * authors (about 2,000 rows for 100 authors) to keep 300. The LATERAL join below walks the
+ * (author_id, published_at DESC, id DESC) index once per id in the batch and stops after LATEST_POSTS
+ * entries: about 4x less work per batch here, and it does not grow with an author's post count.
+ */
+async function latestPostsOfMany(db: pg.Pool, authorIds: readonly number[]): Promise<Post[][]> {
+  const { rows } = await db.query<PostRow & { author_id: number }>(
+    `SELECT batch.author_id, p.id, p.title, p.published_at
+     FROM unnest($1::int[]) AS batch (author_id)
+     CROSS JOIN LATERAL (
+       SELECT id, title, published_at FROM posts
+       WHERE posts.author_id = batch.author_id
+       ORDER BY published_at DESC, id DESC
+       LIMIT $2
+     ) p
+     ORDER BY batch.author_id, p.published_at DESC, p.id DESC`,
+    [authorIds, LATEST_POSTS],
+  );
+  const byAuthor = new Map<number, Post[]>(authorIds.map((id) => [id, []]));
+  for (const row of rows) byAuthor.get(row.author_id)?.push(toPost(row));
+  return authorIds.map((id) => byAuthor.get(id) ?? []);
+}
+
+/** A loader of "the newest posts of author X" for one request. */
+export function createPostsByAuthorLoader(db: pg.Pool): DataLoader<number, Post[]> {
+  // maxBatchSize bounds the id array (and so the query) however many authors one request touches.
+  return new DataLoader((ids) => latestPostsOfMany(db, ids), { maxBatchSize: 500 });
+}
+
+/**
+ * The page of authors after `page.after`, each with their newest posts. Called once per HTTP request:
+ * 2 queries for any page size (1 when the page is empty: DataLoader makes no call for no keys).
+ */
+export async function loadAuthorFeed(db: pg.Pool, page: PageRequest): Promise<AuthorWithPosts[]> {
+  const postsByAuthor = createPostsByAuthorLoader(db);
+  const authors = await findAuthors(db, page);
+  return Promise.all(
+    authors.map(async (author) => ({
+      ...author,
+      latestPosts: await postsByAuthor.load(author.id),
+    })),
+  );
+}
+
+/**
+ * The alternative: the whole page in ONE query. For each author on the page a LATERAL subquery reads its
+ * newest posts (an index range scan that stops after LATEST_POSTS rows), and json_agg folds them into
+ * one JSON array per author, so the rows never multiply (a plain JOIN would repeat each author once per
+ * post). One round trip, less data on the wire; the price is SQL that knows the whole response shape,
+ * which composes badly when the shape is chosen by the client (GraphQL) or spread over many modules.
+ */
+export async function loadAuthorFeedInOneQuery(db: pg.Pool, page: PageRequest): Promise<AuthorWithPosts[]> {
+  const { rows } = await db.query<{ id: number; name: string; latest_posts: Post[] }>(
+    `SELECT a.id, a.name, latest.posts AS latest_posts
+     FROM authors a
+     CROSS JOIN LATERAL (
+       SELECT coalesce(
+                json_agg(json_build_object(
+                  'id', p.id,
+                  'title', p.title,
+                  'publishedAt', to_char(p.published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+                ) ORDER BY p.published_at DESC, p.id DESC),
+                '[]'::json) AS posts
+       FROM (
+         SELECT id, title, published_at FROM posts
+         WHERE author_id = a.id
+         ORDER BY published_at DESC, id DESC
+         LIMIT $3
+       ) p
+     ) latest
+     WHERE a.id > $1
+     ORDER BY a.id
+     LIMIT $2`,
+    [page.after, page.limit, LATEST_POSTS],
+  );
+  return rows.map((row) => ({ id: row.id, name: row.name, latestPosts: row.latest_posts }));
+}

@@ -1,0 +1,164 @@
+/**
+ * The n-plus-one spec. Baseline tests: the page is right, field for field, and bad input is a 400.
+ * `challenge:` tests count the SQL statements each request sends through the real pg pool (the test
+ * kit instruments it from outside): the starter's 1 + N fails them, a constant number passes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createPgPool } from '@labs/services';
+import { countQueries, listen, usePostgres, type Listening, type PostgresFixture, type QueryCounter } from '@labs/test-kit';
+import { createApp, DEFAULT_LIMIT, MAX_LIMIT, type AuthorsPage } from '../src/app.ts';
+import { LATEST_POSTS, type AuthorWithPosts, type PageRequest } from '../src/author-repository.ts';
+import { seed } from '../src/database.ts';
+import { loadAuthorFeedInOneQuery } from '../solution/author-feed.ts';
+
+/** Small enough to seed in a blink, big enough for a page of 100; authors 13, 26, ... have no posts. */
+const AUTHORS = 240;
+
+let database: PostgresFixture;
+let db: pg.Pool;
+let queries: QueryCounter;
+let server: Listening;
+
+beforeAll(async () => {
+  database = await usePostgres();
+  db = createPgPool(database.url);
+  await seed(db, { authors: AUTHORS, maxPostsPerAuthor: 12 });
+  queries = countQueries(db);
+  server = await listen(createApp({ db }));
+});
+
+afterAll(async () => {
+  await server?.[Symbol.asyncDispose]();
+  await db?.end();
+  await database?.[Symbol.asyncDispose]();
+});
+
+/** GET /api/authors with `query`; returns the status, the body and how many SQL statements it cost. */
+async function getAuthors(query: string): Promise<{ status: number; body: unknown; queries: number; sql: readonly string[] }> {
+  queries.reset();
+  const res = await fetch(`${server.url}/api/authors${query}`);
+  const body: unknown = await res.json();
+  return { status: res.status, body, queries: queries.count, sql: queries.queries };
+}
+
+/**
+ * The expected page, computed by the test's own SQL, written differently from both versions: a post is
+ * among an author's latest when fewer than LATEST_POSTS of the author's posts are newer than it.
+ */
+async function expectedPage(page: PageRequest): Promise<AuthorsPage> {
+  const { rows } = await db.query<{ author_id: number; name: string; id: string | null; title: string | null; published_at: Date | null }>(
+    `SELECT a.id AS author_id, a.name, p.id, p.title, p.published_at
+     FROM (SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2) a
+     LEFT JOIN (
+       SELECT p.* FROM posts p
+       WHERE (SELECT count(*) FROM posts newer
+              WHERE newer.author_id = p.author_id
+                AND (newer.published_at > p.published_at OR (newer.published_at = p.published_at AND newer.id > p.id))) < $3
+     ) p ON p.author_id = a.id
+     ORDER BY a.id, p.published_at DESC, p.id DESC`,
+    [page.after, page.limit, LATEST_POSTS],
+  );
+  const authors: AuthorWithPosts[] = [];
+  for (const row of rows) {
+    let author = authors.at(-1);
+    if (author?.id !== row.author_id) {
+      author = { id: row.author_id, name: row.name, latestPosts: [] };
+      authors.push(author);
+    }
+    if (row.id !== null) author.latestPosts.push({ id: Number(row.id), title: row.title!, publishedAt: row.published_at!.toISOString() });
+  }
+  const last = authors.at(-1);
+  return { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
+}
+
+/** Pages with empty, short, full and missing post lists, an empty page, and pages at and past the end. */
+const PAGES: { query: string; what: string; page: PageRequest }[] = [
+  { query: '?limit=0', what: 'an empty page', page: { limit: 0, after: 0 } },
+  { query: '?limit=1', what: 'one author', page: { limit: 1, after: 0 } },
+  { query: '?limit=10&after=5', what: 'ten authors after #5', page: { limit: 10, after: 5 } },
+  { query: '?limit=100', what: 'the largest page', page: { limit: 100, after: 0 } },
+  { query: '', what: `the default page of ${DEFAULT_LIMIT}`, page: { limit: DEFAULT_LIMIT, after: 0 } },
+  { query: `?limit=50&after=${AUTHORS - 20}`, what: 'a short last page', page: { limit: 50, after: AUTHORS - 20 } },
+  { query: `?limit=10&after=${AUTHORS}`, what: 'a page past the end', page: { limit: 10, after: AUTHORS } },
+];
+
+describe('baseline: the feed is right, whatever loads it', () => {
+  it.for(PAGES.map((p) => [`${p.what} (GET /api/authors${p.query})`, p] as const))('%s: the expected page, field for field', async ([, { query, page }]) => {
+    const { status, body } = await getAuthors(query);
+    expect(status).toBe(200);
+    expect(body).toEqual(await expectedPage(page));
+  });
+
+  it('pages cover every author exactly once, and the dataset has the edge cases', async () => {
+    const seen: number[] = [];
+    let after = 0;
+    for (;;) {
+      const { body } = await getAuthors(`?limit=${MAX_LIMIT}&after=${after}`);
+      const page = body as AuthorsPage;
+      seen.push(...page.authors.map((a) => a.id));
+      if (page.nextAfter === null) break;
+      after = page.nextAfter;
+    }
+    expect(seen).toEqual(Array.from({ length: AUTHORS }, (_, i) => i + 1));
+    const { authors } = await expectedPage({ limit: 30, after: 0 });
+    const sizes = new Set(authors.map((a) => a.latestPosts.length));
+    expect([...sizes].sort()).toEqual([0, 1, 2, 3]); // authors with no posts, with fewer than a page shows, with more
+  });
+
+  it.each([
+    ['?limit=-1', 'limit'],
+    ['?limit=abc', 'limit'],
+    ['?limit=2.5', 'limit'],
+    ['?limit=', 'limit'],
+    [`?limit=${MAX_LIMIT + 1}`, 'limit'],
+    ['?limit=1e3', 'limit'],
+    ['?limit=1&limit=2', 'limit'],
+    ['?after=-5', 'after'],
+    ['?after=five', 'after'],
+  ])('GET /api/authors%s is a 400 that says what is wrong with %s', async (query, param) => {
+    const { status, body, queries: sent } = await getAuthors(query);
+    expect(status).toBe(400);
+    const expected = param === 'limit' ? `limit must be a whole number from 0 to ${MAX_LIMIT}` : 'after must be an author id';
+    expect((body as { error: string }).error).toContain(expected);
+    expect(sent).toBe(0); // rejected before any SQL
+  });
+
+  it('indexes the foreign key posts.author_id, leading an index', async () => {
+    const { rows } = await db.query<{ indexdef: string }>("SELECT indexdef FROM pg_indexes WHERE tablename = 'posts'");
+    expect(rows.some((r) => /\(author_id\b/.test(r.indexdef))).toBe(true);
+  });
+
+  it('the single-query alternative (LATERAL + json_agg, in solution/) returns the same pages in one query', async () => {
+    for (const { page } of PAGES) {
+      queries.reset();
+      const authors = await loadAuthorFeedInOneQuery(db, page);
+      expect(queries.count).toBe(1);
+      expect(authors).toEqual((await expectedPage(page)).authors);
+    }
+  });
+});
+
+describe('challenges: what the lazy-loading starter gets wrong', () => {
+  it('challenge: a page costs 2 queries whatever its size (N = 1, 10, 100)', async () => {
+    const perPage: Record<number, number> = {};
+    for (const n of [1, 10, 100]) {
+      const { status, queries: sent } = await getAuthors(`?limit=${n}`);
+      expect(status).toBe(200);
+      perPage[n] = sent;
+    }
+    const summary = Object.entries(perPage).map(([n, q]) => `N=${n}: ${q} queries`).join(', ');
+    expect(perPage, `queries per request: ${summary}; expected 2 each (the authors, then all their posts)`).toEqual({ 1: 2, 10: 2, 100: 2 });
+  });
+
+  it('challenge: eight concurrent requests for 50 authors each cost 16 queries in all, each getting its own page', async () => {
+    queries.reset();
+    const afters = [0, 20, 40, 60, 80, 100, 120, 140];
+    const pages = await Promise.all(
+      afters.map(async (after) => (await (await fetch(`${server.url}/api/authors?limit=50&after=${after}`)).json()) as AuthorsPage),
+    );
+    const total = queries.count;
+    for (const [i, after] of afters.entries()) expect(pages[i]).toEqual(await expectedPage({ limit: 50, after }));
+    expect(total, `8 requests sent ${total} queries; expected 16 (2 per request)`).toBe(16);
+  });
+});

@@ -1,0 +1,29 @@
+/**
+ * The API under test: one limited endpoint and an unlimited health check. createApp never listens;
+ * tests and the load script start it on port 0, src/main.ts on a real port.
+ */
+import express, { type Express } from 'express';
+import { rateLimit } from './middleware.ts';
+import type { RateLimiter } from './limiter.ts';
+
+export interface AppDeps {
+  limiter: RateLimiter;
+  limit: number;
+  windowMs: number;
+  /** Shown in responses so a learner can see which instance answered. */
+  instance?: string;
+  onLimiterError?: (error: Error) => void;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.use('/api', rateLimit(deps));
+  app.get('/api/quote', (_req, res) => {
+    res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
+  });
+  return app;
+}

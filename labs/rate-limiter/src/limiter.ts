@@ -1,0 +1,37 @@
+/**
+ * The contract every rate limiter in this lab implements: the starter, the solution, and the
+ * rate-limiter-flexible adapter in the load script. The middleware only ever talks to this.
+ */
+import type { Redis } from 'ioredis';
+
+/** The verdict on one request. Times are in milliseconds. */
+export interface Decision {
+  allowed: boolean;
+  /** The most requests a client may make in one window. */
+  limit: number;
+  /** How many more requests would be allowed right now. */
+  remaining: number;
+  /** Until the client's allowance is fully restored. */
+  resetMs: number;
+  /** When denied: how long until one more request would be allowed (0 when allowed). */
+  retryAfterMs: number;
+}
+
+/** What a limiter is built from. */
+export interface RateLimiterOptions {
+  /** Shared Redis connection. The naive starter ignores it; that is the bug. */
+  redis: Redis;
+  /** At most `limit` requests ... */
+  limit: number;
+  /** ... per `windowMs` milliseconds, per client. */
+  windowMs: number;
+  /** Prefix for every Redis key, so tests and apps never collide. */
+  prefix: string;
+  /** A clock in epoch ms. Tests pass a fake one; without it, use the server's clock. */
+  now?: () => number;
+}
+
+/** Decides, per client id, whether one more request is allowed, and records it if so. */
+export interface RateLimiter {
+  consume(clientId: string): Promise<Decision>;
+}

@@ -1,0 +1,64 @@
+/**
+ * Express middleware around any RateLimiter: who the client is, the response headers, the 429, and
+ * what to do when the limiter itself fails. The learner does not edit this file.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { RateLimiter } from './limiter.ts';
+
+/** An API key: 1 to 128 URL-safe characters. Anything else is a client error, not a new client id. */
+const API_KEY = /^[A-Za-z0-9._~-]{1,128}$/;
+
+export interface RateLimitMiddlewareOptions {
+  limiter: RateLimiter;
+  /** Window length, for the RateLimit-Policy header. */
+  windowMs: number;
+  /** Limit per window, for the RateLimit-Policy header. */
+  limit: number;
+  /** Called when the limiter fails (Redis down or slow); the request is then let through. */
+  onLimiterError?: (error: Error) => void;
+}
+
+/** The client a request counts against: its X-API-Key, else its IP address. */
+export function clientIdOf(req: Request): { id: string } | { error: string } {
+  const key = req.get('x-api-key');
+  if (key === undefined) return { id: `ip:${req.ip ?? 'unknown'}` };
+  if (!API_KEY.test(key)) {
+    return { error: "X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -" };
+  }
+  return { id: `key:${key}` };
+}
+
+/**
+ * Adds the IETF RateLimit-Policy / RateLimit headers to every response and answers 429 with
+ * Retry-After once a client is over its limit.
+ */
+export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
+  const { limiter, windowMs, limit, onLimiterError = () => {} } = options;
+  const windowSeconds = Math.ceil(windowMs / 1000);
+  const policy = `"per-client";q=${limit};w=${windowSeconds}`;
+
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const client = clientIdOf(req);
+    if ('error' in client) {
+      res.status(400).json({ error: client.error });
+      return;
+    }
+    let decision;
+    try {
+      decision = await limiter.consume(client.id);
+    } catch (error) {
+      // Fail open: a limiter outage must not become an API outage. The trade-off is in the README.
+      onLimiterError(error as Error);
+      next();
+      return;
+    }
+    res.set('RateLimit-Policy', policy);
+    res.set('RateLimit', `"per-client";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`);
+    if (decision.allowed) {
+      next();
+      return;
+    }
+    res.set('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
+    res.status(429).json({ error: 'Too many requests', retryAfterMs: decision.retryAfterMs });
+  };
+}

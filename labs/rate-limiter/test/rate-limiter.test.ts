@@ -1,0 +1,160 @@
+/**
+ * The rate-limiter spec. Baseline tests hold for any limiter; `challenge:` tests fail on the
+ * in-memory starter and pass on a shared, atomic limiter. Tests count admitted requests; none times.
+ */
+import { createServer, type Server } from 'node:net';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { createRateLimiter } from '#rate-limiter';
+import { listen, useRedis, type Listening, type RedisFixture } from '@labs/test-kit';
+import { createApp } from '../src/app.ts';
+import { connectLimiterRedis } from '../src/redis.ts';
+
+const redis: RedisFixture = await useRedis();
+const servers: Listening[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+  await redis[Symbol.asyncDispose]();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+let testNo = 0;
+
+/**
+ * Starts `count` app instances that share one rate limit through the same Redis (each with its own
+ * connection and its own limiter object, as separate processes would have).
+ */
+async function startInstances(count: number, limit: number, windowMs: number, now?: () => number): Promise<string[]> {
+  const prefix = `${redis.prefix}${++testNo}:`; // a fresh keyspace per test, so tests never share counts
+  const urls: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const limiter = createRateLimiter({ redis: redis.connect(), limit, windowMs, prefix, now });
+    const server = await listen(createApp({ limiter, limit, windowMs, instance: `app-${i + 1}` }));
+    servers.push(server);
+    urls.push(server.url);
+  }
+  return urls;
+}
+
+/** Sends `total` concurrent requests spread round-robin over `urls`; returns how many got each status. */
+async function burst(urls: string[], total: number, apiKey = 'client-a'): Promise<Record<number, number>> {
+  const statuses = await Promise.all(
+    Array.from({ length: total }, (_, i) =>
+      fetch(`${urls[i % urls.length]}/api/quote`, { headers: { 'x-api-key': apiKey } }).then(async (res) => {
+        await res.arrayBuffer();
+        return res.status;
+      }),
+    ),
+  );
+  const counts: Record<number, number> = {};
+  for (const status of statuses) counts[status] = (counts[status] ?? 0) + 1;
+  return counts;
+}
+
+describe('baseline: what any rate limiter must do', () => {
+  it('admits requests under the limit and says how many remain', async () => {
+    const [url] = await startInstances(1, 5, 60_000);
+    const first = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'k1' } });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit-policy')).toBe('"per-client";q=5;w=60');
+    expect(first.headers.get('ratelimit')).toMatch(/^"per-client";r=4;t=\d+$/);
+    const second = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'k1' } });
+    expect(second.headers.get('ratelimit')).toMatch(/;r=3;/);
+  });
+
+  it('answers 429 with Retry-After once a client is over its limit', async () => {
+    const [url] = await startInstances(1, 3, 60_000);
+    const counts = await burst([url!], 3, 'k2');
+    expect(counts[200]).toBe(3);
+    const over = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'k2' } });
+    expect(over.status).toBe(429);
+    const retryAfter = Number(over.headers.get('retry-after'));
+    expect(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60).toBe(true);
+    expect(over.headers.get('ratelimit')).toMatch(/;r=0;/);
+    expect(await over.json()).toMatchObject({ error: 'Too many requests' });
+  });
+
+  it('keeps a separate allowance per API key, and per IP without one', async () => {
+    const [url] = await startInstances(1, 2, 60_000);
+    expect(await burst([url!], 3, 'alice')).toEqual({ 200: 2, 429: 1 });
+    expect(await burst([url!], 2, 'bob')).toEqual({ 200: 2 });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await fetch(`${url}/api/quote`)).status);
+    expect(statuses).toEqual([200, 200, 429]);
+  });
+
+  it('rejects a malformed X-API-Key with a 400 that says what is wrong', async () => {
+    const [url] = await startInstances(1, 5, 60_000);
+    for (const bad of ['has space', 'x'.repeat(129), 'semi;colon']) {
+      const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': bad } });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: string }).error).toMatch(/X-API-Key must be 1-128 characters/);
+    }
+  });
+
+  it('admits exactly the limit when 100 requests hit one instance at once', async () => {
+    // One Node process runs one handler at a time, so even the Map is race-free here. A Redis
+    // limiter written as GET-then-SET is not: this test catches that mistake.
+    const [url] = await startInstances(1, 40, 60_000);
+    expect(await burst([url!], 100)).toEqual({ 200: 40, 429: 60 });
+  });
+
+  it('admits the client again once time has passed', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_700_000_000_000);
+    const [url] = await startInstances(1, 2, 1000, () => Date.now());
+    expect(await burst([url!], 3)).toEqual({ 200: 2, 429: 1 });
+    vi.setSystemTime(1_700_000_000_000 + 5000);
+    expect(await burst([url!], 2)).toEqual({ 200: 2 });
+  });
+
+  it('fails open, promptly, when Redis is unreachable or silent', async () => {
+    // A port where a server accepts connections and never answers: a "slow" Redis at its worst.
+    const silent: Server = createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const { port } = silent.address() as { port: number };
+    const targets = [`redis://127.0.0.1:${port}`, 'redis://127.0.0.1:1'];
+    try {
+      for (const target of targets) {
+        const client = connectLimiterRedis(target);
+        client.on('error', () => {}); // reconnect attempts are expected here
+        const limiter = createRateLimiter({ redis: client, limit: 5, windowMs: 60_000, prefix: redis.prefix });
+        await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
+        // Served, not 500 or 503: the API stays up while its limiter is down (fail-open), and no
+        // request waits for a Redis that is not coming (the test's timeout would catch a hang).
+        expect((await fetch(`${server.url}/api/quote`)).status).toBe(200);
+        expect((await fetch(`${server.url}/api/quote`)).status).toBe(200);
+        client.disconnect();
+      }
+    } finally {
+      silent.close();
+    }
+  });
+});
+
+describe('challenges: what the in-memory starter gets wrong', () => {
+  it('challenge: three instances sharing one Redis admit no more than the limit under a concurrent burst', async () => {
+    const urls = await startInstances(3, 10, 60_000);
+    const counts = await burst(urls, 60);
+    expect(counts[200], `admitted ${counts[200]} of 60 requests across 3 instances, limit 10`).toBeLessThanOrEqual(10);
+  });
+
+  it('challenge: 100 parallel requests across three instances admit exactly the limit', async () => {
+    const urls = await startInstances(3, 25, 60_000);
+    expect(await burst(urls, 100)).toEqual({ 200: 25, 429: 75 });
+  });
+
+  it('challenge: a burst on each side of a window boundary admits no more than the limit', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const windowMs = 1000;
+    const boundary = 1_700_000_000_000; // a multiple of windowMs, where a fixed window resets
+    vi.setSystemTime(boundary - 1);
+    const [url] = await startInstances(1, 10, windowMs, () => Date.now());
+    const before = await burst([url!], 10);
+    vi.setSystemTime(boundary + 1); // 2 ms later
+    const after = await burst([url!], 10);
+    const admitted = (before[200] ?? 0) + (after[200] ?? 0);
+    expect(admitted, `admitted ${admitted} requests within 2 ms, limit 10 per second`).toBeLessThanOrEqual(10);
+  });
+});

@@ -1,0 +1,86 @@
+/**
+ * One autocannon run with progress on stderr and the figures a comparison needs. The run also samples
+ * this process's event-loop utilisation: when the load generator itself is saturated, the figures are
+ * a floor for the server, not its ceiling, and the table says so.
+ */
+import { performance } from 'node:perf_hooks';
+import autocannon from 'autocannon';
+
+/** What to run: one URL (or several, round-robin over connections) for a fixed time. */
+export interface LoadOptions {
+  /** Row label in the table. */
+  name: string;
+  /** Target URL(s). With several, autocannon spreads connections across them. */
+  url: string | string[];
+  durationSec: number;
+  connections: number;
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
+  headers?: Record<string, string>;
+  body?: string;
+  /** autocannon request sequence (setupRequest / onResponse) for varied traffic. */
+  requests?: autocannon.Request[];
+  /** Requests in flight per connection (HTTP pipelining). Default 1. */
+  pipelining?: number;
+}
+
+/** The figures of one run. Latencies in milliseconds. */
+export interface LoadResult {
+  name: string;
+  /** Responses received. */
+  requests: number;
+  /** Mean responses per second. */
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Connection errors and timeouts (not HTTP error statuses). */
+  errors: number;
+  /** Responses per HTTP status, e.g. { "200": 812, "429": 40221 }. */
+  statusCounts: Record<string, number>;
+  durationSec: number;
+  /** Event-loop utilisation of the load generator, 0..1: near 1 means the client was the bottleneck. */
+  loadGeneratorBusy: number;
+}
+
+/** Above this utilisation the load generator, not the server, limited the run. */
+export const SATURATED = 0.9;
+
+/** Runs autocannon once and returns its figures. Progress dots go to stderr, one per second. */
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const { name, url, durationSec, connections } = options;
+  process.stderr.write(`  ${name.padEnd(28)} `);
+  const ticker = setInterval(() => process.stderr.write('.'), 1000);
+  const before = performance.eventLoopUtilization();
+  const started = performance.now();
+  try {
+    const optional = { method: options.method, headers: options.headers, body: options.body, requests: options.requests };
+    const result = await autocannon({
+      url: url as string, // autocannon accepts an array too; its types only say string
+      duration: durationSec,
+      connections,
+      pipelining: options.pipelining ?? 1,
+      // autocannon treats a key set to undefined as a value, so pass only what was given.
+      ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)),
+    });
+    const busy = performance.eventLoopUtilization(before).utilization;
+    const elapsed = (performance.now() - started) / 1000;
+    const statusCounts: Record<string, number> = {};
+    for (const [status, stats] of Object.entries(result.statusCodeStats ?? {})) {
+      statusCounts[status] = (stats as { count: number }).count;
+    }
+    const requests = Object.values(statusCounts).reduce((a, b) => a + b, 0);
+    process.stderr.write(` ${Math.round(requests / elapsed)} req/s\n`);
+    return {
+      name,
+      requests,
+      rps: requests / elapsed,
+      p50Ms: result.latency.p50,
+      p99Ms: result.latency.p99,
+      errors: result.errors + result.timeouts,
+      statusCounts,
+      durationSec: elapsed,
+      loadGeneratorBusy: busy,
+    };
+  } finally {
+    clearInterval(ticker);
+  }
+}

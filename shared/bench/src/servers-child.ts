@@ -1,0 +1,32 @@
+/** The child side of forkServers: loads the lab's servers module and answers the parent over IPC. */
+import { pathToFileURL } from 'node:url';
+import type { ServersHandle } from './servers.ts';
+
+const modulePath = process.argv[2];
+if (!modulePath || !process.send) throw new Error('servers-child.ts is started by forkServers()');
+const send = (message: unknown) => process.send?.(message);
+let handle: ServersHandle | undefined;
+
+process.on('message', async (m: { type: string; options?: unknown; id?: number }) => {
+  try {
+    if (m.type === 'start') {
+      const mod = (await import(pathToFileURL(modulePath).href)) as { start(options: unknown): Promise<ServersHandle> };
+      handle = await mod.start(m.options);
+      send({ type: 'ready', urls: handle.urls });
+    } else if (m.type === 'stats') {
+      send({ type: 'stats', id: m.id, stats: (await handle?.stats?.()) ?? {} });
+    } else if (m.type === 'close') {
+      await handle?.close();
+      process.exit(0);
+    }
+  } catch (error) {
+    send({ type: 'error', message: (error as Error).message });
+    process.exit(1);
+  }
+});
+// Ctrl-C reaches the whole process group; close cleanly instead of dying mid-write.
+process.on('SIGINT', () => {});
+process.on('SIGTERM', async () => {
+  await handle?.close().catch(() => undefined);
+  process.exit(0);
+});

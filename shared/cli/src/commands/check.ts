@@ -1,0 +1,26 @@
+/**
+ * `lab check` (run by turbo in each lab folder): the spec against the starter and the solution, then
+ * the contract. Prints one line, writes .lab/check.json for `lab test` to summarise.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readLabPackage } from '@labs/test-kit';
+import { checkContract } from '../contract.ts';
+import { runSpec } from '../run-spec.ts';
+import { c, say } from '../ui.ts';
+
+export async function check(dir = process.cwd()): Promise<number> {
+  const lab = readLabPackage(dir);
+  const starter = await runSpec(lab, 'starter');
+  const solution = await runSpec(lab, 'solution');
+  const result = checkContract(lab, starter, solution);
+  writeFileSync(join(dir, '.lab', 'check.json'), `${JSON.stringify(result, null, 2)}\n`);
+  if (result.ok) {
+    const note = result.starterChanged ? ' (starter changed by the learner: not held to the contract)' : '';
+    say(`${c.green('✓')} ${lab.slug}: solution ${result.tests}/${result.tests} pass; starter fails all ${result.challenges} challenges${note}`);
+    return 0;
+  }
+  say(`${c.red('✗')} ${lab.slug}: the contract is broken`);
+  for (const p of result.problems) say(`    ${p}`);
+  return 1;
+}

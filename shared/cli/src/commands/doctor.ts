@@ -1,0 +1,59 @@
+/**
+ * `lab doctor`: Node, pnpm, Docker, and for each service where it resolves or the command that provides
+ * it. Services are looked up in parallel and the whole report is bounded in time: a service being
+ * started (a container image pulled, a broker booting) is reported as such rather than waited for.
+ */
+import { spawnSync } from 'node:child_process';
+import { SERVICE_KINDS, SERVICES, dockerEngineAnswers, resolveService, stopServices, type ServiceKind } from '@labs/services';
+import type { LabPackage } from '@labs/test-kit';
+import { c, say } from '../ui.ts';
+
+/** How long the doctor waits for services before reporting what it has. */
+const BUDGET_MS = Number(process.env.LABS_DOCTOR_BUDGET_MS ?? 8000);
+
+type Finding = { ok: true; line: string } | { ok: false; line: string; tried: string[] } | { ok: 'pending' };
+
+export async function doctor(labs: LabPackage[]): Promise<number> {
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  say(`${nodeMajor >= 24 ? c.green('✓') : c.yellow('!')} Node ${process.versions.node}${nodeMajor >= 24 ? '' : ' (the labs target Node 24 LTS: nvm install 24)'}`);
+  const pnpm = spawnSync('pnpm', ['--version'], { encoding: 'utf8', timeout: 5000 });
+  say(`${pnpm.status === 0 ? c.green('✓') : c.yellow('!')} pnpm ${pnpm.status === 0 ? pnpm.stdout.trim() : 'not on PATH (corepack enable, or npm i -g pnpm)'}`);
+  const docker = await dockerEngineAnswers();
+  say(`${docker ? c.green('✓') : c.dim('-')} Docker engine ${docker ? 'answers' : 'not found (fine: the labs also use local servers and embedded engines)'}`);
+
+  const findings = new Map<ServiceKind, Finding>(SERVICE_KINDS.map((k) => [k, { ok: 'pending' }]));
+  const lookups = SERVICE_KINDS.map(async (kind) => {
+    try {
+      const svc = await resolveService(kind, { log: null });
+      findings.set(kind, { ok: true, line: `${svc.provider}: ${svc.detail}` });
+    } catch (error) {
+      const lines = (error as Error).message.split('\n');
+      findings.set(kind, { ok: false, line: lines.at(-1) ?? '', tried: lines.slice(1, -1).filter((l) => l.startsWith('  -')) });
+    }
+  });
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(lookups), new Promise((resolve) => (timer = setTimeout(resolve, BUDGET_MS)))]);
+  clearTimeout(timer);
+
+  let missingNeeded = 0;
+  for (const kind of SERVICE_KINDS) {
+    const finding = findings.get(kind)!;
+    const neededBy = labs.filter((l) => l.lab.services.includes(kind)).map((l) => l.slug);
+    const needs = c.dim(neededBy.length > 0 ? `  (needed by ${neededBy.join(', ')})` : '  (no lab needs it yet)');
+    const title = SERVICES[kind].title.padEnd(11);
+    if (finding.ok === true) say(`${c.green('✓')} ${title} ${finding.line}${needs}`);
+    else if (finding.ok === 'pending') say(`${c.yellow('…')} ${title} still starting after ${BUDGET_MS / 1000} s; a lab will wait for it${needs}`);
+    else {
+      if (neededBy.length > 0) missingNeeded++;
+      say(`${neededBy.length > 0 ? c.red('✗') : c.dim('-')} ${title} ${finding.line}${needs}`);
+      for (const t of finding.tried) say(c.dim(`    ${t.trim()}`));
+    }
+  }
+  const pending = [...findings.values()].some((f) => f.ok === 'pending');
+  if (pending) {
+    say(c.dim('Leaving now; what was being started is stopped.'));
+    process.exit(missingNeeded === 0 ? 0 : 1); // a provider still starting cannot be awaited; the exit hooks stop it
+  }
+  await stopServices();
+  return missingNeeded === 0 ? 0 : 1;
+}

@@ -1,0 +1,44 @@
+/**
+ * The lab contract of LABS.md, checked on two spec runs: the solution passes everything; the starter
+ * passes every baseline test and fails every `challenge:` test. A starter the learner has edited is
+ * reported as changed instead of being held to the contract.
+ */
+import { spawnSync } from 'node:child_process';
+import type { LabPackage } from '@labs/test-kit';
+import { isChallenge, type SpecRun } from './run-spec.ts';
+
+export interface ContractResult {
+  slug: string;
+  ok: boolean;
+  starterChanged: boolean;
+  tests: number;
+  challenges: number;
+  problems: string[];
+}
+
+/** True when git says the learner has edited one of the lab's exercise files. */
+export function starterChanged(lab: LabPackage): boolean {
+  const diff = spawnSync('git', ['diff', '--quiet', 'HEAD', '--', ...lab.lab.exercise], { cwd: lab.dir });
+  return diff.status === 1; // 0: unchanged; 1: changed; anything else (no git, no HEAD): assume unchanged
+}
+
+/** Checks both runs against the contract; every breach is one readable line in `problems`. */
+export function checkContract(lab: LabPackage, starter: SpecRun, solution: SpecRun, changed = starterChanged(lab)): ContractResult {
+  const problems: string[] = [];
+  if (solution.error) problems.push(`solution: the spec did not run: ${solution.error}`);
+  if (!changed && starter.error) problems.push(`starter: the spec did not run: ${starter.error}`);
+  const challenges = solution.tests.filter(isChallenge);
+  if (!solution.error && challenges.length === 0) problems.push('the spec has no `challenge:` test');
+  for (const t of solution.tests) {
+    if (t.status !== 'passed') problems.push(`solution: "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
+  }
+  if (!changed && !starter.error) {
+    const starterNames = new Set(starter.tests.map((t) => t.fullName));
+    for (const t of solution.tests) if (!starterNames.has(t.fullName)) problems.push(`starter: "${t.fullName}" did not run`);
+    for (const t of starter.tests) {
+      if (isChallenge(t) && t.status !== 'failed') problems.push(`starter: challenge "${t.title}" ${t.status}, but it must fail on the starter`);
+      if (!isChallenge(t) && t.status !== 'passed') problems.push(`starter: baseline "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
+    }
+  }
+  return { slug: lab.slug, ok: problems.length === 0, starterChanged: changed, tests: solution.tests.length, challenges: challenges.length, problems };
+}

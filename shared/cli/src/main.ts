@@ -1,0 +1,181 @@
+/**
+ * `pnpm lab`: the one command surface of Backend Labs (see LABS.md). Every lab is found from its own
+ * package.json, so adding a lab adds no code here.
+ */
+import { parseArgs } from 'node:util';
+import { ServiceUnavailableError } from '@labs/services';
+import { check } from './commands/check.ts';
+import { diff } from './commands/diff.ts';
+import { doctor } from './commands/doctor.ts';
+import { hint } from './commands/hint.ts';
+import { list } from './commands/list.ts';
+import { menu } from './commands/menu.ts';
+import { questions } from './commands/questions.ts';
+import { reset } from './commands/reset.ts';
+import { runLab } from './commands/run.ts';
+import { runLabScript } from './commands/serve.ts';
+import { test } from './commands/test.ts';
+import { watchLab } from './commands/watch.ts';
+import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
+import { c, say, UserError, warn } from './ui.ts';
+
+const HELP = `${c.bold('pnpm lab')} — run, break, fix and measure backend labs
+
+  pnpm lab                          pick a lab and an action (in a terminal), else the list
+  pnpm lab list                     every lab with your progress
+  pnpm lab <lab>                    run the spec against your code, with a report
+  pnpm lab <lab> --solution         the same against the reference solution
+  pnpm lab <lab> --watch            run again on every save (Ctrl-C to stop)
+  pnpm lab hint <lab>               the next hint (one level at a time)
+  pnpm lab serve <lab> [--solution] [--port N]
+                                    start the lab's API for curl or a browser
+  pnpm lab bench <lab>              the load script: starter vs solution, side by side
+  pnpm lab diff <lab> [--force]     your code next to the reference solution (once solved)
+  pnpm lab reset <lab> [--yes]      put the starter back (asks first)
+  pnpm lab doctor                   Node, pnpm, Docker and where each service is found
+  pnpm lab questions [words]        search the interview question catalog
+        [--coverage] [--markdown]   how many questions a lab answers; QUESTIONS.md
+  pnpm test                         verify every lab both ways (what CI runs)
+
+Your progress stays on this machine, in .lab/progress.json.`;
+
+const COMMANDS = ['list', 'hint', 'serve', 'bench', 'diff', 'reset', 'doctor', 'questions', 'check', 'test', 'help'];
+
+/** Which options each command accepts; `run` is `pnpm lab <lab>`. */
+const ALLOWED: Record<string, string[]> = {
+  list: [],
+  run: ['solution', 'watch'],
+  hint: [],
+  serve: ['solution', 'port'],
+  bench: [],
+  diff: ['force'],
+  reset: ['yes'],
+  doctor: [],
+  questions: ['coverage', 'markdown', 'json'],
+};
+
+const OPTIONS = {
+  solution: { type: 'boolean' },
+  watch: { type: 'boolean', short: 'w' },
+  port: { type: 'string', short: 'p' },
+  yes: { type: 'boolean', short: 'y' },
+  force: { type: 'boolean' },
+  coverage: { type: 'boolean' },
+  markdown: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function portOption(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  const port = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port must be a whole number from 0 to 65535, got "${raw}".`);
+  return String(port);
+}
+
+/** Rejects options given to a command that does not use them, and stray extra arguments. */
+function expect(command: string, values: Record<string, unknown>, positionals: string[], maxPositionals: number) {
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || name === 'help') continue;
+    if (!ALLOWED[command]?.includes(name)) {
+      const where = Object.entries(ALLOWED).filter(([, opts]) => opts.includes(name)).map(([cmd]) => (cmd === 'run' ? 'pnpm lab <lab>' : `pnpm lab ${cmd}`));
+      throw new UserError(`--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`);
+    }
+  }
+  if (positionals.length > maxPositionals) throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan('pnpm lab help')}.`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (error) {
+    throw new UserError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan('pnpm lab help')} for the commands and their options.`);
+  }
+  const { values, positionals } = parsed;
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  if (nodeMajor < 22) {
+    throw new UserError(`This is Node ${process.versions.node}; the labs need Node 24 (they run TypeScript directly). Install it with: nvm install 24 (the .nvmrc says which).`, 1);
+  }
+  const [first, second] = positionals;
+  if (values.help || first === 'help') {
+    say(HELP);
+    return 0;
+  }
+  // What turbo and CI run: unchanged, and unaffected by the learner's commands below.
+  if (first === 'check') return check(second ?? process.cwd());
+  if (first === 'test') return test();
+
+  const root = repoRoot();
+  const { labs, problems } = loadLabs(root);
+  if (first === undefined) {
+    if (process.stdin.isTTY && process.stdout.isTTY && labs.length > 0 && Object.values(values).every((v) => v === undefined)) {
+      const picked = await menu(root, labs);
+      return picked ? main(picked) : 0;
+    }
+    expect('list', values, positionals, 0);
+    return list(root, labs, problems);
+  }
+  switch (first) {
+    case 'list':
+      expect('list', values, positionals, 1);
+      return list(root, labs, problems);
+    case 'doctor':
+      expect('doctor', values, positionals, 1);
+      return doctor(labs);
+    case 'questions':
+      expect('questions', values, [], 0);
+      return questions(root, labs, positionals.slice(1).join(' '), { coverage: !!values.coverage, markdown: !!values.markdown, json: !!values.json });
+    case 'hint':
+      expect('hint', values, positionals, 2);
+      return hint(root, findLab(labs, second, 'hint'));
+    case 'serve': {
+      expect('serve', values, positionals, 2);
+      const lab = findLab(labs, second, 'serve');
+      const port = portOption(values.port);
+      return runLabScript(lab, 'src/main.ts', { solution: !!values.solution, env: port ? { PORT: port } : {}, interruptedCode: 0 });
+    }
+    case 'bench':
+      expect('bench', values, positionals, 2);
+      return runLabScript(findLab(labs, second, 'bench'), 'load/bench.ts');
+    case 'diff':
+      expect('diff', values, positionals, 2);
+      return diff(root, findLab(labs, second, 'diff'), { force: !!values.force });
+    case 'reset':
+      expect('reset', values, positionals, 2);
+      return reset(root, findLab(labs, second, 'reset'), { yes: !!values.yes });
+  }
+  const lab = labs.find((l) => l.slug === first);
+  if (!lab) {
+    const guess = didYouMean(first, [...labs.map((l) => l.slug), ...COMMANDS]);
+    const skipped = problems.find((p) => p.startsWith(`labs/${first}:`));
+    throw new UserError(
+      skipped
+        ? `labs/${first} cannot be read yet: ${skipped.slice(skipped.indexOf(':') + 2)}`
+        : `"${first}" is neither a lab nor a command.${guess ? ` Did you mean ${c.bold(guess)}?` : ''}\nRun ${c.cyan('pnpm lab help')} for the commands, ${c.cyan('pnpm lab list')} for the labs.`,
+    );
+  }
+  expect('run', values, positionals, 1);
+  const target = values.solution ? 'solution' : 'starter';
+  return values.watch ? watchLab(root, labs, lab, target) : runLab(root, labs, lab, target);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UserError) {
+      warn(error.message);
+      process.exitCode = error.exitCode;
+    } else if (error instanceof ServiceUnavailableError) {
+      warn(error.message);
+      process.exitCode = 1;
+    } else {
+      warn(c.red(`Unexpected error: ${(error as Error).message ?? error}`));
+      warn(c.dim('This is a bug in the lab tooling; LABS_DEBUG=1 shows the stack trace.'));
+      if (process.env.LABS_DEBUG) warn(String((error as Error).stack));
+      process.exitCode = 1;
+    }
+  },
+);

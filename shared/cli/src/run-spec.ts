@@ -1,0 +1,133 @@
+/**
+ * Runs a lab's spec with vitest against one target and returns what each test did, read from vitest's
+ * JSON report rather than from its console output.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import type { LabPackage } from '@labs/test-kit';
+import { spawnGroup } from './child.ts';
+
+export type Target = 'starter' | 'solution';
+
+/** One test's outcome. */
+export interface TestOutcome {
+  /** The test's own name, e.g. "challenge: three instances ..." */
+  title: string;
+  /** describe blocks and title joined */
+  fullName: string;
+  status: 'passed' | 'failed' | 'skipped' | 'todo' | 'pending';
+  /** The first line of the assertion message when it failed. */
+  failure?: string;
+}
+
+/** The outcome of one run. `error` is set when vitest could not run the tests at all. */
+export interface SpecRun {
+  target: Target;
+  tests: TestOutcome[];
+  error?: string;
+  /** True when the run was stopped through `signal` before it finished. */
+  interrupted?: boolean;
+}
+
+/** Options for {@link runSpec}. */
+export interface RunSpecOptions {
+  /** Extra vitest arguments, e.g. a test name filter. */
+  extraArgs?: string[];
+  /** Receives vitest's console output as it comes. */
+  onOutput?: (chunk: string) => void;
+  /** Aborting stops the run: vitest then runs in its own process group, stopped as a whole. */
+  signal?: AbortSignal;
+  /** Extra environment for vitest (e.g. service URLs the command line has already resolved). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Path of the vitest CLI as installed for this lab (so each lab uses the repository's one version). */
+function vitestBin(lab: LabPackage): string {
+  const require = createRequire(join(lab.dir, 'package.json'));
+  return join(require.resolve('vitest/package.json').replace(/package\.json$/, ''), 'vitest.mjs');
+}
+
+interface JsonReport {
+  testResults?: { message?: string; assertionResults: { title: string; fullName: string; status: TestOutcome['status']; failureMessages: string[] }[] }[];
+}
+
+/** Strips ANSI colour codes from vitest's messages. */
+const plain = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '');
+
+/** Runs the spec of `lab` against `target`. Extra vitest arguments (e.g. a test name filter) may follow. */
+export async function runSpec(lab: LabPackage, target: Target, options: RunSpecOptions = {}): Promise<SpecRun> {
+  const outDir = join(lab.dir, '.lab');
+  mkdirSync(outDir, { recursive: true });
+  // One report per process: two runs of the same lab at once (a learner and CI) must not share a file.
+  const report = join(outDir, `report-${target}-${process.pid}.json`);
+  rmSync(report, { force: true });
+  const args = [vitestBin(lab), 'run', '--reporter=json', `--outputFile=${report}`, ...(options.extraArgs ?? [])];
+  const spawnOptions = {
+    cwd: lab.dir,
+    env: { ...process.env, ...options.env, LAB_TARGET: target, FORCE_COLOR: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'],
+  };
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString();
+    options.onOutput?.(chunk.toString());
+  };
+  let code: number;
+  if (options.signal) {
+    if (options.signal.aborted) return { target, tests: [], error: 'interrupted', interrupted: true };
+    const child = spawnGroup(process.execPath, args, spawnOptions);
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    const stop = () => void child.stop();
+    options.signal.addEventListener('abort', stop, { once: true });
+    code = await child.exited;
+    options.signal.removeEventListener('abort', stop);
+    if (options.signal.aborted) {
+      rmSync(report, { force: true });
+      return { target, tests: [], error: 'interrupted', interrupted: true };
+    }
+  } else {
+    code = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, args, spawnOptions);
+      child.stdout.on('data', collect);
+      child.stderr.on('data', collect);
+      child.on('close', (c) => resolve(c ?? 1));
+      child.on('error', (err) => {
+        output += String(err);
+        resolve(1);
+      });
+    });
+  }
+  let parsed: JsonReport | undefined;
+  try {
+    parsed = JSON.parse(readFileSync(report, 'utf8')) as JsonReport;
+  } catch {
+    parsed = undefined;
+  }
+  rmSync(report, { force: true });
+  const tests: TestOutcome[] = (parsed?.testResults ?? []).flatMap((file) =>
+    file.assertionResults.map((t) => ({
+      title: t.title,
+      fullName: t.fullName,
+      status: t.status,
+      failure: t.failureMessages[0] ? plain(t.failureMessages[0]).split('\n')[0] : undefined,
+    })),
+  );
+  // A file that failed to load (a syntax error, a service that is down) has a message and no tests.
+  const fileErrors = (parsed?.testResults ?? []).map((f) => f.message).filter((m): m is string => !!m);
+  if (tests.length === 0 || fileErrors.length > 0) {
+    const why = fileErrors.length > 0 ? fileErrors.map(plain).join('\n') : lastLines(output) || `vitest exited with code ${code}`;
+    return { target, tests, error: why.trim() };
+  }
+  return { target, tests };
+}
+
+/** The meaningful end of a noisy output, for error messages. */
+function lastLines(text: string, n = 12): string {
+  return plain(text).trim().split('\n').filter((l) => !l.includes('npm warn')).slice(-n).join('\n');
+}
+
+/** True for tests named `challenge: ...`: they must fail on the starter and pass on the solution. */
+export const isChallenge = (t: TestOutcome) => t.title.startsWith('challenge:');

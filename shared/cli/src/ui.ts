@@ -1,0 +1,25 @@
+/** Output helpers: colours that switch off without a terminal, and user errors without stack traces. */
+import pc from 'picocolors';
+
+export const c = pc;
+
+/** A mistake by the user (bad name, bad flag): printed as a message, exits with `code`, never a stack. */
+export class UserError extends Error {
+  override readonly name = 'UserError';
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 2) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+export const say = (line = '') => process.stdout.write(`${line}\n`);
+export const warn = (line: string) => process.stderr.write(`${line}\n`);
+
+// `pnpm lab list | head` closes the pipe early: that is the reader's choice, not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}

@@ -1,0 +1,185 @@
+/**
+ * The command line as a learner meets it: spawned as a process from the repository root, judged by its
+ * output and exit code. Expected figures are computed here from labs/ and the catalog, never hard-coded.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { afterAll, describe, expect, it } from 'vitest';
+import { hasStackTrace, lab, repo } from './helpers.ts';
+
+/** Progress goes to a temporary folder: the tests never touch the learner's .lab/progress.json. */
+const state = mkdtempSync(join(tmpdir(), 'lab-cli-state-'));
+const env = { LABS_STATE_DIR: state };
+afterAll(() => rmSync(state, { recursive: true, force: true }));
+
+/** The labs as the tests see them: every labs/<dir>/package.json with a `lab` field. */
+function labsOnDisk(): { slug: string; order: number }[] {
+  return readdirSync(join(repo, 'labs'), { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .flatMap((d) => {
+      try {
+        const pkg = JSON.parse(readFileSync(join(repo, 'labs', d.name, 'package.json'), 'utf8'));
+        return pkg.lab ? [{ slug: String(pkg.name).replace(/^@labs\//, ''), order: Number(pkg.lab.order) }] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
+interface CatalogEntry {
+  id: string;
+  question: string;
+  lab?: string;
+}
+const catalog = () => parse(readFileSync(join(repo, 'catalog', 'questions.yaml'), 'utf8')) as { questions: CatalogEntry[] };
+
+describe('pnpm lab list', () => {
+  it('prints every lab in labs/, in curriculum order, when there is no terminal', async () => {
+    const r = await lab([], { env });
+    expect(r.code).toBe(0);
+    const labs = labsOnDisk().sort((a, b) => a.order - b.order || a.slug.localeCompare(b.slug));
+    expect(labs.length).toBeGreaterThan(0);
+    const positions = labs.map((l) => r.stdout.indexOf(` ${l.slug} `));
+    for (const [i, p] of positions.entries()) expect(p, `${labs[i]!.slug} is listed`).toBeGreaterThan(-1);
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+    expect(r.stdout).toContain('not started'); // a fresh state folder: nothing run yet
+  });
+
+  it('answers help with the command table', async () => {
+    const r = await lab(['help']);
+    expect(r.code).toBe(0);
+    for (const command of ['hint', 'serve', 'bench', 'reset', 'diff', 'doctor', 'questions', '--watch']) expect(r.stdout).toContain(command);
+  });
+});
+
+describe('bad input: a message, exit code 2, no stack trace', () => {
+  it('an unknown lab gets a suggestion', async () => {
+    const r = await lab(['rate-limitr'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Did you mean rate-limiter?');
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+
+  it('an unknown lab after a command gets a suggestion too', async () => {
+    const r = await lab(['hint', 'ratelimiter'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Did you mean rate-limiter?');
+  });
+
+  it('an unknown command gets a suggestion', async () => {
+    const r = await lab(['questoins'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Did you mean questions?');
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+
+  it('an unknown option is named', async () => {
+    const r = await lab(['list', '--colour'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("'--colour'");
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+
+  it.each([['abc'], ['99999'], ['-1'], ['80.5']])('serve rejects --port %s before starting anything', async (port) => {
+    const r = await lab(['serve', 'rate-limiter', `--port=${port}`], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--port must be a whole number from 0 to 65535');
+    expect(r.stdout).not.toContain('listening');
+  });
+
+  it('an option given to the wrong command says where it belongs', async () => {
+    const r = await lab(['rate-limiter', '--port', '3000'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('pnpm lab serve');
+  });
+
+  it('reset without a terminal and without --yes refuses and changes nothing', async () => {
+    const file = join(repo, 'labs', 'rate-limiter', 'src', 'rate-limiter.ts');
+    const before = readFileSync(file, 'utf8');
+    const r = await lab(['reset', 'rate-limiter'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--yes');
+    expect(readFileSync(file, 'utf8')).toBe(before);
+  });
+
+  it('a lab command without a lab says which labs there are', async () => {
+    const r = await lab(['hint'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('rate-limiter');
+  });
+});
+
+describe('pnpm lab questions', () => {
+  it('finds questions by word and says how many of the catalog match', async () => {
+    const all = catalog().questions;
+    const r = await lab(['questions', 'cache'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`(\\d+) of ${all.length} questions match "cache"`));
+    const shown = [...r.stdout.matchAll(/^\s{2}([a-z]+-\d+)\s/gm)].map((m) => m[1]);
+    const expected = all.filter((q) => /cach/i.test(q.question)).map((q) => q.id);
+    expect(expected.length).toBeGreaterThan(0);
+    for (const id of expected) expect(shown).toContain(id);
+    for (const id of shown) expect(all.map((q) => q.id)).toContain(id);
+  });
+
+  it('points a question with a runnable lab at the command that runs it', async () => {
+    const r = await lab(['questions', 'rate', 'limit'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('pnpm lab rate-limiter');
+  });
+
+  it('says so, with exit code 1, when nothing matches', async () => {
+    const r = await lab(['questions', 'qqqzzzxxx'], { env });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('No question matches');
+  });
+
+  it('--coverage counts the questions whose lab exists in labs/', async () => {
+    const all = catalog().questions;
+    const slugs = labsOnDisk().map((l) => l.slug);
+    const runnable = all.filter((q) => q.lab && slugs.includes(q.lab)).length;
+    const r = await lab(['questions', '--coverage'], { env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`${runnable} of ${all.length} questions have a runnable lab`);
+  });
+
+  it('--markdown prints QUESTIONS.md with every question', async () => {
+    const r = await lab(['questions', '--markdown'], { env });
+    expect(r.code).toBe(0);
+    for (const q of catalog().questions) expect(r.stdout).toContain(`| ${q.id} |`);
+  });
+});
+
+describe('services', () => {
+  it('a service that is down is reported in the doctor\'s words within 5 s, before any test runs', async () => {
+    const r = await lab(['rate-limiter'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('does not answer');
+    expect(r.stdout).not.toContain('Baseline');
+    expect(r.ms).toBeLessThan(5000);
+  });
+
+  it('doctor names every service and finishes within a few seconds', async () => {
+    const r = await lab(['doctor'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
+    for (const name of ['Node', 'pnpm', 'Docker', 'Redis', 'PostgreSQL', 'RabbitMQ', 'Kafka']) expect(r.stdout).toContain(name);
+    expect(r.stdout).toMatch(/✗ Redis .*does not answer|✗ Redis/);
+    expect(r.code).toBe(1); // the labs need Redis, and it is down
+    expect(r.ms).toBeLessThan(10_000);
+  });
+});
+
+describe('pnpm lab <lab> --solution', () => {
+  it('runs the spec against the reference and reports every test passing, with what to do next', async () => {
+    const r = await lab(['rate-limiter', '--solution'], { env });
+    expect(r.code).toBe(0);
+    const passed = r.stdout.match(/All (\d+) tests pass/);
+    expect(passed).not.toBeNull();
+    expect(r.stdout).toMatch(/Challenges: (\d+) of \1 pass/);
+    expect(r.stdout).toContain('pnpm lab bench rate-limiter');
+    // --solution never counts as the learner's progress
+    const list = await lab(['list'], { env });
+    expect(list.stdout).not.toMatch(/rate-limiter\s+solved/);
+  });
+});

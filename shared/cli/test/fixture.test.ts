@@ -1,0 +1,174 @@
+/**
+ * Commands that change files or progress (run, reset, diff, hint, list status), run against a throwaway
+ * git repository holding two small labs, so the tests never touch the real labs or the learner's
+ * progress. It lives in this package's git-ignored .lab/ folder so the fixture's spec finds vitest.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hasStackTrace, lab } from './helpers.ts';
+
+const STARTER = 'export const count = (xs: number[]) => xs.length; // TODO(lab): count only positives\n';
+const SOLUTION = 'export const count = (xs: number[]) => xs.filter((x) => x > 0).length;\n';
+
+let root: string;
+let state: string;
+const exercise = () => join(root, 'labs', 'demo', 'src', 'counter.ts');
+const run = (args: string[]) => lab(args, { cwd: join(root, 'labs', 'demo'), env: { LABS_STATE_DIR: state } });
+const setProgress = (progress: object) => writeFileSync(join(state, 'progress.json'), JSON.stringify(progress));
+
+beforeAll(() => {
+  const scratch = fileURLToPath(new URL('../.lab/', import.meta.url));
+  mkdirSync(scratch, { recursive: true });
+  root = mkdtempSync(join(scratch, 'fixture-'));
+  state = mkdtempSync(join(tmpdir(), 'lab-cli-state-'));
+  const dir = join(root, 'labs', 'demo');
+  mkdirSync(join(dir, 'src'), { recursive: true });
+  mkdirSync(join(dir, 'solution'), { recursive: true });
+  writeFileSync(join(root, 'pnpm-workspace.yaml'), 'packages:\n  - labs/*\n');
+  writeFileSync(
+    join(dir, 'package.json'),
+    JSON.stringify({
+      name: '@labs/demo',
+      private: true,
+      type: 'module',
+      lab: { order: 1, title: 'Demo', topic: 'Counting things', difficulty: 'easy', services: [], exercise: ['src/counter.ts'], hints: ['Look at the sign.', 'Filter before counting.'] },
+    }),
+  );
+  mkdirSync(join(dir, 'test'), { recursive: true });
+  writeFileSync(
+    join(dir, 'test', 'counter.test.ts'),
+    [
+      "import { expect, it } from 'vitest';",
+      "const { count } = await import(process.env.LAB_TARGET === 'solution' ? '../solution/counter.ts' : '../src/counter.ts');",
+      "it('counts an empty list as zero', () => expect(count([])).toBe(0));",
+      "it('challenge: ignores negative numbers', () => expect(count([1, -1, 2]), 'negatives must not count').toBe(2));",
+      '',
+    ].join('\n'),
+  );
+  const next = join(root, 'labs', 'second');
+  mkdirSync(next, { recursive: true });
+  writeFileSync(
+    join(next, 'package.json'),
+    JSON.stringify({ name: '@labs/second', private: true, type: 'module', lab: { order: 2, title: 'Second', topic: 'The next one', difficulty: 'medium', services: [], exercise: ['src/x.ts'], hints: [] } }),
+  );
+  writeFileSync(join(dir, 'src', 'counter.ts'), STARTER);
+  writeFileSync(join(dir, 'solution', 'counter.ts'), SOLUTION);
+  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], { cwd: root, stdio: 'ignore' });
+  git('init', '-q');
+  git('add', '.');
+  git('commit', '-q', '-m', 'fixture');
+});
+
+afterAll(() => {
+  rmSync(root, { recursive: true, force: true });
+  rmSync(state, { recursive: true, force: true });
+});
+
+describe('pnpm lab <lab>: the report on your code', () => {
+  it('shows which baseline tests pass, which challenge fails and why, and the next hint', async () => {
+    const r = await run(['demo']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('Baseline: 1 of 1 pass');
+    expect(r.stdout).toContain('✓ counts an empty list as zero');
+    expect(r.stdout).toContain('Challenges: 0 of 1 pass');
+    expect(r.stdout).toMatch(/✗ ignores negative numbers\n\s+AssertionError: negatives must not count: expected 3 to be 2/);
+    expect(r.stdout).toContain('pnpm lab hint demo');
+    expect(JSON.parse(readFileSync(join(state, 'progress.json'), 'utf8')).demo.status).toBe('in progress');
+  });
+
+  it('once every challenge passes: solved, and what next (bench, debrief, the next lab)', async () => {
+    writeFileSync(exercise(), SOLUTION);
+    const r = await run(['demo']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('All 2 tests pass. Lab solved.');
+    expect(r.stdout).toContain('pnpm lab bench demo');
+    expect(r.stdout).toContain('labs/demo/README.md');
+    expect(r.stdout).toContain('pnpm lab second');
+    expect(JSON.parse(readFileSync(join(state, 'progress.json'), 'utf8')).demo.status).toBe('solved');
+    expect((await run(['list'])).stdout).toMatch(/demo\s+solved/);
+    expect((await run(['diff', 'demo'])).stdout).toContain('line for line');
+    writeFileSync(exercise(), STARTER);
+  });
+});
+
+describe('hint', () => {
+  it('shows one hint at a time and remembers the level', async () => {
+    const first = await run(['hint', 'demo']);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain('Hint 1 of 2');
+    expect(first.stdout).toContain('Look at the sign.');
+    const second = await run(['hint', 'demo']);
+    expect(second.stdout).toContain('Hint 2 of 2');
+    expect(second.stdout).toContain('Filter before counting.');
+    const progress = JSON.parse(readFileSync(join(state, 'progress.json'), 'utf8'));
+    expect(progress.demo.hintLevel).toBe(2);
+  });
+});
+
+describe('list', () => {
+  it('shows the status of the last run from the progress file', async () => {
+    setProgress({ demo: { status: 'in progress', hintLevel: 0 } });
+    expect((await run(['list'])).stdout).toMatch(/demo\s+in progress/);
+    setProgress({ demo: { status: 'solved', hintLevel: 0 } });
+    expect((await run(['list'])).stdout).toMatch(/demo\s+solved/);
+  });
+});
+
+describe('diff', () => {
+  it('is held back until the lab is solved, and says how to see it anyway', async () => {
+    setProgress({ demo: { status: 'in progress', hintLevel: 0 } });
+    const r = await run(['diff', 'demo']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('pnpm lab diff demo --force');
+    expect(r.stdout).not.toContain('filter');
+  });
+
+  it('shows a unified diff of the exercise against solution/ with --force', async () => {
+    const r = await run(['diff', 'demo', '--force']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('--- a/src/counter.ts');
+    expect(r.stdout).toContain('+++ b/solution/counter.ts');
+    expect(r.stdout).toContain('+export const count = (xs: number[]) => xs.filter((x) => x > 0).length;');
+  });
+
+  it('is offered without --force once solved', async () => {
+    setProgress({ demo: { status: 'solved', hintLevel: 0 } });
+    const r = await run(['diff', 'demo']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('-export const count = (xs: number[]) => xs.length;');
+  });
+});
+
+describe('reset', () => {
+  it('refuses without a terminal and without --yes', async () => {
+    writeFileSync(exercise(), 'export const count = () => 42;\n');
+    const r = await run(['reset', 'demo']);
+    expect(r.code).toBe(2);
+    expect(readFileSync(exercise(), 'utf8')).toBe('export const count = () => 42;\n');
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+
+  it('puts the starter back from git with --yes and clears the progress of that lab', async () => {
+    writeFileSync(exercise(), 'export const count = () => 42;\n');
+    setProgress({ demo: { status: 'solved', hintLevel: 2 }, other: { status: 'solved', hintLevel: 0 } });
+    const r = await run(['reset', 'demo', '--yes']);
+    expect(r.code).toBe(0);
+    expect(readFileSync(exercise(), 'utf8')).toBe(STARTER);
+    const progress = JSON.parse(readFileSync(join(state, 'progress.json'), 'utf8'));
+    expect(progress.demo).toBeUndefined();
+    expect(progress.other.status).toBe('solved');
+  });
+});
+
+describe('outside the repository', () => {
+  it('says so instead of failing with a stack trace', async () => {
+    const r = await lab(['list'], { cwd: tmpdir() });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Not inside the Backend Labs repository');
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+});

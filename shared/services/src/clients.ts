@@ -1,0 +1,24 @@
+/**
+ * Clients configured the way production code should be: short timeouts and no endless retries, so a
+ * service that goes away shows up as a fast, clear error instead of a hung request.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import pg from 'pg';
+
+/** An ioredis client that fails a command after `commandTimeout` ms instead of queueing it forever. */
+export function createRedisClient(url: string, options: RedisOptions = {}): Redis {
+  return new Redis(url, {
+    connectTimeout: 2000,
+    commandTimeout: 1000,
+    maxRetriesPerRequest: 1,
+    // Reconnect with a capped back-off; never give up, the server may come back.
+    retryStrategy: (times) => Math.min(times * 100, 2000),
+    lazyConnect: false,
+    ...options,
+  });
+}
+
+/** A pg pool with a connection timeout, so an unreachable database fails in seconds. */
+export function createPgPool(connectionString: string, options: pg.PoolConfig = {}): pg.Pool {
+  return new pg.Pool({ connectionString, connectionTimeoutMillis: 5000, max: 10, ...options });
+}

@@ -1,0 +1,11 @@
+/**
+ * @labs/services: finds the real servers a lab needs, in the order of ../../LABS.md:
+ * env URL, default local port, container, local binary, embedded engine, else a clear error.
+ */
+export { SERVICES, SERVICE_KINDS, isServiceKind, type ServiceInfo, type ServiceKind } from './kinds.ts';
+export { probe } from './probe.ts';
+export { PROVIDER_ORDER, type ProviderName, type ResolvedService } from './providers/types.ts';
+export { dockerEngineAnswers } from './providers/container.ts';
+export { freePort } from './providers/binary.ts';
+export { ServiceUnavailableError, forcedProvider, resolveService, stopServices, type ResolveOptions } from './resolve.ts';
+export { createPgPool, createRedisClient } from './clients.ts';

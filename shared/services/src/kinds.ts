@@ -1,0 +1,65 @@
+/**
+ * The services a lab can ask for, and what the project knows about each: the environment variable that
+ * overrides it, the port docker-compose.yml publishes, and how a learner gets one.
+ */
+export type ServiceKind = 'redis' | 'postgres' | 'rabbitmq' | 'kafka';
+
+/** Every kind, in the order `pnpm lab doctor` reports them. */
+export const SERVICE_KINDS: readonly ServiceKind[] = ['redis', 'postgres', 'rabbitmq', 'kafka'];
+
+/** Static facts about one kind of service. */
+export interface ServiceInfo {
+  /** Human name, for messages. */
+  readonly title: string;
+  /** The environment variable that, when set, wins over every other provider. */
+  readonly envVar: string;
+  /** The port docker-compose.yml publishes on 127.0.0.1 (the local-port provider probes it). */
+  readonly defaultPort: number;
+  /** The URL a client uses for the default local port. */
+  readonly defaultUrl: string;
+  /** The image the container provider starts. Keep in step with docker-compose.yml. */
+  readonly image: string;
+  /** The one command that provides the service on a learner's machine. */
+  readonly howToGet: string;
+}
+
+/** What the project knows about each kind of service. */
+export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
+  redis: {
+    title: 'Redis',
+    envVar: 'REDIS_URL',
+    defaultPort: 6379,
+    defaultUrl: 'redis://127.0.0.1:6379',
+    image: 'redis:7.4-alpine',
+    howToGet: 'docker compose up -d --wait redis   (or: sudo apt-get install redis-server)',
+  },
+  postgres: {
+    title: 'PostgreSQL',
+    envVar: 'DATABASE_URL',
+    defaultPort: 5432,
+    defaultUrl: 'postgres://postgres:postgres@127.0.0.1:5432/postgres',
+    image: 'postgres:17-alpine',
+    howToGet: 'docker compose up -d --wait postgres   (Postgres labs also run on embedded PGlite: LABS_PROVIDER=embedded)',
+  },
+  rabbitmq: {
+    title: 'RabbitMQ',
+    envVar: 'AMQP_URL',
+    defaultPort: 5672,
+    defaultUrl: 'amqp://guest:guest@127.0.0.1:5672',
+    image: 'rabbitmq:4-management-alpine',
+    howToGet: 'docker compose up -d --wait rabbitmq   (or: sudo apt-get install rabbitmq-server)',
+  },
+  kafka: {
+    title: 'Kafka',
+    envVar: 'KAFKA_BROKERS',
+    defaultPort: 9092,
+    defaultUrl: '127.0.0.1:9092',
+    image: 'apache/kafka:3.9.1',
+    howToGet: 'docker compose up -d --wait kafka',
+  },
+};
+
+/** True when `name` is one of the service kinds. */
+export function isServiceKind(name: string): name is ServiceKind {
+  return (SERVICE_KINDS as readonly string[]).includes(name);
+}

@@ -1,0 +1,191 @@
+/**
+ * Step 4: a server binary already installed on the machine (redis-server, postgres, rabbitmq-server),
+ * started on a free port in a temporary directory and stopped when the process exits.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { delimiter, join } from 'node:path';
+import type { ServiceKind } from '../kinds.ts';
+import { probe } from '../probe.ts';
+import { service, skip, type Attempt, type Provider } from './types.ts';
+
+/** Full path of `name` on PATH (or in the extra folders), or undefined. */
+export function findBinary(name: string, extraDirs: string[] = []): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), ...extraDirs];
+  return dirs.map((dir) => join(dir, name)).find((file) => existsSync(file));
+}
+
+/** Debian and Ubuntu keep postgres and initdb off PATH, under /usr/lib/postgresql/<major>/bin. */
+function postgresBinDirs(): string[] {
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .sort((a, b) => Number(b) - Number(a))
+    .map((major) => join(root, major, 'bin'));
+}
+
+/** A TCP port nobody is listening on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Polls until the server answers its protocol greeting, or rejects after `timeoutMs`. */
+async function waitForServer(kind: ServiceKind, port: number, child: ChildProcess, timeoutMs: number, log: () => string) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`exited with code ${child.exitCode}: ${log()}`);
+    if (await probe(kind, '127.0.0.1', port, 500)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`did not answer within ${timeoutMs / 1000} s: ${log()}`);
+}
+
+/** Children we started, killed even if the process exits without awaiting stop(). */
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) killGroup(child);
+});
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
+  if (child.pid === undefined || child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, signal); // the whole group: rabbitmq-server forks beam and epmd
+  } catch {
+    child.kill(signal);
+  }
+}
+
+/** Spawns `cmd` in its own process group, keeping the last lines of its output for error messages. */
+function startChild(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string }) {
+  const child = spawn(cmd, args, { ...options, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-800));
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  child.on('error', (err) => keep(Buffer.from(String(err))));
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    killGroup(child, 'SIGTERM');
+    const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return { child, stop, log: () => output.trim().split('\n').slice(-3).join(' | ') };
+}
+
+async function redisBinary(): Promise<Attempt> {
+  const bin = findBinary('redis-server');
+  if (!bin) return skip('redis-server is not on PATH');
+  const port = await freePort();
+  const proc = startChild(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {});
+  try {
+    await waitForServer('redis', port, proc.child, 5000, proc.log);
+  } catch (err) {
+    await proc.stop();
+    return skip(`redis-server ${(err as Error).message}`);
+  }
+  return { ok: true, service: service('redis', 'binary', `redis://127.0.0.1:${port}`, `redis-server on 127.0.0.1:${port}`, proc.stop) };
+}
+
+/** Postgres refuses to run as root; when we are root we run it as the distribution's `postgres` user. */
+function postgresUser(): { uid: number; gid: number } | undefined {
+  if (userInfo().uid !== 0) return undefined;
+  const id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+  const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+  if (id.status !== 0 || gid.status !== 0) return undefined;
+  return { uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+async function postgresBinary(): Promise<Attempt> {
+  const initdb = findBinary('initdb', postgresBinDirs());
+  const postgres = findBinary('postgres', postgresBinDirs());
+  if (!initdb || !postgres) return skip('initdb/postgres are not installed');
+  const asUser = postgresUser();
+  if (userInfo().uid === 0 && !asUser) return skip('running as root and there is no postgres user to run the server as');
+  const dir = mkdtempSync(join(tmpdir(), 'labs-postgres-'));
+  if (asUser) chownSync(dir, asUser.uid, asUser.gid);
+  const data = join(dir, 'data');
+  const init = spawnSync(initdb, ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync'], {
+    ...asUser,
+    encoding: 'utf8',
+  });
+  if (init.status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    return skip(`initdb failed: ${(init.stderr || init.stdout || '').trim().split('\n').slice(-2).join(' | ')}`);
+  }
+  const port = await freePort();
+  // Durability off: this server lives for one test run and holds nothing worth keeping.
+  const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'];
+  const proc = startChild(postgres, args, { ...asUser });
+  const stop = async () => {
+    await proc.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForServer('postgres', port, proc.child, 15_000, proc.log);
+  } catch (err) {
+    await stop();
+    return skip(`postgres ${(err as Error).message}`);
+  }
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  return { ok: true, service: service('postgres', 'binary', url, `postgres (${postgres}) on 127.0.0.1:${port}`, stop) };
+}
+
+async function rabbitmqBinary(): Promise<Attempt> {
+  const bin = findBinary('rabbitmq-server', ['/usr/sbin', '/usr/lib/rabbitmq/bin']);
+  if (!bin) return skip('rabbitmq-server is not installed');
+  const port = await freePort();
+  const distPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'labs-rabbitmq-'));
+  writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
+  const env = {
+    ...process.env,
+    HOME: dir, // its own Erlang cookie, so it never clashes with a system node
+    RABBITMQ_NODENAME: `labs${port}@localhost`,
+    RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
+    RABBITMQ_NODE_PORT: String(port),
+    RABBITMQ_DIST_PORT: String(distPort),
+    RABBITMQ_MNESIA_BASE: join(dir, 'mnesia'),
+    RABBITMQ_LOG_BASE: join(dir, 'log'),
+    RABBITMQ_ENABLED_PLUGINS_FILE: join(dir, 'enabled_plugins'),
+    RABBITMQ_CONFIG_FILE: join(dir, 'rabbitmq'),
+  };
+  const proc = startChild(bin, [], { env, cwd: dir });
+  const stop = async () => {
+    await proc.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForServer('rabbitmq', port, proc.child, 45_000, proc.log);
+  } catch (err) {
+    await stop();
+    return skip(`rabbitmq-server ${(err as Error).message}`);
+  }
+  return { ok: true, service: service('rabbitmq', 'binary', `amqp://guest:guest@127.0.0.1:${port}`, `rabbitmq-server on 127.0.0.1:${port}`, stop) };
+}
+
+/** Starts the installed server binary for `kind` on a free port. */
+export const fromBinary: Provider = async (kind) => {
+  switch (kind) {
+    case 'redis':
+      return redisBinary();
+    case 'postgres':
+      return postgresBinary();
+    case 'rabbitmq':
+      return rabbitmqBinary();
+    case 'kafka':
+      return skip('no Kafka binary provider (use docker compose up -d kafka)');
+  }
+};

@@ -1,0 +1,112 @@
+/**
+ * Service resolution, path by path. Each provider is forced with LABS_PROVIDER so every path runs here,
+ * whatever else the machine has. Tests assert what answers, not how fast.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { forcedProvider, probe, resolveService, ServiceUnavailableError, stopServices } from '../src/index.ts';
+import { findBinary } from '../src/providers/binary.ts';
+
+afterEach(async () => {
+  await stopServices();
+  vi.unstubAllEnvs();
+});
+
+describe('LABS_PROVIDER', () => {
+  it('forces one provider for every service, or one per service', () => {
+    expect(forcedProvider('redis', 'embedded')).toBe('embedded');
+    expect(forcedProvider('redis', 'postgres:embedded,redis:binary')).toBe('binary');
+    expect(forcedProvider('rabbitmq', 'postgres:embedded,redis:binary')).toBeUndefined();
+    expect(forcedProvider('redis', '')).toBeUndefined();
+  });
+
+  it('rejects an unknown provider name with the list of known ones', () => {
+    expect(() => forcedProvider('redis', 'dockr')).toThrow(/unknown provider "dockr".*env, local-port, container, binary, embedded/);
+  });
+});
+
+describe('probe', () => {
+  it('says no for a closed port', async () => {
+    expect(await probe('redis', '127.0.0.1', 1, 1000)).toBe(false);
+  });
+
+  it('says no when something that is not the service answers (an HTTP server on the port)', async () => {
+    const http = createServer((_req, res) => res.end('hello'));
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const { port } = http.address() as AddressInfo;
+    try {
+      expect(await probe('redis', '127.0.0.1', port, 1000)).toBe(false);
+      expect(await probe('postgres', '127.0.0.1', port, 1000)).toBe(false);
+    } finally {
+      http.close();
+    }
+  });
+});
+
+describe('the env provider', () => {
+  it('fails fast with a clear message when the configured URL does not answer', { timeout: 5000 }, async () => {
+    vi.stubEnv('LABS_PROVIDER', '');
+    vi.stubEnv('REDIS_URL', 'redis://127.0.0.1:1');
+    const failure = resolveService('redis', { log: null });
+    await expect(failure).rejects.toBeInstanceOf(ServiceUnavailableError);
+    await expect(failure).rejects.toThrow(/Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:1 does not answer[\s\S]*docker compose up -d --wait redis/);
+  });
+
+  it('rejects a URL that is not a URL', async () => {
+    vi.stubEnv('LABS_PROVIDER', '');
+    vi.stubEnv('DATABASE_URL', 'not a url');
+    await expect(resolveService('postgres', { log: null })).rejects.toThrow(/DATABASE_URL="not a url" is not a valid PostgreSQL URL/);
+  });
+});
+
+describe('when nothing provides a service', () => {
+  it('names every provider it tried and the one command that provides it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'embedded');
+    await expect(resolveService('redis', { log: null })).rejects.toThrow(
+      /Redis is not available \(LABS_PROVIDER forces "embedded"\)[\s\S]*embedded: there is no embedded engine for redis[\s\S]*Get it with: docker compose up -d --wait redis/,
+    );
+  });
+});
+
+describe('the embedded provider', () => {
+  it('serves PGlite over the Postgres wire protocol, reachable with pg, and stops it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'postgres:embedded');
+    const svc = await resolveService('postgres', { log: null });
+    expect(svc.provider).toBe('embedded');
+    const pool = new pg.Pool({ connectionString: svc.url, max: 3 });
+    // Several connections at once: pglite-socket multiplexes them onto its one session.
+    const rows = await Promise.all([1, 2, 3].map(async (n) => (await pool.query('SELECT $1::int * 2 AS v', [n])).rows[0].v));
+    expect(rows).toEqual([2, 4, 6]);
+    await pool.end();
+    const { port } = new URL(svc.url);
+    await stopServices();
+    expect(await probe('postgres', '127.0.0.1', Number(port), 500)).toBe(false);
+  });
+});
+
+describe.skipIf(!findBinary('redis-server'))('the binary provider: redis-server', () => {
+  it('starts redis-server on a free port and stops it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'redis:binary');
+    const svc = await resolveService('redis', { log: null });
+    expect(svc.provider).toBe('binary');
+    const { port } = new URL(svc.url);
+    expect(Number(port)).not.toBe(6379);
+    expect(await probe('redis', '127.0.0.1', Number(port), 1000)).toBe(true);
+    await stopServices();
+    expect(await probe('redis', '127.0.0.1', Number(port), 500)).toBe(false);
+  });
+});
+
+describe.skipIf(!findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']))('the binary provider: postgres', () => {
+  it('initialises a throwaway cluster, serves queries, and removes it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'postgres:binary');
+    const svc = await resolveService('postgres', { log: null });
+    expect(svc.provider).toBe('binary');
+    const client = new pg.Client({ connectionString: svc.url });
+    await client.connect();
+    expect((await client.query('SELECT 40 + 2 AS v')).rows[0].v).toBe(42);
+    await client.end();
+  }, 30_000);
+});

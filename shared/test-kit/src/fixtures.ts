@@ -1,0 +1,167 @@
+/**
+ * Per-test-file isolation on shared servers: each fixture owns a unique namespace (key prefix,
+ * database, queue names) and removes it on dispose, so tests leave the servers as they found them.
+ *
+ *   await using redis = await useRedis();
+ */
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { RequestListener } from 'node:http';
+import { createServer } from 'node:http';
+import amqp from 'amqplib';
+import type { Redis } from 'ioredis';
+import pg from 'pg';
+import { createRedisClient, resolveService, stopServices } from '@labs/services';
+
+/** A short random name part; unique enough across parallel test files and re-runs. */
+export function uniqueId(): string {
+  return `${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
+}
+
+/** A Redis client plus a key prefix that only this fixture uses. */
+export interface RedisFixture extends AsyncDisposable {
+  readonly url: string;
+  readonly client: Redis;
+  /** Prefix every key with this; dispose deletes every key under it. */
+  readonly prefix: string;
+  /** Opens another client on the same server (e.g. one per simulated app instance); closed on dispose. */
+  connect(): Redis;
+}
+
+/** Resolves Redis and hands out a private key prefix, deleted with its keys on dispose. */
+export async function useRedis(): Promise<RedisFixture> {
+  const { url } = await resolveService('redis');
+  const client = createRedisClient(url);
+  const prefix = `labs:test:${uniqueId()}:`;
+  const extra: Redis[] = [];
+  return {
+    url,
+    client,
+    prefix,
+    connect() {
+      const c = createRedisClient(url);
+      extra.push(c);
+      return c;
+    },
+    async [Symbol.asyncDispose]() {
+      await deleteByPrefix(client, prefix);
+      await Promise.all([client, ...extra].map((c) => c.quit().catch(() => c.disconnect())));
+    },
+  };
+}
+
+/** Deletes every key that starts with `prefix`, with SCAN so a large keyspace never blocks Redis. */
+export async function deleteByPrefix(client: Redis, prefix: string): Promise<number> {
+  let deleted = 0;
+  for await (const keys of client.scanStream({ match: `${prefix}*`, count: 500 }) as AsyncIterable<string[]>) {
+    if (keys.length > 0) deleted += await client.unlink(...keys);
+  }
+  return deleted;
+}
+
+/** A PostgreSQL database that only this fixture uses. */
+export interface PostgresFixture extends AsyncDisposable {
+  /** Connection string of the private database. */
+  readonly url: string;
+  /** `database` on a shared server; `embedded` when the whole engine is private to this process. */
+  readonly isolation: 'database' | 'embedded';
+}
+
+/**
+ * A fresh, empty database on the resolved server, dropped on dispose. On the embedded engine the
+ * engine itself is fresh and private, so its default database is used and the engine is stopped.
+ */
+export async function usePostgres(): Promise<PostgresFixture> {
+  const svc = await resolveService('postgres');
+  if (svc.provider === 'embedded') {
+    return { url: svc.url, isolation: 'embedded', [Symbol.asyncDispose]: stopServices };
+  }
+  const name = `labs_test_${uniqueId()}`;
+  const admin = new pg.Client({ connectionString: svc.url, connectionTimeoutMillis: 5000 });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(svc.url);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    isolation: 'database',
+    async [Symbol.asyncDispose]() {
+      const cleanup = new pg.Client({ connectionString: svc.url, connectionTimeoutMillis: 5000 });
+      await cleanup.connect();
+      try {
+        // FORCE ends connections a test forgot to close, so a leak never leaves a database behind.
+        await cleanup.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await cleanup.end();
+      }
+    },
+  };
+}
+
+/** RabbitMQ names private to this fixture; the queues and exchanges it named are deleted on dispose. */
+export interface RabbitFixture extends AsyncDisposable {
+  readonly url: string;
+  /** A unique queue or exchange name built from `base`, remembered for cleanup. */
+  name(base: string): string;
+}
+
+/** Resolves RabbitMQ and hands out unique queue/exchange names, deleted on dispose. */
+export async function useRabbitMQ(): Promise<RabbitFixture> {
+  const { url } = await resolveService('rabbitmq');
+  const id = uniqueId();
+  const names: string[] = [];
+  return {
+    url,
+    name(base) {
+      const n = `labs.test.${id}.${base}`;
+      names.push(n);
+      return n;
+    },
+    async [Symbol.asyncDispose]() {
+      if (names.length === 0) return;
+      const connection = await amqp.connect(url);
+      try {
+        for (const n of names) {
+          // A channel closes on the first error (e.g. deleting what does not exist), so one per name.
+          const channel = await connection.createChannel();
+          await channel.deleteQueue(n).catch(() => undefined);
+          const again = await connection.createChannel().catch(() => undefined);
+          await again?.deleteExchange(n).catch(() => undefined);
+          await Promise.all([channel.close().catch(() => undefined), again?.close().catch(() => undefined)]);
+        }
+      } finally {
+        await connection.close();
+      }
+    },
+  };
+}
+
+/** An HTTP server listening on a free loopback port. */
+export interface Listening extends AsyncDisposable {
+  /** Base URL, e.g. http://127.0.0.1:43121 */
+  readonly url: string;
+  readonly server: Server;
+}
+
+/** Starts `app` (an Express app or any request listener) on 127.0.0.1:0; closed on dispose. */
+export async function listen(app: RequestListener): Promise<Listening> {
+  const server = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    server,
+    async [Symbol.asyncDispose]() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
