@@ -5,7 +5,7 @@
 import { createServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
-import { resolveService, ServiceUnavailableError } from '@labs/services';
+import { resolveService } from '@labs/services';
 import { countQueries } from '@labs/test-kit';
 import { createApp } from './app.ts';
 import { DEFAULT_SEED, openLabDatabase, seed } from './database.ts';
@@ -69,7 +69,7 @@ async function main() {
 }
 
 main().catch((error: unknown) => {
-  const message = error instanceof ServiceUnavailableError || error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? error.message : String(error);
   console.error(message);
   process.exit(1);
 });

@@ -3,7 +3,7 @@
  * Config: PORT (default 3000), RATE_LIMIT_MAX (default 10), RATE_LIMIT_WINDOW_MS (default 60000).
  */
 import { createRateLimiter } from '#rate-limiter';
-import { resolveService, ServiceUnavailableError } from '@labs/services';
+import { resolveService } from '@labs/services';
 import { createApp } from './app.ts';
 import { readConfig } from './config.ts';
 import { connectLimiterRedis } from './redis.ts';
@@ -57,7 +57,7 @@ async function main() {
 
 main().catch((error: unknown) => {
   // Config and service errors are written for the reader; anything else is a bug worth its message.
-  const message = error instanceof ServiceUnavailableError || error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? error.message : String(error);
   console.error(message);
   process.exit(1);
 });

@@ -36,3 +36,69 @@ export function lab(args: string[], options: { cwd?: string; env?: NodeJS.Proces
 
 /** True when the output looks like a Node stack trace (which a user mistake must never print). */
 export const hasStackTrace = (text: string) => /^\s+at .+\(.+:\d+:\d+\)$/m.test(text) || /^\s+at .+:\d+:\d+$/m.test(text);
+
+/** A command line left running (serve, bench, --watch), to be watched and then interrupted. */
+export interface Running {
+  /** The command line's process id. */
+  pid: number;
+  /** Everything printed so far, stdout and stderr together. */
+  output(): string;
+  /** Resolves with the first match of `pattern` in the output; rejects after `ms` with what was printed. */
+  waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /** Sends `signal` (Ctrl-C by default) as a terminal would, to the command line's process only. */
+  interrupt(signal?: NodeJS.Signals): void;
+  /** The end of the run. */
+  result: Promise<Result>;
+}
+
+/** Starts `node shared/cli/bin/lab.js ...args` and returns at once. */
+export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): Running {
+  const started = Date.now();
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: repo,
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, ...options.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  child.stdin.end();
+  let stdout = '';
+  let stderr = '';
+  let out = '';
+  const listeners = new Set<() => void>();
+  const onData = (which: 'stdout' | 'stderr') => (d: Buffer) => {
+    if (which === 'stdout') stdout += d.toString();
+    else stderr += d.toString();
+    out += d.toString();
+    for (const listener of listeners) listener();
+  };
+  child.stdout.on('data', onData('stdout'));
+  child.stderr.on('data', onData('stderr'));
+  const result = new Promise<Result>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => {
+      for (const listener of listeners) listener();
+      resolve({ code, stdout, stderr, out, ms: Date.now() - started });
+    });
+  });
+  return {
+    pid: child.pid!,
+    output: () => out,
+    result,
+    interrupt: (signal = 'SIGINT') => child.kill(signal),
+    waitFor: (pattern, ms = 30_000) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const match = out.match(pattern);
+          if (match) return done(() => resolve(match));
+          if (child.exitCode !== null) done(() => reject(new Error(`exited (${child.exitCode}) before printing ${pattern}:\n${out}`)));
+        };
+        const timer = setTimeout(() => done(() => reject(new Error(`no ${pattern} within ${ms} ms:\n${out}`))), ms);
+        const done = (settle: () => void) => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          settle();
+        };
+        listeners.add(check);
+        check();
+      }),
+  };
+}

@@ -18,7 +18,14 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
   });
 }
 
-/** A pg pool with a connection timeout, so an unreachable database fails in seconds. */
+/**
+ * A pg pool with a connection timeout, so an unreachable database fails in seconds. An idle connection
+ * the server closes (a restart, a test's `DROP DATABASE ... WITH (FORCE)`) is an 'error' event on the
+ * pool, which would crash the process unhandled; the pool already discards that connection and the
+ * next query opens a new one, so it is ignored here and failures surface on the queries themselves.
+ */
 export function createPgPool(connectionString: string, options: pg.PoolConfig = {}): pg.Pool {
-  return new pg.Pool({ connectionString, connectionTimeoutMillis: 5000, max: 10, ...options });
+  const pool = new pg.Pool({ connectionString, connectionTimeoutMillis: 5000, max: 10, ...options });
+  pool.on('error', () => {});
+  return pool;
 }

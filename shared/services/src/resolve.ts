@@ -114,9 +114,14 @@ export function resolveService(kind: ServiceKind, options: ResolveOptions = {}):
   return pending;
 }
 
+/** Stops the `kind` service if this process started it, and forgets it: the next resolve finds a new one. */
+export async function stopService(kind: ServiceKind): Promise<void> {
+  const pending = resolved.get(kind);
+  resolved.delete(kind);
+  await (await pending?.catch(() => undefined))?.stop();
+}
+
 /** Stops every service this process started (binaries, containers, embedded engines). */
 export async function stopServices(): Promise<void> {
-  const all = [...resolved.values()];
-  resolved.clear();
-  await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.stop()));
+  await Promise.all([...resolved.keys()].map(stopService));
 }

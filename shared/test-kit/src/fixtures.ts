@@ -12,7 +12,7 @@ import { createServer } from 'node:http';
 import amqp from 'amqplib';
 import type { Redis } from 'ioredis';
 import pg from 'pg';
-import { createRedisClient, resolveService, stopServices } from '@labs/services';
+import { createRedisClient, resolveService, stopService } from '@labs/services';
 
 /** A short random name part; unique enough across parallel test files and re-runs. */
 export function uniqueId(): string {
@@ -70,12 +70,12 @@ export interface PostgresFixture extends AsyncDisposable {
 
 /**
  * A fresh, empty database on the resolved server, dropped on dispose. On the embedded engine the
- * engine itself is fresh and private, so its default database is used and the engine is stopped.
+ * engine itself is fresh and private, so its default database is used and the engine (only it) is stopped.
  */
 export async function usePostgres(): Promise<PostgresFixture> {
   const svc = await resolveService('postgres');
   if (svc.provider === 'embedded') {
-    return { url: svc.url, isolation: 'embedded', [Symbol.asyncDispose]: stopServices };
+    return { url: svc.url, isolation: 'embedded', [Symbol.asyncDispose]: () => stopService('postgres') };
   }
   const name = `labs_test_${uniqueId()}`;
   const admin = new pg.Client({ connectionString: svc.url, connectionTimeoutMillis: 5000 });

@@ -98,7 +98,7 @@ export async function runLab(root: string, labs: LabPackage[], lab: LabPackage, 
   const release = onInterrupt(() => controller.abort());
   try {
     const services: string[] = [];
-    const env = await labServices(lab, (line) => services.push(line));
+    const env = await labServices(lab, { log: (line) => services.push(line), embeddedPerTestFile: true });
     const outcome = await reportRun(root, labs, lab, target, { env, services, signal: controller.signal });
     if (outcome.interrupted) say(c.dim('Stopped.'));
     return outcome.code;

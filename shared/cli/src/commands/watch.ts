@@ -27,7 +27,7 @@ export async function watchLab(root: string, labs: LabPackage[], lab: LabPackage
   });
   try {
     const services: string[] = [];
-    const env = await labServices(lab, (line) => services.push(line));
+    const env = await labServices(lab, { log: (line) => services.push(line), embeddedPerTestFile: true });
     if (stopping) return 0;
     const watcher = watch(lab.dir, {
       ignoreInitial: true,
