@@ -1,14 +1,15 @@
 /**
  * The caching spec. Baseline tests hold for any correct cache in front of the database; `challenge:`
  * tests fail on the starter's plain cache-aside and pass on the solution. Tests count database reads
- * (every SELECT that reaches PostgreSQL) and drive races with gates, never with sleeps.
+ * (every SELECT the pool sends to PostgreSQL, through the test kit's countQueries) and drive races with
+ * gates, never with sleeps.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createUserCache } from '#user-cache';
-import { listen, usePostgres, useRedis, type Listening } from '@labs/test-kit';
+import { countQueries, listen, usePostgres, useRedis, type Listening, type QueryCounter } from '@labs/test-kit';
 import { createPgPool } from '@labs/services';
 import { createApp } from '../src/app.ts';
-import { createUserRepository, migrate, seedUsers, type Queryable, type UserRepository } from '../src/user-repository.ts';
+import { createUserRepository, migrate, seedUsers, type UserRepository } from '../src/user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
 
 const redis = await useRedis();
@@ -25,17 +26,8 @@ afterAll(async () => {
   await postgres[Symbol.asyncDispose]();
 });
 
-/** The pool, counting the reads (SELECTs) that reach PostgreSQL. */
-function countingReads(db: Queryable): Queryable & { reads: number } {
-  const counting = {
-    reads: 0,
-    query(text: string, values?: unknown[]) {
-      if (/^\s*select\b/i.test(text)) counting.reads += 1;
-      return db.query(text, values);
-    },
-  } as Queryable & { reads: number };
-  return counting;
-}
+/** A SELECT: a read that reached PostgreSQL (writes and transaction statements are not reads). */
+const isRead = (sql: string) => /^\s*select\b/i.test(sql);
 
 interface InstanceOptions {
   /** The deployment this instance belongs to (default: the current schema version). */
@@ -46,6 +38,7 @@ interface InstanceOptions {
 }
 
 let clusterNo = 0;
+let counter: QueryCounter | undefined;
 
 /**
  * App instances that share one Redis keyspace and one database, as separate processes behind a load
@@ -53,14 +46,17 @@ let clusterNo = 0;
  */
 function createCluster() {
   const prefix = `${redis.prefix}${++clusterNo}:`; // a fresh keyspace per test
-  const db = countingReads(pool);
+  // The test kit counts what the pool really sends; tests run one at a time, so from now on it is ours.
+  counter?.stop();
+  counter = countQueries(pool);
+  const queries = counter;
   let arrived = 0;
   const waiting: { count: number; resolve: () => void }[] = [];
   return {
     prefix,
     /** SELECTs run by every instance of this cluster so far. */
     get reads() {
-      return db.reads;
+      return queries.queries.filter(isRead).length;
     },
     /** Resolves once `count` HTTP requests have reached this cluster's instances. */
     whenArrived(count: number): Promise<void> {
@@ -68,7 +64,7 @@ function createCluster() {
     },
     async start(options: InstanceOptions = {}): Promise<string> {
       const { schemaVersion = CURRENT_SCHEMA_VERSION, ttlMs = 60_000, wrap = (r) => r } = options;
-      const repository = wrap(createUserRepository(db, schemaVersion));
+      const repository = wrap(createUserRepository(pool, schemaVersion));
       const cache = createUserCache({ repository, redis: redis.connect(), prefix, schemaVersion, ttlMs });
       const app = createApp({ cache, instance: `app-${servers.length + 1}`, onError: () => {} });
       const server = await listen((req, res) => {
