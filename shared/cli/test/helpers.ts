@@ -37,6 +37,9 @@ export function lab(args: string[], options: { cwd?: string; env?: NodeJS.Proces
 /** True when the output looks like a Node stack trace (which a user mistake must never print). */
 export const hasStackTrace = (text: string) => /^\s+at .+\(.+:\d+:\d+\)$/m.test(text) || /^\s+at .+:\d+:\d+$/m.test(text);
 
+/** Output without terminal control sequences (colours, cursor moves), as a reader sees the text. */
+const plain = (text: string) => text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replaceAll('\r', '');
+
 /** A command line left running (serve, bench, --watch), to be watched and then interrupted. */
 export interface Running {
   /** The command line's process id. */
@@ -47,19 +50,25 @@ export interface Running {
   waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
   /** Sends `signal` (Ctrl-C by default) as a terminal would, to the command line's process only. */
   interrupt(signal?: NodeJS.Signals): void;
+  /** Types `keys` (with `terminal: true`: arrow keys, Enter '\r', Ctrl-C '\x03'). */
+  type(keys: string): void;
   /** The end of the run. */
   result: Promise<Result>;
 }
 
 /** Starts `node shared/cli/bin/lab.js ...args` and returns at once. */
-export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): Running {
+export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv; /** Run it in a terminal (a pseudo-terminal from util-linux's `script`), for prompts. */ terminal?: boolean } = {}): Running {
   const started = Date.now();
-  const child = spawn(process.execPath, [bin, ...args], {
+  const quoted = [process.execPath, bin, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+  const [command, commandArgs]: [string, string[]] = options.terminal
+    ? ['script', ['-qfec', `stty cols 120 rows 40; exec ${quoted}`, '/dev/null']]
+    : [process.execPath, [bin, ...args]];
+  const child = spawn(command, commandArgs, {
     cwd: repo,
     env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
-  child.stdin.end();
+  if (!options.terminal) child.stdin.end();
   let stdout = '';
   let stderr = '';
   let out = '';
@@ -76,18 +85,19 @@ export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv } = 
     child.on('error', reject);
     child.on('close', (code) => {
       for (const listener of listeners) listener();
-      resolve({ code, stdout, stderr, out, ms: Date.now() - started });
+      resolve({ code, stdout, stderr, out: plain(out), ms: Date.now() - started });
     });
   });
   return {
     pid: child.pid!,
-    output: () => out,
+    output: () => plain(out),
+    type: (keys) => child.stdin.write(keys),
     result,
     interrupt: (signal = 'SIGINT') => child.kill(signal),
     waitFor: (pattern, ms = 30_000) =>
       new Promise((resolve, reject) => {
         const check = () => {
-          const match = out.match(pattern);
+          const match = plain(out).match(pattern);
           if (match) return done(() => resolve(match));
           if (child.exitCode !== null) done(() => reject(new Error(`exited (${child.exitCode}) before printing ${pattern}:\n${out}`)));
         };

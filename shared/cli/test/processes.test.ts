@@ -115,3 +115,21 @@ describe('pnpm lab <lab> --watch', () => {
     expect(processesOf(join(repo, 'labs', 'rate-limiter'), { specRunOf: watch.pid })).toEqual([]);
   });
 });
+
+describe('pnpm lab in a terminal, without arguments', () => {
+  it('offers a menu of the labs, then what to do with the one picked; Ctrl-C leaves without running anything', async () => {
+    const menu = startLab([], { env, terminal: true });
+    onTestFailed(() => menu.interrupt());
+    await menu.waitFor(/Which lab\?[\s\S]*2\. n-plus-one/);
+    expect(menu.output()).toMatch(/●\s+1\. rate-limiter/); // the first lab is picked to start with
+    menu.type('\u001b[B'); // arrow down
+    await menu.waitFor(/●\s+2\. n-plus-one/);
+    menu.type('\r');
+    await menu.waitFor(/n-plus-one: what now\?[\s\S]*Run the spec against my code/);
+    menu.type('\u0003'); // Ctrl-C
+    const r = await menu.result;
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('Nothing run.');
+    expect(r.out).not.toContain('Baseline');
+  });
+});
