@@ -99,6 +99,19 @@ describe.skipIf(!findBinary('redis-server'))('the binary provider: redis-server'
   });
 });
 
+describe.skipIf(!findBinary('rabbitmq-server', ['/usr/sbin', '/usr/lib/rabbitmq/bin']))('the binary provider: rabbitmq-server', () => {
+  it('starts a throwaway broker beside any system one, answers AMQP, and stops it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'rabbitmq:binary');
+    const svc = await resolveService('rabbitmq', { log: null });
+    expect(svc.provider).toBe('binary');
+    const { port } = new URL(svc.url);
+    expect(Number(port)).not.toBe(5672);
+    expect(await probe('rabbitmq', '127.0.0.1', Number(port), 1000)).toBe(true);
+    await stopServices();
+    expect(await probe('rabbitmq', '127.0.0.1', Number(port), 500)).toBe(false);
+  }, 60_000);
+});
+
 describe.skipIf(!findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']))('the binary provider: postgres', () => {
   it('initialises a throwaway cluster, serves queries, and removes it', async () => {
     vi.stubEnv('LABS_PROVIDER', 'postgres:binary');

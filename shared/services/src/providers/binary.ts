@@ -144,7 +144,10 @@ async function postgresBinary(): Promise<Attempt> {
 }
 
 async function rabbitmqBinary(): Promise<Attempt> {
-  const bin = findBinary('rabbitmq-server', ['/usr/sbin', '/usr/lib/rabbitmq/bin']);
+  // Debian's /usr/sbin/rabbitmq-server is a wrapper that, run as root, switches to the rabbitmq user,
+  // who cannot write our temporary folder; the real script behind it runs as whoever starts it.
+  const debianScript = '/usr/lib/rabbitmq/bin/rabbitmq-server';
+  const bin = existsSync(debianScript) ? debianScript : findBinary('rabbitmq-server', ['/usr/sbin']);
   if (!bin) return skip('rabbitmq-server is not installed');
   const port = await freePort();
   const distPort = await freePort();
