@@ -4,12 +4,11 @@
  * - no-cache: every read is a SELECT (the baseline a cache must beat);
  * - starter and solution: src/user-cache.ts and solution/user-cache.ts, their caches warmed first.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createPgPool, createRedisClient, resolveService, stopServices } from '@labs/services';
+import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
 import { createApp } from '../src/app.ts';
 import type { UserCache, UserCacheOptions } from '../src/cache.ts';
 import { dropDatabase, ensureDatabase } from '../src/database.ts';
@@ -53,13 +52,6 @@ function countingReads(db: Queryable, counters: Record<string, number>, key: str
   } as Queryable;
 }
 
-async function listenOn(app: ReturnType<typeof createApp>): Promise<{ url: string; server: Server }> {
-  const { createServer } = await import('node:http');
-  const server = createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
-
 /** Reads every user once through `cache`, a few at a time: a cache that has been up for a while. */
 async function warm(cache: UserCache, users: number): Promise<void> {
   let next = 1;
@@ -77,7 +69,7 @@ export async function start(options: BenchServerOptions) {
   const clients: Redis[] = [];
   const pools: pg.Pool[] = [];
   const databases: string[] = [];
-  const servers: Server[] = [];
+  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
 
   console.log(`  seeding ${users.toLocaleString('en-US')} users per target and warming the caches ...`);
@@ -85,7 +77,6 @@ export async function start(options: BenchServerOptions) {
     const database = `labs_bench_caching_${target.replace('-', '_')}_${run}`;
     databases.push(database);
     const pool = createPgPool(await ensureDatabase(database), { max: 10 });
-    pool.on('error', () => {}); // an idle connection dropped while closing is not worth a crash
     pools.push(pool);
     await migrate(pool);
     await seedUsers(pool, users);
@@ -104,9 +95,9 @@ export async function start(options: BenchServerOptions) {
           if (source === 'cache') counters[`${target}.hits`] = (counters[`${target}.hits`] ?? 0) + 1;
         },
       });
-      const { url, server } = await listenOn(app);
+      const server = await listen(app);
       servers.push(server);
-      urls[`${target}#${i}`] = url;
+      urls[`${target}#${i}`] = server.url;
     }
   }
 
@@ -114,10 +105,8 @@ export async function start(options: BenchServerOptions) {
     urls,
     stats: () => ({ ...counters }),
     async close() {
-      for (const s of servers) s.closeAllConnections();
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-      const keys = await clients[0]?.keys(`${prefix}*`);
-      if (keys?.length) await clients[0]?.unlink(...keys);
+      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+      if (clients[0]) await deleteByPrefix(clients[0], prefix);
       await Promise.all(clients.map((c) => c.quit()));
       await Promise.all(pools.map((p) => p.end()));
       for (const database of databases) await dropDatabase(database);

@@ -2,10 +2,10 @@
  * `pnpm lab serve caching [--solution] [--port N]`: the API on a real port, over a seeded database and
  * a real Redis, for curl or a browser. Run two of them on different ports to see instances share a cache.
  */
-import { createServer, type Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { relative } from 'node:path';
 import { createPgPool, createRedisClient, resolveService, stopServices } from '@labs/services';
+import { listen, untilInterrupted } from '@labs/test-kit';
 import { createUserCache } from '#user-cache';
 import { createApp } from './app.ts';
 import { readConfig } from './config.ts';
@@ -25,8 +25,6 @@ async function main(): Promise<number> {
   const implementation = relative(process.cwd(), fileURLToPath(import.meta.resolve('#user-cache')));
   const [pgUrl, { url: redisUrl }] = await Promise.all([ensureDatabase('labs_caching'), resolveService('redis')]);
   const pool = createPgPool(pgUrl);
-  // pg emits 'error' when an idle connection dies (a database restart); the next query reconnects.
-  pool.on('error', (error) => console.error(`database: ${error.message}`));
   const redis = createRedisClient(redisUrl);
   redis.on('error', () => {}); // ioredis reconnects by itself; requests report failures as they happen
   await migrate(pool);
@@ -41,50 +39,25 @@ async function main(): Promise<number> {
     onCacheError: (error) => console.error(`cache: ${error.message}`),
   });
   const app = createApp({ cache, instance: `port-${config.port}` });
-  const shutdown = async () => {
+
+  try {
+    await using server = await listen(app, config.port);
+    const url = server.url;
+    console.log(`Caching lab (${implementation}) listening on ${url}`);
+    console.log(`  users 1..${config.seedUsers} in PostgreSQL database labs_caching, cache in Redis under ${PREFIX}`);
+    console.log(`  schema version ${config.schemaVersion}, TTL ${config.ttlMs} ms\n`);
+    console.log('Try:');
+    console.log(`  curl -i ${url}/users/42                  # run it twice: X-Cache: miss, then hit`);
+    console.log(`  curl -i -X PUT ${url}/users/42 -H 'content-type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com"}'`);
+    console.log(`  curl -i ${url}/users/42                  # the new name, or the old one?`);
+    console.log(`  curl -i ${url}/users/0                   # 400`);
+    console.log(`  curl -i ${url}/users/99999999            # 404`);
+    console.log('Press Ctrl-C to stop.');
+    await untilInterrupted();
+  } finally {
     await Promise.allSettled([pool.end(), redis.quit()]);
     await stopServices();
-  };
-
-  let server: Server;
-  try {
-    server = await new Promise<Server>((resolve, reject) => {
-      // Not app.listen: Express 5 calls its callback on errors too, which would hide EADDRINUSE.
-      const s = createServer(app);
-      s.once('error', reject);
-      s.listen(config.port, () => resolve(s));
-    });
-  } catch (error) {
-    const { code } = error as NodeJS.ErrnoException;
-    const message =
-      code === 'EADDRINUSE'
-        ? `Port ${config.port} is already in use. Stop what runs there, or pick another: pnpm lab serve caching --port ${config.port + 1}`
-        : `Could not listen on port ${config.port}: ${(error as Error).message}`;
-    console.error(message);
-    await shutdown();
-    return 1;
   }
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
-  const url = `http://localhost:${port}`;
-  console.log(`Caching lab (${implementation}) listening on ${url}`);
-  console.log(`  users 1..${config.seedUsers} in PostgreSQL database labs_caching, cache in Redis under ${PREFIX}`);
-  console.log(`  schema version ${config.schemaVersion}, TTL ${config.ttlMs} ms\n`);
-  console.log('Try:');
-  console.log(`  curl -i ${url}/users/42                  # run it twice: X-Cache: miss, then hit`);
-  console.log(`  curl -i -X PUT ${url}/users/42 -H 'content-type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com"}'`);
-  console.log(`  curl -i ${url}/users/42                  # the new name, or the old one?`);
-  console.log(`  curl -i ${url}/users/0                   # 400`);
-  console.log(`  curl -i ${url}/users/99999999            # 404`);
-  console.log('Press Ctrl-C to stop.');
-
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
-  await shutdown();
   return 0;
 }
 

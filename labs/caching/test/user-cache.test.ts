@@ -15,7 +15,6 @@ import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
 const redis = await useRedis();
 const postgres = await usePostgres();
 const pool = createPgPool(postgres.url, { max: 20 });
-pool.on('error', () => {}); // an idle connection ended by the database's drop at the end is not a failure
 await migrate(pool);
 await seedUsers(pool, 500);
 const servers: Listening[] = [];

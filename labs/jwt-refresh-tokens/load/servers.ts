@@ -4,11 +4,10 @@
  * session in Redis. Each has its own Redis connection, counted, so the table can show Redis
  * commands per request.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import express, { type Express } from 'express';
 import type { Redis } from 'ioredis';
 import { createRedisClient, resolveService, stopServices } from '@labs/services';
+import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
 import { createApp } from '../src/app.ts';
 import { createKeyRing } from '../src/keys.ts';
 import type { TokenService, TokenServiceOptions } from '../src/token-service.ts';
@@ -32,12 +31,6 @@ function countingClient(url: string, counts: Record<string, number>, name: strin
     return send(...args);
   }) as Redis['sendCommand'];
   return client;
-}
-
-async function listenOn(app: Express): Promise<{ url: string; server: Server }> {
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
 }
 
 export async function start(options: BenchServerOptions) {
@@ -70,21 +63,19 @@ export async function start(options: BenchServerOptions) {
     'solution + jti deny-list': tokenApp('solution + jti deny-list', solutionTokens, (t, r) => withDenyList(t, r, `${prefix}deny:`)),
     'server-side session': createSessionApp(client('server-side session'), users, `${prefix}session:`),
   };
-  const servers: Server[] = [];
+  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
   for (const [name, app] of Object.entries(apps)) {
-    const { url, server } = await listenOn(app);
+    const server = await listen(app);
     servers.push(server);
-    urls[name] = url;
+    urls[name] = server.url;
   }
   return {
     urls,
     stats: () => ({ ...counts }),
     async close() {
-      for (const s of servers) s.closeAllConnections();
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-      const keys = await clients[0]?.keys(`${prefix}*`);
-      if (keys?.length) await clients[0]?.unlink(...keys);
+      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+      if (clients[0]) await deleteByPrefix(clients[0], prefix);
       await Promise.all(clients.map((c) => c.quit()));
       await stopServices();
     },

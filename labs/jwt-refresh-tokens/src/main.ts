@@ -3,7 +3,8 @@
  * Config: PORT (default 3000), ACCESS_TTL_SEC (default 300), REFRESH_SECRET (default: random per run).
  */
 import { createTokenService } from '#tokens';
-import { createRedisClient, resolveService } from '@labs/services';
+import { createRedisClient, resolveService, stopServices } from '@labs/services';
+import { listen, untilInterrupted } from '@labs/test-kit';
 import { createApp } from './app.ts';
 import { createKeyRing } from './keys.ts';
 import { TOKEN_DEFAULTS } from './token-service.ts';
@@ -23,20 +24,9 @@ async function main() {
   const tokens = createTokenService({ redis, prefix: 'labs:serve:jwt-refresh-tokens:', keys, accessTtlSec, refreshSecret: process.env.REFRESH_SECRET });
   const app = createApp({ tokens, users, keys });
 
-  const server = app.listen(port, '127.0.0.1');
-  server.once('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EADDRINUSE') {
-      console.error(`Port ${port} is already in use. Try another: pnpm lab serve jwt-refresh-tokens --port ${port + 1}`);
-    } else {
-      console.error(`Could not listen on port ${port}: ${error.message}`);
-    }
-    // Let stderr flush and the process end by itself: nothing else keeps it alive.
-    process.exitCode = 1;
-    redis.disconnect();
-  });
-  server.once('listening', () => {
-    const address = server.address();
-    const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : port}`;
+  try {
+    await using server = await listen(app, port);
+    const base = server.url;
     const [user] = DEMO_USERS;
     const login = JSON.stringify({ username: user.username, password: user.password });
     console.log(`JWT refresh tokens lab (${which}) listening on ${base}`);
@@ -49,20 +39,15 @@ async function main() {
     console.log(`  curl -si -H "authorization: Bearer $TOKEN" -X POST ${base}/logout`);
     console.log(`  curl -s ${base}/.well-known/jwks.json`);
     console.log('Stop:  Ctrl-C');
-  });
-  const stop = () => {
-    server.closeAllConnections();
-    server.close(() => {
-      redis.disconnect();
-      process.exit(0);
-    });
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+    await untilInterrupted();
+  } finally {
+    redis.disconnect();
+    await stopServices(); // a redis-server binary this process started
+  }
 }
 
 main().catch((error: unknown) => {
-  // Config and service errors are written for the reader (ServiceUnavailableError names the fix).
+  // Config, service and port errors are written for the reader (ServiceUnavailableError names the fix).
   console.error(error instanceof Error ? error.message : String(error));
   process.exitCode = 1;
 });

@@ -3,11 +3,9 @@
  * the DataLoader solution and the single-query alternative, each with its own pg pool, so each pool's
  * query counter (the test kit's, as in the spec) counts one target only.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import { resolveService, stopServices } from '@labs/services';
-import { countQueries, type QueryCounter } from '@labs/test-kit';
+import { countQueries, listen, type Listening, type QueryCounter } from '@labs/test-kit';
 import { createApp, type FeedLoader } from '../src/app.ts';
 import { loadAuthorFeed as starterFeed } from '../src/author-feed.ts';
 import { DEFAULT_SEED, openLabDatabase, seed } from '../src/database.ts';
@@ -28,7 +26,7 @@ export const TARGETS: Record<string, FeedLoader> = {
 export async function start(options: BenchServerOptions) {
   const { url } = await resolveService('postgres');
   const pools: pg.Pool[] = [];
-  const servers: Server[] = [];
+  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
   const counters: Record<string, { queries: QueryCounter; requests: number }> = {};
   // The load script's own database, so a `pnpm lab serve` running at the same time is left alone.
@@ -41,14 +39,13 @@ export async function start(options: BenchServerOptions) {
     const counter = { queries: countQueries(db), requests: 0 };
     counters[name] = counter;
     const app = createApp({ db, loadFeed });
-    const server = app.listen(0, '127.0.0.1');
-    // Counted on arrival: every request that arrives runs all its queries, even if autocannon hangs up.
-    server.on('request', () => {
+    const server = await listen((req, res) => {
+      // Counted on arrival: every request that arrives runs all its queries, even if autocannon hangs up.
       counter.requests += 1;
+      app(req, res);
     });
-    await new Promise((resolve) => server.once('listening', resolve));
     servers.push(server);
-    urls[name] = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    urls[name] = server.url;
   }
   return {
     urls,
@@ -62,8 +59,7 @@ export async function start(options: BenchServerOptions) {
       return out;
     },
     async close() {
-      for (const s of servers) s.closeAllConnections();
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       await Promise.all(pools.map((p) => p.end()));
       await stopServices();
     },

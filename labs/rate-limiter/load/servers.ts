@@ -2,12 +2,11 @@
  * The servers the load script measures, started in their own process by forkServers(). Each target is
  * three app instances sharing one limit, as three processes behind a load balancer would.
  */
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import express from 'express';
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { resolveService, stopServices } from '@labs/services';
+import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
 import { connectLimiterRedis } from '../src/redis.ts';
 import { createApp } from '../src/app.ts';
 import type { Decision, RateLimiter } from '../src/limiter.ts';
@@ -43,12 +42,6 @@ function flexibleLimiter(redis: Redis, limit: number, windowMs: number, prefix: 
   };
 }
 
-async function listen(app: express.Express): Promise<{ url: string; server: Server }> {
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
-
 export async function start(options: BenchServerOptions) {
   const { limit, windowMs, instances, prefix } = options;
   const { url: redisUrl } = await resolveService('redis');
@@ -64,25 +57,23 @@ export async function start(options: BenchServerOptions) {
     solution: () => solutionLimiter({ redis: connect(), limit, windowMs, prefix: `${prefix}solution:` }),
     'rate-limiter-flexible': () => flexibleLimiter(connect(), limit, windowMs, prefix),
   };
-  const servers: Server[] = [];
+  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
   for (const [name, build] of Object.entries(builders)) {
     for (let i = 0; i < instances; i++) {
       const limiter = build();
       // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
       const app = limiter ? createApp({ limiter, limit, windowMs, instance: `${name}-${i + 1}` }) : bareApp();
-      const { url, server } = await listen(app);
+      const server = await listen(app);
       servers.push(server);
-      urls[`${name}#${i}`] = url;
+      urls[`${name}#${i}`] = server.url;
     }
   }
   return {
     urls,
     async close() {
-      for (const s of servers) s.closeAllConnections();
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-      const keys = await clients[0]?.keys(`${prefix}*`);
-      if (keys?.length) await clients[0]?.unlink(...keys);
+      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+      if (clients[0]) await deleteByPrefix(clients[0], prefix);
       await Promise.all(clients.map((c) => c.quit()));
       await stopServices();
     },

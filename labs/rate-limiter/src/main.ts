@@ -3,7 +3,8 @@
  * Config: PORT (default 3000), RATE_LIMIT_MAX (default 10), RATE_LIMIT_WINDOW_MS (default 60000).
  */
 import { createRateLimiter } from '#rate-limiter';
-import { resolveService } from '@labs/services';
+import { resolveService, stopServices } from '@labs/services';
+import { listen, untilInterrupted } from '@labs/test-kit';
 import { createApp } from './app.ts';
 import { readConfig } from './config.ts';
 import { connectLimiterRedis } from './redis.ts';
@@ -27,37 +28,21 @@ async function main() {
       console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`);
     },
   });
-  const server = app.listen(port, '127.0.0.1');
-  server.once('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EADDRINUSE') {
-      console.error(`Port ${port} is already in use. Try another: pnpm lab serve rate-limiter --port ${port + 1}`);
-    } else {
-      console.error(`Could not listen on port ${port}: ${error.message}`);
-    }
-    process.exit(1);
-  });
-  server.once('listening', () => {
-    const address = server.address();
-    const actual = typeof address === 'object' && address ? address.port : port;
-    console.log(`Rate limiter lab (${which}) listening on http://127.0.0.1:${actual}`);
+  try {
+    await using server = await listen(app, port);
+    console.log(`Rate limiter lab (${which}) listening on ${server.url}`);
     console.log(`Limit: ${config.limit} requests per ${config.windowMs} ms per client (X-API-Key, else IP)`);
-    console.log(`Try:   for i in $(seq 1 ${config.limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' http://127.0.0.1:${actual}/api/quote; done; echo`);
+    console.log(`Try:   for i in $(seq 1 ${config.limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${server.url}/api/quote; done; echo`);
     console.log('Stop:  Ctrl-C');
-  });
-  const stop = () => {
-    server.closeAllConnections();
-    server.close(() => {
-      redis.disconnect();
-      process.exit(0);
-    });
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+    await untilInterrupted();
+  } finally {
+    redis.disconnect();
+    await stopServices(); // a redis-server binary this process started
+  }
 }
 
 main().catch((error: unknown) => {
-  // Config and service errors are written for the reader; anything else is a bug worth its message.
-  const message = error instanceof Error ? error.message : String(error);
-  console.error(message);
-  process.exit(1);
+  // Config, service and port errors are written for the reader; anything else is a bug worth its message.
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exitCode = 1;
 });

@@ -148,20 +148,42 @@ export interface Listening extends AsyncDisposable {
   readonly server: Server;
 }
 
-/** Starts `app` (an Express app or any request listener) on 127.0.0.1:0; closed on dispose. */
-export async function listen(app: RequestListener): Promise<Listening> {
+/** Thrown by {@link listen} when the port asked for is taken; its message names the port to try next. */
+export class PortInUseError extends Error {
+  override readonly name = 'PortInUseError';
+  readonly port: number;
+  constructor(port: number) {
+    super(`Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`);
+    this.port = port;
+  }
+}
+
+/**
+ * Starts `app` (an Express app or any request listener) on 127.0.0.1: on a free port by default (tests,
+ * load scripts), or on `port` (`pnpm lab serve`), where a port in use is a {@link PortInUseError}.
+ * Closed on dispose. (Not Express 5's `app.listen(port, cb)`: it calls `cb` on errors too.)
+ */
+export async function listen(app: RequestListener, port = 0): Promise<Listening> {
   const server = createServer(app);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+    server.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? new PortInUseError(port) : error));
+    server.listen(port, '127.0.0.1', resolve);
   });
-  const { port } = server.address() as AddressInfo;
+  const { port: actual } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${actual}`,
     server,
     async [Symbol.asyncDispose]() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** Resolves on Ctrl-C (SIGINT) or SIGTERM: how `pnpm lab serve` waits until it is asked to stop. */
+export function untilInterrupted(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { resolveService } from '@labs/services';
-import { listen, usePostgres, useRedis } from '../src/index.ts';
+import { listen, PortInUseError, usePostgres, useRedis } from '../src/index.ts';
 import { exerciseAliases } from '../src/vitest-config.ts';
 
 describe('useRedis', () => {
@@ -57,6 +57,15 @@ describe('listen', () => {
       expect(await (await fetch(url)).text()).toBe('hi');
     }
     await expect(fetch(url)).rejects.toThrow();
+  });
+
+  it('on a port that is taken, fails with a PortInUseError that names the next port to try', async () => {
+    await using taken = await listen((_req, res) => res.end('first'));
+    const port = Number(new URL(taken.url).port);
+    const attempt = listen((_req, res) => res.end('second'), port);
+    await expect(attempt).rejects.toBeInstanceOf(PortInUseError);
+    await expect(attempt).rejects.toThrow(`Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`);
+    expect(await (await fetch(taken.url)).text()).toBe('first');
   });
 });
 
