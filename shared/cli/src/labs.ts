@@ -2,7 +2,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { readLabPackage, type LabPackage } from '@labs/test-kit';
-import { c, UserError } from './ui.ts';
+import { c, LAB, UserError } from './ui.ts';
 
 /** The monorepo root: the nearest folder above `from` holding pnpm-workspace.yaml. */
 export function repoRoot(from = process.cwd()): string {
@@ -52,11 +52,11 @@ export const solutionFile = (exercise: string) => exercise.replace(/^src\//, 'so
 
 /** The lab called `name`, or a UserError with a "did you mean" (exit 2). */
 export function findLab(labs: LabPackage[], name: string | undefined, command: string): LabPackage {
-  if (!name) throw new UserError(`Which lab? Usage: pnpm lab ${command} <lab>. Labs: ${labs.map((l) => l.slug).join(', ') || '(none yet)'}`);
+  if (!name) throw new UserError(`Which lab? Usage: ${LAB} ${command} <lab>. Labs: ${labs.map((l) => l.slug).join(', ') || '(none yet)'}`);
   const lab = labs.find((l) => l.slug === name);
   if (lab) return lab;
   const guess = didYouMean(name, labs.map((l) => l.slug));
-  throw new UserError(`There is no lab called "${name}".${guess ? ` Did you mean ${c.bold(guess)}?` : ''} Run ${c.cyan('pnpm lab list')} to see them all.`);
+  throw new UserError(`There is no lab called "${name}".${guess ? ` Did you mean ${c.bold(guess)}?` : ''} Run ${c.cyan(`${LAB} list`)} to see them all.`);
 }
 
 /** Edit distance, for "did you mean". Small inputs only (lab and command names). */

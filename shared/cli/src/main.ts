@@ -17,27 +17,37 @@ import { runLabScript } from './commands/serve.ts';
 import { test } from './commands/test.ts';
 import { watchLab } from './commands/watch.ts';
 import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
-import { c, say, UserError, warn } from './ui.ts';
+import { c, LAB, say, UserError, warn } from './ui.ts';
 
-const HELP = `${c.bold('pnpm lab')} — run, break, fix and measure backend labs
+/** The commands and what they do; the first column is what follows `pnpm lab` (or `./lab`). */
+const HELP_ROWS: [string, string][] = [
+  ['', 'pick a lab and an action (in a terminal), else the list'],
+  ['list', 'every lab with your progress'],
+  ['<lab>', 'run the spec against your code, with a report'],
+  ['<lab> --solution', 'the same against the reference solution'],
+  ['<lab> --watch', 'run again on every save (Ctrl-C to stop)'],
+  ['hint <lab>', 'the next hint (one level at a time)'],
+  ['serve <lab> [--solution] [--port N]', "start the lab's API for curl or a browser"],
+  ['bench <lab>', 'the load script: starter vs solution, side by side'],
+  ['diff <lab> [--force]', 'your code next to the reference solution (once solved)'],
+  ['reset <lab> [--yes]', 'put the starter back (asks first)'],
+  ['doctor', 'Node, pnpm, Docker and where each service is found'],
+  ['questions [words]', 'search the interview question catalog'],
+  ['questions --coverage', 'how many questions a lab answers'],
+  ['questions --markdown', 'the catalog as QUESTIONS.md'],
+  ['test', 'verify every lab both ways (what CI runs)'],
+];
 
-  pnpm lab                          pick a lab and an action (in a terminal), else the list
-  pnpm lab list                     every lab with your progress
-  pnpm lab <lab>                    run the spec against your code, with a report
-  pnpm lab <lab> --solution         the same against the reference solution
-  pnpm lab <lab> --watch            run again on every save (Ctrl-C to stop)
-  pnpm lab hint <lab>               the next hint (one level at a time)
-  pnpm lab serve <lab> [--solution] [--port N]
-                                    start the lab's API for curl or a browser
-  pnpm lab bench <lab>              the load script: starter vs solution, side by side
-  pnpm lab diff <lab> [--force]     your code next to the reference solution (once solved)
-  pnpm lab reset <lab> [--yes]      put the starter back (asks first)
-  pnpm lab doctor                   Node, pnpm, Docker and where each service is found
-  pnpm lab questions [words]        search the interview question catalog
-        [--coverage] [--markdown]   how many questions a lab answers; QUESTIONS.md
-  pnpm test                         verify every lab both ways (what CI runs)
-
-Your progress stays on this machine, in .lab/progress.json.`;
+/** The help text, with the commands written the way this learner runs them (LAB). */
+function helpText(): string {
+  const width = 36;
+  const rows = HELP_ROWS.map(([args, what]) => {
+    const command = `${LAB} ${args}`.trimEnd();
+    // A command too long for its column gets its description on the next line.
+    return command.length < width - 1 ? `  ${command.padEnd(width)}${what}` : `  ${command}\n  ${' '.repeat(width)}${what}`;
+  });
+  return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
+}
 
 const COMMANDS = ['list', 'hint', 'serve', 'bench', 'diff', 'reset', 'doctor', 'questions', 'check', 'test', 'help'];
 
@@ -78,11 +88,11 @@ function expect(command: string, values: Record<string, unknown>, positionals: s
   for (const [name, value] of Object.entries(values)) {
     if (value === undefined || name === 'help') continue;
     if (!ALLOWED[command]?.includes(name)) {
-      const where = Object.entries(ALLOWED).filter(([, opts]) => opts.includes(name)).map(([cmd]) => (cmd === 'run' ? 'pnpm lab <lab>' : `pnpm lab ${cmd}`));
+      const where = Object.entries(ALLOWED).filter(([, opts]) => opts.includes(name)).map(([cmd]) => (cmd === 'run' ? `${LAB} <lab>` : `${LAB} ${cmd}`));
       throw new UserError(`--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`);
     }
   }
-  if (positionals.length > maxPositionals) throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan('pnpm lab help')}.`);
+  if (positionals.length > maxPositionals) throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan(`${LAB} help`)}.`);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -90,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   } catch (error) {
-    throw new UserError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan('pnpm lab help')} for the commands and their options.`);
+    throw new UserError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan(`${LAB} help`)} for the commands and their options.`);
   }
   const { values, positionals } = parsed;
   const nodeMajor = Number(process.versions.node.split('.')[0]);
@@ -99,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const [first, second] = positionals;
   if (values.help || first === 'help') {
-    say(HELP);
+    say(helpText());
     return 0;
   }
   // What turbo and CI run: unchanged, and unaffected by the learner's commands below.
@@ -152,7 +162,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UserError(
       skipped
         ? `labs/${first} cannot be read yet: ${skipped.slice(skipped.indexOf(':') + 2)}`
-        : `"${first}" is neither a lab nor a command.${guess ? ` Did you mean ${c.bold(guess)}?` : ''}\nRun ${c.cyan('pnpm lab help')} for the commands, ${c.cyan('pnpm lab list')} for the labs.`,
+        : `"${first}" is neither a lab nor a command.${guess ? ` Did you mean ${c.bold(guess)}?` : ''}\nRun ${c.cyan(`${LAB} help`)} for the commands, ${c.cyan(`${LAB} list`)} for the labs.`,
     );
   }
   expect('run', values, positionals, 1);

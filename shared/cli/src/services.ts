@@ -6,7 +6,7 @@
  */
 import { SERVICES, ServiceUnavailableError, resolveService, stopServices } from '@labs/services';
 import type { LabPackage } from '@labs/test-kit';
-import { c, say, UserError } from './ui.ts';
+import { c, LAB, say, UserError } from './ui.ts';
 
 /** How the child uses what {@link labServices} found. */
 export interface LabServicesOptions {
@@ -42,7 +42,7 @@ export async function labServices(lab: LabPackage, options: LabServicesOptions =
       }
     } catch (error) {
       if (error instanceof ServiceUnavailableError) {
-        throw new UserError(`${c.red('✗')} Cannot run ${lab.slug}: ${error.message}\n\nSee every service with ${c.cyan('pnpm lab doctor')}.`, 1);
+        throw new UserError(`${c.red('✗')} Cannot run ${lab.slug}: ${error.message}\n\nSee every service with ${c.cyan(`${LAB} doctor`)}.`, 1);
       }
       throw error;
     } finally {

@@ -23,3 +23,9 @@ for (const stream of [process.stdout, process.stderr]) {
     throw error;
   });
 }
+
+/**
+ * The command line as the learner runs it, for every command we suggest: `./lab` sets LAB_COMMAND
+ * (on a machine where it installed pnpm into .tools/, `pnpm lab` would not be found), else `pnpm lab`.
+ */
+export const LAB = process.env.LAB_COMMAND || 'pnpm lab';

@@ -52,6 +52,17 @@ describe('pnpm lab list', () => {
     expect(r.code).toBe(0);
     for (const command of ['hint', 'serve', 'bench', 'reset', 'diff', 'doctor', 'questions', '--watch']) expect(r.stdout).toContain(command);
   });
+
+  it('suggests commands the way the learner runs them: ./lab where pnpm may not be on PATH', async () => {
+    const viaWrapper = await lab(['list'], { env: { ...env, LAB_COMMAND: './lab' } });
+    expect(viaWrapper.stdout).toMatch(/next up: \.\/lab [a-z-]+/);
+    expect(viaWrapper.stdout).not.toContain('pnpm lab');
+    const help = await lab(['help'], { env: { LAB_COMMAND: './lab' } });
+    expect(help.stdout).toMatch(/^ {2}\.\/lab hint <lab> +the next hint/m);
+    expect(help.stdout).not.toContain('pnpm lab');
+    const viaPnpm = await lab(['list'], { env });
+    expect(viaPnpm.stdout).toMatch(/next up: pnpm lab [a-z-]+/);
+  });
 });
 
 describe('bad input: a message, exit code 2, no stack trace', () => {

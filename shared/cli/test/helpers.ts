@@ -21,7 +21,7 @@ export function lab(args: string[], options: { cwd?: string; env?: NodeJS.Proces
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [bin, ...args], {
       cwd: options.cwd ?? repo,
-      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, ...options.env },
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, LAB_COMMAND: undefined, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     child.stdin.end();
@@ -65,7 +65,7 @@ export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv; /**
     : [process.execPath, [bin, ...args]];
   const child = spawn(command, commandArgs, {
     cwd: repo,
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, ...options.env },
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, LAB_COMMAND: undefined, ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   if (!options.terminal) child.stdin.end();

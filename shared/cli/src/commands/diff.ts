@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import type { LabPackage } from '@labs/test-kit';
 import { solutionFile } from '../labs.ts';
 import { readProgress, statusOf } from '../progress.ts';
-import { c, say, UserError } from '../ui.ts';
+import { c, LAB, say, UserError } from '../ui.ts';
 
 export function diff(root: string, lab: LabPackage, options: { force: boolean }): number {
   const status = statusOf(readProgress(root), lab.slug);
   if (status !== 'solved' && !options.force) {
     say(`${lab.slug} is ${status === 'not started' ? 'not started yet' : 'not solved yet'}: the diff gives the solution away.`);
-    say(`Solve it first (${c.cyan(`pnpm lab ${lab.slug}`)}), or see it anyway: ${c.cyan(`pnpm lab diff ${lab.slug} --force`)}`);
+    say(`Solve it first (${c.cyan(`${LAB} ${lab.slug}`)}), or see it anyway: ${c.cyan(`${LAB} diff ${lab.slug} --force`)}`);
     return 1;
   }
   let differences = 0;

@@ -2,7 +2,7 @@
 import Table from 'cli-table3';
 import type { LabPackage } from '@labs/test-kit';
 import { readProgress, statusOf, type LabStatus } from '../progress.ts';
-import { c, say } from '../ui.ts';
+import { c, LAB, say } from '../ui.ts';
 
 const colour: Record<LabStatus, (s: string) => string> = { solved: c.green, 'in progress': c.yellow, 'not started': c.dim };
 
@@ -26,7 +26,7 @@ export function list(root: string, labs: LabPackage[], problems: string[] = []):
   for (const p of problems) say(c.yellow(`! skipped ${p}`));
   say('');
   const next = labs.find((l) => statusOf(progress, l.slug) === 'in progress') ?? labs.find((l) => statusOf(progress, l.slug) !== 'solved');
-  if (next) say(`Run one with ${c.cyan('pnpm lab <lab>')}; next up: ${c.cyan(`pnpm lab ${next.slug}`)}. All commands: ${c.cyan('pnpm lab help')}`);
-  else if (labs.length > 0) say(c.green('Every lab is solved. ') + `The catalog has more questions: ${c.cyan('pnpm lab questions')}`);
+  if (next) say(`Run one with ${c.cyan(`${LAB} <lab>`)}; next up: ${c.cyan(`${LAB} ${next.slug}`)}. All commands: ${c.cyan(`${LAB} help`)}`);
+  else if (labs.length > 0) say(c.green('Every lab is solved. ') + `The catalog has more questions: ${c.cyan(`${LAB} questions`)}`);
   return 0;
 }

@@ -4,7 +4,7 @@
  */
 import type { LabPackage } from '@labs/test-kit';
 import { catalogMarkdown, coverage, percent, readCatalog, searchCatalog, type Question } from '../catalog.ts';
-import { c, say, UserError } from '../ui.ts';
+import { c, LAB, say, UserError } from '../ui.ts';
 
 export interface QuestionsOptions {
   coverage: boolean;
@@ -42,7 +42,7 @@ export function questions(root: string, labs: LabPackage[], query: string, optio
     return 0;
   }
   if (found.length === 0) {
-    say(`No question matches "${query}". Try one word, e.g. ${c.cyan('pnpm lab questions cache')}.`);
+    say(`No question matches "${query}". Try one word, e.g. ${c.cyan(`${LAB} questions cache`)}.`);
     return 1;
   }
   let topic = '';
@@ -61,7 +61,7 @@ export function questions(root: string, labs: LabPackage[], query: string, optio
 }
 
 function answeredBy(q: Question, slugs: string[]): string {
-  if (q.lab) return slugs.includes(q.lab) ? `→ ${c.green(`pnpm lab ${q.lab}`)}` : `→ lab ${c.yellow(q.lab)} ${c.dim('(being built)')}`;
+  if (q.lab) return slugs.includes(q.lab) ? `→ ${c.green(`${LAB} ${q.lab}`)}` : `→ lab ${c.yellow(q.lab)} ${c.dim('(being built)')}`;
   if (q.plannedLab) return `→ ${c.dim(`planned lab: ${q.plannedLab}`)}`;
   return c.dim(`→ ${q.answer}`);
 }

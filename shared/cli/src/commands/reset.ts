@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { confirm, isCancel } from '@clack/prompts';
 import type { LabPackage } from '@labs/test-kit';
 import { forgetProgress } from '../progress.ts';
-import { c, say, UserError } from '../ui.ts';
+import { c, LAB, say, UserError } from '../ui.ts';
 
 const interactive = () => Boolean(process.stdin.isTTY && process.stdout.isTTY);
 
@@ -25,7 +25,7 @@ export async function reset(root: string, lab: LabPackage, options: { yes: boole
   if (changed === undefined) throw new UserError(`git cannot compare ${shown.join(', ')} with HEAD here; is this a git clone of the repository?`, 1);
   if (!options.yes) {
     if (!interactive()) {
-      throw new UserError(`reset overwrites your work in ${shown.join(', ')}. Run it in a terminal to confirm, or add --yes: pnpm lab reset ${lab.slug} --yes`);
+      throw new UserError(`reset overwrites your work in ${shown.join(', ')}. Run it in a terminal to confirm, or add --yes: ${LAB} reset ${lab.slug} --yes`);
     }
     const answer = await confirm({
       message: `Put the starter back in ${shown.join(', ')}? ${changed.length > 0 ? 'Your edits there will be lost.' : '(They are unchanged.)'}`,
@@ -40,6 +40,6 @@ export async function reset(root: string, lab: LabPackage, options: { yes: boole
   if (checkout.status !== 0) throw new UserError(`git could not restore the starter: ${(checkout.stderr || '').trim()}`, 1);
   forgetProgress(root, lab.slug);
   say(`${c.green('✓')} ${lab.slug}: the starter is back in ${shown.join(', ')}${changed.length === 0 ? ' (it was unchanged)' : ''}; progress and hints for it are cleared.`);
-  say(`Run ${c.cyan(`pnpm lab ${lab.slug}`)} to see the challenges fail again.`);
+  say(`Run ${c.cyan(`${LAB} ${lab.slug}`)} to see the challenges fail again.`);
   return 0;
 }

@@ -10,7 +10,7 @@ import { readProgress, statusOf, updateProgress } from '../progress.ts';
 import { isChallenge, runSpec, type Target, type TestOutcome } from '../run-spec.ts';
 import { labServices, releaseServices } from '../services.ts';
 import { onInterrupt } from '../child.ts';
-import { c, say } from '../ui.ts';
+import { c, LAB, say } from '../ui.ts';
 
 /** What one run found. */
 export interface RunOutcome {
@@ -51,7 +51,7 @@ export async function reportRun(root: string, labs: LabPackage[], lab: LabPackag
     say(c.red('The spec could not run:'));
     say(run.error.split('\n').slice(0, 20).map((l) => `  ${l}`).join('\n'));
     say('');
-    say(`If this is about a service, ${c.cyan('pnpm lab doctor')} shows where each one is found. If it is a compile error, it is in your edit.`);
+    say(`If this is about a service, ${c.cyan(`${LAB} doctor`)} shows where each one is found. If it is a compile error, it is in your edit.`);
     return { code: 1 };
   }
   const baseline = run.tests.filter((t) => !isChallenge(t));
@@ -69,11 +69,11 @@ export async function reportRun(root: string, labs: LabPackage[], lab: LabPackag
   if (allPass) {
     say(c.green(`All ${run.tests.length} tests pass.`) + (target === 'solution' ? ' (reference solution)' : c.green(' Lab solved.')));
     say('Next:');
-    say(`  ${c.cyan(`pnpm lab bench ${lab.slug}`)}   measure it: starter and solution side by side`);
+    say(`  ${c.cyan(`${LAB} bench ${lab.slug}`)}   measure it: starter and solution side by side`);
     say(`  ${c.cyan(`labs/${lab.slug}/README.md`)}   the debrief: how to answer it in an interview, the trade-offs`);
-    if (target === 'starter') say(`  ${c.cyan(`pnpm lab diff ${lab.slug}`)}    your code next to the reference solution`);
+    if (target === 'starter') say(`  ${c.cyan(`${LAB} diff ${lab.slug}`)}    your code next to the reference solution`);
     const next = nextLab(root, labs, lab);
-    if (target === 'starter') say(next ? `  ${c.cyan(`pnpm lab ${next.slug}`)}   the next lab: ${next.lab.title}` : c.green('  That was the last unsolved lab. Well done.'));
+    if (target === 'starter') say(next ? `  ${c.cyan(`${LAB} ${next.slug}`)}   the next lab: ${next.lab.title}` : c.green('  That was the last unsolved lab. Well done.'));
     return { code: 0 };
   }
   if (failedBaseline.length > 0) say(c.yellow(`${failedBaseline.length} baseline test(s) fail: a fix must keep the behaviour that already worked.`));
@@ -87,7 +87,7 @@ export async function reportRun(root: string, labs: LabPackage[], lab: LabPackag
   const shown = readProgress(root)[lab.slug]?.hintLevel ?? 0;
   const total = lab.lab.hints.length;
   if (total > 0) {
-    say(shown < total ? `Stuck? ${c.cyan(`pnpm lab hint ${lab.slug}`)} shows hint ${shown + 1} of ${total}.` : `You have seen all ${total} hints; the README walks through the fix.`);
+    say(shown < total ? `Stuck? ${c.cyan(`${LAB} hint ${lab.slug}`)} shows hint ${shown + 1} of ${total}.` : `You have seen all ${total} hints; the README walks through the fix.`);
   }
   return { code: 1 };
 }
