@@ -8,10 +8,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { forkServers, printComparison, runLoad, verdict, writeResults, type ComparisonRow, type LoadOptions } from '@labs/bench';
+import { benchDurationSec, type ComparisonRow, forkServers, type LoadOptions, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
 import { TARGETS, type BenchServerOptions } from './servers.ts';
 
-const DURATION_SEC = Number(process.env.BENCH_DURATION_SEC ?? 4);
+const DURATION_SEC = benchDurationSec(4);
 const CONNECTIONS = 32;
 const WRITE_RATIO = 0.03;
 /** Zipf exponent: around 1 for the popularity of web content and users. */

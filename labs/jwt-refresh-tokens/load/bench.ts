@@ -9,11 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { hash, verify } from '@node-rs/argon2';
-import { forkServers, printComparison, runLoad, verdict, writeResults, type ComparisonRow } from '@labs/bench';
+import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
 import { DEMO_USERS, PASSWORD_HASH } from '../src/users.ts';
 import type { BenchServerOptions } from './servers.ts';
 
-const DURATION_SEC = Number(process.env.BENCH_DURATION_SEC ?? 4);
+const DURATION_SEC = benchDurationSec(4);
 const WARMUP_SEC = 1;
 const ME_CONNECTIONS = 32;
 const LOGIN_CONNECTIONS = 8;

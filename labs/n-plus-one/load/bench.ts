@@ -6,10 +6,10 @@
  * with the same number of queries per request at both page sizes.
  */
 import { join } from 'node:path';
-import { forkServers, printComparison, runLoad, verdict, writeResults, type ComparisonRow, type LoadResult } from '@labs/bench';
+import { benchDurationSec, type ComparisonRow, forkServers, type LoadResult, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 
-const DURATION_SEC = Number(process.env.BENCH_DURATION_SEC ?? 3);
+const DURATION_SEC = benchDurationSec(3);
 const CONNECTIONS = 8;
 const PAGE_SIZES = [10, 100];
 const options: BenchServerOptions = { poolSize: 6 };

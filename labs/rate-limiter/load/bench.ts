@@ -8,10 +8,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { forkServers, printComparison, runLoad, verdict, writeResults, type ComparisonRow } from '@labs/bench';
+import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 
-const DURATION_SEC = Number(process.env.BENCH_DURATION_SEC ?? 5);
+const DURATION_SEC = benchDurationSec(5);
 const CONNECTIONS = 48; // a multiple of the instance count, so each instance gets the same share
 const options: BenchServerOptions = {
   limit: 1000,

@@ -5,3 +5,4 @@
 export { runLoad, SATURATED, type LoadOptions, type LoadResult } from './load.ts';
 export { forkServers, type ForkedServers, type ServersHandle } from './servers.ts';
 export { printComparison, verdict, writeResults, type ComparisonRow } from './report.ts';
+export { benchDurationSec } from './settings.ts';

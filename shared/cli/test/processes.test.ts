@@ -74,6 +74,14 @@ describe('pnpm lab serve', () => {
 });
 
 describe('pnpm lab bench', () => {
+  it('a duration that is not a number of seconds stops it before any server starts', async () => {
+    const r = await lab(['bench', 'rate-limiter'], { env: { ...env, BENCH_DURATION_SEC: 'ten' } });
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('BENCH_DURATION_SEC must be a whole number of seconds from 1 to 600, got "ten"');
+    expect(r.out).not.toContain('Warming up');
+    expect(hasStackTrace(r.out)).toBe(false);
+  });
+
   it('Ctrl-C in the middle of a run stops the load script and the servers it forked', async () => {
     const bench = startLab(['bench', 'rate-limiter'], { env: { ...env, BENCH_DURATION_SEC: '20' } });
     onTestFailed(() => bench.interrupt());
