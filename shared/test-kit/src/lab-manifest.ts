@@ -18,8 +18,6 @@ export interface LabManifest {
   exercise: string[];
   /** Progressive hints, mildest first. */
   hints: string[];
-  /** Catalog ids of the questions this lab answers. */
-  questions?: string[];
 }
 
 /** The parsed package.json of a lab, with its manifest checked. */
