@@ -16,8 +16,12 @@ export interface ContractResult {
   problems: string[];
 }
 
-/** True when git says the learner has edited one of the lab's exercise files. */
+/**
+ * True when git says the learner has edited one of the lab's exercise files. `LABS_STRICT=1` answers
+ * false whatever git says: for whoever is writing a lab, whose edits to the starter are meant to hold.
+ */
 export function starterChanged(lab: LabPackage): boolean {
+  if (process.env.LABS_STRICT === '1') return false;
   const diff = spawnSync('git', ['diff', '--quiet', 'HEAD', '--', ...lab.lab.exercise], { cwd: lab.dir });
   return diff.status === 1; // 0: unchanged; 1: changed; anything else (no git, no HEAD): assume unchanged
 }

@@ -164,6 +164,22 @@ describe('reset', () => {
   });
 });
 
+describe('check (what pnpm test runs in each lab)', () => {
+  it('does not hold a starter the learner edited to the contract, unless LABS_STRICT=1 asks it to', async () => {
+    writeFileSync(exercise(), SOLUTION); // the learner solved it: the challenge now passes on src/
+    try {
+      const learner = await run(['check']);
+      expect(learner.code).toBe(0);
+      expect(learner.stdout).toContain('starter changed by the learner: not held to the contract');
+      const strict = await lab(['check'], { cwd: join(root, 'labs', 'demo'), env: { LABS_STATE_DIR: state, LABS_STRICT: '1' } });
+      expect(strict.code).toBe(1);
+      expect(strict.stdout).toContain('challenge "challenge: ignores negative numbers" passed, but it must fail on the starter');
+    } finally {
+      writeFileSync(exercise(), STARTER);
+    }
+  });
+});
+
 describe('outside the repository', () => {
   it('says so instead of failing with a stack trace', async () => {
     const r = await lab(['list'], { cwd: tmpdir() });
