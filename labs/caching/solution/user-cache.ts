@@ -13,7 +13,9 @@
  *    others poll the cache for a moment and get its answer. One database read per key and expiry.
  * 4. Versioned keys: the schema version is part of every key, so a deployment that changes what a
  *    user looks like starts from an empty namespace instead of reading the old shape. During a rolling
- *    deployment old and new instances run side by side, so writes delete both versions' entries.
+ *    deployment old and new instances run side by side, so a write deletes the entries of the versions
+ *    on either side of its own too: a new instance's write reaches the old instances, and an old
+ *    instance's write reaches the new ones (the key format is the one thing versions must agree on).
  * 5. TTL with jitter (entries filled together expire at different times) and negative caching (a
  *    missing id is remembered briefly, so a flood of requests for it does not reach the database).
  *
@@ -142,7 +144,9 @@ export function createUserCache(options: UserCacheOptions): UserCache {
 
     async put(id, input) {
       const saved = await repository.save(id, input); // committed when this resolves
-      const keys = [keyOf(id), keyOf(id, schemaVersion - 1)].flatMap((key) => [key, leaseOf(key)]);
+      // This version's entry and the neighbours' (previous and next deployment), each with its lease.
+      const versions = [schemaVersion - 1, schemaVersion, schemaVersion + 1];
+      const keys = versions.map((version) => keyOf(id, version)).flatMap((key) => [key, leaseOf(key)]);
       try {
         await redis.del(...keys);
       } catch (error) {

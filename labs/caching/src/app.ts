@@ -70,6 +70,10 @@ export function createApp(deps: AppDeps): Express {
     }
   });
 
+  app.use((req, res) => {
+    res.status(404).json({ error: `no route ${req.method} ${req.path.slice(0, 100)}: try GET or PUT /users/:id` });
+  });
+
   const handleError: ErrorRequestHandler = (error: Error & { type?: string; status?: number }, _req, res, _next) => {
     if (error.type === 'entity.parse.failed') {
       res.status(400).json({ error: 'body must be valid JSON' });
@@ -77,6 +81,12 @@ export function createApp(deps: AppDeps): Express {
     }
     if (error.type === 'entity.too.large') {
       res.status(413).json({ error: 'body must be at most 10 kB' });
+      return;
+    }
+    // Other client errors Express and its body parser raise: a URL that is not valid percent-encoding
+    // (400), a charset or Content-Encoding it cannot read (415). Their messages say what was wrong.
+    if (error.status !== undefined && error.status >= 400 && error.status < 500) {
+      res.status(error.status).json({ error: error.message });
       return;
     }
     onError(error);

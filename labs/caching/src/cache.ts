@@ -16,7 +16,10 @@ export interface Lookup {
 /** Reads users through a cache and writes them to the database. */
 export interface UserCache {
   get(id: number): Promise<Lookup>;
-  /** Resolves once the write is committed and the cache will no longer serve the previous value. */
+  /**
+   * Resolves once the write is committed and the cache will no longer serve the previous value (unless
+   * Redis failed to invalidate: the write still stands, and a cache that survives it reports the failure).
+   */
   put(id: number, input: UserInput): Promise<{ user: User; created: boolean }>;
 }
 

@@ -6,7 +6,8 @@
  * - a user is updated, and every instance keeps serving the old value until the TTL runs out;
  * - a deployment changes what a cached user looks like, and the new code reads the old entries;
  * - a popular user's entry expires, and every request in flight goes to the database at once;
- * - a missing id is looked up in the database on every request, however often it is asked for.
+ * - a missing id is looked up in the database on every request, however often it is asked for;
+ * - Redis goes down, and every read fails with it, although the database is fine.
  */
 import type { Lookup, UserCache, UserCacheOptions } from './cache.ts';
 import type { User } from './users.ts';
@@ -18,6 +19,7 @@ export function createUserCache(options: UserCacheOptions): UserCache {
 
   return {
     async get(id: number): Promise<Lookup> {
+      // TODO(lab): when Redis is down this throws, and the request fails although the database could answer.
       const cached = await redis.get(keyOf(id));
       if (cached !== null) return { user: JSON.parse(cached) as User, source: 'cache' };
 

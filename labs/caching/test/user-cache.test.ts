@@ -34,6 +34,10 @@ interface InstanceOptions {
   ttlMs?: number;
   /** Wraps this instance's repository, e.g. to pause it at a chosen moment. */
   wrap?: (repository: UserRepository) => UserRepository;
+  /** Gives this instance a Redis connection that is closed: every command fails at once. */
+  redisDown?: boolean;
+  /** Receives the Redis failures the cache reports. */
+  onCacheError?: (error: Error) => void;
 }
 
 let clusterNo = 0;
@@ -62,9 +66,11 @@ function createCluster() {
       return new Promise((resolve) => waiting.push({ count, resolve }));
     },
     async start(options: InstanceOptions = {}): Promise<string> {
-      const { schemaVersion = CURRENT_SCHEMA_VERSION, ttlMs = 60_000, wrap = (r) => r } = options;
+      const { schemaVersion = CURRENT_SCHEMA_VERSION, ttlMs = 60_000, wrap = (r) => r, redisDown = false, onCacheError } = options;
       const repository = wrap(createUserRepository(pool, schemaVersion));
-      const cache = createUserCache({ repository, redis: redis.connect(), prefix, schemaVersion, ttlMs });
+      const connection = redis.connect();
+      if (redisDown) connection.disconnect(); // no reconnection: commands reject with "Connection is closed."
+      const cache = createUserCache({ repository, redis: connection, prefix, schemaVersion, ttlMs, onCacheError });
       const app = createApp({ cache, instance: `app-${servers.length + 1}`, onError: () => {} });
       const server = await listen((req, res) => {
         arrived += 1;
@@ -139,6 +145,19 @@ describe('baseline: what any cache in front of the database must do', () => {
     expect((await putUser(url, 'abc', { name: 'A', email: 'a@example.com' })).status).toBe(400);
   });
 
+  it('answers other malformed requests with a 4xx in JSON, never a 500', async () => {
+    const url = await createCluster().start();
+    const badEncoding = await fetch(`${url}/users/%ZZ`);
+    expect(badEncoding.status, 'a URL that is not valid percent-encoding').toBe(400);
+    expect(await badEncoding.json()).toHaveProperty('error');
+    const charset = await fetch(`${url}/users/5`, { method: 'PUT', headers: { 'content-type': 'application/json; charset=latin-9' }, body: '{}' });
+    expect(charset.status, 'a charset the server cannot read').toBe(415);
+    expect(await charset.json()).toHaveProperty('error');
+    const route = await fetch(`${url}/users/5`, { method: 'DELETE' });
+    expect(route.status, 'a route that does not exist').toBe(404);
+    expect(await route.json()).toEqual({ error: 'no route DELETE /users/5: try GET or PUT /users/:id' });
+  });
+
   it('rejects a bad body with a 400 that names every problem', async () => {
     const url = await createCluster().start();
     expect(await putUser(url, 5, {})).toEqual({
@@ -166,7 +185,7 @@ describe('baseline: what any cache in front of the database must do', () => {
   it('gives every entry it stores a TTL of at most ttlMs', async () => {
     const cluster = createCluster();
     const url = await cluster.start({ ttlMs: 30_000 });
-    for (const id of [10, 11, 12, 13, 14]) await getUser(url, id);
+    for (const id of [10, 11, 12, 13, 14, 888_888]) await getUser(url, id); // a remembered 404 expires too
     const ttls = await cluster.ttls();
     expect(ttls.length).toBeGreaterThanOrEqual(5);
     for (const ttl of ttls) expect(ttl > 0 && ttl <= 30_000, `PTTL ${ttl}`).toBe(true);
@@ -194,6 +213,40 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     for (const url of [a!, b!]) {
       const { body } = await getUser(url, 20);
       expect({ name: body.name, version: body.version }, `read from ${url === a ? 'the writing' : 'the other'} instance`).toEqual({ name: 'Renamed', version: 2 });
+    }
+  });
+
+  it('challenge: two writes that finish in the opposite order to their commits leave the later one', async () => {
+    // Why a write deletes the entry instead of storing what it wrote: the first writer commits, then
+    // stalls (a GC pause, a slow network) before it reaches the cache; the second commits and finishes.
+    const cluster = createCluster();
+    const firstCommitted = gate();
+    const letFirstFinish = gate();
+    let held = false;
+    const slow = await cluster.start({
+      wrap: (repository) => ({
+        ...repository,
+        async save(id, input) {
+          const saved = await repository.save(id, input); // committed
+          if (!held) {
+            held = true; // only the first write is held
+            firstCommitted.open();
+            await letFirstFinish.opened;
+          }
+          return saved;
+        },
+      }),
+    });
+    const fast = await cluster.start();
+    await getUser(fast, 26); // cached: version 1
+    const first = putUser(slow, 26, { name: 'First write', email: 'user26@example.com' });
+    await firstCommitted.opened; // version 2 is committed; its writer has not touched the cache yet
+    expect(await putUser(fast, 26, { name: 'Second write', email: 'user26@example.com' })).toMatchObject({ status: 200, body: { version: 3 } });
+    letFirstFinish.open();
+    expect((await first).status).toBe(200);
+    for (const url of [slow, fast]) {
+      const { body } = await getUser(url, 26);
+      expect({ name: body.name, version: body.version }, 'the cache kept a value older than the last committed write').toEqual({ name: 'Second write', version: 3 });
     }
   });
 
@@ -258,7 +311,11 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     // A rolling deployment: old and new instances serve side by side. A write on a new instance must
     // not leave the old instances serving what they cached.
     await putUser(after, 23, { name: 'Written by v2', email: 'user23@example.com' });
-    expect((await getUser(before, 23)).body).toMatchObject({ name: 'Written by v2', version: 2 });
+    expect((await getUser(before, 23)).body, 'an old instance after a write on a new one').toMatchObject({ name: 'Written by v2', version: 2 });
+    // And the other way round: both versions have the user cached again, and an old instance writes.
+    expect((await getUser(after, 23)).body).toMatchObject({ version: 2 });
+    await putUser(before, 23, { name: 'Written by v1', email: 'user23@example.com' });
+    expect((await getUser(after, 23)).body, 'a new instance after a write on an old one').toMatchObject({ name: 'Written by v1', version: 3 });
   });
 
   it('challenge: repeated reads of a missing id reach the database once', async () => {
@@ -266,6 +323,17 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     const url = await cluster.start();
     for (let i = 0; i < 20; i++) expect((await getUser(url, 777_777)).status).toBe(404);
     expect(cluster.reads, `${cluster.reads} database reads for 20 requests for the same missing id`).toBe(1);
+  });
+
+  it('challenge: with Redis down, reads and writes are answered from the database and the failures reported', async () => {
+    const cluster = createCluster();
+    const failures: Error[] = [];
+    const url = await cluster.start({ redisDown: true, onCacheError: (error) => failures.push(error) });
+    expect(await getUser(url, 25), 'a read while Redis is down').toMatchObject({ status: 200, cache: 'miss', body: { id: 25, name: 'User 25', version: 1 } });
+    expect((await getUser(url, 999_998)).status).toBe(404);
+    expect(await putUser(url, 25, { name: 'Written without Redis', email: 'user25@example.com' })).toMatchObject({ status: 200, body: { version: 2 } });
+    expect(await getUser(url, 25)).toMatchObject({ status: 200, body: { name: 'Written without Redis', version: 2 } });
+    expect(failures.length, 'Redis failures passed to onCacheError').toBeGreaterThanOrEqual(4);
   });
 
   it('challenge: entries filled at the same moment do not all expire at the same moment', async () => {

@@ -66,24 +66,30 @@ export async function seed(db: pg.Pool | pg.Client, options: SeedOptions = DEFAU
 }
 
 /**
- * A pool on a database of the lab's own. On a shared server (local, container) that is a database named
- * `database` (created if absent), so reseeding never touches anyone's tables; where the server cannot
- * create one (embedded PGlite has a single database), the database in `url` is used as it is.
+ * A pool on a database of the lab's own, named `database`, created if absent, so reseeding (which drops
+ * and recreates two tables) never touches anyone else's tables. (Embedded PGlite accepts the CREATE and
+ * serves its one database, private to its process, whatever name a connection asks for.) If the database
+ * cannot be created (a role without CREATEDB), this fails with a message: falling back to the database in
+ * `url` could drop a real `authors` or `posts` table.
  */
 export async function openLabDatabase(url: string, database = 'labs_n_plus_one', options: pg.PoolConfig = {}): Promise<pg.Pool> {
   const admin = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
   await admin.connect();
-  let target = url;
   try {
     const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
     if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${database}`);
-    const own = new URL(url);
-    own.pathname = `/${database}`;
-    target = own.toString();
-  } catch {
-    // No CREATE DATABASE here (embedded engine): the given database is private to this process anyway.
+  } catch (error) {
+    // 42P04: another process created it between our check and our CREATE; that is fine.
+    if ((error as { code?: string }).code !== '42P04') {
+      throw new Error(
+        `Cannot create the lab's own database "${database}": ${(error as Error).message}. ` +
+          'Grant this role CREATEDB, create the database yourself, or use the embedded engine (LABS_PROVIDER=postgres:embedded).',
+      );
+    }
   } finally {
     await admin.end();
   }
-  return createPgPool(target, options);
+  const own = new URL(url);
+  own.pathname = `/${database}`;
+  return createPgPool(own.toString(), options);
 }

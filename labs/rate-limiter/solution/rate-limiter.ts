@@ -12,7 +12,9 @@
  * instances cannot interleave between a read and a write. One round trip per request (EVALSHA).
  *
  * Why the server's clock: app instances' clocks drift; Redis's TIME is one clock for all of them.
- * A test may pass `now` instead, so windows can be crossed without waiting.
+ * A test may pass `now` instead, so windows can be crossed without waiting. (Writing after TIME needs
+ * effects replication, Redis's default since 5.0 and its only mode since 7.0; on Redis 3.2 to 4 the
+ * script would have to call redis.replicate_commands() first.)
  *
  * Redis down or slow: the limiter's connection has a short command timeout and no offline queue
  * (src/redis.ts), so `consume` rejects quickly, and the middleware decides what that means (this lab

@@ -2,6 +2,7 @@
  * `pnpm lab serve rate-limiter [--solution] [--port N]`: the API on a real port, for curl.
  * Config: PORT (default 3000), RATE_LIMIT_MAX (default 10), RATE_LIMIT_WINDOW_MS (default 60000).
  */
+import { once } from 'node:events';
 import { createRateLimiter } from '#rate-limiter';
 import { resolveService, stopServices } from '@labs/services';
 import { listen, untilInterrupted } from '@labs/test-kit';
@@ -29,6 +30,13 @@ async function main() {
     },
   });
   try {
+    // Without an offline queue, a command sent before the connection is ready fails and its request is
+    // let through: wait for the connection, so the first requests are limited too.
+    if (redis.status !== 'ready') {
+      await once(redis, 'ready', { signal: AbortSignal.timeout(5000) }).catch((error: Error) => {
+        throw new Error(`Redis did not become ready within 5 s: ${error.message}`);
+      });
+    }
     await using server = await listen(app, port);
     console.log(`Rate limiter lab (${which}) listening on ${server.url}`);
     console.log(`Limit: ${config.limit} requests per ${config.windowMs} ms per client (X-API-Key, else IP)`);

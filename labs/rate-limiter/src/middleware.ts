@@ -2,6 +2,7 @@
  * Express middleware around any RateLimiter: who the client is, the response headers, the 429, and
  * what to do when the limiter itself fails. The learner does not edit this file.
  */
+import { createHash } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { RateLimiter } from './limiter.ts';
 
@@ -18,14 +19,22 @@ export interface RateLimitMiddlewareOptions {
   onLimiterError?: (error: Error) => void;
 }
 
-/** The client a request counts against: its X-API-Key, else its IP address. */
+/**
+ * The client a request counts against: its X-API-Key, else its IP address (`req.ip`: the socket's
+ * peer unless the app sets Express's `trust proxy`, see the README).
+ *
+ * This lab has no key store, so any well-formed key is its own client: a caller could mint fresh
+ * allowances by inventing keys. A real API authenticates the key first (an unknown key is a 401) and
+ * limits the account it belongs to.
+ */
 export function clientIdOf(req: Request): { id: string } | { error: string } {
   const key = req.get('x-api-key');
   if (key === undefined) return { id: `ip:${req.ip ?? 'unknown'}` };
   if (!API_KEY.test(key)) {
     return { error: "X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -" };
   }
-  return { id: `key:${key}` };
+  // An API key is a secret: hashed, it never appears in Redis key names (SCAN, MONITOR, backups).
+  return { id: `key:${createHash('sha256').update(key).digest('base64url')}` };
 }
 
 /**

@@ -1,13 +1,16 @@
 /**
  * The rate-limiter spec. Baseline tests hold for any limiter; `challenge:` tests fail on the
- * in-memory starter and pass on a shared, atomic limiter. Tests count admitted requests; none times.
+ * in-memory starter and pass on a shared, atomic limiter. Tests count admitted requests; none measures
+ * speed. Two put a generous upper bound on how long a request may wait for a Redis that is gone or
+ * stalled, because "fail open, promptly" is the behaviour under test (a hang would be the bug).
  */
-import { createServer, type Server } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { createRateLimiter } from '#rate-limiter';
 import { listen, useRedis, type Listening, type RedisFixture } from '@labs/test-kit';
 import { createApp } from '../src/app.ts';
-import { connectLimiterRedis } from '../src/redis.ts';
+import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../src/redis.ts';
 
 const redis: RedisFixture = await useRedis();
 const servers: Listening[] = [];
@@ -52,6 +55,56 @@ async function burst(urls: string[], total: number, apiKey = 'client-a'): Promis
   return counts;
 }
 
+/**
+ * A TCP proxy in front of the real Redis. Once `stall()` is called it swallows every command: a Redis
+ * that is connected and ready, then stops answering (overloaded, a long script, a network stall).
+ */
+async function stallingProxy(target: string): Promise<AsyncDisposable & { url: string; stall(): void }> {
+  const upstream = new URL(target);
+  const sockets = new Set<Socket>();
+  let stalled = false;
+  const server = createServer((client) => {
+    const redisSide = connect(Number(upstream.port || 6379), upstream.hostname);
+    for (const socket of [client, redisSide]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        client.destroy();
+        redisSide.destroy();
+      });
+    }
+    client.on('data', (chunk) => {
+      if (!stalled) redisSide.write(chunk);
+    });
+    redisSide.pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const proxied = new URL(target);
+  proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  return {
+    url: proxied.toString(),
+    stall: () => {
+      stalled = true;
+    },
+    async [Symbol.asyncDispose]() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** Two requests without an API key; their statuses and how long both took. */
+async function twoRequests(url: string): Promise<{ statuses: number[]; ms: number }> {
+  const started = performance.now();
+  const statuses = [];
+  for (let i = 0; i < 2; i++) {
+    const res = await fetch(`${url}/api/quote`);
+    await res.arrayBuffer();
+    statuses.push(res.status);
+  }
+  return { statuses, ms: performance.now() - started };
+}
+
 describe('baseline: what any rate limiter must do', () => {
   it('admits requests under the limit and says how many remain', async () => {
     const [url] = await startInstances(1, 5, 60_000);
@@ -59,6 +112,9 @@ describe('baseline: what any rate limiter must do', () => {
     expect(first.status).toBe(200);
     expect(first.headers.get('ratelimit-policy')).toBe('"per-client";q=5;w=60');
     expect(first.headers.get('ratelimit')).toMatch(/^"per-client";r=4;t=\d+$/);
+    const reset = Number(/;t=(\d+)$/.exec(first.headers.get('ratelimit') ?? '')?.[1]);
+    expect(reset, 't: seconds until the allowance is back, within one window').toBeGreaterThanOrEqual(1);
+    expect(reset).toBeLessThanOrEqual(60);
     const second = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'k1' } });
     expect(second.headers.get('ratelimit')).toMatch(/;r=3;/);
   });
@@ -71,7 +127,10 @@ describe('baseline: what any rate limiter must do', () => {
     expect(over.status).toBe(429);
     const retryAfter = Number(over.headers.get('retry-after'));
     expect(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60).toBe(true);
-    expect(over.headers.get('ratelimit')).toMatch(/;r=0;/);
+    expect(over.headers.get('ratelimit-policy')).toBe('"per-client";q=3;w=60');
+    expect(over.headers.get('ratelimit')).toMatch(/^"per-client";r=0;t=\d+$/);
+    const reset = Number(/;t=(\d+)$/.exec(over.headers.get('ratelimit') ?? '')?.[1]);
+    expect(retryAfter, 'one more request is allowed no later than the whole allowance').toBeLessThanOrEqual(reset);
     expect(await over.json()).toMatchObject({ error: 'Too many requests' });
   });
 
@@ -110,7 +169,7 @@ describe('baseline: what any rate limiter must do', () => {
   });
 
   it('fails open, promptly, when Redis is unreachable or silent', async () => {
-    // A port where a server accepts connections and never answers: a "slow" Redis at its worst.
+    // A port where a server accepts connections and never answers, and a port where nothing listens.
     const silent: Server = createServer(() => {});
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const { port } = silent.address() as { port: number };
@@ -122,13 +181,32 @@ describe('baseline: what any rate limiter must do', () => {
         const limiter = createRateLimiter({ redis: client, limit: 5, windowMs: 60_000, prefix: redis.prefix });
         await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
         // Served, not 500 or 503: the API stays up while its limiter is down (fail-open), and no
-        // request waits for a Redis that is not coming (the test's timeout would catch a hang).
-        expect((await fetch(`${server.url}/api/quote`)).status).toBe(200);
-        expect((await fetch(`${server.url}/api/quote`)).status).toBe(200);
+        // request waits for a Redis that is not there (no offline queue: commands fail at once).
+        const { statuses, ms } = await twoRequests(server.url);
+        expect(statuses).toEqual([200, 200]);
+        expect(ms, `two requests took ${Math.round(ms)} ms`).toBeLessThan(1500);
         client.disconnect();
       }
     } finally {
       silent.close();
+    }
+  });
+
+  it('fails open within the command timeout when a connected Redis stops answering', async () => {
+    await using proxy = await stallingProxy(redis.url);
+    const client = connectLimiterRedis(proxy.url);
+    client.on('error', () => {});
+    try {
+      if (client.status !== 'ready') await once(client, 'ready');
+      proxy.stall();
+      const limiter = createRateLimiter({ redis: client, limit: 5, windowMs: 60_000, prefix: `${redis.prefix}stalled:` });
+      await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
+      // Each request waits at most LIMITER_TIMEOUT_MS for Redis, then is served without a limit.
+      const { statuses, ms } = await twoRequests(server.url);
+      expect(statuses).toEqual([200, 200]);
+      expect(ms, `two requests took ${Math.round(ms)} ms with a ${LIMITER_TIMEOUT_MS} ms timeout each`).toBeLessThan(2 * LIMITER_TIMEOUT_MS + 1000);
+    } finally {
+      client.disconnect();
     }
   });
 });
@@ -148,9 +226,13 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   it('challenge: a burst on each side of a window boundary admits no more than the limit', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     const windowMs = 1000;
-    const boundary = 1_700_000_000_000; // a multiple of windowMs, where a fixed window resets
-    vi.setSystemTime(boundary - 1);
+    const boundary = 1_700_000_000_000; // a multiple of windowMs, where a clock-aligned window resets
+    // The client's first request comes exactly one window earlier, so a window that starts at a
+    // client's first request (the other common fixed window) resets at the same instant.
+    vi.setSystemTime(boundary - windowMs);
     const [url] = await startInstances(1, 10, windowMs, () => Date.now());
+    expect(await burst([url!], 1)).toEqual({ 200: 1 });
+    vi.setSystemTime(boundary - 1);
     const before = await burst([url!], 10);
     vi.setSystemTime(boundary + 1); // 2 ms later
     const after = await burst([url!], 10);
