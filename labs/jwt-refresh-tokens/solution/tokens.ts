@@ -12,7 +12,10 @@
  * - Racing tabs: two tabs that refresh with the same token within `refreshRaceGraceMs` both get the same
  *   successor instead of tripping reuse detection. The successor is derived, HMAC(secret, token), so it
  *   never has to be stored in clear. A thief replaying inside that window gets the successor too; that
- *   is the accepted cost of a few seconds of grace.
+ *   is the accepted cost of a few seconds of grace. It is the SAME successor, though, not a sibling, so
+ *   the family never forks: whichever of user and thief presents it after the other has rotated it
+ *   is caught as reuse.
+ * - Logout revokes the family named by the access token's `sid`, even when that token has expired.
  * - Signing keys rotate by `kid`: a retired key verifies for `keyGraceSec` (default: one access-token
  *   lifetime plus skew, so no honest token outlives it), then nothing it signed is accepted.
  */
@@ -54,8 +57,15 @@ redis.call('HSET', KEYS[2], 'status', 'revoked', 'reason', 'reuse', 'revokedAt',
 return {'reused'}
 `;
 
+/** The Redis client with ROTATE defined as a command (ioredis runs it by EVALSHA, reloading it on NOSCRIPT). */
+interface RotatingRedis extends Redis {
+  rotateRefreshToken(token: string, family: string, successor: string, now: number, raceGraceMs: number, ttlMs: number): Promise<[string, string?]>;
+}
+
 export function createTokenService(options: TokenServiceOptions): TokenService {
-  const { redis, prefix, keys, now = Date.now } = options;
+  const { prefix, keys, now = Date.now } = options;
+  if (!('rotateRefreshToken' in options.redis)) options.redis.defineCommand('rotateRefreshToken', { numberOfKeys: 3, lua: ROTATE });
+  const redis = options.redis as RotatingRedis;
   const accessTtlSec = options.accessTtlSec ?? TOKEN_DEFAULTS.accessTtlSec;
   const refreshTtlMs = (options.refreshTtlSec ?? TOKEN_DEFAULTS.refreshTtlSec) * 1000;
   const clockToleranceSec = options.clockToleranceSec ?? TOKEN_DEFAULTS.clockToleranceSec;
@@ -121,6 +131,21 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     }
   }
 
+  /**
+   * The session an access token names, for logout. An expired token still counts: the user who was idle
+   * past its few minutes must be able to end the session (the refresh cookie never reaches /logout).
+   * jose checks exp last, after the signature, key, iss, aud, typ and required claims, so the payload of
+   * its JWTExpired error has passed every other check.
+   */
+  async function sessionOf(accessToken: string): Promise<string | undefined> {
+    try {
+      return (await verifyAccess(accessToken)).sid;
+    } catch (error) {
+      if (error instanceof TokenError && error.cause instanceof errors.JWTExpired) return String(error.cause.payload.sid);
+      throw error;
+    }
+  }
+
   async function revokeFamily(family: string, reason: string): Promise<void> {
     // A tombstone that outlives every token of the family, so none of them can be used again.
     await redis
@@ -153,7 +178,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       const family = await redis.hget(tokenKey(refreshToken), 'family');
       if (!family) throw new TokenError('invalid', 'Unknown refresh token: log in again');
       const successor = successorOf(refreshToken);
-      const [verdict, userId] = (await rotate(redis, tokenKey(refreshToken), familyKey(family), tokenKey(successor), now(), raceGraceMs, refreshTtlMs)) as [string, string?];
+      const [verdict, userId] = await redis.rotateRefreshToken(tokenKey(refreshToken), familyKey(family), tokenKey(successor), now(), raceGraceMs, refreshTtlMs);
       switch (verdict) {
         case 'rotated':
         case 'raced':
@@ -172,30 +197,11 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     async logout({ accessToken, refreshToken }: Credentials) {
       let family: string | null | undefined;
       if (refreshToken) family = await redis.hget(tokenKey(refreshToken), 'family');
-      if (!family && accessToken) family = (await verifyAccess(accessToken)).sid;
+      if (!family && accessToken) family = await sessionOf(accessToken);
       if (!family) throw new TokenError('missing', 'Send the access token (or the refresh cookie) to log out');
       // The access tokens already out stay valid until they expire (at most accessTtlSec). A deny-list
       // of `jti`s would close that gap, at the price of a Redis lookup on every request.
       await revokeFamily(family, 'logout');
     },
   };
-}
-
-const scripts = new WeakMap<Redis, string>();
-
-/** Runs ROTATE by its SHA (EVALSHA), loading it once per connection. */
-async function rotate(redis: Redis, ...args: [string, string, string, number, number, number]): Promise<unknown> {
-  const [token, family, successor, ...argv] = args;
-  let sha = scripts.get(redis);
-  if (!sha) {
-    sha = (await redis.script('LOAD', ROTATE)) as string;
-    scripts.set(redis, sha);
-  }
-  try {
-    return await redis.evalsha(sha, 3, token, family, successor, ...argv);
-  } catch (error) {
-    if (!(error instanceof Error) || !error.message.includes('NOSCRIPT')) throw error;
-    scripts.delete(redis);
-    return redis.eval(ROTATE, 3, token, family, successor, ...argv);
-  }
 }

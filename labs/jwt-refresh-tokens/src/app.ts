@@ -42,7 +42,7 @@ export function createApp(deps: AppDeps): Express {
     res.json({ ok: true });
   });
 
-  // Public keys for other services that verify our tokens; retired keys stay listed during their grace.
+  // Public keys for other services that verify our tokens; a retired key stays listed only during its grace.
   app.get('/.well-known/jwks.json', async (_req, res) => {
     res.json(await keys.jwks());
   });
@@ -75,7 +75,9 @@ export function createApp(deps: AppDeps): Express {
     try {
       return sendTokens(res, await tokens.refresh(credentials));
     } catch (error) {
-      res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
+      // A refused token is dead: drop it. Any other error (Redis down) is a 500 that keeps the cookie,
+      // so a passing outage does not log the user out.
+      if (error instanceof TokenError) res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
       return unauthorized(res, error);
     }
   });
@@ -83,9 +85,11 @@ export function createApp(deps: AppDeps): Express {
   app.post('/logout', async (req, res) => {
     const credentials = credentialsOf(req, res);
     if (!credentials) return;
+    // Whatever happens next, the browser forgets the refresh cookie: page scripts cannot delete an
+    // httpOnly cookie, so only a response can (its Path is /refresh, but any response may clear it).
+    res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
     try {
       await tokens.logout(credentials);
-      res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
       return res.status(204).end();
     } catch (error) {
       return unauthorized(res, error);

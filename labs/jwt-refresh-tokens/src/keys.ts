@@ -1,13 +1,15 @@
 /**
  * The signing keys: an RS256 key pair per `kid`, the newest one current. Rotating adds a new current
- * key and marks the previous one retired (at the injected clock's time); whether a retired key is
- * still trusted, and for how long, is the token code's decision. The learner does not edit this file.
+ * key and marks the previous one retired (at the injected clock's time); whether this API still
+ * trusts a retired key, and for how long, is the token code's decision. The JWKS, which other services
+ * trust, drops a retired key after `retiredKeyGraceMs`. The learner does not edit this file.
  *
  * Keys live in this process's memory, which is right for one instance. Several instances would load
  * them from a shared secret store (a KMS, Vault, a mounted secret) so they agree on every `kid`.
  */
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { exportJWK, type JWK } from 'jose';
+import { TOKEN_DEFAULTS } from './token-service.ts';
 
 /** One signing key. Only the private half signs; the public half (and its PEM) verifies. */
 export interface SigningKey {
@@ -33,17 +35,26 @@ export interface KeyRing {
   all(): readonly SigningKey[];
   /** Makes a fresh key current and retires the previous one now. Returns the new key. */
   rotate(): SigningKey;
-  /** The public keys as a JSON Web Key Set, for `/.well-known/jwks.json`. */
+  /**
+   * The public keys as a JSON Web Key Set, for `/.well-known/jwks.json`: the current key and the keys
+   * still in their grace. Other services trust whatever is listed, so a retired key must leave the list.
+   */
   jwks(): Promise<{ keys: JWK[] }>;
 }
 
 export interface KeyRingOptions {
   /** Epoch ms; tests pass a fake clock. */
   now?: () => number;
+  /**
+   * How long the JWKS still lists a retired key, in ms. Match the token service's key grace (access
+   * token lifetime + clock tolerance); the default does for the default lifetimes.
+   */
+  retiredKeyGraceMs?: number;
 }
 
 export function createKeyRing(options: KeyRingOptions = {}): KeyRing {
   const now = options.now ?? Date.now;
+  const graceMs = options.retiredKeyGraceMs ?? (TOKEN_DEFAULTS.accessTtlSec + TOKEN_DEFAULTS.clockToleranceSec) * 1000;
   const keys: SigningKey[] = [];
 
   function generate(): SigningKey {
@@ -72,8 +83,9 @@ export function createKeyRing(options: KeyRingOptions = {}): KeyRing {
       return next;
     },
     async jwks() {
+      const published = keys.filter((k) => k.retiredAt === undefined || now() <= k.retiredAt + graceMs);
       const list = await Promise.all(
-        keys.map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: k.alg, use: 'sig' })),
+        published.map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: k.alg, use: 'sig' })),
       );
       return { keys: list };
     },

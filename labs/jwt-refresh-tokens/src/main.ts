@@ -19,7 +19,7 @@ async function main() {
   const { url } = await resolveService('redis');
   const redis = createRedisClient(url);
   redis.on('error', () => {}); // a failing command answers 500 and is logged by the app
-  const keys = createKeyRing();
+  const keys = createKeyRing({ retiredKeyGraceMs: (accessTtlSec + TOKEN_DEFAULTS.clockToleranceSec) * 1000 });
   const users = await createUserStore();
   const tokens = createTokenService({ redis, prefix: 'labs:serve:jwt-refresh-tokens:', keys, accessTtlSec, refreshSecret: process.env.REFRESH_SECRET });
   const app = createApp({ tokens, users, keys });

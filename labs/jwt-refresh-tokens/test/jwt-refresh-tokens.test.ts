@@ -3,11 +3,10 @@
  * and pass on short access tokens + rotated refresh tokens. Time is a fake clock; nothing is timed.
  */
 import { createPublicKey } from 'node:crypto';
-import { SignJWT, UnsecuredJWT, type JWK } from 'jose';
+import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { useRedis, type RedisFixture } from '@labs/test-kit';
 import { createUserStore, DEMO_USERS, type UserStore } from '../src/users.ts';
-import { TOKEN_DEFAULTS } from '../src/token-service.ts';
 import { ACCESS_TTL_SEC, CLOCK_TOLERANCE_SEC, MINUTE, startApp, Tab, type TestApp } from './helpers.ts';
 
 const [ada, grace] = DEMO_USERS;
@@ -39,11 +38,17 @@ async function loggedIn(): Promise<{ app: TestApp; tab: Tab }> {
 /** Past the access token's lifetime and the verifier's skew allowance. */
 const PAST_ACCESS_EXPIRY = (ACCESS_TTL_SEC + CLOCK_TOLERANCE_SEC) * 1000 + MINUTE;
 
-/** Claims a forged token needs to look like one of ours. */
-function forgedClaims(app: TestApp, sub: string) {
+/**
+ * The claims of the tab's real access token, issued afresh at the fake clock's time. A forgery that
+ * carries them (and the real header's kid and typ) differs from an honest token only in how it is
+ * signed, so nothing but the signature check can give it away.
+ */
+function realClaims(app: TestApp, tab: Tab): JWTPayload {
   const iat = Math.floor(app.clock.now() / 1000);
-  return { sub, sid: 'forged', iss: TOKEN_DEFAULTS.issuer, aud: TOKEN_DEFAULTS.audience, iat, exp: iat + 24 * 3600, jti: 'forged' };
+  return { ...decodeJwt(tab.accessToken!), iat, exp: iat + ACCESS_TTL_SEC };
 }
+
+const base64url = (json: object) => Buffer.from(JSON.stringify(json)).toString('base64url');
 
 async function meWith(app: TestApp, token: string): Promise<number> {
   const res = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${token}` } });
@@ -110,7 +115,7 @@ describe('baseline: logging in and using an access token', () => {
     expect(malformed.status).toBe(400);
     // Claim to be Grace by swapping the payload, keeping Ada's signature.
     const [header, , signature] = tab.accessToken!.split('.');
-    const payload = Buffer.from(JSON.stringify({ ...forgedClaims(app, grace.id), sid: 'x' })).toString('base64url');
+    const payload = base64url({ ...realClaims(app, tab), sub: grace.id });
     expect(await meWith(app, `${header}.${payload}.${signature}`)).toBe(401);
   });
 
@@ -132,13 +137,29 @@ describe('baseline: logging in and using an access token', () => {
     expect(await second.me()).toBe(200);
   });
 
-  it('answers /refresh and /logout without any credentials with a 401', async () => {
+  it('answers /refresh and /logout without any credentials, or with made-up ones, with a 401', async () => {
     const app = await startApp(redis, users);
     apps.push(app);
     for (const path of ['/refresh', '/logout']) {
       const res = await fetch(`${app.url}${path}`, { method: 'POST' });
       expect(res.status, path).toBe(401);
     }
+    const junk = { authorization: 'Bearer not.a.jwt', cookie: 'refresh_token=made-up; other=j%3A%7B' };
+    for (const path of ['/refresh', '/logout']) {
+      const res = await fetch(`${app.url}${path}`, { method: 'POST', headers: junk });
+      expect(res.status, path).toBe(401);
+    }
+  });
+
+  it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
+    const app = await startApp(redis, users);
+    apps.push(app);
+    const kids = async () => ((await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] }).keys.map((k) => k.kid);
+    const old = app.keys.current();
+    const next = app.keys.rotate();
+    expect(await kids()).toEqual([next.kid, old.kid]);
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect(await kids(), 'other services would still trust the retired key').toEqual([next.kid]);
   });
 });
 
@@ -157,6 +178,7 @@ describe('challenges: refresh tokens', () => {
     for (let day = 0; day < 3; day++) {
       app.clock.advance(PAST_ACCESS_EXPIRY);
       expect(await tab.me(), 'the access token should have expired').toBe(401);
+      tab.accessToken = undefined; // the page reloads: the token in memory is gone, the cookie stays
       const refreshed = await tab.refresh();
       expect(refreshed.status, `refresh after expiry: ${JSON.stringify(refreshed.json)}`).toBe(200);
       expect(await tab.me()).toBe(200);
@@ -177,8 +199,10 @@ describe('challenges: refresh tokens', () => {
     expect((await tab.refresh()).status).toBe(401);
   });
 
-  it('challenge: logout revokes the session', async () => {
+  it('challenge: logout revokes the session, even once the access token has expired', async () => {
     const { app, tab } = await loggedIn();
+    const idle = new Tab(app.url); // a second browser, about to sit idle past its access token's expiry
+    expect((await idle.login(grace.username, grace.password)).status).toBe(200);
     const copied = tab.jar.cookie;
     const out = await tab.send('POST', '/logout');
     expect(out.status).toBe(204);
@@ -188,6 +212,13 @@ describe('challenges: refresh tokens', () => {
     tab.jar.cookie = copied;
     app.clock.advance(MINUTE);
     expect((await tab.refresh()).status, 'the session lived on after logout').toBe(401);
+
+    // The idle user's access token has expired, yet it still names the session that must end.
+    const idleCookie = idle.jar.cookie;
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await idle.send('POST', '/logout')).status, 'logout with an expired access token').toBe(204);
+    idle.jar.cookie = idleCookie;
+    expect((await idle.refresh()).status, 'the session lived on after logout with an expired access token').toBe(401);
   });
 
   it('challenge: two tabs refreshing at once both stay logged in', async () => {
@@ -202,34 +233,61 @@ describe('challenges: refresh tokens', () => {
     expect((await first.refresh()).status).toBe(200);
     expect((await second.refresh()).status).toBe(200);
   });
+
+  it('challenge: a thief who refreshes at the same moment as the user is still caught afterwards', async () => {
+    const { app, tab } = await loggedIn();
+    const thief = new Tab(app.url);
+    thief.jar.cookie = tab.jar.cookie;
+    expect(thief.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    // Inside the racing-tabs grace the server cannot tell the thief from a second tab. It may answer
+    // both, but the family must not fork into two live lines: whatever each got is one successor.
+    const [user] = await Promise.all([tab.refresh(), thief.refresh()]);
+    expect(user.status).toBe(200);
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await tab.refresh()).status, 'the user refreshes as usual').toBe(200);
+    app.clock.advance(MINUTE);
+    expect((await thief.refresh()).status, "the thief's copy still works: the race forked the family").toBe(401);
+    app.clock.advance(MINUTE);
+    expect((await tab.refresh()).status, 'the reuse should have revoked the whole family').toBe(401);
+  });
 });
 
 describe('challenges: verifying access tokens', () => {
+  it('challenge: an access token a few seconds past its expiry still works (clock skew), not minutes', async () => {
+    const { app, tab } = await loggedIn();
+    app.clock.advance((ACCESS_TTL_SEC + 10) * 1000); // this server's clock may run ahead of the signer's
+    expect(await tab.me(), '10 s past exp, within any sensible clock tolerance').toBe(200);
+    app.clock.advance(MINUTE + CLOCK_TOLERANCE_SEC * 1000);
+    expect(await tab.me(), 'well past exp and the tolerance').toBe(401);
+  });
+
   it('challenge: a token with alg "none" is rejected', async () => {
-    const { app } = await loggedIn();
-    const { sub, ...claims } = forgedClaims(app, grace.id);
-    const unsigned = new UnsecuredJWT(claims).setSubject(sub).encode();
-    expect(await meWith(app, unsigned), 'an unsigned token let anyone be Grace').toBe(401);
+    const { app, tab } = await loggedIn();
+    const header = { ...decodeProtectedHeader(tab.accessToken!), alg: 'none' };
+    const unsigned = `${base64url(header)}.${base64url(realClaims(app, tab))}.`;
+    expect(await meWith(app, unsigned), 'an unsigned token was accepted: anyone could claim to be anyone').toBe(401);
   });
 
   it('challenge: an HS256 token signed with the RS256 public key is rejected', async () => {
-    const { app } = await loggedIn();
+    const { app, tab } = await loggedIn();
     // The public key is public: anyone can read it from the JWKS and turn it into PEM text.
     const { keys } = (await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
     const jwk = keys[0]!;
     const pem = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
-    const forged = await new SignJWT(forgedClaims(app, grace.id))
-      .setProtectedHeader({ alg: 'HS256', kid: jwk.kid, typ: 'at+jwt' })
+    const forged = await new SignJWT(realClaims(app, tab))
+      .setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'HS256', kid: jwk.kid })
       .sign(new TextEncoder().encode(pem));
     expect(await meWith(app, forged), 'a token signed with the public key (HS256) was accepted').toBe(401);
   });
 
   it('challenge: a token signed by a retired key is rejected after the grace period', async () => {
-    const { app } = await loggedIn();
+    const { app, tab } = await loggedIn();
     const old = app.keys.current();
+    expect(decodeProtectedHeader(tab.accessToken!).kid, 'access tokens must name their signing key (kid)').toBe(old.kid);
     app.keys.rotate(); // say the old private key leaked: that is why we rotate
     const forge = () =>
-      new SignJWT(forgedClaims(app, grace.id)).setProtectedHeader({ alg: 'RS256', kid: old.kid, typ: 'at+jwt' }).sign(old.privateKey);
+      new SignJWT(realClaims(app, tab)).setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'RS256', kid: old.kid }).sign(old.privateKey);
     expect(await meWith(app, await forge()), 'during the grace period the old key still verifies').toBe(200);
     app.clock.advance(PAST_ACCESS_EXPIRY + MINUTE); // every honest token of the old key has expired by now
     expect(await meWith(app, await forge()), 'the retired key still verifies after its grace period').toBe(401);
