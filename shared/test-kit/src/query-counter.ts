@@ -45,6 +45,11 @@ function sqlText(arg: unknown): string {
  * client is being set up, before its first checkout, are not counted.
  *
  * Several counters may watch one pool; each counts independently.
+ *
+ * What it counts is calls to `query()`, which is what an app sends as statements in practice. Two things
+ * it cannot see: a string holding several statements (`'SELECT 1; SELECT 2'`, simple protocol) counts
+ * once, and a pool or client the code under test creates for itself is not this pool. Where that matters,
+ * PostgreSQL's own pg_stat_statements counts on the server side.
  */
 export function countQueries(pool: pg.Pool): QueryCounter {
   const seen: string[] = [];
