@@ -86,31 +86,26 @@ describe('the embedded provider', () => {
   });
 });
 
-describe.skipIf(!findBinary('redis-server'))('the binary provider: redis-server', () => {
-  it('starts redis-server on a free port and stops it', async () => {
-    vi.stubEnv('LABS_PROVIDER', 'redis:binary');
-    const svc = await resolveService('redis', { log: null });
-    expect(svc.provider).toBe('binary');
-    const { port } = new URL(svc.url);
-    expect(Number(port)).not.toBe(6379);
-    expect(await probe('redis', '127.0.0.1', Number(port), 1000)).toBe(true);
-    await stopServices();
-    expect(await probe('redis', '127.0.0.1', Number(port), 500)).toBe(false);
-  });
-});
+/** Servers the binary provider starts beside any system one: each answers its protocol on a port of its own, then stops. */
+const BROKER_BINARIES = [
+  { kind: 'redis', binary: 'redis-server', dirs: [], standardPort: 6379 },
+  { kind: 'rabbitmq', binary: 'rabbitmq-server', dirs: ['/usr/sbin', '/usr/lib/rabbitmq/bin'], standardPort: 5672 },
+] as const;
 
-describe.skipIf(!findBinary('rabbitmq-server', ['/usr/sbin', '/usr/lib/rabbitmq/bin']))('the binary provider: rabbitmq-server', () => {
-  it('starts a throwaway broker beside any system one, answers AMQP, and stops it', async () => {
-    vi.stubEnv('LABS_PROVIDER', 'rabbitmq:binary');
-    const svc = await resolveService('rabbitmq', { log: null });
-    expect(svc.provider).toBe('binary');
-    const { port } = new URL(svc.url);
-    expect(Number(port)).not.toBe(5672);
-    expect(await probe('rabbitmq', '127.0.0.1', Number(port), 1000)).toBe(true);
-    await stopServices();
-    expect(await probe('rabbitmq', '127.0.0.1', Number(port), 500)).toBe(false);
-  }, 60_000);
-});
+for (const { kind, binary, dirs, standardPort } of BROKER_BINARIES) {
+  describe.skipIf(!findBinary(binary, [...dirs]))(`the binary provider: ${binary}`, () => {
+    it(`starts ${binary} on a free port beside any system one, answers its protocol, and stops it`, async () => {
+      vi.stubEnv('LABS_PROVIDER', `${kind}:binary`);
+      const svc = await resolveService(kind, { log: null });
+      expect(svc.provider).toBe('binary');
+      const port = Number(new URL(svc.url).port);
+      expect(port).not.toBe(standardPort);
+      expect(await probe(kind, '127.0.0.1', port, 1000)).toBe(true);
+      await stopServices();
+      expect(await probe(kind, '127.0.0.1', port, 500)).toBe(false);
+    }, 60_000);
+  });
+}
 
 describe.skipIf(!findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']))('the binary provider: postgres', () => {
   it('initialises a throwaway cluster, serves queries, and removes it', async () => {
