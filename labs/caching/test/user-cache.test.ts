@@ -109,6 +109,31 @@ function gate() {
   return { open, opened };
 }
 
+/**
+ * Holds the first call of one repository method, after the database has answered it: `reached`
+ * resolves there, and the call returns once `release()` is called. A request paused at the chosen
+ * point of a race; later calls pass straight through.
+ */
+function holdFirstCall(method: 'find' | 'save') {
+  const reached = gate();
+  const released = gate();
+  let held = false;
+  const wrap = (repository: UserRepository): UserRepository => {
+    const original = repository[method] as (...args: unknown[]) => Promise<unknown>;
+    const holding = async (...args: unknown[]) => {
+      const result = await original.apply(repository, args);
+      if (!held) {
+        held = true;
+        reached.open();
+        await released.opened;
+      }
+      return result;
+    };
+    return { ...repository, [method]: holding };
+  };
+  return { wrap, reached: reached.opened, release: released.open };
+}
+
 describe('baseline: what any cache in front of the database must do', () => {
   it('returns what the database holds', async () => {
     const cluster = createCluster();
@@ -220,29 +245,14 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     // Why a write deletes the entry instead of storing what it wrote: the first writer commits, then
     // stalls (a GC pause, a slow network) before it reaches the cache; the second commits and finishes.
     const cluster = createCluster();
-    const firstCommitted = gate();
-    const letFirstFinish = gate();
-    let held = false;
-    const slow = await cluster.start({
-      wrap: (repository) => ({
-        ...repository,
-        async save(id, input) {
-          const saved = await repository.save(id, input); // committed
-          if (!held) {
-            held = true; // only the first write is held
-            firstCommitted.open();
-            await letFirstFinish.opened;
-          }
-          return saved;
-        },
-      }),
-    });
+    const firstWrite = holdFirstCall('save'); // held once committed
+    const slow = await cluster.start({ wrap: firstWrite.wrap });
     const fast = await cluster.start();
     await getUser(fast, 26); // cached: version 1
     const first = putUser(slow, 26, { name: 'First write', email: 'user26@example.com' });
-    await firstCommitted.opened; // version 2 is committed; its writer has not touched the cache yet
+    await firstWrite.reached; // version 2 is committed; its writer has not touched the cache yet
     expect(await putUser(fast, 26, { name: 'Second write', email: 'user26@example.com' })).toMatchObject({ status: 200, body: { version: 3 } });
-    letFirstFinish.open();
+    firstWrite.release();
     expect((await first).status).toBe(200);
     for (const url of [slow, fast]) {
       const { body } = await getUser(url, 26);
@@ -254,28 +264,13 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     // The race of cache-aside: a reader misses and reads the database (version 1); a writer commits
     // version 2 and invalidates; only then does the reader store what it read. Gates fix the order.
     const cluster = createCluster();
-    const readerRead = gate();
-    const letReaderStore = gate();
-    let paused = false;
-    const reader = await cluster.start({
-      wrap: (repository) => ({
-        ...repository,
-        async find(id) {
-          const user = await repository.find(id);
-          if (!paused) {
-            paused = true; // only the first read is held
-            readerRead.open();
-            await letReaderStore.opened;
-          }
-          return user;
-        },
-      }),
-    });
+    const firstRead = holdFirstCall('find');
+    const reader = await cluster.start({ wrap: firstRead.wrap });
     const writer = await cluster.start();
     const slowRead = getUser(reader, 21);
-    await readerRead.opened; // the reader holds version 1, not yet stored
+    await firstRead.reached; // the reader holds version 1, not yet stored
     expect((await putUser(writer, 21, { name: 'After the race', email: 'user21@example.com' })).status).toBe(200);
-    letReaderStore.open();
+    firstRead.release();
     await slowRead; // it may answer version 1: it began before the write finished
     for (const url of [reader, writer]) {
       const { body } = await getUser(url, 21);
