@@ -9,3 +9,4 @@ export { dockerEngineAnswers } from './providers/container.ts';
 export { freePort } from './providers/binary.ts';
 export { ServiceUnavailableError, forcedProvider, resolveService, stopService, stopServices, type ResolveOptions } from './resolve.ts';
 export { createPgPool, createRedisClient } from './clients.ts';
+export { childServiceEnv } from './child-env.ts';

@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { forcedProvider, probe, resolveService, ServiceUnavailableError, stopServices } from '../src/index.ts';
+import { childServiceEnv, forcedProvider, probe, resolveService, ServiceUnavailableError, stopServices, type ResolvedService } from '../src/index.ts';
 import { findBinary } from '../src/providers/binary.ts';
 
 afterEach(async () => {
@@ -24,6 +24,25 @@ describe('LABS_PROVIDER', () => {
 
   it('rejects an unknown provider name with the list of known ones', () => {
     expect(() => forcedProvider('redis', 'dockr')).toThrow(/unknown provider "dockr".*env, local-port, container, binary, embedded/);
+  });
+});
+
+describe('childServiceEnv', () => {
+  const found = (kind: ResolvedService['kind'], provider: ResolvedService['provider'], url: string) => ({ kind, provider, url }) as ResolvedService;
+
+  it('hands each URL over in its own variable and pins the child to it, quietly', () => {
+    const env = childServiceEnv([found('redis', 'local-port', 'redis://127.0.0.1:6379'), found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres')]);
+    expect(env).toEqual({
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      DATABASE_URL: 'postgres://127.0.0.1:4000/postgres',
+      LABS_PROVIDER: 'redis:env,postgres:env',
+      LABS_QUIET: '1',
+    });
+  });
+
+  it('with embeddedInChild, tells the child to start its own embedded engine instead', () => {
+    const env = childServiceEnv([found('redis', 'binary', 'redis://127.0.0.1:7000'), found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres')], { embeddedInChild: true });
+    expect(env).toEqual({ REDIS_URL: 'redis://127.0.0.1:7000', LABS_PROVIDER: 'redis:env,postgres:embedded', LABS_QUIET: '1' });
   });
 });
 

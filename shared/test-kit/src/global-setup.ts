@@ -4,23 +4,19 @@
  * binary, a container) are stopped when the run ends. The embedded engine is not shared: it lives in
  * the process that uses it, so each test file starts its own.
  */
-import { SERVICES, resolveService, stopServices } from '@labs/services';
+import { childServiceEnv, resolveService, stopService, stopServices } from '@labs/services';
 import { readLabPackage } from './lab-manifest.ts';
 
 export default async function setup(): Promise<() => Promise<void>> {
   const { lab } = readLabPackage(process.cwd());
-  const pinned: string[] = [];
+  const found = [];
   for (const kind of lab.services) {
     const svc = await resolveService(kind);
-    if (svc.provider === 'embedded') {
-      pinned.push(`${kind}:embedded`);
-      continue;
-    }
-    process.env[SERVICES[kind].envVar] = svc.url;
-    pinned.push(`${kind}:env`);
+    // Found, so each test file can start its own; this one would only sit idle through the run.
+    if (svc.provider === 'embedded') await stopService(kind);
+    found.push(svc);
   }
   // Workers inherit this: they use exactly what was resolved here, without printing it again.
-  process.env.LABS_PROVIDER = pinned.join(',');
-  process.env.LABS_QUIET = '1';
+  Object.assign(process.env, childServiceEnv(found, { embeddedInChild: true }));
   return stopServices;
 }
