@@ -8,7 +8,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, type LoadOptions, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
+import {
+  benchDurationSec,
+  type ComparisonRow,
+  forkServers,
+  type LoadOptions,
+  printComparison,
+  runLoad,
+  verdict,
+  writeResults,
+} from '@labs/bench';
 import { TARGETS, type BenchServerOptions } from './servers.ts';
 
 const DURATION_SEC = benchDurationSec(4);
@@ -98,7 +107,13 @@ for (const target of TARGETS) {
     .map(([, url]) => url);
   const load = traffic();
   const before = await servers.stats();
-  const result = await runLoad({ name: target, url: urls, durationSec: DURATION_SEC, connections: CONNECTIONS, requests: load.requests });
+  const result = await runLoad({
+    name: target,
+    url: urls,
+    durationSec: DURATION_SEC,
+    connections: CONNECTIONS,
+    requests: load.requests,
+  });
   const after = await servers.stats();
   const delta = (key: string) => (after[`${target}.${key}`] ?? 0) - (before[`${target}.${key}`] ?? 0);
   const lookups = delta('lookups');
@@ -119,11 +134,21 @@ const [noCache, , solution] = rows;
 if (noCache && solution) {
   const hitRatio = Number(solution.evidence['hit ratio']);
   verdict(hitRatio >= 0.9, `solution cache hit ratio ${hitRatio} (at least 0.9)`);
-  verdict(solution.evidence['stale reads'] === 0, `solution served ${solution.evidence['stale reads']} stale reads (zero)`);
+  verdict(
+    solution.evidence['stale reads'] === 0,
+    `solution served ${solution.evidence['stale reads']} stale reads (zero)`,
+  );
   verdict(
     solution.result.p99Ms <= noCache.result.p99Ms / 2,
     `solution p99 ${solution.result.p99Ms} ms vs no-cache p99 ${noCache.result.p99Ms} ms (at most half)`,
   );
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'caching', { options, durationSec: DURATION_SEC, connections: CONNECTIONS, writeRatio: WRITE_RATIO, zipfS: ZIPF_S, rows });
+const file = writeResults(join(import.meta.dirname, '..'), 'caching', {
+  options,
+  durationSec: DURATION_SEC,
+  connections: CONNECTIONS,
+  writeRatio: WRITE_RATIO,
+  zipfS: ZIPF_S,
+  rows,
+});
 console.log(`Figures written to ${file}`);

@@ -12,7 +12,13 @@ import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
 import { createApp } from '../src/app.ts';
 import type { UserCache, UserCacheOptions } from '../src/cache.ts';
 import { dropDatabase, ensureDatabase } from '../src/database.ts';
-import { createUserRepository, migrate, seedUsers, type Queryable, type UserRepository } from '../src/user-repository.ts';
+import {
+  createUserRepository,
+  migrate,
+  seedUsers,
+  type Queryable,
+  type UserRepository,
+} from '../src/user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
 import { createUserCache as starterCache } from '../src/user-cache.ts';
 import { createUserCache as solutionCache } from '../solution/user-cache.ts';
@@ -85,7 +91,13 @@ export async function start(options: BenchServerOptions) {
       const redis = createRedisClient(redisUrl);
       clients.push(redis);
       const repository: UserRepository = createUserRepository(db, CURRENT_SCHEMA_VERSION);
-      const cache = BUILDERS[target]({ repository, redis, prefix: `${prefix}${target}:`, schemaVersion: CURRENT_SCHEMA_VERSION, ttlMs });
+      const cache = BUILDERS[target]({
+        repository,
+        redis,
+        prefix: `${prefix}${target}:`,
+        schemaVersion: CURRENT_SCHEMA_VERSION,
+        ttlMs,
+      });
       if (i === 0 && target !== 'no-cache') await warm(cache, users);
       const app = createApp({
         cache,

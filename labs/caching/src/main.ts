@@ -15,7 +15,7 @@ import { createUserRepository, migrate, seedUsers } from './user-repository.ts';
 const PREFIX = 'labs:caching:serve:';
 
 async function main(): Promise<number> {
-  let config;
+  let config: ReturnType<typeof readConfig>;
   try {
     config = readConfig();
   } catch (error) {
@@ -48,7 +48,9 @@ async function main(): Promise<number> {
     console.log(`  schema version ${config.schemaVersion}, TTL ${config.ttlMs} ms\n`);
     console.log('Try:');
     console.log(`  curl -i ${url}/users/42                  # run it twice: X-Cache: miss, then hit`);
-    console.log(`  curl -i -X PUT ${url}/users/42 -H 'content-type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com"}'`);
+    console.log(
+      `  curl -i -X PUT ${url}/users/42 -H 'content-type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com"}'`,
+    );
     console.log(`  curl -i ${url}/users/42                  # the new name, or the old one?`);
     console.log(`  curl -i ${url}/users/0                   # 400`);
     console.log(`  curl -i ${url}/users/99999999            # 404`);

@@ -20,7 +20,9 @@ export interface UserRepository {
 export function createUserRepository(db: Queryable, schemaVersion: number): UserRepository {
   return {
     async find(id) {
-      const { rows } = await db.query<UserRow>('SELECT id, name, email, version, updated_at FROM users WHERE id = $1', [id]);
+      const { rows } = await db.query<UserRow>('SELECT id, name, email, version, updated_at FROM users WHERE id = $1', [
+        id,
+      ]);
       return rows[0] ? presentUser(rows[0], schemaVersion) : null;
     },
     async save(id, { name, email }) {

@@ -66,7 +66,13 @@ function createCluster() {
       return new Promise((resolve) => waiting.push({ count, resolve }));
     },
     async start(options: InstanceOptions = {}): Promise<string> {
-      const { schemaVersion = CURRENT_SCHEMA_VERSION, ttlMs = 60_000, wrap = (r) => r, redisDown = false, onCacheError } = options;
+      const {
+        schemaVersion = CURRENT_SCHEMA_VERSION,
+        ttlMs = 60_000,
+        wrap = (r) => r,
+        redisDown = false,
+        onCacheError,
+      } = options;
       const repository = wrap(createUserRepository(pool, schemaVersion));
       const connection = redis.connect();
       if (redisDown) connection.disconnect(); // no reconnection: commands reject with "Connection is closed."
@@ -140,7 +146,13 @@ describe('baseline: what any cache in front of the database must do', () => {
     const url = await cluster.start();
     const first = await getUser(url, 3);
     expect(first.status).toBe(200);
-    expect(first.body).toEqual({ id: 3, name: 'User 3', email: 'user3@example.com', version: 1, updatedAt: expect.any(String) });
+    expect(first.body).toEqual({
+      id: 3,
+      name: 'User 3',
+      email: 'user3@example.com',
+      version: 1,
+      updatedAt: expect.any(String),
+    });
     expect((await getUser(url, 3)).body).toEqual(first.body);
   });
 
@@ -175,7 +187,11 @@ describe('baseline: what any cache in front of the database must do', () => {
     const badEncoding = await fetch(`${url}/users/%ZZ`);
     expect(badEncoding.status, 'a URL that is not valid percent-encoding').toBe(400);
     expect(await badEncoding.json()).toHaveProperty('error');
-    const charset = await fetch(`${url}/users/5`, { method: 'PUT', headers: { 'content-type': 'application/json; charset=latin-9' }, body: '{}' });
+    const charset = await fetch(`${url}/users/5`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json; charset=latin-9' },
+      body: '{}',
+    });
     expect(charset.status, 'a charset the server cannot read').toBe(415);
     expect(await charset.json()).toHaveProperty('error');
     const route = await fetch(`${url}/users/5`, { method: 'DELETE' });
@@ -187,9 +203,14 @@ describe('baseline: what any cache in front of the database must do', () => {
     const url = await createCluster().start();
     expect(await putUser(url, 5, {})).toEqual({
       status: 400,
-      body: { error: 'name must be a string of 1 to 100 characters; email must look like user@example.com (at most 254 characters)' },
+      body: {
+        error:
+          'name must be a string of 1 to 100 characters; email must look like user@example.com (at most 254 characters)',
+      },
     });
-    expect((await putUser(url, 5, { name: 'x'.repeat(101), email: 'a@example.com' })).body.error).toBe('name must be a string of 1 to 100 characters');
+    expect((await putUser(url, 5, { name: 'x'.repeat(101), email: 'a@example.com' })).body.error).toBe(
+      'name must be a string of 1 to 100 characters',
+    );
     expect((await putUser(url, 5, { name: 'Ada', email: 'not-an-email' })).body.error).toMatch(/^email must look like/);
     expect(await putUser(url, 5, '{"name": ')).toEqual({ status: 400, body: { error: 'body must be valid JSON' } });
     expect((await putUser(url, 5, [1, 2])).body.error).toMatch(/^body must be a JSON object/);
@@ -237,7 +258,10 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     expect((await putUser(a!, 20, { name: 'Renamed', email: 'user20@example.com' })).status).toBe(200);
     for (const url of [a!, b!]) {
       const { body } = await getUser(url, 20);
-      expect({ name: body.name, version: body.version }, `read from ${url === a ? 'the writing' : 'the other'} instance`).toEqual({ name: 'Renamed', version: 2 });
+      expect(
+        { name: body.name, version: body.version },
+        `read from ${url === a ? 'the writing' : 'the other'} instance`,
+      ).toEqual({ name: 'Renamed', version: 2 });
     }
   });
 
@@ -251,12 +275,18 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     await getUser(fast, 26); // cached: version 1
     const first = putUser(slow, 26, { name: 'First write', email: 'user26@example.com' });
     await firstWrite.reached; // version 2 is committed; its writer has not touched the cache yet
-    expect(await putUser(fast, 26, { name: 'Second write', email: 'user26@example.com' })).toMatchObject({ status: 200, body: { version: 3 } });
+    expect(await putUser(fast, 26, { name: 'Second write', email: 'user26@example.com' })).toMatchObject({
+      status: 200,
+      body: { version: 3 },
+    });
     firstWrite.release();
     expect((await first).status).toBe(200);
     for (const url of [slow, fast]) {
       const { body } = await getUser(url, 26);
-      expect({ name: body.name, version: body.version }, 'the cache kept a value older than the last committed write').toEqual({ name: 'Second write', version: 3 });
+      expect(
+        { name: body.name, version: body.version },
+        'the cache kept a value older than the last committed write',
+      ).toEqual({ name: 'Second write', version: 3 });
     }
   });
 
@@ -274,7 +304,10 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     await slowRead; // it may answer version 1: it began before the write finished
     for (const url of [reader, writer]) {
       const { body } = await getUser(url, 21);
-      expect({ name: body.name, version: body.version }, 'the reader stored what it read before the write, after the write').toEqual({ name: 'After the race', version: 2 });
+      expect(
+        { name: body.name, version: body.version },
+        'the reader stored what it read before the write, after the write',
+      ).toEqual({ name: 'After the race', version: 2 });
     }
   });
 
@@ -306,11 +339,17 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     // A rolling deployment: old and new instances serve side by side. A write on a new instance must
     // not leave the old instances serving what they cached.
     await putUser(after, 23, { name: 'Written by v2', email: 'user23@example.com' });
-    expect((await getUser(before, 23)).body, 'an old instance after a write on a new one').toMatchObject({ name: 'Written by v2', version: 2 });
+    expect((await getUser(before, 23)).body, 'an old instance after a write on a new one').toMatchObject({
+      name: 'Written by v2',
+      version: 2,
+    });
     // And the other way round: both versions have the user cached again, and an old instance writes.
     expect((await getUser(after, 23)).body).toMatchObject({ version: 2 });
     await putUser(before, 23, { name: 'Written by v1', email: 'user23@example.com' });
-    expect((await getUser(after, 23)).body, 'a new instance after a write on an old one').toMatchObject({ name: 'Written by v1', version: 3 });
+    expect((await getUser(after, 23)).body, 'a new instance after a write on an old one').toMatchObject({
+      name: 'Written by v1',
+      version: 3,
+    });
   });
 
   it('challenge: repeated reads of a missing id reach the database once', async () => {
@@ -324,9 +363,16 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     const cluster = createCluster();
     const failures: Error[] = [];
     const url = await cluster.start({ redisDown: true, onCacheError: (error) => failures.push(error) });
-    expect(await getUser(url, 25), 'a read while Redis is down').toMatchObject({ status: 200, cache: 'miss', body: { id: 25, name: 'User 25', version: 1 } });
+    expect(await getUser(url, 25), 'a read while Redis is down').toMatchObject({
+      status: 200,
+      cache: 'miss',
+      body: { id: 25, name: 'User 25', version: 1 },
+    });
     expect((await getUser(url, 999_998)).status).toBe(404);
-    expect(await putUser(url, 25, { name: 'Written without Redis', email: 'user25@example.com' })).toMatchObject({ status: 200, body: { version: 2 } });
+    expect(await putUser(url, 25, { name: 'Written without Redis', email: 'user25@example.com' })).toMatchObject({
+      status: 200,
+      body: { version: 2 },
+    });
     expect(await getUser(url, 25)).toMatchObject({ status: 200, body: { name: 'Written without Redis', version: 2 } });
     expect(failures.length, 'Redis failures passed to onCacheError').toBeGreaterThanOrEqual(4);
   });

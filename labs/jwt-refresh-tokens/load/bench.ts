@@ -9,7 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { hash, verify } from '@node-rs/argon2';
-import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
+import {
+  benchDurationSec,
+  type ComparisonRow,
+  forkServers,
+  printComparison,
+  runLoad,
+  verdict,
+  writeResults,
+} from '@labs/bench';
 import { DEMO_USERS, PASSWORD_HASH } from '../src/users.ts';
 import type { BenchServerOptions } from './servers.ts';
 
@@ -34,11 +42,18 @@ await using servers = await forkServers(new URL('./servers.ts', import.meta.url)
 
 /** Logs in once and returns the headers that carry the credential: a bearer token or a session cookie. */
 async function credentialsFor(baseUrl: string): Promise<Record<string, string>> {
-  const res = await fetch(`${baseUrl}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: loginBody });
+  const res = await fetch(`${baseUrl}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: loginBody,
+  });
   if (!res.ok) throw new Error(`login at ${baseUrl} answered ${res.status}`);
   const body = (await res.json()) as { accessToken?: string };
   if (body.accessToken) return { authorization: `Bearer ${body.accessToken}` };
-  const sid = res.headers.getSetCookie().find((c) => c.startsWith('sid='))?.split(';')[0];
+  const sid = res.headers
+    .getSetCookie()
+    .find((c) => c.startsWith('sid='))
+    ?.split(';')[0];
   if (!sid) throw new Error(`login at ${baseUrl} returned neither a token nor a session cookie`);
   return { cookie: sid };
 }
@@ -55,9 +70,21 @@ const meRows: ComparisonRow[] = [];
 for (const [name, baseUrl] of Object.entries(servers.urls)) {
   const headers = await credentialsFor(baseUrl);
   // One second unmeasured first, so every target is measured with its code already optimised by the JIT.
-  await runLoad({ name: `${name} (warm-up)`, url: `${baseUrl}/me`, durationSec: WARMUP_SEC, connections: ME_CONNECTIONS, headers });
+  await runLoad({
+    name: `${name} (warm-up)`,
+    url: `${baseUrl}/me`,
+    durationSec: WARMUP_SEC,
+    connections: ME_CONNECTIONS,
+    headers,
+  });
   const before = (await servers.stats())[name] ?? 0;
-  const result = await runLoad({ name, url: `${baseUrl}/me`, durationSec: DURATION_SEC, connections: ME_CONNECTIONS, headers });
+  const result = await runLoad({
+    name,
+    url: `${baseUrl}/me`,
+    durationSec: DURATION_SEC,
+    connections: ME_CONNECTIONS,
+    headers,
+  });
   const commands = ((await servers.stats())[name] ?? 0) - before;
   meRows.push({
     name,
@@ -115,12 +142,24 @@ printComparison('POST /login: the deliberate cost of a memory-hard password hash
 const [, solution, denyList, session] = meRows;
 const [, wrongPassword, unknownUser] = loginRows;
 if (solution && denyList && session && wrongPassword && unknownUser) {
-  verdict(solution.evidence['Redis cmds/req'] === 0, `solution: /me checks a signature and asks Redis nothing (${solution.evidence['Redis cmds/req']} commands per request)`);
-  verdict(session.evidence['/me after logout'] === 401 && denyList.evidence['/me after logout'] === 401, 'session and deny-list: logout takes effect at once (401)');
-  verdict(solution.evidence['/me after logout'] === 200, 'solution: the access token outlives logout until it expires (the stateless trade-off)');
+  verdict(
+    solution.evidence['Redis cmds/req'] === 0,
+    `solution: /me checks a signature and asks Redis nothing (${solution.evidence['Redis cmds/req']} commands per request)`,
+  );
+  verdict(
+    session.evidence['/me after logout'] === 401 && denyList.evidence['/me after logout'] === 401,
+    'session and deny-list: logout takes effect at once (401)',
+  );
+  verdict(
+    solution.evidence['/me after logout'] === 200,
+    'solution: the access token outlives logout until it expires (the stateless trade-off)',
+  );
   // Counted, not timed: equal work is what keeps the response time from revealing which usernames exist.
   const [known, unknown] = [wrongPassword.evidence['hashes/login'], unknownUser.evidence['hashes/login']];
-  verdict(known === 1 && unknown === 1, `one argon2id hash per failed login, for a known user (${known}) and an unknown one (${unknown})`);
+  verdict(
+    known === 1 && unknown === 1,
+    `one argon2id hash per failed login, for a known user (${known}) and an unknown one (${unknown})`,
+  );
 }
 const file = writeResults(join(import.meta.dirname, '..'), 'jwt-refresh-tokens', {
   options,

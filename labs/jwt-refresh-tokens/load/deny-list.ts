@@ -6,7 +6,12 @@ import type { Redis } from 'ioredis';
 import { decodeJwt } from 'jose';
 import { TokenError, type TokenService } from '../src/token-service.ts';
 
-export function withDenyList(tokens: TokenService, redis: Redis, prefix: string, now: () => number = Date.now): TokenService {
+export function withDenyList(
+  tokens: TokenService,
+  redis: Redis,
+  prefix: string,
+  now: () => number = Date.now,
+): TokenService {
   const key = (jti: string) => `${prefix}deny:${jti}`;
   return {
     ...tokens,
@@ -14,7 +19,8 @@ export function withDenyList(tokens: TokenService, redis: Redis, prefix: string,
       const claims = await tokens.verifyAccess(accessToken);
       const { jti } = decodeJwt(accessToken);
       // The lookup a JWT was meant to avoid: now every request waits for Redis again.
-      if (typeof jti === 'string' && (await redis.exists(key(jti)))) throw new TokenError('revoked', 'This access token was revoked');
+      if (typeof jti === 'string' && (await redis.exists(key(jti))))
+        throw new TokenError('revoked', 'This access token was revoked');
       return claims;
     },
     async logout(credentials) {

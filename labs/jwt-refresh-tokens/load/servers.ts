@@ -37,14 +37,22 @@ export async function start(options: BenchServerOptions) {
   const { prefix } = options;
   const { url: redisUrl } = await resolveService('redis');
   const counts: Record<string, number> = { 'password hashes': 0, 'login requests': 0 };
-  const users = await createUserStore({ onHash: () => void (counts['password hashes']! += 1) });
+  const users = await createUserStore({
+    onHash: () => {
+      counts['password hashes']! += 1;
+    },
+  });
   const clients: Redis[] = [];
   const client = (name: string) => {
     const c = countingClient(redisUrl, counts, name);
     clients.push(c);
     return c;
   };
-  const tokenApp = (name: string, build: (o: TokenServiceOptions) => TokenService, wrap = (t: TokenService, _r: Redis) => t) => {
+  const tokenApp = (
+    name: string,
+    build: (o: TokenServiceOptions) => TokenService,
+    wrap = (t: TokenService, _r: Redis) => t,
+  ) => {
     const keys = createKeyRing();
     const redis = client(name);
     const tokens = wrap(build({ redis, keys, prefix: `${prefix}${name}:` }), redis);
@@ -60,7 +68,9 @@ export async function start(options: BenchServerOptions) {
   const apps: Record<string, Express> = {
     starter: tokenApp('starter', starterTokens),
     solution: tokenApp('solution', solutionTokens),
-    'solution + jti deny-list': tokenApp('solution + jti deny-list', solutionTokens, (t, r) => withDenyList(t, r, `${prefix}deny:`)),
+    'solution + jti deny-list': tokenApp('solution + jti deny-list', solutionTokens, (t, r) =>
+      withDenyList(t, r, `${prefix}deny:`),
+    ),
     'server-side session': createSessionApp(client('server-side session'), users, `${prefix}session:`),
   };
   const servers: Listening[] = [];

@@ -59,12 +59,20 @@ return {'reused'}
 
 /** The Redis client with ROTATE defined as a command (ioredis runs it by EVALSHA, reloading it on NOSCRIPT). */
 interface RotatingRedis extends Redis {
-  rotateRefreshToken(token: string, family: string, successor: string, now: number, raceGraceMs: number, ttlMs: number): Promise<[string, string?]>;
+  rotateRefreshToken(
+    token: string,
+    family: string,
+    successor: string,
+    now: number,
+    raceGraceMs: number,
+    ttlMs: number,
+  ): Promise<[string, string?]>;
 }
 
 export function createTokenService(options: TokenServiceOptions): TokenService {
   const { prefix, keys, now = Date.now } = options;
-  if (!('rotateRefreshToken' in options.redis)) options.redis.defineCommand('rotateRefreshToken', { numberOfKeys: 3, lua: ROTATE });
+  if (!('rotateRefreshToken' in options.redis))
+    options.redis.defineCommand('rotateRefreshToken', { numberOfKeys: 3, lua: ROTATE });
   const redis = options.redis as RotatingRedis;
   const accessTtlSec = options.accessTtlSec ?? TOKEN_DEFAULTS.accessTtlSec;
   const refreshTtlMs = (options.refreshTtlSec ?? TOKEN_DEFAULTS.refreshTtlSec) * 1000;
@@ -126,7 +134,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       return { sub: payload.sub!, sid: String(payload.sid), exp: payload.exp! };
     } catch (error) {
       if (error instanceof TokenError) throw error;
-      if (error instanceof errors.JWTExpired) throw new TokenError('expired', 'The access token has expired', { cause: error });
+      if (error instanceof errors.JWTExpired)
+        throw new TokenError('expired', 'The access token has expired', { cause: error });
       throw new TokenError('invalid', 'The access token is not valid', { cause: error });
     }
   }
@@ -141,7 +150,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     try {
       return (await verifyAccess(accessToken)).sid;
     } catch (error) {
-      if (error instanceof TokenError && error.cause instanceof errors.JWTExpired) return String(error.cause.payload.sid);
+      if (error instanceof TokenError && error.cause instanceof errors.JWTExpired)
+        return String(error.cause.payload.sid);
       throw error;
     }
   }
@@ -166,7 +176,17 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         .multi()
         .hset(familyKey(family), 'status', 'active', 'user', userId, 'createdAt', time)
         .pexpire(familyKey(family), refreshTtlMs)
-        .hset(tokenKey(refreshToken), 'status', 'active', 'user', userId, 'family', family, 'expiresAt', time + refreshTtlMs)
+        .hset(
+          tokenKey(refreshToken),
+          'status',
+          'active',
+          'user',
+          userId,
+          'family',
+          family,
+          'expiresAt',
+          time + refreshTtlMs,
+        )
         .pexpire(tokenKey(refreshToken), refreshTtlMs)
         .exec();
       return tokensFor(userId, family, refreshToken);
@@ -178,7 +198,14 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       const family = await redis.hget(tokenKey(refreshToken), 'family');
       if (!family) throw new TokenError('invalid', 'Unknown refresh token: log in again');
       const successor = successorOf(refreshToken);
-      const [verdict, userId] = await redis.rotateRefreshToken(tokenKey(refreshToken), familyKey(family), tokenKey(successor), now(), raceGraceMs, refreshTtlMs);
+      const [verdict, userId] = await redis.rotateRefreshToken(
+        tokenKey(refreshToken),
+        familyKey(family),
+        tokenKey(successor),
+        now(),
+        raceGraceMs,
+        refreshTtlMs,
+      );
       switch (verdict) {
         case 'rotated':
         case 'raced':

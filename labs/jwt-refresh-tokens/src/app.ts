@@ -4,7 +4,13 @@
  * the learner edits). createApp never listens; tests and the load script start it on port 0.
  */
 import cookieParser from 'cookie-parser';
-import express, { type CookieOptions, type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
+import express, {
+  type CookieOptions,
+  type ErrorRequestHandler,
+  type Express,
+  type Request,
+  type Response,
+} from 'express';
 import type { KeyRing } from './keys.ts';
 import { TokenError, type Credentials, type IssuedTokens, type TokenService } from './token-service.ts';
 import { toPublic, type UserStore } from './users.ts';
@@ -26,7 +32,12 @@ export const REFRESH_COOKIE = 'refresh_token';
  * make an exception for localhost). SameSite=Strict: not sent on requests started by other sites,
  * which is the CSRF defence. Path=/refresh: not sent with any other request, so it travels rarely.
  */
-export const REFRESH_COOKIE_OPTIONS: CookieOptions = { httpOnly: true, secure: true, sameSite: 'strict', path: '/refresh' };
+export const REFRESH_COOKIE_OPTIONS: CookieOptions = {
+  httpOnly: true,
+  secure: true,
+  sameSite: 'strict',
+  path: '/refresh',
+};
 
 /** One body for every login failure, so it never says whether the username exists. */
 export const INVALID_CREDENTIALS = { error: 'invalid_credentials', message: 'Wrong username or password' } as const;
@@ -58,7 +69,8 @@ export function createApp(deps: AppDeps): Express {
   app.get('/me', async (req, res) => {
     const credentials = credentialsOf(req, res);
     if (!credentials) return;
-    if (!credentials.accessToken) return unauthorized(res, new TokenError('missing', 'Send an access token: Authorization: Bearer <token>'));
+    if (!credentials.accessToken)
+      return unauthorized(res, new TokenError('missing', 'Send an access token: Authorization: Bearer <token>'));
     try {
       const claims = await tokens.verifyAccess(credentials.accessToken);
       const user = users.findById(claims.sub);
@@ -99,7 +111,8 @@ export function createApp(deps: AppDeps): Express {
   const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
     const status = typeof error?.status === 'number' ? error.status : 500;
     if (error?.type === 'entity.parse.failed') return badRequest(res, 'The body is not valid JSON');
-    if (status >= 400 && status < 500) return res.status(status).json({ error: 'bad_request', message: String(error.message) });
+    if (status >= 400 && status < 500)
+      return res.status(status).json({ error: 'bad_request', message: String(error.message) });
     onError(error);
     return res.status(500).json({ error: 'internal', message: 'Something went wrong on our side' });
   };
@@ -108,7 +121,10 @@ export function createApp(deps: AppDeps): Express {
 
   function sendTokens(res: Response, issued: IssuedTokens) {
     if (issued.refreshToken) {
-      res.cookie(REFRESH_COOKIE, issued.refreshToken, { ...REFRESH_COOKIE_OPTIONS, maxAge: (issued.refreshExpiresInSec ?? 0) * 1000 });
+      res.cookie(REFRESH_COOKIE, issued.refreshToken, {
+        ...REFRESH_COOKIE_OPTIONS,
+        maxAge: (issued.refreshExpiresInSec ?? 0) * 1000,
+      });
     }
     res.set('Cache-Control', 'no-store');
     return res.json({ accessToken: issued.accessToken, tokenType: 'Bearer', expiresIn: issued.expiresInSec });

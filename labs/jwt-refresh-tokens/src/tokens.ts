@@ -64,7 +64,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         const { payload } = await jwtVerify(token, material, { currentDate });
         return claimsOf(payload);
       } catch (error) {
-        if (error instanceof errors.JWTExpired) throw new TokenError('expired', 'The access token has expired', { cause: error });
+        if (error instanceof errors.JWTExpired)
+          throw new TokenError('expired', 'The access token has expired', { cause: error });
         lastError = error;
       }
     }

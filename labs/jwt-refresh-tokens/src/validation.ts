@@ -14,13 +14,20 @@ export type Checked<T> = { ok: true; value: T } | { ok: false; error: string };
 /** Checks a parsed JSON body for `{ "username": string, "password": string }`. */
 export function parseLoginBody(body: unknown): Checked<LoginBody> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    return { ok: false, error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json' };
+    return {
+      ok: false,
+      error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json',
+    };
   }
   const { username, password } = body as Record<string, unknown>;
-  if (typeof username !== 'string' || username.trim() === '') return { ok: false, error: '"username" must be a non-empty string' };
-  if (username.length > MAX_USERNAME_LENGTH) return { ok: false, error: `"username" must be at most ${MAX_USERNAME_LENGTH} characters` };
-  if (typeof password !== 'string' || password === '') return { ok: false, error: '"password" must be a non-empty string' };
-  if (password.length > MAX_PASSWORD_LENGTH) return { ok: false, error: `"password" must be at most ${MAX_PASSWORD_LENGTH} characters` };
+  if (typeof username !== 'string' || username.trim() === '')
+    return { ok: false, error: '"username" must be a non-empty string' };
+  if (username.length > MAX_USERNAME_LENGTH)
+    return { ok: false, error: `"username" must be at most ${MAX_USERNAME_LENGTH} characters` };
+  if (typeof password !== 'string' || password === '')
+    return { ok: false, error: '"password" must be a non-empty string' };
+  if (password.length > MAX_PASSWORD_LENGTH)
+    return { ok: false, error: `"password" must be at most ${MAX_PASSWORD_LENGTH} characters` };
   return { ok: true, value: { username: username.trim(), password } };
 }
 

@@ -21,7 +21,12 @@ export interface FakeClock {
 
 export function fakeClock(start = Date.now()): FakeClock {
   let time = start;
-  return { now: () => time, advance: (ms) => void (time += ms) };
+  return {
+    now: () => time,
+    advance: (ms) => {
+      time += ms;
+    },
+  };
 }
 
 export interface TestApp {
@@ -34,7 +39,11 @@ export interface TestApp {
 let appNo = 0;
 
 /** A fresh app: its own fake clock, signing keys and Redis keyspace. */
-export async function startApp(redis: RedisFixture, users: UserStore, extra: Partial<TokenServiceOptions> = {}): Promise<TestApp> {
+export async function startApp(
+  redis: RedisFixture,
+  users: UserStore,
+  extra: Partial<TokenServiceOptions> = {},
+): Promise<TestApp> {
   const clock = fakeClock();
   const keys = createKeyRing({ now: clock.now });
   const tokens = createTokenService({
@@ -105,7 +114,11 @@ export class Tab {
     const cookie = this.jar.headerFor(path);
     if (cookie) headers.cookie = cookie;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const res = await fetch(`${this.baseUrl}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
     this.jar.update(res);
     return res;
   }

@@ -61,7 +61,9 @@ describe('baseline: logging in and using an access token', () => {
     const { tab } = await loggedIn();
     const res = await tab.send('GET', '/me');
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ user: { id: ada.id, username: ada.username, displayName: ada.displayName } });
+    expect(await res.json()).toMatchObject({
+      user: { id: ada.id, username: ada.username, displayName: ada.displayName },
+    });
   });
 
   it('answers a wrong password and an unknown user with the same 401', async () => {
@@ -82,9 +84,18 @@ describe('baseline: logging in and using an access token', () => {
       return { status: res.status, message: String(((await res.json()) as { message?: string }).message) };
     };
     expect(await post('{"username": "ada", ')).toEqual({ status: 400, message: 'The body is not valid JSON' });
-    expect(await post('username=ada', 'application/x-www-form-urlencoded')).toMatchObject({ status: 400, message: expect.stringContaining('JSON object') });
-    expect(await post('{"username": "ada"}')).toEqual({ status: 400, message: '"password" must be a non-empty string' });
-    expect(await post('{"username": 42, "password": "x"}')).toEqual({ status: 400, message: '"username" must be a non-empty string' });
+    expect(await post('username=ada', 'application/x-www-form-urlencoded')).toMatchObject({
+      status: 400,
+      message: expect.stringContaining('JSON object'),
+    });
+    expect(await post('{"username": "ada"}')).toEqual({
+      status: 400,
+      message: '"password" must be a non-empty string',
+    });
+    expect(await post('{"username": 42, "password": "x"}')).toEqual({
+      status: 400,
+      message: '"username" must be a non-empty string',
+    });
     expect(await post(JSON.stringify({ username: 'ada', password: 'x'.repeat(1025) }))).toEqual({
       status: 400,
       message: '"password" must be at most 1024 characters',
@@ -93,7 +104,11 @@ describe('baseline: logging in and using an access token', () => {
 
   it('hashes once per login attempt, for unknown users too, so timing does not reveal who exists', async () => {
     let hashes = 0;
-    const counted = await createUserStore({ onHash: () => void (hashes += 1) });
+    const counted = await createUserStore({
+      onHash: () => {
+        hashes += 1;
+      },
+    });
     expect(await counted.verifyCredentials('nobody-here', 'whatever')).toBeUndefined();
     expect(await counted.verifyCredentials(ada.username, 'wrong')).toBeUndefined();
     expect(await counted.verifyCredentials(ada.username, ada.password)).toMatchObject({ id: ada.id });
@@ -154,7 +169,8 @@ describe('baseline: logging in and using an access token', () => {
   it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
     const app = await startApp(redis, users);
     apps.push(app);
-    const kids = async () => ((await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] }).keys.map((k) => k.kid);
+    const kids = async () =>
+      ((await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] }).keys.map((k) => k.kid);
     const old = app.keys.current();
     const next = app.keys.rotate();
     expect(await kids()).toEqual([next.kid, old.kid]);
@@ -274,7 +290,9 @@ describe('challenges: verifying access tokens', () => {
     // The public key is public: anyone can read it from the JWKS and turn it into PEM text.
     const { keys } = (await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
     const jwk = keys[0]!;
-    const pem = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
+    const pem = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+      .export({ type: 'spki', format: 'pem' })
+      .toString();
     const forged = await new SignJWT(realClaims(app, tab))
       .setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'HS256', kid: jwk.kid })
       .sign(new TextEncoder().encode(pem));
@@ -284,10 +302,14 @@ describe('challenges: verifying access tokens', () => {
   it('challenge: a token signed by a retired key is rejected after the grace period', async () => {
     const { app, tab } = await loggedIn();
     const old = app.keys.current();
-    expect(decodeProtectedHeader(tab.accessToken!).kid, 'access tokens must name their signing key (kid)').toBe(old.kid);
+    expect(decodeProtectedHeader(tab.accessToken!).kid, 'access tokens must name their signing key (kid)').toBe(
+      old.kid,
+    );
     app.keys.rotate(); // say the old private key leaked: that is why we rotate
     const forge = () =>
-      new SignJWT(realClaims(app, tab)).setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'RS256', kid: old.kid }).sign(old.privateKey);
+      new SignJWT(realClaims(app, tab))
+        .setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'RS256', kid: old.kid })
+        .sign(old.privateKey);
     expect(await meWith(app, await forge()), 'during the grace period the old key still verifies').toBe(200);
     app.clock.advance(PAST_ACCESS_EXPIRY + MINUTE); // every honest token of the old key has expired by now
     expect(await meWith(app, await forge()), 'the retired key still verifies after its grace period').toBe(401);

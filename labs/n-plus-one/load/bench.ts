@@ -6,7 +6,16 @@
  * with the same number of queries per request at both page sizes.
  */
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, type LoadResult, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
+import {
+  benchDurationSec,
+  type ComparisonRow,
+  forkServers,
+  type LoadResult,
+  printComparison,
+  runLoad,
+  verdict,
+  writeResults,
+} from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 
 const DURATION_SEC = benchDurationSec(3);
@@ -50,13 +59,22 @@ const byKey = new Map<string, { result: LoadResult; queriesPerRequest: number }>
 for (const n of PAGE_SIZES) {
   for (const target of targets) {
     const before = await settledStats(await servers.stats());
-    const result = await runLoad({ name: `${target}, N=${n}`, url: pageUrl(target, n), durationSec: DURATION_SEC, connections: CONNECTIONS });
+    const result = await runLoad({
+      name: `${target}, N=${n}`,
+      url: pageUrl(target, n),
+      durationSec: DURATION_SEC,
+      connections: CONNECTIONS,
+    });
     const after = await settledStats(before);
     const queries = (after[`${target}.queries`] ?? 0) - (before[`${target}.queries`] ?? 0);
     const requests = (after[`${target}.requests`] ?? 0) - (before[`${target}.requests`] ?? 0);
     const queriesPerRequest = requests > 0 ? Math.round((queries / requests) * 100) / 100 : 0;
     byKey.set(`${target}@${n}`, { result, queriesPerRequest });
-    rows.push({ name: `${target}, N=${n}`, result, evidence: { 'queries/request': queriesPerRequest, non2xx: result.requests - (result.statusCounts['200'] ?? 0) } });
+    rows.push({
+      name: `${target}, N=${n}`,
+      result,
+      evidence: { 'queries/request': queriesPerRequest, non2xx: result.requests - (result.statusCounts['200'] ?? 0) },
+    });
   }
 }
 
@@ -67,11 +85,20 @@ const d100 = byKey.get(`${solution}@100`);
 const d10 = byKey.get(`${solution}@10`);
 if (s100 && d100 && d10) {
   const ratio = d100.result.rps / Math.max(s100.result.rps, 1e-9);
-  verdict(ratio >= 10, `at N=100 the solution serves ${Math.round(d100.result.rps)} req/s vs the starter's ${Math.round(s100.result.rps)} (${ratio.toFixed(1)}x; target at least 10x)`);
+  verdict(
+    ratio >= 10,
+    `at N=100 the solution serves ${Math.round(d100.result.rps)} req/s vs the starter's ${Math.round(s100.result.rps)} (${ratio.toFixed(1)}x; target at least 10x)`,
+  );
   verdict(
     d10.queriesPerRequest === d100.queriesPerRequest,
     `the solution sends ${d10.queriesPerRequest} queries per request at N=10 and ${d100.queriesPerRequest} at N=100 (constant); the starter ${byKey.get(`${starter}@10`)?.queriesPerRequest} and ${s100.queriesPerRequest}`,
   );
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'n-plus-one', { options, durationSec: DURATION_SEC, connections: CONNECTIONS, pageSizes: PAGE_SIZES, rows });
+const file = writeResults(join(import.meta.dirname, '..'), 'n-plus-one', {
+  options,
+  durationSec: DURATION_SEC,
+  connections: CONNECTIONS,
+  pageSizes: PAGE_SIZES,
+  rows,
+});
 console.log(`Figures written to ${file}`);

@@ -16,7 +16,15 @@
  */
 import DataLoader from 'dataloader';
 import type pg from 'pg';
-import { findAuthors, LATEST_POSTS, toPost, type AuthorWithPosts, type PageRequest, type Post, type PostRow } from '../src/author-repository.ts';
+import {
+  findAuthors,
+  LATEST_POSTS,
+  toPost,
+  type AuthorWithPosts,
+  type PageRequest,
+  type Post,
+  type PostRow,
+} from '../src/author-repository.ts';
 
 /**
  * The newest posts of every author in `authorIds`, in one query, in the order of `authorIds` (what

@@ -8,7 +8,15 @@
  * the database and holding pool connections other requests need.
  */
 import type pg from 'pg';
-import { findAuthors, LATEST_POSTS, toPost, type AuthorWithPosts, type PageRequest, type Post, type PostRow } from './author-repository.ts';
+import {
+  findAuthors,
+  LATEST_POSTS,
+  toPost,
+  type AuthorWithPosts,
+  type PageRequest,
+  type Post,
+  type PostRow,
+} from './author-repository.ts';
 
 /** The newest posts of one author. */
 async function latestPostsOf(db: pg.Pool, authorId: number): Promise<Post[]> {

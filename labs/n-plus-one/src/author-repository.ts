@@ -32,7 +32,10 @@ export interface PageRequest {
 
 /** One page of authors, without their posts: one query, whatever the page size. */
 export async function findAuthors(db: pg.Pool, page: PageRequest): Promise<Author[]> {
-  const { rows } = await db.query<Author>('SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2', [page.after, page.limit]);
+  const { rows } = await db.query<Author>('SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2', [
+    page.after,
+    page.limit,
+  ]);
   return rows;
 }
 

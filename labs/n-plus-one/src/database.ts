@@ -72,7 +72,11 @@ export async function seed(db: pg.Pool | pg.Client, options: SeedOptions = DEFAU
  * cannot be created (a role without CREATEDB), this fails with a message: falling back to the database in
  * `url` could drop a real `authors` or `posts` table.
  */
-export async function openLabDatabase(url: string, database = 'labs_n_plus_one', options: pg.PoolConfig = {}): Promise<pg.Pool> {
+export async function openLabDatabase(
+  url: string,
+  database = 'labs_n_plus_one',
+  options: pg.PoolConfig = {},
+): Promise<pg.Pool> {
   const admin = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
   await admin.connect();
   try {

@@ -9,7 +9,9 @@ import { countQueries, listen, untilInterrupted } from '@labs/test-kit';
 import { createApp } from './app.ts';
 import { DEFAULT_SEED, openLabDatabase, seed } from './database.ts';
 
-const which = process.execArgv.some((a) => a.includes('lab-solution')) ? 'reference solution' : 'your starter (src/author-feed.ts)';
+const which = process.execArgv.some((a) => a.includes('lab-solution'))
+  ? 'reference solution'
+  : 'your starter (src/author-feed.ts)';
 
 async function main() {
   const port = Number(process.env.PORT ?? 3000);
@@ -21,12 +23,16 @@ async function main() {
     let app: Express | undefined;
     await using server = await listen((req, res) => {
       if (app) return app(req, res);
-      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"error":"Seeding the dataset, try again in a second"}');
+      res
+        .writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' })
+        .end('{"error":"Seeding the dataset, try again in a second"}');
     }, port);
 
     const started = performance.now();
     await seed(db, DEFAULT_SEED);
-    console.log(`Seeded ${DEFAULT_SEED.authors} authors and their posts in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    console.log(
+      `Seeded ${DEFAULT_SEED.authors} authors and their posts in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
     // The same counter the spec uses, so the log shows what the tests assert.
     const queries = countQueries(db);
     app = createApp({ db });

@@ -6,7 +6,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createPgPool } from '@labs/services';
-import { countQueries, listen, usePostgres, type Listening, type PostgresFixture, type QueryCounter } from '@labs/test-kit';
+import {
+  countQueries,
+  listen,
+  usePostgres,
+  type Listening,
+  type PostgresFixture,
+  type QueryCounter,
+} from '@labs/test-kit';
 import { createApp, DEFAULT_LIMIT, MAX_LIMIT, type AuthorsPage } from '../src/app.ts';
 import { LATEST_POSTS, type AuthorWithPosts, type PageRequest } from '../src/author-repository.ts';
 import { seed } from '../src/database.ts';
@@ -35,7 +42,9 @@ afterAll(async () => {
 });
 
 /** GET /api/authors with `query`; returns the status, the body and how many SQL statements it cost. */
-async function getAuthors(query: string): Promise<{ status: number; body: unknown; queries: number; sql: readonly string[] }> {
+async function getAuthors(
+  query: string,
+): Promise<{ status: number; body: unknown; queries: number; sql: readonly string[] }> {
   queries.reset();
   const res = await fetch(`${server.url}/api/authors${query}`);
   const body: unknown = await res.json();
@@ -47,7 +56,13 @@ async function getAuthors(query: string): Promise<{ status: number; body: unknow
  * among an author's latest when fewer than LATEST_POSTS of the author's posts are newer than it.
  */
 async function expectedPage(page: PageRequest): Promise<AuthorsPage> {
-  const { rows } = await db.query<{ author_id: number; name: string; id: string | null; title: string | null; published_at: Date | null }>(
+  const { rows } = await db.query<{
+    author_id: number;
+    name: string;
+    id: string | null;
+    title: string | null;
+    published_at: Date | null;
+  }>(
     `SELECT a.id AS author_id, a.name, p.id, p.title, p.published_at
      FROM (SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2) a
      LEFT JOIN (
@@ -66,7 +81,8 @@ async function expectedPage(page: PageRequest): Promise<AuthorsPage> {
       author = { id: row.author_id, name: row.name, latestPosts: [] };
       authors.push(author);
     }
-    if (row.id !== null) author.latestPosts.push({ id: Number(row.id), title: row.title!, publishedAt: row.published_at!.toISOString() });
+    if (row.id !== null)
+      author.latestPosts.push({ id: Number(row.id), title: row.title!, publishedAt: row.published_at!.toISOString() });
   }
   const last = authors.at(-1);
   return { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
@@ -84,11 +100,14 @@ const PAGES: { query: string; what: string; page: PageRequest }[] = [
 ];
 
 describe('baseline: the feed is right, whatever loads it', () => {
-  it.for(PAGES.map((p) => [`${p.what} (GET /api/authors${p.query})`, p] as const))('%s: the expected page, field for field', async ([, { query, page }]) => {
-    const { status, body } = await getAuthors(query);
-    expect(status).toBe(200);
-    expect(body).toEqual(await expectedPage(page));
-  });
+  it.for(PAGES.map((p) => [`${p.what} (GET /api/authors${p.query})`, p] as const))(
+    '%s: the expected page, field for field',
+    async ([, { query, page }]) => {
+      const { status, body } = await getAuthors(query);
+      expect(status).toBe(200);
+      expect(body).toEqual(await expectedPage(page));
+    },
+  );
 
   it('pages cover every author exactly once, and the dataset has the edge cases', async () => {
     const seen: number[] = [];
@@ -120,7 +139,8 @@ describe('baseline: the feed is right, whatever loads it', () => {
   ])('GET /api/authors%s is a 400 that says what is wrong with %s', async (query, param) => {
     const { status, body, queries: sent } = await getAuthors(query);
     expect(status).toBe(400);
-    const expected = param === 'limit' ? `limit must be a whole number from 0 to ${MAX_LIMIT}` : 'after must be an author id';
+    const expected =
+      param === 'limit' ? `limit must be a whole number from 0 to ${MAX_LIMIT}` : 'after must be an author id';
     expect((body as { error: string }).error).toContain(expected);
     expect(sent).toBe(0); // rejected before any SQL
   });
@@ -132,7 +152,11 @@ describe('baseline: the feed is right, whatever loads it', () => {
     );
     try {
       const { body } = await getAuthors('?limit=3');
-      expect((body as AuthorsPage).authors[1]?.latestPosts[0]).toEqual({ id: Number(rows[0]!.id), title: 'Breaking news', publishedAt: '2030-01-01T00:00:00.000Z' });
+      expect((body as AuthorsPage).authors[1]?.latestPosts[0]).toEqual({
+        id: Number(rows[0]!.id),
+        title: 'Breaking news',
+        publishedAt: '2030-01-01T00:00:00.000Z',
+      });
       expect(body).toEqual(await expectedPage({ limit: 3, after: 0 }));
     } finally {
       await db.query('DELETE FROM posts WHERE id = $1', [rows[0]!.id]);
@@ -168,7 +192,9 @@ describe('challenges: what the lazy-loading starter gets wrong', () => {
       perPage[n] = sent;
     }
     const c = allowedConstant(perPage[1]!);
-    const summary = Object.entries(perPage).map(([n, q]) => `N=${n}: ${q} queries`).join(', ');
+    const summary = Object.entries(perPage)
+      .map(([n, q]) => `N=${n}: ${q} queries`)
+      .join(', ');
     expect(perPage, `queries per request: ${summary}; expected ${c} each, whatever N`).toEqual({ 1: c, 10: c, 100: c });
   });
 
@@ -177,11 +203,16 @@ describe('challenges: what the lazy-loading starter gets wrong', () => {
     queries.reset();
     const afters = [0, 20, 40, 60, 80, 100, 120, 140];
     const pages = await Promise.all(
-      afters.map(async (after) => (await (await fetch(`${server.url}/api/authors?limit=50&after=${after}`)).json()) as AuthorsPage),
+      afters.map(
+        async (after) =>
+          (await (await fetch(`${server.url}/api/authors?limit=50&after=${after}`)).json()) as AuthorsPage,
+      ),
     );
     const total = queries.count;
     for (const [i, after] of afters.entries()) expect(pages[i]).toEqual(await expectedPage({ limit: 50, after }));
     // Fewer would mean requests share a loader: batched or cached across users, never per request.
-    expect(total, `8 requests sent ${total} queries; expected ${8 * perRequest} (${perRequest} per request)`).toBe(8 * perRequest);
+    expect(total, `8 requests sent ${total} queries; expected ${8 * perRequest} (${perRequest} per request)`).toBe(
+      8 * perRequest,
+    );
   });
 });

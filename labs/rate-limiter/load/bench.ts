@@ -8,7 +8,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, verdict, writeResults } from '@labs/bench';
+import {
+  benchDurationSec,
+  type ComparisonRow,
+  forkServers,
+  printComparison,
+  runLoad,
+  verdict,
+  writeResults,
+} from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 
 const DURATION_SEC = benchDurationSec(5);
@@ -35,7 +43,13 @@ const urlsOf = (target: string) =>
 // One second each first, so no target is measured while V8 is still compiling its code path.
 console.log('Warming up:');
 for (const target of TARGETS) {
-  await runLoad({ name: target, url: urlsOf(target), durationSec: 1, connections: CONNECTIONS, headers: { 'x-api-key': `warmup-${target}` } });
+  await runLoad({
+    name: target,
+    url: urlsOf(target),
+    durationSec: 1,
+    connections: CONNECTIONS,
+    headers: { 'x-api-key': `warmup-${target}` },
+  });
 }
 
 console.log('Measuring:');
@@ -43,7 +57,13 @@ const rows: ComparisonRow[] = [];
 for (const target of TARGETS) {
   // A fresh API key per target: every limiter starts from a full allowance.
   const headers = { 'x-api-key': `bench-${target}` };
-  const result = await runLoad({ name: target, url: urlsOf(target), durationSec: DURATION_SEC, connections: CONNECTIONS, headers });
+  const result = await runLoad({
+    name: target,
+    url: urlsOf(target),
+    durationSec: DURATION_SEC,
+    connections: CONNECTIONS,
+    headers,
+  });
   const admitted = result.statusCounts['200'] ?? 0;
   const allowed = Math.floor(options.limit + (options.limit * result.durationSec * 1000) / options.windowMs);
   rows.push({
@@ -61,9 +81,23 @@ for (const target of TARGETS) {
 printComparison('Rate limiter: three instances, one shared limit', rows);
 const [bare, , solution, flexible] = rows.map((r) => r.result);
 if (bare && solution && flexible) {
-  verdict(solution.rps >= flexible.rps, `solution ${Math.round(solution.rps)} req/s vs rate-limiter-flexible ${Math.round(flexible.rps)} req/s (at least as fast)`);
-  verdict(solution.rps >= 0.6 * bare.rps, `solution ${Math.round(solution.rps)} req/s vs bare ${Math.round(bare.rps)} req/s (at least 0.6x)`);
-  verdict(rows[2]?.evidence['over-admitted'] === 0, `solution over-admitted ${rows[2]?.evidence['over-admitted']} requests (zero)`);
+  verdict(
+    solution.rps >= flexible.rps,
+    `solution ${Math.round(solution.rps)} req/s vs rate-limiter-flexible ${Math.round(flexible.rps)} req/s (at least as fast)`,
+  );
+  verdict(
+    solution.rps >= 0.6 * bare.rps,
+    `solution ${Math.round(solution.rps)} req/s vs bare ${Math.round(bare.rps)} req/s (at least 0.6x)`,
+  );
+  verdict(
+    rows[2]?.evidence['over-admitted'] === 0,
+    `solution over-admitted ${rows[2]?.evidence['over-admitted']} requests (zero)`,
+  );
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'rate-limiter', { options, durationSec: DURATION_SEC, connections: CONNECTIONS, rows });
+const file = writeResults(join(import.meta.dirname, '..'), 'rate-limiter', {
+  options,
+  durationSec: DURATION_SEC,
+  connections: CONNECTIONS,
+  rows,
+});
 console.log(`Figures written to ${file}`);

@@ -22,7 +22,12 @@ export interface BenchServerOptions {
 
 /** rate-limiter-flexible behind the same interface, as a user would drop it in instead of ours. */
 function flexibleLimiter(redis: Redis, limit: number, windowMs: number, prefix: string): RateLimiter {
-  const limiter = new RateLimiterRedis({ storeClient: redis, points: limit, duration: windowMs / 1000, keyPrefix: `${prefix}rlflex` });
+  const limiter = new RateLimiterRedis({
+    storeClient: redis,
+    points: limit,
+    duration: windowMs / 1000,
+    keyPrefix: `${prefix}rlflex`,
+  });
   const decide = (res: RateLimiterRes, allowed: boolean): Decision => ({
     allowed,
     limit,

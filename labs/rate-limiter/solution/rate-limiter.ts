@@ -64,7 +64,12 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   return {
     async consume(clientId: string): Promise<Decision> {
       const nowUs = now ? Math.round(now() * 1000) : -1;
-      const [allowed, remaining, resetMs, retryAfterMs] = await client.gcra(`${prefix}gcra:${clientId}`, intervalUs, burstUs, nowUs);
+      const [allowed, remaining, resetMs, retryAfterMs] = await client.gcra(
+        `${prefix}gcra:${clientId}`,
+        intervalUs,
+        burstUs,
+        nowUs,
+      );
       return { allowed: allowed === 1, limit, remaining, resetMs, retryAfterMs };
     },
   };

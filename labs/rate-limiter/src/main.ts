@@ -10,7 +10,9 @@ import { createApp } from './app.ts';
 import { readConfig } from './config.ts';
 import { connectLimiterRedis } from './redis.ts';
 
-const which = process.execArgv.some((a) => a.includes('lab-solution')) ? 'reference solution' : 'your starter (src/rate-limiter.ts)';
+const which = process.execArgv.some((a) => a.includes('lab-solution'))
+  ? 'reference solution'
+  : 'your starter (src/rate-limiter.ts)';
 
 async function main() {
   const config = readConfig();
@@ -40,7 +42,9 @@ async function main() {
     await using server = await listen(app, port);
     console.log(`Rate limiter lab (${which}) listening on ${server.url}`);
     console.log(`Limit: ${config.limit} requests per ${config.windowMs} ms per client (X-API-Key, else IP)`);
-    console.log(`Try:   for i in $(seq 1 ${config.limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${server.url}/api/quote; done; echo`);
+    console.log(
+      `Try:   for i in $(seq 1 ${config.limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${server.url}/api/quote; done; echo`,
+    );
     console.log('Stop:  Ctrl-C');
     await untilInterrupted();
   } finally {

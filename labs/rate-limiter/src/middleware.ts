@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { RateLimiter } from './limiter.ts';
+import type { Decision, RateLimiter } from './limiter.ts';
 
 /** An API key: 1 to 128 URL-safe characters. Anything else is a client error, not a new client id. */
 const API_KEY = /^[A-Za-z0-9._~-]{1,128}$/;
@@ -31,7 +31,7 @@ export function clientIdOf(req: Request): { id: string } | { error: string } {
   const key = req.get('x-api-key');
   if (key === undefined) return { id: `ip:${req.ip ?? 'unknown'}` };
   if (!API_KEY.test(key)) {
-    return { error: "X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -" };
+    return { error: 'X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -' };
   }
   // An API key is a secret: hashed, it never appears in Redis key names (SCAN, MONITOR, backups).
   return { id: `key:${createHash('sha256').update(key).digest('base64url')}` };
@@ -52,7 +52,7 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
       res.status(400).json({ error: client.error });
       return;
     }
-    let decision;
+    let decision: Decision;
     try {
       decision = await limiter.consume(client.id);
     } catch (error) {

@@ -10,5 +10,9 @@ import { createRedisClient } from '@labs/services';
 export const LIMITER_TIMEOUT_MS = 250;
 
 export function connectLimiterRedis(url: string): Redis {
-  return createRedisClient(url, { commandTimeout: LIMITER_TIMEOUT_MS, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+  return createRedisClient(url, {
+    commandTimeout: LIMITER_TIMEOUT_MS,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+  });
 }

@@ -199,12 +199,19 @@ describe('baseline: what any rate limiter must do', () => {
     try {
       if (client.status !== 'ready') await once(client, 'ready');
       proxy.stall();
-      const limiter = createRateLimiter({ redis: client, limit: 5, windowMs: 60_000, prefix: `${redis.prefix}stalled:` });
+      const limiter = createRateLimiter({
+        redis: client,
+        limit: 5,
+        windowMs: 60_000,
+        prefix: `${redis.prefix}stalled:`,
+      });
       await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
       // Each request waits at most LIMITER_TIMEOUT_MS for Redis, then is served without a limit.
       const { statuses, ms } = await twoRequests(server.url);
       expect(statuses).toEqual([200, 200]);
-      expect(ms, `two requests took ${Math.round(ms)} ms with a ${LIMITER_TIMEOUT_MS} ms timeout each`).toBeLessThan(2 * LIMITER_TIMEOUT_MS + 1000);
+      expect(ms, `two requests took ${Math.round(ms)} ms with a ${LIMITER_TIMEOUT_MS} ms timeout each`).toBeLessThan(
+        2 * LIMITER_TIMEOUT_MS + 1000,
+      );
     } finally {
       client.disconnect();
     }

@@ -52,7 +52,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const before = performance.eventLoopUtilization();
   const started = performance.now();
   try {
-    const optional = { method: options.method, headers: options.headers, body: options.body, requests: options.requests };
+    const optional = {
+      method: options.method,
+      headers: options.headers,
+      body: options.body,
+      requests: options.requests,
+    };
     const result = await autocannon({
       url: url as string, // autocannon accepts an array too; its types only say string
       duration: durationSec,

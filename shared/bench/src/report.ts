@@ -12,12 +12,16 @@ export interface ComparisonRow {
   evidence: Record<string, string | number>;
 }
 
-const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 /** Prints the table: req/s, p50, p99, errors, then the evidence columns; flags a saturated client. */
 export function printComparison(title: string, rows: ComparisonRow[]): void {
   const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
-  const table = new Table({ head: ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys], style: { head: ['cyan'] } });
+  const table = new Table({
+    head: ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys],
+    style: { head: ['cyan'] },
+  });
   for (const { name, result, evidence } of rows) {
     table.push([
       name,
@@ -35,7 +39,9 @@ export function printComparison(title: string, rows: ComparisonRow[]): void {
   const saturated = rows.filter((r) => r.result.loadGeneratorBusy >= SATURATED).map((r) => r.name);
   if (saturated.length > 0) {
     process.stdout.write(
-      pc.yellow(`Note: autocannon (the load generator) was saturated during: ${saturated.join(', ')}. Those req/s are a floor for the server, not its ceiling.\n`),
+      pc.yellow(
+        `Note: autocannon (the load generator) was saturated during: ${saturated.join(', ')}. Those req/s are a floor for the server, not its ceiling.\n`,
+      ),
     );
   }
 }
@@ -51,6 +57,9 @@ export function writeResults(labDir: string, slug: string, data: unknown): strin
   const dir = join(labDir, 'load', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${slug}.json`);
-  writeFileSync(file, `${JSON.stringify({ lab: slug, at: new Date().toISOString(), node: process.version, ...(data as object) }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ lab: slug, at: new Date().toISOString(), node: process.version, ...(data as object) }, null, 2)}\n`,
+  );
   return file;
 }

@@ -22,14 +22,16 @@ export interface ForkedServers extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-type Message = { type: 'ready'; urls: Record<string, string> } | { type: 'stats'; id: number; stats: Record<string, number> } | { type: 'error'; message: string };
+type Message =
+  | { type: 'ready'; urls: Record<string, string> }
+  | { type: 'stats'; id: number; stats: Record<string, number> }
+  | { type: 'error'; message: string };
 
 const CHILD_ENTRY = fileURLToPath(new URL('./servers-child.ts', import.meta.url));
 
-/** Forks `moduleUrl` (a .ts file) with tsx, calls its start(options), and resolves once it listens. */
+/** Forks `moduleUrl` (a .ts file, run by Node as it is), calls its start(options), and resolves once it listens. */
 export async function forkServers(moduleUrl: URL, options: unknown = {}): Promise<ForkedServers> {
   const child: ChildProcess = fork(CHILD_ENTRY, [fileURLToPath(moduleUrl)], {
-    execArgv: ['--import', import.meta.resolve('tsx')], // tsx from this package, whatever the cwd
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: process.env,
   });

@@ -51,14 +51,20 @@ export function validateCatalog(catalog: Catalog): string[] {
     ids.add(q.id);
     if (!(q.topic in catalog.topics)) problems.push(`${where}: unknown topic "${q.topic}"`);
     if (!DIFFICULTIES.includes(q.difficulty)) problems.push(`${where}: difficulty must be easy, medium or hard`);
-    if (typeof q.question !== 'string' || q.question.trim().length < 8) problems.push(`${where}: the question is missing`);
-    const key = String(q.question).toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim();
+    if (typeof q.question !== 'string' || q.question.trim().length < 8)
+      problems.push(`${where}: the question is missing`);
+    const key = String(q.question)
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, ' ')
+      .trim();
     if (texts.has(key)) problems.push(`${where}: same question as ${texts.get(key)}`);
     texts.set(key, q.id);
     const kinds = [q.lab, q.plannedLab, q.answer].filter((x) => x !== undefined);
     if (kinds.length !== 1) problems.push(`${where}: needs exactly one of lab, plannedLab, answer`);
-    for (const slug of [q.lab, q.plannedLab]) if (slug !== undefined && !SLUG.test(slug)) problems.push(`${where}: "${slug}" is not a lab slug`);
-    if (q.answer !== undefined && (typeof q.answer !== 'string' || q.answer.trim().length < 20)) problems.push(`${where}: the answer is too short`);
+    for (const slug of [q.lab, q.plannedLab])
+      if (slug !== undefined && !SLUG.test(slug)) problems.push(`${where}: "${slug}" is not a lab slug`);
+    if (q.answer !== undefined && (typeof q.answer !== 'string' || q.answer.trim().length < 20))
+      problems.push(`${where}: the answer is too short`);
   }
   return problems;
 }
@@ -89,7 +95,9 @@ export function searchCatalog(catalog: Catalog, query: string): Question[] {
     const text = normal(fields.join(' '));
     return words.every((w) => text.includes(w));
   };
-  const primary = catalog.questions.filter((q) => matches([q.id, q.topic, catalog.topics[q.topic], q.difficulty, q.question, q.lab, q.plannedLab]));
+  const primary = catalog.questions.filter((q) =>
+    matches([q.id, q.topic, catalog.topics[q.topic], q.difficulty, q.question, q.lab, q.plannedLab]),
+  );
   if (primary.length > 0) return primary;
   return catalog.questions.filter((q) => matches([q.question, q.answer]));
 }
@@ -159,5 +167,13 @@ export function catalogMarkdown(catalog: Catalog, existingLabs: string[]): strin
   return `${out.join('\n')}\n`;
 }
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\s*\n\s*/g, ' ').trim();
-const anchor = (title: string) => title.toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-');
+const cell = (s: string) =>
+  s
+    .replace(/\|/g, '\\|')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
+const anchor = (title: string) =>
+  title
+    .toLowerCase()
+    .replace(/[^a-z0-9 -]/g, '')
+    .replace(/ /g, '-');

@@ -35,10 +35,14 @@ export function spawnGroup(command: string, args: string[], options: SpawnOption
   const onExit = () => signalGroup(child.pid, 'SIGKILL');
   process.on('exit', onExit);
   const exited = new Promise<number>((resolve) => {
-    child.on('error', () => resolve((exitCode = 1)));
+    child.on('error', () => {
+      exitCode = 1;
+      resolve(exitCode);
+    });
     child.on('close', (code, signal) => {
       process.off('exit', onExit);
-      resolve((exitCode = code ?? (signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 1)));
+      exitCode = code ?? (signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 1);
+      resolve(exitCode);
     });
   });
   let stopping: Promise<number> | undefined;

@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import type { LabPackage } from '@labs/test-kit';
 import { isChallenge, type SpecRun } from './run-spec.ts';
+import { type CompilerError, formatTypeError } from './typecheck.ts';
 
 export interface ContractResult {
   slug: string;
@@ -14,6 +15,8 @@ export interface ContractResult {
   tests: number;
   challenges: number;
   problems: string[];
+  /** Compiler errors in the learner's edited starter: reported, not held against the contract. */
+  notes?: string[];
 }
 
 /**
@@ -26,23 +29,50 @@ export function starterChanged(lab: LabPackage): boolean {
   return diff.status === 1; // 0: unchanged; 1: changed; anything else (no git, no HEAD): assume unchanged
 }
 
-/** Checks both runs against the contract; every breach is one readable line in `problems`. */
-export function checkContract(lab: LabPackage, starter: SpecRun, solution: SpecRun, changed = starterChanged(lab)): ContractResult {
+/**
+ * Checks both runs and the compiler's verdict against the contract; every breach is one readable line
+ * in `problems`. The whole lab must type-check, except a starter the learner has edited, whose errors
+ * are reported in `notes` with their file:line.
+ */
+export function checkContract(
+  lab: LabPackage,
+  starter: SpecRun,
+  solution: SpecRun,
+  typeErrors: CompilerError[] = [],
+  changed = starterChanged(lab),
+): ContractResult {
   const problems: string[] = [];
+  const notes: string[] = [];
+  for (const error of typeErrors) {
+    const learners = changed && lab.lab.exercise.includes(error.file);
+    (learners ? notes : problems).push(`type error: ${formatTypeError(error)}`);
+  }
   if (solution.error) problems.push(`solution: the spec did not run: ${solution.error}`);
   if (!changed && starter.error) problems.push(`starter: the spec did not run: ${starter.error}`);
   const challenges = solution.tests.filter(isChallenge);
   if (!solution.error && challenges.length === 0) problems.push('the spec has no `challenge:` test');
   for (const t of solution.tests) {
-    if (t.status !== 'passed') problems.push(`solution: "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
+    if (t.status !== 'passed')
+      problems.push(`solution: "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
   }
   if (!changed && !starter.error) {
     const starterNames = new Set(starter.tests.map((t) => t.fullName));
-    for (const t of solution.tests) if (!starterNames.has(t.fullName)) problems.push(`starter: "${t.fullName}" did not run`);
+    for (const t of solution.tests)
+      if (!starterNames.has(t.fullName)) problems.push(`starter: "${t.fullName}" did not run`);
     for (const t of starter.tests) {
-      if (isChallenge(t) && t.status !== 'failed') problems.push(`starter: challenge "${t.title}" ${t.status}, but it must fail on the starter`);
-      if (!isChallenge(t) && t.status !== 'passed') problems.push(`starter: baseline "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
+      if (isChallenge(t) && t.status !== 'failed')
+        problems.push(`starter: challenge "${t.title}" ${t.status}, but it must fail on the starter`);
+      if (!isChallenge(t) && t.status !== 'passed')
+        problems.push(`starter: baseline "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
     }
   }
-  return { slug: lab.slug, ok: problems.length === 0, starterChanged: changed, tests: solution.tests.length, challenges: challenges.length, problems };
+  return {
+    slug: lab.slug,
+    ok: problems.length === 0,
+    starterChanged: changed,
+    tests: solution.tests.length,
+    challenges: challenges.length,
+    problems,
+    ...(notes.length > 0 ? { notes } : {}),
+  };
 }

@@ -1,5 +1,5 @@
 /** Finds the repository and its labs, each from its own package.json manifest. */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { readLabPackage, type LabPackage } from '@labs/test-kit';
 import { c, LAB, UserError } from './ui.ts';
@@ -9,10 +9,19 @@ export function repoRoot(from = process.cwd()): string {
   let dir = from;
   while (!existsSync(join(dir, 'pnpm-workspace.yaml'))) {
     const parent = dirname(dir);
-    if (parent === dir) throw new UserError('Not inside the Backend Labs repository (no pnpm-workspace.yaml above this folder).');
+    if (parent === dir)
+      throw new UserError('Not inside the Backend Labs repository (no pnpm-workspace.yaml above this folder).');
     dir = parent;
   }
   return dir;
+}
+
+/**
+ * The Node major the project needs: the one rule, in .nvmrc. `./lab`, `bin/lab.js` (before any
+ * TypeScript loads) and `doctor` all read it there; package.json's `engines` is checked against it.
+ */
+export function wantedNodeMajor(root = repoRoot()): number {
+  return Number(readFileSync(join(root, '.nvmrc'), 'utf8').trim().replace(/^v/, ''));
 }
 
 const labDirs = (root: string) => {
@@ -27,7 +36,9 @@ const byOrder = (a: LabPackage, b: LabPackage) => a.lab.order - b.lab.order || a
 
 /** Every lab in labs/, in curriculum order. Throws on a malformed manifest (what `lab test` wants). */
 export function listLabs(root = repoRoot()): LabPackage[] {
-  return labDirs(root).map((dir) => readLabPackage(dir)).sort(byOrder);
+  return labDirs(root)
+    .map((dir) => readLabPackage(dir))
+    .sort(byOrder);
 }
 
 /**
@@ -52,11 +63,19 @@ export const solutionFile = (exercise: string) => exercise.replace(/^src\//, 'so
 
 /** The lab called `name`, or a UserError with a "did you mean" (exit 2). */
 export function findLab(labs: LabPackage[], name: string | undefined, command: string): LabPackage {
-  if (!name) throw new UserError(`Which lab? Usage: ${LAB} ${command} <lab>. Labs: ${labs.map((l) => l.slug).join(', ') || '(none yet)'}`);
+  if (!name)
+    throw new UserError(
+      `Which lab? Usage: ${LAB} ${command} <lab>. Labs: ${labs.map((l) => l.slug).join(', ') || '(none yet)'}`,
+    );
   const lab = labs.find((l) => l.slug === name);
   if (lab) return lab;
-  const guess = didYouMean(name, labs.map((l) => l.slug));
-  throw new UserError(`There is no lab called "${name}".${guess ? ` Did you mean ${c.bold(guess)}?` : ''} Run ${c.cyan(`${LAB} list`)} to see them all.`);
+  const guess = didYouMean(
+    name,
+    labs.map((l) => l.slug),
+  );
+  throw new UserError(
+    `There is no lab called "${name}".${guess ? ` Did you mean ${c.bold(guess)}?` : ''} Run ${c.cyan(`${LAB} list`)} to see them all.`,
+  );
 }
 
 /** Edit distance, for "did you mean". Small inputs only (lab and command names). */

@@ -35,7 +35,7 @@ const HELP_ROWS: [string, string][] = [
   ['questions [words]', 'search the interview question catalog'],
   ['questions --coverage', 'how many questions a lab answers'],
   ['questions --markdown', 'the catalog as QUESTIONS.md'],
-  ['test', 'verify every lab both ways (what CI runs)'],
+  ['test [lab…]', 'verify every lab (or those named) both ways: what CI runs'],
 ];
 
 /** The help text, with the commands written the way this learner runs them (LAB). */
@@ -44,7 +44,9 @@ function helpText(): string {
   const rows = HELP_ROWS.map(([args, what]) => {
     const command = `${LAB} ${args}`.trimEnd();
     // A command too long for its column gets its description on the next line.
-    return command.length < width - 1 ? `  ${command.padEnd(width)}${what}` : `  ${command}\n  ${' '.repeat(width)}${what}`;
+    return command.length < width - 1
+      ? `  ${command.padEnd(width)}${what}`
+      : `  ${command}\n  ${' '.repeat(width)}${what}`;
   });
   return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
 }
@@ -62,6 +64,8 @@ const ALLOWED: Record<string, string[]> = {
   reset: ['yes'],
   doctor: [],
   questions: ['coverage', 'markdown', 'json'],
+  test: [],
+  check: [],
 };
 
 const OPTIONS = {
@@ -79,7 +83,8 @@ const OPTIONS = {
 function portOption(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   const port = Number(raw);
-  if (!/^\d+$/.test(raw) || !Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port must be a whole number from 0 to 65535, got "${raw}".`);
+  if (!/^\d+$/.test(raw) || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new UserError(`--port must be a whole number from 0 to 65535, got "${raw}".`);
   return String(port);
 }
 
@@ -88,38 +93,52 @@ function expect(command: string, values: Record<string, unknown>, positionals: s
   for (const [name, value] of Object.entries(values)) {
     if (value === undefined || name === 'help') continue;
     if (!ALLOWED[command]?.includes(name)) {
-      const where = Object.entries(ALLOWED).filter(([, opts]) => opts.includes(name)).map(([cmd]) => (cmd === 'run' ? `${LAB} <lab>` : `${LAB} ${cmd}`));
-      throw new UserError(`--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`);
+      const where = Object.entries(ALLOWED)
+        .filter(([, opts]) => opts.includes(name))
+        .map(([cmd]) => (cmd === 'run' ? `${LAB} <lab>` : `${LAB} ${cmd}`));
+      throw new UserError(
+        `--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`,
+      );
     }
   }
-  if (positionals.length > maxPositionals) throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan(`${LAB} help`)}.`);
+  if (positionals.length > maxPositionals)
+    throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan(`${LAB} help`)}.`);
 }
 
 async function main(argv: string[]): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof OPTIONS }>>;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   } catch (error) {
-    throw new UserError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan(`${LAB} help`)} for the commands and their options.`);
+    throw new UserError(
+      `${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan(`${LAB} help`)} for the commands and their options.`,
+    );
   }
   const { values, positionals } = parsed;
-  const nodeMajor = Number(process.versions.node.split('.')[0]);
-  if (nodeMajor < 22) {
-    throw new UserError(`This is Node ${process.versions.node}; the labs need Node 24 (they run TypeScript directly). Install it with: nvm install 24 (the .nvmrc says which).`, 1);
-  }
   const [first, second] = positionals;
   if (values.help || first === 'help') {
     say(helpText());
     return 0;
   }
   // What turbo and CI run: unchanged, and unaffected by the learner's commands below.
-  if (first === 'check') return check(second ?? process.cwd());
-  if (first === 'test') return test();
+  if (first === 'check') {
+    expect('check', values, positionals, 2);
+    return check(second === undefined ? process.cwd() : findLab(loadLabs(repoRoot()).labs, second, 'check').dir);
+  }
+  if (first === 'test') {
+    expect('test', values, positionals, Number.POSITIVE_INFINITY);
+    return test(positionals.slice(1));
+  }
 
   const root = repoRoot();
   const { labs, problems } = loadLabs(root);
   if (first === undefined) {
-    if (process.stdin.isTTY && process.stdout.isTTY && labs.length > 0 && Object.values(values).every((v) => v === undefined)) {
+    if (
+      process.stdin.isTTY &&
+      process.stdout.isTTY &&
+      labs.length > 0 &&
+      Object.values(values).every((v) => v === undefined)
+    ) {
       const picked = await menu(root, labs);
       return picked ? main(picked) : 0;
     }
@@ -135,7 +154,11 @@ async function main(argv: string[]): Promise<number> {
       return doctor(labs);
     case 'questions':
       expect('questions', values, [], 0);
-      return questions(root, labs, positionals.slice(1).join(' '), { coverage: !!values.coverage, markdown: !!values.markdown, json: !!values.json });
+      return questions(root, labs, positionals.slice(1).join(' '), {
+        coverage: !!values.coverage,
+        markdown: !!values.markdown,
+        json: !!values.json,
+      });
     case 'hint':
       expect('hint', values, positionals, 2);
       return hint(root, findLab(labs, second, 'hint'));
@@ -143,7 +166,11 @@ async function main(argv: string[]): Promise<number> {
       expect('serve', values, positionals, 2);
       const lab = findLab(labs, second, 'serve');
       const port = portOption(values.port);
-      return runLabScript(lab, 'src/main.ts', { solution: !!values.solution, env: port ? { PORT: port } : {}, interruptedCode: 0 });
+      return runLabScript(lab, 'src/main.ts', {
+        solution: !!values.solution,
+        env: port ? { PORT: port } : {},
+        interruptedCode: 0,
+      });
     }
     case 'bench':
       expect('bench', values, positionals, 2);

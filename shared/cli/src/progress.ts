@@ -18,7 +18,8 @@ export interface LabProgress {
 export type Progress = Record<string, LabProgress>;
 
 /** The folder holding the learner's local state: $LABS_STATE_DIR, else <repo>/.lab. */
-export const stateDir = (root: string) => (process.env.LABS_STATE_DIR ? resolve(process.env.LABS_STATE_DIR) : join(root, '.lab'));
+export const stateDir = (root: string) =>
+  process.env.LABS_STATE_DIR ? resolve(process.env.LABS_STATE_DIR) : join(root, '.lab');
 
 const file = (root: string) => join(stateDir(root), 'progress.json');
 

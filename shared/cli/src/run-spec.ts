@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 import type { LabPackage } from '@labs/test-kit';
 import { spawnGroup } from './child.ts';
 
@@ -50,11 +51,14 @@ function vitestBin(lab: LabPackage): string {
 }
 
 interface JsonReport {
-  testResults?: { message?: string; assertionResults: { title: string; fullName: string; status: TestOutcome['status']; failureMessages: string[] }[] }[];
+  testResults?: {
+    message?: string;
+    assertionResults: { title: string; fullName: string; status: TestOutcome['status']; failureMessages: string[] }[];
+  }[];
 }
 
 /** Strips ANSI colour codes from vitest's messages. */
-const plain = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, '');
+const plain = (s: string) => stripVTControlCharacters(s);
 
 /** Runs the spec of `lab` against `target`. Extra vitest arguments (e.g. a test name filter) may follow. */
 export async function runSpec(lab: LabPackage, target: Target, options: RunSpecOptions = {}): Promise<SpecRun> {
@@ -118,7 +122,8 @@ export async function runSpec(lab: LabPackage, target: Target, options: RunSpecO
   // A file that failed to load (a syntax error, a service that is down) has a message and no tests.
   const fileErrors = (parsed?.testResults ?? []).map((f) => f.message).filter((m): m is string => !!m);
   if (tests.length === 0 || fileErrors.length > 0) {
-    const why = fileErrors.length > 0 ? fileErrors.map(plain).join('\n') : lastLines(output) || `vitest exited with code ${code}`;
+    const why =
+      fileErrors.length > 0 ? fileErrors.map(plain).join('\n') : lastLines(output) || `vitest exited with code ${code}`;
     return { target, tests, error: why.trim() };
   }
   return { target, tests };
@@ -126,7 +131,12 @@ export async function runSpec(lab: LabPackage, target: Target, options: RunSpecO
 
 /** The meaningful end of a noisy output, for error messages. */
 function lastLines(text: string, n = 12): string {
-  return plain(text).trim().split('\n').filter((l) => !l.includes('npm warn')).slice(-n).join('\n');
+  return plain(text)
+    .trim()
+    .split('\n')
+    .filter((l) => !l.includes('npm warn'))
+    .slice(-n)
+    .join('\n');
 }
 
 /** True for tests named `challenge: ...`: they must fail on the starter and pass on the solution. */

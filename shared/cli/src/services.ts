@@ -4,7 +4,15 @@
  * the service's own environment variable. So a service that is down is reported at once, in the
  * doctor's words, instead of as a failed test file; and `--watch` re-runs reuse one server.
  */
-import { childServiceEnv, SERVICES, ServiceUnavailableError, resolveService, stopService, stopServices, type ResolvedService } from '@labs/services';
+import {
+  childServiceEnv,
+  SERVICES,
+  ServiceUnavailableError,
+  resolveService,
+  stopService,
+  stopServices,
+  type ResolvedService,
+} from '@labs/services';
 import type { LabPackage } from '@labs/test-kit';
 import { c, LAB, say, UserError } from './ui.ts';
 
@@ -33,7 +41,10 @@ export async function labServices(lab: LabPackage, options: LabServicesOptions =
       found.push(svc);
     } catch (error) {
       if (error instanceof ServiceUnavailableError) {
-        throw new UserError(`${c.red('✗')} Cannot run ${lab.slug}: ${error.message}\n\nSee every service with ${c.cyan(`${LAB} doctor`)}.`, 1);
+        throw new UserError(
+          `${c.red('✗')} Cannot run ${lab.slug}: ${error.message}\n\nSee every service with ${c.cyan(`${LAB} doctor`)}.`,
+          1,
+        );
       }
       throw error;
     } finally {

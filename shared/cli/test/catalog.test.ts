@@ -15,8 +15,21 @@ describe('the question catalog', () => {
   it('catches duplicates, missing answers and two kinds of answer at once', () => {
     const problems = validateCatalog(
       sample([
-        { id: 'http-01', topic: 'http', difficulty: 'easy', question: 'What does GET do?', answer: 'It reads a resource without side effects.' },
-        { id: 'http-01', topic: 'http', difficulty: 'easy', question: 'What does GET do?', lab: 'x', answer: 'It reads a resource, again.' },
+        {
+          id: 'http-01',
+          topic: 'http',
+          difficulty: 'easy',
+          question: 'What does GET do?',
+          answer: 'It reads a resource without side effects.',
+        },
+        {
+          id: 'http-01',
+          topic: 'http',
+          difficulty: 'easy',
+          question: 'What does GET do?',
+          lab: 'x',
+          answer: 'It reads a resource, again.',
+        },
         { id: 'http-03', topic: 'nope', difficulty: 'extreme' as 'easy', question: 'What does PUT do?' },
       ]),
     );
@@ -39,8 +52,20 @@ describe('the question catalog', () => {
 
   it('search matches word forms and falls back to the answers', () => {
     const catalog = sample([
-      { id: 'http-01', topic: 'http', difficulty: 'easy', question: 'Why use caching at all?', answer: 'Because reading memory beats a database round trip.' },
-      { id: 'http-02', topic: 'http', difficulty: 'easy', question: 'What is a header for?', answer: 'Metadata such as the cache rules of a response.' },
+      {
+        id: 'http-01',
+        topic: 'http',
+        difficulty: 'easy',
+        question: 'Why use caching at all?',
+        answer: 'Because reading memory beats a database round trip.',
+      },
+      {
+        id: 'http-02',
+        topic: 'http',
+        difficulty: 'easy',
+        question: 'What is a header for?',
+        answer: 'Metadata such as the cache rules of a response.',
+      },
     ]);
     expect(searchCatalog(catalog, 'cache').map((q) => q.id)).toEqual(['http-01']);
     expect(searchCatalog(catalog, 'metadata').map((q) => q.id)).toEqual(['http-02']);

@@ -2,6 +2,7 @@
  * The command line as a learner meets it: spawned as a process from the repository root, judged by its
  * output and exit code. Expected figures are computed here from labs/ and the catalog, never hard-coded.
  */
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,8 @@ interface CatalogEntry {
   question: string;
   lab?: string;
 }
-const catalog = () => parse(readFileSync(join(repo, 'catalog', 'questions.yaml'), 'utf8')) as { questions: CatalogEntry[] };
+const catalog = () =>
+  parse(readFileSync(join(repo, 'catalog', 'questions.yaml'), 'utf8')) as { questions: CatalogEntry[] };
 
 describe('pnpm lab list', () => {
   it('prints every lab in labs/, in curriculum order, when there is no terminal', async () => {
@@ -50,7 +52,8 @@ describe('pnpm lab list', () => {
   it('answers help with the command table', async () => {
     const r = await lab(['help']);
     expect(r.code).toBe(0);
-    for (const command of ['hint', 'serve', 'bench', 'reset', 'diff', 'doctor', 'questions', '--watch']) expect(r.stdout).toContain(command);
+    for (const command of ['hint', 'serve', 'bench', 'reset', 'diff', 'doctor', 'questions', '--watch'])
+      expect(r.stdout).toContain(command);
   });
 
   it('suggests commands the way the learner runs them: ./lab where pnpm may not be on PATH', async () => {
@@ -164,7 +167,7 @@ describe('pnpm lab questions', () => {
 });
 
 describe('services', () => {
-  it('a service that is down is reported in the doctor\'s words within 5 s, before any test runs', async () => {
+  it("a service that is down is reported in the doctor's words within 5 s, before any test runs", async () => {
     const r = await lab(['rate-limiter'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('does not answer');
@@ -174,7 +177,8 @@ describe('services', () => {
 
   it('doctor names every service and finishes within a few seconds', async () => {
     const r = await lab(['doctor'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
-    for (const name of ['Node', 'pnpm', 'Docker', 'Redis', 'PostgreSQL', 'RabbitMQ', 'Kafka']) expect(r.stdout).toContain(name);
+    for (const name of ['Node', 'pnpm', 'Docker', 'Redis', 'PostgreSQL', 'RabbitMQ', 'Kafka'])
+      expect(r.stdout).toContain(name);
     expect(r.stdout).toMatch(/✗ Redis .*does not answer|✗ Redis/);
     expect(r.code).toBe(1); // the labs need Redis, and it is down
     expect(r.ms).toBeLessThan(10_000);
@@ -192,5 +196,46 @@ describe('pnpm lab <lab> --solution', () => {
     // --solution never counts as the learner's progress
     const list = await lab(['list'], { env });
     expect(list.stdout).not.toMatch(/rate-limiter\s+solved/);
+  });
+});
+
+describe('one toolchain rule each', () => {
+  const nvmrc = readFileSync(join(repo, '.nvmrc'), 'utf8').trim();
+  const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8'));
+
+  it("keeps the Node version in .nvmrc, and package.json's engines and ./lab agree with it", () => {
+    expect(pkg.engines.node).toBe(`>=${nvmrc}`);
+    const wrapper = readFileSync(join(repo, 'lab'), 'utf8');
+    expect(wrapper).toContain('< .nvmrc');
+    expect(wrapper).toContain('"packageManager"');
+    expect(pkg.packageManager).toMatch(/^pnpm@\d+\.\d+\.\d+$/);
+  });
+
+  it('refuses an older Node with the version to install, before any TypeScript loads', async () => {
+    const older = ['/usr/bin/node', '/usr/local/bin/node'].find((p) => {
+      try {
+        return (
+          Number(execFileSync(p, ['-p', 'process.versions.node.split(".")[0]'], { encoding: 'utf8' })) < Number(nvmrc)
+        );
+      } catch {
+        return false;
+      }
+    });
+    if (!older) return; // no older Node on this machine to try
+    const r = spawnSync(older, [join(repo, 'shared', 'cli', 'bin', 'lab.js'), 'list'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`the labs need Node ${nvmrc} (.nvmrc)`);
+    expect(hasStackTrace(r.stderr)).toBe(false);
+  });
+});
+
+describe('pnpm lab test / check <lab>', () => {
+  it('names an unknown lab with a suggestion, exit 2, before running anything', async () => {
+    for (const command of ['test', 'check']) {
+      const r = await lab([command, 'rate-limitr']);
+      expect(r.code, command).toBe(2);
+      expect(r.stderr).toContain('There is no lab called "rate-limitr". Did you mean rate-limiter?');
+      expect(hasStackTrace(r.out)).toBe(false);
+    }
   });
 });

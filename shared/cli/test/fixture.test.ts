@@ -35,7 +35,29 @@ beforeAll(() => {
       name: '@labs/demo',
       private: true,
       type: 'module',
-      lab: { order: 1, title: 'Demo', topic: 'Counting things', difficulty: 'easy', services: [], exercise: ['src/counter.ts'], hints: ['Look at the sign.', 'Filter before counting.'] },
+      lab: {
+        order: 1,
+        title: 'Demo',
+        topic: 'Counting things',
+        difficulty: 'easy',
+        services: [],
+        exercise: ['src/counter.ts'],
+        hints: ['Look at the sign.', 'Filter before counting.'],
+      },
+    }),
+  );
+  writeFileSync(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: {
+        strict: true,
+        noEmit: true,
+        module: 'nodenext',
+        target: 'es2024',
+        types: [],
+        allowImportingTsExtensions: true,
+      },
+      include: ['src', 'solution'],
     }),
   );
   mkdirSync(join(dir, 'test'), { recursive: true });
@@ -53,11 +75,28 @@ beforeAll(() => {
   mkdirSync(next, { recursive: true });
   writeFileSync(
     join(next, 'package.json'),
-    JSON.stringify({ name: '@labs/second', private: true, type: 'module', lab: { order: 2, title: 'Second', topic: 'The next one', difficulty: 'medium', services: [], exercise: ['src/x.ts'], hints: [] } }),
+    JSON.stringify({
+      name: '@labs/second',
+      private: true,
+      type: 'module',
+      lab: {
+        order: 2,
+        title: 'Second',
+        topic: 'The next one',
+        difficulty: 'medium',
+        services: [],
+        exercise: ['src/x.ts'],
+        hints: [],
+      },
+    }),
   );
   writeFileSync(join(dir, 'src', 'counter.ts'), STARTER);
   writeFileSync(join(dir, 'solution', 'counter.ts'), SOLUTION);
-  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], { cwd: root, stdio: 'ignore' });
+  const git = (...args: string[]) =>
+    execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], {
+      cwd: root,
+      stdio: 'ignore',
+    });
   git('init', '-q');
   git('add', '.');
   git('commit', '-q', '-m', 'fixture');
@@ -75,7 +114,9 @@ describe('pnpm lab <lab>: the report on your code', () => {
     expect(r.stdout).toContain('Baseline: 1 of 1 pass');
     expect(r.stdout).toContain('✓ counts an empty list as zero');
     expect(r.stdout).toContain('Challenges: 0 of 1 pass');
-    expect(r.stdout).toMatch(/✗ ignores negative numbers\n\s+AssertionError: negatives must not count: expected 3 to be 2/);
+    expect(r.stdout).toMatch(
+      /✗ ignores negative numbers\n\s+AssertionError: negatives must not count: expected 3 to be 2/,
+    );
     expect(r.stdout).toContain('pnpm lab hint demo');
     expect(JSON.parse(readFileSync(join(state, 'progress.json'), 'utf8')).demo.status).toBe('in progress');
   });
@@ -171,11 +212,44 @@ describe('check (what pnpm test runs in each lab)', () => {
       const learner = await run(['check']);
       expect(learner.code).toBe(0);
       expect(learner.stdout).toContain('starter changed by the learner: not held to the contract');
-      const strict = await lab(['check'], { cwd: join(root, 'labs', 'demo'), env: { LABS_STATE_DIR: state, LABS_STRICT: '1' } });
+      const strict = await lab(['check'], {
+        cwd: join(root, 'labs', 'demo'),
+        env: { LABS_STATE_DIR: state, LABS_STRICT: '1' },
+      });
       expect(strict.code).toBe(1);
-      expect(strict.stdout).toContain('challenge "challenge: ignores negative numbers" passed, but it must fail on the starter');
+      expect(strict.stdout).toContain(
+        'challenge "challenge: ignores negative numbers" passed, but it must fail on the starter',
+      );
     } finally {
       writeFileSync(exercise(), STARTER);
+    }
+  });
+});
+
+describe('check: the compiler', () => {
+  it("reports a type error in the learner's starter with its file:line, without failing their run", async () => {
+    writeFileSync(exercise(), "export const count = (xs: number[]): number => xs.join(',');\n");
+    try {
+      const r = await run(['check']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(
+        /type error: src\/counter\.ts:1 TS2322: Type 'string' is not assignable to type 'number'/,
+      );
+      expect(hasStackTrace(r.out)).toBe(false);
+    } finally {
+      writeFileSync(exercise(), STARTER);
+    }
+  });
+
+  it('breaks the contract when the reference solution does not type-check', async () => {
+    const solution = join(root, 'labs', 'demo', 'solution', 'counter.ts');
+    writeFileSync(solution, "export const count = (xs: number[]): number => xs.filter((x) => x > 0).length + '';\n");
+    try {
+      const r = await run(['check']);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/type error: solution\/counter\.ts:1 TS2322/);
+    } finally {
+      writeFileSync(solution, SOLUTION);
     }
   });
 });

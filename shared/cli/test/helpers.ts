@@ -1,6 +1,7 @@
 /** Runs the command line as a learner does: a separate process, from a folder, without a terminal. */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { stripVTControlCharacters } from 'node:util';
 
 /** The repository this package lives in. */
 export const repo = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
@@ -35,10 +36,11 @@ export function lab(args: string[], options: { cwd?: string; env?: NodeJS.Proces
 }
 
 /** True when the output looks like a Node stack trace (which a user mistake must never print). */
-export const hasStackTrace = (text: string) => /^\s+at .+\(.+:\d+:\d+\)$/m.test(text) || /^\s+at .+:\d+:\d+$/m.test(text);
+export const hasStackTrace = (text: string) =>
+  /^\s+at .+\(.+:\d+:\d+\)$/m.test(text) || /^\s+at .+:\d+:\d+$/m.test(text);
 
 /** Output without terminal control sequences (colours, cursor moves), as a reader sees the text. */
-const plain = (text: string) => text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '').replaceAll('\r', '');
+const plain = (text: string) => stripVTControlCharacters(text).replaceAll('\r', '');
 
 /** A command line left running (serve, bench, --watch), to be watched and then interrupted. */
 export interface Running {
@@ -57,7 +59,13 @@ export interface Running {
 }
 
 /** Starts `node shared/cli/bin/lab.js ...args` and returns at once. */
-export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv; /** Run it in a terminal (a pseudo-terminal from util-linux's `script`), for prompts. */ terminal?: boolean } = {}): Running {
+export function startLab(
+  args: string[],
+  options: {
+    env?: NodeJS.ProcessEnv /** Run it in a terminal (a pseudo-terminal from util-linux's `script`), for prompts. */;
+    terminal?: boolean;
+  } = {},
+): Running {
   const started = Date.now();
   const quoted = [process.execPath, bin, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
   const [command, commandArgs]: [string, string[]] = options.terminal
@@ -99,7 +107,8 @@ export function startLab(args: string[], options: { env?: NodeJS.ProcessEnv; /**
         const check = () => {
           const match = plain(out).match(pattern);
           if (match) return done(() => resolve(match));
-          if (child.exitCode !== null) done(() => reject(new Error(`exited (${child.exitCode}) before printing ${pattern}:\n${out}`)));
+          if (child.exitCode !== null)
+            done(() => reject(new Error(`exited (${child.exitCode}) before printing ${pattern}:\n${out}`)));
         };
         const timer = setTimeout(() => done(() => reject(new Error(`no ${pattern} within ${ms} ms:\n${out}`))), ms);
         const done = (settle: () => void) => {

@@ -32,8 +32,9 @@ function listening(port: number): Promise<boolean> {
  */
 function processesOf(labDir: string, options: { specRunOf?: number } = {}): string[] {
   const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n');
-  if (options.specRunOf !== undefined) return ps.filter((line) => line.includes(labDir) && line.includes(`-${options.specRunOf}.json`));
-  return ps.filter((line) => line.includes(join(labDir, 'src') + '/') || line.includes(join(labDir, 'load') + '/'));
+  if (options.specRunOf !== undefined)
+    return ps.filter((line) => line.includes(labDir) && line.includes(`-${options.specRunOf}.json`));
+  return ps.filter((line) => line.includes(`${join(labDir, 'src')}/`) || line.includes(`${join(labDir, 'load')}/`));
 }
 
 describe('pnpm lab serve', () => {

@@ -13,7 +13,10 @@ import type { ResolvedService } from './providers/types.ts';
  * pinned to `<kind>:embedded` and starts its own. Spec runs need that, because one PGlite holds one
  * database and each test file must be isolated; a server or a load script can share ours.
  */
-export function childServiceEnv(services: readonly ResolvedService[], options: { embeddedInChild?: boolean } = {}): NodeJS.ProcessEnv {
+export function childServiceEnv(
+  services: readonly ResolvedService[],
+  options: { embeddedInChild?: boolean } = {},
+): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   const pinned: string[] = [];
   for (const svc of services) {

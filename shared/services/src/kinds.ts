@@ -39,7 +39,8 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     defaultPort: 5432,
     defaultUrl: 'postgres://postgres:postgres@127.0.0.1:5432/postgres',
     image: 'postgres:17-alpine',
-    howToGet: 'docker compose up -d --wait postgres   (Postgres labs also run on embedded PGlite: LABS_PROVIDER=embedded)',
+    howToGet:
+      'docker compose up -d --wait postgres   (Postgres labs also run on embedded PGlite: LABS_PROVIDER=embedded)',
   },
   rabbitmq: {
     title: 'RabbitMQ',

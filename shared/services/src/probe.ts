@@ -8,7 +8,10 @@ import type { ServiceKind } from './kinds.ts';
 /** Greeting to send and a test for the reply, per protocol. */
 const HANDSHAKES: Record<ServiceKind, { hello: Buffer; answers(reply: Buffer): boolean }> = {
   // RESP inline command; a password-protected server answers -NOAUTH, which still proves it is Redis.
-  redis: { hello: Buffer.from('PING\r\n'), answers: (r) => r[0] === 0x2b /* + */ || r.toString().startsWith('-NOAUTH') },
+  redis: {
+    hello: Buffer.from('PING\r\n'),
+    answers: (r) => r[0] === 0x2b /* + */ || r.toString().startsWith('-NOAUTH'),
+  },
   // SSLRequest: length 8, code 80877103. A Postgres server answers a single 'S' or 'N'.
   postgres: {
     hello: Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]),

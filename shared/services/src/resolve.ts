@@ -8,7 +8,13 @@ import { fromContainer } from './providers/container.ts';
 import { fromEmbedded } from './providers/embedded.ts';
 import { fromEnv } from './providers/env.ts';
 import { fromLocalPort } from './providers/local-port.ts';
-import { PROVIDER_ORDER, type Provider, type ProviderName, type ResolvedService } from './providers/types.ts';
+import {
+  type Attempt,
+  PROVIDER_ORDER,
+  type Provider,
+  type ProviderName,
+  type ResolvedService,
+} from './providers/types.ts';
 
 const PROVIDERS: Record<ProviderName, Provider> = {
   env: fromEnv,
@@ -33,13 +39,19 @@ export class ServiceUnavailableError extends Error {
  * (`LABS_PROVIDER=embedded`) or per service (`LABS_PROVIDER=postgres:embedded,redis:binary`).
  */
 export function forcedProvider(kind: ServiceKind, setting = process.env.LABS_PROVIDER ?? ''): ProviderName | undefined {
-  const entries = setting.split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = setting
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const entry of entries) {
     const [a, b] = entry.split(':');
     const name = b === undefined ? a : isServiceKind(a ?? '') && a === kind ? b : undefined;
     if (name === undefined) continue;
     if (!(PROVIDER_ORDER as readonly string[]).includes(name)) {
-      throw new ServiceUnavailableError(kind, `LABS_PROVIDER names an unknown provider "${name}". Use one of: ${PROVIDER_ORDER.join(', ')}.`);
+      throw new ServiceUnavailableError(
+        kind,
+        `LABS_PROVIDER names an unknown provider "${name}". Use one of: ${PROVIDER_ORDER.join(', ')}.`,
+      );
     }
     return name as ProviderName;
   }
@@ -50,7 +62,13 @@ export function forcedProvider(kind: ServiceKind, setting = process.env.LABS_PRO
 function within<T>(kind: ServiceKind, ms: number, promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ServiceUnavailableError(kind, `${SERVICES[kind].title}: ${what} did not finish within ${ms / 1000} s.`)), ms);
+    timer = setTimeout(
+      () =>
+        reject(
+          new ServiceUnavailableError(kind, `${SERVICES[kind].title}: ${what} did not finish within ${ms / 1000} s.`),
+        ),
+      ms,
+    );
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -69,7 +87,7 @@ async function resolveUncached(kind: ServiceKind): Promise<ResolvedService> {
   const order = forced ? [forced] : PROVIDER_ORDER;
   const tried: string[] = [];
   for (const name of order) {
-    let attempt;
+    let attempt: Attempt;
     try {
       attempt = await within(kind, PROVIDER_TIMEOUT_MS[name], PROVIDERS[name](kind), `the ${name} provider`);
     } catch (err) {

@@ -6,7 +6,15 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { childServiceEnv, forcedProvider, probe, resolveService, ServiceUnavailableError, stopServices, type ResolvedService } from '../src/index.ts';
+import {
+  childServiceEnv,
+  forcedProvider,
+  probe,
+  resolveService,
+  ServiceUnavailableError,
+  stopServices,
+  type ResolvedService,
+} from '../src/index.ts';
 import { findBinary } from '../src/providers/binary.ts';
 
 afterEach(async () => {
@@ -23,15 +31,21 @@ describe('LABS_PROVIDER', () => {
   });
 
   it('rejects an unknown provider name with the list of known ones', () => {
-    expect(() => forcedProvider('redis', 'dockr')).toThrow(/unknown provider "dockr".*env, local-port, container, binary, embedded/);
+    expect(() => forcedProvider('redis', 'dockr')).toThrow(
+      /unknown provider "dockr".*env, local-port, container, binary, embedded/,
+    );
   });
 });
 
 describe('childServiceEnv', () => {
-  const found = (kind: ResolvedService['kind'], provider: ResolvedService['provider'], url: string) => ({ kind, provider, url }) as ResolvedService;
+  const found = (kind: ResolvedService['kind'], provider: ResolvedService['provider'], url: string) =>
+    ({ kind, provider, url }) as ResolvedService;
 
   it('hands each URL over in its own variable and pins the child to it, quietly', () => {
-    const env = childServiceEnv([found('redis', 'local-port', 'redis://127.0.0.1:6379'), found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres')]);
+    const env = childServiceEnv([
+      found('redis', 'local-port', 'redis://127.0.0.1:6379'),
+      found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres'),
+    ]);
     expect(env).toEqual({
       REDIS_URL: 'redis://127.0.0.1:6379',
       DATABASE_URL: 'postgres://127.0.0.1:4000/postgres',
@@ -41,8 +55,18 @@ describe('childServiceEnv', () => {
   });
 
   it('with embeddedInChild, tells the child to start its own embedded engine instead', () => {
-    const env = childServiceEnv([found('redis', 'binary', 'redis://127.0.0.1:7000'), found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres')], { embeddedInChild: true });
-    expect(env).toEqual({ REDIS_URL: 'redis://127.0.0.1:7000', LABS_PROVIDER: 'redis:env,postgres:embedded', LABS_QUIET: '1' });
+    const env = childServiceEnv(
+      [
+        found('redis', 'binary', 'redis://127.0.0.1:7000'),
+        found('postgres', 'embedded', 'postgres://127.0.0.1:4000/postgres'),
+      ],
+      { embeddedInChild: true },
+    );
+    expect(env).toEqual({
+      REDIS_URL: 'redis://127.0.0.1:7000',
+      LABS_PROVIDER: 'redis:env,postgres:embedded',
+      LABS_QUIET: '1',
+    });
   });
 });
 
@@ -70,13 +94,17 @@ describe('the env provider', () => {
     vi.stubEnv('REDIS_URL', 'redis://127.0.0.1:1');
     const failure = resolveService('redis', { log: null });
     await expect(failure).rejects.toBeInstanceOf(ServiceUnavailableError);
-    await expect(failure).rejects.toThrow(/Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:1 does not answer[\s\S]*docker compose up -d --wait redis/);
+    await expect(failure).rejects.toThrow(
+      /Redis at REDIS_URL=redis:\/\/127\.0\.0\.1:1 does not answer[\s\S]*docker compose up -d --wait redis/,
+    );
   });
 
   it('rejects a URL that is not a URL', async () => {
     vi.stubEnv('LABS_PROVIDER', '');
     vi.stubEnv('DATABASE_URL', 'not a url');
-    await expect(resolveService('postgres', { log: null })).rejects.toThrow(/DATABASE_URL="not a url" is not a valid PostgreSQL URL/);
+    await expect(resolveService('postgres', { log: null })).rejects.toThrow(
+      /DATABASE_URL="not a url" is not a valid PostgreSQL URL/,
+    );
   });
 });
 
@@ -96,7 +124,9 @@ describe('the embedded provider', () => {
     expect(svc.provider).toBe('embedded');
     const pool = new pg.Pool({ connectionString: svc.url, max: 3 });
     // Several connections at once: pglite-socket multiplexes them onto its one session.
-    const rows = await Promise.all([1, 2, 3].map(async (n) => (await pool.query('SELECT $1::int * 2 AS v', [n])).rows[0].v));
+    const rows = await Promise.all(
+      [1, 2, 3].map(async (n) => (await pool.query('SELECT $1::int * 2 AS v', [n])).rows[0].v),
+    );
     expect(rows).toEqual([2, 4, 6]);
     await pool.end();
     const { port } = new URL(svc.url);
@@ -126,7 +156,9 @@ for (const { kind, binary, dirs, standardPort } of BROKER_BINARIES) {
   });
 }
 
-describe.skipIf(!findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']))('the binary provider: postgres', () => {
+describe.skipIf(
+  !findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']),
+)('the binary provider: postgres', () => {
   it('initialises a throwaway cluster, serves queries, and removes it', async () => {
     vi.stubEnv('LABS_PROVIDER', 'postgres:binary');
     const svc = await resolveService('postgres', { log: null });

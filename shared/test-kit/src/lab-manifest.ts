@@ -37,6 +37,7 @@ export function readLabPackage(dir: string): LabPackage {
   const lab = pkg.lab;
   if (!lab) throw new Error(`${pkg.name}: package.json has no "lab" field`);
   for (const s of lab.services ?? []) if (!isServiceKind(s)) throw new Error(`${pkg.name}: unknown service "${s}"`);
-  if (!Array.isArray(lab.exercise) || lab.exercise.length === 0) throw new Error(`${pkg.name}: "lab.exercise" lists no files`);
+  if (!Array.isArray(lab.exercise) || lab.exercise.length === 0)
+    throw new Error(`${pkg.name}: "lab.exercise" lists no files`);
   return { ...pkg, dir, slug, lab: { ...lab, services: lab.services ?? [], hints: lab.hints ?? [] } };
 }

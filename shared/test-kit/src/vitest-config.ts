@@ -23,7 +23,12 @@ export function labTarget(): LabTarget {
 export function exerciseAliases(labDir: string, target: LabTarget) {
   const { imports = {} } = readLabPackage(labDir);
   return Object.entries(imports).map(([specifier, entry]) => {
-    const path = typeof entry === 'string' ? entry : target === 'solution' ? (entry['lab-solution'] ?? entry.default) : entry.default;
+    const path =
+      typeof entry === 'string'
+        ? entry
+        : target === 'solution'
+          ? (entry['lab-solution'] ?? entry.default)
+          : entry.default;
     if (!path) throw new Error(`package.json imports["${specifier}"] has no default path`);
     return { find: specifier, replacement: resolve(labDir, path) };
   });

@@ -64,7 +64,9 @@ describe('listen', () => {
     const port = Number(new URL(taken.url).port);
     const attempt = listen((_req, res) => res.end('second'), port);
     await expect(attempt).rejects.toBeInstanceOf(PortInUseError);
-    await expect(attempt).rejects.toThrow(`Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`);
+    await expect(attempt).rejects.toThrow(
+      `Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`,
+    );
     expect(await (await fetch(taken.url)).text()).toBe('first');
   });
 });
@@ -72,7 +74,11 @@ describe('listen', () => {
 describe('exerciseAliases', () => {
   it("points a lab's # imports at src/ for the starter and solution/ for the solution", () => {
     const lab = join(import.meta.dirname, '..', '..', '..', 'labs', 'rate-limiter');
-    expect(exerciseAliases(lab, 'starter')).toEqual([{ find: '#rate-limiter', replacement: join(lab, 'src', 'rate-limiter.ts') }]);
-    expect(exerciseAliases(lab, 'solution')).toEqual([{ find: '#rate-limiter', replacement: join(lab, 'solution', 'rate-limiter.ts') }]);
+    expect(exerciseAliases(lab, 'starter')).toEqual([
+      { find: '#rate-limiter', replacement: join(lab, 'src', 'rate-limiter.ts') },
+    ]);
+    expect(exerciseAliases(lab, 'solution')).toEqual([
+      { find: '#rate-limiter', replacement: join(lab, 'solution', 'rate-limiter.ts') },
+    ]);
   });
 });

@@ -7,17 +7,22 @@ import { join } from 'node:path';
 import { readLabPackage } from '@labs/test-kit';
 import { checkContract } from '../contract.ts';
 import { runSpec } from '../run-spec.ts';
+import { typecheck } from '../typecheck.ts';
 import { c, say } from '../ui.ts';
 
 export async function check(dir = process.cwd()): Promise<number> {
   const lab = readLabPackage(dir);
-  const starter = await runSpec(lab, 'starter');
+  // The compiler runs beside the first spec run: it needs one core for about a second.
+  const [typeErrors, starter] = await Promise.all([typecheck(dir), runSpec(lab, 'starter')]);
   const solution = await runSpec(lab, 'solution');
-  const result = checkContract(lab, starter, solution);
+  const result = checkContract(lab, starter, solution, typeErrors);
   writeFileSync(join(dir, '.lab', 'check.json'), `${JSON.stringify(result, null, 2)}\n`);
   if (result.ok) {
     const note = result.starterChanged ? ' (starter changed by the learner: not held to the contract)' : '';
-    say(`${c.green('✓')} ${lab.slug}: solution ${result.tests}/${result.tests} pass; starter fails all ${result.challenges} challenges${note}`);
+    say(
+      `${c.green('✓')} ${lab.slug}: solution ${result.tests}/${result.tests} pass; starter fails all ${result.challenges} challenges${note}`,
+    );
+    for (const n of result.notes ?? []) say(`    ${c.yellow(n)}`);
     return 0;
   }
   say(`${c.red('✗')} ${lab.slug}: the contract is broken`);

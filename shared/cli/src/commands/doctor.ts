@@ -4,8 +4,16 @@
  * started (a container image pulled, a broker booting) is reported as such rather than waited for.
  */
 import { spawnSync } from 'node:child_process';
-import { SERVICE_KINDS, SERVICES, dockerEngineAnswers, resolveService, stopServices, type ServiceKind } from '@labs/services';
+import {
+  SERVICE_KINDS,
+  SERVICES,
+  dockerEngineAnswers,
+  resolveService,
+  stopServices,
+  type ServiceKind,
+} from '@labs/services';
 import type { LabPackage } from '@labs/test-kit';
+import { wantedNodeMajor } from '../labs.ts';
 import { c, say } from '../ui.ts';
 
 /** How long the doctor waits for services before reporting what it has. */
@@ -15,11 +23,19 @@ type Finding = { ok: true; line: string } | { ok: false; line: string; tried: st
 
 export async function doctor(labs: LabPackage[]): Promise<number> {
   const nodeMajor = Number(process.versions.node.split('.')[0]);
-  say(`${nodeMajor >= 24 ? c.green('✓') : c.yellow('!')} Node ${process.versions.node}${nodeMajor >= 24 ? '' : ' (the labs target Node 24 LTS: nvm install 24)'}`);
+  const wanted = wantedNodeMajor();
+  const nodeOk = nodeMajor >= wanted;
+  say(
+    `${nodeOk ? c.green('✓') : c.yellow('!')} Node ${process.versions.node}${nodeOk ? '' : ` (the labs need Node ${wanted}, as .nvmrc says: nvm install ${wanted})`}`,
+  );
   const pnpm = spawnSync('pnpm', ['--version'], { encoding: 'utf8', timeout: 5000 });
-  say(`${pnpm.status === 0 ? c.green('✓') : c.yellow('!')} pnpm ${pnpm.status === 0 ? pnpm.stdout.trim() : 'not on PATH (corepack enable, or npm i -g pnpm)'}`);
+  say(
+    `${pnpm.status === 0 ? c.green('✓') : c.yellow('!')} pnpm ${pnpm.status === 0 ? pnpm.stdout.trim() : 'not on PATH (corepack enable, or npm i -g pnpm)'}`,
+  );
   const docker = await dockerEngineAnswers();
-  say(`${docker ? c.green('✓') : c.dim('-')} Docker engine ${docker ? 'answers' : 'not found (fine: the labs also use local servers and embedded engines)'}`);
+  say(
+    `${docker ? c.green('✓') : c.dim('-')} Docker engine ${docker ? 'answers' : 'not found (fine: the labs also use local servers and embedded engines)'}`,
+  );
 
   const findings = new Map<ServiceKind, Finding>(SERVICE_KINDS.map((k) => [k, { ok: 'pending' }]));
   const lookups = SERVICE_KINDS.map(async (kind) => {
@@ -28,7 +44,11 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
       findings.set(kind, { ok: true, line: `${svc.provider}: ${svc.detail}` });
     } catch (error) {
       const lines = (error as Error).message.split('\n');
-      findings.set(kind, { ok: false, line: lines.at(-1) ?? '', tried: lines.slice(1, -1).filter((l) => l.startsWith('  -')) });
+      findings.set(kind, {
+        ok: false,
+        line: lines.at(-1) ?? '',
+        tried: lines.slice(1, -1).filter((l) => l.startsWith('  -')),
+      });
     }
   });
   let timer: NodeJS.Timeout | undefined;
@@ -42,7 +62,8 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
     const needs = c.dim(neededBy.length > 0 ? `  (needed by ${neededBy.join(', ')})` : '  (no lab needs it yet)');
     const title = SERVICES[kind].title.padEnd(11);
     if (finding.ok === true) say(`${c.green('✓')} ${title} ${finding.line}${needs}`);
-    else if (finding.ok === 'pending') say(`${c.yellow('…')} ${title} still starting after ${BUDGET_MS / 1000} s; a lab will wait for it${needs}`);
+    else if (finding.ok === 'pending')
+      say(`${c.yellow('…')} ${title} still starting after ${BUDGET_MS / 1000} s; a lab will wait for it${needs}`);
     else {
       if (neededBy.length > 0) missingNeeded++;
       say(`${neededBy.length > 0 ? c.red('✗') : c.dim('-')} ${title} ${finding.line}${needs}`);

@@ -15,6 +15,10 @@ export function hint(root: string, lab: LabPackage): number {
   say(c.bold(`Hint ${level} of ${hints.length} for ${lab.slug}`));
   say(hints[level - 1]);
   say('');
-  say(level < hints.length ? c.dim(`Run it again for hint ${level + 1}.`) : c.dim('That was the last hint; the README debrief explains the full solution.'));
+  say(
+    level < hints.length
+      ? c.dim(`Run it again for hint ${level + 1}.`)
+      : c.dim('That was the last hint; the README debrief explains the full solution.'),
+  );
   return 0;
 }

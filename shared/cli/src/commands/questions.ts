@@ -13,7 +13,7 @@ export interface QuestionsOptions {
 }
 
 export function questions(root: string, labs: LabPackage[], query: string, options: QuestionsOptions): number {
-  let catalog;
+  let catalog: ReturnType<typeof readCatalog>;
   try {
     catalog = readCatalog(root);
   } catch (error) {
@@ -30,10 +30,20 @@ export function questions(root: string, labs: LabPackage[], query: string, optio
       say(JSON.stringify(cov, null, 2));
       return 0;
     }
-    say(`${c.bold(`${cov.runnable} of ${cov.total} questions have a runnable lab (${percent(cov.runnable, cov.total)})`)}`);
-    for (const [slug, n] of Object.entries(cov.byLab)) say(`  ${c.green('✓')} ${slug.padEnd(28)} ${n} question${n === 1 ? '' : 's'}`);
-    for (const [slug, n] of Object.entries(cov.comingLabs)) say(`  ${c.yellow('…')} ${slug.padEnd(28)} ${n} question${n === 1 ? '' : 's'} ${c.dim('(lab not in labs/ yet)')}`);
-    say(c.dim(`  ${cov.planned} wait for a planned lab; ${cov.answered} are answered in a few sentences (no lab can run them).`));
+    say(
+      `${c.bold(`${cov.runnable} of ${cov.total} questions have a runnable lab (${percent(cov.runnable, cov.total)})`)}`,
+    );
+    for (const [slug, n] of Object.entries(cov.byLab))
+      say(`  ${c.green('✓')} ${slug.padEnd(28)} ${n} question${n === 1 ? '' : 's'}`);
+    for (const [slug, n] of Object.entries(cov.comingLabs))
+      say(
+        `  ${c.yellow('…')} ${slug.padEnd(28)} ${n} question${n === 1 ? '' : 's'} ${c.dim('(lab not in labs/ yet)')}`,
+      );
+    say(
+      c.dim(
+        `  ${cov.planned} wait for a planned lab; ${cov.answered} are answered in a few sentences (no lab can run them).`,
+      ),
+    );
     return 0;
   }
   const found = searchCatalog(catalog, query);
@@ -61,7 +71,10 @@ export function questions(root: string, labs: LabPackage[], query: string, optio
 }
 
 function answeredBy(q: Question, slugs: string[]): string {
-  if (q.lab) return slugs.includes(q.lab) ? `→ ${c.green(`${LAB} ${q.lab}`)}` : `→ lab ${c.yellow(q.lab)} ${c.dim('(being built)')}`;
+  if (q.lab)
+    return slugs.includes(q.lab)
+      ? `→ ${c.green(`${LAB} ${q.lab}`)}`
+      : `→ lab ${c.yellow(q.lab)} ${c.dim('(being built)')}`;
   if (q.plannedLab) return `→ ${c.dim(`planned lab: ${q.plannedLab}`)}`;
   return c.dim(`→ ${q.answer}`);
 }

@@ -4,23 +4,25 @@
  * stop within a few seconds, so nothing is left running.
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { LabPackage } from '@labs/test-kit';
 import { onInterrupt, spawnGroup } from '../child.ts';
 import { labServices, releaseServices } from '../services.ts';
 import { c, say, UserError } from '../ui.ts';
 
-/** Runs `script` of `lab` with tsx, resolving the lab's `#` imports to solution/ when asked. */
+/** Runs `script` of `lab` with Node (which strips the types itself), resolving the lab's `#` imports to solution/ when asked. */
 export async function runLabScript(
   lab: LabPackage,
   script: string,
-  options: { solution?: boolean; env?: NodeJS.ProcessEnv; /** Exit code after Ctrl-C: 0 where Ctrl-C is the normal way to stop (serve). */ interruptedCode?: number } = {},
+  options: {
+    solution?: boolean;
+    env?: NodeJS.ProcessEnv /** Exit code after Ctrl-C: 0 where Ctrl-C is the normal way to stop (serve). */;
+    interruptedCode?: number;
+  } = {},
 ): Promise<number> {
   const file = join(lab.dir, script);
   if (!existsSync(file)) throw new UserError(`${lab.slug} has no ${script} yet.`, 1);
-  const tsx = join(createRequire(join(lab.dir, 'package.json')).resolve('tsx/package.json'), '..', 'dist', 'cli.mjs');
-  const args = [tsx, ...(options.solution ? ['--conditions=lab-solution'] : []), file];
+  const args = [...(options.solution ? ['--conditions=lab-solution'] : []), file];
   let interrupted = false;
   let child: ReturnType<typeof spawnGroup> | undefined;
   const release = onInterrupt(() => {
@@ -30,7 +32,11 @@ export async function runLabScript(
   try {
     const env = await labServices(lab);
     if (interrupted) return 130;
-    child = spawnGroup(process.execPath, args, { cwd: lab.dir, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...env, ...options.env } });
+    child = spawnGroup(process.execPath, args, {
+      cwd: lab.dir,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, ...env, ...options.env },
+    });
     const code = await child.exited;
     if (interrupted) {
       say(c.dim(`Stopped ${lab.slug}.`));

@@ -31,7 +31,10 @@ export async function watchLab(root: string, labs: LabPackage[], lab: LabPackage
     if (stopping) return 0;
     const watcher = watch(lab.dir, {
       ignoreInitial: true,
-      ignored: (path) => relative(lab.dir, path).split(sep).some((part) => IGNORED.includes(part) || (part.startsWith('.') && part.length > 1)),
+      ignored: (path) =>
+        relative(lab.dir, path)
+          .split(sep)
+          .some((part) => IGNORED.includes(part) || (part.startsWith('.') && part.length > 1)),
     });
     let running: Promise<unknown> | undefined;
     let again = false;

@@ -33,13 +33,21 @@ export function freePort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
 
 /** Polls until the server answers its protocol greeting, or rejects after `timeoutMs`. */
-async function waitForServer(kind: ServiceKind, port: number, child: ChildProcess, timeoutMs: number, log: () => string) {
+async function waitForServer(
+  kind: ServiceKind,
+  port: number,
+  child: ChildProcess,
+  timeoutMs: number,
+  log: () => string,
+) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`exited with code ${child.exitCode}: ${log()}`);
@@ -65,7 +73,11 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
 }
 
 /** Spawns `cmd` in its own process group, keeping the last lines of its output for error messages. */
-function startChild(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string }) {
+function startChild(
+  cmd: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string },
+) {
   const child = spawn(cmd, args, { ...options, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-800));
@@ -96,7 +108,10 @@ async function redisBinary(): Promise<Attempt> {
     await proc.stop();
     return skip(`redis-server ${(err as Error).message}`);
   }
-  return { ok: true, service: service('redis', 'binary', `redis://127.0.0.1:${port}`, `redis-server on 127.0.0.1:${port}`, proc.stop) };
+  return {
+    ok: true,
+    service: service('redis', 'binary', `redis://127.0.0.1:${port}`, `redis-server on 127.0.0.1:${port}`, proc.stop),
+  };
 }
 
 /** Postgres refuses to run as root; when we are root we run it as the distribution's `postgres` user. */
@@ -113,7 +128,8 @@ async function postgresBinary(): Promise<Attempt> {
   const postgres = findBinary('postgres', postgresBinDirs());
   if (!initdb || !postgres) return skip('initdb/postgres are not installed');
   const asUser = postgresUser();
-  if (userInfo().uid === 0 && !asUser) return skip('running as root and there is no postgres user to run the server as');
+  if (userInfo().uid === 0 && !asUser)
+    return skip('running as root and there is no postgres user to run the server as');
   const dir = mkdtempSync(join(tmpdir(), 'labs-postgres-'));
   if (asUser) chownSync(dir, asUser.uid, asUser.gid);
   const data = join(dir, 'data');
@@ -127,7 +143,22 @@ async function postgresBinary(): Promise<Attempt> {
   }
   const port = await freePort();
   // Durability off: this server lives for one test run and holds nothing worth keeping.
-  const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'];
+  const args = [
+    '-D',
+    data,
+    '-p',
+    String(port),
+    '-k',
+    dir,
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'fsync=off',
+    '-c',
+    'synchronous_commit=off',
+    '-c',
+    'full_page_writes=off',
+  ];
   const proc = startChild(postgres, args, { ...asUser });
   const stop = async () => {
     await proc.stop();
@@ -176,7 +207,16 @@ async function rabbitmqBinary(): Promise<Attempt> {
     await stop();
     return skip(`rabbitmq-server ${(err as Error).message}`);
   }
-  return { ok: true, service: service('rabbitmq', 'binary', `amqp://guest:guest@127.0.0.1:${port}`, `rabbitmq-server on 127.0.0.1:${port}`, stop) };
+  return {
+    ok: true,
+    service: service(
+      'rabbitmq',
+      'binary',
+      `amqp://guest:guest@127.0.0.1:${port}`,
+      `rabbitmq-server on 127.0.0.1:${port}`,
+      stop,
+    ),
+  };
 }
 
 /** Starts the installed server binary for `kind` on a free port. */

@@ -4,7 +4,10 @@ import { SERVICES, type ServiceKind } from '../kinds.ts';
 import { service, skip, type Provider } from './types.ts';
 
 /** Environment and command per image, matching docker-compose.yml. */
-const CONTAINER_SETUP: Record<ServiceKind, { env?: Record<string, string>; port: number; url(host: string, port: number): string }> = {
+const CONTAINER_SETUP: Record<
+  ServiceKind,
+  { env?: Record<string, string>; port: number; url(host: string, port: number): string }
+> = {
   redis: { port: 6379, url: (h, p) => `redis://${h}:${p}` },
   postgres: {
     port: 5432,
@@ -49,8 +52,14 @@ export const fromContainer: Provider = async (kind) => {
   const port = container.getMappedPort(setup.port);
   return {
     ok: true,
-    service: service(kind, 'container', setup.url(host, port), `container ${SERVICES[kind].image} on ${host}:${port}`, async () => {
-      await container.stop();
-    }),
+    service: service(
+      kind,
+      'container',
+      setup.url(host, port),
+      `container ${SERVICES[kind].image} on ${host}:${port}`,
+      async () => {
+        await container.stop();
+      },
+    ),
   };
 };

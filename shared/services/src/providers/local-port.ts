@@ -8,5 +8,8 @@ export const fromLocalPort: Provider = async (kind) => {
   if (!(await probe(kind, '127.0.0.1', defaultPort, 1000))) return skip(`nothing answers on 127.0.0.1:${defaultPort}`);
   // defaultUrl carries the compose file's credentials (postgres/postgres, guest/guest); a local server
   // with trust auth ignores the password, so one URL serves both.
-  return { ok: true, service: service(kind, 'local-port', defaultUrl, `127.0.0.1:${defaultPort} (docker compose or a local server)`) };
+  return {
+    ok: true,
+    service: service(kind, 'local-port', defaultUrl, `127.0.0.1:${defaultPort} (docker compose or a local server)`),
+  };
 };
