@@ -6,7 +6,6 @@
  * Over-admitted = admitted - allowed, where allowed = limit + limit x elapsed / window: the most a
  * limiter of "`limit` per window, bursts up to `limit`" may admit in the run.
  */
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
   benchDurationSec,
@@ -25,7 +24,6 @@ const options: BenchServerOptions = {
   limit: 1000,
   windowMs: 1000,
   instances: 3,
-  prefix: `labs:bench:${randomBytes(4).toString('hex')}:`,
 };
 
 console.log(

@@ -5,11 +5,12 @@
 import express from 'express';
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { resolveService, stopServices } from '@labs/services';
-import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
-import { connectLimiterRedis } from '../src/redis.ts';
-import { createApp } from '../src/app.ts';
-import type { Decision, RateLimiter } from '../src/limiter.ts';
+import { stopServices } from '@labs/services';
+import { openLab } from '@labs/lab-kit';
+import rateLimiterLab from '../server/lab.ts';
+import { LIMITER_REDIS_OPTIONS } from '../server/redis.ts';
+import { createApp } from '../server/app.ts';
+import type { Decision, RateLimiter } from '../server/limiter.ts';
 import { createRateLimiter as starterLimiter } from '../src/rate-limiter.ts';
 import { createRateLimiter as solutionLimiter } from '../solution/rate-limiter.ts';
 
@@ -17,7 +18,6 @@ export interface BenchServerOptions {
   limit: number;
   windowMs: number;
   instances: number;
-  prefix: string;
 }
 
 /** rate-limiter-flexible behind the same interface, as a user would drop it in instead of ours. */
@@ -48,41 +48,39 @@ function flexibleLimiter(redis: Redis, limit: number, windowMs: number, prefix: 
 }
 
 export async function start(options: BenchServerOptions) {
-  const { limit, windowMs, instances, prefix } = options;
-  const { url: redisUrl } = await resolveService('redis');
-  const clients: Redis[] = [];
-  const connect = () => {
-    const c = connectLimiterRedis(redisUrl);
-    clients.push(c);
-    return c;
+  const { limit, windowMs, instances } = options;
+  // One context for every target: one Redis, clients closed and keys deleted when the run ends.
+  const lab = await openLab(rateLimiterLab, { purpose: 'bench' });
+  const { prefix } = lab.context;
+  const builders: Record<string, () => Promise<RateLimiter | undefined>> = {
+    bare: async () => undefined,
+    starter: async () =>
+      starterLimiter({
+        redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
+        limit,
+        windowMs,
+        prefix: `${prefix}starter:`,
+      }),
+    solution: async () =>
+      solutionLimiter({
+        redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
+        limit,
+        windowMs,
+        prefix: `${prefix}solution:`,
+      }),
+    'rate-limiter-flexible': async () =>
+      flexibleLimiter(await lab.context.redis(LIMITER_REDIS_OPTIONS), limit, windowMs, prefix),
   };
-  const builders: Record<string, () => RateLimiter | undefined> = {
-    bare: () => undefined,
-    starter: () => starterLimiter({ redis: connect(), limit, windowMs, prefix: `${prefix}starter:` }),
-    solution: () => solutionLimiter({ redis: connect(), limit, windowMs, prefix: `${prefix}solution:` }),
-    'rate-limiter-flexible': () => flexibleLimiter(connect(), limit, windowMs, prefix),
-  };
-  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
   for (const [name, build] of Object.entries(builders)) {
     for (let i = 0; i < instances; i++) {
-      const limiter = build();
+      const limiter = await build();
       // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
       const app = limiter ? createApp({ limiter, limit, windowMs, instance: `${name}-${i + 1}` }) : bareApp();
-      const server = await listen(app);
-      servers.push(server);
-      urls[`${name}#${i}`] = server.url;
+      urls[`${name}#${i}`] = (await lab.context.listen(app)).url;
     }
   }
-  return {
-    urls,
-    async close() {
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-      if (clients[0]) await deleteByPrefix(clients[0], prefix);
-      await Promise.all(clients.map((c) => c.quit()));
-      await stopServices();
-    },
-  };
+  return { urls, close: () => lab.close().then(stopServices) };
 }
 
 function bareApp(): express.Express {

@@ -22,7 +22,7 @@
  * Promise.race around every call would.
  */
 import type { Redis } from 'ioredis';
-import type { Decision, RateLimiter, RateLimiterOptions } from '../src/limiter.ts';
+import type { Decision, RateLimiter, RateLimiterOptions } from '../server/limiter.ts';
 
 /**
  * KEYS[1]: the client's TAT key. ARGV: emission interval (µs per request), burst (µs: interval × limit),

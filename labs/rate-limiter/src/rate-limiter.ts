@@ -6,7 +6,7 @@
  * every app instance keeps its own Map (three instances admit three times the limit), and a client
  * can spend its whole limit at the end of one window and again at the start of the next.
  */
-import type { Decision, RateLimiter, RateLimiterOptions } from './limiter.ts';
+import type { Decision, RateLimiter, RateLimiterOptions } from '../server/limiter.ts';
 
 export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   const { limit, windowMs, now = Date.now } = options;

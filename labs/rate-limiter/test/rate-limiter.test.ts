@@ -7,17 +7,21 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { createRateLimiter } from '#rate-limiter';
-import { listen, useRedis, type Listening, type RedisFixture } from '@labs/test-kit';
-import { createApp } from '../src/app.ts';
-import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../src/redis.ts';
+import { resolveService } from '@labs/services';
+import { openLab } from '@labs/lab-kit';
+import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
+import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
-const redis: RedisFixture = await useRedis();
-const servers: Listening[] = [];
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-  await redis[Symbol.asyncDispose]();
-});
+// The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
+const lab = await openLab(rateLimiterLab);
+const { url: redisUrl } = await resolveService('redis');
+afterAll(() => lab.close());
+
+/** One instance of the lab's app with `options`, listening on a free port until the file ends. */
+async function startInstance(options: Partial<RateLimiterLabOptions>): Promise<string> {
+  const { app } = await rateLimiterLab.build(lab.context, options);
+  return (await lab.context.listen(app)).url;
+}
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -29,14 +33,10 @@ let testNo = 0;
  * connection and its own limiter object, as separate processes would have).
  */
 async function startInstances(count: number, limit: number, windowMs: number, now?: () => number): Promise<string[]> {
-  const prefix = `${redis.prefix}${++testNo}:`; // a fresh keyspace per test, so tests never share counts
+  const prefix = `${lab.context.prefix}${++testNo}:`; // a fresh keyspace per test, so tests never share counts
   const urls: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const limiter = createRateLimiter({ redis: redis.connect(), limit, windowMs, prefix, now });
-    const server = await listen(createApp({ limiter, limit, windowMs, instance: `app-${i + 1}` }));
-    servers.push(server);
-    urls.push(server.url);
-  }
+  for (let i = 0; i < count; i++)
+    urls.push(await startInstance({ limit, windowMs, now, prefix, instance: `app-${i + 1}` }));
   return urls;
 }
 
@@ -178,11 +178,10 @@ describe('baseline: what any rate limiter must do', () => {
       for (const target of targets) {
         const client = connectLimiterRedis(target);
         client.on('error', () => {}); // reconnect attempts are expected here
-        const limiter = createRateLimiter({ redis: client, limit: 5, windowMs: 60_000, prefix: redis.prefix });
-        await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
+        const url = await startInstance({ redis: client, limit: 5, windowMs: 60_000 });
         // Served, not 500 or 503: the API stays up while its limiter is down (fail-open), and no
         // request waits for a Redis that is not there (no offline queue: commands fail at once).
-        const { statuses, ms } = await twoRequests(server.url);
+        const { statuses, ms } = await twoRequests(url);
         expect(statuses).toEqual([200, 200]);
         expect(ms, `two requests took ${Math.round(ms)} ms`).toBeLessThan(1500);
         client.disconnect();
@@ -193,21 +192,20 @@ describe('baseline: what any rate limiter must do', () => {
   });
 
   it('fails open within the command timeout when a connected Redis stops answering', async () => {
-    await using proxy = await stallingProxy(redis.url);
+    await using proxy = await stallingProxy(redisUrl);
     const client = connectLimiterRedis(proxy.url);
     client.on('error', () => {});
     try {
       if (client.status !== 'ready') await once(client, 'ready');
       proxy.stall();
-      const limiter = createRateLimiter({
+      const url = await startInstance({
         redis: client,
         limit: 5,
         windowMs: 60_000,
-        prefix: `${redis.prefix}stalled:`,
+        prefix: `${lab.context.prefix}stalled:`,
       });
-      await using server = await listen(createApp({ limiter, limit: 5, windowMs: 60_000 }));
       // Each request waits at most LIMITER_TIMEOUT_MS for Redis, then is served without a limit.
-      const { statuses, ms } = await twoRequests(server.url);
+      const { statuses, ms } = await twoRequests(url);
       expect(statuses).toEqual([200, 200]);
       expect(ms, `two requests took ${Math.round(ms)} ms with a ${LIMITER_TIMEOUT_MS} ms timeout each`).toBeLessThan(
         2 * LIMITER_TIMEOUT_MS + 1000,

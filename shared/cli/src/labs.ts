@@ -24,6 +24,14 @@ export function wantedNodeMajor(root = repoRoot()): number {
   return Number(readFileSync(join(root, '.nvmrc'), 'utf8').trim().replace(/^v/, ''));
 }
 
+/** The pnpm version package.json's packageManager pins (what ./lab installs). */
+export function pinnedPnpm(root = repoRoot()): string {
+  const { packageManager = '' } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    packageManager?: string;
+  };
+  return packageManager.replace(/^pnpm@/, '');
+}
+
 const labDirs = (root: string) => {
   const labsDir = join(root, 'labs');
   if (!existsSync(labsDir)) return [];

@@ -13,7 +13,7 @@ import { menu } from './commands/menu.ts';
 import { questions } from './commands/questions.ts';
 import { reset } from './commands/reset.ts';
 import { runLab } from './commands/run.ts';
-import { runLabScript } from './commands/serve.ts';
+import { runLabScript, SERVE_ENTRY } from './commands/serve.ts';
 import { test } from './commands/test.ts';
 import { watchLab } from './commands/watch.ts';
 import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
@@ -166,7 +166,8 @@ async function main(argv: string[]): Promise<number> {
       expect('serve', values, positionals, 2);
       const lab = findLab(labs, second, 'serve');
       const port = portOption(values.port);
-      return runLabScript(lab, 'src/main.ts', {
+      return runLabScript(lab, SERVE_ENTRY, {
+        args: [lab.dir],
         solution: !!values.solution,
         env: port ? { PORT: port } : {},
         interruptedCode: 0,

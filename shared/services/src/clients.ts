@@ -29,3 +29,12 @@ export function createPgPool(connectionString: string, options: pg.PoolConfig = 
   pool.on('error', () => {});
   return pool;
 }
+
+/** Deletes every key that starts with `prefix`, with SCAN so a large keyspace never blocks Redis. */
+export async function deleteByPrefix(client: Redis, prefix: string): Promise<number> {
+  let deleted = 0;
+  for await (const keys of client.scanStream({ match: `${prefix}*`, count: 500 }) as AsyncIterable<string[]>) {
+    if (keys.length > 0) deleted += await client.unlink(...keys);
+  }
+  return deleted;
+}

@@ -4,20 +4,17 @@
  *
  *   await using redis = await useRedis();
  */
-import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { RequestListener } from 'node:http';
-import { createServer } from 'node:http';
 import amqp from 'amqplib';
 import type { Redis } from 'ioredis';
-import pg from 'pg';
-import { createRedisClient, resolveService, stopService } from '@labs/services';
-
-/** A short random name part; unique enough across parallel test files and re-runs. */
-export function uniqueId(): string {
-  return `${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
-}
+import { uniqueId } from '@labs/lab-kit';
+import {
+  createRedisClient,
+  deleteByPrefix,
+  dropDatabase,
+  ensureDatabase,
+  resolveService,
+  stopService,
+} from '@labs/services';
 
 /** A Redis client plus a key prefix that only this fixture uses. */
 export interface RedisFixture extends AsyncDisposable {
@@ -51,15 +48,6 @@ export async function useRedis(): Promise<RedisFixture> {
   };
 }
 
-/** Deletes every key that starts with `prefix`, with SCAN so a large keyspace never blocks Redis. */
-export async function deleteByPrefix(client: Redis, prefix: string): Promise<number> {
-  let deleted = 0;
-  for await (const keys of client.scanStream({ match: `${prefix}*`, count: 500 }) as AsyncIterable<string[]>) {
-    if (keys.length > 0) deleted += await client.unlink(...keys);
-  }
-  return deleted;
-}
-
 /** A PostgreSQL database that only this fixture uses. */
 export interface PostgresFixture extends AsyncDisposable {
   /** Connection string of the private database. */
@@ -78,29 +66,8 @@ export async function usePostgres(): Promise<PostgresFixture> {
     return { url: svc.url, isolation: 'embedded', [Symbol.asyncDispose]: () => stopService('postgres') };
   }
   const name = `labs_test_${uniqueId()}`;
-  const admin = new pg.Client({ connectionString: svc.url, connectionTimeoutMillis: 5000 });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(svc.url);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    isolation: 'database',
-    async [Symbol.asyncDispose]() {
-      const cleanup = new pg.Client({ connectionString: svc.url, connectionTimeoutMillis: 5000 });
-      await cleanup.connect();
-      try {
-        // FORCE ends connections a test forgot to close, so a leak never leaves a database behind.
-        await cleanup.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await cleanup.end();
-      }
-    },
-  };
+  const url = await ensureDatabase(svc.url, name);
+  return { url, isolation: 'database', [Symbol.asyncDispose]: () => dropDatabase(svc.url, name) };
 }
 
 /** RabbitMQ names private to this fixture; the queues and exchanges it named are deleted on dispose. */
@@ -139,53 +106,4 @@ export async function useRabbitMQ(): Promise<RabbitFixture> {
       }
     },
   };
-}
-
-/** An HTTP server listening on a free loopback port. */
-export interface Listening extends AsyncDisposable {
-  /** Base URL, e.g. http://127.0.0.1:43121 */
-  readonly url: string;
-  readonly server: Server;
-}
-
-/** Thrown by {@link listen} when the port asked for is taken; its message names the port to try next. */
-export class PortInUseError extends Error {
-  override readonly name = 'PortInUseError';
-  readonly port: number;
-  constructor(port: number) {
-    super(`Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`);
-    this.port = port;
-  }
-}
-
-/**
- * Starts `app` (an Express app or any request listener) on 127.0.0.1: on a free port by default (tests,
- * load scripts), or on `port` (`pnpm lab serve`), where a port in use is a {@link PortInUseError}.
- * Closed on dispose. (Not Express 5's `app.listen(port, cb)`: it calls `cb` on errors too.)
- */
-export async function listen(app: RequestListener, port = 0): Promise<Listening> {
-  const server = createServer(app);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(error.code === 'EADDRINUSE' ? new PortInUseError(port) : error),
-    );
-    server.listen(port, '127.0.0.1', resolve);
-  });
-  const { port: actual } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${actual}`,
-    server,
-    async [Symbol.asyncDispose]() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-/** Resolves on Ctrl-C (SIGINT) or SIGTERM: how `pnpm lab serve` waits until it is asked to stop. */
-export function untilInterrupted(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
 }

@@ -1,16 +1,10 @@
 /**
- * @labs/test-kit: what lab specs (and lab servers) share. Fixtures are AsyncDisposable: `await using redis = await useRedis()`.
+ * @labs/test-kit: what lab specs share. Fixtures are AsyncDisposable: `await using redis = await useRedis()`.
+ * Servers are started with the lab kit (`startLab`, `listen`), re-exported here for specs.
  */
-export {
-  deleteByPrefix,
-  listen,
-  PortInUseError,
-  uniqueId,
-  untilInterrupted,
-  usePostgres,
-  useRabbitMQ,
-  useRedis,
-} from './fixtures.ts';
-export type { Listening, PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
+export { listen, type Listening, PortInUseError, uniqueId, untilInterrupted } from '@labs/lab-kit';
+export { deleteByPrefix } from '@labs/services';
+export { usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
+export type { PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
 export { readLabPackage, type LabManifest, type LabPackage } from './lab-manifest.ts';
 export { countQueries, type QueryCounter } from './query-counter.ts';

@@ -13,7 +13,7 @@ import {
   type ServiceKind,
 } from '@labs/services';
 import type { LabPackage } from '@labs/test-kit';
-import { wantedNodeMajor } from '../labs.ts';
+import { pinnedPnpm, wantedNodeMajor } from '../labs.ts';
 import { c, say } from '../ui.ts';
 
 /** How long the doctor waits for services before reporting what it has. */
@@ -29,9 +29,13 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
     `${nodeOk ? c.green('✓') : c.yellow('!')} Node ${process.versions.node}${nodeOk ? '' : ` (the labs need Node ${wanted}, as .nvmrc says: nvm install ${wanted})`}`,
   );
   const pnpm = spawnSync('pnpm', ['--version'], { encoding: 'utf8', timeout: 5000 });
-  say(
-    `${pnpm.status === 0 ? c.green('✓') : c.yellow('!')} pnpm ${pnpm.status === 0 ? pnpm.stdout.trim() : 'not on PATH (corepack enable, or npm i -g pnpm)'}`,
-  );
+  const pinned = pinnedPnpm();
+  const running = pnpm.status === 0 ? pnpm.stdout.trim().split('\n').at(-1) : undefined;
+  if (!running) say(`${c.yellow('!')} pnpm not on PATH (npm i -g pnpm, or use ./lab, which installs pnpm ${pinned})`);
+  else
+    say(
+      `${c.green('✓')} pnpm ${running}${running === pinned ? '' : c.dim(` (the project pins ${pinned}; ./lab uses that one)`)}`,
+    );
   const docker = await dockerEngineAnswers();
   say(
     `${docker ? c.green('✓') : c.dim('-')} Docker engine ${docker ? 'answers' : 'not found (fine: the labs also use local servers and embedded engines)'}`,

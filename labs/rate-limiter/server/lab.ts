@@ -1,0 +1,72 @@
+/**
+ * The rate-limiter lab, described once: `lab serve`, the spec and the load script all start it from
+ * here. Config: RATE_LIMIT_MAX (default 10) requests per RATE_LIMIT_WINDOW_MS (default 60000).
+ */
+import type { Redis } from 'ioredis';
+import { createRateLimiter } from '#rate-limiter';
+import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { createApp } from './app.ts';
+import { LIMITER_REDIS_OPTIONS } from './redis.ts';
+
+/**
+ * Upper bounds that keep the limiter's arithmetic exact: it works in epoch microseconds, which must
+ * stay below 2^53 with a whole window added. A window longer than a day is a quota, not a rate limit.
+ */
+const MAX_LIMIT = 1_000_000_000;
+const MAX_WINDOW_MS = 86_400_000;
+
+/** What a spec or load script may set instead of the configuration. */
+export interface RateLimiterLabOptions {
+  limit: number;
+  windowMs: number;
+  /** A fake clock (epoch ms) for the limiter. */
+  now: () => number;
+  /** Shown in responses, so a learner sees which instance answered. */
+  instance: string;
+  /** The key prefix; instances that share one share a limit. Default: this start's own. */
+  prefix: string;
+  /** A Redis client of the caller's (one behind a stalling proxy, say); default: a new one. */
+  redis: Redis;
+}
+
+export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number }, RateLimiterLabOptions>({
+  slug: 'rate-limiter',
+  title: 'Rate limiter',
+  services: ['redis'],
+  config: z.object({
+    RATE_LIMIT_MAX: wholeNumber({ fallback: 10, min: 1, max: MAX_LIMIT }),
+    RATE_LIMIT_WINDOW_MS: wholeNumber({ fallback: 60_000, min: 1, max: MAX_WINDOW_MS }),
+  }),
+  async build(context, options) {
+    const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
+    const windowMs = options.windowMs ?? context.config.RATE_LIMIT_WINDOW_MS;
+    const redis = options.redis ?? (await context.redis(LIMITER_REDIS_OPTIONS));
+    const limiter = createRateLimiter({
+      redis,
+      limit,
+      windowMs,
+      prefix: options.prefix ?? context.prefix,
+      now: options.now,
+    });
+    let lastWarning = 0;
+    const app = createApp({
+      limiter,
+      limit,
+      windowMs,
+      instance: options.instance,
+      // Failing open is the policy; saying so at most every 5 s keeps the log readable during an outage.
+      onLimiterError: (error) => {
+        if (Date.now() - lastWarning < 5000) return;
+        lastWarning = Date.now();
+        console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`);
+      },
+    });
+    return {
+      app,
+      usage: (url) => [
+        `Limit: ${limit} requests per ${windowMs} ms per client (X-API-Key, else IP)`,
+        `Try:   for i in $(seq 1 ${limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${url}/api/quote; done; echo`,
+      ],
+    };
+  },
+});

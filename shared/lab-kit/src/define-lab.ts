@@ -1,0 +1,212 @@
+/**
+ * A lab describes its server once, with {@link defineLab}: the services it needs, its configuration,
+ * and how to build its app from them. `lab serve`, the spec and the load script all start it through
+ * {@link openLab} / {@link startLab}, so none of them repeats start-up, teardown or config parsing.
+ */
+import { randomBytes } from 'node:crypto';
+import type { RequestListener } from 'node:http';
+import type { Redis, RedisOptions } from 'ioredis';
+import type pg from 'pg';
+import type { z } from 'zod';
+import {
+  createPgPool,
+  createRedisClient,
+  deleteByPrefix,
+  dropDatabase,
+  ensureDatabase,
+  resolveService,
+  type ServiceKind,
+} from '@labs/services';
+import { readConfig } from './input.ts';
+import { type Listening, listen } from './server.ts';
+
+/** Which implementation of the learner's file is running. */
+export type LabTarget = 'starter' | 'solution';
+
+/** Why a lab is started: names and clean-up follow from it. */
+export type Purpose = 'serve' | 'bench' | 'test';
+
+/**
+ * The target this process runs: `LAB_TARGET=solution` (set by the command line and the vitest config,
+ * beside the `lab-solution` import condition that switches the file itself), else the starter.
+ */
+export function currentTarget(): LabTarget {
+  return process.env.LAB_TARGET === 'solution' ? 'solution' : 'starter';
+}
+
+/** A short random name part; unique enough across parallel test files and re-runs. */
+export function uniqueId(): string {
+  return `${process.pid.toString(36)}${randomBytes(4).toString('hex')}`;
+}
+
+/** What a lab's `build` gets: its configuration and the services, scoped to this one start. */
+export interface LabContext<Config> {
+  readonly slug: string;
+  readonly config: Config;
+  readonly target: LabTarget;
+  readonly purpose: Purpose;
+  /**
+   * The Redis key prefix of this start: `labs:<slug>:serve:` for `lab serve` (kept, so a restart finds
+   * its data), `labs:<slug>:<test|bench>:<id>:` otherwise (deleted when the lab closes).
+   */
+  readonly prefix: string;
+  /** A new Redis client on the resolved server, ready to use; closed when the lab closes. */
+  redis(options?: RedisOptions): Promise<Redis>;
+  /**
+   * A pool on this start's own database (`labs_<slug>` for serve, kept; a unique one otherwise,
+   * dropped when the lab closes), created if absent. On the embedded engine, its one database.
+   */
+  database(options?: pg.PoolConfig): Promise<pg.Pool>;
+  /** Starts `app` on a free port (the spec's and load script's extra instances); closed with the lab. */
+  listen(app: RequestListener, port?: number): Promise<Listening>;
+  /** Runs `fn` when the lab closes, after its servers stopped; the last registered runs first. */
+  onClose(fn: () => Promise<unknown> | unknown): void;
+}
+
+/** What `build` returns. */
+export interface BuiltLab {
+  /** The API: an Express app or any request listener. */
+  app: RequestListener;
+  /** Lines `lab serve` prints under the URL: what to try with curl. */
+  usage?(url: string): string[];
+}
+
+/** A lab's self-description. `Options` are what a spec or load script may pass to `build`. */
+export interface LabDefinition<Config = Record<string, never>, Options = Record<string, never>> {
+  slug: string;
+  /** The title `lab serve` prints. */
+  title: string;
+  services: readonly ServiceKind[];
+  /** The environment variables it reads, as a zod object schema (PORT is the command line's). */
+  config?: z.ZodType<Config>;
+  build(context: LabContext<Config>, options: Partial<Options>): Promise<BuiltLab> | BuiltLab;
+}
+
+/** Declares a lab (an identity function that fixes the types). */
+export function defineLab<Config = Record<string, never>, Options = Record<string, never>>(
+  definition: LabDefinition<Config, Options>,
+): LabDefinition<Config, Options> {
+  return definition;
+}
+
+/** How to open a lab. */
+export interface OpenOptions {
+  purpose?: Purpose;
+  /** Where the configuration is read from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** A lab's context, open, with a way to close everything it started. */
+export interface OpenLab<Config> extends AsyncDisposable {
+  readonly context: LabContext<Config>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a lab's context without building its app: for a load script or spec that builds several apps
+ * (instances, targets) on one set of services. Throws a ConfigError for bad configuration.
+ */
+export async function openLab<Config, Options>(
+  lab: LabDefinition<Config, Options>,
+  options: OpenOptions = {},
+): Promise<OpenLab<Config>> {
+  const purpose = options.purpose ?? 'test';
+  const config = lab.config ? readConfig(lab.config, options.env) : ({} as Config);
+  const kept = purpose === 'serve';
+  const id = kept ? '' : uniqueId();
+  const prefix = kept ? `labs:${lab.slug}:serve:` : `labs:${lab.slug}:${purpose}:${id}:`;
+  const databaseName = `labs_${lab.slug.replaceAll('-', '_')}${kept ? '' : `_${purpose}_${id}`}`;
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  const servers: Listening[] = [];
+  const redisClients: Redis[] = [];
+  let database: Promise<{ serverUrl: string; own: boolean }> | undefined;
+
+  const context: LabContext<Config> = {
+    slug: lab.slug,
+    config,
+    target: currentTarget(),
+    purpose,
+    prefix,
+    async redis(redisOptions) {
+      const { url } = await resolveService('redis');
+      const client = createRedisClient(url, redisOptions);
+      client.on('error', () => {}); // it reconnects by itself; commands report failures as they happen
+      redisClients.push(client);
+      if (client.status !== 'ready') await waitReady(client);
+      return client;
+    },
+    async database(poolOptions) {
+      database ??= (async () => {
+        const svc = await resolveService('postgres');
+        if (svc.provider === 'embedded') return { serverUrl: svc.url, own: false };
+        return { serverUrl: await ensureDatabase(svc.url, databaseName), own: !kept };
+      })();
+      const { serverUrl } = await database;
+      const pool = createPgPool(serverUrl, poolOptions);
+      cleanups.push(() => pool.end());
+      return pool;
+    },
+    async listen(app, port) {
+      const server = await listen(app, port);
+      servers.push(server);
+      return server;
+    },
+    onClose(fn) {
+      cleanups.push(fn);
+    },
+  };
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await Promise.allSettled(servers.map((s) => s[Symbol.asyncDispose]()));
+      for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch(() => undefined);
+      if (!kept && redisClients[0]?.status === 'ready') await deleteByPrefix(redisClients[0], prefix).catch(() => 0);
+      await Promise.allSettled(redisClients.map((c) => c.quit().catch(() => c.disconnect())));
+      if (database) {
+        const { own } = await database.catch(() => ({ own: false }));
+        if (own) {
+          const svc = await resolveService('postgres');
+          await dropDatabase(svc.url, databaseName).catch(() => undefined);
+        }
+      }
+    })());
+  return { context, close, [Symbol.asyncDispose]: close };
+}
+
+/** A lab's app, built and listening. */
+export interface RunningLab<Config> extends OpenLab<Config> {
+  readonly url: string;
+  /** What `lab serve` prints under the URL. */
+  readonly usage: string[];
+}
+
+/**
+ * Opens the lab, builds its app with `options` and starts it on `port` (default: any free port).
+ * Everything is closed again if any step fails.
+ */
+export async function startLab<Config, Options>(
+  lab: LabDefinition<Config, Options>,
+  options: OpenOptions & { port?: number; with?: Partial<Options> } = {},
+): Promise<RunningLab<Config>> {
+  const opened = await openLab(lab, options);
+  try {
+    const built = await lab.build(opened.context, options.with ?? {});
+    const server = await opened.context.listen(built.app, options.port);
+    return { ...opened, url: server.url, usage: built.usage?.(server.url) ?? [] };
+  } catch (error) {
+    await opened.close();
+    throw error;
+  }
+}
+
+/** Resolves once `client` is ready; rejects after 5 s with a message that names Redis. */
+async function waitReady(client: Redis): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('Redis did not become ready within 5 s')), 5000);
+    client.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,22 @@
+/**
+ * @labs/lab-kit: what every lab's server shares. A lab describes itself once (`defineLab`) and is
+ * started the same way by `lab serve`, its spec and its load script (`startLab`, `openLab`).
+ */
+export {
+  currentTarget,
+  defineLab,
+  type BuiltLab,
+  type LabContext,
+  type LabDefinition,
+  type LabTarget,
+  type OpenLab,
+  openLab,
+  type Purpose,
+  type RunningLab,
+  startLab,
+  uniqueId,
+} from './define-lab.ts';
+export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber } from './input.ts';
+export { notFound, type Problem, problemHandler, ServiceDownError, sendProblem } from './problem.ts';
+export { type Listening, listen, PortInUseError, PortNotAllowedError, untilInterrupted } from './server.ts';
+export { z } from 'zod';

@@ -1,0 +1,91 @@
+/**
+ * Listening and stopping: a server on 127.0.0.1 that closes with its owner, the errors a learner can
+ * meet when asking for a port, and the wait for Ctrl-C or a closed terminal.
+ */
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** An HTTP server listening on a loopback port. */
+export interface Listening extends AsyncDisposable {
+  /** Base URL, e.g. http://127.0.0.1:43121 */
+  readonly url: string;
+  readonly server: Server;
+}
+
+/** Thrown by {@link listen} when the port asked for is taken; its message names a port that is free. */
+export class PortInUseError extends Error {
+  override readonly name = 'PortInUseError';
+  readonly port: number;
+  constructor(port: number, free: number | undefined) {
+    super(
+      `Port ${port} is already in use. Stop what runs there, or use another: ${free ? `--port ${free} (free right now)` : '--port 0 (any free port)'}`,
+    );
+    this.port = port;
+  }
+}
+
+/** Thrown by {@link listen} when the system refuses the port (below 1024 without privileges). */
+export class PortNotAllowedError extends Error {
+  override readonly name = 'PortNotAllowedError';
+}
+
+/** True when nothing listens on `port` right now. */
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
+/** The first free port of the ten after `port`, if any. */
+async function nextFreePort(port: number): Promise<number | undefined> {
+  for (let candidate = port + 1; candidate <= Math.min(port + 10, 65_535); candidate++) {
+    if (await isFree(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+/**
+ * Starts `app` (an Express app or any request listener) on 127.0.0.1: on a free port by default (tests,
+ * load scripts), or on `port` (`lab serve`). Closed on dispose, open connections included.
+ * (Not Express 5's `app.listen(port, cb)`: it calls `cb` on errors too.)
+ */
+export async function listen(app: RequestListener, port = 0): Promise<Listening> {
+  const server = createServer(app);
+  const failure = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    server.once('error', resolve);
+    server.listen(port, '127.0.0.1', () => resolve(undefined));
+  });
+  if (failure?.code === 'EADDRINUSE') throw new PortInUseError(port, await nextFreePort(port));
+  if (failure?.code === 'EACCES') {
+    throw new PortNotAllowedError(
+      `Port ${port} needs administrator rights on this system; use one above 1023 (--port 3000).`,
+    );
+  }
+  if (failure) throw failure;
+  const { port: actual } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${actual}`,
+    server,
+    async [Symbol.asyncDispose]() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * Resolves on Ctrl-C (SIGINT), SIGTERM, or SIGHUP (what closing a terminal window sends): how `lab
+ * serve` waits until it is asked to stop, so every way of stopping it cleans up the same way.
+ */
+export function untilInterrupted(): Promise<NodeJS.Signals> {
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      for (const s of signals) process.off(s, stop);
+      resolve(signal);
+    };
+    for (const s of signals) process.on(s, stop);
+  });
+}
