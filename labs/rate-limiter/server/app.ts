@@ -1,8 +1,9 @@
 /**
  * The API under test: one limited endpoint and an unlimited health check. createApp never listens;
- * tests and the load script start it on port 0, src/main.ts on a real port.
+ * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are RFC 9457 problems.
  */
 import express, { type Express } from 'express';
+import { notFound, problemHandler } from '@labs/lab-kit';
 import { rateLimit } from './middleware.ts';
 import type { RateLimiter } from './limiter.ts';
 
@@ -25,5 +26,7 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/quote', (_req, res) => {
     res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
   });
+  app.use(notFound);
+  app.use(problemHandler((error) => console.error(`[rate-limiter] ${error.message}`)));
   return app;
 }

@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { sendProblem } from '@labs/lab-kit';
 import type { Decision, RateLimiter } from './limiter.ts';
 
 /** An API key: 1 to 128 URL-safe characters. Anything else is a client error, not a new client id. */
@@ -49,7 +50,7 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const client = clientIdOf(req);
     if ('error' in client) {
-      res.status(400).json({ error: client.error });
+      sendProblem(res, 400, client.error);
       return;
     }
     let decision: Decision;
@@ -68,6 +69,8 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
       return;
     }
     res.set('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
-    res.status(429).json({ error: 'Too many requests', retryAfterMs: decision.retryAfterMs });
+    sendProblem(res, 429, `Over the limit of ${limit} requests per ${windowSeconds} s`, {
+      retryAfterMs: decision.retryAfterMs,
+    });
   };
 }

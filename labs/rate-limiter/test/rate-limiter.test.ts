@@ -131,7 +131,8 @@ describe('baseline: what any rate limiter must do', () => {
     expect(over.headers.get('ratelimit')).toMatch(/^"per-client";r=0;t=\d+$/);
     const reset = Number(/;t=(\d+)$/.exec(over.headers.get('ratelimit') ?? '')?.[1]);
     expect(retryAfter, 'one more request is allowed no later than the whole allowance').toBeLessThanOrEqual(reset);
-    expect(await over.json()).toMatchObject({ error: 'Too many requests' });
+    expect(over.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await over.json()).toMatchObject({ status: 429, title: 'Too Many Requests' });
   });
 
   it('keeps a separate allowance per API key, and per IP without one', async () => {
@@ -148,7 +149,7 @@ describe('baseline: what any rate limiter must do', () => {
     for (const bad of ['has space', 'x'.repeat(129), 'semi;colon']) {
       const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': bad } });
       expect(res.status).toBe(400);
-      expect(((await res.json()) as { error: string }).error).toMatch(/X-API-Key must be 1-128 characters/);
+      expect(((await res.json()) as { detail: string }).detail).toMatch(/X-API-Key must be 1-128 characters/);
     }
   });
 
