@@ -6,7 +6,9 @@ import { parseArgs } from 'node:util';
 import { ServiceUnavailableError } from '@labs/services';
 import { check } from './commands/check.ts';
 import { diff } from './commands/diff.ts';
+import { docs } from './commands/docs.ts';
 import { doctor } from './commands/doctor.ts';
+import { newLab } from './commands/new.ts';
 import { hint } from './commands/hint.ts';
 import { list } from './commands/list.ts';
 import { menu } from './commands/menu.ts';
@@ -32,6 +34,8 @@ const HELP_ROWS: [string, string][] = [
   ['diff <lab> [--force]', 'your code next to the reference solution (once solved)'],
   ['reset <lab> [--yes]', 'put the starter back (asks first)'],
   ['doctor', 'Node, pnpm, Docker and where each service is found'],
+  ['new <slug>', 'scaffold a lab that already runs (for lab authors)'],
+  ['docs [--check]', "write the READMEs' lab table and hints from the manifests"],
   ['questions [words]', 'search the interview question catalog'],
   ['questions --coverage', 'how many questions a lab answers'],
   ['questions --markdown', 'the catalog as QUESTIONS.md'],
@@ -51,7 +55,21 @@ function helpText(): string {
   return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
 }
 
-const COMMANDS = ['list', 'hint', 'serve', 'bench', 'diff', 'reset', 'doctor', 'questions', 'check', 'test', 'help'];
+const COMMANDS = [
+  'list',
+  'hint',
+  'serve',
+  'bench',
+  'diff',
+  'reset',
+  'doctor',
+  'questions',
+  'check',
+  'test',
+  'new',
+  'docs',
+  'help',
+];
 
 /** Which options each command accepts; `run` is `pnpm lab <lab>`. */
 const ALLOWED: Record<string, string[]> = {
@@ -65,6 +83,8 @@ const ALLOWED: Record<string, string[]> = {
   doctor: [],
   questions: ['coverage', 'markdown', 'json'],
   test: [],
+  new: [],
+  docs: ['check'],
   check: [],
 };
 
@@ -77,6 +97,7 @@ const OPTIONS = {
   coverage: { type: 'boolean' },
   markdown: { type: 'boolean' },
   json: { type: 'boolean' },
+  check: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -152,6 +173,12 @@ async function main(argv: string[]): Promise<number> {
     case 'doctor':
       expect('doctor', values, positionals, 1);
       return doctor(labs);
+    case 'docs':
+      expect('docs', values, positionals, 1);
+      return docs(root, labs, { check: !!values.check });
+    case 'new':
+      expect('new', values, positionals, 2);
+      return newLab(root, labs, second);
     case 'questions':
       expect('questions', values, [], 0);
       return questions(root, labs, positionals.slice(1).join(' '), {

@@ -7,10 +7,12 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
+import type { LabTarget } from '@labs/lab-kit';
 import type { LabPackage } from '@labs/test-kit';
 import { spawnGroup } from './child.ts';
 
-export type Target = 'starter' | 'solution';
+/** Which implementation a spec runs against (the lab kit's one definition). */
+export type Target = LabTarget;
 
 /** One test's outcome. */
 export interface TestOutcome {

@@ -4,12 +4,21 @@
  * progress. It lives in this package's git-ignored .lab/ folder so the fixture's spec finds vitest.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hasStackTrace, lab } from './helpers.ts';
+import { hasStackTrace, lab, repo } from './helpers.ts';
 
 const STARTER = 'export const count = (xs: number[]) => xs.length; // TODO(lab): count only positives\n';
 const SOLUTION = 'export const count = (xs: number[]) => xs.filter((x) => x > 0).length;\n';
@@ -251,6 +260,29 @@ describe('check: the compiler', () => {
     } finally {
       writeFileSync(solution, SOLUTION);
     }
+  });
+});
+
+describe('pnpm lab new', () => {
+  it('scaffolds a lab whose contract holds at once, and that git clean removes again', async () => {
+    // The scaffold resolves the shared packages from the repository root, as in a fresh clone.
+    rmSync(join(root, 'node_modules'), { recursive: true, force: true }); // vitest's cache from the runs above
+    symlinkSync(join(repo, 'node_modules'), join(root, 'node_modules'));
+    copyFileSync(join(repo, 'tsconfig.base.json'), join(root, 'tsconfig.base.json'));
+    const made = await lab(['new', 'word-count'], { cwd: root, env: { LABS_STATE_DIR: state } });
+    expect(made.code, made.out).toBe(0);
+    expect(made.stdout).toContain('Scaffolded labs/word-count');
+    const checked = await lab(['check', 'word-count'], { cwd: root, env: { LABS_STATE_DIR: state } });
+    expect(checked.stdout, checked.out).toContain('✓ word-count: solution 3/3 pass; starter fails all 1 challenges');
+    expect(checked.code).toBe(0);
+    const again = await lab(['new', 'word-count'], { cwd: root });
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('labs/word-count already exists');
+    const bad = await lab(['new', 'Word_Count'], { cwd: root });
+    expect(bad.code).toBe(2);
+    expect(hasStackTrace(bad.out)).toBe(false);
+    execFileSync('git', ['clean', '-fdxq', 'labs/word-count'], { cwd: root });
+    expect(existsSync(join(root, 'labs', 'word-count'))).toBe(false);
   });
 });
 

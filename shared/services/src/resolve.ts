@@ -28,9 +28,15 @@ const PROVIDERS: Record<ProviderName, Provider> = {
 export class ServiceUnavailableError extends Error {
   override readonly name = 'ServiceUnavailableError';
   readonly kind: ServiceKind;
-  constructor(kind: ServiceKind, message: string) {
+  /** One line per provider tried and why it did not apply (empty when there was nothing to try). */
+  readonly tried: string[];
+  /** The one command that provides the service. */
+  readonly howToGet: string;
+  constructor(kind: ServiceKind, message: string, tried: string[] = []) {
     super(message);
     this.kind = kind;
+    this.tried = tried;
+    this.howToGet = SERVICES[kind].howToGet;
   }
 }
 
@@ -96,12 +102,13 @@ async function resolveUncached(kind: ServiceKind): Promise<ResolvedService> {
       attempt = { ok: false as const, reason: (err as Error).message.split('\n')[0] ?? String(err) };
     }
     if (attempt.ok) return attempt.service;
-    tried.push(`  - ${name}: ${attempt.reason}`);
+    tried.push(`${name}: ${attempt.reason}`);
   }
   const { title, howToGet } = SERVICES[kind];
   throw new ServiceUnavailableError(
     kind,
-    `${title} is not available${forced ? ` (LABS_PROVIDER forces "${forced}")` : ''}. Tried:\n${tried.join('\n')}\nGet it with: ${howToGet}`,
+    `${title} is not available${forced ? ` (LABS_PROVIDER forces "${forced}")` : ''}. Tried:\n${tried.map((t) => `  - ${t}`).join('\n')}\nGet it with: ${howToGet}`,
+    tried,
   );
 }
 

@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isServiceKind, type ServiceKind } from '@labs/services';
+import { describeIssues, z } from '@labs/lab-kit';
+import { isServiceKind, SERVICE_KINDS, type ServiceKind } from '@labs/services';
 
 /** The `lab` field of a lab's package.json. */
 export interface LabManifest {
@@ -30,14 +31,30 @@ export interface LabPackage {
   scripts?: Record<string, string>;
 }
 
+/** The manifest's rules: a typo (an `order` that is not a number, an unknown service) is an error that names it. */
+const MANIFEST = z.object({
+  order: z.number().int().min(0),
+  title: z.string().min(1),
+  topic: z.string().min(1),
+  difficulty: z.enum(['easy', 'medium', 'hard']),
+  services: z
+    .array(z.string().refine(isServiceKind, { message: `must be one of ${SERVICE_KINDS.join(', ')}` }))
+    .default([]),
+  exercise: z.array(z.string().regex(/^src\//, 'must be a path under src/')).min(1, 'lists no files'),
+  hints: z.array(z.string().min(1)).default([]),
+});
+
 /** Reads and checks the manifest of the lab in `dir`; throws a readable error if it is malformed. */
 export function readLabPackage(dir: string): LabPackage {
-  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Omit<LabPackage, 'dir' | 'slug'>;
+  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Omit<
+    LabPackage,
+    'dir' | 'slug' | 'lab'
+  > & {
+    lab?: unknown;
+  };
   const slug = pkg.name.replace(/^@labs\//, '');
-  const lab = pkg.lab;
-  if (!lab) throw new Error(`${pkg.name}: package.json has no "lab" field`);
-  for (const s of lab.services ?? []) if (!isServiceKind(s)) throw new Error(`${pkg.name}: unknown service "${s}"`);
-  if (!Array.isArray(lab.exercise) || lab.exercise.length === 0)
-    throw new Error(`${pkg.name}: "lab.exercise" lists no files`);
-  return { ...pkg, dir, slug, lab: { ...lab, services: lab.services ?? [], hints: lab.hints ?? [] } };
+  if (pkg.lab === undefined) throw new Error(`${pkg.name}: package.json has no "lab" field`);
+  const parsed = MANIFEST.safeParse(pkg.lab);
+  if (!parsed.success) throw new Error(`${pkg.name}: package.json "lab": ${describeIssues(parsed.error).join('; ')}`);
+  return { ...pkg, dir, slug, lab: parsed.data as LabManifest };
 }

@@ -4,24 +4,21 @@
  */
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
+import { currentTarget, type LabTarget } from '@labs/lab-kit';
 import { defineConfig, type ViteUserConfig } from 'vitest/config';
 import { readLabPackage } from './lab-manifest.ts';
 
-/** Which implementation the spec runs against. */
-export type LabTarget = 'starter' | 'solution';
-
-/** The target asked for by `LAB_TARGET` (default: the learner's starter). */
-export function labTarget(): LabTarget {
-  return process.env.LAB_TARGET === 'solution' ? 'solution' : 'starter';
-}
-
 /**
  * Turns the lab's package.json `imports` into vite aliases for one target: the entry's `lab-solution`
- * path for the solution, its `default` path otherwise. Node and tsx read the same field with
+ * path for the solution, its `default` path otherwise. Node reads the same field with
  * `--conditions=lab-solution`, so there is one source of truth for the switch.
+ *
+ * `wrongFix` (a path in the lab, from `LAB_WRONG_FIX`) stands in for the learner's exercise file:
+ * how `lab check` runs the spec against each of the lab's wrong fixes (test/wrong-fixes/).
  */
-export function exerciseAliases(labDir: string, target: LabTarget) {
-  const { imports = {} } = readLabPackage(labDir);
+export function exerciseAliases(labDir: string, target: LabTarget, wrongFix = process.env.LAB_WRONG_FIX) {
+  const { imports = {}, lab } = readLabPackage(labDir);
+  const exercise = resolve(labDir, lab.exercise[0]!);
   return Object.entries(imports).map(([specifier, entry]) => {
     const path =
       typeof entry === 'string'
@@ -30,13 +27,17 @@ export function exerciseAliases(labDir: string, target: LabTarget) {
           ? (entry['lab-solution'] ?? entry.default)
           : entry.default;
     if (!path) throw new Error(`package.json imports["${specifier}"] has no default path`);
-    return { find: specifier, replacement: resolve(labDir, path) };
+    const replacement = resolve(labDir, path);
+    return {
+      find: specifier,
+      replacement: wrongFix && replacement === exercise ? resolve(labDir, wrongFix) : replacement,
+    };
   });
 }
 
 /** The lab's vitest config: exercise switch, shared services set up once, generous hook timeouts. */
 export function defineLabConfig(labDir = process.cwd(), extra: ViteUserConfig = {}): ViteUserConfig {
-  const target = labTarget();
+  const target = currentTarget();
   return defineConfig({
     ...extra,
     resolve: { alias: exerciseAliases(labDir, target) },

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import {
   SERVICE_KINDS,
   SERVICES,
+  ServiceUnavailableError,
   dockerEngineAnswers,
   resolveService,
   stopServices,
@@ -47,12 +48,10 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
       const svc = await resolveService(kind, { log: null });
       findings.set(kind, { ok: true, line: `${svc.provider}: ${svc.detail}` });
     } catch (error) {
-      const lines = (error as Error).message.split('\n');
-      findings.set(kind, {
-        ok: false,
-        line: lines.at(-1) ?? '',
-        tried: lines.slice(1, -1).filter((l) => l.startsWith('  -')),
-      });
+      if (!(error instanceof ServiceUnavailableError)) throw error;
+      // A forced provider or a configured URL that is down has no list: its message is the finding.
+      const line = error.tried.length > 0 ? `Get it with: ${error.howToGet}` : error.message;
+      findings.set(kind, { ok: false, line, tried: error.tried });
     }
   });
   let timer: NodeJS.Timeout | undefined;
@@ -71,7 +70,7 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
     else {
       if (neededBy.length > 0) missingNeeded++;
       say(`${neededBy.length > 0 ? c.red('✗') : c.dim('-')} ${title} ${finding.line}${needs}`);
-      for (const t of finding.tried) say(c.dim(`    ${t.trim()}`));
+      for (const t of finding.tried) say(c.dim(`    - ${t}`));
     }
   }
   const pending = [...findings.values()].some((f) => f.ok === 'pending');
