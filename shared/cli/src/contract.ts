@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import type { LabPackage } from '@labs/test-kit';
 import { isChallenge, type SpecRun } from './run-spec.ts';
 import { type CompilerError, formatTypeError } from './typecheck.ts';
+import { type WrongFix, wrongFixProblems } from './wrong-fixes.ts';
 
 export interface ContractResult {
   slug: string;
@@ -14,6 +15,8 @@ export interface ContractResult {
   starterChanged: boolean;
   tests: number;
   challenges: number;
+  /** Wrong fixes run, each failing every challenge it names (when `ok`). */
+  wrongFixes: number;
   problems: string[];
   /** Compiler errors in the learner's edited starter: reported, not held against the contract. */
   notes?: string[];
@@ -30,8 +33,8 @@ export function starterChanged(lab: LabPackage): boolean {
 }
 
 /**
- * Checks both runs and the compiler's verdict against the contract; every breach is one readable line
- * in `problems`. The whole lab must type-check, except a starter the learner has edited, whose errors
+ * Checks both runs, each wrong fix's run and the compiler's verdict against the contract; every breach
+ * is one readable line in `problems`. The whole lab must type-check, except a starter the learner has edited, whose errors
  * are reported in `notes` with their file:line.
  */
 export function checkContract(
@@ -39,6 +42,7 @@ export function checkContract(
   starter: SpecRun,
   solution: SpecRun,
   typeErrors: CompilerError[] = [],
+  wrongFixes: { fix: WrongFix; run: SpecRun }[] = [],
   changed = starterChanged(lab),
 ): ContractResult {
   const problems: string[] = [];
@@ -66,12 +70,14 @@ export function checkContract(
         problems.push(`starter: baseline "${t.fullName}" ${t.status}${t.failure ? `: ${t.failure}` : ''}`);
     }
   }
+  for (const { fix, run } of wrongFixes) problems.push(...wrongFixProblems(fix, run));
   return {
     slug: lab.slug,
     ok: problems.length === 0,
     starterChanged: changed,
     tests: solution.tests.length,
     challenges: challenges.length,
+    wrongFixes: wrongFixes.length,
     problems,
     ...(notes.length > 0 ? { notes } : {}),
   };

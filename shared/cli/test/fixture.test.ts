@@ -74,7 +74,9 @@ beforeAll(() => {
     join(dir, 'test', 'counter.test.ts'),
     [
       "import { expect, it } from 'vitest';",
-      "const { count } = await import(process.env.LAB_TARGET === 'solution' ? '../solution/counter.ts' : '../src/counter.ts');",
+      // The switch the test kit's vitest config makes with aliases, written out for this config-less fixture.
+      "const file = process.env.LAB_WRONG_FIX ? `../${process.env.LAB_WRONG_FIX}` : process.env.LAB_TARGET === 'solution' ? '../solution/counter.ts' : '../src/counter.ts';",
+      'const { count } = await import(file);',
       "it('counts an empty list as zero', () => expect(count([])).toBe(0));",
       "it('challenge: ignores negative numbers', () => expect(count([1, -1, 2]), 'negatives must not count').toBe(2));",
       '',
@@ -231,6 +233,32 @@ describe('check (what pnpm test runs in each lab)', () => {
       );
     } finally {
       writeFileSync(exercise(), STARTER);
+    }
+  });
+});
+
+describe('check: wrong fixes', () => {
+  it('runs the spec against each wrong fix and breaks the contract when one passes the challenge meant to catch it', async () => {
+    const dir = join(root, 'labs', 'demo', 'test', 'wrong-fixes');
+    mkdirSync(dir, { recursive: true });
+    const caught = join(dir, 'abs.ts');
+    writeFileSync(
+      caught,
+      '// Counts every number by its size: negatives still count.\n// @catches ignores negative numbers\nexport const count = (xs: number[]) => xs.map(Math.abs).filter((x) => x > 0).length;\n',
+    );
+    try {
+      const ok = await run(['check']);
+      expect(ok.stdout, ok.out).toContain('1 wrong fixes caught');
+      expect(ok.code).toBe(0);
+      const escaped = join(dir, 'really-right.ts');
+      writeFileSync(escaped, `// @catches ignores negative numbers\n${SOLUTION}`);
+      const broken = await run(['check']);
+      expect(broken.code).toBe(1);
+      expect(broken.stdout).toContain(
+        'wrong fix test/wrong-fixes/really-right.ts passed "ignores negative numbers", the test that must catch it',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,6 +1,7 @@
 /**
- * `lab check` (run by turbo in each lab folder): the spec against the starter and the solution, then
- * the contract. Prints one line, writes .lab/check.json for `lab test` to summarise.
+ * `lab check` (run by turbo in each lab folder): the compiler, the spec against the starter, the
+ * solution and each wrong fix, then the contract. Prints one line, writes .lab/check.json for `lab
+ * test` to summarise.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { readLabPackage } from '@labs/test-kit';
 import { checkContract } from '../contract.ts';
 import { runSpec } from '../run-spec.ts';
 import { typecheck } from '../typecheck.ts';
+import { listWrongFixes, runWrongFix } from '../wrong-fixes.ts';
 import { c, say } from '../ui.ts';
 
 export async function check(dir = process.cwd()): Promise<number> {
@@ -15,12 +17,14 @@ export async function check(dir = process.cwd()): Promise<number> {
   // The compiler runs beside the first spec run: it needs one core for about a second.
   const [typeErrors, starter] = await Promise.all([typecheck(dir), runSpec(lab, 'starter')]);
   const solution = await runSpec(lab, 'solution');
-  const result = checkContract(lab, starter, solution, typeErrors);
+  const wrongFixes = [];
+  for (const fix of listWrongFixes(lab)) wrongFixes.push({ fix, run: await runWrongFix(lab, fix) });
+  const result = checkContract(lab, starter, solution, typeErrors, wrongFixes);
   writeFileSync(join(dir, '.lab', 'check.json'), `${JSON.stringify(result, null, 2)}\n`);
   if (result.ok) {
     const note = result.starterChanged ? ' (starter changed by the learner: not held to the contract)' : '';
     say(
-      `${c.green('✓')} ${lab.slug}: solution ${result.tests}/${result.tests} pass; starter fails all ${result.challenges} challenges${note}`,
+      `${c.green('✓')} ${lab.slug}: solution ${result.tests}/${result.tests} pass; starter fails all ${result.challenges} challenges; ${result.wrongFixes} wrong fixes caught${note}`,
     );
     for (const n of result.notes ?? []) say(`    ${c.yellow(n)}`);
     return 0;

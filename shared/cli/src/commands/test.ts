@@ -113,7 +113,7 @@ export async function test(names: string[] = []): Promise<number> {
         ? c.yellow(' starter changed by you: solution verified, starter not checked')
         : '';
       say(
-        `  ${c.green('✓')} ${lab.slug.padEnd(24)} ${result.tests} tests, ${result.challenges} challenges fail on the starter and pass on the solution${note}`,
+        `  ${c.green('✓')} ${lab.slug.padEnd(24)} ${result.tests} tests, ${result.challenges} challenges fail on the starter and pass on the solution, ${result.wrongFixes} wrong fixes caught${note}`,
       );
       for (const n of result.notes ?? []) say(`    ${c.yellow(n)}`);
     }
