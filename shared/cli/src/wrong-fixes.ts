@@ -32,11 +32,11 @@ export function listWrongFixes(lab: LabPackage): WrongFix[] {
 }
 
 /** Escapes `text` for a regular expression (vitest's -t takes one). */
-const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** The spec run against `fix` in place of the learner's file, limited to the challenges it names. */
 export function runWrongFix(lab: LabPackage, fix: WrongFix): Promise<SpecRun> {
-  const pattern = fix.catches.map((title) => `(challenge: )?${escape(title)}`).join('|');
+  const pattern = fix.catches.map((title) => `(challenge: )?${escapeRegExp(title)}`).join('|');
   return runSpec(lab, 'starter', { env: { LAB_WRONG_FIX: fix.file }, extraArgs: ['-t', pattern] });
 }
 

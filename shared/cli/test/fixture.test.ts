@@ -75,7 +75,7 @@ beforeAll(() => {
     [
       "import { expect, it } from 'vitest';",
       // The switch the test kit's vitest config makes with aliases, written out for this config-less fixture.
-      "const file = process.env.LAB_WRONG_FIX ? `../${process.env.LAB_WRONG_FIX}` : process.env.LAB_TARGET === 'solution' ? '../solution/counter.ts' : '../src/counter.ts';",
+      "const file = process.env.LAB_WRONG_FIX ? '../' + process.env.LAB_WRONG_FIX : process.env.LAB_TARGET === 'solution' ? '../solution/counter.ts' : '../src/counter.ts';",
       'const { count } = await import(file);',
       "it('counts an empty list as zero', () => expect(count([])).toBe(0));",
       "it('challenge: ignores negative numbers', () => expect(count([1, -1, 2]), 'negatives must not count').toBe(2));",
