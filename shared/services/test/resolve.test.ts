@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { childServiceEnv, forcedProvider, probe, resolveService, ServiceUnavailableError, stopServices, type ResolvedService } from '../src/index.ts';
-import { findBinary } from '../src/providers/binary.ts';
+import { findBinary } from '../src/providers/server-process.ts';
 
 afterEach(async () => {
   await stopServices();
