@@ -1,11 +1,12 @@
 /**
- * Step 4: a server binary already installed on the machine (redis-server, postgres, rabbitmq-server),
- * started on a free port in a temporary directory and stopped when the process exits.
+ * Step 4: a server binary already installed on the machine (redis-server, postgres, rabbitmq-server,
+ * Apache Kafka), started on a free port in a temporary directory and stopped when the process exits.
  */
 import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { kafkaBinary } from './kafka-binary.ts';
 import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt, type Provider } from './types.ts';
 
@@ -122,6 +123,6 @@ export const fromBinary: Provider = async (kind) => {
     case 'rabbitmq':
       return rabbitmqBinary();
     case 'kafka':
-      return skip('no Kafka binary provider (use docker compose up -d kafka)');
+      return kafkaBinary();
   }
 };
