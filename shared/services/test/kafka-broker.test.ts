@@ -105,7 +105,8 @@ describe.skipIf(!runnable)('the binary provider: Apache Kafka', () => {
 
       await admin.deleteTopics({ topics: [topic] });
       await admin.deleteGroups([groupId]);
-      expect(await admin.listTopics()).not.toContain(topic);
+      // The broker applies a deletion a moment after it acknowledges it.
+      await vi.waitFor(async () => expect(await admin.listTopics()).not.toContain(topic), { timeout: 5000 });
     } finally {
       await Promise.all([consumer.disconnect(), producer.disconnect()]);
       await admin.disconnect();
