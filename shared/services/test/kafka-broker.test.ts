@@ -5,7 +5,8 @@
  * does) or another Kafka is installed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -41,6 +42,30 @@ describe('the pinned Kafka version', () => {
     const pinned = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(pom)?.[1];
     expect(pinned).toMatch(/^\d+\.\d+\.\d+$/);
     expect(SERVICES.kafka.image).toBe(`apache/kafka:${pinned}`);
+  });
+});
+
+describe('finding Kafka', () => {
+  it('takes an explicit KAFKA_HOME first, and reads the version off its broker jar', () => {
+    const home = mkdtempSync(join(tmpdir(), 'labs-kafka-home-'));
+    try {
+      mkdirSync(join(home, 'libs'));
+      writeFileSync(join(home, 'libs', 'kafka_2.13-9.8.7.jar'), '');
+      vi.stubEnv('KAFKA_HOME', home);
+      expect(findKafka()).toEqual({ libs: join(home, 'libs'), where: `KAFKA_HOME=${home}`, version: '9.8.7' });
+    } finally {
+      vi.unstubAllEnvs();
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('when nothing provides Kafka, the error names ./lab setup kafka as the way to get it', async () => {
+    vi.stubEnv('LABS_PROVIDER', 'kafka:embedded');
+    try {
+      await expect(resolveService('kafka', { log: null })).rejects.toThrow(/Kafka is not available[\s\S]*Get it with: \.\/lab setup kafka/);
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 });
 
