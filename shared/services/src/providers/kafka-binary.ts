@@ -189,17 +189,14 @@ export async function kafkaBinary(): Promise<Attempt> {
     return skip(`${name}: formatting its storage failed: ${said.split('\n').slice(-2).join(' | ') || format.error?.message || `exit ${format.status}`}${hint}`);
   }
 
-  const proc = startChild(java, [...jvmOptions(dir, ['-Xms256m', '-Xmx512m']), '-cp', classpath, 'kafka.Kafka', config], { cwd: dir });
-  const stop = async () => {
-    await proc.stop();
-    remove();
-  };
+  // With `dir`, stopping removes the folder too, and so does this process's exit if it never stops it.
+  const proc = startChild(java, [...jvmOptions(dir, ['-Xms256m', '-Xmx512m']), '-cp', classpath, 'kafka.Kafka', config], { cwd: dir, dir });
   try {
     await waitForServer('kafka', port, proc.child, READY_TIMEOUT_MS, proc.log);
     await untilClientsAreServed(`127.0.0.1:${port}`);
   } catch (err) {
-    await stop();
+    await proc.stop();
     return skip(`${name} ${(err as Error).message}`);
   }
-  return { ok: true, service: service('kafka', 'binary', `127.0.0.1:${port}`, `${name} on 127.0.0.1:${port}`, stop) };
+  return { ok: true, service: service('kafka', 'binary', `127.0.0.1:${port}`, `${name} on 127.0.0.1:${port}`, proc.stop) };
 }

@@ -4,7 +4,7 @@
  * protocol, and stopping it, SIGKILL after a grace, even when the process exits without asking.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { ServiceKind } from '../kinds.ts';
@@ -41,8 +41,12 @@ export async function waitForServer(kind: ServiceKind, port: number, child: Chil
 
 /** Children we started, killed even if the process exits without awaiting stop(). */
 const children = new Set<ChildProcess>();
+/** Their throwaway folders, for those started with one: killed outright and removed at exit. */
+const folders = new Map<ChildProcess, string>();
 process.once('exit', () => {
-  for (const child of children) killGroup(child);
+  // No waiting is possible here: a server with a folder gets SIGKILL, so the folder can go at once.
+  for (const child of children) killGroup(child, folders.has(child) ? 'SIGKILL' : 'SIGTERM');
+  for (const dir of folders.values()) rmSync(dir, { recursive: true, force: true });
 });
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
@@ -66,23 +70,33 @@ export interface ServerProcess {
 /** How long a server may take to shut down cleanly before it is killed. */
 const STOP_GRACE_MS = 5000;
 
-/** Spawns `cmd` in its own process group, keeping the last lines of its output for error messages. */
-export function startChild(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string }): ServerProcess {
-  const child = spawn(cmd, args, { ...options, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Spawns `cmd` in its own process group, keeping the last lines of its output for error messages.
+ * With `dir`, the server's throwaway folder, stop() removes it, and so does this process's exit.
+ */
+export function startChild(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string; dir?: string }): ServerProcess {
+  const { dir, ...spawnOptions } = options;
+  const child = spawn(cmd, args, { ...spawnOptions, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-800));
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
   child.on('error', (err) => keep(Buffer.from(String(err))));
   children.add(child);
+  if (dir) folders.set(child, dir);
   child.once('exit', () => children.delete(child));
+  const removeDir = () => {
+    folders.delete(child);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
   const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (child.exitCode !== null || child.signalCode !== null) return removeDir();
     const exited = new Promise((r) => child.once('exit', r));
     killGroup(child, 'SIGTERM');
     const timer = setTimeout(() => killGroup(child, 'SIGKILL'), STOP_GRACE_MS);
     await exited;
     clearTimeout(timer);
+    removeDir();
   };
   return { child, stop, log: () => output.trim().split('\n').slice(-3).join(' | ') };
 }
