@@ -4,29 +4,30 @@
  * single-node KRaft cluster: one JVM that is both broker and controller, on two free ports, with its
  * log dirs in a temporary folder that is deleted when it stops.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt } from './types.ts';
 
 /** What `./lab setup kafka` needs, in the words it uses when they are missing. */
-export const JAVA_HINT = 'install a JDK 17+ and Maven: sudo apt-get install openjdk-17-jre-headless maven';
+const JAVA_HINT = 'install a JDK 17+ and Maven: sudo apt-get install openjdk-17-jre-headless maven';
 
 /** A Kafka installation: the folder of its jars, and a few words on where it was found. */
 export interface KafkaInstall {
   /** The folder holding kafka_2.13-<version>.jar and its dependencies. */
   readonly libs: string;
-  /** For messages: "KAFKA_HOME", "PATH (…)", ".tools/kafka". */
+  /** For messages: "KAFKA_HOME=…", "PATH (…)" or ".tools/kafka". */
   readonly where: string;
   /** The Kafka version, when it can be read from the jar names or the setup marker. */
   readonly version?: string;
 }
 
 /** The repository root: the first folder above this file that holds pnpm-workspace.yaml. */
-export function repoRoot(from = import.meta.dirname): string | undefined {
+function repoRoot(from = import.meta.dirname): string | undefined {
   for (let dir = from; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
     if (dirname(dir) === dir) return undefined;
@@ -34,7 +35,7 @@ export function repoRoot(from = import.meta.dirname): string | undefined {
 }
 
 /** Where `./lab setup kafka` puts Kafka: .tools/kafka/ (libs/ and a VERSION marker) in the repository. */
-export function toolsKafkaDir(): string | undefined {
+function toolsKafkaDir(): string | undefined {
   const root = repoRoot();
   return root && join(root, '.tools', 'kafka');
 }
@@ -129,7 +130,8 @@ const LOG4J1 = ['log4j.rootLogger=WARN, err', 'log4j.appender.err=org.apache.log
 
 /**
  * JVM options: a bounded heap, and start-up over peak speed (C1 only, serial GC): on two cores this
- * saves about a second per start, and a test broker never runs long enough for C2 to pay off.
+ * saves about two seconds per start (format and broker), and a test broker never runs long enough for
+ * C2 to pay off.
  */
 function jvmOptions(dir: string, heap: string[]): string[] {
   return [
@@ -172,7 +174,9 @@ export async function kafkaBinary(): Promise<Attempt> {
 
   const dir = mkdtempSync(join(tmpdir(), 'labs-kafka-'));
   const remove = () => rmSync(dir, { recursive: true, force: true });
-  const [port, controllerPort] = [await freePort(), await freePort()];
+  const port = await freePort();
+  let controllerPort = await freePort();
+  while (controllerPort === port) controllerPort = await freePort();
   const config = join(dir, 'server.properties');
   writeFileSync(config, serverProperties(port, controllerPort, join(dir, 'data')));
   writeFileSync(join(dir, 'log4j2.properties'), LOG4J2);
@@ -180,13 +184,15 @@ export async function kafkaBinary(): Promise<Attempt> {
   const classpath = join(install.libs, '*');
 
   // KRaft refuses unformatted log dirs: the storage tool writes the cluster id and the bootstrap metadata.
-  const format = spawnSync(java, [...jvmOptions(dir, ['-Xmx256m']), '-cp', classpath, 'kafka.tools.StorageTool', 'format', '-t', clusterId(), '-c', config], { encoding: 'utf8', timeout: 30_000 });
-  if (format.status !== 0) {
+  try {
+    await promisify(execFile)(java, [...jvmOptions(dir, ['-Xmx256m']), '-cp', classpath, 'kafka.tools.StorageTool', 'format', '-t', clusterId(), '-c', config], { timeout: 30_000 });
+  } catch (error) {
     remove();
-    const said = `${format.stderr ?? ''}${format.stdout ?? ''}`.trim();
+    const { stderr = '', stdout = '', message } = error as { stderr?: string; stdout?: string; message: string };
+    const said = `${stderr}${stdout}`.trim();
     // Kafka 4 needs Java 17: an older java fails here, before anything is started.
     const hint = said.includes('UnsupportedClassVersionError') ? ` (${JAVA_HINT})` : '';
-    return skip(`${name}: formatting its storage failed: ${said.split('\n').slice(-2).join(' | ') || format.error?.message || `exit ${format.status}`}${hint}`);
+    return skip(`${name}: formatting its storage failed: ${said.split('\n').slice(-2).join(' | ') || message}${hint}`);
   }
 
   // With `dir`, stopping removes the folder too, and so does this process's exit if it never stops it.
