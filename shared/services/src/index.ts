@@ -6,7 +6,7 @@ export { SERVICES, SERVICE_KINDS, isServiceKind, type ServiceInfo, type ServiceK
 export { probe } from './probe.ts';
 export { PROVIDER_ORDER, type ProviderName, type ResolvedService } from './providers/types.ts';
 export { dockerEngineAnswers } from './providers/container.ts';
-export { freePort } from './providers/binary.ts';
+export { freePort } from './providers/server-process.ts';
 export {
   ServiceUnavailableError,
   forcedProvider,

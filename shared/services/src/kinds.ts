@@ -55,8 +55,9 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     envVar: 'KAFKA_BROKERS',
     defaultPort: 9092,
     defaultUrl: '127.0.0.1:9092',
-    image: 'apache/kafka:3.9.1',
-    howToGet: 'docker compose up -d --wait kafka',
+    // The version shared/services/kafka/pom.xml pins for the binary step: one Kafka everywhere.
+    image: 'apache/kafka:4.4.0',
+    howToGet: './lab setup kafka   (needs a JDK 17+ and Maven; or: docker compose up -d --wait kafka)',
   },
 };
 

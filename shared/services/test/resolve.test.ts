@@ -15,7 +15,7 @@ import {
   stopServices,
   type ResolvedService,
 } from '../src/index.ts';
-import { findBinary } from '../src/providers/binary.ts';
+import { findBinary } from '../src/providers/server-process.ts';
 
 afterEach(async () => {
   await stopServices();

@@ -1,6 +1,7 @@
 /**
  * Per-test-file isolation on shared servers: each fixture owns a unique namespace (key prefix,
- * database, queue names) and removes it on dispose, so tests leave the servers as they found them.
+ * database, queue names, topic and group names) and removes it on dispose, so tests leave the servers
+ * as they found them.
  *
  *   await using redis = await useRedis();
  */
@@ -15,6 +16,16 @@ import {
   resolveService,
   stopService,
 } from '@labs/services';
+import {
+  type Admin,
+  type Consumer,
+  type ConsumerConfig,
+  Kafka,
+  logLevel as kafkaLogLevel,
+  Partitioners,
+  type Producer,
+  type ProducerConfig,
+} from 'kafkajs';
 
 /** A Redis client plus a key prefix that only this fixture uses. */
 export interface RedisFixture extends AsyncDisposable {
@@ -103,6 +114,80 @@ export async function useRabbitMQ(): Promise<RabbitFixture> {
         }
       } finally {
         await connection.close();
+      }
+    },
+  };
+}
+
+/** Kafka topic and group names private to this fixture, and the kafkajs clients it hands out. */
+export interface KafkaFixture extends AsyncDisposable {
+  /** The broker list, as kafkajs takes it. */
+  readonly brokers: string[];
+  /** A kafkajs client for those brokers. Clients made from it directly are the test's to disconnect. */
+  readonly kafka: Kafka;
+  /** Every topic and group name this fixture hands out starts with it; dispose deletes them all. */
+  readonly prefix: string;
+  /** A topic name private to this fixture, built from `base` (also for topics a producer auto-creates). */
+  topic(base: string): string;
+  /** A consumer group id private to this fixture, built from `base`. */
+  groupId(base: string): string;
+  /** A connected producer, disconnected on dispose. */
+  producer(config?: ProducerConfig): Promise<Producer>;
+  /** A connected consumer in `groupId` (use {@link KafkaFixture.groupId}), disconnected on dispose. */
+  consumer(groupId: string, config?: Omit<ConsumerConfig, 'groupId'>): Promise<Consumer>;
+  /** A connected admin client, disconnected on dispose. */
+  admin(): Promise<Admin>;
+}
+
+/** Options for {@link useKafka}. */
+export interface KafkaFixtureOptions {
+  /** kafkajs' own logging; off by default, since every failure also rejects the call that caused it. */
+  logLevel?: kafkaLogLevel;
+}
+
+/**
+ * Resolves Kafka and hands out private topic and group names and kafkajs clients. On dispose, even
+ * after a failed test, it disconnects every client it handed out, then deletes every topic and group
+ * under its prefix.
+ */
+export async function useKafka(options: KafkaFixtureOptions = {}): Promise<KafkaFixture> {
+  const { url } = await resolveService('kafka');
+  const brokers = url.split(',').map((b) => b.trim());
+  const kafka = new Kafka({ clientId: 'labs-test', brokers, logLevel: options.logLevel ?? kafkaLogLevel.NOTHING });
+  // Dashes, not dots: Kafka warns that '.' and '_' in topic names collide in its metric names.
+  const prefix = `labs-test-${uniqueId()}-`;
+  const clients: { disconnect(): Promise<void> }[] = [];
+  const track = async <T extends { connect(): Promise<void>; disconnect(): Promise<void> }>(client: T): Promise<T> => {
+    clients.push(client);
+    await client.connect();
+    return client;
+  };
+  return {
+    brokers,
+    kafka,
+    prefix,
+    topic: (base) => `${prefix}${base}`,
+    groupId: (base) => `${prefix}${base}`,
+    // The default partitioner, chosen explicitly: kafkajs otherwise warns about its v2 change on every producer.
+    producer: (config = {}) => track(kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, ...config })),
+    // A short fetch wait: disconnecting waits for the fetch in flight, 5 s by default.
+    consumer: (groupId, config = {}) => track(kafka.consumer({ maxWaitTimeInMs: 500, ...config, groupId })),
+    admin: () => track(kafka.admin()),
+    async [Symbol.asyncDispose]() {
+      // Consumers first: a group can only be deleted once it has no members.
+      await Promise.allSettled(clients.map((c) => c.disconnect()));
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const topics = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
+        if (topics.length > 0) await admin.deleteTopics({ topics });
+        const { groups } = await admin.listGroups();
+        const ids = groups.map((g) => g.groupId).filter((g) => g.startsWith(prefix));
+        // Best effort: a member that failed to leave keeps its group non-empty until its session times
+        // out, and an idle group's offsets expire on their own anyway.
+        if (ids.length > 0) await admin.deleteGroups(ids).catch(() => undefined);
+      } finally {
+        await admin.disconnect();
       }
     },
   };

@@ -1,10 +1,15 @@
 /** The fixtures leave the shared servers as they found them: what they create, they remove. */
 import { join } from 'node:path';
 import pg from 'pg';
-import { describe, expect, it } from 'vitest';
-import { resolveService } from '@labs/services';
-import { listen, PortInUseError, usePostgres, useRedis } from '../src/index.ts';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { Kafka, logLevel } from 'kafkajs';
+import { resolveService, ServiceUnavailableError, stopServices } from '@labs/services';
+import { listen, PortInUseError, useKafka, usePostgres, useRedis, type KafkaFixture } from '../src/index.ts';
 import { exerciseAliases } from '../src/vitest-config.ts';
+
+// A server this file started (a Kafka broker from .tools/kafka) must stop with it: vitest ends its
+// workers with SIGTERM, which skips the exit hooks that would otherwise stop it.
+afterAll(stopServices);
 
 describe('useRedis', () => {
   it('hands out a private prefix and deletes every key under it on dispose', async () => {
@@ -48,6 +53,73 @@ describe('usePostgres', () => {
   });
 });
 
+describe('useKafka', () => {
+  /** Kafka's address, or undefined where none can be had (no Java here): CI always has one. */
+  async function kafkaOrSkip(): Promise<string | undefined> {
+    try {
+      return (await resolveService('kafka', { log: null })).url;
+    } catch (error) {
+      if (!(error instanceof ServiceUnavailableError)) throw error;
+      console.warn(`No Kafka here, useKafka is not tested: ${error.message.split('\n').at(-1)}`);
+      expect(process.env.CI, 'CI must test useKafka: run ./lab setup kafka first').not.toBe('true');
+      return undefined;
+    }
+  }
+
+  /** The topics and groups under `prefix` that the broker still has. */
+  async function leftovers(url: string, prefix: string) {
+    const admin = new Kafka({ brokers: [url], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const topics = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
+      const groups = (await admin.listGroups()).groups.map((g) => g.groupId).filter((g) => g.startsWith(prefix));
+      return { topics, groups };
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  it('hands out private names and connected clients; on dispose, after a failed test too, disconnects them and deletes its topics and groups', async (ctx) => {
+    const url = await kafkaOrSkip();
+    if (!url) return ctx.skip();
+    let fixture: KafkaFixture | undefined;
+    let consumerStopped = false;
+    const failingTest = async () => {
+      await using kafka = await useKafka();
+      fixture = kafka;
+      const topic = kafka.topic('orders');
+      const groupId = kafka.groupId('billing');
+      expect(topic.startsWith(kafka.prefix) && groupId.startsWith(kafka.prefix)).toBe(true);
+      expect(kafka.topic('orders')).toBe(topic);
+
+      const producer = await kafka.producer();
+      await producer.send({ topic, messages: [{ key: 'order-1', value: 'placed' }] }); // auto-creates the topic
+      const consumer = await kafka.consumer(groupId);
+      consumer.on(consumer.events.DISCONNECT, () => (consumerStopped = true));
+      await consumer.subscribe({ topic, fromBeginning: true });
+      const first = new Promise<string>(
+        (resolve) => void consumer.run({ eachMessage: async ({ message }) => resolve(message.value!.toString()) }),
+      );
+      expect(await first).toBe('placed');
+      throw new Error('the test fails with its consumer still running');
+    };
+    await expect(failingTest()).rejects.toThrow('the test fails with its consumer still running');
+    expect(consumerStopped).toBe(true);
+    // The broker applies a deletion a moment after it acknowledges it.
+    await vi.waitFor(async () => expect(await leftovers(url, fixture!.prefix)).toEqual({ topics: [], groups: [] }), {
+      timeout: 5000,
+    });
+  }, 60_000);
+
+  it('gives each fixture its own prefix', async (ctx) => {
+    if (!(await kafkaOrSkip())) return ctx.skip();
+    await using a = await useKafka();
+    await using b = await useKafka();
+    expect(a.prefix).not.toBe(b.prefix);
+    expect(a.topic('t')).not.toBe(b.topic('t'));
+  }, 60_000);
+});
+
 describe('listen', () => {
   it('serves an app on a free loopback port and closes it on dispose', async () => {
     let url: string;
@@ -59,14 +131,21 @@ describe('listen', () => {
     await expect(fetch(url)).rejects.toThrow();
   });
 
-  it('on a port that is taken, fails with a PortInUseError that names the next port to try', async () => {
+  it('on a port that is taken, fails with a PortInUseError naming a port that really is free', async () => {
     await using taken = await listen((_req, res) => res.end('first'));
     const port = Number(new URL(taken.url).port);
+    // The next port is taken too: the suggestion must skip it.
+    await using next = await listen((_req, res) => res.end('next'), port + 1).catch(() => undefined);
     const attempt = listen((_req, res) => res.end('second'), port);
     await expect(attempt).rejects.toBeInstanceOf(PortInUseError);
-    await expect(attempt).rejects.toThrow(
-      `Port ${port} is already in use. Stop what runs there, or try another: --port ${port + 1}`,
+    const message = await attempt.catch((error: Error) => error.message);
+    expect(message).toMatch(
+      new RegExp(`^Port ${port} is already in use\\. Stop what runs there, or use another: --port \\d+`),
     );
+    const suggested = Number(/--port (\d+)/.exec(message)?.[1]);
+    if (next) expect(suggested).not.toBe(port + 1);
+    await using works = await listen((_req, res) => res.end('third'), suggested);
+    expect(await (await fetch(works.url)).text()).toBe('third');
     expect(await (await fetch(taken.url)).text()).toBe('first');
   });
 });

@@ -1,21 +1,14 @@
 /**
- * Step 4: a server binary already installed on the machine (redis-server, postgres, rabbitmq-server),
- * started on a free port in a temporary directory and stopped when the process exits.
+ * Step 4: a server binary already installed on the machine (redis-server, postgres, rabbitmq-server,
+ * Apache Kafka), started on a free port in a temporary directory and stopped when the process exits.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
-import { delimiter, join } from 'node:path';
-import type { ServiceKind } from '../kinds.ts';
-import { probe } from '../probe.ts';
+import { join } from 'node:path';
+import { kafkaBinary } from './kafka-binary.ts';
+import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt, type Provider } from './types.ts';
-
-/** Full path of `name` on PATH (or in the extra folders), or undefined. */
-export function findBinary(name: string, extraDirs: string[] = []): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), ...extraDirs];
-  return dirs.map((dir) => join(dir, name)).find((file) => existsSync(file));
-}
 
 /** Debian and Ubuntu keep postgres and initdb off PATH, under /usr/lib/postgresql/<major>/bin. */
 function postgresBinDirs(): string[] {
@@ -24,77 +17,6 @@ function postgresBinDirs(): string[] {
   return readdirSync(root)
     .sort((a, b) => Number(b) - Number(a))
     .map((major) => join(root, major, 'bin'));
-}
-
-/** A TCP port nobody is listening on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
-
-/** Polls until the server answers its protocol greeting, or rejects after `timeoutMs`. */
-async function waitForServer(
-  kind: ServiceKind,
-  port: number,
-  child: ChildProcess,
-  timeoutMs: number,
-  log: () => string,
-) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited with code ${child.exitCode}: ${log()}`);
-    if (await probe(kind, '127.0.0.1', port, 500)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`did not answer within ${timeoutMs / 1000} s: ${log()}`);
-}
-
-/** Children we started, killed even if the process exits without awaiting stop(). */
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) killGroup(child);
-});
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
-  if (child.pid === undefined || child.exitCode !== null) return;
-  try {
-    process.kill(-child.pid, signal); // the whole group: rabbitmq-server forks beam and epmd
-  } catch {
-    child.kill(signal);
-  }
-}
-
-/** Spawns `cmd` in its own process group, keeping the last lines of its output for error messages. */
-function startChild(
-  cmd: string,
-  args: string[],
-  options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string },
-) {
-  const child = spawn(cmd, args, { ...options, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-800));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  child.on('error', (err) => keep(Buffer.from(String(err))));
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    killGroup(child, 'SIGTERM');
-    const timer = setTimeout(() => killGroup(child, 'SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return { child, stop, log: () => output.trim().split('\n').slice(-3).join(' | ') };
 }
 
 async function redisBinary(): Promise<Attempt> {
@@ -229,6 +151,6 @@ export const fromBinary: Provider = async (kind) => {
     case 'rabbitmq':
       return rabbitmqBinary();
     case 'kafka':
-      return skip('no Kafka binary provider (use docker compose up -d kafka)');
+      return kafkaBinary();
   }
 };

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { SERVICES, type ServiceKind } from '../kinds.ts';
+import { kafkaContainer } from './kafka-container.ts';
 import { service, skip, type Provider } from './types.ts';
 
-/** Environment and command per image, matching docker-compose.yml. */
+/** Environment and command per image, matching docker-compose.yml (Kafka has its own module). */
 const CONTAINER_SETUP: Record<
-  ServiceKind,
+  Exclude<ServiceKind, 'kafka'>,
   { env?: Record<string, string>; port: number; url(host: string, port: number): string }
 > = {
   redis: { port: 6379, url: (h, p) => `redis://${h}:${p}` },
@@ -15,7 +16,6 @@ const CONTAINER_SETUP: Record<
     url: (h, p) => `postgres://postgres:postgres@${h}:${p}/postgres`,
   },
   rabbitmq: { port: 5672, url: (h, p) => `amqp://guest:guest@${h}:${p}` },
-  kafka: { port: 9092, url: (h, p) => `${h}:${p}` },
 };
 
 /** True when a Docker engine answers its ping within a second. */
@@ -37,8 +37,8 @@ export async function dockerEngineAnswers(): Promise<boolean> {
 
 /** Step 3: a throwaway container through testcontainers, when a Docker engine answers. */
 export const fromContainer: Provider = async (kind) => {
-  if (kind === 'kafka') return skip('Kafka needs its advertised listener set up: use docker compose up -d kafka');
   if (!(await dockerEngineAnswers())) return skip('no Docker engine answers');
+  if (kind === 'kafka') return kafkaContainer();
   // Loaded only here: testcontainers is large and most runs never need it.
   const { GenericContainer, Wait } = await import('testcontainers');
   const setup = CONTAINER_SETUP[kind];

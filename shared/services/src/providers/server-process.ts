@@ -1,0 +1,114 @@
+/**
+ * What every server the binary step starts has in common: a free port, a child in its own process
+ * group (so stopping it also stops what it forked: beam and epmd, a JVM), waiting until it answers its
+ * protocol, and stopping it, SIGKILL after a grace, even when the process exits without asking.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { delimiter, join } from 'node:path';
+import type { ServiceKind } from '../kinds.ts';
+import { probe } from '../probe.ts';
+
+/** Full path of `name` on PATH (or in the extra folders), or undefined. */
+export function findBinary(name: string, extraDirs: string[] = []): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), ...extraDirs];
+  return dirs.map((dir) => join(dir, name)).find((file) => existsSync(file));
+}
+
+/** A TCP port nobody is listening on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+/** Polls until the server answers its protocol greeting, or rejects after `timeoutMs`. */
+export async function waitForServer(
+  kind: ServiceKind,
+  port: number,
+  child: ChildProcess,
+  timeoutMs: number,
+  log: () => string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`exited with code ${child.exitCode}: ${log()}`);
+    if (await probe(kind, '127.0.0.1', port, 500)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`did not answer within ${timeoutMs / 1000} s: ${log()}`);
+}
+
+/** Children we started, killed even if the process exits without awaiting stop(). */
+const children = new Set<ChildProcess>();
+/** Their throwaway folders, for those started with one: killed outright and removed at exit. */
+const folders = new Map<ChildProcess, string>();
+process.once('exit', () => {
+  // No waiting is possible here: a server with a folder gets SIGKILL, so the folder can go at once.
+  for (const child of children) killGroup(child, folders.has(child) ? 'SIGKILL' : 'SIGTERM');
+  for (const dir of folders.values()) rmSync(dir, { recursive: true, force: true });
+});
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
+  if (child.pid === undefined || child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, signal); // the whole group: rabbitmq-server forks beam and epmd
+  } catch {
+    child.kill(signal);
+  }
+}
+
+/** A server started by {@link startChild}. */
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  /** SIGTERM to its process group, SIGKILL after the grace; resolves once it has exited. */
+  stop(): Promise<void>;
+  /** Its last lines of output, for error messages. */
+  log(): string;
+}
+
+/** How long a server may take to shut down cleanly before it is killed. */
+const STOP_GRACE_MS = 5000;
+
+/**
+ * Spawns `cmd` in its own process group, keeping the last lines of its output for error messages.
+ * With `dir`, the server's throwaway folder, stop() removes it, and so does this process's exit.
+ */
+export function startChild(
+  cmd: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string; dir?: string },
+): ServerProcess {
+  const { dir, ...spawnOptions } = options;
+  const child = spawn(cmd, args, { ...spawnOptions, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-800));
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  child.on('error', (err) => keep(Buffer.from(String(err))));
+  children.add(child);
+  if (dir) folders.set(child, dir);
+  child.once('exit', () => children.delete(child));
+  const removeDir = () => {
+    folders.delete(child);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return removeDir();
+    const exited = new Promise((r) => child.once('exit', r));
+    killGroup(child, 'SIGTERM');
+    const timer = setTimeout(() => killGroup(child, 'SIGKILL'), STOP_GRACE_MS);
+    await exited;
+    clearTimeout(timer);
+    removeDir();
+  };
+  return { child, stop, log: () => output.trim().split('\n').slice(-3).join(' | ') };
+}
