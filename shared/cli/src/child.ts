@@ -61,8 +61,8 @@ export function spawnGroup(command: string, args: string[], options: SpawnOption
 }
 
 /**
- * Calls `onInterrupt` on Ctrl-C (SIGINT) or SIGTERM instead of dying, until the returned function is
- * called. A second Ctrl-C while stopping exits at once.
+ * Calls `onInterrupt` on Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal window) instead of
+ * dying, until the returned function is called. A second signal while stopping exits at once.
  */
 export function onInterrupt(onInterrupt: () => void): () => void {
   let count = 0;
@@ -71,10 +71,9 @@ export function onInterrupt(onInterrupt: () => void): () => void {
     if (count > 1) process.exit(130);
     onInterrupt();
   };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const signal of signals) process.on(signal, handler);
   return () => {
-    process.off('SIGINT', handler);
-    process.off('SIGTERM', handler);
+    for (const signal of signals) process.off(signal, handler);
   };
 }
