@@ -14,6 +14,8 @@ export interface AppDeps {
   /** Shown in responses so a learner can see which instance answered. */
   instance?: string;
   onLimiterError?: (error: Error) => void;
+  /** Where a bug's details go (the client gets a 500 without them); the log by default. */
+  onUnexpectedError?: (error: Error) => void;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -27,6 +29,6 @@ export function createApp(deps: AppDeps): Express {
     res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
   });
   app.use(notFound);
-  app.use(problemHandler((error) => console.error(`[rate-limiter] ${error.message}`)));
+  app.use(problemHandler(deps.onUnexpectedError ?? ((error) => console.error(`[rate-limiter] ${error.message}`))));
   return app;
 }

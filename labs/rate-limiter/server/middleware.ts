@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { sendProblem } from '@labs/lab-kit';
+import { isRedisOutage } from '@labs/services';
 import type { Decision, RateLimiter } from './limiter.ts';
 
 /** An API key: 1 to 128 URL-safe characters. Anything else is a client error, not a new client id. */
@@ -16,7 +17,7 @@ export interface RateLimitMiddlewareOptions {
   windowMs: number;
   /** Limit per window, for the RateLimit-Policy header. */
   limit: number;
-  /** Called when the limiter fails (Redis down or slow); the request is then let through. */
+  /** Called when Redis is down or slow (the request is then let through). Other errors are bugs: a 500. */
   onLimiterError?: (error: Error) => void;
 }
 
@@ -57,7 +58,13 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
     try {
       decision = await limiter.consume(client.id);
     } catch (error) {
-      // Fail open: a limiter outage must not become an API outage. The trade-off is in the README.
+      // Fail open on an outage only: a limiter outage must not become an API outage (the trade-off is
+      // in the README). Anything else is a bug in the limiter, passed on to be logged and answered 500:
+      // failing open on it would switch limiting off in silence.
+      if (!isRedisOutage(error)) {
+        next(error);
+        return;
+      }
       onLimiterError(error as Error);
       next();
       return;

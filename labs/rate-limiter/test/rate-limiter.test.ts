@@ -10,6 +10,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveService } from '@labs/services';
 import { openLab } from '@labs/lab-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
+import { createApp } from '../server/app.ts';
 import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
@@ -29,10 +30,21 @@ afterEach(() => {
 let testNo = 0;
 
 /**
- * Starts `count` app instances that share one rate limit through the same Redis (each with its own
- * connection and its own limiter object, as separate processes would have).
+ * A clock that stands still, for tests about counts: a limiter that reads the real clock could see a
+ * window boundary in the middle of a burst, and the test would then depend on when it runs.
  */
-async function startInstances(count: number, limit: number, windowMs: number, now?: () => number): Promise<string[]> {
+const STILL = () => 1_700_000_000_000;
+
+/**
+ * Starts `count` app instances that share one rate limit through the same Redis (each with its own
+ * connection and its own limiter object, as separate processes would have), on the clock `now`.
+ */
+async function startInstances(
+  count: number,
+  limit: number,
+  windowMs: number,
+  now: () => number = STILL,
+): Promise<string[]> {
   const prefix = `${lab.context.prefix}${++testNo}:`; // a fresh keyspace per test, so tests never share counts
   const urls: string[] = [];
   for (let i = 0; i < count; i++)
@@ -160,6 +172,37 @@ describe('baseline: what any rate limiter must do', () => {
     expect(await burst([url!], 100)).toEqual({ 200: 40, 429: 60 });
   });
 
+  it('a client that keeps retrying while denied is admitted again once the window allows it', async () => {
+    // A limiter that records denied requests too (a sliding log that adds before it counts) never
+    // lets a client that retries in a loop back in: each retry uses up the allowance it waits for.
+    let clock = 1_700_000_000_000;
+    const [url] = await startInstances(1, 2, 1000, () => clock);
+    expect(await burst([url!], 2, 'retrier')).toEqual({ 200: 2 });
+    let admitted = 0;
+    for (let i = 0; i < 30 && admitted === 0; i++) {
+      clock += 100; // a retry every 100 ms, for up to 3 s
+      admitted += (await burst([url!], 1, 'retrier'))[200] ?? 0;
+    }
+    expect(admitted, 'admitted again within 3 s of retrying every 100 ms, limit 2 per second').toBe(1);
+  });
+
+  it('a bug in the limiter is a 500 that is logged, never a silently unlimited API', async () => {
+    // Failing open is for an unreachable or slow Redis; a programming error must be seen, not hidden.
+    const logged: string[] = [];
+    const broken = { consume: async () => Promise.reject(new TypeError('tat.toFixed is not a function')) };
+    const app = createApp({
+      limiter: broken,
+      limit: 5,
+      windowMs: 60_000,
+      onUnexpectedError: (e) => logged.push(e.message),
+    });
+    const url = (await lab.context.listen(app)).url;
+    const res = await fetch(`${url}/api/quote`);
+    expect(res.status).toBe(500);
+    expect(await res.text()).not.toContain('toFixed');
+    expect(logged).toEqual(['tat.toFixed is not a function']);
+  });
+
   it('admits the client again once time has passed', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(1_700_000_000_000);
@@ -227,6 +270,27 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   it('challenge: 100 parallel requests across three instances admit exactly the limit', async () => {
     const urls = await startInstances(3, 25, 60_000);
     expect(await burst(urls, 100)).toEqual({ 200: 25, 429: 75 });
+  });
+
+  it('challenge: two instances whose clocks are 30 s apart admit exactly the limit', async () => {
+    // App servers' clocks drift; only Redis's clock is one clock for every instance. The instances get
+    // no `now`, so each limiter reads its server's clock, or Redis's. Date is moved between requests
+    // to play two servers, one 30 s ahead of the other.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const base = Date.now();
+    const prefix = `${lab.context.prefix}${++testNo}:`;
+    const limit = 5;
+    const [a, b] = [
+      await startInstance({ limit, windowMs: 60_000, prefix, instance: 'on time' }),
+      await startInstance({ limit, windowMs: 60_000, prefix, instance: '30 s ahead' }),
+    ];
+    let admitted = 0;
+    for (let i = 0; i < 2 * limit; i++) {
+      const ahead = i % 2 === 1;
+      vi.setSystemTime(base + (ahead ? 30_000 : 0));
+      admitted += (await burst([ahead ? b! : a!], 1, 'skewed'))[200] ?? 0;
+    }
+    expect(admitted, `admitted ${admitted} of ${2 * limit} alternating requests, limit ${limit}`).toBe(limit);
   });
 
   it('challenge: a burst on each side of a window boundary admits no more than the limit', async () => {

@@ -38,3 +38,43 @@ export async function deleteByPrefix(client: Redis, prefix: string): Promise<num
   }
   return deleted;
 }
+
+/** Socket-level failures: the service is unreachable, went away, or is not answering. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/** What ioredis says when Redis is down, gone or slow (it uses plain Errors, so by name and message). */
+const REDIS_OUTAGE =
+  /^(Command timed out|Connection is closed\.|Stream isn't writeable and enableOfflineQueue options is false|connect ETIMEDOUT|Socket timeout)/;
+
+/**
+ * True when `error` says Redis could not be reached in time (down, restarting, stalled), as opposed to
+ * a mistake in the code or the script (a ReplyError, a TypeError): the first is an outage a service
+ * may answer with a fallback or a 503; the second must surface as a bug.
+ */
+export function isRedisOutage(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error.name === 'MaxRetriesPerRequestError') return true;
+  if (NETWORK_CODES.has((error as NodeJS.ErrnoException).code ?? '')) return true;
+  return REDIS_OUTAGE.test(error.message);
+}
+
+/**
+ * True when `error` says PostgreSQL could not answer in time: unreachable, shutting down, a
+ * connection that died, a pool that could not hand one out, or a statement cancelled by its timeout.
+ */
+export function isPostgresOutage(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: string }).code ?? '';
+  // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout;
+  // 08xxx: connection exceptions.
+  if (NETWORK_CODES.has(code) || /^(57P0[1-3]|57014|08\d{3})$/.test(code)) return true;
+  return /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message);
+}

@@ -15,6 +15,6 @@ export {
   stopServices,
   type ResolveOptions,
 } from './resolve.ts';
-export { createPgPool, createRedisClient, deleteByPrefix } from './clients.ts';
+export { createPgPool, createRedisClient, deleteByPrefix, isPostgresOutage, isRedisOutage } from './clients.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';

@@ -1,0 +1,86 @@
+/**
+ * WRONG FIX: the solution's GCRA script, fed the app server's clock instead of reading Redis's TIME.
+ *
+ * Atomic, shared and exact while every server's clock agrees. Clocks drift (NTP corrects them, a VM
+ * pauses): a server 30 s ahead computes from a future "now", sees every TAT as long past and admits a
+ * fresh burst, while one behind denies requests it should admit. One clock for all: Redis's TIME.
+ *
+ * @catches two instances whose clocks are 30 s apart admit exactly the limit
+ *
+ * (The solution's own notes follow.)
+ *
+ *
+ * Why GCRA over a sliding-window log or counter:
+ * - one key and one number per client (its "theoretical arrival time", TAT), so memory is O(clients),
+ *   not O(requests) as in a sliding log;
+ * - exact: it enforces "`limit` requests per `windowMs`, with bursts of at most `limit`", with no
+ *   boundary where a client gets twice its allowance, and no approximation as in a sliding counter;
+ * - it is a token bucket that refills continuously, written as one timestamp instead of (tokens, last).
+ *
+ * Why a Lua script: the read, the decision and the write happen in one step on the server, so app
+ * instances cannot interleave between a read and a write. One round trip per request (EVALSHA).
+ *
+ * Why the server's clock: app instances' clocks drift; Redis's TIME is one clock for all of them.
+ * A test may pass `now` instead, so windows can be crossed without waiting. (Writing after TIME needs
+ * effects replication, Redis's default since 5.0 and its only mode since 7.0; on Redis 3.2 to 4 the
+ * script would have to call redis.replicate_commands() first.)
+ *
+ * Redis down or slow: the limiter's connection has a short command timeout and no offline queue
+ * (src/redis.ts), so `consume` rejects quickly, and the middleware decides what that means (this lab
+ * fails open, see the README). A timeout on the connection costs nothing per request; a timer and a
+ * Promise.race around every call would.
+ */
+import type { Redis } from 'ioredis';
+import type { Decision, RateLimiter, RateLimiterOptions } from '../../server/limiter.ts';
+
+/**
+ * KEYS[1]: the client's TAT key. ARGV: emission interval (µs per request), burst (µs: interval × limit),
+ * now (µs, or -1 to read Redis's clock). Returns {allowed, remaining, resetMs, retryAfterMs}.
+ * Whole microseconds keep every comparison exact: epoch µs (~1.8e15) fit a double without rounding.
+ */
+const GCRA_SCRIPT = `
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst
+if now < allow_at then
+  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000)}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, math.floor((burst - (new_tat - now)) / interval), math.ceil((new_tat - now) / 1000), 0}
+`;
+
+/** ioredis client with our script registered as a command (it sends EVALSHA, falling back to EVAL). */
+type GcraRedis = Redis & {
+  gcra(key: string, intervalUs: number, burstUs: number, nowUs: number): Promise<[number, number, number, number]>;
+};
+
+export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
+  const { redis, limit, windowMs, prefix, now } = options;
+  if (!('gcra' in redis)) redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT });
+  const client = redis as GcraRedis;
+  // Rounded up, so a fractional interval errs on the strict side (never more than `limit` per window).
+  const intervalUs = Math.ceil((windowMs * 1000) / limit);
+  const burstUs = intervalUs * limit;
+
+  return {
+    async consume(clientId: string): Promise<Decision> {
+      // The app server's clock, not Redis's: instances whose clocks drift disagree about every window.
+      const nowUs = Math.round((now ?? Date.now)() * 1000);
+      const [allowed, remaining, resetMs, retryAfterMs] = await client.gcra(
+        `${prefix}gcra:${clientId}`,
+        intervalUs,
+        burstUs,
+        nowUs,
+      );
+      return { allowed: allowed === 1, limit, remaining, resetMs, retryAfterMs };
+    },
+  };
+}
