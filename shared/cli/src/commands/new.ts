@@ -9,26 +9,12 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabPackage } from '@labs/test-kit';
 import { syncDocs } from '../docs.ts';
+import { COMMANDS } from '../labs.ts';
 import { readLabPackage } from '@labs/test-kit';
 import { c, LAB, say, UserError } from '../ui.ts';
 
 const TEMPLATES = fileURLToPath(new URL('../../templates/lab/', import.meta.url));
 const SLUG = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
-const RESERVED = [
-  'list',
-  'hint',
-  'serve',
-  'bench',
-  'diff',
-  'reset',
-  'doctor',
-  'questions',
-  'check',
-  'test',
-  'new',
-  'docs',
-  'help',
-];
 
 /** Every template file, relative to the templates folder. */
 const templateFiles = () =>
@@ -38,7 +24,7 @@ export function newLab(root: string, labs: LabPackage[], slug: string | undefine
   if (!slug) throw new UserError(`Which slug? Usage: ${LAB} new <slug>, e.g. ${LAB} new idempotency-keys`);
   if (!SLUG.test(slug))
     throw new UserError(`"${slug}" is not a lab slug: lower-case words joined by hyphens, e.g. idempotency-keys.`);
-  if (RESERVED.includes(slug)) throw new UserError(`"${slug}" is a command name; choose another slug.`);
+  if (COMMANDS.includes(slug)) throw new UserError(`"${slug}" is a command name; choose another slug.`);
   const dir = join(root, 'labs', slug);
   if (existsSync(dir)) throw new UserError(`labs/${slug} already exists.`);
   const title = slug.replace(/-/g, ' ').replace(/^./, (ch) => ch.toUpperCase());
