@@ -5,7 +5,6 @@
  * revocation costs each). Then POST /login (right password, wrong password, unknown user), to show the
  * price of argon2id per login and that a failed login costs one hash whether or not the user exists.
  */
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { hash, verify } from '@node-rs/argon2';
@@ -18,14 +17,12 @@ import {
   verdict,
   writeResults,
 } from '@labs/bench';
-import { DEMO_USERS, PASSWORD_HASH } from '../src/users.ts';
-import type { BenchServerOptions } from './servers.ts';
+import { DEMO_USERS, PASSWORD_HASH } from '../server/users.ts';
 
 const DURATION_SEC = benchDurationSec(4);
 const WARMUP_SEC = 1;
 const ME_CONNECTIONS = 32;
 const LOGIN_CONNECTIONS = 8;
-const options: BenchServerOptions = { prefix: `labs:bench:jwt:${randomBytes(4).toString('hex')}:` };
 const [ada] = DEMO_USERS;
 const loginBody = JSON.stringify({ username: ada.username, password: ada.password });
 const REVOCATION: Record<string, string> = {
@@ -38,7 +35,7 @@ const REVOCATION: Record<string, string> = {
 console.log(
   `JWT vs session load test: GET /me with ${ME_CONNECTIONS} connections, POST /login with ${LOGIN_CONNECTIONS}, ${DURATION_SEC} s per target (+${WARMUP_SEC} s warm-up for /me).`,
 );
-await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
+await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
 
 /** Logs in once and returns the headers that carry the credential: a bearer token or a session cookie. */
 async function credentialsFor(baseUrl: string): Promise<Record<string, string>> {
@@ -162,7 +159,6 @@ if (solution && denyList && session && wrongPassword && unknownUser) {
   );
 }
 const file = writeResults(join(import.meta.dirname, '..'), 'jwt-refresh-tokens', {
-  options,
   durationSec: DURATION_SEC,
   connections: { me: ME_CONNECTIONS, login: LOGIN_CONNECTIONS },
   hash: { params, msPerHash: hashMs },

@@ -4,7 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { decodeJwt } from 'jose';
-import { TokenError, type TokenService } from '../src/token-service.ts';
+import { TokenError, type TokenService } from '../server/token-service.ts';
 
 export function withDenyList(
   tokens: TokenService,

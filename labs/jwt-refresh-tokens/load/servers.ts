@@ -4,26 +4,21 @@
  * session in Redis. Each has its own Redis connection, counted, so the table can show Redis
  * commands per request.
  */
-import express, { type Express } from 'express';
+import type { RequestListener } from 'node:http';
+import express from 'express';
 import type { Redis } from 'ioredis';
-import { createRedisClient, resolveService, stopServices } from '@labs/services';
-import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
-import { createApp } from '../src/app.ts';
-import { createKeyRing } from '../src/keys.ts';
-import type { TokenService, TokenServiceOptions } from '../src/token-service.ts';
+import { openLab } from '@labs/lab-kit';
+import { stopServices } from '@labs/services';
+import jwtLab from '../server/lab.ts';
+import type { TokenService, TokenServiceOptions } from '../server/token-service.ts';
+import { createUserStore } from '../server/users.ts';
 import { createTokenService as starterTokens } from '../src/tokens.ts';
-import { createUserStore } from '../src/users.ts';
 import { createTokenService as solutionTokens } from '../solution/tokens.ts';
 import { withDenyList } from './deny-list.ts';
 import { createSessionApp } from './session-store.ts';
 
-export interface BenchServerOptions {
-  prefix: string;
-}
-
-/** A Redis client that counts the commands it sends. */
-function countingClient(url: string, counts: Record<string, number>, name: string): Redis {
-  const client = createRedisClient(url);
+/** Makes `client` count the commands it sends, under `name`. */
+function countCommands(client: Redis, counts: Record<string, number>, name: string): Redis {
   counts[name] = 0;
   const send = client.sendCommand.bind(client);
   client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
@@ -33,61 +28,43 @@ function countingClient(url: string, counts: Record<string, number>, name: strin
   return client;
 }
 
-export async function start(options: BenchServerOptions) {
-  const { prefix } = options;
-  const { url: redisUrl } = await resolveService('redis');
+export async function start() {
+  // One context for every target: one Redis, clients closed and keys deleted when the run ends.
+  const lab = await openLab(jwtLab, { purpose: 'bench' });
+  const { prefix } = lab.context;
   const counts: Record<string, number> = { 'password hashes': 0, 'login requests': 0 };
   const users = await createUserStore({
     onHash: () => {
       counts['password hashes']! += 1;
     },
   });
-  const clients: Redis[] = [];
-  const client = (name: string) => {
-    const c = countingClient(redisUrl, counts, name);
-    clients.push(c);
-    return c;
-  };
-  const tokenApp = (
-    name: string,
-    build: (o: TokenServiceOptions) => TokenService,
-    wrap = (t: TokenService, _r: Redis) => t,
-  ) => {
-    const keys = createKeyRing();
-    const redis = client(name);
-    const tokens = wrap(build({ redis, keys, prefix: `${prefix}${name}:` }), redis);
+  const client = async (name: string) => countCommands(await lab.context.redis(), counts, name);
+  /** The lab's API with `createTokenService` as its token code, on a counted client of its own. */
+  const tokenApp = async (name: string, createTokenService: (options: TokenServiceOptions) => TokenService) => {
+    const built = await jwtLab.build(lab.context, {
+      users,
+      redis: await client(name),
+      prefix: `${prefix}${name}:`,
+      createTokenService,
+    });
     // Counts login requests as they arrive, independently of the user store's hash counter.
     const app = express();
     app.use('/login', (_req, _res, next) => {
       counts['login requests']! += 1;
       next();
     });
-    app.use(createApp({ tokens, users, keys }));
+    app.use(built.app);
     return app;
   };
-  const apps: Record<string, Express> = {
-    starter: tokenApp('starter', starterTokens),
-    solution: tokenApp('solution', solutionTokens),
-    'solution + jti deny-list': tokenApp('solution + jti deny-list', solutionTokens, (t, r) =>
-      withDenyList(t, r, `${prefix}deny:`),
+  const apps: Record<string, RequestListener> = {
+    starter: await tokenApp('starter', starterTokens),
+    solution: await tokenApp('solution', solutionTokens),
+    'solution + jti deny-list': await tokenApp('solution + jti deny-list', (options) =>
+      withDenyList(solutionTokens(options), options.redis, `${prefix}deny:`),
     ),
-    'server-side session': createSessionApp(client('server-side session'), users, `${prefix}session:`),
+    'server-side session': createSessionApp(await client('server-side session'), users, `${prefix}session:`),
   };
-  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
-  for (const [name, app] of Object.entries(apps)) {
-    const server = await listen(app);
-    servers.push(server);
-    urls[name] = server.url;
-  }
-  return {
-    urls,
-    stats: () => ({ ...counts }),
-    async close() {
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-      if (clients[0]) await deleteByPrefix(clients[0], prefix);
-      await Promise.all(clients.map((c) => c.quit()));
-      await stopServices();
-    },
-  };
+  for (const [name, app] of Object.entries(apps)) urls[name] = (await lab.context.listen(app)).url;
+  return { urls, stats: () => ({ ...counts }), close: () => lab.close().then(stopServices) };
 }

@@ -7,9 +7,10 @@ import { randomBytes } from 'node:crypto';
 import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import type { Redis } from 'ioredis';
-import { INVALID_CREDENTIALS } from '../src/app.ts';
-import { toPublic, type UserStore } from '../src/users.ts';
-import { parseLoginBody } from '../src/validation.ts';
+import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
+import { refuseLogin } from '../server/app.ts';
+import { toPublic, type UserStore } from '../server/users.ts';
+import { loginBody } from '../server/validation.ts';
 
 const SESSION_TTL_SEC = 14 * 24 * 60 * 60;
 
@@ -21,10 +22,10 @@ export function createSessionApp(redis: Redis, users: UserStore, prefix: string)
   app.use(cookieParser());
 
   app.post('/login', async (req, res) => {
-    const body = parseLoginBody(req.body);
-    if (!body.ok) return res.status(400).json({ error: 'bad_request', message: body.error });
-    const user = await users.verifyCredentials(body.value.username, body.value.password);
-    if (!user) return res.status(401).json(INVALID_CREDENTIALS);
+    const body = parseInput(res, loginBody, req.body);
+    if (!body) return;
+    const user = await users.verifyCredentials(body.username, body.password);
+    if (!user) return refuseLogin(res);
     const id = randomBytes(32).toString('base64url');
     await redis.set(key(id), user.id, 'EX', SESSION_TTL_SEC);
     res.cookie('sid', id, { httpOnly: true, secure: true, sameSite: 'lax', path: '/' });
@@ -35,7 +36,7 @@ export function createSessionApp(redis: Redis, users: UserStore, prefix: string)
     const id: unknown = req.cookies?.sid;
     const userId = typeof id === 'string' ? await redis.get(key(id)) : null; // one round trip per request
     const user = userId ? users.findById(userId) : undefined;
-    if (!user) return res.status(401).json({ error: 'invalid_session', message: 'Log in first' });
+    if (!user) return sendProblem(res, 401, 'Log in first', { code: 'invalid_session' });
     return res.json({ user: toPublic(user), session: 'server-side' });
   });
 
@@ -45,5 +46,7 @@ export function createSessionApp(redis: Redis, users: UserStore, prefix: string)
     res.clearCookie('sid', { path: '/' });
     return res.status(204).end();
   });
+  app.use(notFound);
+  app.use(problemHandler((error) => console.error(`[server-side session] ${error.message}`)));
   return app;
 }

@@ -1,7 +1,8 @@
 /**
  * The API: POST /login, GET /me, POST /refresh, POST /logout, and the public keys. Routes, validation
  * and cookies live here; every token decision is made by the TokenService (src/tokens.ts, the part
- * the learner edits). createApp never listens; tests and the load script start it on port 0.
+ * the learner edits). createApp never listens; `server/lab.ts` builds it for `lab serve`, the spec and
+ * the load script. Errors are RFC 9457 problems (`application/problem+json`).
  */
 import cookieParser from 'cookie-parser';
 import express, {
@@ -11,17 +12,21 @@ import express, {
   type Request,
   type Response,
 } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError } from '@labs/lab-kit';
+import { isRedisOutage } from '@labs/services';
 import type { KeyRing } from './keys.ts';
 import { TokenError, type Credentials, type IssuedTokens, type TokenService } from './token-service.ts';
 import { toPublic, type UserStore } from './users.ts';
-import { bearerToken, parseLoginBody } from './validation.ts';
+import { credentialsInput, loginBody } from './validation.ts';
 
 export interface AppDeps {
   tokens: TokenService;
   users: UserStore;
   keys: KeyRing;
-  /** Called with unexpected errors (a 500); defaults to console.error. */
-  onError?: (error: unknown) => void;
+  /** Where a bug's details go (the client gets a 500 without them); the log by default, one line. */
+  onUnexpectedError?: (error: Error) => void;
+  /** Called when Redis is down or too slow and a request is answered 503; default: nothing. */
+  onServiceDown?: (error: Error) => void;
 }
 
 /** The refresh cookie's name. (`__Host-` would forbid the narrow Path below, so no prefix.) */
@@ -39,11 +44,19 @@ export const REFRESH_COOKIE_OPTIONS: CookieOptions = {
   path: '/refresh',
 };
 
-/** One body for every login failure, so it never says whether the username exists. */
-export const INVALID_CREDENTIALS = { error: 'invalid_credentials', message: 'Wrong username or password' } as const;
+/** One answer for every login failure, so it never says whether the username exists. */
+export function refuseLogin(res: Response): void {
+  sendProblem(res, 401, 'Wrong username or password', { code: 'invalid_credentials' });
+}
 
 export function createApp(deps: AppDeps): Express {
-  const { tokens, users, keys, onError = (error) => console.error(error) } = deps;
+  const {
+    tokens,
+    users,
+    keys,
+    onUnexpectedError = (error) => console.error(`[jwt-refresh-tokens] ${error.message}`),
+    onServiceDown = () => {},
+  } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '4kb' }));
@@ -59,10 +72,10 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.post('/login', async (req, res) => {
-    const body = parseLoginBody(req.body);
-    if (!body.ok) return badRequest(res, body.error);
-    const user = await users.verifyCredentials(body.value.username, body.value.password);
-    if (!user) return res.status(401).json(INVALID_CREDENTIALS);
+    const body = parseInput(res, loginBody, req.body);
+    if (!body) return;
+    const user = await users.verifyCredentials(body.username, body.password);
+    if (!user) return refuseLogin(res);
     return sendTokens(res, await tokens.issue(user.id));
   });
 
@@ -87,8 +100,8 @@ export function createApp(deps: AppDeps): Express {
     try {
       return sendTokens(res, await tokens.refresh(credentials));
     } catch (error) {
-      // A refused token is dead: drop it. Any other error (Redis down) is a 500 that keeps the cookie,
-      // so a passing outage does not log the user out.
+      // A refused token is dead: drop it. Any other error keeps the cookie (Redis down is a 503), so a
+      // passing outage does not log the user out.
       if (error instanceof TokenError) res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
       return unauthorized(res, error);
     }
@@ -108,15 +121,16 @@ export function createApp(deps: AppDeps): Express {
     }
   });
 
-  const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
-    const status = typeof error?.status === 'number' ? error.status : 500;
-    if (error?.type === 'entity.parse.failed') return badRequest(res, 'The body is not valid JSON');
-    if (status >= 400 && status < 500)
-      return res.status(status).json({ error: 'bad_request', message: String(error.message) });
-    onError(error);
-    return res.status(500).json({ error: 'internal', message: 'Something went wrong on our side' });
+  // Redis down or too slow is not a bug: a 503 with Retry-After, which a client can act on. Anything
+  // else (a ReplyError from a broken script, a TypeError) is a bug: a 500, logged.
+  const redisDown: ErrorRequestHandler = (error, _req, _res, next) => {
+    if (!isRedisOutage(error)) return next(error);
+    onServiceDown(error);
+    next(new ServiceDownError('The session store is not answering; try again in a moment'));
   };
-  app.use(errorHandler);
+  app.use(notFound);
+  app.use(redisDown);
+  app.use(problemHandler(onUnexpectedError));
   return app;
 
   function sendTokens(res: Response, issued: IssuedTokens) {
@@ -133,23 +147,19 @@ export function createApp(deps: AppDeps): Express {
 
 /** The bearer token and the refresh cookie of a request; answers 400 itself when the header is malformed. */
 function credentialsOf(req: Request, res: Response): Credentials | undefined {
-  const bearer = bearerToken(req.get('authorization'));
-  if (!bearer.ok) {
-    badRequest(res, bearer.error);
-    return undefined;
-  }
-  const cookie: unknown = req.cookies?.[REFRESH_COOKIE];
-  return { accessToken: bearer.value, refreshToken: typeof cookie === 'string' && cookie !== '' ? cookie : undefined };
+  return parseInput(res, credentialsInput, {
+    authorization: req.get('authorization'),
+    refreshCookie: req.cookies?.[REFRESH_COOKIE],
+  });
 }
 
-function badRequest(res: Response, message: string) {
-  return res.status(400).json({ error: 'bad_request', message });
-}
-
-/** 401 for a refused token, with the RFC 6750 challenge header; other errors go to the error handler. */
-function unauthorized(res: Response, error: unknown) {
+/**
+ * 401 for a refused token, with the RFC 6750 challenge header and the TokenError's `code` (`expired`,
+ * `reused`, ...) as a problem member; other errors go on to the error handlers.
+ */
+function unauthorized(res: Response, error: unknown): void {
   if (!(error instanceof TokenError)) throw error;
-  const code = error.code === 'missing' ? '' : ', error="invalid_token"';
-  res.set('WWW-Authenticate', `Bearer realm="backend-labs"${code}`);
-  return res.status(401).json({ error: error.code, message: error.message });
+  const challenge = error.code === 'missing' ? '' : ', error="invalid_token"';
+  res.set('WWW-Authenticate', `Bearer realm="backend-labs"${challenge}`);
+  sendProblem(res, 401, error.message, { code: error.code });
 }

@@ -9,7 +9,7 @@
  */
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { exportJWK, type JWK } from 'jose';
-import { TOKEN_DEFAULTS } from './token-service.ts';
+import { TOKEN_DEFAULTS } from './token-defaults.ts';
 
 /** One signing key. Only the private half signs; the public half (and its PEM) verifies. */
 export interface SigningKey {

@@ -1,6 +1,7 @@
 /**
  * The contract the token code implements: the starter (src/tokens.ts) and the reference
- * (solution/tokens.ts). The routes in src/app.ts only ever talk to this. The learner does not edit it.
+ * (solution/tokens.ts). The routes in server/app.ts only ever talk to this; the defaults are in
+ * server/token-defaults.ts. The learner does not edit it.
  */
 import type { Redis } from 'ioredis';
 import type { KeyRing } from './keys.ts';
@@ -31,16 +32,6 @@ export interface TokenServiceOptions {
   /** The `aud` claim: which API it is for. */
   audience?: string;
 }
-
-/** Defaults the lab uses; main.ts prints them. */
-export const TOKEN_DEFAULTS = {
-  accessTtlSec: 5 * 60,
-  refreshTtlSec: 14 * 24 * 60 * 60,
-  clockToleranceSec: 30,
-  refreshRaceGraceMs: 10_000,
-  issuer: 'http://localhost/backend-labs',
-  audience: 'backend-labs-api',
-} as const;
 
 /** What a client may present: the access token (Authorization: Bearer) and/or the refresh cookie. */
 export interface Credentials {

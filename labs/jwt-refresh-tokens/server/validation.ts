@@ -1,40 +1,58 @@
-/** Request checks for the routes, each failure one sentence a client developer can act on. */
-
-export interface LoginBody {
-  username: string;
-  password: string;
-}
+/**
+ * Request input as zod schemas, checked by the kit's `parseInput`: a failure is a 400 problem whose
+ * `errors` name each field and what it must be (`password: must be a non-empty string`).
+ */
+import { z } from '@labs/lab-kit';
+import type { Credentials } from './token-service.ts';
 
 /** Long enough for any passphrase, short enough that nobody makes us hash a megabyte. */
 export const MAX_PASSWORD_LENGTH = 1024;
 const MAX_USERNAME_LENGTH = 64;
+const NON_EMPTY = 'must be a non-empty string';
 
-export type Checked<T> = { ok: true; value: T } | { ok: false; error: string };
+/** `{ "username": string, "password": string }`; the username is trimmed, the password kept as sent. */
+export const loginBody = z.object(
+  {
+    username: z
+      .string({ error: NON_EMPTY })
+      .trim()
+      .min(1, NON_EMPTY)
+      .max(MAX_USERNAME_LENGTH, `must be at most ${MAX_USERNAME_LENGTH} characters`),
+    password: z
+      .string({ error: NON_EMPTY })
+      .min(1, NON_EMPTY)
+      .max(MAX_PASSWORD_LENGTH, `must be at most ${MAX_PASSWORD_LENGTH} characters`),
+  },
+  // Also what a form post gets: express.json() leaves any other content type unparsed.
+  { error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json' },
+);
 
-/** Checks a parsed JSON body for `{ "username": string, "password": string }`. */
-export function parseLoginBody(body: unknown): Checked<LoginBody> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    return {
-      ok: false,
-      error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json',
-    };
-  }
-  const { username, password } = body as Record<string, unknown>;
-  if (typeof username !== 'string' || username.trim() === '')
-    return { ok: false, error: '"username" must be a non-empty string' };
-  if (username.length > MAX_USERNAME_LENGTH)
-    return { ok: false, error: `"username" must be at most ${MAX_USERNAME_LENGTH} characters` };
-  if (typeof password !== 'string' || password === '')
-    return { ok: false, error: '"password" must be a non-empty string' };
-  if (password.length > MAX_PASSWORD_LENGTH)
-    return { ok: false, error: `"password" must be at most ${MAX_PASSWORD_LENGTH} characters` };
-  return { ok: true, value: { username: username.trim(), password } };
-}
+export type LoginBody = z.infer<typeof loginBody>;
 
-/** The token from `Authorization: Bearer <token>`, undefined when absent, an error when malformed. */
-export function bearerToken(header: string | undefined): Checked<string | undefined> {
-  if (header === undefined || header === '') return { ok: true, value: undefined };
-  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(header.trim());
-  if (!match) return { ok: false, error: 'The Authorization header must be "Bearer <access token>"' };
-  return { ok: true, value: match[1] };
-}
+const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i;
+
+/** The token of `Authorization: Bearer <token>`: absent is fine (undefined), malformed is a 400. */
+const bearerHeader = z
+  .string()
+  .optional()
+  .transform((header, ctx) => {
+    if (header === undefined || header === '') return undefined;
+    const match = BEARER.exec(header.trim());
+    if (!match) {
+      ctx.addIssue({ code: 'custom', message: 'must be "Bearer <access token>"' });
+      return z.NEVER;
+    }
+    return match[1];
+  });
+
+/**
+ * What a request presents, from `{ authorization: req.get('authorization'), refreshCookie: <cookie> }`.
+ * A refresh cookie that is empty or not text (cookie-parser turns `j:{...}` into an object) counts as
+ * absent: the token code then answers 401, as for no cookie at all.
+ */
+export const credentialsInput: z.ZodType<Credentials> = z
+  .object({
+    authorization: bearerHeader,
+    refreshCookie: z.unknown().transform((value) => (typeof value === 'string' && value !== '' ? value : undefined)),
+  })
+  .transform(({ authorization, refreshCookie }) => ({ accessToken: authorization, refreshToken: refreshCookie }));

@@ -22,15 +22,15 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { errors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
+import { TOKEN_DEFAULTS } from '../server/token-defaults.ts';
 import {
-  TOKEN_DEFAULTS,
   TokenError,
   type AccessClaims,
   type Credentials,
   type IssuedTokens,
   type TokenService,
   type TokenServiceOptions,
-} from '../src/token-service.ts';
+} from '../server/token-service.ts';
 
 /**
  * Rotates one refresh token atomically, so two concurrent requests can never both see it "active".

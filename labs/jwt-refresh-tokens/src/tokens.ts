@@ -8,15 +8,15 @@
  * trusts the token to say how it was signed.
  */
 import { decodeProtectedHeader, errors, jwtVerify, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
+import { TOKEN_DEFAULTS } from '../server/token-defaults.ts';
 import {
-  TOKEN_DEFAULTS,
   TokenError,
   type AccessClaims,
   type Credentials,
   type IssuedTokens,
   type TokenService,
   type TokenServiceOptions,
-} from './token-service.ts';
+} from '../server/token-service.ts';
 
 export function createTokenService(options: TokenServiceOptions): TokenService {
   const { keys, now = Date.now } = options;

@@ -2,12 +2,9 @@
  * What the spec needs besides the app: a fake clock, an app per test with its own keys and Redis
  * prefix, and a small HTTP client that keeps the refresh cookie the way a browser would.
  */
-import { createTokenService } from '#tokens';
-import { listen, type Listening, type RedisFixture } from '@labs/test-kit';
-import { createApp } from '../src/app.ts';
-import { createKeyRing, type KeyRing } from '../src/keys.ts';
-import type { TokenServiceOptions } from '../src/token-service.ts';
-import type { UserStore } from '../src/users.ts';
+import type { OpenLab } from '@labs/lab-kit';
+import { createKeyRing, type KeyRing } from '../server/keys.ts';
+import jwtLab, { type JwtLabConfig, type JwtLabOptions } from '../server/lab.ts';
 
 /** The token settings every test uses, so the numbers below read plainly. */
 export const ACCESS_TTL_SEC = 300;
@@ -33,30 +30,27 @@ export interface TestApp {
   url: string;
   clock: FakeClock;
   keys: KeyRing;
-  server: Listening;
 }
 
 let appNo = 0;
 
-/** A fresh app: its own fake clock, signing keys and Redis keyspace. */
-export async function startApp(
-  redis: RedisFixture,
-  users: UserStore,
-  extra: Partial<TokenServiceOptions> = {},
-): Promise<TestApp> {
+/**
+ * A fresh instance of the lab's app on `lab`'s context, listening until the lab closes: its own fake
+ * clock, signing keys and Redis keyspace. `options` adds what the caller shares or controls.
+ */
+export async function startApp(lab: OpenLab<JwtLabConfig>, options: Partial<JwtLabOptions> = {}): Promise<TestApp> {
   const clock = fakeClock();
   const keys = createKeyRing({ now: clock.now });
-  const tokens = createTokenService({
-    redis: redis.client,
-    prefix: `${redis.prefix}${++appNo}:`,
-    keys,
+  const { app } = await jwtLab.build(lab.context, {
     now: clock.now,
+    keys,
     accessTtlSec: ACCESS_TTL_SEC,
     clockToleranceSec: CLOCK_TOLERANCE_SEC,
-    ...extra,
+    prefix: `${lab.context.prefix}${++appNo}:`,
+    ...options,
   });
-  const server = await listen(createApp({ tokens, users, keys }));
-  return { url: server.url, clock, keys, server };
+  const { url } = await lab.context.listen(app);
+  return { url, clock, keys };
 }
 
 /** A stored cookie: its value and the path it is sent to. */

@@ -3,32 +3,32 @@
  * and pass on short access tokens + rotated refresh tokens. Time is a fake clock; nothing is timed.
  */
 import { createPublicKey } from 'node:crypto';
+import { type AddressInfo, createServer } from 'node:net';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { useRedis, type RedisFixture } from '@labs/test-kit';
-import { createUserStore, DEMO_USERS, type UserStore } from '../src/users.ts';
-import { ACCESS_TTL_SEC, CLOCK_TOLERANCE_SEC, MINUTE, startApp, Tab, type TestApp } from './helpers.ts';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { openLab } from '@labs/lab-kit';
+import { createRedisClient } from '@labs/services';
+import jwtLab from '../server/lab.ts';
+import { createUserStore, DEMO_USERS } from '../server/users.ts';
+import { ACCESS_TTL_SEC, CLOCK_TOLERANCE_SEC, MINUTE, startApp as startAppOn, Tab, type TestApp } from './helpers.ts';
 
 const [ada, grace] = DEMO_USERS;
-let redis: RedisFixture;
-let users: UserStore;
-const apps: TestApp[] = [];
+// The lab as `lab serve` starts it, with this file's own key prefix; every app below is built on it and
+// shares one Redis client and one user store (hashing the demo passwords takes a moment).
+const lab = await openLab(jwtLab);
+const redis = await lab.context.redis();
+const users = await createUserStore();
+afterAll(() => lab.close());
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 
-beforeAll(async () => {
-  redis = await useRedis();
-  users = await createUserStore();
-});
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.server[Symbol.asyncDispose]()));
-});
-afterAll(async () => {
-  await redis[Symbol.asyncDispose]();
-});
+/** A fresh app on this file's lab: its own fake clock, keys and key prefix. */
+const startApp = () => startAppOn(lab, { redis, users });
 
 /** A fresh app and a browser tab logged in as Ada. */
 async function loggedIn(): Promise<{ app: TestApp; tab: Tab }> {
-  const app = await startApp(redis, users);
-  apps.push(app);
+  const app = await startApp();
   const tab = new Tab(app.url);
   const { status } = await tab.login(ada.username, ada.password);
   expect(status).toBe(200);
@@ -50,6 +50,15 @@ function realClaims(app: TestApp, tab: Tab): JWTPayload {
 
 const base64url = (json: object) => Buffer.from(JSON.stringify(json)).toString('base64url');
 
+/** A port nothing listens on (it was free a moment ago): Redis "down" for a client pointed at it. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 async function meWith(app: TestApp, token: string): Promise<number> {
   const res = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${token}` } });
   await res.arrayBuffer();
@@ -67,38 +76,47 @@ describe('baseline: logging in and using an access token', () => {
   });
 
   it('answers a wrong password and an unknown user with the same 401', async () => {
-    const app = await startApp(redis, users);
-    apps.push(app);
+    const app = await startApp();
     const wrongPassword = await new Tab(app.url).login(ada.username, 'not the password');
     const unknownUser = await new Tab(app.url).login('nobody-here', 'not the password');
     expect(wrongPassword.status).toBe(401);
     expect(unknownUser.status).toBe(401);
+    expect(wrongPassword.json).toMatchObject({ status: 401, title: 'Unauthorized' });
     expect(unknownUser.json).toEqual(wrongPassword.json);
   });
 
   it('answers malformed login bodies with a 400 that says what is wrong', async () => {
-    const app = await startApp(redis, users);
-    apps.push(app);
+    const app = await startApp();
     const post = async (body: string, contentType = 'application/json') => {
       const res = await fetch(`${app.url}/login`, { method: 'POST', headers: { 'content-type': contentType }, body });
-      return { status: res.status, message: String(((await res.json()) as { message?: string }).message) };
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      const problem = (await res.json()) as { status?: number; detail?: string };
+      return { status: res.status, problemStatus: problem.status, detail: String(problem.detail) };
     };
-    expect(await post('{"username": "ada", ')).toEqual({ status: 400, message: 'The body is not valid JSON' });
+    expect(await post('{"username": "ada", ')).toEqual({
+      status: 400,
+      problemStatus: 400,
+      detail: 'The body is not valid JSON',
+    });
     expect(await post('username=ada', 'application/x-www-form-urlencoded')).toMatchObject({
       status: 400,
-      message: expect.stringContaining('JSON object'),
+      problemStatus: 400,
+      detail: expect.stringContaining('JSON object'),
     });
     expect(await post('{"username": "ada"}')).toEqual({
       status: 400,
-      message: '"password" must be a non-empty string',
+      problemStatus: 400,
+      detail: 'password: must be a non-empty string',
     });
     expect(await post('{"username": 42, "password": "x"}')).toEqual({
       status: 400,
-      message: '"username" must be a non-empty string',
+      problemStatus: 400,
+      detail: 'username: must be a non-empty string',
     });
     expect(await post(JSON.stringify({ username: 'ada', password: 'x'.repeat(1025) }))).toEqual({
       status: 400,
-      message: '"password" must be at most 1024 characters',
+      problemStatus: 400,
+      detail: 'password: must be at most 1024 characters',
     });
   });
 
@@ -139,7 +157,8 @@ describe('baseline: logging in and using an access token', () => {
     app.clock.advance(PAST_ACCESS_EXPIRY);
     const res = await tab.send('GET', '/me');
     expect(res.status).toBe(401);
-    expect(await res.json()).toMatchObject({ error: 'expired' });
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await res.json()).toMatchObject({ status: 401, code: 'expired' });
   });
 
   it('still accepts a token signed by the previous key right after a key rotation', async () => {
@@ -153,8 +172,7 @@ describe('baseline: logging in and using an access token', () => {
   });
 
   it('answers /refresh and /logout without any credentials, or with made-up ones, with a 401', async () => {
-    const app = await startApp(redis, users);
-    apps.push(app);
+    const app = await startApp();
     for (const path of ['/refresh', '/logout']) {
       const res = await fetch(`${app.url}${path}`, { method: 'POST' });
       expect(res.status, path).toBe(401);
@@ -166,9 +184,51 @@ describe('baseline: logging in and using an access token', () => {
     }
   });
 
+  it('answers /login and /refresh with a 503 and Retry-After while Redis is down, logging one line', async () => {
+    const down = createRedisClient(`redis://127.0.0.1:${await closedPort()}`);
+    down.on('error', () => {}); // reconnect attempts are expected here
+    lab.context.onClose(() => down.disconnect());
+    const app = await startAppOn(lab, { redis: down, users });
+    const logged = [
+      vi.spyOn(console, 'error').mockImplementation(() => {}),
+      vi.spyOn(console, 'warn').mockImplementation(() => {}),
+    ];
+    const login = () =>
+      fetch(`${app.url}/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: ada.username, password: ada.password }),
+      });
+    const refresh = () => fetch(`${app.url}/refresh`, { method: 'POST', headers: { cookie: 'refresh_token=r-1' } });
+    // Token code that needs no Redis on a route answers as it always does there; code that does must
+    // say "come back soon" (a 503 a client can act on), never a 500.
+    for (const [path, send, withoutRedis] of [
+      ['/login', login, 200],
+      ['/refresh', refresh, 401],
+    ] as const) {
+      for (let i = 0; i < 2; i++) {
+        const res = await send();
+        expect([withoutRedis, 503], `${path} answered ${res.status}`).toContain(res.status);
+        if (res.status !== 503) {
+          await res.arrayBuffer();
+          continue;
+        }
+        expect(Number(res.headers.get('retry-after')), path).toBeGreaterThanOrEqual(1);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        expect(await res.json()).toMatchObject({ status: 503, title: 'Service Unavailable' });
+        expect(res.headers.getSetCookie(), 'an outage must not log the user out').toEqual([]);
+      }
+    }
+    const lines = logged.flatMap((spy) => spy.mock.calls);
+    expect(lines.length, 'one line per outage, not one per request').toBeLessThanOrEqual(1);
+    expect(
+      lines.flat().every((part) => typeof part === 'string'),
+      'a line of text, not an error object with its stack',
+    ).toBe(true);
+  });
+
   it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
-    const app = await startApp(redis, users);
-    apps.push(app);
+    const app = await startApp();
     const kids = async () =>
       ((await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] }).keys.map((k) => k.kid);
     const old = app.keys.current();
