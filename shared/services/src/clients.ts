@@ -63,7 +63,8 @@ export function isRedisOutage(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   if (error.name === 'MaxRetriesPerRequestError') return true;
   if (NETWORK_CODES.has((error as NodeJS.ErrnoException).code ?? '')) return true;
-  return REDIS_OUTAGE.test(error.message);
+  // Code that wraps an error keeps the original as its cause.
+  return REDIS_OUTAGE.test(error.message) || (error.cause !== undefined && isRedisOutage(error.cause));
 }
 
 /**
@@ -76,5 +77,6 @@ export function isPostgresOutage(error: unknown): boolean {
   // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout;
   // 08xxx: connection exceptions.
   if (NETWORK_CODES.has(code) || /^(57P0[1-3]|57014|08\d{3})$/.test(code)) return true;
-  return /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message);
+  if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message)) return true;
+  return error.cause !== undefined && isPostgresOutage(error.cause);
 }
