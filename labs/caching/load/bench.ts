@@ -6,7 +6,6 @@
  * a GET *sent after* that response arrived must not return an older version. Reads that overlap a
  * write may return either version; they are not counted.
  */
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
   benchDurationSec,
@@ -29,7 +28,6 @@ const options: BenchServerOptions = {
   users: 10_000,
   instances: 2,
   ttlMs: 60_000,
-  prefix: `labs:bench:caching:${randomBytes(4).toString('hex')}:`,
 };
 
 /** Samples user ids 1..n, id k with probability proportional to 1 / k^s (inverse CDF, binary search). */

@@ -4,22 +4,13 @@
  * - no-cache: every read is a SELECT (the baseline a cache must beat);
  * - starter and solution: src/user-cache.ts and solution/user-cache.ts, their caches warmed first.
  */
-import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import type pg from 'pg';
-import { createPgPool, createRedisClient, resolveService, stopServices } from '@labs/services';
-import { deleteByPrefix, listen, type Listening } from '@labs/test-kit';
-import { createApp } from '../src/app.ts';
-import type { UserCache, UserCacheOptions } from '../src/cache.ts';
-import { dropDatabase, ensureDatabase } from '../src/database.ts';
-import {
-  createUserRepository,
-  migrate,
-  seedUsers,
-  type Queryable,
-  type UserRepository,
-} from '../src/user-repository.ts';
-import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
+import { stopServices } from '@labs/services';
+import { type OpenLab, openLab } from '@labs/lab-kit';
+import { createApp } from '../server/app.ts';
+import type { UserCache, UserCacheOptions } from '../server/cache.ts';
+import cachingLab, { type CachingConfig } from '../server/lab.ts';
+import { createUserRepository, prepareDatabase, type Queryable } from '../server/user-repository.ts';
+import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
 import { createUserCache as starterCache } from '../src/user-cache.ts';
 import { createUserCache as solutionCache } from '../solution/user-cache.ts';
 
@@ -27,7 +18,6 @@ export interface BenchServerOptions {
   users: number;
   instances: number;
   ttlMs: number;
-  prefix: string;
 }
 
 export const TARGETS = ['no-cache', 'starter', 'solution'] as const;
@@ -68,61 +58,49 @@ async function warm(cache: UserCache, users: number): Promise<void> {
 }
 
 export async function start(options: BenchServerOptions) {
-  const { users, instances, ttlMs, prefix } = options;
-  const { url: redisUrl } = await resolveService('redis');
-  const run = randomBytes(3).toString('hex');
+  const { users, instances, ttlMs } = options;
   const counters: Record<string, number> = {};
-  const clients: Redis[] = [];
-  const pools: pg.Pool[] = [];
-  const databases: string[] = [];
-  const servers: Listening[] = [];
   const urls: Record<string, string> = {};
+  // One start of the lab per target: its own database (seeded here, dropped afterwards) and its own
+  // key prefix (deleted afterwards), so no target reads what another wrote.
+  const labs: OpenLab<CachingConfig>[] = [];
+  const close = async () => {
+    for (const lab of labs) await lab.close();
+    await stopServices();
+  };
 
   console.log(`  seeding ${users.toLocaleString('en-US')} users per target and warming the caches ...`);
-  for (const target of TARGETS) {
-    const database = `labs_bench_caching_${target.replace('-', '_')}_${run}`;
-    databases.push(database);
-    const pool = createPgPool(await ensureDatabase(database), { max: 10 });
-    pools.push(pool);
-    await migrate(pool);
-    await seedUsers(pool, users);
-    const db = countingReads(pool, counters, `${target}.dbReads`);
-    for (let i = 0; i < instances; i++) {
-      const redis = createRedisClient(redisUrl);
-      clients.push(redis);
-      const repository: UserRepository = createUserRepository(db, CURRENT_SCHEMA_VERSION);
-      const cache = BUILDERS[target]({
-        repository,
-        redis,
-        prefix: `${prefix}${target}:`,
-        schemaVersion: CURRENT_SCHEMA_VERSION,
-        ttlMs,
-      });
-      if (i === 0 && target !== 'no-cache') await warm(cache, users);
-      const app = createApp({
-        cache,
-        instance: `${target}-${i + 1}`,
-        onLookup: ({ source }) => {
-          counters[`${target}.lookups`] = (counters[`${target}.lookups`] ?? 0) + 1;
-          if (source === 'cache') counters[`${target}.hits`] = (counters[`${target}.hits`] ?? 0) + 1;
-        },
-      });
-      const server = await listen(app);
-      servers.push(server);
-      urls[`${target}#${i}`] = server.url;
+  try {
+    for (const target of TARGETS) {
+      const lab = await openLab(cachingLab, { purpose: 'bench' });
+      labs.push(lab);
+      const pool = await lab.context.database({ max: 10 });
+      await prepareDatabase(pool, users);
+      const db = countingReads(pool, counters, `${target}.dbReads`);
+      for (let i = 0; i < instances; i++) {
+        const cache = BUILDERS[target]({
+          repository: createUserRepository(db, CURRENT_SCHEMA_VERSION),
+          redis: await lab.context.redis(),
+          prefix: lab.context.prefix,
+          schemaVersion: CURRENT_SCHEMA_VERSION,
+          ttlMs,
+        });
+        if (i === 0 && target !== 'no-cache') await warm(cache, users);
+        const app = createApp({
+          cache,
+          instance: `${target}-${i + 1}`,
+          onLookup: ({ source }) => {
+            counters[`${target}.lookups`] = (counters[`${target}.lookups`] ?? 0) + 1;
+            if (source === 'cache') counters[`${target}.hits`] = (counters[`${target}.hits`] ?? 0) + 1;
+          },
+        });
+        urls[`${target}#${i}`] = (await lab.context.listen(app)).url;
+      }
     }
+  } catch (error) {
+    await close();
+    throw error;
   }
 
-  return {
-    urls,
-    stats: () => ({ ...counters }),
-    async close() {
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-      if (clients[0]) await deleteByPrefix(clients[0], prefix);
-      await Promise.all(clients.map((c) => c.quit()));
-      await Promise.all(pools.map((p) => p.end()));
-      for (const database of databases) await dropDatabase(database);
-      await stopServices();
-    },
-  };
+  return { urls, stats: () => ({ ...counters }), close };
 }

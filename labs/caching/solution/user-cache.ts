@@ -27,8 +27,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import type { Lookup, UserCache, UserCacheOptions } from '../src/cache.ts';
-import type { User } from '../src/users.ts';
+import type { Lookup, UserCache, UserCacheOptions } from '../server/cache.ts';
+import type { User } from '../server/users.ts';
 
 /**
  * KEYS[1]: entry, KEYS[2]: its lease. ARGV[1]: token, ARGV[2]: lease ms.

@@ -9,8 +9,8 @@
  * - a missing id is looked up in the database on every request, however often it is asked for;
  * - Redis goes down, and every read fails with it, although the database is fine.
  */
-import type { Lookup, UserCache, UserCacheOptions } from './cache.ts';
-import type { User } from './users.ts';
+import type { Lookup, UserCache, UserCacheOptions } from '../server/cache.ts';
+import type { User } from '../server/users.ts';
 
 export function createUserCache(options: UserCacheOptions): UserCache {
   const { repository, redis, prefix, ttlMs } = options;

@@ -5,25 +5,22 @@
  * gates, never with sleeps.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { createUserCache } from '#user-cache';
-import { countQueries, listen, usePostgres, useRedis, type Listening, type QueryCounter } from '@labs/test-kit';
-import { createPgPool } from '@labs/services';
-import { createApp } from '../src/app.ts';
-import { createUserRepository, migrate, seedUsers, type UserRepository } from '../src/user-repository.ts';
-import { CURRENT_SCHEMA_VERSION } from '../src/users.ts';
+import { openLab } from '@labs/lab-kit';
+import { countQueries, type QueryCounter } from '@labs/test-kit';
+import cachingLab from '../server/lab.ts';
+import type { UserRepository } from '../server/user-repository.ts';
+import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
 
-const redis = await useRedis();
-const postgres = await usePostgres();
-const pool = createPgPool(postgres.url, { max: 20 });
-await migrate(pool);
-await seedUsers(pool, 500);
-const servers: Listening[] = [];
-afterAll(async () => {
-  await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-  await pool.end();
-  await redis[Symbol.asyncDispose]();
-  await postgres[Symbol.asyncDispose]();
-});
+// The lab as `lab serve` starts it, on this file's own database and key prefix (both removed when it
+// closes). Every instance below is built on this one context.
+const lab = await openLab(cachingLab);
+afterAll(() => lab.close());
+// One pool for every instance, so one counter sees every query they send, and one client to read TTLs.
+const pool = await lab.context.database({ max: 20 });
+const redis = await lab.context.redis();
+// The first build of a context prepares its database (the table, 500 users): done here, before any
+// test counts queries.
+await cachingLab.build(lab.context, { pool, redis, seedUsers: 500 });
 
 /** A SELECT: a read that reached PostgreSQL (writes and transaction statements are not reads). */
 const isRead = (sql: string) => /^\s*select\b/i.test(sql);
@@ -41,6 +38,7 @@ interface InstanceOptions {
 }
 
 let clusterNo = 0;
+let instanceNo = 0;
 let counter: QueryCounter | undefined;
 
 /**
@@ -48,7 +46,7 @@ let counter: QueryCounter | undefined;
  * balancer would (each instance has its own Redis connection and its own cache object).
  */
 function createCluster() {
-  const prefix = `${redis.prefix}${++clusterNo}:`; // a fresh keyspace per test
+  const prefix = `${lab.context.prefix}${++clusterNo}:`; // a fresh keyspace per test
   // The test kit counts what the pool really sends; tests run one at a time, so from now on it is ours.
   counter?.stop();
   counter = countQueries(pool);
@@ -73,30 +71,45 @@ function createCluster() {
         redisDown = false,
         onCacheError,
       } = options;
-      const repository = wrap(createUserRepository(pool, schemaVersion));
-      const connection = redis.connect();
+      const connection = await lab.context.redis(); // closed with the lab
       if (redisDown) connection.disconnect(); // no reconnection: commands reject with "Connection is closed."
-      const cache = createUserCache({ repository, redis: connection, prefix, schemaVersion, ttlMs, onCacheError });
-      const app = createApp({ cache, instance: `app-${servers.length + 1}`, onError: () => {} });
-      const server = await listen((req, res) => {
+      const { app } = await cachingLab.build(lab.context, {
+        pool,
+        redis: connection,
+        prefix,
+        schemaVersion,
+        ttlMs,
+        wrapRepository: wrap,
+        onCacheError,
+        instance: `app-${++instanceNo}`,
+        onError: () => {},
+      });
+      const server = await lab.context.listen((req, res) => {
         arrived += 1;
         for (const w of waiting) if (arrived >= w.count) w.resolve();
         app(req, res);
       });
-      servers.push(server);
       return server.url;
     },
     /** Every key under this cluster's prefix with its remaining time to live in ms. */
     async ttls(): Promise<number[]> {
-      const keys = await redis.client.keys(`${prefix}*`);
-      return Promise.all(keys.map((k) => redis.client.pttl(k)));
+      const keys = await redis.keys(`${prefix}*`);
+      return Promise.all(keys.map((k) => redis.pttl(k)));
     },
   };
 }
 
+/** The media type of every error body (RFC 9457), with or without a charset. */
+const PROBLEM = /^application\/problem\+json\b/;
+
 async function getUser(url: string, id: number | string) {
   const res = await fetch(`${url}/users/${id}`);
-  return { status: res.status, cache: res.headers.get('x-cache'), body: (await res.json()) as Record<string, unknown> };
+  return {
+    status: res.status,
+    cache: res.headers.get('x-cache'),
+    type: res.headers.get('content-type'),
+    body: (await res.json()) as Record<string, unknown>,
+  };
 }
 
 async function putUser(url: string, id: number | string, body: unknown) {
@@ -105,7 +118,11 @@ async function putUser(url: string, id: number | string, body: unknown) {
     headers: { 'content-type': 'application/json' },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type'),
+    body: (await res.json()) as Record<string, unknown>,
+  };
 }
 
 /** A promise and the function that resolves it: lets a test hold a request at a chosen point. */
@@ -168,7 +185,11 @@ describe('baseline: what any cache in front of the database must do', () => {
   it('answers 404 for a user that does not exist', async () => {
     const url = await createCluster().start();
     for (let i = 0; i < 2; i++) {
-      expect(await getUser(url, 999_999)).toMatchObject({ status: 404, body: { error: 'no user with id 999999' } });
+      expect(await getUser(url, 999_999)).toMatchObject({
+        status: 404,
+        type: expect.stringMatching(PROBLEM),
+        body: { status: 404, title: 'Not Found', detail: 'No user with id 999999' },
+      });
     }
   });
 
@@ -177,7 +198,9 @@ describe('baseline: what any cache in front of the database must do', () => {
     for (const bad of ['abc', '0', '-1', '1.5', '01', '2147483648', '1e3']) {
       const res = await getUser(url, bad);
       expect(res.status, `GET /users/${bad}`).toBe(400);
-      expect(res.body.error).toBe(`id must be a whole number from 1 to 2147483647, got "${bad}"`);
+      expect(res.type).toMatch(PROBLEM);
+      expect(res.body).toMatchObject({ status: 400, title: 'Bad Request' });
+      expect(res.body.detail).toBe(`id: must be a whole number from 1 to 2147483647, got "${bad}"`);
     }
     expect((await putUser(url, 'abc', { name: 'A', email: 'a@example.com' })).status).toBe(400);
   });
@@ -186,35 +209,80 @@ describe('baseline: what any cache in front of the database must do', () => {
     const url = await createCluster().start();
     const badEncoding = await fetch(`${url}/users/%ZZ`);
     expect(badEncoding.status, 'a URL that is not valid percent-encoding').toBe(400);
-    expect(await badEncoding.json()).toHaveProperty('error');
+    expect(badEncoding.headers.get('content-type')).toMatch(PROBLEM);
+    expect(await badEncoding.json()).toMatchObject({ status: 400, title: 'Bad Request', detail: expect.any(String) });
     const charset = await fetch(`${url}/users/5`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json; charset=latin-9' },
       body: '{}',
     });
     expect(charset.status, 'a charset the server cannot read').toBe(415);
-    expect(await charset.json()).toHaveProperty('error');
+    expect(charset.headers.get('content-type')).toMatch(PROBLEM);
+    expect(await charset.json()).toMatchObject({
+      status: 415,
+      title: 'Unsupported Media Type',
+      detail: expect.any(String),
+    });
     const route = await fetch(`${url}/users/5`, { method: 'DELETE' });
     expect(route.status, 'a route that does not exist').toBe(404);
-    expect(await route.json()).toEqual({ error: 'no route DELETE /users/5: try GET or PUT /users/:id' });
+    expect(route.headers.get('content-type')).toMatch(PROBLEM);
+    expect(await route.json()).toEqual({ title: 'Not Found', status: 404, detail: 'No route for DELETE /users/5' });
   });
 
   it('rejects a bad body with a 400 that names every problem', async () => {
     const url = await createCluster().start();
+    const nameProblem = 'name: must be a string of 1 to 100 characters';
+    const emailProblem = 'email: must look like user@example.com (at most 254 characters)';
     expect(await putUser(url, 5, {})).toEqual({
       status: 400,
+      type: expect.stringMatching(PROBLEM),
       body: {
-        error:
-          'name must be a string of 1 to 100 characters; email must look like user@example.com (at most 254 characters)',
+        title: 'Bad Request',
+        status: 400,
+        detail: `${nameProblem}; ${emailProblem}`,
+        errors: [nameProblem, emailProblem],
       },
     });
-    expect((await putUser(url, 5, { name: 'x'.repeat(101), email: 'a@example.com' })).body.error).toBe(
-      'name must be a string of 1 to 100 characters',
+    expect((await putUser(url, 5, { name: 'x'.repeat(101), email: 'a@example.com' })).body.detail).toBe(nameProblem);
+    expect((await putUser(url, 5, { name: 'Ada', email: 'not-an-email' })).body.detail).toMatch(
+      /^email: must look like/,
     );
-    expect((await putUser(url, 5, { name: 'Ada', email: 'not-an-email' })).body.error).toMatch(/^email must look like/);
-    expect(await putUser(url, 5, '{"name": ')).toEqual({ status: 400, body: { error: 'body must be valid JSON' } });
-    expect((await putUser(url, 5, [1, 2])).body.error).toMatch(/^body must be a JSON object/);
+    expect(await putUser(url, 5, '{"name": ')).toEqual({
+      status: 400,
+      type: expect.stringMatching(PROBLEM),
+      body: { title: 'Bad Request', status: 400, detail: 'The body is not valid JSON' },
+    });
+    expect((await putUser(url, 5, [1, 2])).body.detail).toMatch(/^body must be a JSON object/);
     expect((await getUser(url, 5)).body).toMatchObject({ name: 'User 5', version: 1 }); // nothing was written
+  });
+
+  it('rejects a JSON body that is valid but not an object (null, a number, a string) as not an object', async () => {
+    const url = await createCluster().start();
+    for (const body of ['null', '5', '"Ada"']) {
+      const res = await putUser(url, 6, body);
+      expect(res, `PUT body ${body}`).toMatchObject({
+        status: 400,
+        type: expect.stringMatching(PROBLEM),
+        body: { status: 400, title: 'Bad Request' },
+      });
+      expect(res.body.detail, `PUT body ${body}`).toMatch(/^body must be a JSON object like/);
+    }
+    expect((await getUser(url, 6)).body).toMatchObject({ name: 'User 6', version: 1 }); // nothing was written
+  });
+
+  it('rejects a name or email containing a NUL character with a 400, not a database error', async () => {
+    // PostgreSQL text cannot hold U+0000 (it answers SQLSTATE 22021): the input check must catch it first.
+    const url = await createCluster().start();
+    expect(await putUser(url, 7, { name: 'Ada\u0000Lovelace', email: 'ada@example.com' })).toMatchObject({
+      status: 400,
+      type: expect.stringMatching(PROBLEM),
+      body: { status: 400, title: 'Bad Request', detail: 'name: must not contain the NUL character (\\u0000)' },
+    });
+    expect(await putUser(url, 7, { name: 'Ada', email: 'ada\u0000@example.com' })).toMatchObject({
+      status: 400,
+      body: { status: 400, detail: 'email: must not contain the NUL character (\\u0000)' },
+    });
+    expect((await getUser(url, 7)).body).toMatchObject({ name: 'User 7', version: 1 }); // nothing was written
   });
 
   it('PUT creates a missing user (201) and replaces an existing one (200), bumping its version', async () => {

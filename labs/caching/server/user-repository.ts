@@ -2,6 +2,7 @@
  * The users table and the only two queries the API needs. The cache sits in front of this; the learner
  * does not edit it. Every query goes through `db.query`, so a test or the load script can count them.
  */
+import type pg from 'pg';
 import { presentUser, type User, type UserInput, type UserRow } from './users.ts';
 
 /** The part of a pg Pool (or Client) this module uses: anything that runs a query. */
@@ -60,4 +61,26 @@ export async function seedUsers(db: Queryable, count: number): Promise<void> {
      ON CONFLICT (id) DO NOTHING`,
     [count],
   );
+}
+
+/**
+ * Creates the table and users 1..seedUsers in one transaction, under an advisory lock: two processes
+ * preparing one database at once (two `lab serve`s) take turns instead of racing, because two
+ * concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog. Safe to run again.
+ */
+export async function prepareDatabase(pool: pg.Pool, seedCount: number): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    // Released by COMMIT or ROLLBACK: a crashed process never leaves it held.
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
+    await migrate(client);
+    if (seedCount > 0) await seedUsers(client, seedCount);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
 }

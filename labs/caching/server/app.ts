@@ -1,0 +1,66 @@
+/**
+ * The API under test: GET and PUT /users/:id over any UserCache. createApp never listens;
+ * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Input is checked with zod
+ * schemas (users.ts), and every error is an RFC 9457 problem. The learner does not edit this file.
+ */
+import express, { type Express } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
+import type { Lookup, UserCache } from './cache.ts';
+import { userInput, userParams } from './users.ts';
+
+export interface AppDeps {
+  cache: UserCache;
+  /** Sent as X-Instance, so a learner can see which instance answered (default: `port-<its port>`). */
+  instance?: string;
+  /** Called after every read (the load script counts cache hits with it). */
+  onLookup?: (lookup: Lookup) => void;
+  /** Called with any unexpected error (the response is then a 500 that does not say what it was). */
+  onError?: (error: Error) => void;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { cache, onLookup = () => {}, onError = (e) => console.error(`[caching] ${e.message}`) } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag'); // an ETag would turn repeated reads into 304s and hide what the cache did
+  // strict: false lets a body of `null` (or 5, or "x") through the parser, so the schema can say that
+  // the body must be an object; strict mode would call it invalid JSON, which it is not.
+  app.use(express.json({ limit: '10kb', strict: false }));
+  app.use((req, res, next) => {
+    res.set('X-Instance', deps.instance ?? `port-${req.socket.localPort}`);
+    next();
+  });
+
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true, instance: res.get('X-Instance') });
+  });
+
+  // Express 5 passes a rejected handler to the error handler below: a failure is a 500 problem.
+  app.get('/users/:id', async (req, res) => {
+    const params = parseInput(res, userParams, req.params);
+    if (!params) return;
+    const lookup = await cache.get(params.id);
+    onLookup(lookup);
+    res.set('X-Cache', lookup.source === 'cache' ? 'hit' : 'miss');
+    if (lookup.user === null) {
+      sendProblem(res, 404, `No user with id ${params.id}`);
+      return;
+    }
+    res.json(lookup.user);
+  });
+
+  app.put('/users/:id', async (req, res) => {
+    const params = parseInput(res, userParams, req.params);
+    if (!params) return;
+    const input = parseInput(res, userInput, req.body);
+    if (!input) return;
+    const { user, created } = await cache.put(params.id, input);
+    res.status(created ? 201 : 200).json(user);
+  });
+
+  app.use(notFound);
+  // Body-parser mistakes (invalid JSON, too large, an unknown charset) and undecodable URLs keep their
+  // 4xx; anything else is a 500 whose details go to onError only.
+  app.use(problemHandler(onError));
+  return app;
+}

@@ -1,0 +1,111 @@
+/**
+ * The caching lab, described once: `lab serve`, the spec and the load script all start it from here.
+ * Config: CACHE_TTL_MS (default 60000), SCHEMA_VERSION (default: the current one; 1 plays the previous
+ * deployment), SEED_USERS (users 1..n that `lab serve` creates, default 10000).
+ */
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { createUserCache } from '#user-cache';
+import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
+import { createApp } from './app.ts';
+import { createUserRepository, prepareDatabase, type UserRepository } from './user-repository.ts';
+import { CURRENT_SCHEMA_VERSION } from './users.ts';
+
+export interface CachingConfig {
+  CACHE_TTL_MS: number;
+  SCHEMA_VERSION: number;
+  SEED_USERS: number;
+}
+
+/** What a spec or load script may set instead of the configuration. */
+export interface CachingLabOptions {
+  /** The pool every query goes through (a spec counts them on it). Default: a new one on this start's database. */
+  pool: pg.Pool;
+  /** A Redis client of the caller's (a closed one plays an outage). Default: a new one. */
+  redis: Redis;
+  /** The key prefix; instances that share one share a cache. Default: this start's own. */
+  prefix: string;
+  /** The deployment this instance belongs to. */
+  schemaVersion: number;
+  ttlMs: number;
+  /** Users 1..n the first build of a start creates. Default: SEED_USERS for `lab serve`, none otherwise. */
+  seedUsers: number;
+  /** Shown as X-Instance, so a learner sees which instance answered. Default: `port-<its port>`. */
+  instance: string;
+  /** Wraps the repository the cache reads and writes through (a test holds a call with it). */
+  wrapRepository: (repository: UserRepository) => UserRepository;
+  /** Receives the Redis failures the cache reports. Default: a warning, at most every 5 s. */
+  onCacheError: (error: Error) => void;
+  /** Receives the unexpected errors behind a 500. Default: the log. */
+  onError: (error: Error) => void;
+}
+
+/**
+ * The database is prepared (table, seed users) once per start, however many instances a spec builds
+ * on it: like one deployment's migration, not one per process.
+ */
+const prepared = new WeakMap<LabContext<CachingConfig>, Promise<void>>();
+
+function prepareOnce(context: LabContext<CachingConfig>, pool: pg.Pool, seedUsers: number): Promise<void> {
+  let done = prepared.get(context);
+  if (!done) {
+    done = prepareDatabase(pool, seedUsers);
+    done.catch(() => prepared.delete(context)); // a failed attempt is tried again by the next build
+    prepared.set(context, done);
+  }
+  return done;
+}
+
+export default defineLab<CachingConfig, CachingLabOptions>({
+  slug: 'caching',
+  title: 'Caching and cache invalidation',
+  services: ['postgres', 'redis'],
+  config: z.object({
+    CACHE_TTL_MS: wholeNumber({ fallback: 60_000, min: 1, max: 86_400_000 }),
+    SCHEMA_VERSION: wholeNumber({ fallback: CURRENT_SCHEMA_VERSION, min: 1, max: CURRENT_SCHEMA_VERSION }),
+    SEED_USERS: wholeNumber({ fallback: 10_000, min: 0, max: 1_000_000 }),
+  }),
+  async build(context, options) {
+    const { config } = context;
+    const schemaVersion = options.schemaVersion ?? config.SCHEMA_VERSION;
+    const ttlMs = options.ttlMs ?? config.CACHE_TTL_MS;
+    const seedUsers = options.seedUsers ?? (context.purpose === 'serve' ? config.SEED_USERS : 0);
+    const prefix = options.prefix ?? context.prefix;
+    const pool = options.pool ?? (await context.database());
+    await prepareOnce(context, pool, seedUsers);
+    const redis = options.redis ?? (await context.redis());
+    const wrap = options.wrapRepository ?? ((repository) => repository);
+    let lastWarning = 0;
+    const cache = createUserCache({
+      repository: wrap(createUserRepository(pool, schemaVersion)),
+      redis,
+      prefix,
+      schemaVersion,
+      ttlMs,
+      // A cache that survives Redis failing reports each failure; saying so at most every 5 s keeps the
+      // log readable during an outage.
+      onCacheError:
+        options.onCacheError ??
+        ((error) => {
+          if (Date.now() - lastWarning < 5000) return;
+          lastWarning = Date.now();
+          console.warn(`[caching] Redis failed, answering from the database: ${error.message}`);
+        }),
+    });
+    const app = createApp({ cache, instance: options.instance, onError: options.onError });
+    const database = new URL(pool.options.connectionString ?? 'postgres:///').pathname.slice(1);
+    return {
+      app,
+      usage: (url) => [
+        `${seedUsers > 0 ? `Users 1..${seedUsers}` : 'Users'} in PostgreSQL${database ? ` (database ${database})` : ''}, cached in Redis under ${prefix}`,
+        `Schema version ${schemaVersion}, TTL ${ttlMs} ms. Run a second one (--port 3001) to see instances share the cache.`,
+        'Try:',
+        `  curl -i ${url}/users/42                  # run it twice: X-Cache: miss, then hit`,
+        `  curl -i -X PUT ${url}/users/42 -H 'content-type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com"}'`,
+        `  curl -i ${url}/users/42                  # the new name, or the old one?`,
+        `  curl -i ${url}/users/0                   # 400`,
+        `  curl -i ${url}/users/99999999            # 404`,
+      ],
+    };
+  },
+});
