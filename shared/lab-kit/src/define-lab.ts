@@ -161,7 +161,9 @@ export async function openLab<Config, Options>(
     (closing ??= (async () => {
       await Promise.allSettled(servers.map((s) => s[Symbol.asyncDispose]()));
       for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch(() => undefined);
-      if (!kept && redisClients[0]?.status === 'ready') await deleteByPrefix(redisClients[0], prefix).catch(() => 0);
+      // Any client that is still connected will do (a test may have closed the first on purpose).
+      const ready = redisClients.find((c) => c.status === 'ready');
+      if (!kept && ready) await deleteByPrefix(ready, prefix).catch(() => 0);
       await Promise.allSettled(redisClients.map((c) => c.quit().catch(() => c.disconnect())));
       if (database) {
         const { own } = await database.catch(() => ({ own: false }));

@@ -69,7 +69,13 @@ export function problemHandler(log: (error: Error) => void = (e) => console.erro
     }
     const status = error.status;
     if (status !== undefined && status >= 400 && status < 500) {
-      const detail = error.type === 'entity.parse.failed' ? 'The body is not valid JSON' : error.message;
+      const limit = (error as { limit?: number }).limit;
+      const detail =
+        error.type === 'entity.parse.failed'
+          ? 'The body is not valid JSON'
+          : error.type === 'entity.too.large' && limit !== undefined
+            ? `The body is larger than the ${limit} bytes this endpoint accepts`
+            : error.message;
       sendProblem(res, status, detail);
       return;
     }
