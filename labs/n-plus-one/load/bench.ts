@@ -6,6 +6,7 @@
  * with the same number of queries per request at both page sizes.
  */
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import {
   benchDurationSec,
   type ComparisonRow,
@@ -45,6 +46,16 @@ async function settledStats(previous: Record<string, number>): Promise<Record<st
     await new Promise((r) => setTimeout(r, 20));
   }
   return last;
+}
+
+// A figure means nothing for a wrong answer: every target must serve the reference's pages (the spec
+// proves the reference right; nothing else runs the single-query version, or your edited starter here).
+const reference = 'solution (DataLoader)';
+for (const n of PAGE_SIZES) {
+  const pages = await Promise.all(targets.map(async (target) => (await fetch(pageUrl(target, n))).json()));
+  const expected = pages[targets.indexOf(reference)];
+  const wrong = targets.filter((_, i) => !isDeepStrictEqual(pages[i], expected));
+  if (wrong.length > 0) throw new Error(`At N=${n}, ${wrong.join(' and ')} served another page than ${reference}`);
 }
 
 // One second each first, so no target is measured while V8 is still compiling its code path.

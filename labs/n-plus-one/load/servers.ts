@@ -3,12 +3,13 @@
  * the DataLoader solution and the single-query alternative, each with its own pg pool, so each pool's
  * query counter (the test kit's, as in the spec) counts one target only.
  */
-import type pg from 'pg';
-import { resolveService, stopServices } from '@labs/services';
-import { countQueries, listen, type Listening, type QueryCounter } from '@labs/test-kit';
-import { createApp, type FeedLoader } from '../src/app.ts';
+import { openLab } from '@labs/lab-kit';
+import { stopServices } from '@labs/services';
+import { countQueries, type QueryCounter } from '@labs/test-kit';
+import type { FeedLoader } from '../server/app.ts';
+import { DEFAULT_SEED, seed } from '../server/database.ts';
+import nPlusOneLab from '../server/lab.ts';
 import { loadAuthorFeed as starterFeed } from '../src/author-feed.ts';
-import { DEFAULT_SEED, openLabDatabase, seed } from '../src/database.ts';
 import { loadAuthorFeed as solutionFeed, loadAuthorFeedInOneQuery } from '../solution/author-feed.ts';
 
 export interface BenchServerOptions {
@@ -24,27 +25,22 @@ export const TARGETS: Record<string, FeedLoader> = {
 };
 
 export async function start(options: BenchServerOptions) {
-  const { url } = await resolveService('postgres');
-  const pools: pg.Pool[] = [];
-  const servers: Listening[] = [];
+  // One context for every target: the run's own database (so a `lab serve` running at the same time is
+  // left alone), dropped with the pools and servers when the run ends.
+  const lab = await openLab(nPlusOneLab, { purpose: 'bench' });
   const urls: Record<string, string> = {};
   const counters: Record<string, { queries: QueryCounter; requests: number }> = {};
-  // The load script's own database, so a `pnpm lab serve` running at the same time is left alone.
-  for (let i = 0; i < Object.keys(TARGETS).length; i++) {
-    pools.push(await openLabDatabase(url, 'labs_n_plus_one_bench', { max: options.poolSize }));
-  }
-  await seed(pools[0]!, DEFAULT_SEED);
-  for (const [i, [name, loadFeed]] of Object.entries(TARGETS).entries()) {
-    const db = pools[i]!;
+  for (const [name, loadFeed] of Object.entries(TARGETS)) {
+    const db = await lab.context.database({ max: options.poolSize });
+    if (Object.keys(urls).length === 0) await seed(db, DEFAULT_SEED); // one database, seeded once for all
     const counter = { queries: countQueries(db), requests: 0 };
     counters[name] = counter;
-    const app = createApp({ db, loadFeed });
-    const server = await listen((req, res) => {
+    const { app } = await nPlusOneLab.build(lab.context, { db, loadFeed });
+    const server = await lab.context.listen((req, res) => {
       // Counted on arrival: every request that arrives runs all its queries, even if autocannon hangs up.
       counter.requests += 1;
       app(req, res);
     });
-    servers.push(server);
     urls[name] = server.url;
   }
   return {
@@ -58,10 +54,6 @@ export async function start(options: BenchServerOptions) {
       }
       return out;
     },
-    async close() {
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-      await Promise.all(pools.map((p) => p.end()));
-      await stopServices();
-    },
+    close: () => lab.close().then(stopServices),
   };
 }

@@ -24,7 +24,7 @@ import {
   type PageRequest,
   type Post,
   type PostRow,
-} from '../src/author-repository.ts';
+} from '../server/author-repository.ts';
 
 /**
  * The newest posts of every author in `authorIds`, in one query, in the order of `authorIds` (what

@@ -16,7 +16,7 @@ import {
   type PageRequest,
   type Post,
   type PostRow,
-} from './author-repository.ts';
+} from '../server/author-repository.ts';
 
 /** The newest posts of one author. */
 async function latestPostsOf(db: pg.Pool, authorId: number): Promise<Post[]> {

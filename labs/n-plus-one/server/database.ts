@@ -3,8 +3,7 @@
  * none, some with fewer than a page shows), generated inside PostgreSQL by generate_series in two
  * INSERT ... SELECT statements, so 100,000 posts load in seconds instead of 100,000 round trips.
  */
-import pg from 'pg';
-import { createPgPool } from '@labs/services';
+import type pg from 'pg';
 
 /** How big the dataset is. The same numbers always give the same rows. */
 export interface SeedOptions {
@@ -14,7 +13,7 @@ export interface SeedOptions {
   maxPostsPerAuthor: number;
 }
 
-/** What `pnpm lab serve` and the load script use: 5,000 authors, about 100,000 posts. */
+/** What `lab serve` and the load script use: 5,000 authors, about 100,000 posts. */
 export const DEFAULT_SEED: SeedOptions = { authors: 5000, maxPostsPerAuthor: 40 };
 
 const SCHEMA = `
@@ -43,7 +42,7 @@ const POSTS_INDEX = 'CREATE INDEX posts_author_latest ON posts (author_id, publi
  * Drops and recreates the two tables and fills them. Publication times repeat (a few hundred distinct
  * hours), so ordering by time alone would be ambiguous: every query orders by (published_at, id).
  */
-export async function seed(db: pg.Pool | pg.Client, options: SeedOptions = DEFAULT_SEED): Promise<void> {
+export async function seed(db: pg.Pool | pg.ClientBase, options: SeedOptions = DEFAULT_SEED): Promise<void> {
   await db.query(SCHEMA);
   await db.query(
     `INSERT INTO authors (id, name)
@@ -66,34 +65,42 @@ export async function seed(db: pg.Pool | pg.Client, options: SeedOptions = DEFAU
 }
 
 /**
- * A pool on a database of the lab's own, named `database`, created if absent, so reseeding (which drops
- * and recreates two tables) never touches anyone else's tables. (Embedded PGlite accepts the CREATE and
- * serves its one database, private to its process, whatever name a connection asks for.) If the database
- * cannot be created (a role without CREATEDB), this fails with a message: falling back to the database in
- * `url` could drop a real `authors` or `posts` table.
+ * Which dataset the tables hold, written on `posts` by {@link seedOnce} in the seed's own transaction.
+ * Change the version when SCHEMA, POSTS_INDEX or seed() change, so kept databases are seeded again.
  */
-export async function openLabDatabase(
-  url: string,
-  database = 'labs_n_plus_one',
-  options: pg.PoolConfig = {},
-): Promise<pg.Pool> {
-  const admin = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await admin.connect();
+function datasetMark(options: SeedOptions): string {
+  return `n-plus-one dataset v1: ${options.authors} authors, at most ${options.maxPostsPerAuthor} posts each`;
+}
+
+/** Any fixed number: advisory locks are per database, and only seedOnce takes this one. */
+const SEED_LOCK = 2_026_112_501;
+
+/**
+ * Seeds `db` unless it already holds this dataset; true if it seeded. For `lab serve`, whose database
+ * is kept: a restart reuses the data, and two `serve`s started together take turns on an advisory lock
+ * (held until the transaction ends), so the second finds the data in place instead of dropping the
+ * tables the first is serving from. One transaction, so a seed stopped halfway leaves nothing behind.
+ */
+export async function seedOnce(db: pg.Pool, options: SeedOptions = DEFAULT_SEED): Promise<boolean> {
+  const mark = datasetMark(options);
+  const client = await db.connect();
   try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${database}`);
-  } catch (error) {
-    // 42P04: another process created it between our check and our CREATE; that is fine.
-    if ((error as { code?: string }).code !== '42P04') {
-      throw new Error(
-        `Cannot create the lab's own database "${database}": ${(error as Error).message}. ` +
-          'Grant this role CREATEDB, create the database yourself, or use the embedded engine (LABS_PROVIDER=postgres:embedded).',
-      );
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [SEED_LOCK]);
+    const { rows } = await client.query<{ mark: string | null }>(
+      "SELECT obj_description(to_regclass('posts'), 'pg_class') AS mark",
+    );
+    const missing = rows[0]?.mark !== mark;
+    if (missing) {
+      await seed(client, options);
+      await client.query(`COMMENT ON TABLE posts IS ${client.escapeLiteral(mark)}`);
     }
+    await client.query('COMMIT');
+    return missing;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
   } finally {
-    await admin.end();
+    client.release();
   }
-  const own = new URL(url);
-  own.pathname = `/${database}`;
-  return createPgPool(own.toString(), options);
 }

@@ -1,0 +1,75 @@
+/**
+ * The API: GET /api/authors?limit=N&after=ID, a page of authors with their latest posts. createApp
+ * never listens; `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are
+ * RFC 9457 problems.
+ */
+import express, { type Express } from 'express';
+import type pg from 'pg';
+import { loadAuthorFeed } from '#author-feed';
+import { notFound, parseInput, problemHandler, wholeNumber, z } from '@labs/lab-kit';
+import type { AuthorWithPosts, PageRequest } from './author-repository.ts';
+
+/** Authors per page when `limit` is absent. */
+export const DEFAULT_LIMIT = 20;
+/** The largest page: enough to show the problem, small enough that one request cannot ask for everything. */
+export const MAX_LIMIT = 100;
+/** The largest author id (`authors.id` is an integer): a bigger `after` is a mistake, not an empty page. */
+export const MAX_AUTHOR_ID = 2_147_483_647;
+
+/**
+ * A whole-number query parameter. The kit's `wholeNumber` reads an empty value as absent (right for an
+ * environment variable); in a URL, `?limit=` is a mistake worth a 400, not a request for the default.
+ */
+function queryNumber(options: { fallback: number; min: number; max: number }) {
+  // .optional() first, as in wholeNumber: an absent parameter must reach it (and become the fallback).
+  return z
+    .unknown()
+    .optional()
+    .refine((raw) => raw !== '', `must be a whole number from ${options.min} to ${options.max}, got ""`)
+    .pipe(wholeNumber(options));
+}
+
+/**
+ * The query string of GET /api/authors: `limit` (0..MAX_LIMIT, default DEFAULT_LIMIT; 0 is an empty
+ * page) and `after` (an author id, default 0). Other parameters are ignored.
+ */
+export const pageQuery = z.object({
+  limit: queryNumber({ fallback: DEFAULT_LIMIT, min: 0, max: MAX_LIMIT }),
+  after: queryNumber({ fallback: 0, min: 0, max: MAX_AUTHOR_ID }),
+});
+
+/** How a page is loaded; the default is the lab's exercise (`#author-feed`). */
+export type FeedLoader = (db: pg.Pool, page: PageRequest) => Promise<AuthorWithPosts[]>;
+
+export interface AppDeps {
+  db: pg.Pool;
+  loadFeed?: FeedLoader;
+}
+
+/** The body of GET /api/authors. */
+export interface AuthorsPage {
+  authors: AuthorWithPosts[];
+  /** Pass as `after` for the next page; null when this page is the last (it came back short). */
+  nextAfter: number | null;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { db, loadFeed = loadAuthorFeed } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/api/authors', async (req, res) => {
+    const page = parseInput(res, pageQuery, req.query);
+    if (!page) return; // a 400 problem naming the parameter, sent before any SQL
+    const authors = await loadFeed(db, page);
+    const last = authors.at(-1);
+    const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
+    res.json(body);
+  });
+  app.use(notFound);
+  // Express 5 passes a rejected handler here: the client gets a 500 problem, the log the details.
+  app.use(problemHandler((error) => console.error(`[n-plus-one] ${error.message}`)));
+  return app;
+}
