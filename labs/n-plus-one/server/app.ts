@@ -17,25 +17,13 @@ export const MAX_LIMIT = 100;
 export const MAX_AUTHOR_ID = 2_147_483_647;
 
 /**
- * A whole-number query parameter. The kit's `wholeNumber` reads an empty value as absent (right for an
- * environment variable); in a URL, `?limit=` is a mistake worth a 400, not a request for the default.
- */
-function queryNumber(options: { fallback: number; min: number; max: number }) {
-  // .optional() first, as in wholeNumber: an absent parameter must reach it (and become the fallback).
-  return z
-    .unknown()
-    .optional()
-    .refine((raw) => raw !== '', `must be a whole number from ${options.min} to ${options.max}, got ""`)
-    .pipe(wholeNumber(options));
-}
-
-/**
  * The query string of GET /api/authors: `limit` (0..MAX_LIMIT, default DEFAULT_LIMIT; 0 is an empty
  * page) and `after` (an author id, default 0). Other parameters are ignored.
  */
 export const pageQuery = z.object({
-  limit: queryNumber({ fallback: DEFAULT_LIMIT, min: 0, max: MAX_LIMIT }),
-  after: queryNumber({ fallback: 0, min: 0, max: MAX_AUTHOR_ID }),
+  // In a URL, `?limit=` is a mistake worth a 400, not a request for the default.
+  limit: wholeNumber({ fallback: DEFAULT_LIMIT, min: 0, max: MAX_LIMIT, emptyIsAbsent: false }),
+  after: wholeNumber({ fallback: 0, min: 0, max: MAX_AUTHOR_ID, emptyIsAbsent: false }),
 });
 
 /** How a page is loaded; the default is the lab's exercise (`#author-feed`). */

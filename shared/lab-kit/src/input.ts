@@ -40,19 +40,25 @@ export function readConfig<T>(schema: z.ZodType<T>, env: NodeJS.ProcessEnv = pro
 }
 
 /**
- * A whole number written as text (an environment variable, a query parameter): absent or empty gives
- * `fallback`; anything but digits, or a value outside min..max, is an issue that says the range and
+ * A whole number written as text (an environment variable, a query parameter): absent (or empty,
+ * unless `emptyIsAbsent: false`) gives `fallback`; anything but digits, or a value outside min..max, is an issue that says the range and
  * what came. Repeated query parameters (`?limit=1&limit=2`) arrive as an array and are refused too.
  */
-export function wholeNumber(options: { fallback: number; min: number; max: number }) {
-  const { fallback, min, max } = options;
+export function wholeNumber(options: {
+  fallback: number;
+  min: number;
+  max: number;
+  /** Whether an empty value (`?limit=`) means the fallback (true, for environment variables) or is refused. */
+  emptyIsAbsent?: boolean;
+}) {
+  const { fallback, min, max, emptyIsAbsent = true } = options;
   const range = `must be a whole number from ${min} to ${max}`;
   // .optional() first: an absent key is a value here (the fallback), not a missing field.
   return z
     .unknown()
     .optional()
     .transform((raw, ctx) => {
-      if (raw === undefined || raw === '') return fallback;
+      if (raw === undefined || (raw === '' && emptyIsAbsent)) return fallback;
       if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw.trim())) {
         ctx.addIssue({ code: 'custom', message: `${range}, got ${JSON.stringify(raw)}` });
         return z.NEVER;

@@ -7,4 +7,4 @@ export { deleteByPrefix } from '@labs/services';
 export { useKafka, usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
 export type { KafkaFixture, KafkaFixtureOptions, PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
 export { readLabPackage, type LabManifest, type LabPackage } from './lab-manifest.ts';
-export { countQueries, type QueryCounter } from './query-counter.ts';
+export { countQueries, type QueryCounter } from '@labs/lab-kit';

@@ -138,7 +138,10 @@ describe('listen', () => {
     await using next = await listen((_req, res) => res.end('next'), port + 1).catch(() => undefined);
     const attempt = listen((_req, res) => res.end('second'), port);
     await expect(attempt).rejects.toBeInstanceOf(PortInUseError);
-    const message = await attempt.catch((error: Error) => error.message);
+    const message = await attempt.then(
+      () => '',
+      (error: Error) => error.message,
+    );
     expect(message).toMatch(
       new RegExp(`^Port ${port} is already in use\\. Stop what runs there, or use another: --port \\d+`),
     );
