@@ -53,6 +53,12 @@ type GcraRedis = Redis & {
   gcra(key: string, intervalUs: number, burstUs: number, nowUs: number): Promise<[number, number, number, number]>;
 };
 
+/**
+ * The most clients a limiter remembers as denied. Each entry is a few dozen bytes; a flood from more
+ * distinct keys than this only costs the oldest entries their shortcut, never correctness.
+ */
+const MAX_DENIED = 10_000;
+
 export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   const { redis, limit, windowMs, prefix, now } = options;
   if (!('gcra' in redis)) redis.defineCommand('gcra', { numberOfKeys: 1, lua: GCRA_SCRIPT });
@@ -60,9 +66,23 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
   // Rounded up, so a fractional interval errs on the strict side (never more than `limit` per window).
   const intervalUs = Math.ceil((windowMs * 1000) / limit);
   const burstUs = intervalUs * limit;
+  // Clients Redis has denied, until the moment Redis said they may retry: an abusive client that keeps
+  // hammering is answered here, without a round trip (the local shortcut Cloudflare describes). It can
+  // only deny, never admit, so it cannot over-admit across instances; it is measured on this process's
+  // own clock (durations only), so it never compares against Redis's.
+  const deniedUntil = new Map<string, { retryAt: number; resetAt: number }>();
+  const localNow = now ?? (() => performance.now());
 
   return {
     async consume(clientId: string): Promise<Decision> {
+      const denied = deniedUntil.get(clientId);
+      if (denied !== undefined) {
+        const at = localNow();
+        const wait = Math.ceil(denied.retryAt - at);
+        if (wait > 0)
+          return { allowed: false, limit, remaining: 0, resetMs: Math.ceil(denied.resetAt - at), retryAfterMs: wait };
+        deniedUntil.delete(clientId);
+      }
       const nowUs = now ? Math.round(now() * 1000) : -1;
       const [allowed, remaining, resetMs, retryAfterMs] = await client.gcra(
         `${prefix}gcra:${clientId}`,
@@ -70,6 +90,12 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         burstUs,
         nowUs,
       );
+      if (allowed !== 1) {
+        // A Map iterates in insertion order: past the cap, the oldest entry goes first.
+        if (deniedUntil.size >= MAX_DENIED) deniedUntil.delete(deniedUntil.keys().next().value!);
+        const at = localNow();
+        deniedUntil.set(clientId, { retryAt: at + retryAfterMs, resetAt: at + resetMs });
+      }
       return { allowed: allowed === 1, limit, remaining, resetMs, retryAfterMs };
     },
   };
