@@ -1,22 +1,43 @@
-/** The comparison table every load script prints, and the JSON file with the same figures. */
+/**
+ * What a load script reports: the comparison table it prints, each target with its figure and whether
+ * it was met, and the same figures written as JSON and as a self-contained HTML report. Tables and
+ * targets are recorded as they are printed, so writeResults() (a script's last call) writes them all.
+ */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import pc from 'picocolors';
-import { SATURATED, type LoadResult } from './load.ts';
+import { renderHtmlReport } from './html-report.ts';
+import { SATURATED } from './load.ts';
+import { machineInfo } from './machine.ts';
+import { type ComparisonRow, recorded, type TargetRecord } from './recorded.ts';
 
-/** One row: a run's figures plus the lab's own evidence columns (same keys on every row). */
-export interface ComparisonRow {
-  name: string;
-  result: LoadResult;
-  evidence: Record<string, string | number>;
-}
+export type { Comparison, ComparisonRow, TargetRecord } from './recorded.ts';
+
+/** A target's threshold: the figure must be at least, at most, or exactly this. */
+export type Threshold = { atLeast: number } | { atMost: number } | { exactly: number };
 
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
+/** A figure as people read it: whole numbers as they are, others to two decimals at most. */
+const figureText = (n: number, unit = '') => {
+  const text = Number.isInteger(n) ? fmt(n) : n.toLocaleString('en-US', { maximumFractionDigits: 2 });
+  return unit === '' ? text : unit === 'x' ? `${text}x` : `${text} ${unit}`;
+};
+
+/** True when `lab bench --check` runs this script: a missed target then fails the process. */
+const checking = () => process.env.BENCH_CHECK === '1';
+
+function record(target: TargetRecord): boolean {
+  recorded.targets.push(target);
+  if (!target.met && checking()) process.exitCode = 1;
+  return target.met;
+}
+
 /** Prints the table: req/s, p50, p99, errors, then the evidence columns; flags a saturated client. */
 export function printComparison(title: string, rows: ComparisonRow[]): void {
+  recorded.comparisons.push({ title, rows });
   const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
   const table = new Table({
     head: ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys],
@@ -46,20 +67,73 @@ export function printComparison(title: string, rows: ComparisonRow[]): void {
   }
 }
 
-/** Prints a target as passed or missed. Returns `ok` so a script can count misses. */
-export function verdict(ok: boolean, text: string): boolean {
-  process.stdout.write(`${ok ? pc.green('✓ target met:') : pc.red('✗ target missed:')} ${text}\n`);
-  return ok;
+const printTarget = (met: boolean, text: string) =>
+  process.stdout.write(`${met ? pc.green('✓ target met:') : pc.red('✗ target missed:')} ${text}\n`);
+
+/**
+ * Prints a target as met or missed and records it (name, figure, threshold, met) for the JSON and HTML
+ * report. Under `lab bench --check` a miss makes the process exit non-zero. Returns whether it was met.
+ *
+ * ```ts
+ * target('solution req/s ÷ starter req/s at N=100', solution.rps / starter.rps, { atLeast: 10 }, 'x');
+ * target('stale reads', staleReads, { exactly: 0 });
+ * ```
+ */
+export function target(name: string, figure: number, threshold: Threshold, unit = ''): boolean {
+  const [comparison, value] =
+    'atLeast' in threshold
+      ? (['at least', threshold.atLeast] as const)
+      : 'atMost' in threshold
+        ? (['at most', threshold.atMost] as const)
+        : (['exactly', threshold.exactly] as const);
+  const met =
+    comparison === 'at least' ? figure >= value : comparison === 'at most' ? figure <= value : figure === value;
+  printTarget(met, `${name}: ${figureText(figure, unit)} (target: ${comparison} ${figureText(value, unit)})`);
+  return record({ name, figure, comparison, threshold: value, unit, met });
 }
 
-/** Writes the figures as JSON to <labDir>/load/results/<slug>.json (git-ignored) and returns the path. */
+/**
+ * Prints a target as met or missed, described by `text` alone, and records it like {@link target}
+ * (without a figure or threshold). Returns `ok` so a script can count misses. Prefer `target()`, which
+ * records the figure and the threshold for the report.
+ */
+export function verdict(ok: boolean, text: string): boolean {
+  printTarget(ok, text);
+  return record({ name: text, figure: null, comparison: null, threshold: null, unit: '', met: ok });
+}
+
+/** The targets recorded so far in this process, in the order they were printed. */
+export function recordedTargets(): readonly TargetRecord[] {
+  return recorded.targets;
+}
+
+/**
+ * Writes the figures as JSON to <labDir>/load/results/<slug>.json (git-ignored), with every target
+ * recorded, the distances services were put at (withDistance) and the machine they were measured on,
+ * and the same as a self-contained HTML report beside it (<slug>.html: charts of each printed table,
+ * the targets, the distances, the machine). Returns the JSON's path.
+ * Under `lab bench --check` it also says how many targets were missed.
+ */
 export function writeResults(labDir: string, slug: string, data: unknown): string {
   const dir = join(labDir, 'load', 'results');
   mkdirSync(dir, { recursive: true });
+  const at = new Date().toISOString();
+  const machine = machineInfo();
+  const { targets, distances, comparisons } = recorded;
   const file = join(dir, `${slug}.json`);
-  writeFileSync(
-    file,
-    `${JSON.stringify({ lab: slug, at: new Date().toISOString(), node: process.version, ...(data as object) }, null, 2)}\n`,
-  );
+  const json = { lab: slug, at, node: process.version, machine, ...(data as object), distances, targets };
+  writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
+  const html = join(dir, `${slug}.html`);
+  writeFileSync(html, renderHtmlReport({ lab: slug, at, machine, comparisons, targets, distances, data }));
+  process.stdout.write(`Report written to ${html}\n`);
+  if (checking()) {
+    const missed = targets.filter((t) => !t.met);
+    if (targets.length === 0) process.stdout.write(pc.yellow('--check: this load script records no targets.\n'));
+    else if (missed.length === 0) process.stdout.write(pc.green(`--check: all ${targets.length} targets met.\n`));
+    else {
+      process.stdout.write(pc.red(`--check: ${missed.length} of ${targets.length} targets missed.\n`));
+      process.exitCode = 1;
+    }
+  }
   return file;
 }

@@ -29,11 +29,27 @@ type Message =
 
 const CHILD_ENTRY = fileURLToPath(new URL('./servers-child.ts', import.meta.url));
 
-/** Forks `moduleUrl` (a .ts file, run by Node as it is), calls its start(options), and resolves once it listens. */
-export async function forkServers(moduleUrl: URL, options: unknown = {}): Promise<ForkedServers> {
+/** How to fork the servers process. */
+export interface ForkOptions {
+  /**
+   * Variables set for the child on top of this process's environment, e.g. `withDistance(...).env`,
+   * which points `DATABASE_URL` or `REDIS_URL` at a latency proxy.
+   */
+  env?: Record<string, string | undefined>;
+}
+
+/**
+ * Forks `moduleUrl` (a .ts file, run by Node as it is), calls its start(options), and resolves once it
+ * listens. `forkOptions.env` adds to (or overrides) the environment the child inherits.
+ */
+export async function forkServers(
+  moduleUrl: URL,
+  options: unknown = {},
+  forkOptions: ForkOptions = {},
+): Promise<ForkedServers> {
   const child: ChildProcess = fork(CHILD_ENTRY, [fileURLToPath(moduleUrl)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    env: process.env,
+    env: { ...process.env, ...forkOptions.env },
   });
   const urls = await new Promise<Record<string, string>>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`the servers process exited (code ${code}) before it was ready`)));

@@ -15,10 +15,10 @@ import { menu } from './commands/menu.ts';
 import { questions } from './commands/questions.ts';
 import { reset } from './commands/reset.ts';
 import { runLab } from './commands/run.ts';
-import { runLabScript, SERVE_ENTRY } from './commands/serve.ts';
+import { latencyOption, openReport, runLabScript, SERVE_ENTRY } from './commands/serve.ts';
 import { test } from './commands/test.ts';
 import { watchLab } from './commands/watch.ts';
-import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
+import { COMMANDS, didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
 import { c, LAB, say, UserError, warn } from './ui.ts';
 
 /** The commands and what they do; the first column is what follows `pnpm lab` (or `./lab`). */
@@ -30,7 +30,10 @@ const HELP_ROWS: [string, string][] = [
   ['<lab> --watch', 'run again on every save (Ctrl-C to stop)'],
   ['hint <lab>', 'the next hint (one level at a time)'],
   ['serve <lab> [--solution] [--port N]', "start the lab's API for curl or a browser"],
+  ['serve <lab> --latency postgres=1ms,redis=0.5ms', 'the same with its services that far away (each way)'],
   ['bench <lab>', 'the load script: starter vs solution, side by side'],
+  ['bench <lab> --check', 'the same, exiting non-zero when a target is missed'],
+  ['bench <lab> --open', 'the same, then open its HTML report (else print its path)'],
   ['diff <lab> [--force]', 'your code next to the reference solution (once solved)'],
   ['reset <lab> [--yes]', 'put the starter back (asks first)'],
   ['doctor', 'Node, pnpm, Docker and where each service is found'],
@@ -55,29 +58,13 @@ function helpText(): string {
   return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
 }
 
-const COMMANDS = [
-  'list',
-  'hint',
-  'serve',
-  'bench',
-  'diff',
-  'reset',
-  'doctor',
-  'questions',
-  'check',
-  'test',
-  'new',
-  'docs',
-  'help',
-];
-
 /** Which options each command accepts; `run` is `pnpm lab <lab>`. */
 const ALLOWED: Record<string, string[]> = {
   list: [],
   run: ['solution', 'watch'],
   hint: [],
-  serve: ['solution', 'port'],
-  bench: [],
+  serve: ['solution', 'port', 'latency'],
+  bench: ['check', 'open'],
   diff: ['force'],
   reset: ['yes'],
   doctor: [],
@@ -98,6 +85,8 @@ const OPTIONS = {
   markdown: { type: 'boolean' },
   json: { type: 'boolean' },
   check: { type: 'boolean' },
+  latency: { type: 'string' },
+  open: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -198,11 +187,18 @@ async function main(argv: string[]): Promise<number> {
         solution: !!values.solution,
         env: port ? { PORT: port } : {},
         interruptedCode: 0,
+        latency: latencyOption(values.latency, lab),
       });
     }
-    case 'bench':
+    case 'bench': {
       expect('bench', values, positionals, 2);
-      return runLabScript(findLab(labs, second, 'bench'), 'load/bench.ts');
+      const lab = findLab(labs, second, 'bench');
+      const startedAt = Date.now();
+      // BENCH_CHECK: the bench kit's report makes the script exit non-zero when a target misses.
+      const code = await runLabScript(lab, 'load/bench.ts', { env: values.check ? { BENCH_CHECK: '1' } : {} });
+      if (values.open) openReport(lab, startedAt);
+      return code;
+    }
     case 'diff':
       expect('diff', values, positionals, 2);
       return diff(root, findLab(labs, second, 'diff'), { force: !!values.force });
