@@ -14,10 +14,16 @@ import type { Decision, RateLimiter } from '../server/limiter.ts';
 import { createRateLimiter as starterLimiter } from '../src/rate-limiter.ts';
 import { createRateLimiter as solutionLimiter } from '../solution/rate-limiter.ts';
 
-export interface BenchServerOptions {
+/** A limit: at most `limit` requests per `windowMs` per client. */
+export interface Policy {
   limit: number;
   windowMs: number;
+}
+
+export interface BenchServerOptions extends Policy {
   instances: number;
+  /** The policy of the flood scenario's servers: a strict one, so a denied client must wait. */
+  flood: Policy;
 }
 
 /** rate-limiter-flexible behind the same interface, as a user would drop it in instead of ours. */
@@ -48,36 +54,31 @@ function flexibleLimiter(redis: Redis, limit: number, windowMs: number, prefix: 
 }
 
 export async function start(options: BenchServerOptions) {
-  const { limit, windowMs, instances } = options;
+  const { instances } = options;
   // One context for every target: one Redis, clients closed and keys deleted when the run ends.
   const lab = await openLab(rateLimiterLab, { purpose: 'bench' });
   const { prefix } = lab.context;
-  const builders: Record<string, () => Promise<RateLimiter | undefined>> = {
+  const redis = () => lab.context.redis(LIMITER_REDIS_OPTIONS);
+  /** Each target's limiter under `policy`, its keys under a prefix of its own. */
+  const builders = (policy: Policy, tag: string): Record<string, () => Promise<RateLimiter | undefined>> => ({
     bare: async () => undefined,
-    starter: async () =>
-      starterLimiter({
-        redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
-        limit,
-        windowMs,
-        prefix: `${prefix}starter:`,
-      }),
-    solution: async () =>
-      solutionLimiter({
-        redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
-        limit,
-        windowMs,
-        prefix: `${prefix}solution:`,
-      }),
+    starter: async () => starterLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}starter:` }),
+    solution: async () => solutionLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}solution:` }),
     'rate-limiter-flexible': async () =>
-      flexibleLimiter(await lab.context.redis(LIMITER_REDIS_OPTIONS), limit, windowMs, prefix),
-  };
+      flexibleLimiter(await redis(), policy.limit, policy.windowMs, `${prefix}${tag}`),
+  });
   const urls: Record<string, string> = {};
-  for (const [name, build] of Object.entries(builders)) {
-    for (let i = 0; i < instances; i++) {
-      const limiter = await build();
-      // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
-      const app = limiter ? createApp({ limiter, limit, windowMs, instance: `${name}-${i + 1}` }) : bareApp();
-      urls[`${name}#${i}`] = (await lab.context.listen(app)).url;
+  for (const [tag, policy] of [
+    ['', options],
+    ['flood-', options.flood],
+  ] as const) {
+    for (const [name, build] of Object.entries(builders(policy, tag))) {
+      for (let i = 0; i < instances; i++) {
+        const limiter = await build();
+        // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
+        const app = limiter ? createApp({ limiter, ...policy, instance: `${name}-${i + 1}` }) : bareApp();
+        urls[`${tag}${name}#${i}`] = (await lab.context.listen(app)).url;
+      }
     }
   }
   return { urls, close: () => lab.close().then(stopServices) };

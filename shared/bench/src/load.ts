@@ -21,6 +21,10 @@ export interface LoadOptions {
   requests?: autocannon.Request[];
   /** Requests in flight per connection (HTTP pipelining). Default 1. */
   pipelining?: number;
+  /** A cap on requests per second over all connections (a steady client, not a flood). */
+  overallRate?: number;
+  /** Print no progress line (for a second load running beside another). */
+  quiet?: boolean;
 }
 
 /** The figures of one run. Latencies in milliseconds. */
@@ -47,8 +51,9 @@ export const SATURATED = 0.9;
 /** Runs autocannon once and returns its figures. Progress dots go to stderr, one per second. */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const { name, url, durationSec, connections } = options;
-  process.stderr.write(`  ${name.padEnd(28)} `);
-  const ticker = setInterval(() => process.stderr.write('.'), 1000);
+  const progress = (text: string) => options.quiet || process.stderr.write(text);
+  progress(`  ${name.padEnd(28)} `);
+  const ticker = setInterval(() => progress('.'), 1000);
   const before = performance.eventLoopUtilization();
   const started = performance.now();
   try {
@@ -57,6 +62,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       headers: options.headers,
       body: options.body,
       requests: options.requests,
+      overallRate: options.overallRate,
     };
     const result = await autocannon({
       url: url as string, // autocannon accepts an array too; its types only say string
@@ -73,7 +79,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       statusCounts[status] = (stats as { count: number }).count;
     }
     const requests = Object.values(statusCounts).reduce((a, b) => a + b, 0);
-    process.stderr.write(` ${Math.round(requests / elapsed)} req/s\n`);
+    progress(` ${Math.round(requests / elapsed)} req/s\n`);
     return {
       name,
       requests,
