@@ -239,3 +239,18 @@ describe('pnpm lab test / check <lab>', () => {
     }
   });
 });
+
+describe('pnpm lab serve --latency', () => {
+  it('refuses a distance it cannot read, or a service the lab does not use, with the valid forms and exit 2', async () => {
+    for (const [value, says] of [
+      ['redis=fast', 'must be a duration such as 1ms'],
+      ['mysql=1ms', 'unknown service "mysql"'],
+      ['postgres=1ms', 'rate-limiter does not use postgres'],
+    ] as const) {
+      const r = await lab(['serve', 'rate-limiter', '--latency', value]);
+      expect(r.code, value).toBe(2);
+      expect(r.stderr).toContain(says);
+      expect(hasStackTrace(r.out)).toBe(false);
+    }
+  });
+});
