@@ -8,7 +8,7 @@ import { stopServices } from '@labs/services';
 import { type OpenLab, openLab } from '@labs/lab-kit';
 import { createApp } from '../server/app.ts';
 import type { UserCache, UserCacheOptions } from '../server/cache.ts';
-import cachingLab, { type CachingConfig } from '../server/lab.ts';
+import cachingLab, { CACHE_REDIS_OPTIONS, type CachingConfig, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import { createUserRepository, prepareDatabase, type Queryable } from '../server/user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
 import { createUserCache as starterCache } from '../src/user-cache.ts';
@@ -74,13 +74,14 @@ export async function start(options: BenchServerOptions) {
     for (const target of TARGETS) {
       const lab = await openLab(cachingLab, { purpose: 'bench' });
       labs.push(lab);
-      const pool = await lab.context.database({ max: 10 });
+      // The clients `lab serve` gives the API: the timeouts are part of what is measured.
+      const pool = await lab.context.database({ ...DATABASE_POOL_OPTIONS, max: 10 });
       await prepareDatabase(pool, users);
       const db = countingReads(pool, counters, `${target}.dbReads`);
       for (let i = 0; i < instances; i++) {
         const cache = BUILDERS[target]({
           repository: createUserRepository(db, CURRENT_SCHEMA_VERSION),
-          redis: await lab.context.redis(),
+          redis: await lab.context.redis(CACHE_REDIS_OPTIONS),
           prefix: lab.context.prefix,
           schemaVersion: CURRENT_SCHEMA_VERSION,
           ttlMs,

@@ -3,8 +3,9 @@
  * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Input is checked with zod
  * schemas (users.ts), and every error is an RFC 9457 problem. The learner does not edit this file.
  */
-import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem } from '@labs/lab-kit';
+import { isPostgresOutage, isRedisOutage } from '@labs/services';
 import type { Lookup, UserCache } from './cache.ts';
 import { userInput, userParams } from './users.ts';
 
@@ -16,10 +17,47 @@ export interface AppDeps {
   onLookup?: (lookup: Lookup) => void;
   /** Called with any unexpected error (the response is then a 500 that does not say what it was). */
   onError?: (error: Error) => void;
+  /** Called when a request fails because a service is down or stalled (the response is a 503). */
+  onOutage?: (error: Error) => void;
+}
+
+/** What a client is told to wait before it tries again, in seconds, when a service is not answering. */
+export const RETRY_AFTER_SEC = 2;
+
+/**
+ * Turns an outage into a 503 with Retry-After, which a client can act on (a 500 says we have a bug).
+ * PostgreSQL down or stalled past the pool's timeouts (server/lab.ts) is always one; Redis only reaches
+ * here when the cache does not survive it, which a cache that answers from the database never lets happen.
+ */
+function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHandler {
+  return (error: Error, _req, _res, next) => {
+    const service = isPostgresOutage(error) ? 'database' : isRedisOutage(error) ? 'cache' : undefined;
+    if (service === undefined) {
+      next(error);
+      return;
+    }
+    onOutage(error);
+    next(new ServiceDownError(`The ${service} is not answering; try again in a few seconds`, RETRY_AFTER_SEC));
+  };
+}
+
+/** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
+function warnEvery5s(): (error: Error) => void {
+  let last = 0;
+  return (error) => {
+    if (Date.now() - last < 5000) return;
+    last = Date.now();
+    console.warn(`[caching] a service is not answering (503): ${error.message}`);
+  };
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { cache, onLookup = () => {}, onError = (e) => console.error(`[caching] ${e.message}`) } = deps;
+  const {
+    cache,
+    onLookup = () => {},
+    onError = (e) => console.error(`[caching] ${e.message}`),
+    onOutage = warnEvery5s(),
+  } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag'); // an ETag would turn repeated reads into 304s and hide what the cache did
@@ -59,8 +97,9 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(notFound);
+  app.use(outagesAs503(onOutage));
   // Body-parser mistakes (invalid JSON, too large, an unknown charset) and undecodable URLs keep their
-  // 4xx; anything else is a 500 whose details go to onError only.
+  // 4xx; an outage is a 503 (above); anything else is a 500 whose details go to onError only.
   app.use(problemHandler(onError));
   return app;
 }

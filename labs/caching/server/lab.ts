@@ -3,13 +3,38 @@
  * Config: CACHE_TTL_MS (default 60000), SCHEMA_VERSION (default: the current one; 1 plays the previous
  * deployment), SEED_USERS (users 1..n that `lab serve` creates, default 10000).
  */
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type pg from 'pg';
 import { createUserCache } from '#user-cache';
 import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createUserRepository, prepareDatabase, type UserRepository } from './user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from './users.ts';
+
+/**
+ * The cache's Redis connection. A cache is an optimisation, so it must never make a request wait for
+ * longer than the database would take: while the connection is down a command fails at once instead of
+ * queueing until Redis is back (no offline queue), and a Redis that stops answering costs a request at
+ * most 250 ms (the command timeout) before the cache answers from the database instead.
+ */
+export const CACHE_REDIS_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  commandTimeout: 250,
+  maxRetriesPerRequest: 0,
+};
+
+/**
+ * The API's PostgreSQL pool. Every query the API sends is a primary-key lookup or a one-row upsert, so
+ * seconds are already a stall: the server cancels a statement after 2 s (`statement_timeout`, which
+ * also ends a wait for a row lock), the client gives up after 2.5 s even when the server cannot answer
+ * at all (`query_timeout`: a frozen or unreachable host), and waiting for a connection is bounded too.
+ * The routes answer each of these failures with a 503 and Retry-After (server/app.ts).
+ */
+export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 2000,
+  query_timeout: 2500,
+  connectionTimeoutMillis: 2000,
+};
 
 export interface CachingConfig {
   CACHE_TTL_MS: number;
@@ -19,9 +44,12 @@ export interface CachingConfig {
 
 /** What a spec or load script may set instead of the configuration. */
 export interface CachingLabOptions {
-  /** The pool every query goes through (a spec counts them on it). Default: a new one on this start's database. */
+  /**
+   * The pool every query goes through (a spec counts them on it). Default: a new one on this start's
+   * database, with DATABASE_POOL_OPTIONS.
+   */
   pool: pg.Pool;
-  /** A Redis client of the caller's (a closed one plays an outage). Default: a new one. */
+  /** A Redis client of the caller's (a closed one plays an outage). Default: a new one, with CACHE_REDIS_OPTIONS. */
   redis: Redis;
   /** The key prefix; instances that share one share a cache. Default: this start's own. */
   prefix: string;
@@ -38,6 +66,8 @@ export interface CachingLabOptions {
   onCacheError: (error: Error) => void;
   /** Receives the unexpected errors behind a 500. Default: the log. */
   onError: (error: Error) => void;
+  /** Receives the outages behind a 503 (a service down or stalled). Default: a warning, at most every 5 s. */
+  onOutage: (error: Error) => void;
 }
 
 /**
@@ -71,9 +101,9 @@ export default defineLab<CachingConfig, CachingLabOptions>({
     const ttlMs = options.ttlMs ?? config.CACHE_TTL_MS;
     const seedUsers = options.seedUsers ?? (context.purpose === 'serve' ? config.SEED_USERS : 0);
     const prefix = options.prefix ?? context.prefix;
-    const pool = options.pool ?? (await context.database());
+    const pool = options.pool ?? (await context.database(DATABASE_POOL_OPTIONS));
     await prepareOnce(context, pool, seedUsers);
-    const redis = options.redis ?? (await context.redis());
+    const redis = options.redis ?? (await context.redis(CACHE_REDIS_OPTIONS));
     const wrap = options.wrapRepository ?? ((repository) => repository);
     let lastWarning = 0;
     const cache = createUserCache({
@@ -92,7 +122,12 @@ export default defineLab<CachingConfig, CachingLabOptions>({
           console.warn(`[caching] Redis failed, answering from the database: ${error.message}`);
         }),
     });
-    const app = createApp({ cache, instance: options.instance, onError: options.onError });
+    const app = createApp({
+      cache,
+      instance: options.instance,
+      onError: options.onError,
+      onOutage: options.onOutage,
+    });
     const database = new URL(pool.options.connectionString ?? 'postgres:///').pathname.slice(1);
     return {
       app,

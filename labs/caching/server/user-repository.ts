@@ -64,19 +64,31 @@ export async function seedUsers(db: Queryable, count: number): Promise<void> {
 }
 
 /**
+ * How long one statement of the preparation may take. Preparing is no request: seeding a million users,
+ * or waiting for another process to finish preparing, takes longer than the API's pool allows a query
+ * (server/lab.ts), so the preparation lifts those bounds for its own statements.
+ */
+const PREPARE_TIMEOUT_MS = 300_000;
+
+/**
  * Creates the table and users 1..seedUsers in one transaction, under an advisory lock: two processes
  * preparing one database at once (two `lab serve`s) take turns instead of racing, because two
  * concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog. Safe to run again.
  */
 export async function prepareDatabase(pool: pg.Pool, seedCount: number): Promise<void> {
   const client = await pool.connect();
+  // pg reads a per-query `query_timeout` (the client-side bound) though its types do not declare it.
+  const preparing: Queryable = {
+    query: (text, values) => client.query({ text, values, query_timeout: PREPARE_TIMEOUT_MS } as pg.QueryConfig),
+  };
   try {
-    await client.query('BEGIN');
+    await preparing.query('BEGIN');
+    await preparing.query(`SET LOCAL statement_timeout = ${PREPARE_TIMEOUT_MS}`);
     // Released by COMMIT or ROLLBACK: a crashed process never leaves it held.
-    await client.query(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
-    await migrate(client);
-    if (seedCount > 0) await seedUsers(client, seedCount);
-    await client.query('COMMIT');
+    await preparing.query(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
+    await migrate(preparing);
+    if (seedCount > 0) await seedUsers(preparing, seedCount);
+    await preparing.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;

@@ -21,6 +21,9 @@
  *
  * Redis failures: reads fall back to the database without filling; a write that cannot invalidate
  * still succeeded in the database, so it is reported and the TTL bounds how long the old value lives.
+ * The connection the lab hands in (server/lab.ts) has no offline queue and a short command timeout, so
+ * a Redis that is down fails a command at once instead of holding the request until it comes back.
+ * Database failures are not the cache's to hide: they propagate, and the routes answer them with a 503.
  * A production service would put a concurrency limit in front of that fallback so that a Redis outage
  * cannot become a database outage.
  */

@@ -2,12 +2,19 @@
  * The caching spec. Baseline tests hold for any correct cache in front of the database; `challenge:`
  * tests fail on the starter's plain cache-aside and pass on the solution. Tests count database reads
  * (every SELECT the pool sends to PostgreSQL, through the test kit's countQueries) and drive races with
- * gates, never with sleeps.
+ * gates, never with sleeps. Only the fault tests read the clock: answering promptly while a service is
+ * down or stalled is the behaviour they check, so each bounds a request's time generously.
  */
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
+import { createPgPool, createRedisClient } from '@labs/services';
 import { countQueries, type QueryCounter } from '@labs/test-kit';
-import cachingLab from '../server/lab.ts';
+import { RETRY_AFTER_SEC } from '../server/app.ts';
+import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import type { UserRepository } from '../server/user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
 
@@ -33,6 +40,10 @@ interface InstanceOptions {
   wrap?: (repository: UserRepository) => UserRepository;
   /** Gives this instance a Redis connection that is closed: every command fails at once. */
   redisDown?: boolean;
+  /** This instance's Redis client (default: a new one on the shared server). */
+  redis?: Redis;
+  /** This instance's pool (default: the spec's one, on which queries are counted). */
+  pool?: pg.Pool;
   /** Receives the Redis failures the cache reports. */
   onCacheError?: (error: Error) => void;
 }
@@ -71,10 +82,10 @@ function createCluster() {
         redisDown = false,
         onCacheError,
       } = options;
-      const connection = await lab.context.redis(); // closed with the lab
+      const connection = options.redis ?? (await lab.context.redis()); // closed with the lab
       if (redisDown) connection.disconnect(); // no reconnection: commands reject with "Connection is closed."
       const { app } = await cachingLab.build(lab.context, {
-        pool,
+        pool: options.pool ?? pool,
         redis: connection,
         prefix,
         schemaVersion,
@@ -83,6 +94,7 @@ function createCluster() {
         onCacheError,
         instance: `app-${++instanceNo}`,
         onError: () => {},
+        onOutage: () => {},
       });
       const server = await lab.context.listen((req, res) => {
         arrived += 1;
@@ -133,29 +145,147 @@ function gate() {
 }
 
 /**
- * Holds the first call of one repository method, after the database has answered it: `reached`
- * resolves there, and the call returns once `release()` is called. A request paused at the chosen
- * point of a race; later calls pass straight through.
+ * Holds the first call of one repository method, after the database has answered it (or, with
+ * `at: 'before'`, before the query is sent): `reached` resolves there, and the call goes on once
+ * `release()` is called. A request paused at the chosen point of a race; later calls pass straight through.
  */
-function holdFirstCall(method: 'find' | 'save') {
+function holdFirstCall(method: 'find' | 'save', at: 'before' | 'after' = 'after') {
   const reached = gate();
   const released = gate();
   let held = false;
+  const hold = async () => {
+    if (held) return;
+    held = true;
+    reached.open();
+    await released.opened;
+  };
   const wrap = (repository: UserRepository): UserRepository => {
     const original = repository[method] as (...args: unknown[]) => Promise<unknown>;
     const holding = async (...args: unknown[]) => {
+      if (at === 'before') await hold();
       const result = await original.apply(repository, args);
-      if (!held) {
-        held = true;
-        reached.open();
-        await released.opened;
-      }
+      if (at === 'after') await hold();
       return result;
     };
     return { ...repository, [method]: holding };
   };
   return { wrap, reached: reached.opened, release: released.open };
 }
+
+/**
+ * Holds a reader between two of its cache commands: once the reader's database read has answered,
+ * its `n`-th Redis command (1 = the first after the read) and everything it sends after it wait until
+ * `release()`. `reached` resolves once Redis has run every command the reader sent before the held one
+ * (a PING on the same connection answers only after them); `release()` sends the held commands in
+ * their order and lets the rest through. A pipeline (MULTI ... EXEC) is written in one piece, so it
+ * counts as one command.
+ */
+function holdNthCommandAfterRead(n: number) {
+  const reached = gate();
+  let afterRead = false;
+  let sent = 0;
+  let lastPipeline: unknown;
+  let holding = false;
+  let passing = false;
+  const held: (() => void)[] = [];
+  const wrap = (repository: UserRepository): UserRepository => ({
+    ...repository,
+    async find(id) {
+      const user = await repository.find(id);
+      afterRead = true;
+      return user;
+    },
+  });
+  const instrument = (client: Redis): Redis => {
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+      const [command, pipeline] = args;
+      if (passing || !afterRead) return send(...args);
+      if (!holding) {
+        if (pipeline === undefined || pipeline !== lastPipeline) sent += 1;
+        lastPipeline = pipeline;
+        if (sent < n) return send(...args);
+        holding = true;
+        passing = true; // the fence itself goes straight to Redis
+        const fence = client.ping();
+        passing = false;
+        fence.then(reached.open, reached.open);
+      }
+      held.push(() => send(...args)); // its caller sees the reply (or the failure) on command.promise
+      return command.promise;
+    }) as Redis['sendCommand'];
+    return client;
+  };
+  const release = () => {
+    passing = true;
+    for (const next of held.splice(0)) next();
+  };
+  return { wrap, instrument, reached: reached.opened, release };
+}
+
+/**
+ * A TCP proxy in front of a real server (Redis or PostgreSQL). Once `stall()` is called it forwards
+ * nothing more in either direction, and accepts new connections without ever answering them: a server
+ * that is up and then stops answering (frozen, overloaded, a network that drops everything).
+ */
+async function stallingProxy(host: string, port: number) {
+  const sockets = new Set<Socket>();
+  let stalled = false;
+  const proxy = createServer((client) => {
+    sockets.add(client);
+    client.on('error', () => {});
+    if (stalled) return; // accepted, never answered
+    const server = connect(port, host);
+    sockets.add(server);
+    server.on('error', () => {});
+    for (const [from, to] of [
+      [client, server],
+      [server, client],
+    ] as const) {
+      from.on('data', (chunk) => {
+        if (!stalled) to.write(chunk);
+      });
+      from.on('close', () => to.destroy());
+    }
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  return {
+    port: (proxy.address() as { port: number }).port,
+    stall: () => {
+      stalled = true;
+    },
+    async [Symbol.asyncDispose]() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
+
+/** One request, its status, its Retry-After and how long it took to be answered. */
+async function timed(url: string, method: 'GET' | 'PUT', id: number) {
+  const started = performance.now();
+  const res = await fetch(`${url}/users/${id}`, {
+    method,
+    ...(method === 'PUT'
+      ? {
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `Written during a fault`, email: `user${id}@example.com` }),
+        }
+      : {}),
+  });
+  await res.arrayBuffer();
+  return {
+    request: `${method} /users/${id}`,
+    status: res.status,
+    type: res.headers.get('content-type'),
+    retryAfter: res.headers.get('retry-after'),
+    ms: Math.round(performance.now() - started),
+  };
+}
+
+/** The spec's PostgreSQL server and database, from its pool. */
+const databaseUrl = new URL(pool.options.connectionString ?? 'postgres://127.0.0.1:5432/postgres');
 
 describe('baseline: what any cache in front of the database must do', () => {
   it('returns what the database holds', async () => {
@@ -317,6 +447,83 @@ describe('baseline: what any cache in front of the database must do', () => {
   });
 });
 
+describe('baseline: under faults, every request is answered within a bound', () => {
+  /** Reads and a write of user `id` (a miss, hits or refills, a missing id), one after another. */
+  const requests = (id: number) =>
+    [
+      ['GET', id],
+      ['GET', id],
+      ['GET', 999_997],
+      ['PUT', id],
+      ['GET', id],
+    ] as const;
+
+  it('answers every request promptly, and never with a 500, while Redis is unreachable or stalled', async () => {
+    // The cache's own Redis settings (CACHE_REDIS_OPTIONS): no offline queue, so an unreachable Redis
+    // fails a command at once, and a short command timeout for one that is connected but silent. What
+    // the answer is belongs to the Redis-down challenge (the database's, or a 503 for a cache that does
+    // not survive the outage); here every request must be answered, and soon.
+    await using proxy = await stallingProxy(redis.options.host ?? '127.0.0.1', redis.options.port ?? 6379);
+    const stalled = createRedisClient(`redis://127.0.0.1:${proxy.port}`, CACHE_REDIS_OPTIONS);
+    const unreachable = createRedisClient('redis://127.0.0.1:1', CACHE_REDIS_OPTIONS); // nothing listens there
+    for (const client of [stalled, unreachable]) {
+      client.on('error', () => {}); // reconnection attempts are expected here
+      lab.context.onClose(() => client.disconnect());
+    }
+    if (stalled.status !== 'ready') await once(stalled, 'ready');
+    proxy.stall();
+    for (const [fault, client, boundMs] of [
+      ['unreachable', unreachable, 500],
+      ['stalled', stalled, 1000],
+    ] as const) {
+      const url = await createCluster().start({ redis: client, onCacheError: () => {} });
+      const answers = [];
+      for (const [method, id] of requests(fault === 'unreachable' ? 27 : 28))
+        answers.push(await timed(url, method, id));
+      const prompt = answers.filter((a) => a.ms < boundMs && a.status !== 500);
+      expect(prompt.length, `Redis ${fault}: answered within ${boundMs} ms, not 500: ${JSON.stringify(answers)}`).toBe(
+        answers.length,
+      );
+    }
+  });
+
+  it('answers 503 with Retry-After, within a few seconds, while PostgreSQL is down or stalled', async () => {
+    // The API's pool settings (DATABASE_POOL_OPTIONS): statement, query and connection timeouts of a
+    // few seconds, so a database that does not answer fails a request instead of hanging it; the routes
+    // answer that failure with a 503 a client can act on. The users are not cached: only the database
+    // could answer.
+    const proxy = await stallingProxy(databaseUrl.hostname, Number(databaseUrl.port || 5432));
+    const viaProxy = new URL(databaseUrl);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const closedPort = new URL(databaseUrl);
+    closedPort.host = '127.0.0.1:1'; // nothing listens there
+    const stalled = createPgPool(viaProxy.toString(), DATABASE_POOL_OPTIONS);
+    const down = createPgPool(closedPort.toString(), DATABASE_POOL_OPTIONS);
+    await stalled.query('SELECT 1'); // one connection open and idle, as in a running service
+    proxy.stall();
+    try {
+      for (const [fault, faultyPool, id] of [
+        ['down', down, 29],
+        ['stalled', stalled, 30],
+      ] as const) {
+        const url = await createCluster().start({ pool: faultyPool });
+        const answers = await Promise.all([timed(url, 'GET', id), timed(url, 'PUT', id), timed(url, 'GET', 999_996)]);
+        for (const answer of answers) {
+          expect(answer, `PostgreSQL ${fault}: ${answer.request}`).toMatchObject({
+            status: 503,
+            type: expect.stringMatching(PROBLEM),
+            retryAfter: String(RETRY_AFTER_SEC),
+          });
+          expect(answer.ms, `PostgreSQL ${fault}: ${answer.request} answered after ${answer.ms} ms`).toBeLessThan(6000);
+        }
+      }
+    } finally {
+      await proxy[Symbol.asyncDispose]();
+      await Promise.all([stalled.end(), down.end()]);
+    }
+  });
+});
+
 describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
   it('challenge: a read right after a successful write returns the new value, from every instance', async () => {
     const cluster = createCluster();
@@ -358,6 +565,30 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     }
   });
 
+  it('challenge: a read during a write, before its commit, does not leave the old value cached', async () => {
+    // Why a write invalidates after its commit, not before: a read that comes in between the two
+    // finds the entry gone, reads the database (the old row: the write has not committed) and stores
+    // it. Deleting first only opens that gap; whatever happens before the commit, the write must
+    // invalidate once it has committed. The write is held just before its query is sent.
+    const cluster = createCluster();
+    const write = holdFirstCall('save', 'before');
+    const writer = await cluster.start({ wrap: write.wrap });
+    const reader = await cluster.start();
+    await getUser(reader, 33); // cached: version 1
+    const pending = putUser(writer, 33, { name: 'Committed late', email: 'user33@example.com' });
+    await write.reached; // the write has begun; it has not reached the database yet
+    expect((await getUser(reader, 33)).body).toMatchObject({ version: 1 }); // still the last committed value
+    write.release();
+    expect((await pending).status).toBe(200);
+    for (const url of [writer, reader]) {
+      const { body } = await getUser(url, 33);
+      expect(
+        { name: body.name, version: body.version },
+        'a read during the write stored the old row, and nothing removed it after the commit',
+      ).toEqual({ name: 'Committed late', version: 2 });
+    }
+  });
+
   it('challenge: a read that raced a write does not leave the old value in the cache', async () => {
     // The race of cache-aside: a reader misses and reads the database (version 1); a writer commits
     // version 2 and invalidates; only then does the reader store what it read. Gates fix the order.
@@ -376,6 +607,39 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
         { name: body.name, version: body.version },
         'the reader stored what it read before the write, after the write',
       ).toEqual({ name: 'After the race', version: 2 });
+    }
+  });
+
+  it('challenge: a write that lands between the lease check and the fill does not leave the old value cached', async () => {
+    // "Is my lease still there?" and "store the value" must be one step on the server. As two round
+    // trips, a write that commits and invalidates between them is missed, and the reader stores what
+    // it read before the write. The reader is held before its 1st Redis command after its database
+    // read, then (a new reader) before its 2nd, and so on: every gap between its cache commands, each
+    // with a whole write run inside it, until a reader sends no more commands.
+    for (let n = 1; n <= 8; n++) {
+      const id = 50 + n;
+      const cluster = createCluster();
+      const hold = holdNthCommandAfterRead(n);
+      const reader = await cluster.start({ wrap: hold.wrap, redis: hold.instrument(await lab.context.redis()) });
+      const writer = await cluster.start();
+      const slowRead = getUser(reader, id);
+      const held = await Promise.race([hold.reached.then(() => true), slowRead.then(() => false)]);
+      if (!held) {
+        hold.release();
+        break; // this reader sends fewer than n commands after its read: every gap has been tried
+      }
+      expect((await putUser(writer, id, { name: 'Written mid-fill', email: `user${id}@example.com` })).status).toBe(
+        200,
+      );
+      hold.release();
+      await slowRead; // it may answer version 1: it began before the write finished
+      for (const url of [reader, writer]) {
+        const { body } = await getUser(url, id);
+        expect(
+          `${body.name}, version ${body.version}`,
+          `a whole write (its PUT answered) ran just before the reader's Redis command #${n} after its database read, and the cache kept what the reader had read`,
+        ).toBe('Written mid-fill, version 2');
+      }
     }
   });
 
@@ -428,21 +692,37 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
   });
 
   it('challenge: with Redis down, reads and writes are answered from the database and the failures reported', async () => {
-    const cluster = createCluster();
-    const failures: Error[] = [];
-    const url = await cluster.start({ redisDown: true, onCacheError: (error) => failures.push(error) });
-    expect(await getUser(url, 25), 'a read while Redis is down').toMatchObject({
-      status: 200,
-      cache: 'miss',
-      body: { id: 25, name: 'User 25', version: 1 },
-    });
-    expect((await getUser(url, 999_998)).status).toBe(404);
-    expect(await putUser(url, 25, { name: 'Written without Redis', email: 'user25@example.com' })).toMatchObject({
-      status: 200,
-      body: { version: 2 },
-    });
-    expect(await getUser(url, 25)).toMatchObject({ status: 200, body: { name: 'Written without Redis', version: 2 } });
-    expect(failures.length, 'Redis failures passed to onCacheError').toBeGreaterThanOrEqual(4);
+    // Two outages: the instance's connection was closed, and Redis was never reachable (a client with
+    // the cache's own settings, pointed at a port where nothing listens).
+    const unreachable = createRedisClient('redis://127.0.0.1:1', CACHE_REDIS_OPTIONS);
+    unreachable.on('error', () => {}); // reconnection attempts are expected here
+    lab.context.onClose(() => unreachable.disconnect());
+    for (const [outage, id] of [
+      ['connection closed', 25],
+      ['unreachable', 24],
+    ] as const) {
+      const cluster = createCluster();
+      const failures: Error[] = [];
+      const url = await cluster.start({
+        ...(outage === 'unreachable' ? { redis: unreachable } : { redisDown: true }),
+        onCacheError: (error) => failures.push(error),
+      });
+      expect(await getUser(url, id), `a read while Redis is down (${outage})`).toMatchObject({
+        status: 200,
+        cache: 'miss',
+        body: { id, name: `User ${id}`, version: 1 },
+      });
+      expect((await getUser(url, 999_998)).status).toBe(404);
+      expect(await putUser(url, id, { name: 'Written without Redis', email: `user${id}@example.com` })).toMatchObject({
+        status: 200,
+        body: { version: 2 },
+      });
+      expect(await getUser(url, id)).toMatchObject({
+        status: 200,
+        body: { name: 'Written without Redis', version: 2 },
+      });
+      expect(failures.length, `Redis failures passed to onCacheError (${outage})`).toBeGreaterThanOrEqual(4);
+    }
   });
 
   it('challenge: entries filled at the same moment do not all expire at the same moment', async () => {
