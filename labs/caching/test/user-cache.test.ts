@@ -6,13 +6,12 @@
  * down or stalled is the behaviour they check, so each bounds a request's time generously.
  */
 import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
 import { createPgPool, createRedisClient } from '@labs/services';
-import { countQueries, type QueryCounter } from '@labs/test-kit';
+import { countQueries, type QueryCounter, stallingProxy } from '@labs/test-kit';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
 import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import type { UserRepository } from '../server/user-repository.ts';
@@ -223,45 +222,6 @@ function holdNthCommandAfterRead(n: number) {
   return { wrap, instrument, reached: reached.opened, release };
 }
 
-/**
- * A TCP proxy in front of a real server (Redis or PostgreSQL). Once `stall()` is called it forwards
- * nothing more in either direction, and accepts new connections without ever answering them: a server
- * that is up and then stops answering (frozen, overloaded, a network that drops everything).
- */
-async function stallingProxy(host: string, port: number) {
-  const sockets = new Set<Socket>();
-  let stalled = false;
-  const proxy = createServer((client) => {
-    sockets.add(client);
-    client.on('error', () => {});
-    if (stalled) return; // accepted, never answered
-    const server = connect(port, host);
-    sockets.add(server);
-    server.on('error', () => {});
-    for (const [from, to] of [
-      [client, server],
-      [server, client],
-    ] as const) {
-      from.on('data', (chunk) => {
-        if (!stalled) to.write(chunk);
-      });
-      from.on('close', () => to.destroy());
-    }
-  });
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  return {
-    port: (proxy.address() as { port: number }).port,
-    stall: () => {
-      stalled = true;
-    },
-    async [Symbol.asyncDispose]() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
-    },
-  };
-}
-
 /** One request, its status, its Retry-After and how long it took to be answered. */
 async function timed(url: string, method: 'GET' | 'PUT', id: number) {
   const started = performance.now();
@@ -463,7 +423,9 @@ describe('baseline: under faults, every request is answered within a bound', () 
     // fails a command at once, and a short command timeout for one that is connected but silent. What
     // the answer is belongs to the Redis-down challenge (the database's, or a 503 for a cache that does
     // not survive the outage); here every request must be answered, and soon.
-    await using proxy = await stallingProxy(redis.options.host ?? '127.0.0.1', redis.options.port ?? 6379);
+    await using proxy = await stallingProxy(
+      `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`,
+    );
     const stalled = createRedisClient(`redis://127.0.0.1:${proxy.port}`, CACHE_REDIS_OPTIONS);
     const unreachable = createRedisClient('redis://127.0.0.1:1', CACHE_REDIS_OPTIONS); // nothing listens there
     for (const client of [stalled, unreachable]) {
@@ -492,12 +454,10 @@ describe('baseline: under faults, every request is answered within a bound', () 
     // few seconds, so a database that does not answer fails a request instead of hanging it; the routes
     // answer that failure with a 503 a client can act on. The users are not cached: only the database
     // could answer.
-    const proxy = await stallingProxy(databaseUrl.hostname, Number(databaseUrl.port || 5432));
-    const viaProxy = new URL(databaseUrl);
-    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const proxy = await stallingProxy(databaseUrl.toString());
     const closedPort = new URL(databaseUrl);
     closedPort.host = '127.0.0.1:1'; // nothing listens there
-    const stalled = createPgPool(viaProxy.toString(), DATABASE_POOL_OPTIONS);
+    const stalled = createPgPool(proxy.url, DATABASE_POOL_OPTIONS);
     const down = createPgPool(closedPort.toString(), DATABASE_POOL_OPTIONS);
     await stalled.query('SELECT 1'); // one connection open and idle, as in a running service
     proxy.stall();

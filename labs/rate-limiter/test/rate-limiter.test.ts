@@ -5,10 +5,11 @@
  * stalled, because "fail open, promptly" is the behaviour under test (a hang would be the bug).
  */
 import { once } from 'node:events';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveService } from '@labs/services';
 import { openLab } from '@labs/lab-kit';
+import { stallingProxy } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
@@ -65,44 +66,6 @@ async function burst(urls: string[], total: number, apiKey = 'client-a'): Promis
   const counts: Record<number, number> = {};
   for (const status of statuses) counts[status] = (counts[status] ?? 0) + 1;
   return counts;
-}
-
-/**
- * A TCP proxy in front of the real Redis. Once `stall()` is called it swallows every command: a Redis
- * that is connected and ready, then stops answering (overloaded, a long script, a network stall).
- */
-async function stallingProxy(target: string): Promise<AsyncDisposable & { url: string; stall(): void }> {
-  const upstream = new URL(target);
-  const sockets = new Set<Socket>();
-  let stalled = false;
-  const server = createServer((client) => {
-    const redisSide = connect(Number(upstream.port || 6379), upstream.hostname);
-    for (const socket of [client, redisSide]) {
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        client.destroy();
-        redisSide.destroy();
-      });
-    }
-    client.on('data', (chunk) => {
-      if (!stalled) redisSide.write(chunk);
-    });
-    redisSide.pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const proxied = new URL(target);
-  proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
-  return {
-    url: proxied.toString(),
-    stall: () => {
-      stalled = true;
-    },
-    async [Symbol.asyncDispose]() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
 }
 
 /** Two requests without an API key; their statuses and how long both took. */

@@ -4,6 +4,7 @@
  */
 export { listen, type Listening, PortInUseError, uniqueId, untilInterrupted } from '@labs/lab-kit';
 export { deleteByPrefix } from '@labs/services';
+export { type StallingProxy, stallingProxy } from './faults.ts';
 export { useKafka, usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
 export type { KafkaFixture, KafkaFixtureOptions, PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
 export { readLabPackage, type LabManifest, type LabPackage } from './lab-manifest.ts';
