@@ -1,9 +1,10 @@
 /**
  * Load script: "session vs token", measured. GET /me four ways, one autocannon run each: the starter's
  * JWT, the solution's JWT, the solution's JWT plus a `jti` deny-list, and a server-side session in
- * Redis. Evidence: Redis commands per request, and whether /me still answers 200 after logout (what
- * revocation costs each). Then POST /login (right password, wrong password, unknown user), to show the
- * price of argon2id per login and that a failed login costs one hash whether or not the user exists.
+ * Redis. Evidence: Redis commands per request, and, after logging out, whether /me and /refresh still
+ * answer 200 with the same credentials (what revocation costs each, measured rather than described).
+ * Then POST /login (right password, wrong password, unknown user), to show the price of argon2id per
+ * login and that a failed login costs one hash whether or not the user exists.
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -25,20 +26,20 @@ const ME_CONNECTIONS = 32;
 const LOGIN_CONNECTIONS = 8;
 const [ada] = DEMO_USERS;
 const loginBody = JSON.stringify({ username: ada.username, password: ada.password });
-const REVOCATION: Record<string, string> = {
-  starter: 'impossible until exp',
-  solution: 'refresh: at once; access: <= 5 min',
-  'solution + jti deny-list': 'at once (SET jti)',
-  'server-side session': 'at once (DEL)',
-};
 
 console.log(
   `JWT vs session load test: GET /me with ${ME_CONNECTIONS} connections, POST /login with ${LOGIN_CONNECTIONS}, ${DURATION_SEC} s per target (+${WARMUP_SEC} s warm-up for /me).`,
 );
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
 
-/** Logs in once and returns the headers that carry the credential: a bearer token or a session cookie. */
-async function credentialsFor(baseUrl: string): Promise<Record<string, string>> {
+/** What a client holds after logging in: the headers for /me, and the refresh cookie if it got one. */
+interface Login {
+  headers: Record<string, string>;
+  refreshCookie?: string;
+}
+
+/** Logs in once: a bearer token (and maybe a refresh cookie), or a session cookie. */
+async function credentialsFor(baseUrl: string): Promise<Login> {
   const res = await fetch(`${baseUrl}/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -46,26 +47,38 @@ async function credentialsFor(baseUrl: string): Promise<Record<string, string>> 
   });
   if (!res.ok) throw new Error(`login at ${baseUrl} answered ${res.status}`);
   const body = (await res.json()) as { accessToken?: string };
-  if (body.accessToken) return { authorization: `Bearer ${body.accessToken}` };
-  const sid = res.headers
-    .getSetCookie()
-    .find((c) => c.startsWith('sid='))
-    ?.split(';')[0];
+  const cookies = res.headers.getSetCookie();
+  if (body.accessToken) {
+    const refreshCookie = cookies.find((c) => c.startsWith('refresh_token='))?.split(';')[0];
+    return { headers: { authorization: `Bearer ${body.accessToken}` }, refreshCookie };
+  }
+  const sid = cookies.find((c) => c.startsWith('sid='))?.split(';')[0];
   if (!sid) throw new Error(`login at ${baseUrl} returned neither a token nor a session cookie`);
-  return { cookie: sid };
+  return { headers: { cookie: sid } };
 }
 
-/** Logs out with `headers`, then asks /me again with the same headers: 200 means "still logged in". */
-async function statusAfterLogout(baseUrl: string, headers: Record<string, string>): Promise<number> {
-  await (await fetch(`${baseUrl}/logout`, { method: 'POST', headers })).arrayBuffer();
-  const res = await fetch(`${baseUrl}/me`, { headers });
-  await res.arrayBuffer();
-  return res.status;
+/**
+ * Logs out as a browser would (the bearer header or session cookie; the refresh cookie's path keeps it
+ * off /logout), then tries the same credentials again: /me, and /refresh with the refresh cookie (or,
+ * for a client without one, with what it has). 200 means "still logged in"; the session design has
+ * no /refresh at all.
+ */
+async function statusesAfterLogout(baseUrl: string, login: Login): Promise<{ me: number; refresh: number | string }> {
+  const send = async (method: string, path: string, headers: Record<string, string>) => {
+    const res = await fetch(`${baseUrl}${path}`, { method, headers });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  await send('POST', '/logout', login.headers);
+  const me = await send('GET', '/me', login.headers);
+  const refresh = await send('POST', '/refresh', login.refreshCookie ? { cookie: login.refreshCookie } : login.headers);
+  return { me, refresh: refresh === 404 ? 'no /refresh' : refresh };
 }
 
 const meRows: ComparisonRow[] = [];
 for (const [name, baseUrl] of Object.entries(servers.urls)) {
-  const headers = await credentialsFor(baseUrl);
+  const login = await credentialsFor(baseUrl);
+  const { headers } = login;
   // One second unmeasured first, so every target is measured with its code already optimised by the JIT.
   await runLoad({
     name: `${name} (warm-up)`,
@@ -83,13 +96,14 @@ for (const [name, baseUrl] of Object.entries(servers.urls)) {
     headers,
   });
   const commands = ((await servers.stats())[name] ?? 0) - before;
+  const afterLogout = await statusesAfterLogout(baseUrl, login);
   meRows.push({
     name,
     result,
     evidence: {
       'Redis cmds/req': Math.round((commands / Math.max(1, result.requests)) * 100) / 100,
-      '/me after logout': await statusAfterLogout(baseUrl, headers),
-      revocation: REVOCATION[name] ?? '-',
+      '/me after logout': afterLogout.me,
+      '/refresh after logout': afterLogout.refresh,
     },
   });
 }
@@ -136,9 +150,9 @@ for (const [name, body] of [
 }
 printComparison('POST /login: the deliberate cost of a memory-hard password hash', loginRows);
 
-const [, solution, denyList, session] = meRows;
+const [starter, solution, denyList, session] = meRows;
 const [, wrongPassword, unknownUser] = loginRows;
-if (solution && denyList && session && wrongPassword && unknownUser) {
+if (starter && solution && denyList && session && wrongPassword && unknownUser) {
   verdict(
     solution.evidence['Redis cmds/req'] === 0,
     `solution: /me checks a signature and asks Redis nothing (${solution.evidence['Redis cmds/req']} commands per request)`,
@@ -150,6 +164,10 @@ if (solution && denyList && session && wrongPassword && unknownUser) {
   verdict(
     solution.evidence['/me after logout'] === 200,
     'solution: the access token outlives logout until it expires (the stateless trade-off)',
+  );
+  verdict(
+    solution.evidence['/refresh after logout'] === 401 && starter.evidence['/refresh after logout'] === 200,
+    `solution: logout ends the refresh token at once (${solution.evidence['/refresh after logout']}); the starter's token refreshes on (${starter.evidence['/refresh after logout']})`,
   );
   // Counted, not timed: equal work is what keeps the response time from revealing which usernames exist.
   const [known, unknown] = [wrongPassword.evidence['hashes/login'], unknownUser.evidence['hashes/login']];

@@ -23,7 +23,10 @@ export interface JwtLabConfig {
 
 /** What a spec or load script may set instead of the configuration. */
 export interface JwtLabOptions {
-  /** A fake clock (epoch ms) for the tokens and, unless `keys` is given, the key ring. */
+  /**
+   * A fake clock (epoch ms) for the tokens and, unless `keys` is given, the key ring. Without it the
+   * token code reads the app server's clock for JWTs and Redis's clock for what it keeps in Redis.
+   */
   now: () => number;
   /** The caller's key ring (a spec rotates it); default: a new one on `now`. */
   keys: KeyRing;
@@ -35,6 +38,8 @@ export interface JwtLabOptions {
   redis: Redis;
   /** The key prefix for the token code. Default: this start's own. */
   prefix: string;
+  /** The refresh-token secret; default: REFRESH_SECRET. Instances of one deployment share it. */
+  refreshSecret: string;
   /** The token code under measurement; default: the learner's (or, with --solution, the reference). */
   createTokenService: (options: TokenServiceOptions) => TokenService;
 }
@@ -75,7 +80,7 @@ export default defineLab<JwtLabConfig, JwtLabOptions>({
       now: options.now,
       accessTtlSec,
       clockToleranceSec,
-      refreshSecret: context.config.REFRESH_SECRET,
+      refreshSecret: options.refreshSecret ?? context.config.REFRESH_SECRET,
     });
     let lastWarning = 0;
     const app = createApp({

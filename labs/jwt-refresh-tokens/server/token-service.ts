@@ -13,7 +13,12 @@ export interface TokenServiceOptions {
   prefix: string;
   /** The RS256 signing keys, newest first. */
   keys: KeyRing;
-  /** A clock in epoch ms. Tests pass a fake one; use it for every time decision (jose: `currentDate`). */
+  /**
+   * A clock in epoch ms, given by a spec that moves time without waiting. When it is given, use it for
+   * every time decision (jose: `currentDate`). When it is not, JWTs use this server's clock (verifiers
+   * allow for skew), and what you keep in Redis (expiry, the racing-tabs grace) uses Redis's clock
+   * (`TIME` inside a script), the one clock every app server shares.
+   */
   now?: () => number;
   /** Lifetime of an access token, in seconds. */
   accessTtlSec?: number;

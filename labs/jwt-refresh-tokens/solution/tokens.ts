@@ -1,25 +1,34 @@
 /**
- * SOLUTION: a short-lived access JWT plus an opaque, rotating refresh token kept (hashed) in Redis.
+ * SOLUTION: a short-lived access JWT plus an opaque, rotating refresh token checked against Redis.
  *
- * - The access token is a 5-minute RS256 JWT with `kid`, `sid` (the session) and `jti`. Checking it
- *   costs no I/O, which is why it exists; the price is that it stays valid until it expires, so keep
- *   it short. The verifier pins RS256, finds the key by `kid`, checks iss/aud, allows 30 s of skew.
- * - The refresh token is 256 random bits, stored only as its SHA-256 in Redis (a fast hash suffices for
- *   a random token; slow hashes are for guessable passwords). Each use rotates it: the old one is
- *   marked "rotated", a successor issued. All tokens of one login form a family (= the session).
- * - Reuse detection: presenting a rotated token means two parties hold the same family (a thief and the
- *   user). The server cannot tell which is which, so it revokes the whole family; both must log in.
- * - Racing tabs: two tabs that refresh with the same token within `refreshRaceGraceMs` both get the same
- *   successor instead of tripping reuse detection. The successor is derived, HMAC(secret, token), so it
- *   never has to be stored in clear. A thief replaying inside that window gets the successor too; that
- *   is the accepted cost of a few seconds of grace. It is the SAME successor, though, not a sibling, so
- *   the family never forks: whichever of user and thief presents it after the other has rotated it
- *   is caught as reuse.
+ * - The access token is a 5-minute RS256 JWT with `kid`, `typ: at+jwt`, `sid` (the session) and `jti`.
+ *   Checking it costs no I/O, which is why it exists; the price is that it stays valid until it
+ *   expires, so keep it short. The verifier pins RS256, finds the key by `kid`, requires iss, aud and
+ *   typ, and allows 30 s of skew.
+ * - The refresh token is `<family>.<generation>.<tag>`: the family is the session (one per login), the
+ *   generation counts its rotations, and the tag is HMAC-SHA256(secret, family.generation), so only
+ *   this server can make one and nothing secret is stored anywhere. Each use rotates it: the family's
+ *   generation goes up by one and the caller gets the token of the new generation.
+ * - A family is ONE Redis hash (user, status, current generation, when the last rotation happened,
+ *   expiry), however often it refreshes: storage per session is constant. Keeping every rotated token
+ *   instead grows by one record per refresh, ~4,000 per open tab over a 14-day lifetime.
+ * - Reuse detection: a genuine token of an older generation means two parties hold the family (a thief
+ *   and the user). The server cannot tell which is which, so it revokes the whole family. Because the
+ *   tag proves the token was issued, a forged "old" token cannot revoke anybody's session.
+ * - Racing tabs: the previous generation, presented within `refreshRaceGraceMs` of the rotation, gets
+ *   the CURRENT token again instead of tripping reuse detection. A thief replaying inside that window
+ *   gets it too; that is the accepted cost of a few seconds of grace. It is the same token, not a
+ *   sibling, so the family never forks: whoever presents it after the other has rotated it is caught.
+ * - One clock: expiry and the race grace are decided inside the Lua script with Redis's TIME, so app
+ *   servers whose clocks disagree still agree about every token. (A spec passes `now` to move time
+ *   without waiting; then the script uses that instead.) The script writes after reading TIME, which
+ *   needs effects replication: Redis's default since 5.0, its only mode since 7.0.
  * - Logout revokes the family named by the access token's `sid`, even when that token has expired.
  * - Signing keys rotate by `kid`: a retired key verifies for `keyGraceSec` (default: one access-token
  *   lifetime plus skew, so no honest token outlives it), then nothing it signed is accepted.
+ * - The secret: every instance needs the same one (REFRESH_SECRET). Changing it ends every session.
  */
-import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { errors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
 import { TOKEN_DEFAULTS } from '../server/token-defaults.ts';
@@ -32,48 +41,88 @@ import {
   type TokenServiceOptions,
 } from '../server/token-service.ts';
 
-/**
- * Rotates one refresh token atomically, so two concurrent requests can never both see it "active".
- * KEYS: the token, its family, its successor. ARGV: now (ms), race grace (ms), refresh TTL (ms).
- * Returns {verdict, userId}. `expiresAt` uses the caller's clock, so fake clocks work; Redis's own
- * TTL only cleans up.
- */
-const ROTATE = `
-local token = redis.call('HMGET', KEYS[1], 'status', 'rotatedAt', 'expiresAt', 'user', 'family')
-if not token[1] then return {'unknown'} end
-if redis.call('HGET', KEYS[2], 'status') ~= 'active' then return {'revoked'} end
-local now = tonumber(ARGV[1])
-if tonumber(token[3]) <= now then return {'expired'} end
-if token[1] == 'active' then
-  local ttl = tonumber(ARGV[3])
-  redis.call('HSET', KEYS[1], 'status', 'rotated', 'rotatedAt', ARGV[1])
-  redis.call('HSET', KEYS[3], 'status', 'active', 'user', token[4], 'family', token[5], 'expiresAt', string.format('%.0f', now + ttl))
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  return {'rotated', token[4]}
+/** Epoch ms: ARGV's value when the caller passed a clock, otherwise Redis's own (TIME). */
+const CLOCK = `
+local function clock(given)
+  local now = tonumber(given)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-if now - tonumber(token[2]) <= tonumber(ARGV[2]) then return {'raced', token[4]} end
-redis.call('HSET', KEYS[2], 'status', 'revoked', 'reason', 'reuse', 'revokedAt', ARGV[1])
+`;
+
+/** KEYS: the family. ARGV: user, now (ms, or '' for Redis's clock), refresh TTL (ms). */
+const START_FAMILY = `${CLOCK}
+local now = clock(ARGV[2])
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'active', 'user', ARGV[1], 'generation', 0,
+  'createdAt', string.format('%.0f', now), 'expiresAt', string.format('%.0f', now + ttl))
+redis.call('PEXPIRE', KEYS[1], ttl)
+`;
+
+/**
+ * Rotates a family atomically, so two requests can never both rotate the same generation, and a request
+ * that read the family before a rotation can never write over it. KEYS: the family. ARGV: the generation
+ * presented, now (ms, or ''), race grace (ms), refresh TTL (ms). Returns {verdict, userId}.
+ */
+const ROTATE = `${CLOCK}
+local family = redis.call('HMGET', KEYS[1], 'status', 'user', 'generation', 'rotatedAt', 'expiresAt')
+if not family[1] then return {'unknown'} end
+if family[1] ~= 'active' then return {'revoked'} end
+local now = clock(ARGV[2])
+if tonumber(family[5]) <= now then return {'expired'} end
+local presented = tonumber(ARGV[1])
+local current = tonumber(family[3])
+if presented == current then
+  local ttl = tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'generation', current + 1, 'rotatedAt', string.format('%.0f', now),
+    'expiresAt', string.format('%.0f', now + ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {'rotated', family[2]}
+end
+if presented > current then return {'unknown'} end
+if presented == current - 1 and now - tonumber(family[4]) <= tonumber(ARGV[3]) then
+  return {'raced', family[2]}
+end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', 'reuse')
 return {'reused'}
 `;
 
-/** The Redis client with ROTATE defined as a command (ioredis runs it by EVALSHA, reloading it on NOSCRIPT). */
-interface RotatingRedis extends Redis {
-  rotateRefreshToken(
-    token: string,
+/** KEYS: the family. ARGV: the reason. Marks it revoked if it still exists; its TTL stays as it was. */
+const REVOKE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[1])
+return 1
+`;
+
+/** The Redis client with the scripts defined as commands (ioredis runs them by EVALSHA, reloading on NOSCRIPT). */
+interface SessionRedis extends Redis {
+  startFamily(family: string, userId: string, now: number | '', ttlMs: number): Promise<unknown>;
+  rotateFamily(
     family: string,
-    successor: string,
-    now: number,
+    generation: number,
+    now: number | '',
     raceGraceMs: number,
     ttlMs: number,
   ): Promise<[string, string?]>;
+  revokeFamily(family: string, reason: string): Promise<number>;
+}
+
+function withScripts(redis: Redis): SessionRedis {
+  if (!('rotateFamily' in redis)) {
+    redis.defineCommand('startFamily', { numberOfKeys: 1, lua: START_FAMILY });
+    redis.defineCommand('rotateFamily', { numberOfKeys: 1, lua: ROTATE });
+    redis.defineCommand('revokeFamily', { numberOfKeys: 1, lua: REVOKE });
+  }
+  return redis as SessionRedis;
 }
 
 export function createTokenService(options: TokenServiceOptions): TokenService {
-  const { prefix, keys, now = Date.now } = options;
-  if (!('rotateRefreshToken' in options.redis))
-    options.redis.defineCommand('rotateRefreshToken', { numberOfKeys: 3, lua: ROTATE });
-  const redis = options.redis as RotatingRedis;
+  const { prefix, keys } = options;
+  const redis = withScripts(options.redis);
+  const now = options.now ?? Date.now;
+  // What the scripts decide time with: the caller's clock if it passed one (a spec), else Redis's.
+  const storeNow = (): number | '' => (options.now ? options.now() : '');
   const accessTtlSec = options.accessTtlSec ?? TOKEN_DEFAULTS.accessTtlSec;
   const refreshTtlMs = (options.refreshTtlSec ?? TOKEN_DEFAULTS.refreshTtlSec) * 1000;
   const clockToleranceSec = options.clockToleranceSec ?? TOKEN_DEFAULTS.clockToleranceSec;
@@ -83,9 +132,22 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
   // Without a configured secret, one per process: fine for one instance, wrong for several.
   const refreshSecret = options.refreshSecret ?? randomBytes(32).toString('base64url');
 
-  const tokenKey = (token: string) => `${prefix}rt:${createHash('sha256').update(token).digest('base64url')}`;
   const familyKey = (family: string) => `${prefix}family:${family}`;
-  const successorOf = (token: string) => createHmac('sha256', refreshSecret).update(token).digest('base64url');
+  const tagOf = (family: string, generation: number) =>
+    createHmac('sha256', refreshSecret).update(`${family}.${generation}`).digest();
+  const refreshTokenFor = (family: string, generation: number) =>
+    `${family}.${generation}.${tagOf(family, generation).toString('base64url')}`;
+
+  /** The family and generation of a token this server issued; undefined for anything else. */
+  function parseRefreshToken(token: string): { family: string; generation: number } | undefined {
+    const match = /^([0-9a-f-]{36})\.(0|[1-9]\d{0,14})\.([\w-]{43})$/.exec(token);
+    if (!match) return undefined;
+    const [, family = '', digits = '', tag = ''] = match;
+    const generation = Number(digits);
+    const expected = tagOf(family, generation);
+    const given = Buffer.from(tag, 'base64url');
+    return given.length === expected.length && timingSafeEqual(given, expected) ? { family, generation } : undefined;
+  }
 
   async function signAccess(userId: string, sessionId: string): Promise<string> {
     const iat = Math.floor(now() / 1000);
@@ -101,11 +163,11 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       .sign(key.privateKey);
   }
 
-  async function tokensFor(userId: string, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
+  async function tokensFor(userId: string, family: string, generation: number): Promise<IssuedTokens> {
     return {
-      accessToken: await signAccess(userId, sessionId),
+      accessToken: await signAccess(userId, family),
       expiresInSec: accessTtlSec,
-      refreshToken,
+      refreshToken: refreshTokenFor(family, generation),
       refreshExpiresInSec: refreshTtlMs / 1000,
     };
   }
@@ -123,10 +185,10 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
   async function verifyAccess(token: string): Promise<AccessClaims> {
     try {
       const { payload } = await jwtVerify(token, keyFor, {
-        algorithms: ['RS256'], // pinned: `none`, HS256 and anything else fail before a key is chosen
-        issuer,
-        audience,
-        typ: 'at+jwt',
+        algorithms: ['RS256'], // pinned: say what you accept, even where jose would refuse the rest anyway
+        issuer, // a token from another issuer (a staging login, a partner) is not ours
+        audience, // a token our issuer made for another API is not for this one
+        typ: 'at+jwt', // an ID token or a reset-link token signed by the same key is not an access token
         currentDate: new Date(now()),
         clockTolerance: clockToleranceSec,
         requiredClaims: ['sub', 'sid', 'exp', 'iat'],
@@ -156,60 +218,32 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     }
   }
 
-  async function revokeFamily(family: string, reason: string): Promise<void> {
-    // A tombstone that outlives every token of the family, so none of them can be used again.
-    await redis
-      .multi()
-      .hset(familyKey(family), 'status', 'revoked', 'reason', reason, 'revokedAt', now())
-      .pexpire(familyKey(family), refreshTtlMs)
-      .exec();
-  }
-
   return {
     verifyAccess,
 
     async issue(userId) {
       const family = randomUUID();
-      const refreshToken = randomBytes(32).toString('base64url');
-      const time = now();
-      await redis
-        .multi()
-        .hset(familyKey(family), 'status', 'active', 'user', userId, 'createdAt', time)
-        .pexpire(familyKey(family), refreshTtlMs)
-        .hset(
-          tokenKey(refreshToken),
-          'status',
-          'active',
-          'user',
-          userId,
-          'family',
-          family,
-          'expiresAt',
-          time + refreshTtlMs,
-        )
-        .pexpire(tokenKey(refreshToken), refreshTtlMs)
-        .exec();
-      return tokensFor(userId, family, refreshToken);
+      await redis.startFamily(familyKey(family), userId, storeNow(), refreshTtlMs);
+      return tokensFor(userId, family, 0);
     },
 
     async refresh({ refreshToken }: Credentials) {
       // Only the cookie counts: an access token, even a valid one, never extends a session.
       if (!refreshToken) throw new TokenError('missing', 'No refresh token: log in first');
-      const family = await redis.hget(tokenKey(refreshToken), 'family');
-      if (!family) throw new TokenError('invalid', 'Unknown refresh token: log in again');
-      const successor = successorOf(refreshToken);
-      const [verdict, userId] = await redis.rotateRefreshToken(
-        tokenKey(refreshToken),
-        familyKey(family),
-        tokenKey(successor),
-        now(),
+      const token = parseRefreshToken(refreshToken);
+      if (!token) throw new TokenError('invalid', 'Unknown refresh token: log in again');
+      const [verdict, userId] = await redis.rotateFamily(
+        familyKey(token.family),
+        token.generation,
+        storeNow(),
         raceGraceMs,
         refreshTtlMs,
       );
       switch (verdict) {
         case 'rotated':
         case 'raced':
-          return tokensFor(userId!, family, successor);
+          // Both answer with the generation after the one presented: for a racing tab, the current one.
+          return tokensFor(userId!, token.family, token.generation + 1);
         case 'reused':
           throw new TokenError('reused', 'This refresh token was already used; the session is revoked, log in again');
         case 'revoked':
@@ -222,13 +256,12 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     },
 
     async logout({ accessToken, refreshToken }: Credentials) {
-      let family: string | null | undefined;
-      if (refreshToken) family = await redis.hget(tokenKey(refreshToken), 'family');
+      let family = refreshToken ? parseRefreshToken(refreshToken)?.family : undefined;
       if (!family && accessToken) family = await sessionOf(accessToken);
       if (!family) throw new TokenError('missing', 'Send the access token (or the refresh cookie) to log out');
       // The access tokens already out stay valid until they expire (at most accessTtlSec). A deny-list
       // of `jti`s would close that gap, at the price of a Redis lookup on every request.
-      await revokeFamily(family, 'logout');
+      await redis.revokeFamily(familyKey(family), 'logout');
     },
   };
 }

@@ -1,7 +1,10 @@
 /**
  * What the spec needs besides the app: a fake clock, an app per test with its own keys and Redis
- * prefix, and a small HTTP client that keeps the refresh cookie the way a browser would.
+ * prefix (and a second instance of the same deployment when a test needs two), a Redis client whose
+ * writes a test can hold, and a small HTTP client that keeps the refresh cookie the way a browser would.
  */
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { OpenLab } from '@labs/lab-kit';
 import { createKeyRing, type KeyRing } from '../server/keys.ts';
 import jwtLab, { type JwtLabConfig, type JwtLabOptions } from '../server/lab.ts';
@@ -30,27 +33,122 @@ export interface TestApp {
   url: string;
   clock: FakeClock;
   keys: KeyRing;
+  /** The Redis key prefix of this app's token code: everything it stores starts with it. */
+  prefix: string;
+  /** What the app was built with, so a second instance of the same deployment can share it. */
+  options: Partial<JwtLabOptions>;
 }
 
 let appNo = 0;
 
 /**
  * A fresh instance of the lab's app on `lab`'s context, listening until the lab closes: its own fake
- * clock, signing keys and Redis keyspace. `options` adds what the caller shares or controls.
+ * clock, signing keys, refresh secret and Redis keyspace. `options` adds what the caller shares or
+ * controls (`now: undefined` leaves the clocks real: the app server's, and Redis's).
  */
 export async function startApp(lab: OpenLab<JwtLabConfig>, options: Partial<JwtLabOptions> = {}): Promise<TestApp> {
   const clock = fakeClock();
-  const keys = createKeyRing({ now: clock.now });
-  const { app } = await jwtLab.build(lab.context, {
+  const settings: Partial<JwtLabOptions> = {
     now: clock.now,
-    keys,
+    keys: createKeyRing({ now: clock.now }),
     accessTtlSec: ACCESS_TTL_SEC,
     clockToleranceSec: CLOCK_TOLERANCE_SEC,
     prefix: `${lab.context.prefix}${++appNo}:`,
+    refreshSecret: randomBytes(32).toString('base64url'),
     ...options,
-  });
+  };
+  const { app } = await jwtLab.build(lab.context, settings);
   const { url } = await lab.context.listen(app);
-  return { url, clock, keys };
+  return { url, clock, keys: settings.keys!, prefix: settings.prefix!, options: settings };
+}
+
+/**
+ * Another instance of `first`'s deployment, as a second server behind a load balancer would be: the
+ * same clock, signing keys, refresh secret and Redis keyspace; `options` for what differs (its client).
+ */
+export async function startTwin(
+  lab: OpenLab<JwtLabConfig>,
+  first: TestApp,
+  options: Partial<JwtLabOptions> = {},
+): Promise<TestApp> {
+  const twin = await startApp(lab, { ...first.options, ...options });
+  return { ...twin, clock: first.clock };
+}
+
+/** Commands that only read: a hold lets them through. */
+const READ_ONLY = new Set(
+  (
+    'get mget getrange strlen exists type ttl pttl time ping info hget hmget hgetall hexists hlen ' +
+    'hkeys hvals smembers sismember scard zscore zrange zrangebyscore zcard lrange llen lindex scan evalsha_ro eval_ro'
+  ).split(' '),
+);
+
+/** A Redis client whose writes a test can hold back, to freeze one request between its read and its write. */
+export interface WriteHold {
+  /** From now on, every command that may write (a script, HSET, MULTI...) waits; reads still pass. */
+  hold(): void;
+  /** Settles when the first command is held back after `hold()`. */
+  reached: Promise<void>;
+  /** Sends the held commands, in order, and stops holding. */
+  release(): void;
+}
+
+/**
+ * Makes `client` hold its writes on request: every command goes through `sendCommand` (pipelines,
+ * MULTI and scripts too), so a held command is simply sent later. A held command's timeout starts
+ * when it is sent.
+ */
+export function holdWrites(client: Redis): WriteHold {
+  let holding = false;
+  let open = () => {};
+  let gate = Promise.resolve();
+  let signal = () => {};
+  const reached = new Promise<void>((resolve) => {
+    signal = resolve;
+  });
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((command, ...rest) => {
+    if (!holding || READ_ONLY.has(command.name.toLowerCase())) return send(command, ...rest);
+    signal();
+    void gate.then(() => send(command, ...rest));
+    return command.promise;
+  }) as Redis['sendCommand'];
+  return {
+    hold() {
+      holding = true;
+      gate = new Promise((resolve) => {
+        open = resolve;
+      });
+    },
+    reached,
+    release() {
+      holding = false;
+      open();
+    },
+  };
+}
+
+/**
+ * How much an app keeps in Redis: its keys, and their entries (fields of a hash, members of a set or
+ * sorted set, items of a list; a string is one).
+ */
+export async function storedEntries(redis: Redis, prefix: string): Promise<{ keys: number; entries: number }> {
+  const pattern = `${prefix.replace(/[*?[\\]/g, '\\$&')}*`;
+  let keys = 0;
+  let entries = 0;
+  for await (const batch of redis.scanStream({ match: pattern, count: 500 }) as AsyncIterable<string[]>) {
+    for (const key of batch) {
+      keys += 1;
+      const type = await redis.type(key);
+      if (type === 'hash') entries += await redis.hlen(key);
+      else if (type === 'set') entries += await redis.scard(key);
+      else if (type === 'zset') entries += await redis.zcard(key);
+      else if (type === 'list') entries += await redis.llen(key);
+      else if (type === 'stream') entries += await redis.xlen(key);
+      else entries += 1;
+    }
+  }
+  return { keys, entries };
 }
 
 /** A stored cookie: its value and the path it is sent to. */

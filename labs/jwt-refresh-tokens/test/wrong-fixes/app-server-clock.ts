@@ -1,0 +1,248 @@
+/**
+ * WRONG FIX: the solution's scripts, fed the app server's clock instead of reading Redis's TIME.
+ *
+ * Atomic, bounded and right while every server's clock agrees. Clocks drift (NTP corrects them, a VM
+ * pauses): with two servers 15 s apart, a tab that refreshes one second after another tab, on the
+ * server that runs ahead, arrives "16 s" after the rotation, past the 10 s grace, and is taken for a
+ * thief: the whole family is revoked and both honest tabs are logged out. Expiry drifts the same way.
+ * Decisions kept in Redis need one clock for all: Redis's TIME, inside the script.
+ *
+ * @catches two tabs refreshing a second apart through servers whose clocks are 15 s apart stay logged in
+ */
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { errors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
+import { TOKEN_DEFAULTS } from '../../server/token-defaults.ts';
+import {
+  TokenError,
+  type AccessClaims,
+  type Credentials,
+  type IssuedTokens,
+  type TokenService,
+  type TokenServiceOptions,
+} from '../../server/token-service.ts';
+
+/** Epoch ms: ARGV's value when the caller passed a clock, otherwise Redis's own (TIME). */
+const CLOCK = `
+local function clock(given)
+  local now = tonumber(given)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+
+/** KEYS: the family. ARGV: user, now (ms, or '' for Redis's clock), refresh TTL (ms). */
+const START_FAMILY = `${CLOCK}
+local now = clock(ARGV[2])
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'active', 'user', ARGV[1], 'generation', 0,
+  'createdAt', string.format('%.0f', now), 'expiresAt', string.format('%.0f', now + ttl))
+redis.call('PEXPIRE', KEYS[1], ttl)
+`;
+
+/**
+ * Rotates a family atomically, so two requests can never both rotate the same generation, and a request
+ * that read the family before a rotation can never write over it. KEYS: the family. ARGV: the generation
+ * presented, now (ms, or ''), race grace (ms), refresh TTL (ms). Returns {verdict, userId}.
+ */
+const ROTATE = `${CLOCK}
+local family = redis.call('HMGET', KEYS[1], 'status', 'user', 'generation', 'rotatedAt', 'expiresAt')
+if not family[1] then return {'unknown'} end
+if family[1] ~= 'active' then return {'revoked'} end
+local now = clock(ARGV[2])
+if tonumber(family[5]) <= now then return {'expired'} end
+local presented = tonumber(ARGV[1])
+local current = tonumber(family[3])
+if presented == current then
+  local ttl = tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'generation', current + 1, 'rotatedAt', string.format('%.0f', now),
+    'expiresAt', string.format('%.0f', now + ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {'rotated', family[2]}
+end
+if presented > current then return {'unknown'} end
+if presented == current - 1 and now - tonumber(family[4]) <= tonumber(ARGV[3]) then
+  return {'raced', family[2]}
+end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', 'reuse')
+return {'reused'}
+`;
+
+/** KEYS: the family. ARGV: the reason. Marks it revoked if it still exists; its TTL stays as it was. */
+const REVOKE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'revoked', 'reason', ARGV[1])
+return 1
+`;
+
+/** The Redis client with the scripts defined as commands (ioredis runs them by EVALSHA, reloading on NOSCRIPT). */
+interface SessionRedis extends Redis {
+  startFamily(family: string, userId: string, now: number | '', ttlMs: number): Promise<unknown>;
+  rotateFamily(
+    family: string,
+    generation: number,
+    now: number | '',
+    raceGraceMs: number,
+    ttlMs: number,
+  ): Promise<[string, string?]>;
+  revokeFamily(family: string, reason: string): Promise<number>;
+}
+
+function withScripts(redis: Redis): SessionRedis {
+  if (!('rotateFamily' in redis)) {
+    redis.defineCommand('startFamily', { numberOfKeys: 1, lua: START_FAMILY });
+    redis.defineCommand('rotateFamily', { numberOfKeys: 1, lua: ROTATE });
+    redis.defineCommand('revokeFamily', { numberOfKeys: 1, lua: REVOKE });
+  }
+  return redis as SessionRedis;
+}
+
+export function createTokenService(options: TokenServiceOptions): TokenService {
+  const { prefix, keys } = options;
+  const redis = withScripts(options.redis);
+  const now = options.now ?? Date.now;
+  // The app server's clock (or the spec's): each instance decides with its own.
+  const storeNow = (): number | '' => now();
+  const accessTtlSec = options.accessTtlSec ?? TOKEN_DEFAULTS.accessTtlSec;
+  const refreshTtlMs = (options.refreshTtlSec ?? TOKEN_DEFAULTS.refreshTtlSec) * 1000;
+  const clockToleranceSec = options.clockToleranceSec ?? TOKEN_DEFAULTS.clockToleranceSec;
+  const keyGraceMs = (options.keyGraceSec ?? accessTtlSec + clockToleranceSec) * 1000;
+  const raceGraceMs = options.refreshRaceGraceMs ?? TOKEN_DEFAULTS.refreshRaceGraceMs;
+  const { issuer = TOKEN_DEFAULTS.issuer, audience = TOKEN_DEFAULTS.audience } = options;
+  // Without a configured secret, one per process: fine for one instance, wrong for several.
+  const refreshSecret = options.refreshSecret ?? randomBytes(32).toString('base64url');
+
+  const familyKey = (family: string) => `${prefix}family:${family}`;
+  const tagOf = (family: string, generation: number) =>
+    createHmac('sha256', refreshSecret).update(`${family}.${generation}`).digest();
+  const refreshTokenFor = (family: string, generation: number) =>
+    `${family}.${generation}.${tagOf(family, generation).toString('base64url')}`;
+
+  /** The family and generation of a token this server issued; undefined for anything else. */
+  function parseRefreshToken(token: string): { family: string; generation: number } | undefined {
+    const match = /^([0-9a-f-]{36})\.(0|[1-9]\d{0,14})\.([\w-]{43})$/.exec(token);
+    if (!match) return undefined;
+    const [, family = '', digits = '', tag = ''] = match;
+    const generation = Number(digits);
+    const expected = tagOf(family, generation);
+    const given = Buffer.from(tag, 'base64url');
+    return given.length === expected.length && timingSafeEqual(given, expected) ? { family, generation } : undefined;
+  }
+
+  async function signAccess(userId: string, sessionId: string): Promise<string> {
+    const iat = Math.floor(now() / 1000);
+    const key = keys.current();
+    return new SignJWT({ sid: sessionId })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
+      .setSubject(userId)
+      .setIssuer(issuer)
+      .setAudience(audience)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + accessTtlSec)
+      .setJti(randomUUID())
+      .sign(key.privateKey);
+  }
+
+  async function tokensFor(userId: string, family: string, generation: number): Promise<IssuedTokens> {
+    return {
+      accessToken: await signAccess(userId, family),
+      expiresInSec: accessTtlSec,
+      refreshToken: refreshTokenFor(family, generation),
+      refreshExpiresInSec: refreshTtlMs / 1000,
+    };
+  }
+
+  /** The verification key for a header: found by `kid`, and only while it is current or in grace. */
+  function keyFor(header: JWTHeaderParameters) {
+    const key = header.kid === undefined ? undefined : keys.find(header.kid);
+    if (!key) throw new TokenError('invalid', 'The access token was signed by an unknown key');
+    if (key.retiredAt !== undefined && now() > key.retiredAt + keyGraceMs) {
+      throw new TokenError('invalid', 'The access token was signed by a retired key');
+    }
+    return key.publicKey;
+  }
+
+  async function verifyAccess(token: string): Promise<AccessClaims> {
+    try {
+      const { payload } = await jwtVerify(token, keyFor, {
+        algorithms: ['RS256'], // pinned: say what you accept, even where jose would refuse the rest anyway
+        issuer, // a token from another issuer (a staging login, a partner) is not ours
+        audience, // a token our issuer made for another API is not for this one
+        typ: 'at+jwt', // an ID token or a reset-link token signed by the same key is not an access token
+        currentDate: new Date(now()),
+        clockTolerance: clockToleranceSec,
+        requiredClaims: ['sub', 'sid', 'exp', 'iat'],
+      });
+      return { sub: payload.sub!, sid: String(payload.sid), exp: payload.exp! };
+    } catch (error) {
+      if (error instanceof TokenError) throw error;
+      if (error instanceof errors.JWTExpired)
+        throw new TokenError('expired', 'The access token has expired', { cause: error });
+      throw new TokenError('invalid', 'The access token is not valid', { cause: error });
+    }
+  }
+
+  /**
+   * The session an access token names, for logout. An expired token still counts: the user who was idle
+   * past its few minutes must be able to end the session (the refresh cookie never reaches /logout).
+   * jose checks exp last, after the signature, key, iss, aud, typ and required claims, so the payload of
+   * its JWTExpired error has passed every other check.
+   */
+  async function sessionOf(accessToken: string): Promise<string | undefined> {
+    try {
+      return (await verifyAccess(accessToken)).sid;
+    } catch (error) {
+      if (error instanceof TokenError && error.cause instanceof errors.JWTExpired)
+        return String(error.cause.payload.sid);
+      throw error;
+    }
+  }
+
+  return {
+    verifyAccess,
+
+    async issue(userId) {
+      const family = randomUUID();
+      await redis.startFamily(familyKey(family), userId, storeNow(), refreshTtlMs);
+      return tokensFor(userId, family, 0);
+    },
+
+    async refresh({ refreshToken }: Credentials) {
+      // Only the cookie counts: an access token, even a valid one, never extends a session.
+      if (!refreshToken) throw new TokenError('missing', 'No refresh token: log in first');
+      const token = parseRefreshToken(refreshToken);
+      if (!token) throw new TokenError('invalid', 'Unknown refresh token: log in again');
+      const [verdict, userId] = await redis.rotateFamily(
+        familyKey(token.family),
+        token.generation,
+        storeNow(),
+        raceGraceMs,
+        refreshTtlMs,
+      );
+      switch (verdict) {
+        case 'rotated':
+        case 'raced':
+          // Both answer with the generation after the one presented: for a racing tab, the current one.
+          return tokensFor(userId!, token.family, token.generation + 1);
+        case 'reused':
+          throw new TokenError('reused', 'This refresh token was already used; the session is revoked, log in again');
+        case 'revoked':
+          throw new TokenError('revoked', 'The session has ended: log in again');
+        case 'expired':
+          throw new TokenError('expired', 'The refresh token has expired: log in again');
+        default:
+          throw new TokenError('invalid', 'Unknown refresh token: log in again');
+      }
+    },
+
+    async logout({ accessToken, refreshToken }: Credentials) {
+      let family = refreshToken ? parseRefreshToken(refreshToken)?.family : undefined;
+      if (!family && accessToken) family = await sessionOf(accessToken);
+      if (!family) throw new TokenError('missing', 'Send the access token (or the refresh cookie) to log out');
+      // The access tokens already out stay valid until they expire (at most accessTtlSec). A deny-list
+      // of `jti`s would close that gap, at the price of a Redis lookup on every request.
+      await redis.revokeFamily(familyKey(family), 'logout');
+    },
+  };
+}
