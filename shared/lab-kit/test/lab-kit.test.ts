@@ -1,0 +1,148 @@
+/**
+ * The lab kit as labs use it: a lab described once, started and closed; what it cleans up; input and
+ * configuration checked with one message style; errors answered as RFC 9457 problems.
+ */
+import express from 'express';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createRedisClient, resolveService, stopServices } from '@labs/services';
+import {
+  ConfigError,
+  defineLab,
+  openLab,
+  parseInput,
+  problemHandler,
+  readConfig,
+  ServiceDownError,
+  sendProblem,
+  startLab,
+  wholeNumber,
+  z,
+} from '../src/index.ts';
+
+afterAll(stopServices);
+
+describe('wholeNumber and readConfig', () => {
+  const schema = z.object({ LIMIT: wholeNumber({ fallback: 10, min: 1, max: 100 }) });
+
+  it('gives the fallback when absent or empty, and the number when valid', () => {
+    expect(readConfig(schema, {})).toEqual({ LIMIT: 10 });
+    expect(readConfig(schema, { LIMIT: '' })).toEqual({ LIMIT: 10 });
+    expect(readConfig(schema, { LIMIT: '42' })).toEqual({ LIMIT: 42 });
+  });
+
+  it('names the variable, its range and what came, for every bad value', () => {
+    for (const bad of ['abc', '0', '101', '1.5', '-3']) {
+      expect(() => readConfig(schema, { LIMIT: bad })).toThrow(ConfigError);
+      expect(() => readConfig(schema, { LIMIT: bad })).toThrow(
+        `LIMIT: must be a whole number from 1 to 100, got ${JSON.stringify(bad)}`,
+      );
+    }
+  });
+
+  it('can refuse an empty value (a query string), and a repeated one', () => {
+    const query = z.object({ limit: wholeNumber({ fallback: 5, min: 0, max: 9, emptyIsAbsent: false }) });
+    expect(query.safeParse({ limit: '' }).success).toBe(false);
+    expect(query.safeParse({ limit: ['1', '2'] }).success).toBe(false);
+    expect(query.safeParse({}).data).toEqual({ limit: 5 });
+  });
+});
+
+/** An app that answers with the kit's helpers, and one route per way of failing. */
+const problemApp = () => {
+  const app = express();
+  app.use(express.json({ limit: '1kb' }));
+  app.post('/items', (req, res) => {
+    const item = parseInput(res, z.object({ name: z.string().min(1) }), req.body);
+    if (item) res.status(201).json(item);
+  });
+  app.get('/conflict', (_req, res) => sendProblem(res, 409, 'Already there', { id: 7 }));
+  app.get('/down', () => {
+    throw new ServiceDownError('Redis is unavailable', 3);
+  });
+  app.get('/bug', () => {
+    throw new TypeError('x.y is not a function');
+  });
+  app.use(problemHandler(() => {}));
+  return { app };
+};
+
+describe('problems (RFC 9457)', () => {
+  const lab = defineLab({ slug: 'kit-test', title: 'Kit test', services: [], build: () => problemApp() });
+
+  it('answers input, conflicts, outages and bugs in one shape, and keeps a bug out of the body', async () => {
+    await using running = await startLab(lab);
+    const post = (body: string) =>
+      fetch(`${running.url}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const bad = await post('{"name":""}');
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await bad.json()).toMatchObject({
+      title: 'Bad Request',
+      status: 400,
+      errors: [expect.stringMatching(/^name: /)],
+    });
+    expect((await post('{oops')).status).toBe(400);
+    const tooLarge = await post(JSON.stringify({ name: 'x'.repeat(2000) }));
+    expect(tooLarge.status).toBe(413);
+    expect(((await tooLarge.json()) as { detail: string }).detail).toContain('1024 bytes');
+    expect(await (await fetch(`${running.url}/conflict`)).json()).toEqual({
+      title: 'Conflict',
+      status: 409,
+      detail: 'Already there',
+      id: 7,
+    });
+    const down = await fetch(`${running.url}/down`);
+    expect(down.status).toBe(503);
+    expect(down.headers.get('retry-after')).toBe('3');
+    const bug = await fetch(`${running.url}/bug`);
+    expect(bug.status).toBe(500);
+    expect(await bug.text()).not.toContain('is not a function');
+  });
+});
+
+describe('openLab', () => {
+  it('gives a test its own Redis prefix and database, and removes both when it closes', async () => {
+    const lab = defineLab({
+      slug: 'kit-test',
+      title: 'Kit test',
+      services: ['redis', 'postgres'],
+      build: () => problemApp(),
+    });
+    const opened = await openLab(lab);
+    const { prefix } = opened.context;
+    expect(prefix).toMatch(/^labs:kit-test:test:\w+:$/);
+    const redis = await opened.context.redis();
+    await redis.set(`${prefix}a`, '1');
+    const pool = await opened.context.database();
+    const { rows } = await pool.query<{ name: string }>('SELECT current_database() AS name');
+    const database = rows[0]!.name;
+    const svc = await resolveService('postgres', { log: null });
+    await opened.close();
+
+    const check = createRedisClient((await resolveService('redis', { log: null })).url);
+    expect(await check.exists(`${prefix}a`)).toBe(0);
+    check.disconnect();
+    if (svc.provider !== 'embedded') {
+      expect(database).toMatch(/^labs_kit_test_test_\w+$/);
+      const admin = new pg.Client({ connectionString: svc.url });
+      await admin.connect();
+      const left = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+      await admin.end();
+      expect(left.rowCount).toBe(0);
+    }
+  });
+
+  it('passes on why a build failed (after closing what it had opened)', async () => {
+    const failing = defineLab({
+      slug: 'kit-test',
+      title: 'Kit test',
+      services: ['redis'],
+      async build(context) {
+        await context.redis();
+        throw new Error('the seed data is missing');
+      },
+    });
+    await expect(startLab(failing)).rejects.toThrow('the seed data is missing');
+  });
+});
