@@ -1,22 +1,99 @@
 /**
- * Load script: starter and solution side by side in one table. Replace the evidence column with the
- * lab's own figure (over-admitted requests, queries per request, lost messages...).
+ * Load script: the starter's hub and the solution's, each as three instances in a child process,
+ * driven by the WebSocket load generator in ./ws-load.ts. Each target runs twice: with every client
+ * reading, then with one more client that joins every room and stops reading.
+ *
+ * In the table, "req/s" is messages delivered per second (one message to one member is one delivery),
+ * p50/p99 are publish-to-receive latencies, and delivered/exp. is deliveries over (messages sent x
+ * members of their room). "server RSS +MB" is the child process's memory growth during the run
+ * (process.memoryUsage().rss, which also moves with garbage collection); "queued MB" is the most bytes
+ * the instances held in send buffers at once (the sum of ws bufferedAmount): the slow client's cost.
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, writeResults } from '@labs/bench';
+import { benchDurationSec, type ComparisonRow, forkServers, printComparison, target, writeResults } from '@labs/bench';
+import { issueToken } from '../server/token.ts';
+import type { BenchServerOptions } from './servers.ts';
+import { runWsLoad } from './ws-load.ts';
 
-const DURATION_SEC = benchDurationSec(3);
-const CONNECTIONS = 20;
-await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
+const DURATION_SEC = benchDurationSec(5);
+/** What two shared cores carry with the load generator beside the servers (see the README). */
+const CLIENTS = 300;
+const ROOMS = 50;
+const RATE = 500;
+const MESSAGE_BYTES = 8192;
+const SEND_BUFFER_CAP = 1024 * 1024;
+const tokenSecret = randomBytes(32).toString('base64url');
+const token = (user: string) => issueToken(tokenSecret, user);
+const MB = (bytes: number) => Math.round((bytes / 1_048_576) * 10) / 10;
+
+console.log(
+  `WebSocket rooms load test: 3 instances per target, ${CLIENTS} clients in ${ROOMS} rooms of ${CLIENTS / ROOMS}, ` +
+    `${RATE} messages/s of ${MESSAGE_BYTES / 1024} KiB, ${DURATION_SEC} s per run; send-buffer cap ${SEND_BUFFER_CAP / 1024} KiB.`,
+);
 const rows: ComparisonRow[] = [];
-for (const [name, url] of Object.entries(servers.urls)) {
-  const result = await runLoad({
-    name,
-    url: `${url}/api/words?text=one%20%20two`,
-    durationSec: DURATION_SEC,
-    connections: CONNECTIONS,
-  });
-  rows.push({ name, result, evidence: { '2xx': result.statusCounts['200'] ?? 0 } });
+const queuedPeak: Record<string, number> = {};
+for (const which of ['starter', 'solution'] as const) {
+  const options: BenchServerOptions = { target: which, instances: 3, tokenSecret, sendBufferCap: SEND_BUFFER_CAP };
+  await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
+  const urls = Object.values(servers.urls).map((url) => `${url.replace(/^http/, 'ws')}/ws`);
+  const load = { urls, token, clients: CLIENTS, rooms: ROOMS, rate: RATE, messageBytes: MESSAGE_BYTES };
+  // One short run first, so neither run is measured while V8 still compiles the code paths.
+  process.stderr.write('Warming up:\n');
+  await runWsLoad({ ...load, name: which, durationSec: 1, slowClient: false });
+  process.stderr.write('Measuring:\n');
+  for (const slowClient of [false, true]) {
+    const name = `${which}${slowClient ? ' + 1 slow client' : ''}`;
+    const before = await servers.stats();
+    let rssPeak = before.rssBytes ?? 0;
+    let queued = 0;
+    const result = await runWsLoad({
+      ...load,
+      name,
+      durationSec: DURATION_SEC,
+      slowClient,
+      sample: async () => {
+        const now = await servers.stats();
+        rssPeak = Math.max(rssPeak, now.rssBytes ?? 0);
+        queued = Math.max(queued, now.queuedBytes ?? 0);
+      },
+    });
+    queuedPeak[name] = queued;
+    rows.push({
+      name,
+      result,
+      evidence: {
+        clients: slowClient ? `${CLIENTS} + 1` : CLIENTS,
+        'sent/s': Math.round(result.sent / result.durationSec),
+        'delivered/exp.': result.expected === 0 ? 0 : Math.round((result.delivered / result.expected) * 1000) / 1000,
+        'server RSS +MB': MB(rssPeak - (before.rssBytes ?? 0)),
+        'queued MB': MB(queued),
+        'slow client': slowClient ? (result.slowClientEnd === '4008' ? 'closed 4008' : result.slowClientEnd) : '-',
+      },
+    });
+  }
 }
-printComparison('Websocket rooms: starter vs solution', rows);
-console.log(`Figures written to ${writeResults(join(import.meta.dirname, '..'), 'websocket-rooms', { rows })}`);
+
+printComparison('WebSocket rooms: req/s = messages delivered per second, latency = publish to receive', rows);
+const row = (name: string) => rows.find((r) => r.name === name);
+const solution = row('solution');
+const solutionSlow = row('solution + 1 slow client');
+if (solution && solutionSlow) {
+  target('solution delivered/expected', solution.evidence['delivered/exp.'] as number, { exactly: 1 });
+  target(
+    'solution: most bytes queued with a slow client, in MB',
+    MB(queuedPeak['solution + 1 slow client'] ?? 0),
+    { atMost: MB(SEND_BUFFER_CAP + 512 * 1024) },
+    'MB',
+  );
+}
+const file = writeResults(join(import.meta.dirname, '..'), 'websocket-rooms', {
+  durationSec: DURATION_SEC,
+  clients: CLIENTS,
+  rooms: ROOMS,
+  rate: RATE,
+  messageBytes: MESSAGE_BYTES,
+  sendBufferCap: SEND_BUFFER_CAP,
+  rows,
+});
+console.log(`Figures written to ${file}`);

@@ -1,0 +1,56 @@
+/**
+ * The HTTP side of one instance: a health check, the counters, a demo login that hands out tokens,
+ * and a small page to try the rooms in two browser tabs. WebSockets are the gateway's (server/gateway.ts),
+ * attached to the same server's 'upgrade' event. createApp never listens.
+ */
+import express, { type Express } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
+import type { Gateway } from './gateway.ts';
+import { WS_PATH } from './gateway.ts';
+import { PAGE } from './page.ts';
+import { issueToken, TOKEN_TTL_SEC } from './token.ts';
+
+export interface AppDeps {
+  gateway: Gateway;
+  tokenSecret: string;
+  /**
+   * Whether GET /api/token hands a token to anyone who asks (a stand-in for a real login, for `lab
+   * serve` only: with it on, the token proves nothing about who the caller is).
+   */
+  demoLogin: boolean;
+}
+
+const tokenQuery = z.object({
+  user: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, 'must be 1-32 characters from A-Z, a-z, 0-9, _ and -'),
+});
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/api/stats', (_req, res) => {
+    res.json(deps.gateway.stats());
+  });
+  if (deps.demoLogin) {
+    app.get('/', (_req, res) => {
+      res.type('html').send(PAGE);
+    });
+    app.get('/api/token', (req, res) => {
+      const query = parseInput(res, tokenQuery, req.query);
+      if (!query) return;
+      res.json({ token: issueToken(deps.tokenSecret, query.user), expiresInSec: TOKEN_TTL_SEC });
+    });
+  }
+  // Reached only without an Upgrade header: upgrades go to the server's 'upgrade' event instead.
+  app.all(WS_PATH, (_req, res) => {
+    res.set('Upgrade', 'websocket');
+    sendProblem(res, 426, `${WS_PATH} speaks WebSocket only: send an Upgrade: websocket handshake`, {
+      title: 'Upgrade Required',
+    });
+  });
+  app.use(notFound);
+  app.use(problemHandler((error) => console.error(`[websocket-rooms] ${error.message}`)));
+  return app;
+}

@@ -1,0 +1,394 @@
+/**
+ * The WebSocket rooms spec: three instances of the app on one Redis, as three processes behind a load
+ * balancer. Baseline tests hold for any hub; `challenge:` tests fail on the in-memory starter. Tests
+ * count messages, pings, heartbeat intervals and connections; none measures speed. The heartbeat runs
+ * on a manual clock: one tick is one interval.
+ */
+import type { Redis } from 'ioredis';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { openLab } from '@labs/lab-kit';
+import type { GatewayStats } from '../server/gateway.ts';
+import type { Every } from '../server/hub.ts';
+import roomsLab from '../server/lab.ts';
+import { CLOSE, compareIds, MAX_TEXT } from '../server/protocol.ts';
+import { issueToken } from '../server/token.ts';
+import { closeAllClients, connect, type TestClient, tryUpgrade, waitFor } from './ws-client.ts';
+
+const SECRET = 'spec-secret-spec-secret-spec-secret';
+const ALLOWED_ORIGIN = 'https://rooms.example';
+const SEND_BUFFER_CAP = 64 * 1024;
+const HISTORY_MAX = 10;
+
+/** A heartbeat clock that moves only when the test says: each tick() is one interval on every instance. */
+function manualClock(): { every: Every; tick(): void } {
+  const callbacks = new Set<() => void>();
+  return {
+    every: (_ms, fn) => {
+      callbacks.add(fn);
+      return () => callbacks.delete(fn);
+    },
+    tick: () => {
+      for (const fn of [...callbacks]) fn();
+    },
+  };
+}
+
+const clock = manualClock();
+const lab = await openLab(roomsLab);
+const { prefix } = lab.context;
+const redis: Redis = await lab.context.redis();
+afterAll(() => lab.close());
+
+/** Three instances on one context: one key prefix, one Redis, separate connections and hubs. */
+const instances: Record<'a' | 'b' | 'c', string> = { a: '', b: '', c: '' };
+for (const instance of ['a', 'b', 'c'] as const) {
+  const { app } = await roomsLab.build(lab.context, {
+    instance,
+    every: clock.every,
+    heartbeatMs: 1000,
+    sendBufferCap: SEND_BUFFER_CAP,
+    historyMax: HISTORY_MAX,
+    maxPayload: 32 * 1024,
+    tokenSecret: SECRET,
+    allowedOrigins: [ALLOWED_ORIGIN],
+  });
+  instances[instance] = (await lab.context.listen(app)).url;
+}
+type Instance = keyof typeof instances;
+
+const wsUrl = (instance: Instance, query = '') => `${instances[instance].replace(/^http/, 'ws')}/ws${query}`;
+const join = (instance: Instance, user: string) =>
+  connect(wsUrl(instance, `?token=${issueToken(SECRET, user)}`), { user });
+const stats = async (instance: Instance) =>
+  (await (await fetch(`${instances[instance]}/api/stats`)).json()) as GatewayStats;
+const connectionsEverywhere = async () =>
+  (await Promise.all((['a', 'b', 'c'] as const).map(stats))).reduce((sum, s) => sum + s.connections, 0);
+
+let rooms = 0;
+const newRoom = () => `room-${++rooms}`;
+const say = (client: TestClient, room: string, text: string) => client.send({ type: 'send', room, text });
+const texts = (client: TestClient, room: string) => client.messages(room).map((m) => m.text);
+
+afterEach(async () => {
+  await closeAllClients();
+  // Every socket gone on the servers' side too, so no test counts another's connections.
+  await waitFor(async () => (await connectionsEverywhere()) === 0);
+});
+
+describe('baseline: what any room server must do', () => {
+  it('delivers a message to every member of the room on the same instance, the sender included', async () => {
+    const room = newRoom();
+    const alice = await join('a', 'alice');
+    const bob = await join('a', 'bob');
+    const carol = await join('a', 'carol');
+    expect(alice.instance).toBe('a');
+    await alice.join(room);
+    await bob.join(room);
+    await carol.join(newRoom()); // another room: hears nothing of this one
+    say(alice, room, 'hello');
+    expect(await waitFor(() => bob.messages(room).length === 1 && alice.messages(room).length === 1)).toBe(true);
+    expect(bob.messages(room)[0]).toMatchObject({ type: 'message', room, from: 'alice', text: 'hello' });
+    expect(bob.messages(room)[0]?.id).toMatch(/^\d+-\d+$/);
+    await carol.roundTrip();
+    expect(carol.messages(room)).toHaveLength(0);
+
+    bob.send({ type: 'leave', room });
+    await waitFor(() => bob.frames.some((f) => f.type === 'left'));
+    say(alice, room, 'still there?');
+    expect(await waitFor(() => alice.messages(room).length === 2)).toBe(true);
+    await bob.roundTrip();
+    expect(texts(bob, room), 'a member who left hears nothing more').toEqual(['hello']);
+  });
+
+  it('answers bad frames with an error frame that says why, and keeps the connection', async () => {
+    const client = await join('a', 'dave');
+    const cases: [string | Buffer, string][] = [
+      ['not json', 'bad-json'],
+      ['[1,2]', 'unknown-type'],
+      ['{"type":"shout","room":"x"}', 'unknown-type'],
+      ['{"type":"join","room":"no spaces please"}', 'bad-frame'],
+      ['{"type":"join","room":"x","extra":1}', 'bad-frame'],
+      ['{"type":"join","room":"x","lastId":"yesterday"}', 'bad-frame'],
+      [JSON.stringify({ type: 'send', room: 'x', text: 'y'.repeat(MAX_TEXT + 1) }), 'bad-frame'],
+      ['{"type":"send","room":"x","text":"not a member"}', 'not-joined'],
+      [Buffer.from([1, 2, 3]), 'bad-frame'],
+    ];
+    const answers: string[] = [];
+    for (const [frame] of cases) {
+      const from = client.frames.length;
+      client.sendRaw(frame);
+      await waitFor(() => client.frames.length > from);
+      const answer = client.frames[from];
+      answers.push(answer?.type === 'error' ? answer.error : JSON.stringify(answer));
+    }
+    expect(answers).toEqual(cases.map(([, error]) => error));
+    const room = newRoom();
+    await client.join(room);
+    say(client, room, 'still works');
+    expect(await waitFor(() => client.messages(room).length === 1)).toBe(true);
+  });
+
+  it('closes a connection that sends a frame over maxPayload with 1009, and keeps serving the others', async () => {
+    const client = await join('a', 'erin');
+    client.sendRaw('x'.repeat(40 * 1024));
+    expect(await waitFor(() => client.closed !== undefined)).toBe(true);
+    expect(client.closed?.code).toBe(CLOSE.TOO_BIG);
+    const next = await join('a', 'frank');
+    const room = newRoom();
+    await next.join(room);
+    say(next, room, 'fine');
+    expect(await waitFor(() => next.messages(room).length === 1)).toBe(true);
+  });
+
+  it('answers plain HTTP on /ws with 426, and an upgrade elsewhere with 404, as problem+json', async () => {
+    const plain = await fetch(`${instances.a}/ws`);
+    expect(plain.status).toBe(426);
+    expect(plain.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const elsewhere = await tryUpgrade(
+      `${instances.a.replace(/^http/, 'ws')}/chat?token=${issueToken(SECRET, 'gina')}`,
+    );
+    expect(elsewhere.status).toBe(404);
+    expect(JSON.parse(elsewhere.body)).toMatchObject({ status: 404, title: 'Not Found' });
+  });
+});
+
+describe('challenges: what the in-memory starter gets wrong', () => {
+  it('challenge: across three instances every member receives every message exactly once', async () => {
+    const room = newRoom();
+    const members: TestClient[] = [];
+    for (const instance of ['a', 'b', 'c', 'a', 'b', 'c'] as const) {
+      const client = await join(instance, `member-${members.length + 1}-${instance}`);
+      await client.join(room);
+      members.push(client);
+    }
+    for (const [i, member] of members.entries()) for (let n = 1; n <= 2; n++) say(member, room, `m${i + 1}.${n}`);
+    const sent = members.length * 2;
+    const expected = sent * members.length;
+    const delivered = () => members.reduce((sum, m) => sum + m.messages(room).length, 0);
+    await waitFor(() => delivered() >= expected, 3000);
+    const perMember = members.map((m) => `${m.user}: ${m.messages(room).length}/${sent}`).join(', ');
+    expect(
+      delivered() / expected,
+      `delivered/expected (each of ${sent} messages to ${members.length} members): ${perMember}`,
+    ).toBe(1);
+    for (const member of members) {
+      const ids = member.messages(room).map((m) => m.id);
+      expect(
+        new Set(ids).size,
+        `${member.user} got ${ids.length} messages with fewer distinct ids (a message twice, or two messages with one id)`,
+      ).toBe(ids.length);
+    }
+  });
+
+  it('challenge: an instance whose Redis subscriber connection dropped and came back still delivers to its members', async () => {
+    const room = newRoom();
+    const sender = await join('a', 'ann');
+    const listener = await join('b', 'ben');
+    await sender.join(room);
+    await listener.join(room);
+    say(sender, room, 'before');
+    await waitFor(() => listener.messages(room).length === 1, 3000);
+    expect(
+      texts(listener, room),
+      `${listener.user} on instance b missed a message from instance a even before any connection dropped`,
+    ).toEqual(['before']);
+
+    // Drop every Redis connection of instance b (the network blinked), then wait for its subscriptions
+    // to come back, if it had any: ioredis reconnects and, with autoResubscribe, subscribes again.
+    const mine = `${prefix}b:`;
+    const subscribed = async () => (await connectionsNamed(redis, mine)).filter((c) => c.subscriptions > 0).length;
+    const hadSubscriptions = (await subscribed()) > 0;
+    const dropped = await connectionsNamed(redis, mine);
+    for (const connection of dropped) await redis.client('KILL', 'ID', connection.id);
+    expect(dropped.length).toBeGreaterThan(0);
+    if (hadSubscriptions) await waitFor(async () => (await subscribed()) > 0, 5000);
+
+    for (let n = 1; n <= 3; n++) say(sender, room, `after ${n}`);
+    await waitFor(() => listener.messages(room).length >= 4, 3000);
+    expect(texts(listener, room), `${listener.user} on instance b, after b's Redis connections were dropped`).toEqual([
+      'before',
+      'after 1',
+      'after 2',
+      'after 3',
+    ]);
+  });
+
+  it('challenge: a client that stops answering pings is dropped within two heartbeat intervals', async () => {
+    const healthy = await join('a', 'hale');
+    const silent = await join('b', 'mute');
+    silent.pause(); // its process froze: it reads nothing and answers nothing
+    const oneInterval = async () => {
+      clock.tick();
+      // Two round trips: the ping (sent before the first answer) has arrived and been answered, and
+      // the server has read that pong (sent before the second request).
+      await healthy.roundTrip();
+      await healthy.roundTrip();
+    };
+    const silentGone = (timeoutMs: number) => waitFor(async () => (await connectionsEverywhere()) < 2, timeoutMs);
+    await oneInterval();
+    await oneInterval();
+    // Terminated during the second tick at the latest; the server lets the socket go a moment later.
+    const goneWithinTwo = await silentGone(2000);
+    let intervals = 2;
+    let laterNote = '';
+    if (!goneWithinTwo) {
+      await oneInterval();
+      intervals++;
+      laterNote = (await silentGone(1000)) ? ' (it went after the third)' : ' (and after a third)';
+    }
+    expect(
+      goneWithinTwo,
+      `after 2 heartbeat intervals the server still held the connection that answers no pings${laterNote}`,
+    ).toBe(true);
+    expect(healthy.closed, 'the client that answers every ping stays connected').toBeUndefined();
+    expect(healthy.pings, `pings the healthy client received in ${intervals} intervals`).toBe(intervals);
+  });
+
+  it('challenge: a client that stops reading is closed with 4008 once its send buffer passes the cap, and the others get everything', async () => {
+    const room = newRoom();
+    const slow = await join('a', 'sloth');
+    const fast = await join('a', 'swift');
+    await slow.join(room);
+    await fast.join(room);
+    slow.pause();
+    const text = 'x'.repeat(15_000);
+    const MAX_MESSAGES = 800; // 12 MB: far past what the kernel's socket buffers absorb on their own
+    let sent = 0;
+    let peakQueued = 0;
+    let closedByServer = false;
+    while (sent < MAX_MESSAGES && !closedByServer) {
+      for (let i = 0; i < 20; i++, sent++) say(fast, room, text);
+      const kept = await waitFor(() => fast.messages(room).length === sent);
+      expect(kept, `the reading member received ${fast.messages(room).length} of ${sent} messages`).toBe(true);
+      const { open, maxBufferedBytes } = await stats('a');
+      peakQueued = Math.max(peakQueued, maxBufferedBytes);
+      closedByServer = open < 2;
+    }
+    slow.resume(); // it reads what reached it, and then the close frame, if there is one
+    await waitFor(() => slow.closed !== undefined || slow.messages(room).length === sent);
+    const mb = (bytes: number) => `${(bytes / 1_048_576).toFixed(1)} MB`;
+    expect(
+      slow.closed?.code,
+      `after ${sent} messages (${mb(sent * text.length)}) the client that stopped reading was not closed with ${CLOSE.SLOW_CONSUMER}; ` +
+        `the server queued up to ${mb(peakQueued)} for it (cap ${SEND_BUFFER_CAP / 1024} KiB)`,
+    ).toBe(CLOSE.SLOW_CONSUMER);
+    expect(slow.closed?.reason, 'the close frame says why').not.toBe('');
+    expect(peakQueued, 'bytes the server ever queued for one client').toBeLessThanOrEqual(
+      SEND_BUFFER_CAP + 2 * 16 * 1024,
+    );
+    expect(fast.messages(room), 'the member that kept reading got every message').toHaveLength(sent);
+  });
+
+  it('challenge: a client that reconnects with its last id gets every message it missed, exactly once, in order', async () => {
+    const room = newRoom();
+    const bob = await join('a', 'bob');
+    await bob.join(room);
+    const first = await join('a', 'alice');
+    await first.join(room);
+    for (let n = 1; n <= 3; n++) say(bob, room, `seen ${n}`);
+    expect(await waitFor(() => first.messages(room).length === 3)).toBe(true);
+    const lastId = first.messages(room).at(-1)?.id ?? '';
+    await first.close();
+
+    for (let n = 1; n <= 5; n++) say(bob, room, `missed ${n}`);
+    expect(await waitFor(() => bob.messages(room).length === 8)).toBe(true);
+    // The reconnect lands on another instance, as it may behind a load balancer; messages keep coming
+    // while it catches up.
+    const again = await join('b', 'alice');
+    const joining = again.join(room, lastId);
+    for (let n = 1; n <= 3; n++) say(bob, room, `during ${n}`);
+    await joining;
+    for (let n = 1; n <= 2; n++) say(bob, room, `after ${n}`);
+    expect(await waitFor(() => bob.messages(room).length === 13)).toBe(true);
+
+    const expected = texts(bob, room).slice(3);
+    await waitFor(() => again.messages(room).length >= expected.length, 3000);
+    expect(
+      texts(again, room),
+      `alice, back on instance b with lastId ${lastId}, received ${again.messages(room).length} messages; expected the ${expected.length} after it, once each, in order`,
+    ).toEqual(expected);
+  });
+
+  it('challenge: a client whose last id was trimmed from history is told so with a gap frame', async () => {
+    const room = newRoom();
+    const bob = await join('a', 'bob');
+    await bob.join(room);
+    const first = await join('a', 'alice');
+    await first.join(room);
+    say(bob, room, 'first');
+    expect(await waitFor(() => first.messages(room).length === 1)).toBe(true);
+    const lastId = first.messages(room)[0]?.id ?? '';
+    await first.close();
+    // Far more than the history keeps (about HISTORY_MAX; Redis trims whole blocks of ~100 entries).
+    for (let batch = 0; batch < 3; batch++) {
+      for (let n = 0; n < 50; n++) say(bob, room, `later ${batch * 50 + n}`);
+      expect(await waitFor(() => bob.messages(room).length === 1 + (batch + 1) * 50)).toBe(true);
+    }
+
+    const again = await join('c', 'alice');
+    const frames = await again.join(room, lastId);
+    const gap = frames.find((f) => f.type === 'gap');
+    expect(
+      gap,
+      `resuming after ${lastId}, which history no longer holds: expected a gap frame before "joined"`,
+    ).toMatchObject({
+      type: 'gap',
+      room,
+      lastId,
+    });
+    const replayed = again.messages(room).map((m) => m.id);
+    expect(replayed.length, 'what the room still keeps follows the gap').toBeGreaterThan(0);
+    expect(replayed.at(-1)).toBe(bob.messages(room).at(-1)?.id);
+    expect(
+      replayed.every((id, i) => compareIds(id, lastId) > 0 && (i === 0 || compareIds(id, replayed[i - 1] ?? '') > 0)),
+    ).toBe(true);
+  });
+
+  it('challenge: an upgrade with no valid token (401) or from a foreign Origin (403) never becomes a WebSocket', async () => {
+    const valid = issueToken(SECRET, 'ivy');
+    const forged = `${Buffer.from(JSON.stringify({ sub: 'admin', exp: 4_000_000_000 })).toString('base64url')}.${valid.split('.')[1]}`;
+    const cases: { what: string; query: string; origin?: string; status: number }[] = [
+      { what: 'a valid token', query: `?token=${valid}`, status: 101 },
+      { what: 'a valid token from an allowed Origin', query: `?token=${valid}`, origin: ALLOWED_ORIGIN, status: 101 },
+      {
+        what: "a valid token from the server's own origin",
+        query: `?token=${valid}`,
+        origin: instances.a,
+        status: 101,
+      },
+      { what: 'no token', query: '', status: 401 },
+      { what: 'a token whose user was changed', query: `?token=${forged}`, status: 401 },
+      { what: 'a token signed with another key', query: `?token=${issueToken('x'.repeat(32), 'ivy')}`, status: 401 },
+      {
+        what: 'an expired token',
+        query: `?token=${issueToken(SECRET, 'ivy', { now: Date.now() - 3_600_000 })}`,
+        status: 401,
+      },
+      {
+        what: 'a valid token from a foreign Origin',
+        query: `?token=${valid}`,
+        origin: 'https://evil.example',
+        status: 403,
+      },
+      { what: 'a valid token from Origin null', query: `?token=${valid}`, origin: 'null', status: 403 },
+    ];
+    const wrong: string[] = [];
+    for (const { what, query, origin, status } of cases) {
+      const got = (await tryUpgrade(wsUrl('a', query), origin)).status;
+      // 101 is the handshake succeeding: the request became a WebSocket.
+      if (got !== status)
+        wrong.push(`${what}: answered ${got}${got === 101 ? ' (became a WebSocket)' : ''}, expected ${status}`);
+    }
+    expect(wrong, wrong.join('; ')).toEqual([]);
+  });
+});
+
+/** The Redis connections whose name starts with `prefix`, with how many channels each subscribes to. */
+async function connectionsNamed(client: Redis, prefix: string): Promise<{ id: string; subscriptions: number }[]> {
+  const list = (await client.client('LIST')) as string;
+  return list
+    .split('\n')
+    .map((line) => Object.fromEntries(line.split(' ').map((field) => field.split('=') as [string, string])))
+    .filter((fields) => fields.name?.startsWith(prefix))
+    .map((fields) => ({ id: fields.id ?? '', subscriptions: Number(fields.sub ?? 0) + Number(fields.psub ?? 0) }));
+}
