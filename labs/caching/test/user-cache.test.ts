@@ -1,7 +1,7 @@
 /**
  * The caching spec. Baseline tests hold for any correct cache in front of the database; `challenge:`
  * tests fail on the starter's plain cache-aside and pass on the solution. Tests count database reads
- * (every SELECT the pool sends to PostgreSQL, through the test kit's countQueries) and drive races with
+ * (every SELECT the pool sends to PostgreSQL, through the test kit's meterSql) and drive races with
  * gates, never with sleeps. Only the fault tests read the clock: answering promptly while a service is
  * down or stalled is the behaviour they check, so each bounds a request's time generously.
  */
@@ -11,7 +11,7 @@ import type pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
 import { createPgPool, createRedisClient } from '@labs/services';
-import { countQueries, type QueryCounter, stallingProxy } from '@labs/test-kit';
+import { meterSql, type SqlMeter, stallingProxy } from '@labs/test-kit';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
 import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import type { UserRepository } from '../server/user-repository.ts';
@@ -49,7 +49,7 @@ interface InstanceOptions {
 
 let clusterNo = 0;
 let instanceNo = 0;
-let counter: QueryCounter | undefined;
+let counter: SqlMeter | undefined;
 
 /**
  * App instances that share one Redis keyspace and one database, as separate processes behind a load
@@ -59,7 +59,7 @@ function createCluster() {
   const prefix = `${lab.context.prefix}${++clusterNo}:`; // a fresh keyspace per test
   // The test kit counts what the pool really sends; tests run one at a time, so from now on it is ours.
   counter?.stop();
-  counter = countQueries(pool);
+  counter = meterSql(pool, { keepSent: true });
   const queries = counter;
   let arrived = 0;
   const waiting: { count: number; resolve: () => void }[] = [];
@@ -67,7 +67,7 @@ function createCluster() {
     prefix,
     /** SELECTs run by every instance of this cluster so far. */
     get reads() {
-      return queries.queries.filter(isRead).length;
+      return queries.sent.map((s) => s.text).filter(isRead).length;
     },
     /** Resolves once `count` HTTP requests have reached this cluster's instances. */
     whenArrived(count: number): Promise<void> {

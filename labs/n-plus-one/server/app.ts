@@ -1,18 +1,23 @@
 /**
  * The API: GET /api/authors?limit=N&after=ID, a page of authors with their latest posts. createApp
  * never listens; `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are
- * RFC 9457 problems.
+ * RFC 9457 problems: PostgreSQL down or not answering in time (the pool's timeouts, APP_POOL_OPTIONS)
+ * is a 503 with Retry-After, which a client can act on; anything else that goes wrong is a 500.
  */
 import express, { type Express } from 'express';
 import type pg from 'pg';
 import { loadAuthorFeed } from '#author-feed';
-import { notFound, parseInput, problemHandler, wholeNumber, z } from '@labs/lab-kit';
+import { notFound, parseInput, problemHandler, ServiceDownError, wholeNumber, z } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
 import type { AuthorWithPosts, PageRequest } from './author-repository.ts';
 
 /** Authors per page when `limit` is absent. */
 export const DEFAULT_LIMIT = 20;
 /** The largest page: enough to show the problem, small enough that one request cannot ask for everything. */
 export const MAX_LIMIT = 100;
+/** Seconds a client is asked to wait after a 503: about what the pool's timeouts let an outage cost. */
+export const RETRY_AFTER_SEC = 2;
+
 /** The largest author id (`authors.id` is an integer): a bigger `after` is a mistake, not an empty page. */
 export const MAX_AUTHOR_ID = 2_147_483_647;
 
@@ -51,7 +56,15 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/authors', async (req, res) => {
     const page = parseInput(res, pageQuery, req.query);
     if (!page) return; // a 400 problem naming the parameter, sent before any SQL
-    const authors = await loadFeed(db, page);
+    let authors: AuthorWithPosts[];
+    try {
+      authors = await loadFeed(db, page);
+    } catch (error) {
+      // An outage (refused, reset, timed out) is the database's state, not this request's fault. A bug,
+      // such as SQL that does not parse, stays a 500 and reaches the log.
+      if (!isPostgresOutage(error)) throw error;
+      throw new ServiceDownError('The database did not answer in time; try again shortly', RETRY_AFTER_SEC);
+    }
     const last = authors.at(-1);
     const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
     res.json(body);

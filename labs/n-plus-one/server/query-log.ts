@@ -1,23 +1,29 @@
 /**
- * What `lab serve` prints per API request: the method, URL, status and how many SQL statements the
- * pool sent while it ran; the number the spec asserts, counted by the same counter (the lab kit's).
+ * What `lab serve` prints per API request: the method, URL, status, how many SQL statements PostgreSQL
+ * ran while it was served and how many rows it sent back: the two numbers the spec asserts, measured
+ * the same way (the lab kit's meterSql).
  */
 import type { RequestListener } from 'node:http';
-import { countQueries } from '@labs/lab-kit';
 import type pg from 'pg';
+import { meterSql } from '@labs/lab-kit';
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
 
 /**
- * `app`, logging each /api/ request with the statements sent through `db` meanwhile. Requests that
- * overlap share the count, so under load it is approximate; one curl at a time is exact.
+ * `app`, logging each /api/ request with the statements and rows that went through `db` meanwhile.
+ * Requests that overlap share the figures, so under load they are approximate; one curl at a time is exact.
  */
 export function logQueriesPerRequest(db: pg.Pool, app: RequestListener): RequestListener {
-  const queries = countQueries(db);
+  const sql = meterSql(db);
   return (req, res) => {
     if (req.url?.startsWith('/api/')) {
-      const before = queries.count;
+      const before = { statements: sql.statements, rows: sql.rows };
       res.once('finish', () => {
-        const n = queries.count - before;
-        console.log(`${req.method} ${req.url} -> ${res.statusCode}, ${n} SQL ${n === 1 ? 'query' : 'queries'}`);
+        const statements = sql.statements - before.statements;
+        const rows = sql.rows - before.rows;
+        console.log(
+          `${req.method} ${req.url} -> ${res.statusCode}, ${plural(statements, 'SQL statement', 'SQL statements')}, ${plural(rows, 'row', 'rows')}`,
+        );
       });
     }
     app(req, res);

@@ -13,6 +13,10 @@
  *
  * The other fix, one query with a LATERAL join and json_agg, is `loadAuthorFeedInOneQuery` below; the
  * README compares the two.
+ *
+ * Batching is half the fix. "The newest 3 posts of these authors" is cheap only if PostgreSQL can go
+ * straight to an author's posts, and it indexes a primary key by itself, never the referencing side of
+ * a foreign key: without `ensureIndexes` every batch reads the whole posts table.
  */
 import DataLoader from 'dataloader';
 import type pg from 'pg';
@@ -25,6 +29,22 @@ import {
   type Post,
   type PostRow,
 } from '../server/author-repository.ts';
+
+/**
+ * The index the feed needs: posts by author, newest first, in the order the queries read them. Its
+ * columns matter as much as its existence. `author_id` comes first because the queries look it up by
+ * equality; `published_at DESC, id DESC` follow, in the queries' ORDER BY, so "the newest 3 of author
+ * X" is the first 3 entries under X, read in order with no sort. An index on (published_at, author_id)
+ * holds the same columns and serves neither: the entries of one author are spread over the whole index.
+ *
+ * Run at start-up, before traffic, so a plain CREATE INDEX (which blocks writes to posts while it
+ * builds) is fine. On a live table, a migration would use CREATE INDEX CONCURRENTLY (slower, outside a
+ * transaction, and it must be checked for an INVALID index if it fails). IF NOT EXISTS makes it safe
+ * to run on every start; it compares names only, so changing the columns means a new name.
+ */
+export async function ensureIndexes(db: pg.Pool): Promise<void> {
+  await db.query('CREATE INDEX IF NOT EXISTS posts_author_latest ON posts (author_id, published_at DESC, id DESC)');
+}
 
 /**
  * The newest posts of every author in `authorIds`, in one query, in the order of `authorIds` (what

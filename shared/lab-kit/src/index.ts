@@ -20,4 +20,4 @@ export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber 
 export { notFound, type Problem, problemHandler, ServiceDownError, sendProblem } from './problem.ts';
 export { type Listening, listen, PortInUseError, PortNotAllowedError, untilInterrupted } from './server.ts';
 export { z } from 'zod';
-export { countQueries, type QueryCounter } from './query-counter.ts';
+export { meterSql, type SentSql, type SqlMeter, type SqlMeterOptions } from './sql-meter.ts';

@@ -1,60 +1,90 @@
 /**
- * A service that stops answering, for fault tests: a TCP proxy in front of a real Redis or PostgreSQL
- * (or RabbitMQ) that forwards everything until `stall()`, then forwards nothing more in either
- * direction and accepts new connections without ever answering them. That is a server that is up and
- * then freezes (SIGSTOP, overload, a network that drops everything), which a closed port cannot play.
+ * A service that stops answering or goes away, for fault tests: a TCP proxy in front of a real Redis,
+ * PostgreSQL or RabbitMQ that the spec can stall and kill. A closed port can only play "refused";
+ * this plays the other two ways services fail:
+ *
+ * - stalled: connections stay open and new ones are accepted, but nothing passes either way; bytes
+ *   wait in the proxy, as they would in the kernel buffers of a frozen server (SIGSTOP, a lock
+ *   pile-up, a network path that drops packets), and flow again on resume();
+ * - killed: every connection is closed and new ones are refused, as with a server that crashed.
  */
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 
-/** A stallable proxy in front of one service. */
+/** A proxy in front of one service. */
 export interface StallingProxy extends AsyncDisposable {
   /** The service's URL with its host and port replaced by the proxy's. */
   readonly url: string;
   readonly port: number;
-  /** From now on nothing passes, and new connections are accepted and never answered. */
+  /** `other` (another database on the same server, say) pointed at the proxy. */
+  via(other: string): string;
+  /** From now on nothing passes either way, on old and new connections alike. */
   stall(): void;
+  /** Passes what was held, and everything after it. */
+  resume(): void;
+  /** Closes every connection and refuses new ones. */
+  kill(): Promise<void>;
 }
 
-/** Starts a proxy in front of the service at `serviceUrl` (redis://, postgres://, amqp://). */
+const DEFAULT_PORTS: Record<string, number> = { 'redis:': 6379, 'postgres:': 5432, 'postgresql:': 5432, 'amqp:': 5672 };
+
+/** Starts a proxy on 127.0.0.1 (a free port) in front of the service `serviceUrl` names. */
 export async function stallingProxy(serviceUrl: string): Promise<StallingProxy> {
   const target = new URL(serviceUrl);
-  const defaults: Record<string, number> = { 'redis:': 6379, 'postgres:': 5432, 'postgresql:': 5432, 'amqp:': 5672 };
   const host = target.hostname || '127.0.0.1';
-  const port = Number(target.port) || defaults[target.protocol] || 0;
+  const targetPort = Number(target.port) || DEFAULT_PORTS[target.protocol] || 0;
   const sockets = new Set<Socket>();
+  const held: (() => void)[] = [];
   let stalled = false;
-  const proxy = createServer((client) => {
-    sockets.add(client);
-    client.on('error', () => {});
-    if (stalled) return; // accepted, never answered
-    const server = connect(port, host);
-    sockets.add(server);
-    server.on('error', () => {});
-    for (const [from, to] of [
-      [client, server],
-      [server, client],
-    ] as const) {
-      from.on('data', (chunk) => {
-        if (!stalled) to.write(chunk);
+
+  /** Passes each chunk from `from` to `to`, or holds it while the proxy is stalled. */
+  const forward = (from: Socket, to: Socket) => {
+    from.on('data', (chunk) => {
+      const write = () => to.destroyed || to.write(chunk);
+      if (stalled) held.push(write);
+      else write();
+    });
+  };
+  const server = createServer((client) => {
+    const upstream = connect(targetPort, host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {}); // the other side's close follows
+      socket.on('close', () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
       });
-      from.on('close', () => to.destroy());
     }
+    forward(client, upstream);
+    forward(upstream, client);
   });
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  const proxyPort = (proxy.address() as { port: number }).port;
-  const url = new URL(serviceUrl);
-  url.host = `127.0.0.1:${proxyPort}`;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const via = (other: string) => {
+    const proxied = new URL(other);
+    proxied.host = `127.0.0.1:${port}`;
+    return proxied.toString();
+  };
+  let killing: Promise<void> | undefined;
+  const kill = () =>
+    (killing ??= (async () => {
+      const closed = new Promise((resolve) => server.close(resolve));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    })());
   return {
-    url: url.toString(),
-    port: proxyPort,
-    stall: () => {
+    url: via(serviceUrl),
+    port,
+    via,
+    stall() {
       stalled = true;
     },
-    async [Symbol.asyncDispose]() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    resume() {
+      stalled = false;
+      // Chunks held for a connection closed meanwhile are dropped.
+      for (const write of held.splice(0)) write();
     },
+    kill,
+    [Symbol.asyncDispose]: kill,
   };
 }

@@ -8,4 +8,4 @@ export { type StallingProxy, stallingProxy } from './faults.ts';
 export { useKafka, usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
 export type { KafkaFixture, KafkaFixtureOptions, PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
 export { readLabPackage, type LabManifest, type LabPackage } from './lab-manifest.ts';
-export { countQueries, type QueryCounter } from '@labs/lab-kit';
+export { meterSql, type SentSql, type SqlMeter } from '@labs/lab-kit';
