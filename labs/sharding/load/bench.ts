@@ -1,22 +1,196 @@
 /**
- * Load script: starter and solution side by side in one table. Replace the evidence column with the
- * lab's own figure (over-admitted requests, queries per request, lost messages...).
+ * Load script. Two worlds of four shards, each seeded with 100,000 notes (2,000 tenants x 50): one
+ * routed by the starter (hash % N), one by the solution (buckets). Each is driven with alternating
+ * writes and reads over its tenants before, during and after a fifth shard is added, and the table
+ * shows what the reshard cost (p99 of reads and writes, measured in the server), what it moved (rows,
+ * and the share of 100,000 keys whose shard changed), how even the shards are afterwards, how long
+ * writes to a bucket were paused, and how many acknowledged writes can no longer be found.
+ *
+ * Then a Zipf workload (1,000 tenants, s = 1.1: a few tenants get most of the traffic) on the
+ * solution's five shards: the busiest shard's share of the statements, before and after its three
+ * hottest tenants are split over 8 buckets each.
  */
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, printComparison, runLoad, writeResults } from '@labs/bench';
+import {
+  benchDurationSec,
+  type ComparisonRow,
+  forkServers,
+  type LoadResult,
+  printComparison,
+  runLoad,
+  verdict,
+  writeResults,
+} from '@labs/bench';
+import type { BenchServerOptions } from './servers.ts';
+import { mixedRequests, seededTenant, zipf } from './workload.ts';
 
-const DURATION_SEC = benchDurationSec(3);
-const CONNECTIONS = 20;
-await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
-const rows: ComparisonRow[] = [];
-for (const [name, url] of Object.entries(servers.urls)) {
-  const result = await runLoad({
-    name,
-    url: `${url}/api/words?text=one%20%20two`,
-    durationSec: DURATION_SEC,
-    connections: CONNECTIONS,
-  });
-  rows.push({ name, result, evidence: { '2xx': result.statusCounts['200'] ?? 0 } });
+const DURATION_SEC = benchDurationSec(5);
+const CONNECTIONS = 16;
+const options: BenchServerOptions = { tenants: 2000, notesPerTenant: 50, keys: 100_000, poolSize: 6 };
+
+console.log(
+  `Sharding load test: ${options.tenants * options.notesPerTenant} notes (${options.tenants} tenants) on 4 shards per router, ` +
+    `${CONNECTIONS} connections, ${DURATION_SEC} s per phase. Seeding takes a little while.`,
+);
+await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
+const { control } = servers.urls;
+
+interface Stats {
+  readP99Ms: number;
+  writeP99Ms: number;
+  rowsByShard: number[];
+  opsByShard: number[];
+  writesLost?: number;
+  keysMovedShare?: number;
 }
-printComparison('Sharding: starter vs solution', rows);
-console.log(`Figures written to ${writeResults(join(import.meta.dirname, '..'), 'sharding', { rows })}`);
+const reset = (world: string) => fetch(`${control}/bench/${world}/reset`, { method: 'POST' });
+const stats = async (world: string, full = false): Promise<Stats> =>
+  (await fetch(`${control}/bench/${world}/stats${full ? '?full=1' : ''}`)).json() as Promise<Stats>;
+
+const anySeeded = () => seededTenant(Math.floor(Math.random() * options.tenants));
+const load = (name: string, url: string, pick: () => string, durationSec = DURATION_SEC) =>
+  runLoad({ name, url, durationSec, connections: CONNECTIONS, requests: mixedRequests(pick) });
+/**
+ * Load in one-second runs until `done` settles, for at least DURATION_SEC: a reshard takes as long
+ * as it takes, and "during" must cover all of it. The runs are merged into one result: counts add up,
+ * p50 is their request-weighted mean, and p99 is the worst run's (an upper bound).
+ */
+async function loadUntil(name: string, url: string, pick: () => string, done: Promise<unknown>): Promise<LoadResult> {
+  let finished = false;
+  void done.finally(() => {
+    finished = true;
+  });
+  const runs: LoadResult[] = [];
+  let seconds = 0;
+  while (!finished || seconds < DURATION_SEC) {
+    const run = await load(name, url, pick, 1);
+    runs.push(run);
+    seconds += run.durationSec;
+  }
+  const requests = runs.reduce((n, r) => n + r.requests, 0);
+  const statusCounts: Record<string, number> = {};
+  for (const run of runs) {
+    for (const [status, count] of Object.entries(run.statusCounts))
+      statusCounts[status] = (statusCounts[status] ?? 0) + count;
+  }
+  return {
+    name,
+    requests,
+    rps: requests / seconds,
+    p50Ms: runs.reduce((sum, r) => sum + r.p50Ms * r.requests, 0) / Math.max(1, requests),
+    p99Ms: Math.max(...runs.map((r) => r.p99Ms)),
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+    statusCounts,
+    durationSec: seconds,
+    loadGeneratorBusy: Math.max(...runs.map((r) => r.loadGeneratorBusy)),
+  };
+}
+const maxOverMean = (values: number[]) => Math.max(...values) / (values.reduce((a, b) => a + b, 0) / values.length);
+const pct = (share: number) => `${(share * 100).toFixed(1)}%`;
+
+console.log('Warming up:');
+for (const world of ['starter', 'solution']) await load(world, servers.urls[world]!, anySeeded, 1);
+
+console.log('Measuring:');
+const rows: ComparisonRow[] = [];
+const blank: Record<string, string | number> = {
+  'read p99 ms': '-',
+  'write p99 ms': '-',
+  'rows moved': '-',
+  'keys moved': '-',
+  'max/mean rows': '-',
+  'switch pause ms': '-',
+  'writes lost': '-',
+  'hot shard share': '-',
+};
+const add = (name: string, result: LoadResult, s: Stats, evidence: Record<string, string | number>) =>
+  rows.push({
+    name,
+    result,
+    evidence: { ...blank, 'read p99 ms': s.readP99Ms.toFixed(1), 'write p99 ms': s.writeP99Ms.toFixed(1), ...evidence },
+  });
+
+const reshards: Record<string, { rowsMoved: number; pauseMs: number; durationMs: number }> = {};
+for (const world of ['starter', 'solution']) {
+  const url = servers.urls[world]!;
+  await reset(world);
+  const before = await load(`${world}: before`, url, anySeeded);
+  const beforeStats = await stats(world);
+  add(`${world}: before`, before, beforeStats, { 'max/mean rows': maxOverMean(beforeStats.rowsByShard).toFixed(2) });
+
+  await reset(world);
+  const reshard = fetch(`${url}/api/admin/shards`, { method: 'POST' }).then(
+    (r) => r.json() as Promise<{ rowsMoved: number; pauseMs: number; durationMs: number }>,
+  );
+  const during = await loadUntil(`${world}: during reshard`, url, anySeeded, reshard);
+  const report = await reshard;
+  reshards[world] = report;
+  const duringStats = await stats(world, true);
+  add(`${world}: during reshard`, during, duringStats, {
+    'rows moved': report.rowsMoved,
+    'keys moved': pct(duringStats.keysMovedShare ?? 0),
+    'switch pause ms': world === 'starter' ? 'none' : report.pauseMs,
+    'writes lost': duringStats.writesLost ?? 0,
+  });
+
+  await reset(world);
+  const after = await load(`${world}: after`, url, anySeeded);
+  const afterStats = await stats(world, true);
+  add(`${world}: after`, after, afterStats, {
+    'max/mean rows': maxOverMean(afterStats.rowsByShard).toFixed(2),
+    'writes lost': afterStats.writesLost ?? 0,
+  });
+}
+
+// Zipf traffic on the solution's (now five) shards, before and after its hottest tenants are split.
+const hot = zipf(1000, 1.1, 'z-');
+const solutionUrl = servers.urls.solution!;
+const shares: number[] = [];
+for (const phase of ['zipf: one bucket per tenant', 'zipf: top 3 split x8']) {
+  if (shares.length === 1) {
+    for (const tenant of hot.top(3)) {
+      await fetch(`${solutionUrl}/api/admin/hot-tenants/${tenant}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ fanout: 8 }),
+      });
+    }
+  }
+  await reset('solution');
+  const result = await load(phase, solutionUrl, hot.pick);
+  const s = await stats('solution');
+  const share = Math.max(...s.opsByShard) / s.opsByShard.reduce((a, b) => a + b, 0);
+  shares.push(share);
+  add(phase, result, s, { 'hot shard share': pct(share) });
+}
+
+printComparison('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', rows);
+console.log(
+  `Reshard took ${(reshards.starter!.durationMs / 1000).toFixed(1)} s (starter) and ${(reshards.solution!.durationMs / 1000).toFixed(1)} s (solution); ` +
+    `each "during" row is the load that ran all that time (its p99: the worst second's). Uniform traffic would give each of 5 shards 20%.`,
+);
+const solutionRows = rows.filter((r) => r.name.startsWith('solution'));
+const lost = solutionRows.reduce(
+  (n, r) => n + (typeof r.evidence['writes lost'] === 'number' ? r.evidence['writes lost'] : 0),
+  0,
+);
+verdict(lost === 0, `solution lost ${lost} acknowledged writes across the reshard (zero)`);
+const moved = String(rows.find((r) => r.name === 'solution: during reshard')?.evidence['keys moved']);
+verdict(
+  Number.parseFloat(moved) <= 25,
+  `solution moved ${moved} of the keys when a fifth shard joined four (at most about a fifth)`,
+);
+const evenness = Number(rows.find((r) => r.name === 'solution: after')?.evidence['max/mean rows']);
+verdict(evenness <= 1.25, `solution's busiest shard holds ${evenness}x the mean after the reshard (at most 1.25x)`);
+verdict(
+  shares[1]! < shares[0]!,
+  `splitting the 3 hottest tenants took the busiest shard from ${pct(shares[0]!)} to ${pct(shares[1]!)} of the statements`,
+);
+const file = writeResults(join(import.meta.dirname, '..'), 'sharding', {
+  options,
+  durationSec: DURATION_SEC,
+  connections: CONNECTIONS,
+  reshards,
+  rows,
+});
+console.log(`Figures written to ${file}`);

@@ -1,35 +1,53 @@
 /**
- * The lab, described once: `lab serve`, the spec and the load script all start it from here. Add the
- * services it needs (['redis'], ['postgres'], ...) and take them from `context` (context.redis(),
- * context.database()): the kit names, creates and removes them per use.
+ * The sharding lab, described once: `lab serve`, the spec and the load script all start it from here.
+ * Config: SHARDS (default 4), the number of shards created on the first start. After that the catalog
+ * decides: a restart finds the shards, and the routing, it had.
  */
-import express from 'express';
-import { countWords } from '#exercise';
-import { defineLab, notFound, parseInput, problemHandler, z } from '@labs/lab-kit';
+import { createShardRouter } from '#shard-router';
+import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { createApp } from './app.ts';
+import type { MoveHooks, RouterDeps, ShardRouter } from './router.ts';
+import { shardSetFor } from './shards.ts';
 
-/** What a spec or load script may set instead of the default (here: which implementation counts). */
-export interface LabOptions {
-  countWords: (text: string) => number;
+/** What a spec or load script may set instead of the defaults. */
+export interface ShardingLabOptions {
+  /** The router implementation (default: the learner's file, or the solution with --solution). */
+  createRouter: (deps: RouterDeps) => ShardRouter;
+  /** Called by the router during a reshard; the spec writes there. */
+  hooks: MoveHooks;
+  /** Names this start's world of shards (default: the target, `starter` or `solution`). */
+  variant: string;
+  /** Connections per pool (default 4). */
+  poolSize: number;
 }
 
-/** The query string GET /api/words accepts. */
-const wordsQuery = z.object({ text: z.string().max(10_000) });
-
-export default defineLab<Record<string, never>, LabOptions>({
+export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
   slug: 'sharding',
-  title: 'Sharding',
-  services: [],
-  build(_context, options) {
-    const count = options.countWords ?? countWords;
-    const app = express();
-    app.disable('x-powered-by');
-    app.get('/api/words', (req, res) => {
-      const query = parseInput(res, wordsQuery, req.query);
-      if (!query) return;
-      res.json({ words: count(query.text) });
+  title: 'Sharding PostgreSQL',
+  services: ['postgres'],
+  config: z.object({ SHARDS: wholeNumber({ fallback: 4, min: 2, max: 16 }) }),
+  async build(context, options) {
+    // Every instance built on one context shares its shards and catalog, as processes share servers;
+    // each gets a router of its own, so nothing but the catalog can make them agree.
+    const shards = await shardSetFor(context, {
+      initial: context.config.SHARDS,
+      variant: options.variant ?? context.target,
+      poolSize: options.poolSize ?? 4,
     });
-    app.use(notFound);
-    app.use(problemHandler());
-    return { app, usage: (url) => [`Try:   curl -s '${url}/api/words?text=hello%20%20world'`] };
+    const router = (options.createRouter ?? createShardRouter)({ shards, hooks: options.hooks ?? {} });
+    await router.prepare();
+    const inService = await shards.list();
+    const where = shards.embedded ? 'schemas of the embedded engine' : 'databases';
+    return {
+      app: createApp({ router, shards }),
+      usage: (url) => [
+        `Shards: ${inService.map((s) => s.location).join(', ')} (${where})`,
+        `Write: curl -s -X POST ${url}/api/tenants/acme/notes -H 'content-type: application/json' -d '{"notes":[{"body":"hello"}]}'`,
+        `Read:  curl -s ${url}/api/tenants/acme/notes`,
+        `Where: curl -s ${url}/api/admin/tenants/acme ; curl -s ${url}/api/admin/shards`,
+        `Page:  curl -s '${url}/api/notes?tenants=acme,globex,initech&limit=5'`,
+        `Grow:  curl -s -X POST ${url}/api/admin/shards`,
+      ],
+    };
   },
 });

@@ -1,0 +1,81 @@
+/**
+ * What a shard router is: the one object that knows where a tenant's notes live. The HTTP layer
+ * (`app.ts`) calls nothing else for data; the learner's file (`src/shard-router.ts`) implements it.
+ */
+import type { ShardSet } from './shards.ts';
+
+/** A note, as stored and as the API returns it. */
+export interface Note {
+  id: string;
+  tenant: string;
+  body: string;
+  /** UTC, microseconds, fixed width: `2026-01-31T09:15:02.123456Z`. Notes written in one batch share it. */
+  createdAt: string;
+  updatedAt: string;
+  /** The placement unit the router recorded when it wrote the note (a bucket router's bucket). */
+  bucket: number;
+  /** The shard it was read from or written to. */
+  shard: number;
+}
+
+/** Where a page ends: the sort key and the id of its last note. */
+export interface Cursor {
+  createdAt: string;
+  id: string;
+}
+
+/** A page of notes across tenants, newest first (created_at DESC, id DESC). */
+export interface NotePage {
+  notes: Note[];
+  /** Pass it back as `after` for the next page; null on the last page. */
+  next: Cursor | null;
+}
+
+/** What adding a shard did. */
+export interface ReshardReport {
+  /** The id of the shard added. */
+  shard: number;
+  /** Rows copied to another shard. */
+  rowsMoved: number;
+  /** Buckets moved (0 for a router without buckets). */
+  bucketsMoved: number;
+  /** The longest time writes to any part of the data had to wait while it switched shard, in ms. */
+  pauseMs: number;
+}
+
+/**
+ * Called by a router while a reshard is in flight, so the spec (and you) can see what happens to
+ * writes that arrive then. Call `afterCopy` each time rows have been copied to their new shard and
+ * before the switch that makes the new shard serve them, with the tenants whose rows were copied.
+ */
+export interface MoveHooks {
+  afterCopy?(tenants: string[]): Promise<void>;
+}
+
+/** What a router is built from. */
+export interface RouterDeps {
+  /** The shards and the catalog (`shards.catalog`): the stored configuration every instance reads. */
+  shards: ShardSet;
+  hooks: MoveHooks;
+}
+
+/** The operations the API needs from a router. */
+export interface ShardRouter {
+  /** Creates the router's own tables (catalog, shards) if absent. Runs at every start, on every instance. */
+  prepare(): Promise<void>;
+  /**
+   * For each tenant, the shards its notes live on, read fresh from the catalog: one shard for most
+   * tenants, the first being where its notes go by default; several for a tenant split over many.
+   */
+  locate(tenants: readonly string[]): Promise<number[][]>;
+  /** Stores new notes for `tenant`, in one transaction; returns them. */
+  create(tenant: string, bodies: readonly string[]): Promise<Note[]>;
+  /** Changes the body of one of `tenant`'s notes; undefined when it has none with that id. */
+  update(tenant: string, id: string, body: string): Promise<Note | undefined>;
+  /** `tenant`'s notes, newest first (at most 1,000). */
+  list(tenant: string): Promise<Note[]>;
+  /** One page of the notes of several tenants, newest first, after `after` (a cursor from the previous page). */
+  listAcross(tenants: readonly string[], page: { limit: number; after?: Cursor }): Promise<NotePage>;
+  /** Adds a shard and moves onto it the data that belongs there now, while the API keeps serving. */
+  addShard(): Promise<ReshardReport>;
+}

@@ -1,0 +1,388 @@
+/**
+ * The sharding spec. Baseline tests hold for any router; `challenge:` tests fail on the hash % N
+ * starter and pass on a router that moves little, moves safely, gathers across shards and splits a
+ * hot tenant. Tests count tenants, rows and writes; none measures speed.
+ *
+ * A "world" is one lab start: its own catalog and four shards (databases on a server, schemas on the
+ * embedded engine), dropped when it closes. Tests that add a shard get a world of their own; the
+ * others share one. Every app instance of a world has its own router: they agree only through the
+ * catalog, as separate processes would.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { openLab } from '@labs/lab-kit';
+import shardingLab, { type ShardingLabOptions } from '../server/lab.ts';
+import type { MoveHooks, Note } from '../server/router.ts';
+
+interface Reply {
+  status: number;
+  type: string;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON of many shapes, checked by the assertions
+  body: any;
+}
+
+async function call(url: string, method: string, path: string, body?: unknown): Promise<Reply> {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, type: res.headers.get('content-type') ?? '', body: text ? JSON.parse(text) : undefined };
+}
+
+/** Writes notes for `tenant` in one batch; fails the test unless they were stored. */
+async function create(url: string, tenant: string, bodies: string[]): Promise<Note[]> {
+  const reply = await call(url, 'POST', `/api/tenants/${tenant}/notes`, { notes: bodies.map((body) => ({ body })) });
+  if (reply.status !== 201) throw new Error(`POST notes for ${tenant}: ${reply.status} ${JSON.stringify(reply.body)}`);
+  return reply.body.notes;
+}
+
+async function list(url: string, tenant: string): Promise<Note[]> {
+  const reply = await call(url, 'GET', `/api/tenants/${tenant}/notes`);
+  if (reply.status !== 200) throw new Error(`GET notes of ${tenant}: ${reply.status} ${JSON.stringify(reply.body)}`);
+  return reply.body.notes;
+}
+
+/** The shards each tenant lives on, as the router says. */
+async function locate(url: string, tenants: string[]): Promise<number[][]> {
+  const reply = await call(url, 'POST', '/api/admin/placement', { tenants });
+  if (reply.status !== 200) throw new Error(`placement: ${reply.status} ${JSON.stringify(reply.body)}`);
+  return reply.body.shards;
+}
+
+/** Where `tenant`'s rows really are, counted on every shard, and where the router says they are. */
+async function whereIs(
+  url: string,
+  tenant: string,
+): Promise<{ located: number[]; rowsByShard: Record<string, number> }> {
+  return (await call(url, 'GET', `/api/admin/tenants/${tenant}`)).body;
+}
+
+/** Rows per shard in service, in shard order. */
+async function rowsPerShard(url: string): Promise<number[]> {
+  const { body } = await call(url, 'GET', '/api/admin/shards');
+  return (body.shards as { inService: boolean; rows: number }[]).filter((s) => s.inService).map((s) => s.rows);
+}
+
+/** Runs `work` over `items`, `width` at a time. */
+async function inParallel<T, R>(items: readonly T[], width: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await work(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: width }, lane));
+  return results;
+}
+
+const newestFirst = (a: Note, b: Note) =>
+  a.createdAt === b.createdAt ? (a.id < b.id ? 1 : -1) : a.createdAt < b.createdAt ? 1 : -1;
+
+/** A lab start with `count` app instances built on it (each with the options given for it). */
+async function openWorld(...instances: Partial<ShardingLabOptions>[]) {
+  const lab = await openLab(shardingLab);
+  try {
+    const urls: string[] = [];
+    for (const options of instances) {
+      const { app } = await shardingLab.build(lab.context, options);
+      urls.push((await lab.context.listen(app)).url);
+    }
+    return {
+      urls,
+      /** Another instance on the same world, as a process started later (a restart) would be. */
+      async startAnother(options: Partial<ShardingLabOptions> = {}) {
+        const { app } = await shardingLab.build(lab.context, options);
+        return (await lab.context.listen(app)).url;
+      },
+      [Symbol.asyncDispose]: () => lab.close(),
+    };
+  } catch (error) {
+    await lab.close();
+    throw error;
+  }
+}
+
+// The shared world: two instances, for every test that does not add a shard. Opened by the first
+// test that needs it (a run filtered to one challenge may not).
+let shared: Awaited<ReturnType<typeof openWorld>> | undefined;
+let one = '';
+let two = '';
+async function sharedWorld() {
+  if (!shared) {
+    shared = await openWorld({}, {});
+    [one, two] = shared.urls as [string, string];
+  }
+  return shared;
+}
+afterAll(() => shared?.[Symbol.asyncDispose]());
+
+describe('baseline: what any shard router must do', () => {
+  it("writes a tenant's notes to the shard the router names, and reads them back from there", async () => {
+    await sharedWorld();
+    const written = await create(one, 'acme', ['first', 'second', 'third']);
+    const [[home]] = (await locate(one, ['acme'])) as [[number]];
+    expect(written.map((n) => n.shard)).toEqual([home, home, home]);
+    const where = await whereIs(one, 'acme');
+    expect(where.located).toEqual([home]);
+    expect(
+      Object.entries(where.rowsByShard).filter(([, rows]) => rows > 0),
+      'rows of acme per shard, counted on every shard',
+    ).toEqual([[String(home), 3]]);
+
+    const read = await list(two, 'acme');
+    expect(read.map((n) => n.id)).toEqual([...written].sort(newestFirst).map((n) => n.id));
+    expect(read.every((n) => n.shard === home)).toBe(true);
+
+    const changed = await call(two, 'PATCH', `/api/tenants/acme/notes/${written[1]!.id}`, { body: 'second, edited' });
+    expect(changed.status).toBe(200);
+    expect(changed.body.note).toMatchObject({ id: written[1]!.id, body: 'second, edited', shard: home });
+    expect((await list(one, 'acme')).find((n) => n.id === written[1]!.id)?.body).toBe('second, edited');
+    const missing = await call(one, 'PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', {
+      body: 'x',
+    });
+    expect(missing.status).toBe(404);
+    expect(missing.type).toMatch(/^application\/problem\+json/);
+  });
+
+  it('answers bad tenant ids and other bad input with a 400 problem', async () => {
+    await sharedWorld();
+    const bad: [string, string, unknown][] = [
+      ['POST', '/api/tenants/Not%20A%20Tenant/notes', { notes: [{ body: 'x' }] }],
+      ['POST', `/api/tenants/${'a'.repeat(65)}/notes`, { notes: [{ body: 'x' }] }],
+      ['POST', '/api/tenants/-dash-first/notes', { notes: [{ body: 'x' }] }],
+      ['GET', '/api/tenants/semi;colon/notes', undefined],
+      ['POST', '/api/tenants/acme/notes', { notes: [] }],
+      ['POST', '/api/tenants/acme/notes', { notes: [{ body: '' }] }],
+      ['POST', '/api/tenants/acme/notes', '{"notes": [{"body": "unfinished'],
+      ['PATCH', '/api/tenants/acme/notes/not-a-uuid', { body: 'x' }],
+      ['GET', '/api/notes?tenants=acme,Bad!', undefined],
+      ['GET', '/api/notes?tenants=acme&limit=0', undefined],
+      ['GET', '/api/notes?tenants=acme&after=not-a-cursor', undefined],
+      ['GET', '/api/notes', undefined],
+      ['POST', '/api/admin/placement', { tenants: 'acme' }],
+      ['PUT', '/api/admin/hot-tenants/acme', { fanout: 1000 }],
+    ];
+    for (const [method, path, body] of bad) {
+      const reply = await call(one, method, path, body);
+      expect(reply.status, `${method} ${path}`).toBe(400);
+      expect(reply.type, `${method} ${path}`).toMatch(/^application\/problem\+json/);
+      expect(reply.body.detail, `${method} ${path}`).toBeTruthy();
+    }
+    const tenant = await call(one, 'GET', '/api/tenants/Not%20A%20Tenant/notes');
+    expect(tenant.body.detail).toMatch(/tenant: must be 1-64 characters/);
+  });
+
+  it('routes every tenant the same way on every instance and after a restart', async () => {
+    await sharedWorld();
+    const tenants = Array.from({ length: 500 }, (_, i) => `same-${i}`);
+    const fromOne = await locate(one, tenants);
+    expect(await locate(two, tenants), 'a second instance').toEqual(fromOne);
+    const restarted = await (await sharedWorld()).startAnother();
+    expect(await locate(restarted, tenants), 'an instance started later, from the catalog').toEqual(fromOne);
+    const [note] = await create(one, 'same-0', ['written through one instance']);
+    expect((await list(restarted, 'same-0')).map((n) => n.id)).toEqual([note!.id]);
+  });
+
+  it('spreads ordinary tenants evenly over the four shards', async () => {
+    await sharedWorld();
+    const tenants = Array.from({ length: 10_000 }, (_, i) => `tenant-${i}`);
+    const counts = [0, 0, 0, 0];
+    for (const [home] of await locate(one, tenants)) counts[home!]!++;
+    const worst = Math.max(...counts) / (tenants.length / 4);
+    expect(worst, `tenants per shard: ${counts.join(', ')}`).toBeLessThanOrEqual(1.1);
+  });
+});
+
+describe('challenges: what hash % N gets wrong', () => {
+  it('challenge: adding a fifth shard moves about a fifth of the tenants, and only to the new shard', async () => {
+    await using world = await openWorld({});
+    const [url] = world.urls as [string];
+    const tenants = Array.from({ length: 10_000 }, (_, i) => `tenant-${i}`);
+    const before = (await locate(url, tenants)).map(([home]) => home!);
+    const added = await call(url, 'POST', '/api/admin/shards');
+    expect(added.status).toBe(201);
+    const after = (await locate(url, tenants)).map(([home]) => home!);
+    const moved = tenants.filter((_, i) => before[i] !== after[i]).length;
+    const toNewShard = tenants.filter((_, i) => before[i] !== after[i] && after[i] === added.body.shard).length;
+    expect(
+      moved / tenants.length,
+      `${moved} of ${tenants.length} tenants changed shard when a fifth joined four (about 2,000 is the least possible)`,
+    ).toBeLessThanOrEqual(0.25);
+    expect(moved - toNewShard, 'tenants moved between the old shards (none needs to)').toBe(0);
+    expect(toNewShard / tenants.length, 'share of tenants the new shard took over').toBeGreaterThanOrEqual(0.15);
+  });
+
+  it('challenge: a reshard under concurrent writes loses no write and serves no stale or misplaced note', async () => {
+    const tenants = Array.from({ length: 40 }, (_, i) => `busy-${i}`);
+    /** Every acknowledged write: note id -> its tenant and its latest body. */
+    const expected = new Map<string, { tenant: string; body: string }>();
+    const record = (note: Note) => expected.set(note.id, { tenant: note.tenant, body: note.body });
+    let writesDuringMove = 0;
+    let unreadOwnWrites = 0;
+    let moves = 0;
+    let urls: string[] = [];
+
+    const hooks: MoveHooks = {
+      // While rows sit on two shards: a new note and an edited one for some of the moving tenants,
+      // through the other instance, each read back at once.
+      async afterCopy(moving) {
+        if (++moves > 6) return; // a few moves show it; keep the test short
+        const [, other] = urls as [string, string];
+        for (const tenant of moving.filter((t) => tenants.includes(t)).slice(0, 4)) {
+          const [fresh] = await create(other, tenant, [`written during move ${moves}`]);
+          record(fresh!);
+          const old = [...expected].find(([, n]) => n.tenant === tenant)![0];
+          const edited = await call(other, 'PATCH', `/api/tenants/${tenant}/notes/${old}`, {
+            body: `edited during move ${moves}`,
+          });
+          if (edited.status === 200) record(edited.body.note);
+          writesDuringMove += 2;
+          const seen = new Set((await list(other, tenant)).map((n) => n.id));
+          if (!seen.has(fresh!.id)) unreadOwnWrites++;
+        }
+      },
+    };
+    await using world = await openWorld({ hooks }, {});
+    urls = world.urls;
+    const [mover, other] = urls as [string, string];
+    for (const tenant of tenants) for (const note of await create(mover, tenant, ['a', 'b', 'c'])) record(note);
+
+    // And a writer that keeps going, through both instances, for as long as the reshard runs.
+    let resharding = true;
+    let failedWrites = 0;
+    const writer = (async () => {
+      for (let i = 0; resharding && i < 200; i++) {
+        const url = i % 2 ? mover : other;
+        const tenant = tenants[(i * 7) % tenants.length]!;
+        if (i % 3 === 0) {
+          const reply = await call(url, 'POST', `/api/tenants/${tenant}/notes`, { notes: [{ body: `steady ${i}` }] });
+          if (reply.status === 201) record(reply.body.notes[0]);
+          else failedWrites++;
+        } else {
+          const id = [...expected].find(([, n]) => n.tenant === tenant)![0];
+          const reply = await call(url, 'PATCH', `/api/tenants/${tenant}/notes/${id}`, { body: `steady edit ${i}` });
+          if (reply.status === 200) record(reply.body.note);
+          else failedWrites++;
+        }
+      }
+    })();
+    const reshard = await call(mover, 'POST', '/api/admin/shards');
+    resharding = false;
+    await writer;
+    expect(reshard.status, JSON.stringify(reshard.body)).toBe(201);
+
+    let lost = 0;
+    let stale = 0;
+    let duplicated = 0;
+    let fromWrongShard = 0;
+    let misplacedRows = 0;
+    for (const tenant of tenants) {
+      const read = await list(other, tenant);
+      const where = await whereIs(mover, tenant);
+      const byId = new Map(read.map((n) => [n.id, n]));
+      duplicated += read.length - byId.size;
+      fromWrongShard += read.filter((n) => !where.located.includes(n.shard)).length;
+      for (const [id, note] of expected) {
+        if (note.tenant !== tenant) continue;
+        const got = byId.get(id);
+        if (!got) lost++;
+        else if (got.body !== note.body) stale++;
+      }
+      for (const [shard, rows] of Object.entries(where.rowsByShard)) {
+        if (!where.located.includes(Number(shard))) misplacedRows += rows;
+      }
+    }
+    expect(writesDuringMove, 'writes made while rows were between shards (the spec needs some)').toBeGreaterThan(0);
+    expect(
+      { lost, stale, duplicated, fromWrongShard, misplacedRows, unreadOwnWrites },
+      `${lost} acknowledged notes lost, ${stale} read back with an old body, ${misplacedRows} rows left on a shard ` +
+        `the router no longer names, ${duplicated} duplicated, ${fromWrongShard} served from another shard, ` +
+        `${unreadOwnWrites} unread right after writing (${expected.size} notes, ${writesDuringMove} writes made ` +
+        `mid-move, ${failedWrites} refused)`,
+    ).toEqual({ lost: 0, stale: 0, duplicated: 0, fromWrongShard: 0, misplacedRows: 0, unreadOwnWrites: 0 });
+  });
+
+  it('challenge: a page across shards holds exactly the notes of one big query, in order, with no duplicates across pages', async () => {
+    await sharedWorld();
+    const tenants = Array.from({ length: 10 }, (_, i) => `page-${i}`);
+    const written: Note[] = [];
+    // Two batches per tenant: the notes of one batch share a created_at, so ties must break by id.
+    for (const tenant of tenants) {
+      for (const batch of [1, 2])
+        written.push(
+          ...(await create(
+            one,
+            tenant,
+            ['w', 'x', 'y', 'z'].map((b) => `${b}${batch}`),
+          )),
+        );
+    }
+    const asked = tenants.slice(0, 8);
+    expect(
+      new Set((await locate(one, asked)).flat()).size,
+      'the tenants asked for live on several shards',
+    ).toBeGreaterThan(1);
+    const expectedIds = written
+      .filter((n) => asked.includes(n.tenant))
+      .sort(newestFirst)
+      .map((n) => n.id);
+
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    do {
+      const query: string = `/api/notes?tenants=${asked.join(',')}&limit=7${after ? `&after=${after}` : ''}`;
+      const page = await call(pages % 2 ? two : one, 'GET', query);
+      expect(page.status, JSON.stringify(page.body)).toBe(200);
+      expect(page.body.notes.length).toBeLessThanOrEqual(7);
+      seen.push(...page.body.notes.map((n: Note) => n.id));
+      after = page.body.next;
+    } while (after && ++pages < 50);
+
+    const wanted = new Set(expectedIds);
+    const missing = expectedIds.filter((id) => !seen.includes(id)).length;
+    const duplicates = seen.length - new Set(seen).size;
+    const foreign = seen.filter((id) => !wanted.has(id)).length;
+    expect(
+      { missing, duplicates, foreign },
+      `walking the pages of 8 tenants on several shards: ${missing} of ${expectedIds.length} notes missing, ` +
+        `${duplicates} seen twice, ${foreign} not asked for`,
+    ).toEqual({ missing: 0, duplicates: 0, foreign: 0 });
+    expect(seen, 'the notes in page order: newest first, ties by id').toEqual(expectedIds);
+  });
+
+  it('challenge: a hot tenant split over buckets keeps every shard within 1.25x of the mean, and all its notes read back', async () => {
+    await sharedWorld();
+    // Ordinary tenants, twelve on each shard by the router's own placement, five notes each...
+    const candidates = Array.from({ length: 200 }, (_, i) => `cold-${i}`);
+    const perShard = new Map<number, string[]>();
+    for (const [i, [home]] of (await locate(one, candidates)).entries()) {
+      const picked = perShard.get(home!) ?? [];
+      if (picked.length < 12) perShard.set(home!, [...picked, candidates[i]!]);
+    }
+    const cold = [...perShard.values()].flat();
+    expect(cold, 'twelve ordinary tenants per shard').toHaveLength(48);
+    const before = await rowsPerShard(one);
+    await inParallel(cold, 4, (tenant) => create(one, tenant, ['1', '2', '3', '4', '5']));
+    // ...and one tenant, marked hot, writing as much as a third of all of them together.
+    const split = await call(one, 'PUT', '/api/admin/hot-tenants/whale', { fanout: 8 });
+    expect(split.status).toBe(200);
+    const whale = await inParallel(
+      Array.from({ length: 120 }, (_, i) => i),
+      4,
+      async (i) => (await create(i % 2 ? two : one, 'whale', [`hot ${i}`]))[0]!,
+    );
+    const after = await rowsPerShard(one);
+    const load = after.map((rows, i) => rows - before[i]!);
+    const mean = load.reduce((a, b) => a + b, 0) / load.length;
+    expect(
+      Math.max(...load) / mean,
+      `notes written per shard: ${load.join(', ')} (mean ${mean}); the busiest over the mean`,
+    ).toBeLessThanOrEqual(1.25);
+    const read = await list(two, 'whale');
+    expect(read.length, 'notes of the hot tenant read back').toBe(whale.length);
+  });
+});
