@@ -1,0 +1,100 @@
+/**
+ * The event-streaming lab, described once: `lab serve` and the spec start it from here. It creates the
+ * topics and the projection's tables, runs PROJECTORS consumers of one group in this process (default
+ * 2), and serves the API that publishes events and reads balances.
+ *
+ * Names: `lab serve` uses fixed topic and group names (kept, like its database); a spec or load script
+ * gets names of its own, and its topics are deleted when it closes.
+ */
+import { Partitioners } from 'kafkajs';
+import { createPublisher, startProjector } from '#event-pipeline';
+import { defineLab, uniqueId, wholeNumber, z } from '@labs/lab-kit';
+import { resolveService } from '@labs/services';
+import { createApp, poisonValue } from './app.ts';
+import {
+  brokerList,
+  consumerSettings,
+  createKafka,
+  ensureTopics,
+  lag,
+  logConsumerEvents,
+  messagesIn,
+} from './kafka.ts';
+import type { EventPipeline, Projector } from './pipeline.ts';
+import { migrate, requirePostgresServer } from './projection.ts';
+
+/** What a spec may set instead of the configuration. */
+export interface EventStreamingLabOptions {
+  /** Consumers of the group run in this process (0: none, start workers yourself). */
+  projectors: number;
+  /** The pipeline to run; default: the exercise, `#event-pipeline`. */
+  pipeline: Pick<EventPipeline, 'createPublisher' | 'startProjector'>;
+}
+
+export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
+  slug: 'event-streaming',
+  title: 'Event streaming',
+  services: ['kafka', 'postgres'],
+  config: z.object({ PROJECTORS: wholeNumber({ fallback: 2, min: 0, max: 6 }) }),
+  async build(context, options) {
+    const pipeline = options.pipeline ?? { createPublisher, startProjector };
+    const count = options.projectors ?? context.config.PROJECTORS;
+    const base = context.purpose === 'serve' ? 'labs-event-streaming' : `labs-event-streaming-${uniqueId()}`;
+    const topic = `${base}-events`;
+    const deadLetterTopic = `${topic}-dlt`;
+    const groupId = `${base}-projector`;
+
+    requirePostgresServer((await resolveService('postgres')).provider);
+    const { url } = await resolveService('kafka');
+    const kafka = createKafka(brokerList(url));
+    if (context.purpose === 'serve') logConsumerEvents(kafka, console.log);
+    const pool = await context.database();
+    await migrate(pool);
+
+    const admin = kafka.admin();
+    await admin.connect();
+    context.onClose(async () => {
+      if (context.purpose !== 'serve') {
+        await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => undefined);
+        await admin.deleteGroups([groupId]).catch(() => undefined);
+      }
+      await admin.disconnect();
+    });
+    await ensureTopics(admin, [topic, deadLetterTopic]);
+
+    // onClose runs the last registered first: projectors stop before the topics go.
+    const publisher = await pipeline.createPublisher(kafka, topic);
+    context.onClose(() => publisher.close());
+    const raw = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await raw.connect();
+    context.onClose(() => raw.disconnect());
+    const projectors: Projector[] = [];
+    context.onClose(() => Promise.all(projectors.map((p) => p.stop())));
+    for (let i = 0; i < count; i++) {
+      projectors.push(
+        await pipeline.startProjector({ kafka, pool, topic, deadLetterTopic, consumer: consumerSettings(groupId) }),
+      );
+    }
+
+    const app = createApp({
+      pool,
+      publisher,
+      publishPoison: async (accountId) => {
+        await raw.send({ topic, messages: [{ key: accountId, value: poisonValue(accountId) }] });
+      },
+      deadLettered: () => messagesIn(admin, deadLetterTopic),
+      pending: () => lag(admin, groupId, topic),
+    });
+    return {
+      app,
+      usage: (base) => [
+        `Kafka: ${url}, topic ${topic} (${count} projectors in group ${groupId}), dead letters in ${deadLetterTopic}`,
+        `Try:   for i in 1 2 3; do curl -s -H 'content-type: application/json' -d '{"accountId":"alice","type":"deposited","amount":1000}' ${base}/api/events; echo; done`,
+        `Then:  curl -s ${base}/api/accounts/alice; echo; curl -s ${base}/api/stats`,
+        `Poison: curl -s -H 'content-type: application/json' -d '{"accountId":"alice"}' ${base}/api/poison`,
+        `Worker: another projector in its own process, to stop with kill -TERM or kill -KILL <pid>:`,
+        `        KAFKA_BROKERS=${url} PROJECTION_DATABASE_URL='${pool.options.connectionString ?? ''}' EVENTS_TOPIC=${topic} GROUP_ID=${groupId} node ${context.target === 'solution' ? '--conditions=lab-solution ' : ''}labs/event-streaming/server/worker.ts & echo "pid $!"`,
+      ],
+    };
+  },
+});

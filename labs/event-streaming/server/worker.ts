@@ -1,0 +1,55 @@
+/**
+ * A projector in a process of its own, as it runs in production: one of several workers in a consumer
+ * group. The spec and the load script start it as a child process to kill it for real (SIGKILL, SIGTERM).
+ *
+ *   KAFKA_BROKERS=127.0.0.1:9092 PROJECTION_DATABASE_URL=postgres://... node server/worker.ts
+ *
+ * It prints "ready" once its consumer has joined the group. With an IPC channel (a parent that forked
+ * it), the message "stop" stops it cleanly, and a parent that goes away ends it like a crash would.
+ */
+import { pathToFileURL } from 'node:url';
+import { readConfig, z } from '@labs/lab-kit';
+import { createPgPool, resolveService } from '@labs/services';
+import { brokerList, consumerSettings, createKafka } from './kafka.ts';
+import type { EventPipeline } from './pipeline.ts';
+
+const config = readConfig(
+  z.object({
+    /** The projection's database (its tables already created). */
+    PROJECTION_DATABASE_URL: z.string().min(1),
+    EVENTS_TOPIC: z.string().min(1).default('labs-event-streaming-events'),
+    DEAD_LETTER_TOPIC: z.string().min(1).default('labs-event-streaming-events-dlt'),
+    GROUP_ID: z.string().min(1).default('labs-event-streaming-projector'),
+    /** The file that implements the pipeline (the spec passes the starter, the solution or a wrong fix). */
+    EVENT_PIPELINE_MODULE: z.string().optional(),
+  }),
+);
+
+const pipeline = (
+  config.EVENT_PIPELINE_MODULE
+    ? await import(pathToFileURL(config.EVENT_PIPELINE_MODULE).href)
+    : await import('#event-pipeline')
+) as EventPipeline;
+
+const { url } = await resolveService('kafka');
+const pool = createPgPool(config.PROJECTION_DATABASE_URL, { max: 4 });
+const projector = await pipeline.startProjector({
+  kafka: createKafka(brokerList(url), `worker-${process.pid}`),
+  pool,
+  topic: config.EVENTS_TOPIC,
+  deadLetterTopic: config.DEAD_LETTER_TOPIC,
+  consumer: consumerSettings(config.GROUP_ID),
+});
+pipeline.shutdownOnSignals(projector);
+
+if (process.send) {
+  process.on('message', async (message) => {
+    if (message !== 'stop') return;
+    await projector.stop();
+    await pool.end();
+    process.exit(0);
+  });
+  // The parent is gone: stop as abruptly as a crash, since nobody is left to wait for a clean stop.
+  process.on('disconnect', () => process.exit(1));
+}
+console.log('ready');
