@@ -2,12 +2,20 @@
  * Wrong fixes: versions of the learner's file that a real developer might write and that are still
  * wrong, kept in a lab's test/wrong-fixes/. Each names, in `@catches <test title>` lines, the tests
  * that must fail on it: usually challenges (written without their `challenge: ` prefix), sometimes a
- * baseline test (a wrong fix can break what the starter got right). The contract runs the spec against each one: a wrong fix that
- * passes a challenge meant to catch it means the spec would tell a learner with that bug "done".
+ * baseline test (a wrong fix can break what the starter got right). The contract runs the spec
+ * against each one: a wrong fix that passes a test meant to catch it means the spec would tell a
+ * learner with that bug "done".
+ *
+ * A wrong fix is either a whole file (`name.ts`) or, when it is the reference solution with one
+ * mistake, that mistake alone: `name.patch`, a unified diff against the solution's code below its
+ * opening comment, after a preamble that says why it is wrong. A patch reads as the bug itself and
+ * cannot drift from the solution unnoticed: one that no longer applies breaks the contract.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { applyPatch } from 'diff';
 import type { LabPackage } from '@labs/test-kit';
+import { solutionFile } from './labs.ts';
 import { runSpec, type SpecRun } from './run-spec.ts';
 
 /** One wrong fix and the titles of the tests that must catch it (challenges without `challenge: `). */
@@ -22,7 +30,7 @@ export function listWrongFixes(lab: LabPackage): WrongFix[] {
   const dir = join(lab.dir, 'test', 'wrong-fixes');
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .filter((name) => name.endsWith('.ts'))
+    .filter((name) => name.endsWith('.ts') || name.endsWith('.patch'))
     .sort()
     .map((name) => {
       const text = readFileSync(join(dir, name), 'utf8');
@@ -34,10 +42,34 @@ export function listWrongFixes(lab: LabPackage): WrongFix[] {
 /** Escapes `text` for a regular expression (vitest's -t takes one). */
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** The spec run against `fix` in place of the learner's file, limited to the challenges it names. */
-export function runWrongFix(lab: LabPackage, fix: WrongFix): Promise<SpecRun> {
+/** A file's text without its opening block comment (the part a wrong fix's patch leaves alone). */
+export const withoutOpeningComment = (text: string) => text.replace(/^\/\*\*[\s\S]*?\*\/\n+/, '');
+
+/**
+ * The wrong fix as a file the spec can import: a `.ts` as it is; a `.patch` applied to the solution
+ * and written beside it (so its relative imports resolve), or undefined when it no longer applies.
+ */
+function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): void } | undefined {
+  if (fix.file.endsWith('.ts')) return { path: fix.file, remove: () => {} };
+  const solution = solutionFile(lab.lab.exercise[0]!);
+  const source = withoutOpeningComment(readFileSync(join(lab.dir, solution), 'utf8'));
+  const patched = applyPatch(source, readFileSync(join(lab.dir, fix.file), 'utf8'));
+  if (patched === false) return undefined;
+  const path = join(dirname(solution), `.wrong-fix-${process.pid}-${basename(fix.file, '.patch')}.ts`);
+  writeFileSync(join(lab.dir, path), `// Written by lab check from ${fix.file}; deleted after the run.\n${patched}`);
+  return { path, remove: () => rmSync(join(lab.dir, path), { force: true }) };
+}
+
+/** The spec run against `fix` in place of the learner's file, limited to the tests it names. */
+export async function runWrongFix(lab: LabPackage, fix: WrongFix): Promise<SpecRun> {
+  const file = materialize(lab, fix);
+  if (!file) return { target: 'starter', tests: [], error: 'the patch no longer applies to the solution' };
   const pattern = fix.catches.map((title) => `(challenge: )?${escapeRegExp(title)}`).join('|');
-  return runSpec(lab, 'starter', { env: { LAB_WRONG_FIX: fix.file }, extraArgs: ['-t', pattern] });
+  try {
+    return await runSpec(lab, 'starter', { env: { LAB_WRONG_FIX: file.path }, extraArgs: ['-t', pattern] });
+  } finally {
+    file.remove();
+  }
 }
 
 /** Breaches of the contract by one wrong fix's run, one readable line each. */

@@ -17,6 +17,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createTwoFilesPatch } from 'diff';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasStackTrace, lab, repo } from './helpers.ts';
 
@@ -250,6 +251,31 @@ describe('check: wrong fixes', () => {
       const ok = await run(['check']);
       expect(ok.stdout, ok.out).toContain('1 wrong fixes caught');
       expect(ok.code).toBe(0);
+      // The same mistake as a patch against the solution: applied, run, caught; one that no longer
+      // applies is a broken contract of its own.
+      const patch = createTwoFilesPatch(
+        'a/solution/counter.ts',
+        'b/solution/counter.ts',
+        SOLUTION,
+        SOLUTION.replace('x > 0', 'x !== 0'),
+      );
+      writeFileSync(
+        join(dir, 'not-zero.patch'),
+        `Counts everything but zeros.\n@catches ignores negative numbers\n\n${patch}`,
+      );
+      const patched = await run(['check']);
+      expect(patched.stdout, patched.out).toContain('2 wrong fixes caught');
+      writeFileSync(
+        join(dir, 'stale.patch'),
+        `@catches ignores negative numbers\n\n${patch.replaceAll('x > 0', 'x >= 1')}`,
+      );
+      const stale = await run(['check']);
+      expect(stale.code).toBe(1);
+      expect(stale.stdout).toContain(
+        'wrong fix test/wrong-fixes/stale.patch: the spec did not run: the patch no longer applies',
+      );
+      rmSync(join(dir, 'stale.patch'));
+      rmSync(join(dir, 'not-zero.patch'));
       const escaped = join(dir, 'really-right.ts');
       writeFileSync(escaped, `// @catches ignores negative numbers\n${SOLUTION}`);
       const broken = await run(['check']);
