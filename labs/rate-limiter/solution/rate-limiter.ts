@@ -17,7 +17,7 @@
  * script would have to call redis.replicate_commands() first.)
  *
  * Redis down or slow: the limiter's connection has a short command timeout and no offline queue
- * (src/redis.ts), so `consume` rejects quickly, and the middleware decides what that means (this lab
+ * (server/redis.ts), so `consume` rejects quickly, and the middleware decides what that means (this lab
  * fails open, see the README). A timeout on the connection costs nothing per request; a timer and a
  * Promise.race around every call would.
  */

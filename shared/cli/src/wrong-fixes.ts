@@ -6,14 +6,14 @@
  * against each one: a wrong fix that passes a test meant to catch it means the spec would tell a
  * learner with that bug "done".
  *
- * A wrong fix is either a whole file (`name.ts`) or, when it is the reference solution with one
- * mistake, that mistake alone: `name.patch`, a unified diff against the solution's code below its
- * opening comment, after a preamble that says why it is wrong. A patch reads as the bug itself and
+ * A wrong fix is either a whole file (`name.ts`) or, when it is the reference solution (or the
+ * starter) with one mistake (or one mend), that change alone: `name.patch`, a unified diff against
+ * that file's code below its opening comment, after a preamble that says why it is wrong. A patch reads as the bug itself and
  * cannot drift from the solution unnoticed: one that no longer applies breaks the contract.
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { applyPatch } from 'diff';
+import { applyPatch, parsePatch } from 'diff';
 import type { LabPackage } from '@labs/test-kit';
 import { solutionFile } from './labs.ts';
 import { runSpec, type SpecRun } from './run-spec.ts';
@@ -46,16 +46,20 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&
 export const withoutOpeningComment = (text: string) => text.replace(/^\/\*\*[\s\S]*?\*\/\n+/, '');
 
 /**
- * The wrong fix as a file the spec can import: a `.ts` as it is; a `.patch` applied to the solution
- * and written beside it (so its relative imports resolve), or undefined when it no longer applies.
+ * The wrong fix as a file the spec can import: a `.ts` as it is; a `.patch` applied to the file its
+ * header names (the solution or the starter, below their opening comment) and written beside it, so
+ * its relative imports resolve; or undefined when it no longer applies.
  */
 function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): void } | undefined {
   if (fix.file.endsWith('.ts')) return { path: fix.file, remove: () => {} };
-  const solution = solutionFile(lab.lab.exercise[0]!);
-  const source = withoutOpeningComment(readFileSync(join(lab.dir, solution), 'utf8'));
-  const patched = applyPatch(source, readFileSync(join(lab.dir, fix.file), 'utf8'));
+  const text = readFileSync(join(lab.dir, fix.file), 'utf8');
+  const exercise = lab.lab.exercise[0]!;
+  const named = parsePatch(text)[0]?.oldFileName?.replace(/^a\//, '');
+  const base = named === exercise ? exercise : solutionFile(exercise);
+  const source = withoutOpeningComment(readFileSync(join(lab.dir, base), 'utf8'));
+  const patched = applyPatch(source, text);
   if (patched === false) return undefined;
-  const path = join(dirname(solution), `.wrong-fix-${process.pid}-${basename(fix.file, '.patch')}.ts`);
+  const path = join(dirname(base), `.wrong-fix-${process.pid}-${basename(fix.file, '.patch')}.ts`);
   writeFileSync(join(lab.dir, path), `// Written by lab check from ${fix.file}; deleted after the run.\n${patched}`);
   return { path, remove: () => rmSync(join(lab.dir, path), { force: true }) };
 }
