@@ -1,0 +1,124 @@
+/**
+ * The side effect of a job: "send the order confirmation". Rendering it takes a few milliseconds (a
+ * template, a mail provider's API); sending it is recorded as one row in `confirmations`, which is
+ * what the spec and the load script count. A job confirmed twice is two rows: the duplicate a
+ * customer would see as two emails.
+ *
+ * The sender also keeps the numbers a test cannot get from the broker: how many confirmations were in
+ * progress at once in this process, and when each job was tried.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import type { ConfirmationJob, SendConfirmation } from './jobs.ts';
+
+/** The products a confirmation can name. An order for anything else is a poison job (see below). */
+export const CATALOGUE: Readonly<Record<string, string>> = {
+  mug: 'Enamel mug',
+  poster: 'Map poster',
+  notebook: 'Dot-grid notebook',
+  tshirt: 'Logo T-shirt',
+};
+
+/**
+ * The tables. `confirmations` has no unique constraint on purpose: it stands for an email provider,
+ * which sends whatever it is asked to send. `processed_jobs` is there for the worker to remember which
+ * jobs it has done (the starter never writes to it).
+ */
+export async function migrate(db: pg.Pool): Promise<void> {
+  await db.query(`
+    CREATE TABLE IF NOT EXISTS confirmations (
+      id          bigserial PRIMARY KEY,
+      job_id      uuid NOT NULL,
+      order_id    uuid NOT NULL,
+      email       text NOT NULL,
+      body        text NOT NULL,
+      enqueued_at timestamptz NOT NULL,
+      sent_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE INDEX IF NOT EXISTS confirmations_job_id ON confirmations (job_id);
+    CREATE TABLE IF NOT EXISTS processed_jobs (
+      job_id       uuid PRIMARY KEY,
+      processed_at timestamptz NOT NULL DEFAULT now()
+    );`);
+}
+
+/** The text of the confirmation; throws for a product that is not (or no longer) in the catalogue. */
+export function renderConfirmation(job: ConfirmationJob): string {
+  const lines = job.items.map((item) => {
+    const name = CATALOGUE[item.sku];
+    // The classic poison message: data the handler cannot process, however often it is retried.
+    if (name === undefined) throw new Error(`no product "${item.sku}" in the catalogue`);
+    return `${item.quantity} x ${name}`;
+  });
+  return `Thank you for your order ${job.orderId}:\n${lines.join('\n')}`;
+}
+
+/** What one process's sender has seen. */
+export interface SenderStats {
+  /** Calls in total (attempts, including failed ones). */
+  calls: number;
+  /** Calls that threw. */
+  failures: number;
+  /** Calls in progress right now. */
+  inFlight: number;
+  /** The most calls in progress at once since the sender was made. */
+  maxInFlight: number;
+}
+
+/** How the sender behaves. */
+export interface SenderOptions {
+  /** Time each confirmation takes before it is recorded (waiting on a provider, not CPU). */
+  workMs: number;
+  /**
+   * After this many calls, every further call hangs for ever: a worker stuck mid-batch, to be killed.
+   * Only the crash tests and the load script set it.
+   */
+  hangAfter?: number;
+}
+
+/** A sender of confirmations, with its stats and the times each job was tried. */
+export interface ConfirmationSender {
+  send: SendConfirmation;
+  readonly stats: SenderStats;
+  /** performance.now() of each attempt of `jobId`, oldest first. */
+  attemptsOf(jobId: string): number[];
+}
+
+/** Makes a sender: the effect every worker in the lab is given as `deps.sendConfirmation`. */
+export function createConfirmationSender(options: SenderOptions): ConfirmationSender {
+  const stats: SenderStats = { calls: 0, failures: 0, inFlight: 0, maxInFlight: 0 };
+  const attempts = new Map<string, number[]>();
+  const send: SendConfirmation = async (db, job) => {
+    stats.calls++;
+    stats.inFlight++;
+    stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+    attempts.set(job.jobId, [...(attempts.get(job.jobId) ?? []), performance.now()]);
+    try {
+      if (options.hangAfter !== undefined && stats.calls > options.hangAfter) await new Promise<never>(() => {});
+      if (options.workMs > 0) await sleep(options.workMs);
+      const body = renderConfirmation(job);
+      await db.query(
+        'INSERT INTO confirmations (job_id, order_id, email, body, enqueued_at) VALUES ($1, $2, $3, $4, $5)',
+        [job.jobId, job.orderId, job.email, body, job.enqueuedAt],
+      );
+    } catch (error) {
+      stats.failures++;
+      throw error;
+    } finally {
+      stats.inFlight--;
+    }
+  };
+  return { send, stats, attemptsOf: (jobId) => attempts.get(jobId) ?? [] };
+}
+
+/** Confirmations per job id, for the given jobs (0 for a job never confirmed). */
+export async function confirmationsPerJob(db: pg.Pool, jobIds: readonly string[]): Promise<Map<string, number>> {
+  const counts = new Map(jobIds.map((id) => [id, 0]));
+  const { rows } = await db.query<{ job_id: string; n: number }>(
+    'SELECT job_id, count(*)::int AS n FROM confirmations WHERE job_id = ANY($1::uuid[]) GROUP BY job_id',
+    [jobIds],
+  );
+  for (const row of rows) counts.set(row.job_id, row.n);
+  return counts;
+}

@@ -1,0 +1,392 @@
+/**
+ * Background jobs over RabbitMQ that survive crashes (the reference for src/job-queue.ts).
+ *
+ * The guarantee is at-least-once delivery, made to look like exactly-once by an idempotent worker.
+ * Every hand-over waits for the next holder to have the job before letting go of it:
+ *
+ *   API -> broker    the publish is confirmed (a confirm channel) before the API answers 202;
+ *   broker -> worker the delivery is acknowledged only after the effect is committed;
+ *   worker -> retry  a failed job is re-published (confirmed) to a delay queue before it is acked.
+ *
+ * Whatever fails in between (a process killed, a connection dropped, a confirm lost) makes a step
+ * happen again, never not at all. So the worker must tolerate seeing a job twice: it records the job
+ * id in the same database transaction as the effect, and does nothing for an id it has seen.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
+import {
+  type ConfirmationJob,
+  DEAD_LETTER_HEADERS,
+  decodeJob,
+  encodeJob,
+  JOB_ROUTING_KEY,
+  type JobPublisher,
+  type JobWorker,
+  MalformedJobError,
+  type QueueSettings,
+  type WorkerDeps,
+} from '../server/jobs.ts';
+
+/**
+ * Reconnect for ever, 100 ms after a loss, doubling up to 5 s, with jitter so a fleet of workers does
+ * not reconnect in lockstep after a broker restart. amqplib 2 reconnects the connection; channels,
+ * topology and consumers are ours to set up again, in `setup`, which it runs after every connect.
+ */
+const RECOVERY = { initialDelay: 100, maxDelay: 5000, factor: 2, jitter: 0.2 };
+
+/**
+ * amqplib leaves Nagle's algorithm on, so a lone small frame (an ack, a publish) can sit in the kernel
+ * until the broker's delayed TCP ack, about 40 ms: a worker that acks one job at a time pays that per
+ * job. `timeout` bounds the connect itself.
+ */
+const SOCKET = { noDelay: true, timeout: 5000 };
+
+/**
+ * The broker URL with a 15 s heartbeat unless it names one: a connection that died silently (a NAT
+ * or firewall dropping it, a frozen peer) is noticed within two missed beats and reconnected, instead
+ * of after the server's default of 60 s (or, with heartbeats off, never).
+ */
+function withHeartbeat(url: string): string {
+  const parsed = new URL(url);
+  if (!parsed.searchParams.has('heartbeat')) parsed.searchParams.set('heartbeat', '15');
+  return parsed.toString();
+}
+
+/** How long stop() lets in-progress jobs finish before it closes anyway (the rest are redelivered). */
+const STOP_GRACE_MS = 10_000;
+
+/**
+ * How long a close may take. amqplib's close() waits for the broker's close-ok and never settles if the
+ * socket dies during that handshake; a shutdown must not hang on it.
+ */
+const CLOSE_TIMEOUT_MS = 2000;
+
+/** Our own header: which attempt a delivery is (absent on the first). */
+const ATTEMPT_HEADER = 'x-attempt';
+
+/**
+ * Declares the whole topology; idempotent, so the publisher and every worker run it on each connect.
+ * The broker refuses (PRECONDITION_FAILED) a queue that exists with other arguments: change a queue's
+ * arguments by giving it a new name, or with a policy, never by redeclaring it.
+ */
+async function declareTopology(channel: Channel, settings: QueueSettings): Promise<void> {
+  const { names, retryDelaysMs } = settings;
+  if (names.retryQueues.length !== retryDelaysMs.length) throw new Error('one retry queue per retry delay');
+  await channel.assertExchange(names.exchange, 'direct', { durable: true });
+  await channel.assertQueue(names.queue, { durable: true });
+  await channel.bindQueue(names.queue, names.exchange, JOB_ROUTING_KEY);
+  // One delay queue per step, each with a queue-wide TTL: a job waits there `delay` ms, then the broker
+  // dead-letters it back to the work exchange. Not one delay queue with a TTL per message: the broker
+  // expires messages only at the head of a queue, so a job waiting 8 s would hold back every 500 ms
+  // retry queued behind it.
+  for (const [step, delay] of retryDelaysMs.entries()) {
+    await channel.assertQueue(names.retryQueues[step]!, {
+      durable: true,
+      messageTtl: delay,
+      deadLetterExchange: names.exchange,
+      deadLetterRoutingKey: JOB_ROUTING_KEY,
+    });
+  }
+  await channel.assertQueue(names.deadQueue, { durable: true });
+}
+
+/** Publishes on a confirm channel; resolves once the broker has taken responsibility for the message. */
+type ConfirmedPublish = (
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: Options.Publish & { messageId: string },
+) => Promise<void>;
+
+/**
+ * Confirmed publishing on `channel`, with back-pressure: when publish() returns false the socket's
+ * buffer is full, and further publishes wait for 'drain' instead of piling up in memory. Messages are
+ * `mandatory`: a message no queue is bound for comes back (basic.return, before its confirm) and
+ * counts as a failure, where a plain confirm would have said "ok" about a message the broker dropped.
+ */
+function confirmedPublisher(channel: ConfirmChannel): ConfirmedPublish {
+  const returned = new Set<string>();
+  channel.on('return', (message: ConsumeMessage) => returned.add(String(message.properties.messageId)));
+  let drained: Promise<void> | undefined;
+  const waitForDrain = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        channel.off('drain', done);
+        channel.off('close', done);
+        drained = undefined;
+        resolve();
+      };
+      channel.on('drain', done);
+      channel.on('close', done);
+    });
+  return async (exchange, routingKey, content, options) => {
+    while (drained) await drained;
+    await new Promise<void>((resolve, reject) => {
+      const written = channel.publish(
+        exchange,
+        routingKey,
+        content,
+        { ...options, persistent: true, mandatory: true },
+        (error) => {
+          if (error) reject(error instanceof Error ? error : new Error(`the broker refused the message: ${error}`));
+          else if (returned.delete(options.messageId)) reject(new Error(`no queue is bound for "${routingKey}"`));
+          else resolve();
+        },
+      );
+      if (!written) drained ??= waitForDrain();
+    });
+  };
+}
+
+/** Rejects with a message once `ms` have passed, unless `promise` settled first. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  const timeout = new AbortController();
+  try {
+    return await Promise.race([
+      promise,
+      sleep(Math.max(0, ms), undefined, { signal: timeout.signal }).then(() => {
+        throw new Error(`${what} within the time allowed`);
+      }),
+    ]);
+  } finally {
+    timeout.abort();
+  }
+}
+
+/** The API's side: puts jobs on the queue, and says so only once the broker has them. */
+export async function createPublisher(settings: QueueSettings): Promise<JobPublisher> {
+  let current: { channel: ConfirmChannel; publish: ConfirmedPublish } | undefined;
+  let closing = false;
+  const connection = await amqp.connect(withHeartbeat(settings.url), {
+    ...SOCKET,
+    recovery: {
+      ...RECOVERY,
+      setup: async (model: ChannelModel) => {
+        const channel = await model.createConfirmChannel();
+        channel.on('error', (error: Error) => settings.log(`publisher channel: ${error.message}`));
+        channel.on('close', () => {
+          if (current?.channel === channel) current = undefined;
+          // A channel can die alone (a channel error) while its connection lives on, and recovery only
+          // watches the connection: close it too, so everything is set up again.
+          if (!closing) model.close().catch(() => undefined);
+        });
+        await declareTopology(channel, settings);
+        current = { channel, publish: confirmedPublisher(channel) };
+      },
+    },
+  });
+  connection.on('error', (error: Error) => settings.log(`publisher connection: ${error.message}`));
+  connection.on('disconnect', () => {
+    current = undefined;
+  });
+  // Publishes waiting for a reconnect ('connect' is emitted after setup, so `current` is set by then).
+  const waiting = new Set<() => void>();
+  connection.on('connect', () => {
+    for (const wake of waiting) wake();
+  });
+
+  /** The current channel, waiting for a reconnect until `deadline` if there is none. */
+  const channelBy = async (deadline: number) => {
+    while (!current) {
+      const left = deadline - Date.now();
+      if (left <= 0 || closing) throw new Error('no connection to the broker');
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          waiting.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        waiting.add(wake);
+      });
+    }
+    return current;
+  };
+
+  return {
+    async publish(job) {
+      const deadline = Date.now() + settings.publishTimeoutMs;
+      const content = encodeJob(job);
+      const options = { messageId: job.jobId, contentType: 'application/json' };
+      for (let attempt = 1; ; attempt++) {
+        const { publish } = await channelBy(deadline);
+        try {
+          await within(
+            publish(settings.names.exchange, JOB_ROUTING_KEY, content, options),
+            deadline - Date.now(),
+            'not confirmed',
+          );
+          return;
+        } catch (error) {
+          // Unconfirmed: the broker may or may not have the job. Publish it again (after a reconnect if
+          // the channel is gone): two copies of one job id are what the idempotent worker absorbs; no
+          // copy at all is what it cannot.
+          if (Date.now() >= deadline || closing) {
+            throw new Error(`job ${job.jobId} not confirmed by the broker: ${(error as Error).message}`);
+          }
+          await sleep(Math.min(25 * attempt, Math.max(0, deadline - Date.now())));
+        }
+      }
+    },
+    async close() {
+      closing = true;
+      await within(connection.close(), CLOSE_TIMEOUT_MS, 'not closed').catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Sends the confirmation of `job` unless it was sent before. The job id is claimed in the same
+ * transaction as the effect: both are committed, or neither. Two deliveries of one job at once are
+ * safe too: the second INSERT waits on the first's uncommitted row, then finds it and does nothing.
+ *
+ * This works because the effect is a row in the same database. An effect elsewhere (an email
+ * provider's API) cannot join the transaction: pass the job id as that API's idempotency key instead.
+ */
+async function sendConfirmationOnce(job: ConfirmationJob, deps: WorkerDeps): Promise<'sent' | 'already sent'> {
+  const client = await deps.db.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const claimed = await client.query('INSERT INTO processed_jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING', [
+      job.jobId,
+    ]);
+    if (claimed.rowCount === 1) await deps.sendConfirmation(client, job);
+    await client.query('COMMIT');
+    return claimed.rowCount === 1 ? 'sent' : 'already sent';
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => {
+      broken = rollbackError; // the connection is unusable: release it as such, the pool drops it
+    });
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** The background's side: consumes jobs, does each once in effect, retries with growing delays. */
+export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Promise<JobWorker> {
+  const { names, retryDelaysMs, log } = settings;
+  const inProgress = new Set<Promise<void>>();
+  let consuming: { channel: ConfirmChannel; consumerTag: string } | undefined;
+  let stopping = false;
+
+  /** Acks on the channel that delivered; if it has closed, the broker has requeued the job already. */
+  const ack = (channel: Channel, message: ConsumeMessage) => {
+    try {
+      channel.ack(message);
+    } catch {
+      // IllegalOperationError: channel closed. The job comes back, and is recognised as done.
+    }
+  };
+
+  /** Hands a failed job to the next retry queue, or to the dead-letter queue after the last attempt. */
+  const retryOrBury = async (publish: ConfirmedPublish, message: ConsumeMessage, attempt: number, error: Error) => {
+    // Keep the producer's own headers; drop the broker's (x-death, ...) and ours, which are set afresh.
+    const carried = Object.fromEntries(
+      Object.entries(message.properties.headers ?? {}).filter(([name]) => !name.startsWith('x-')),
+    );
+    const options = {
+      messageId: String(message.properties.messageId),
+      contentType: message.properties.contentType as string | undefined,
+    };
+    const step = attempt - 1;
+    if (step < retryDelaysMs.length && !(error instanceof MalformedJobError)) {
+      log(
+        `job ${options.messageId} failed (attempt ${attempt}): ${error.message}; next try in ${retryDelaysMs[step]} ms`,
+      );
+      await publish('', names.retryQueues[step]!, message.content, {
+        ...options,
+        headers: { ...carried, [ATTEMPT_HEADER]: attempt + 1, 'x-last-error': error.message },
+      });
+      return;
+    }
+    log(`job ${options.messageId} dead-lettered after ${attempt} attempt(s): ${error.message}`);
+    await publish('', names.deadQueue, message.content, {
+      ...options,
+      headers: {
+        ...carried,
+        [DEAD_LETTER_HEADERS.error]: error.message,
+        [DEAD_LETTER_HEADERS.attempts]: attempt,
+        'x-failed-at': new Date().toISOString(),
+        'x-original-queue': names.queue,
+      },
+    });
+  };
+
+  /** One delivery, start to finish. Never rejects. */
+  const handle = async (channel: ConfirmChannel, publish: ConfirmedPublish, message: ConsumeMessage) => {
+    const attempt = Math.max(1, Number(message.properties.headers?.[ATTEMPT_HEADER]) || 1);
+    try {
+      await sendConfirmationOnce(decodeJob(message.content), deps);
+    } catch (error) {
+      try {
+        // Confirmed before the ack: if we die in between, the job exists twice (harmless), never zero times.
+        await retryOrBury(publish, message, attempt, error instanceof Error ? error : new Error(String(error)));
+      } catch (publishError) {
+        log(`could not pass on failed job ${message.properties.messageId}: ${(publishError as Error).message}`);
+        // Requeue it as it is: the broker or the channel failed, not the job. (On a closed channel this
+        // throws, and the broker has requeued it anyway.)
+        try {
+          channel.nack(message, false, true);
+        } catch {}
+        return;
+      }
+    }
+    ack(channel, message);
+  };
+
+  const connection = await amqp.connect(withHeartbeat(settings.url), {
+    ...SOCKET,
+    recovery: {
+      ...RECOVERY,
+      setup: async (model: ChannelModel) => {
+        const channel = await model.createConfirmChannel();
+        channel.on('error', (error: Error) => log(`worker channel: ${error.message}`));
+        channel.on('close', () => {
+          if (consuming?.channel === channel) consuming = undefined;
+          if (!stopping) model.close().catch(() => undefined); // set everything up again (see the publisher)
+        });
+        await declareTopology(channel, settings);
+        // At most `prefetch` unacked deliveries to this consumer: the rest wait in the queue, where another
+        // worker can take them and where a crash of this one cannot touch them.
+        await channel.prefetch(settings.prefetch);
+        if (stopping) return;
+        const publish = confirmedPublisher(channel);
+        const { consumerTag } = await channel.consume(
+          names.queue,
+          (message: ConsumeMessage | null) => {
+            if (message === null) {
+              // The broker cancelled us (the queue was deleted): reconnect, which declares it again.
+              if (!stopping) model.close().catch(() => undefined);
+              return;
+            }
+            const job = handle(channel, publish, message);
+            inProgress.add(job);
+            void job.finally(() => inProgress.delete(job));
+          },
+          { noAck: false },
+        );
+        consuming = { channel, consumerTag };
+      },
+    },
+  });
+  connection.on('error', (error: Error) => log(`worker connection: ${error.message}`));
+
+  let stopped: Promise<void> | undefined;
+  return {
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        // 1. No new deliveries. 2. Let the jobs in progress finish and ack. 3. Close: anything still
+        // unacked (only after the grace period) goes back to the queue for another worker.
+        if (consuming) await consuming.channel.cancel(consuming.consumerTag).catch(() => undefined);
+        await within(Promise.allSettled([...inProgress]), STOP_GRACE_MS, 'jobs not finished').catch((error: Error) =>
+          log(`stopping with ${inProgress.size} job(s) in progress: ${error.message}`),
+        );
+        await within(connection.close(), CLOSE_TIMEOUT_MS, 'not closed').catch(() => undefined);
+      })();
+      return stopped;
+    },
+  };
+}
