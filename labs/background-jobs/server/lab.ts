@@ -59,8 +59,6 @@ export interface BackgroundJobsLabOptions {
 
 export default defineLab<Config, BackgroundJobsLabOptions>({
   slug: 'background-jobs',
-  title: 'Background jobs',
-  services: ['rabbitmq', 'postgres'],
   config,
   async build(context, options) {
     const log = options.log ?? ((message: string) => console.error(`[background-jobs] ${message}`));

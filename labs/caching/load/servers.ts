@@ -4,6 +4,7 @@
  * - no-cache: every read is a SELECT (the baseline a cache must beat);
  * - starter and solution: src/user-cache.ts and solution/user-cache.ts, their caches warmed first.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { stopServices } from '@labs/services';
 import { type OpenLab, openLab } from '@labs/lab-kit';
 import { createApp } from '../server/app.ts';
@@ -39,11 +40,20 @@ const BUILDERS: Record<(typeof TARGETS)[number], (options: UserCacheOptions) => 
 };
 
 /** Counts the SELECTs that reach PostgreSQL. */
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+export const XH = new Map<string, RecordableHistogram>();
+export function xrec(name: string, startMs: number) {
+  let h = XH.get(name);
+  if (!h) XH.set(name, (h = createHistogram()));
+  h.record(Math.max(1, Math.round((performance.now() - startMs) * 1000)));
+}
 function countingReads(db: Queryable, counters: Record<string, number>, key: string): Queryable {
   return {
     query(text: string, values?: unknown[]) {
-      if (/^\s*select\b/i.test(text)) counters[key] = (counters[key] ?? 0) + 1;
-      return db.query(text, values);
+      const select = /^\s*select\b/i.test(text);
+      if (select) counters[key] = (counters[key] ?? 0) + 1;
+      const t = performance.now();
+      return db.query(text, values).finally(() => xrec(`${key.split('.')[0]}.q.${select ? 'select' : 'write'}`, t));
     },
   } as Queryable;
 }
@@ -79,14 +89,42 @@ export async function start(options: BenchServerOptions) {
       await prepareDatabase(pool, users);
       const db = countingReads(pool, counters, `${target}.dbReads`);
       for (let i = 0; i < instances; i++) {
+        const redis = await lab.context.redis(CACHE_REDIS_OPTIONS);
         const cache = BUILDERS[target]({
           repository: createUserRepository(db, CURRENT_SCHEMA_VERSION),
-          redis: await lab.context.redis(CACHE_REDIS_OPTIONS),
+          redis,
           prefix: lab.context.prefix,
           schemaVersion: CURRENT_SCHEMA_VERSION,
           ttlMs,
         });
+        // XDIAG: count lease checks (first look after a miss, and each poll of a waiter)
+        const r = redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+        const orig = r.readOrLease;
+        if (orig) {
+          r.readOrLease = function (this: unknown, ...a: unknown[]) {
+            counters[`${target}.leaseChecks`] = (counters[`${target}.leaseChecks`] ?? 0) + 1;
+            return orig.apply(this, a).then((v) => {
+              const state = (v as [number])[0];
+              counters[`${target}.lease${state}`] = (counters[`${target}.lease${state}`] ?? 0) + 1;
+              return v;
+            });
+          };
+        }
         if (i === 0 && target !== 'no-cache') await warm(cache, users);
+        const origGet = cache.get.bind(cache);
+        cache.get = async (id) => {
+          const t = performance.now();
+          const lookup = await origGet(id);
+          xrec(`${target}.get.${lookup.source}`, t);
+          return lookup;
+        };
+        const origPut = cache.put.bind(cache);
+        cache.put = async (id, input) => {
+          const t = performance.now();
+          const r = await origPut(id, input);
+          xrec(`${target}.put`, t);
+          return r;
+        };
         const app = createApp({
           cache,
           instance: `${target}-${i + 1}`,
@@ -103,5 +141,34 @@ export async function start(options: BenchServerOptions) {
     throw error;
   }
 
-  return { urls, stats: () => ({ ...counters }), close };
+  // How late this process's event loop ran since the previous stats() call: when every target shares
+  // one process on a busy machine, a late loop is queueing that no cache can remove.
+  // The histogram records each interval of a 10 ms timer: what exceeds 10 ms is the lag.
+  const LOOP_RESOLUTION_MS = 10;
+  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  loop.enable();
+  const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
+  const stats = () => {
+    const figures: Record<string, number> = {
+      ...counters,
+      'loop.p99Ms': lag(loop.percentile(99)),
+      'loop.maxMs': lag(loop.max),
+    };
+    for (const [name, h] of XH) {
+      figures[`x.${name}.n`] = h.count;
+      figures[`x.${name}.p50`] = h.percentile(50) / 1000;
+      figures[`x.${name}.p99`] = h.percentile(99) / 1000;
+      h.reset();
+    }
+    loop.reset();
+    return figures;
+  };
+  return {
+    urls,
+    stats,
+    close: async () => {
+      loop.disable();
+      await close();
+    },
+  };
 }

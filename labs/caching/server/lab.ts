@@ -88,8 +88,6 @@ function prepareOnce(context: LabContext<CachingConfig>, pool: pg.Pool, seedUser
 
 export default defineLab<CachingConfig, CachingLabOptions>({
   slug: 'caching',
-  title: 'Caching and cache invalidation',
-  services: ['postgres', 'redis'],
   config: z.object({
     CACHE_TTL_MS: wholeNumber({ fallback: 60_000, min: 1, max: 86_400_000 }),
     SCHEMA_VERSION: wholeNumber({ fallback: CURRENT_SCHEMA_VERSION, min: 1, max: CURRENT_SCHEMA_VERSION }),

@@ -33,8 +33,6 @@ export interface EventStreamingLabOptions {
 
 export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
   slug: 'event-streaming',
-  title: 'Event streaming',
-  services: ['kafka', 'postgres'],
   config: z.object({ PROJECTORS: wholeNumber({ fallback: 2, min: 0, max: 6 }) }),
   async build(context, options) {
     const pipeline = options.pipeline ?? { createPublisher, startProjector };

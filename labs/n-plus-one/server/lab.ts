@@ -32,8 +32,6 @@ async function describeIndexes(db: pg.Pool): Promise<string> {
 
 export default defineLab<Record<string, never>, NPlusOneLabOptions>({
   slug: 'n-plus-one',
-  title: 'N+1 query problem',
-  services: ['postgres'],
   async build(context, options) {
     const db = options.db ?? (await context.database(APP_POOL_OPTIONS));
     const app = createApp({ db, loadFeed: options.loadFeed });

@@ -31,8 +31,6 @@ export interface RateLimiterLabOptions {
 
 export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number }, RateLimiterLabOptions>({
   slug: 'rate-limiter',
-  title: 'Rate limiter',
-  services: ['redis'],
   config: z.object({
     RATE_LIMIT_MAX: wholeNumber({ fallback: 10, min: 1, max: MAX_LIMIT }),
     RATE_LIMIT_WINDOW_MS: wholeNumber({ fallback: 60_000, min: 1, max: MAX_WINDOW_MS }),

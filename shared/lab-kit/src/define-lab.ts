@@ -15,7 +15,6 @@ import {
   dropDatabase,
   ensureDatabase,
   resolveService,
-  type ServiceKind,
 } from '@labs/services';
 import { readConfig } from './input.ts';
 import { type Listening, listen } from './server.ts';
@@ -73,10 +72,9 @@ export interface BuiltLab {
 
 /** A lab's self-description. `Options` are what a spec or load script may pass to `build`. */
 export interface LabDefinition<Config = Record<string, never>, Options = Record<string, never>> {
+  /** The lab's folder name: its key prefix and database names start from it. (Its title, services and
+   * hints are in package.json's manifest, said once.) */
   slug: string;
-  /** The title `lab serve` prints. */
-  title: string;
-  services: readonly ServiceKind[];
   /** The environment variables it reads, as a zod object schema (PORT is the command line's). */
   config?: z.ZodType<Config>;
   build(context: LabContext<Config>, options: Partial<Options>): Promise<BuiltLab> | BuiltLab;

@@ -3,6 +3,7 @@
  * `lab-solution` condition for --solution). Starts the lab's definition (`server/lab.ts`) on PORT,
  * prints where and what to try, and stops everything on Ctrl-C, SIGTERM or a closed terminal.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ServiceUnavailableError, stopServices } from '@labs/services';
@@ -20,10 +21,11 @@ async function serve(labDir: string): Promise<void> {
     default: LabDefinition<unknown, unknown>;
   };
   const { PORT } = readConfig(z.object({ PORT: port() }));
+  const { title } = (JSON.parse(readFileSync(join(labDir, 'package.json'), 'utf8')) as { lab: { title: string } }).lab;
   try {
     await using running = await startLab(lab, { purpose: 'serve', port: PORT });
     const which = running.context.target === 'solution' ? 'the reference solution' : 'your code';
-    console.log(`${lab.title} lab (${which}) listening on ${running.url}`);
+    console.log(`${title} lab (${which}) listening on ${running.url}`);
     for (const line of running.usage) console.log(line);
     console.log('Stop:  Ctrl-C');
     await untilInterrupted();

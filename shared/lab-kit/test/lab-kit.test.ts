@@ -68,7 +68,7 @@ const problemApp = () => {
 };
 
 describe('problems (RFC 9457)', () => {
-  const lab = defineLab({ slug: 'kit-test', title: 'Kit test', services: [], build: () => problemApp() });
+  const lab = defineLab({ slug: 'kit-test', build: () => problemApp() });
 
   it('answers input, conflicts, outages and bugs in one shape, and keeps a bug out of the body', async () => {
     await using running = await startLab(lab);
@@ -105,8 +105,6 @@ describe('openLab', () => {
   it('gives a test its own Redis prefix and database, and removes both when it closes', async () => {
     const lab = defineLab({
       slug: 'kit-test',
-      title: 'Kit test',
-      services: ['redis', 'postgres'],
       build: () => problemApp(),
     });
     const opened = await openLab(lab);
@@ -136,8 +134,6 @@ describe('openLab', () => {
   it('passes on why a build failed (after closing what it had opened)', async () => {
     const failing = defineLab({
       slug: 'kit-test',
-      title: 'Kit test',
-      services: ['redis'],
       async build(context) {
         await context.redis();
         throw new Error('the seed data is missing');

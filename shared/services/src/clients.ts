@@ -77,6 +77,7 @@ export function isPostgresOutage(error: unknown): boolean {
   // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout;
   // 08xxx: connection exceptions.
   if (NETWORK_CODES.has(code) || /^(57P0[1-3]|57014|08\d{3})$/.test(code)) return true;
-  if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message)) return true;
+  if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message))
+    return true;
   return error.cause !== undefined && isPostgresOutage(error.cause);
 }
