@@ -3,6 +3,9 @@
  * is two app instances sharing one cache, over its own database of seeded users:
  * - no-cache: every read is a SELECT (the baseline a cache must beat);
  * - starter and solution: src/user-cache.ts and solution/user-cache.ts, their caches warmed first.
+ *
+ * The services are wherever REDIS_URL and DATABASE_URL point: the load script hands this process the
+ * latency proxy's addresses when it puts a service at a distance.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { stopServices } from '@labs/services';
@@ -40,20 +43,11 @@ const BUILDERS: Record<(typeof TARGETS)[number], (options: UserCacheOptions) => 
 };
 
 /** Counts the SELECTs that reach PostgreSQL. */
-import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
-export const XH = new Map<string, RecordableHistogram>();
-export function xrec(name: string, startMs: number) {
-  let h = XH.get(name);
-  if (!h) XH.set(name, (h = createHistogram()));
-  h.record(Math.max(1, Math.round((performance.now() - startMs) * 1000)));
-}
 function countingReads(db: Queryable, counters: Record<string, number>, key: string): Queryable {
   return {
     query(text: string, values?: unknown[]) {
-      const select = /^\s*select\b/i.test(text);
-      if (select) counters[key] = (counters[key] ?? 0) + 1;
-      const t = performance.now();
-      return db.query(text, values).finally(() => xrec(`${key.split('.')[0]}.q.${select ? 'select' : 'write'}`, t));
+      if (/^\s*select\b/i.test(text)) counters[key] = (counters[key] ?? 0) + 1;
+      return db.query(text, values);
     },
   } as Queryable;
 }
@@ -89,42 +83,14 @@ export async function start(options: BenchServerOptions) {
       await prepareDatabase(pool, users);
       const db = countingReads(pool, counters, `${target}.dbReads`);
       for (let i = 0; i < instances; i++) {
-        const redis = await lab.context.redis(CACHE_REDIS_OPTIONS);
         const cache = BUILDERS[target]({
           repository: createUserRepository(db, CURRENT_SCHEMA_VERSION),
-          redis,
+          redis: await lab.context.redis(CACHE_REDIS_OPTIONS),
           prefix: lab.context.prefix,
           schemaVersion: CURRENT_SCHEMA_VERSION,
           ttlMs,
         });
-        // XDIAG: count lease checks (first look after a miss, and each poll of a waiter)
-        const r = redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-        const orig = r.readOrLease;
-        if (orig) {
-          r.readOrLease = function (this: unknown, ...a: unknown[]) {
-            counters[`${target}.leaseChecks`] = (counters[`${target}.leaseChecks`] ?? 0) + 1;
-            return orig.apply(this, a).then((v) => {
-              const state = (v as [number])[0];
-              counters[`${target}.lease${state}`] = (counters[`${target}.lease${state}`] ?? 0) + 1;
-              return v;
-            });
-          };
-        }
         if (i === 0 && target !== 'no-cache') await warm(cache, users);
-        const origGet = cache.get.bind(cache);
-        cache.get = async (id) => {
-          const t = performance.now();
-          const lookup = await origGet(id);
-          xrec(`${target}.get.${lookup.source}`, t);
-          return lookup;
-        };
-        const origPut = cache.put.bind(cache);
-        cache.put = async (id, input) => {
-          const t = performance.now();
-          const r = await origPut(id, input);
-          xrec(`${target}.put`, t);
-          return r;
-        };
         const app = createApp({
           cache,
           instance: `${target}-${i + 1}`,
@@ -141,25 +107,16 @@ export async function start(options: BenchServerOptions) {
     throw error;
   }
 
-  // How late this process's event loop ran since the previous stats() call: when every target shares
-  // one process on a busy machine, a late loop is queueing that no cache can remove.
-  // The histogram records each interval of a 10 ms timer: what exceeds 10 ms is the lag.
-  const LOOP_RESOLUTION_MS = 10;
-  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  // How late this process's event loop ran since the previous stats() call (the load script calls it
+  // before and after each run): all the instances share it, so on a busy machine, or at more requests
+  // than one CPU can answer, requests queue here whatever the cache does. The histogram records each
+  // interval of a 10 ms timer; what exceeds 10 ms is the lag.
+  const RESOLUTION_MS = 10;
+  const loop = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   loop.enable();
-  const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
+  const lagMs = (ns: number) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
   const stats = () => {
-    const figures: Record<string, number> = {
-      ...counters,
-      'loop.p99Ms': lag(loop.percentile(99)),
-      'loop.maxMs': lag(loop.max),
-    };
-    for (const [name, h] of XH) {
-      figures[`x.${name}.n`] = h.count;
-      figures[`x.${name}.p50`] = h.percentile(50) / 1000;
-      figures[`x.${name}.p99`] = h.percentile(99) / 1000;
-      h.reset();
-    }
+    const figures = { ...counters, 'loop.lagP99Ms': lagMs(loop.percentile(99)), 'loop.lagMaxMs': lagMs(loop.max) };
     loop.reset();
     return figures;
   };
