@@ -13,6 +13,9 @@ import { startLab } from './define-lab.ts';
 import { ConfigError, port, readConfig } from './input.ts';
 import { PortInUseError, PortNotAllowedError, untilInterrupted } from './server.ts';
 
+/** The command line that started this process, read first: see untilInterrupted. */
+const PARENT = process.ppid;
+
 /** Errors written for the reader: printed as they are, without a stack. */
 const EXPECTED = [ConfigError, PortInUseError, PortNotAllowedError, ServiceUnavailableError];
 
@@ -28,7 +31,7 @@ async function serve(labDir: string): Promise<void> {
     console.log(`${title} lab (${which}) listening on ${running.url}`);
     for (const line of running.usage) console.log(line);
     console.log('Stop:  Ctrl-C');
-    await untilInterrupted();
+    await untilInterrupted(PARENT);
   } finally {
     await stopServices(); // a server binary or embedded engine this process started
   }

@@ -79,10 +79,12 @@ export async function listen(app: RequestListener, port = 0): Promise<Listening>
  * Resolves on Ctrl-C (SIGINT), SIGTERM, or SIGHUP (what closing a terminal window sends), or when
  * the parent process is gone (the command line that started this one was killed): how `lab serve`
  * waits until it is asked to stop, so every way of stopping it cleans up the same way.
+ *
+ * `parent` is the parent's pid as the process found it at its start: read any later, it may already
+ * be the pid of whoever adopted the orphan (the parent killed while this one was starting).
  */
-export function untilInterrupted(): Promise<NodeJS.Signals> {
+export function untilInterrupted(parent = process.ppid): Promise<NodeJS.Signals> {
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  const parent = process.ppid;
   return new Promise((resolve) => {
     // An orphan is adopted by another process (init, or a subreaper): its parent id changes.
     const watch = setInterval(() => process.ppid !== parent && stop('SIGHUP'), 500);
