@@ -2,7 +2,10 @@
  * Service resolution, path by path. Each provider is forced with LABS_PROVIDER so every path runs here,
  * whatever else the machine has. Tests assert what answers, not how fast.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer } from 'node:http';
+import { createInterface } from 'node:readline';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -155,6 +158,36 @@ for (const { kind, binary, dirs, standardPort } of BROKER_BINARIES) {
     }, 60_000);
   });
 }
+
+describe.skipIf(!findBinary('redis-server'))('a server whose owner is killed outright', () => {
+  it('is stopped by its watchdog: a SIGKILLed owner leaves no redis-server behind', async () => {
+    // The owner is a separate Node process that resolves Redis with the binary step, prints the URL,
+    // and waits. SIGKILL runs none of its exit handlers; only the watchdog can stop the server.
+    const owner = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { resolveService } = await import(${JSON.stringify(new URL('../src/index.ts', import.meta.url).href)});
+         const svc = await resolveService('redis', { log: null });
+         console.log(svc.url);
+         setInterval(() => {}, 1000);`,
+      ],
+      { env: { ...process.env, LABS_PROVIDER: 'redis:binary' }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const [line] = (await once(createInterface({ input: owner.stdout! }), 'line')) as [string];
+    const port = Number(new URL(line).port);
+    expect(await probe('redis', '127.0.0.1', port, 1000)).toBe(true);
+    owner.kill('SIGKILL');
+    // The watchdog looks once a second, then allows a clean shutdown up to five seconds.
+    let answering = true;
+    for (let tries = 0; answering && tries < 40; tries++) {
+      await new Promise((r) => setTimeout(r, 250));
+      answering = await probe('redis', '127.0.0.1', port, 250);
+    }
+    expect(answering, `redis-server on ${port} still answers 10 s after its owner was killed`).toBe(false);
+  }, 30_000);
+});
 
 describe.skipIf(
   !findBinary('initdb', ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin']),

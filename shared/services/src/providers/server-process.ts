@@ -1,7 +1,8 @@
 /**
  * What every server the binary step starts has in common: a free port, a child in its own process
  * group (so stopping it also stops what it forked: beam and epmd, a JVM), waiting until it answers its
- * protocol, and stopping it, SIGKILL after a grace, even when the process exits without asking.
+ * protocol, and stopping it, SIGKILL after a grace, even when the process exits without asking, and
+ * even when it is killed outright (a watchdog outlives it, see {@link watchOwner}).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -55,7 +56,47 @@ process.once('exit', () => {
   // No waiting is possible here: a server with a folder gets SIGKILL, so the folder can go at once.
   for (const child of children) killGroup(child, folders.has(child) ? 'SIGKILL' : 'SIGTERM');
   for (const dir of folders.values()) rmSync(dir, { recursive: true, force: true });
+  // The watchdogs stay: once this process is gone they follow the SIGTERM above with a SIGKILL for a
+  // server that ignores it, and remove what is left of its folder.
 });
+
+/**
+ * The shell a watchdog runs. It polls the owner once a second; once the owner is gone, it sends the
+ * server's group SIGTERM, SIGKILL if the group is still there five seconds later, and removes the
+ * server's folder. Arguments: the owner's pid, the server's process group, the folder (may be empty).
+ */
+const WATCHDOG_SCRIPT = [
+  'while kill -0 "$1" 2>/dev/null; do sleep 1; done',
+  'kill -TERM -"$2" 2>/dev/null',
+  'for tick in 1 2 3 4 5; do kill -0 -"$2" 2>/dev/null || break; sleep 1; done',
+  'kill -KILL -"$2" 2>/dev/null',
+  'if [ -n "$3" ]; then rm -rf "$3"; fi',
+].join('\n');
+
+/**
+ * A process that stops `child`'s group when this process dies without cleaning up. The 'exit'
+ * handler above covers a normal exit and an uncaught error, but nothing runs in a process killed with
+ * SIGKILL (a test runner's timeout, the OOM killer, `kill -9` on a stuck command line), and the server
+ * would keep its port, its memory (a JVM's gigabyte) and its folder. Node has no parent-death signal,
+ * so a small shell, outside this process and the server's group, watches instead.
+ */
+function watchOwner(child: ChildProcess, dir: string | undefined) {
+  if (child.pid === undefined) return;
+  const watchdog = spawn('sh', ['-c', WATCHDOG_SCRIPT, 'watchdog', String(process.pid), String(child.pid), dir ?? ''], {
+    detached: true, // a Ctrl-C to the terminal's group must not stop the watchdog before the server
+    stdio: 'ignore',
+  });
+  watchdog.on('error', () => {}); // no sh: only the SIGKILL case loses its safety net
+  watchdog.unref();
+  // Once the server has exited, the watchdog has nothing to watch over: stop it, and the `sleep` it
+  // is waiting on (its group).
+  child.once('exit', () => {
+    if (watchdog.pid === undefined) return;
+    try {
+      process.kill(-watchdog.pid, 'SIGKILL');
+    } catch {} // already gone
+  });
+}
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
   if (child.pid === undefined || child.exitCode !== null) return;
@@ -97,6 +138,7 @@ export function startChild(
   children.add(child);
   if (dir) folders.set(child, dir);
   child.once('exit', () => children.delete(child));
+  watchOwner(child, dir);
   const removeDir = () => {
     folders.delete(child);
     if (dir) rmSync(dir, { recursive: true, force: true });
