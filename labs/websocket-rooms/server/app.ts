@@ -1,18 +1,21 @@
 /**
- * The HTTP side of one instance: a health check, the counters, a demo login that hands out tokens,
- * and a small page to try the rooms in two browser tabs. WebSockets are the gateway's (server/gateway.ts),
- * attached to the same server's 'upgrade' event. createApp never listens.
+ * The HTTP side of one instance: a health check, a readiness check, the counters, a demo login that
+ * hands out tokens, and a small page to try the rooms in two browser tabs. WebSockets are the
+ * gateway's (server/gateway.ts), attached to the same server's 'upgrade' event. createApp never listens.
  */
 import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
+import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, z } from '@labs/lab-kit';
+import { isRedisOutage } from '@labs/services';
 import type { Gateway } from './gateway.ts';
-import { WS_PATH } from './gateway.ts';
+import { RETRY_AFTER_SEC, WS_PATH } from './gateway.ts';
 import { PAGE } from './page.ts';
 import { issueToken, TOKEN_TTL_SEC } from './token.ts';
 
 export interface AppDeps {
   gateway: Gateway;
   tokenSecret: string;
+  /** Resolves when this instance's Redis connections answer; rejects (within a command timeout) when not. */
+  checkRedis: () => Promise<unknown>;
   /**
    * Whether GET /api/token hands a token to anyone who asks (a stand-in for a real login, for `lab
    * serve` only: with it on, the token proves nothing about who the caller is).
@@ -27,8 +30,28 @@ const tokenQuery = z.object({
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // Liveness: the process answers. It stays 200 while Redis is away: restarting this instance would not
+  // bring Redis back, and its connected clients keep what works without it.
   app.get('/health', (_req, res) => {
     res.json({ ok: true });
+  });
+  // Readiness: whether this instance should get new connections. Without Redis it cannot reach members
+  // on other instances nor resume anyone, so a load balancer that reads a 503 here sends new clients
+  // elsewhere. A stalled Redis costs this request one command timeout, never the stall.
+  app.get('/ready', async (_req, res, next) => {
+    try {
+      await deps.checkRedis();
+      res.json({ ok: true });
+    } catch (error) {
+      next(
+        isRedisOutage(error)
+          ? new ServiceDownError(
+              'Redis is not answering: this instance cannot serve rooms across instances',
+              RETRY_AFTER_SEC,
+            )
+          : error,
+      );
+    }
   });
   app.get('/api/stats', (_req, res) => {
     res.json(deps.gateway.stats());

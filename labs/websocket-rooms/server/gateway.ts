@@ -10,6 +10,7 @@ import { type IncomingMessage, type Server, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
 import { describeIssues } from '@labs/lab-kit';
+import { isRedisOutage } from '@labs/services';
 import type { Client, RoomHub } from './hub.ts';
 import { CLIENT_FRAME_TYPES, CLOSE, clientFrame, type ErrorCode, encode, type ServerFrame } from './protocol.ts';
 
@@ -21,13 +22,18 @@ export const MAX_ROOMS_PER_CLIENT = 50;
 export const MAX_FRAMES_IN_FLIGHT = 100;
 /** How long a shutdown waits for clients to answer the close frame before cutting them off. */
 const SHUTDOWN_GRACE_MS = 1000;
+/**
+ * When to try again after an outage answer (an upgrade's 503, an `unavailable` frame). One second: a
+ * Redis command gives up after one (server/lab.ts), so sooner would only meet the same failure.
+ */
+export const RETRY_AFTER_SEC = 1;
 
 export interface GatewayOptions {
   hub: RoomHub;
   instance: string;
   /** The largest frame a client may send, in bytes; ws closes the connection with 1009 above it. */
   maxPayload: number;
-  /** Where to report what goes wrong on the server's side (Redis down). */
+  /** Where to report what goes wrong on the server's side: Redis down (at most a line every 5 s), or a bug. */
   log?: (message: string) => void;
 }
 
@@ -65,17 +71,19 @@ function refuse(socket: Duplex, status: number, detail: string): void {
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Connection: close',
     ...(status === 401 ? ['WWW-Authenticate: Bearer realm="rooms"'] : []),
+    // A 503 is an outage: say when coming back is worth it, as every 503 of the labs does.
+    ...(status === 503 ? [`Retry-After: ${RETRY_AFTER_SEC}`] : []),
   ];
   socket.end(`${headers.join('\r\n')}\r\n\r\n${body}`);
 }
 
 export function createGateway(options: GatewayOptions): Gateway {
   const { hub, instance, maxPayload } = options;
-  // During an outage every frame fails the same way: one line per 5 s, with how many were not shown.
   const write = options.log ?? ((m: string) => console.warn(`[websocket-rooms] ${m}`));
   let lastLogged = 0;
   let suppressed = 0;
-  const log = (message: string) => {
+  // During an outage every frame fails the same way: one line per 5 s, with how many were not shown.
+  const logOutage = (message: string) => {
     if (Date.now() - lastLogged < 5000) {
       suppressed++;
       return;
@@ -83,6 +91,19 @@ export function createGateway(options: GatewayOptions): Gateway {
     write(suppressed > 0 ? `${message} (and ${suppressed} more failures since the last report)` : message);
     lastLogged = Date.now();
     suppressed = 0;
+  };
+  /**
+   * Sorts a failure of the hub by its cause, as the HTTP side's problemHandler does: Redis down or
+   * stalled is an outage the client can wait out (true); anything else is a bug, logged in full every
+   * time, and the client learns only that it happened on our side (false).
+   */
+  const isOutage = (what: string, error: unknown): boolean => {
+    if (isRedisOutage(error)) {
+      logOutage(`${what}: Redis is not answering: ${(error as Error).message}`);
+      return true;
+    }
+    write(`${what}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return false;
   };
   // perMessageDeflate off (also ws's default): compression costs memory per connection and CPU per frame.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
@@ -107,8 +128,10 @@ export function createGateway(options: GatewayOptions): Gateway {
     try {
       admission = await hub.admit(req);
     } catch (error) {
-      log(`admit failed: ${(error as Error).message}`);
-      refused(503, 'Could not check the request; try again');
+      // The client still sees an HTTP status, before any handshake: 503 with Retry-After for an outage
+      // (try again, or another instance), 500 for a bug.
+      if (isOutage(`admit failed on ${instance}`, error)) refused(503, 'Could not check the request; try again');
+      else refused(500, 'Something went wrong on our side; the log has the details');
       return;
     }
     if (!admission.ok) {
@@ -181,8 +204,19 @@ export function createGateway(options: GatewayOptions): Gateway {
           await hub.send(client, frame.room, frame.text);
         }
       } catch (error) {
-        log(`${frame.type} failed on ${instance}: ${(error as Error).message}`);
-        refuseFrame('unavailable', `Could not ${frame.type} right now; try again`);
+        // Never silence: the client gets an error frame for the frame that failed, and the connection
+        // (with its other rooms) stays.
+        if (isOutage(`${frame.type} failed on ${instance}`, error)) {
+          counts.framesRefused++;
+          reply({
+            type: 'error',
+            error: 'unavailable',
+            detail: `Could not ${frame.type} right now: the message service is not answering; try again`,
+            retryAfterSec: RETRY_AFTER_SEC,
+          });
+        } else {
+          refuseFrame('internal', `Could not ${frame.type}: something went wrong on our side; the log has the details`);
+        }
       }
     }
 
@@ -195,13 +229,13 @@ export function createGateway(options: GatewayOptions): Gateway {
       inFlight++;
       chain = chain
         .then(() => handle(data, isBinary))
-        .catch((error: Error) => log(`frame failed on ${instance}: ${error.message}`))
+        .catch((error: Error) => void isOutage(`frame failed on ${instance}`, error))
         .finally(() => inFlight--);
     });
     ws.on('close', () => {
       chain = chain
         .then(() => hub.disconnect(client))
-        .catch((error: Error) => log(`disconnect failed on ${instance}: ${error.message}`));
+        .catch((error: Error) => void isOutage(`disconnect failed on ${instance}`, error));
     });
     hub.connect(client);
     reply({ type: 'welcome', user, instance });

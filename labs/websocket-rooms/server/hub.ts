@@ -66,7 +66,10 @@ export interface HubOptions {
   allowedOrigins: readonly string[];
 }
 
-/** What the gateway calls. Every method may throw (Redis down): the client then gets an error frame. */
+/**
+ * What the gateway calls. Every method may throw: the client then gets an error frame, `unavailable`
+ * when Redis is down or not answering (isRedisOutage), `internal` for anything else (a bug, logged).
+ */
 export interface RoomHub {
   /** Called in the HTTP 'upgrade' handler, before the handshake: who is this, and may they connect? */
   admit(req: IncomingMessage): Admission | Promise<Admission>;

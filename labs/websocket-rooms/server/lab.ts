@@ -5,12 +5,38 @@
  * load balancer would run.
  */
 import { randomBytes } from 'node:crypto';
+import type { Redis, RedisOptions } from 'ioredis';
 import { createRoomHub } from '#room-hub';
-import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
+import { createRedisClient } from '@labs/services';
 import { createApp } from './app.ts';
 import { whenListening } from './attach.ts';
 import { createGateway, WS_PATH } from './gateway.ts';
 import { type Every, type HubOptions, type RoomHub, realClock } from './hub.ts';
+
+/** How long one Redis command may take before the frame (or request) waiting on it gives up. */
+export const REDIS_COMMAND_TIMEOUT_MS = 1000;
+
+/**
+ * Both Redis connections of an instance (commands, subscriber). A client that posts a message or
+ * joins a room is waiting for an answer, and a prompt "try again" serves it better than a long silence:
+ *
+ * - `commandTimeout`: a Redis that is connected but silent (frozen, a network path dropping packets)
+ *   costs a command one second, not the length of the stall; the gateway then answers `unavailable`.
+ * - `enableOfflineQueue: false`: while the connection is down a command fails at once instead of
+ *   waiting for Redis to come back, and a message its sender was told failed is not posted behind its
+ *   back minutes later.
+ * - `maxRetriesPerRequest: 0`: a command in flight when the connection drops fails at once too,
+ *   instead of being sent again after the reconnect (for the same reason).
+ *
+ * None of this stops reconnecting: ioredis keeps trying, and once connected it subscribes to every
+ * channel again by itself (autoResubscribe), so an instance recovers without a restart.
+ */
+export const ROOMS_REDIS_OPTIONS: RedisOptions = {
+  commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+};
 
 /** What a spec or load script may set instead of the configuration. */
 export interface RoomsLabOptions {
@@ -26,6 +52,32 @@ export interface RoomsLabOptions {
   maxPayload: number;
   tokenSecret: string;
   allowedOrigins: string[];
+  /**
+   * The Redis this instance connects to (default: the one the lab found). The spec points it at a
+   * proxy it can stall or kill, to see what clients get while Redis is down or silent.
+   */
+  redisUrl: string;
+  /** Where the gateway reports outages (a line every 5 s at most) and bugs (default: the console). */
+  log: (message: string) => void;
+}
+
+/**
+ * A client on `url` with `redisOptions`, ready (as `context.redis()` hands them out), disconnected when
+ * the lab closes. Disconnected, not QUIT: a QUIT sent to a stalled Redis would wait for its timeout.
+ */
+async function connectTo(context: LabContext<RoomsConfig>, url: string, redisOptions: RedisOptions): Promise<Redis> {
+  const client = createRedisClient(url, redisOptions);
+  client.on('error', () => {}); // it reconnects by itself; commands report failures as they happen
+  context.onClose(() => client.disconnect());
+  if (client.status === 'ready') return client;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Redis at ${url} did not become ready within 5 s`)), 5000);
+    client.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  return client;
 }
 
 interface RoomsConfig {
@@ -76,10 +128,13 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
     const tokenSecret = options.tokenSecret ?? config.WS_TOKEN_SECRET;
     const heartbeatMs = options.heartbeatMs ?? config.WS_HEARTBEAT_MS;
     // Named connections: `CLIENT LIST` shows whose they are (and the spec can drop one on purpose).
-    const [redis, subscriber] = await Promise.all([
-      context.redis({ connectionName: `${context.prefix}${instance}:commands` }),
-      context.redis({ connectionName: `${context.prefix}${instance}:subscriber` }),
-    ]);
+    const connect = (role: string) => {
+      const redisOptions = { ...ROOMS_REDIS_OPTIONS, connectionName: `${context.prefix}${instance}:${role}` };
+      return options.redisUrl === undefined
+        ? context.redis(redisOptions)
+        : connectTo(context, options.redisUrl, redisOptions);
+    };
+    const [redis, subscriber] = await Promise.all([connect('commands'), connect('subscriber')]);
     const hub = (options.createHub ?? createRoomHub)({
       instance,
       redis,
@@ -92,8 +147,19 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
       tokenSecret,
       allowedOrigins: options.allowedOrigins ?? config.WS_ALLOWED_ORIGINS,
     });
-    const gateway = createGateway({ hub, instance, maxPayload: options.maxPayload ?? config.WS_MAX_PAYLOAD });
-    const app = createApp({ gateway, tokenSecret, demoLogin: context.purpose === 'serve' });
+    const gateway = createGateway({
+      hub,
+      instance,
+      maxPayload: options.maxPayload ?? config.WS_MAX_PAYLOAD,
+      log: options.log,
+    });
+    const app = createApp({
+      gateway,
+      tokenSecret,
+      demoLogin: context.purpose === 'serve',
+      // Both connections: the subscriber can stall on its own (PING is allowed on a subscribed one).
+      checkRedis: () => Promise.all([redis.ping(), subscriber.ping()]),
+    });
     const stopLooking = whenListening(app, (server) => gateway.attach(server));
     // Runs after the HTTP server (and with it every WebSocket) has closed.
     context.onClose(async () => {
@@ -107,6 +173,7 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
         `Token:  curl -s '${url}/api/token?user=alice'`,
         `Socket: ${url.replace(/^http/, 'ws')}${WS_PATH}?token=<token>  then send {"type":"join","room":"lobby"}`,
         `Stats:  curl -s ${url}/api/stats`,
+        `Ready:  curl -si ${url}/ready  (503 with Retry-After while Redis is not answering)`,
         `Heartbeat every ${heartbeatMs} ms; send buffer cap ${options.sendBufferCap ?? config.WS_SEND_BUFFER_CAP} bytes`,
       ],
     };

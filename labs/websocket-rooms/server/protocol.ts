@@ -53,7 +53,10 @@ export type ErrorCode =
   | 'not-joined'
   | 'already-joined'
   | 'too-many-rooms'
-  | 'unavailable';
+  /** A service the server needs (Redis) is down or not answering: nothing happened that you can see; try again. */
+  | 'unavailable'
+  /** A bug on the server's side: the details went to its log, not to you. */
+  | 'internal';
 
 /** Every frame the server sends. */
 export type ServerFrame =
@@ -66,7 +69,11 @@ export type ServerFrame =
    * client. What the room still keeps follows (from `oldestId`); anything older must come from elsewhere.
    */
   | { type: 'gap'; room: string; lastId: string; oldestId: string | null; detail: string }
-  | { type: 'error'; error: ErrorCode; detail: string };
+  /**
+   * A frame refused. With `unavailable`, `retryAfterSec` says when trying again is worth it, as an
+   * HTTP 503's Retry-After does.
+   */
+  | { type: 'error'; error: ErrorCode; detail: string; retryAfterSec?: number };
 
 /** A server frame as the text sent on the wire. */
 export function encode(frame: ServerFrame): string {

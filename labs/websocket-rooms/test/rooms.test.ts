@@ -7,10 +7,11 @@
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
-import type { GatewayStats } from '../server/gateway.ts';
+import { type StallingProxy, stallingProxy } from '@labs/test-kit';
+import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import type { Every } from '../server/hub.ts';
-import roomsLab from '../server/lab.ts';
-import { CLOSE, compareIds, MAX_TEXT } from '../server/protocol.ts';
+import roomsLab, { REDIS_COMMAND_TIMEOUT_MS } from '../server/lab.ts';
+import { CLOSE, compareIds, MAX_TEXT, type ServerFrame } from '../server/protocol.ts';
 import { issueToken } from '../server/token.ts';
 import { closeAllClients, connect, type TestClient, tryUpgrade, waitFor } from './ws-client.ts';
 
@@ -149,6 +150,235 @@ describe('baseline: what any room server must do', () => {
     );
     expect(elsewhere.status).toBe(404);
     expect(JSON.parse(elsewhere.body)).toMatchObject({ status: 404, title: 'Not Found' });
+  });
+});
+
+describe('baseline: under faults, every request is answered within a bound', () => {
+  // A Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s), and a frame waits on one command at a
+  // time, so each answer below comes within about a second. The bound is five times that: the machine
+  // has two cores and other suites run beside this one. What is counted is whether an answer came.
+  const BOUND_MS = 5 * REDIS_COMMAND_TIMEOUT_MS;
+  const redisUrl = `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`;
+  /** What an outage looks like on the wire: an error frame that says when trying again is worth it. */
+  const UNAVAILABLE = `error unavailable, retry after ${RETRY_AFTER_SEC} s`;
+
+  /** Builds one more instance whose Redis connections go through `proxy`; it reports to `logged`. */
+  async function instanceBehind(proxy: StallingProxy, instance: string, logged: string[]) {
+    const { app } = await roomsLab.build(lab.context, {
+      instance,
+      redisUrl: proxy.url,
+      every: clock.every,
+      heartbeatMs: 1000,
+      sendBufferCap: SEND_BUFFER_CAP,
+      historyMax: HISTORY_MAX,
+      tokenSecret: SECRET,
+      allowedOrigins: [ALLOWED_ORIGIN],
+      log: (line) => logged.push(line),
+    });
+    const { url } = await lab.context.listen(app);
+    return {
+      url,
+      connect: (user: string) =>
+        connect(`${url.replace(/^http/, 'ws')}/ws?token=${issueToken(SECRET, user)}`, { user }),
+    };
+  }
+
+  /** How a response reads in an answer list: status, Retry-After and whether the body is a problem. */
+  const describeResponse = (status: number, headers: { retryAfter?: string | null; type?: string | null }) =>
+    [
+      String(status),
+      headers.retryAfter ? `Retry-After ${headers.retryAfter}` : '',
+      headers.type?.startsWith('application/problem+json') ? 'problem' : '',
+    ]
+      .filter(Boolean)
+      .join(' ');
+  const get = async (url: string) => {
+    const res = await fetch(url);
+    await res.arrayBuffer();
+    return describeResponse(res.status, {
+      retryAfter: res.headers.get('retry-after'),
+      type: res.headers.get('content-type'),
+    });
+  };
+  const upgrade = async (url: string) => {
+    const { status, headers } = await tryUpgrade(
+      `${url.replace(/^http/, 'ws')}/ws?token=${issueToken(SECRET, 'newcomer')}`,
+    );
+    return describeResponse(status, {
+      retryAfter: headers['retry-after'] as string | undefined,
+      type: headers['content-type'],
+    });
+  };
+
+  /**
+   * Sends `frame` and resolves with the answer that comes back for it, in words: `joined`, `left`,
+   * `message` (a send's own echo) or the error and its Retry-After. Other members' messages that arrive
+   * meanwhile are not answers.
+   */
+  const ask = async (
+    client: TestClient,
+    frame: { type: 'join'; room: string; lastId?: string } | { type: 'leave' | 'send'; room: string; text?: string },
+  ) => {
+    const from = client.frames.length;
+    client.send(frame);
+    const answers = (f: ServerFrame) =>
+      f.type === 'error' ||
+      (frame.type === 'join' && f.type === 'joined' && f.room === frame.room) ||
+      (frame.type === 'leave' && f.type === 'left' && f.room === frame.room) ||
+      (frame.type === 'send' && f.type === 'message' && f.room === frame.room && f.text === frame.text);
+    const answer = () => client.frames.slice(from).find(answers);
+    await waitFor(() => answer() !== undefined || client.closed !== undefined, 2 * BOUND_MS);
+    const got = answer();
+    if (!got) throw new Error(`no answer (connection ${client.closed ? `closed ${client.closed.code}` : 'open'})`);
+    if (got.type !== 'error') return got.type;
+    return got.retryAfterSec === undefined
+      ? `error ${got.error}`
+      : `error ${got.error}, retry after ${got.retryAfterSec} s`;
+  };
+
+  /**
+   * Starts every request at once and waits at most `boundMs`: what each answered, and which did not
+   * answer in time. Counting answers within a deadline is the check; how fast each one was is not.
+   */
+  async function answersWithin(boundMs: number, requests: Record<string, () => Promise<string>>) {
+    const answers: Record<string, string> = {};
+    const settled = Promise.allSettled(
+      Object.entries(requests).map(async ([what, request]) => {
+        try {
+          answers[what] = await request();
+        } catch (error) {
+          answers[what] = `failed: ${(error as Error).message}`;
+        }
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, boundMs)))]);
+    clearTimeout(timer);
+    return { answers, unanswered: Object.keys(requests).filter((what) => !(what in answers)) };
+  }
+
+  /**
+   * Builds instance x with its Redis behind `proxy`, opens clients on it while Redis answers (one in a room, one
+   * that will resume that room), applies `fault`, then sends everything a client or a load balancer may
+   * send, all at once, and checks that each is answered within the bound, as documented.
+   */
+  async function underFault(proxy: StallingProxy, fault: 'down' | 'stalled') {
+    const logged: string[] = [];
+    const x = await instanceBehind(proxy, fault === 'down' ? 'down' : 'stalled', logged);
+    const room = newRoom();
+    const member = await x.connect('mia');
+    await member.join(room);
+    const leaver = await x.connect('leo');
+    await leaver.join(room);
+    const joiner = await x.connect('jay');
+    const resumer = await x.connect('rae');
+    expect(await get(`${x.url}/ready`), 'with Redis answering, the instance is ready').toBe('200');
+
+    if (fault === 'down') await proxy.kill();
+    else proxy.stall();
+    const { answers, unanswered } = await answersWithin(BOUND_MS, {
+      health: () => get(`${x.url}/health`),
+      stats: () => get(`${x.url}/api/stats`),
+      ready: () => get(`${x.url}/ready`),
+      upgrade: () => upgrade(x.url),
+      send: () => ask(member, { type: 'send', room, text: `during the ${fault} Redis` }),
+      join: () => ask(joiner, { type: 'join', room: newRoom() }),
+      resume: () => ask(resumer, { type: 'join', room, lastId: '1-0' }),
+      leave: () => ask(leaver, { type: 'leave', room }),
+    });
+    const context = `Redis ${fault}, within ${BOUND_MS} ms: ${JSON.stringify(answers)}`;
+    expect(unanswered, `${context}; no answer from ${unanswered.join(', ')}`).toEqual([]);
+    // Liveness and the counters need no Redis; readiness says "send new clients elsewhere".
+    expect(answers.health, context).toBe('200');
+    expect(answers.stats, context).toBe('200');
+    expect(answers.ready, context).toBe(`503 Retry-After ${RETRY_AFTER_SEC} problem`);
+    // Checking a token and an Origin needs no Redis: admitted; a hub that did need Redis there would
+    // have to say 503 with Retry-After, before the handshake.
+    expect(answers.upgrade, context).toMatch(new RegExp(`^(101|503 Retry-After ${RETRY_AFTER_SEC} problem)$`));
+    // A frame gets its usual answer when the hub managed without Redis, or `unavailable`: never silence,
+    // never `internal` (an outage is not a bug), never a closed connection.
+    const usualOrUnavailable = (usual: string) => new RegExp(`^(${usual}|${UNAVAILABLE})$`);
+    expect(answers.send, context).toMatch(usualOrUnavailable('message'));
+    expect(answers.join, context).toMatch(usualOrUnavailable('joined'));
+    expect(answers.resume, context).toMatch(usualOrUnavailable('joined'));
+    expect(answers.leave, context).toMatch(usualOrUnavailable('left'));
+    for (const client of [member, leaver, joiner, resumer]) {
+      expect(client.closed, `${client.user}'s connection, Redis ${fault}`).toBeUndefined();
+    }
+    expect(
+      logged.filter((line) => !line.includes('Redis is not answering')),
+      'an outage is logged as one, never as a bug',
+    ).toEqual([]);
+    return { x, member, room };
+  }
+
+  it('while Redis is down: liveness 200, readiness 503 with Retry-After, upgrades admitted, every frame answered', async () => {
+    await using proxy = await stallingProxy(redisUrl);
+    await underFault(proxy, 'down');
+  });
+
+  it('while Redis is stalled: the same answers, and the same connections work again once it answers', async () => {
+    await using proxy = await stallingProxy(redisUrl); // killed at the end of the test
+    const { x, member, room } = await underFault(proxy, 'stalled');
+    proxy.resume();
+    expect(await get(`${x.url}/ready`), 'ready again once Redis answers').toBe('200');
+    const answer = await ask(member, { type: 'send', room, text: 'after the stall' });
+    expect(answer, 'a message sent once Redis answers again').toBe('message');
+  });
+
+  it('an upgrade or a frame the hub fails on is answered by cause: an outage 503 or unavailable, a bug 500 or internal, logged', async () => {
+    // A stand-in hub that fails on request, so the gateway's sorting is checked whatever the hub is.
+    const outage = () => new Error('Command timed out'); // what ioredis says when Redis does not answer
+    const bug = () => new TypeError("Cannot read properties of undefined (reading 'members')");
+    const failing = (what: string | null) => {
+      if (what === 'outage') throw outage();
+      if (what === 'bug') throw bug();
+    };
+    const logged: string[] = [];
+    const { app } = await roomsLab.build(lab.context, {
+      instance: 'failing',
+      every: clock.every,
+      tokenSecret: SECRET,
+      log: (line) => logged.push(line),
+      createHub: () => ({
+        admit(req) {
+          failing(new URL(req.url ?? '/', 'http://localhost').searchParams.get('fail'));
+          return { ok: true, user: 'tester' };
+        },
+        connect() {},
+        async join() {},
+        async leave() {},
+        async send(_client, _room, text) {
+          failing(text);
+        },
+        disconnect() {},
+        async close() {},
+      }),
+    });
+    const { url } = await lab.context.listen(app);
+    const ws = url.replace(/^http/, 'ws');
+
+    const outageUpgrade = await tryUpgrade(`${ws}/ws?fail=outage`);
+    expect(outageUpgrade).toMatchObject({ status: 503, headers: { 'retry-after': String(RETRY_AFTER_SEC) } });
+    expect(JSON.parse(outageUpgrade.body)).toMatchObject({ status: 503, title: 'Service Unavailable' });
+    const bugUpgrade = await tryUpgrade(`${ws}/ws?fail=bug`);
+    expect(bugUpgrade.status).toBe(500);
+    expect(bugUpgrade.headers['retry-after']).toBeUndefined();
+    expect(bugUpgrade.body, 'a 500 tells the client nothing of the server inside').not.toContain('members');
+
+    const client = await connect(`${ws}/ws`, { user: 'tester' });
+    const room = newRoom();
+    await client.join(room);
+    expect(await ask(client, { type: 'send', room, text: 'outage' })).toBe(UNAVAILABLE);
+    expect(await ask(client, { type: 'send', room, text: 'bug' })).toBe('error internal');
+    expect(JSON.stringify(client.frames.at(-1)), 'the error frame tells nothing of the inside').not.toContain(
+      'members',
+    );
+    expect(client.closed, 'the connection stays').toBeUndefined();
+    expect(
+      logged.filter((line) => line.includes('TypeError')),
+      'each bug logged, with what it was',
+    ).toHaveLength(2);
   });
 });
 

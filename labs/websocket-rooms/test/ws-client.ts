@@ -2,6 +2,7 @@
  * A WebSocket client for the spec: it records every frame, counts pings, and can stop reading its
  * socket (a frozen or overwhelmed client). Waits are bounded polls for a condition, never sleeps.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import type { MessageFrame, ServerFrame } from '../server/protocol.ts';
@@ -142,15 +143,18 @@ export async function closeAllClients(): Promise<void> {
 
 /**
  * Tries a WebSocket handshake and reports how it ended: 101 (it became a WebSocket, closed again at
- * once) or the HTTP status the server answered instead, with its body.
+ * once) or the HTTP status the server answered instead, with its headers and body.
  */
-export async function tryUpgrade(url: string, origin?: string): Promise<{ status: number; body: string }> {
+export async function tryUpgrade(
+  url: string,
+  origin?: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
   const ws = new WebSocket(url, { origin });
   ws.on('error', () => {});
   return new Promise((resolve, reject) => {
     ws.once('open', () => {
       ws.terminate();
-      resolve({ status: 101, body: '' });
+      resolve({ status: 101, headers: {}, body: '' });
     });
     ws.once('unexpected-response', (req, res) => {
       let body = '';
@@ -159,7 +163,7 @@ export async function tryUpgrade(url: string, origin?: string): Promise<{ status
       });
       res.on('end', () => {
         req.destroy();
-        resolve({ status: res.statusCode ?? 0, body });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
       });
     });
     ws.once('error', reject);
