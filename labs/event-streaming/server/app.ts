@@ -7,6 +7,7 @@ import express, { type Express } from 'express';
 import type pg from 'pg';
 import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
 import { ACCOUNT_ID, type AccountEvent, MAX_AMOUNT } from './events.ts';
+import { outagesAs503, warnEvery5s, withinDeadline } from './outages.ts';
 import type { Publisher } from './pipeline.ts';
 import { getAccount, nextSeq, projectionStats } from './projection.ts';
 
@@ -19,6 +20,8 @@ export interface AppDeps {
   deadLettered(): Promise<number>;
   /** Messages of the topic the projectors' group has not committed yet (its lag). */
   pending(): Promise<number>;
+  /** Called when a request fails because a service is down or stalled (the answer is a 503). */
+  onOutage?: (error: Error) => void;
 }
 
 const accountId = z.string().regex(ACCOUNT_ID, 'must be 1-64 letters, digits, - or _');
@@ -29,8 +32,14 @@ const newEvent = z.object({
 });
 const accountPath = z.object({ accountId });
 
+/**
+ * Faults (server/outages.ts): the pool's timeouts bound every query, and each call to Kafka below is
+ * given up on after a deadline, so a service that is down or stalled costs a request a few seconds at
+ * most and is answered 503 with Retry-After. Reading a balance needs only PostgreSQL: it keeps working
+ * while Kafka is away (the balances then stop moving, since nothing new is applied).
+ */
 export function createApp(deps: AppDeps): Express {
-  const { pool, publisher } = deps;
+  const { pool, publisher, onOutage = warnEvery5s() } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '16kb' }));
@@ -47,7 +56,7 @@ export function createApp(deps: AppDeps): Express {
       seq: await nextSeq(pool, input.accountId),
       at: new Date().toISOString(),
     };
-    await publisher.publish([event]);
+    await withinDeadline(publisher.publish([event]), 'publishing the event');
     res.status(202).json({ event });
   });
 
@@ -66,8 +75,8 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/stats', async (_req, res) => {
     const [stats, deadLettered, pending] = await Promise.all([
       projectionStats(pool),
-      deps.deadLettered(),
-      deps.pending(),
+      withinDeadline(deps.deadLettered(), 'counting the dead letters'),
+      withinDeadline(deps.pending(), "reading the group's lag"),
     ]);
     res.json({ ...stats, deadLettered, pending });
   });
@@ -75,11 +84,12 @@ export function createApp(deps: AppDeps): Express {
   app.post('/api/poison', async (req, res) => {
     const input = parseInput(res, z.object({ accountId }), req.body ?? {});
     if (!input) return;
-    await deps.publishPoison(input.accountId);
+    await withinDeadline(deps.publishPoison(input.accountId), 'publishing the poison message');
     res.status(202).json({ published: 'a message that is not an event', key: input.accountId });
   });
 
   app.use(notFound);
+  app.use(outagesAs503(onOutage));
   app.use(problemHandler((error) => console.error(`[event-streaming] ${error.message}`)));
   return app;
 }

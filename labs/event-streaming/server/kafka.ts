@@ -2,7 +2,7 @@
  * The lab's Kafka plumbing: one way to make a client, the consumer group settings every projector
  * shares, and topics created with the partitions the lab needs.
  */
-import { type Admin, type ConsumerConfig, Kafka, logLevel } from 'kafkajs';
+import { type Admin, type ConsumerConfig, Kafka, type KafkaConfig, logLevel } from 'kafkajs';
 
 /** Partitions of the events topic: enough for three consumers to share, few enough to read in a test. */
 export const PARTITIONS = 3;
@@ -11,14 +11,19 @@ export const PARTITIONS = 3;
  * A kafkajs client. Quiet unless KAFKAJS_LOG_LEVEL says otherwise (kafkajs reads it itself): it logs
  * the broker's retriable answers (a coordinator still loading) as errors, although it retries them.
  * Retries start at 100 ms instead of 300 ms, so a consumer that keeps failing gives up and restarts in
- * about a second rather than ten.
+ * about a second rather than ten. `overrides` is for a spec (a socket factory that goes through a proxy).
  */
-export function createKafka(brokers: readonly string[], clientId = 'event-streaming-lab'): Kafka {
+export function createKafka(
+  brokers: readonly string[],
+  clientId = 'event-streaming-lab',
+  overrides: Omit<KafkaConfig, 'brokers' | 'clientId'> = {},
+): Kafka {
   return new Kafka({
     clientId,
     brokers: [...brokers],
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 100, retries: 5 },
+    ...overrides,
   });
 }
 

@@ -5,8 +5,13 @@
  *
  * Names: `lab serve` uses fixed topic and group names (kept, like its database); a spec or load script
  * gets names of its own, and its topics are deleted when it closes.
+ *
+ * Faults: the API and the projectors get pools of their own, each with the timeouts of
+ * server/outages.ts, and the API bounds its calls to Kafka (server/app.ts). The README's "Under
+ * faults" says what each outage is answered with.
  */
-import { Partitioners } from 'kafkajs';
+import { type Kafka, Partitioners } from 'kafkajs';
+import type pg from 'pg';
 import { createPublisher, startProjector } from '#event-pipeline';
 import { defineLab, uniqueId, wholeNumber, z } from '@labs/lab-kit';
 import { resolveService } from '@labs/services';
@@ -21,6 +26,7 @@ import {
   messagesIn,
 } from './kafka.ts';
 import type { EventPipeline, Projector } from './pipeline.ts';
+import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS } from './outages.ts';
 import { migrate, requirePostgresServer } from './projection.ts';
 
 /** What a spec may set instead of the configuration. */
@@ -29,6 +35,20 @@ export interface EventStreamingLabOptions {
   projectors: number;
   /** The pipeline to run; default: the exercise, `#event-pipeline`. */
   pipeline: Pick<EventPipeline, 'createPublisher' | 'startProjector'>;
+  /**
+   * The pool the API reads and numbers events through (a spec passes one behind a stalling proxy, or on
+   * a closed port). Default: a new one on this start's database, with API_POOL_OPTIONS. The tables are
+   * created through the projectors' own pool, so this one may be broken from the start.
+   */
+  pool: pg.Pool;
+  /**
+   * The Kafka client the API, the publisher and the projectors use (a spec passes one whose
+   * connections go through a stalling proxy). Default: the lab's. Creating and deleting the topics
+   * always goes through a client of the lab's own, so a spec's broken one cannot leave topics behind.
+   */
+  kafka: Kafka;
+  /** Receives the outages behind a 503 (a service down or stalled). Default: a warning, at most every 5 s. */
+  onOutage: (error: Error) => void;
 }
 
 export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
@@ -44,21 +64,32 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
 
     requirePostgresServer((await resolveService('postgres')).provider);
     const { url } = await resolveService('kafka');
-    const kafka = createKafka(brokerList(url));
+    const own = createKafka(brokerList(url));
+    const kafka = options.kafka ?? own;
     if (context.purpose === 'serve') logConsumerEvents(kafka, console.log);
-    const pool = await context.database();
-    await migrate(pool);
+    // Two pools: the projectors' transactions and the API's requests are bounded differently (see
+    // server/outages.ts), and a projector holding connections never starves the API.
+    const projectionPool = await context.database(PROJECTOR_POOL_OPTIONS);
+    await migrate(projectionPool);
+    const pool = options.pool ?? (await context.database(API_POOL_OPTIONS));
 
-    const admin = kafka.admin();
-    await admin.connect();
+    const housekeeping = own.admin();
+    await housekeeping.connect();
     context.onClose(async () => {
       if (context.purpose !== 'serve') {
-        await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => undefined);
-        await admin.deleteGroups([groupId]).catch(() => undefined);
+        await housekeeping.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => undefined);
+        await housekeeping.deleteGroups([groupId]).catch(() => undefined);
       }
-      await admin.disconnect();
+      await housekeeping.disconnect();
     });
-    await ensureTopics(admin, [topic, deadLetterTopic]);
+    await ensureTopics(housekeeping, [topic, deadLetterTopic]);
+    // What the API asks Kafka (the lag, the dead letters) goes through the API's client.
+    let admin = housekeeping;
+    if (kafka !== own) {
+      admin = kafka.admin();
+      await admin.connect();
+      context.onClose(() => admin.disconnect());
+    }
 
     // onClose runs the last registered first: projectors stop before the topics go.
     const publisher = await pipeline.createPublisher(kafka, topic);
@@ -70,7 +101,13 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
     context.onClose(() => Promise.all(projectors.map((p) => p.stop())));
     for (let i = 0; i < count; i++) {
       projectors.push(
-        await pipeline.startProjector({ kafka, pool, topic, deadLetterTopic, consumer: consumerSettings(groupId) }),
+        await pipeline.startProjector({
+          kafka,
+          pool: projectionPool,
+          topic,
+          deadLetterTopic,
+          consumer: consumerSettings(groupId),
+        }),
       );
     }
 
@@ -82,6 +119,7 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
       },
       deadLettered: () => messagesIn(admin, deadLetterTopic),
       pending: () => lag(admin, groupId, topic),
+      onOutage: options.onOutage,
     });
     return {
       app,
@@ -91,7 +129,7 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
         `Then:  curl -s ${base}/api/accounts/alice; echo; curl -s ${base}/api/stats`,
         `Poison: curl -s -H 'content-type: application/json' -d '{"accountId":"alice"}' ${base}/api/poison`,
         `Worker: another projector in its own process, to stop with kill -TERM or kill -KILL <pid>:`,
-        `        KAFKA_BROKERS=${url} PROJECTION_DATABASE_URL='${pool.options.connectionString ?? ''}' EVENTS_TOPIC=${topic} GROUP_ID=${groupId} node ${context.target === 'solution' ? '--conditions=lab-solution ' : ''}labs/event-streaming/server/worker.ts & echo "pid $!"`,
+        `        KAFKA_BROKERS=${url} PROJECTION_DATABASE_URL='${projectionPool.options.connectionString ?? ''}' EVENTS_TOPIC=${topic} GROUP_ID=${groupId} node ${context.target === 'solution' ? '--conditions=lab-solution ' : ''}labs/event-streaming/server/worker.ts & echo "pid $!"`,
       ],
     };
   },

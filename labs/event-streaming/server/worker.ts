@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { readConfig, z } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
 import { brokerList, consumerSettings, createKafka } from './kafka.ts';
+import { PROJECTOR_POOL_OPTIONS } from './outages.ts';
 import type { EventPipeline } from './pipeline.ts';
 
 const config = readConfig(
@@ -32,7 +33,9 @@ const pipeline = (
 ) as EventPipeline;
 
 const { url } = await resolveService('kafka');
-const pool = createPgPool(config.PROJECTION_DATABASE_URL, { max: 4 });
+// The projectors' timeouts (server/outages.ts): a database that stops answering fails a chunk, which
+// kafkajs retries from the last commit, instead of hanging the worker.
+const pool = createPgPool(config.PROJECTION_DATABASE_URL, { max: 4, ...PROJECTOR_POOL_OPTIONS });
 const projector = await pipeline.startProjector({
   kafka: createKafka(brokerList(url), `worker-${process.pid}`),
   pool,

@@ -2,16 +2,18 @@
  * The event-streaming spec: a real Kafka broker, a real PostgreSQL, consumers in one group, worker
  * processes killed for real. Tests count what reached the projection (events applied, applied twice,
  * applied out of order, never applied) and what the group and the dead-letter topic hold; none of them
- * measures speed. Waits are bounded polls for a condition, never sleeps.
+ * measures speed. The fault tests bound how long a request may take while a service is down or
+ * stalled, since answering promptly is the behaviour there, and the bound is generous. Waits are
+ * bounded polls for a condition, never sleeps.
  *
  * Each test has its own topic, group and account ids (`scenario`), on this file's own database.
  */
 import type { Kafka } from 'kafkajs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
 import { startLab } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
-import { useKafka, usePostgres } from '@labs/test-kit';
+import { stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
 import { poisonValue } from '../server/app.ts';
 import {
   type AccountEvent,
@@ -22,9 +24,10 @@ import {
 } from '../server/events.ts';
 import { caughtUp, committed, consumerSettings, createKafka, ensureTopics, messagesIn } from '../server/kafka.ts';
 import lab from '../server/lab.ts';
+import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS, RETRY_AFTER_SEC } from '../server/outages.ts';
 import type { Projector } from '../server/pipeline.ts';
 import { listAccounts, migrate, projectionStats, requirePostgresServer } from '../server/projection.ts';
-import { countCrashes, members, startWorker, until } from './helpers.ts';
+import { countCrashes, countFailures, members, startWorker, throughProxy, until } from './helpers.ts';
 
 const kafka = await useKafka();
 const database = await usePostgres();
@@ -66,8 +69,8 @@ async function publish(sc: Scenario, events: readonly AccountEvent[], perSend = 
   }
 }
 
-/** `count` projectors of the scenario's group in this process, stopped on dispose. */
-async function projectors(sc: Scenario, count: number, client: Kafka = createKafka(kafka.brokers)) {
+/** `count` projectors of the scenario's group in this process (on `db`), stopped on dispose. */
+async function projectors(sc: Scenario, count: number, client: Kafka = createKafka(kafka.brokers), db = pool) {
   const running: Projector[] = [];
   const group = {
     async stop() {
@@ -79,7 +82,13 @@ async function projectors(sc: Scenario, count: number, client: Kafka = createKaf
     for (let i = 0; i < count; i++) {
       const consumer = consumerSettings(sc.groupId);
       running.push(
-        await startProjector({ kafka: client, pool, topic: sc.topic, deadLetterTopic: sc.deadLetterTopic, consumer }),
+        await startProjector({
+          kafka: client,
+          pool: db,
+          topic: sc.topic,
+          deadLetterTopic: sc.deadLetterTopic,
+          consumer,
+        }),
       );
     }
   } catch (error) {
@@ -151,6 +160,162 @@ describe('baseline: what every version of the pipeline does', () => {
       expect(((await res.json()) as { detail: string }).detail).toMatch(detail);
     }
   });
+});
+
+/**
+ * How long a request may take while a service is down or stalled. The lab gives up after at most 3 s
+ * (Kafka's deadline, PostgreSQL's query_timeout 2.5 s and connection timeout 2 s: server/outages.ts);
+ * the bound is generous because the machine is small and other suites run beside this one.
+ */
+const ANSWERED_WITHIN_MS = 8000;
+/** A request still unanswered after this is aborted and counted as unanswered. */
+const GIVE_UP_MS = 20_000;
+
+/** How one request was answered, or that it was not. */
+interface Answer {
+  request: string;
+  status: number | 'unanswered';
+  retryAfter: string | null;
+  type: string | null;
+  ms: number;
+}
+
+/** Sends one request to the lab at `base`; a request not answered within GIVE_UP_MS is aborted. */
+async function ask(base: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Answer> {
+  const request = `${method} ${path}`;
+  const started = Date.now();
+  try {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(GIVE_UP_MS),
+    });
+    await res.arrayBuffer();
+    const { status, headers } = res;
+    return {
+      request,
+      status,
+      retryAfter: headers.get('retry-after'),
+      type: headers.get('content-type'),
+      ms: Date.now() - started,
+    };
+  } catch {
+    return { request, status: 'unanswered', retryAfter: null, type: null, ms: Date.now() - started };
+  }
+}
+
+/** Counts the answers that came too late or never, then checks each status and, for a 503, its shape. */
+function expectAnswered(fault: string, answers: Answer[], statuses: number[]): void {
+  const late = answers.filter((a) => a.status === 'unanswered' || a.ms >= ANSWERED_WITHIN_MS);
+  expect(
+    late.length,
+    `${fault}: ${late.length} of ${answers.length} requests not answered within ${ANSWERED_WITHIN_MS} ms: ${JSON.stringify(answers)}`,
+  ).toBe(0);
+  expect(
+    answers.map((a) => `${a.request} -> ${a.status}`),
+    `${fault}: ${JSON.stringify(answers)}`,
+  ).toEqual(answers.map((a, i) => `${a.request} -> ${statuses[i]}`));
+  for (const answer of answers.filter((a) => a.status === 503)) {
+    expect(answer, `${fault}: ${answer.request}`).toMatchObject({
+      retryAfter: String(RETRY_AFTER_SEC),
+      type: expect.stringMatching(/^application\/problem\+json/),
+    });
+  }
+}
+
+describe('baseline: under faults, every request is answered within a bound', () => {
+  it('answers 503 with Retry-After within a few seconds while PostgreSQL is down or stalled', async () => {
+    // The API's pool settings (API_POOL_OPTIONS): statement, query and connection timeouts of a few
+    // seconds, so a database that does not answer fails the request instead of hanging it. The pool is
+    // the spec's, on this file's database (its tables exist), behind a closed port or a stalled proxy.
+    const proxy = await stallingProxy(database.url);
+    const closedPort = new URL(database.url);
+    closedPort.host = '127.0.0.1:1'; // nothing listens there
+    const stalled = createPgPool(proxy.url, API_POOL_OPTIONS);
+    const down = createPgPool(closedPort.toString(), API_POOL_OPTIONS);
+    await stalled.query('SELECT 1'); // one connection open and idle, as in a running service
+    proxy.stall();
+    try {
+      for (const [fault, faultyPool] of [
+        ['down', down],
+        ['stalled', stalled],
+      ] as const) {
+        await using running = await startLab(lab, { with: { projectors: 0, pool: faultyPool, onOutage: () => {} } });
+        const answers = await Promise.all([
+          // Numbered in PostgreSQL before it is published: no number, nothing published.
+          ask(running.url, 'POST', '/api/events', { accountId: `pg-${fault}`, type: 'deposited', amount: 100 }),
+          ask(running.url, 'GET', `/api/accounts/pg-${fault}`),
+          ask(running.url, 'GET', '/api/stats'),
+        ]);
+        expectAnswered(`PostgreSQL ${fault}`, answers, [503, 503, 503]);
+      }
+    } finally {
+      await proxy[Symbol.asyncDispose]();
+      await Promise.all([stalled.end(), down.end()]);
+    }
+  }, 60_000);
+
+  it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
+    // A publisher that throws a TypeError is a mistake in the code, not Kafka being away: a 503 would
+    // tell clients to retry something that fails every time, and hide it from whoever reads the log.
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      const buggy = {
+        createPublisher: async () => ({
+          publish: async () => {
+            throw new TypeError("Cannot read properties of undefined (reading 'send')");
+          },
+          close: async () => {},
+        }),
+        startProjector,
+      };
+      await using running = await startLab(lab, { with: { projectors: 0, pipeline: buggy } });
+      const answer = await ask(running.url, 'POST', '/api/events', { accountId: 'bug', type: 'deposited', amount: 1 });
+      expect(answer).toMatchObject({ status: 500, retryAfter: null, type: expect.stringMatching(/problem\+json/) });
+      expect(logged.mock.calls.flat().join('\n'), 'the log says what went wrong').toMatch(/reading 'send'/);
+    } finally {
+      logged.mockRestore();
+    }
+  });
+
+  it('answers 503 with Retry-After within a few seconds while Kafka is down or stalled, and still serves balances', async () => {
+    // Every connection of the lab's client goes through the proxy (throughProxy: the broker advertises
+    // its own address, so a proxy that is only the bootstrap address would be bypassed). The API gives up
+    // on Kafka after KAFKA_DEADLINE_MS; a balance is read from PostgreSQL alone and is still served.
+    for (const fault of ['down', 'stalled'] as const) {
+      const proxy = await stallingProxy(`kafka://${kafka.brokers[0]}`);
+      const client = createKafka(kafka.brokers, `faults-${fault}`, { socketFactory: throughProxy(proxy.port) });
+      const running = await startLab(lab, { with: { projectors: 1, kafka: client, onOutage: () => {} } });
+      try {
+        const account = `kafka-${fault}`;
+        const first = await ask(running.url, 'POST', '/api/events', {
+          accountId: account,
+          type: 'deposited',
+          amount: 300,
+        });
+        expect(first.status, 'the event recorded while Kafka is healthy').toBe(202);
+        const applied = await until(
+          async () => (await ask(running.url, 'GET', `/api/accounts/${account}`)).status === 200,
+          20_000,
+        );
+        expect(applied, 'the projector applied the event within 20 s').toBe(true);
+
+        if (fault === 'down') await proxy.kill();
+        else proxy.stall();
+        const answers = await Promise.all([
+          ask(running.url, 'POST', '/api/events', { accountId: account, type: 'deposited', amount: 100 }),
+          ask(running.url, 'GET', '/api/stats'),
+          ask(running.url, 'GET', `/api/accounts/${account}`),
+        ]);
+        expectAnswered(`Kafka ${fault}`, answers, [503, 503, 200]);
+      } finally {
+        proxy.resume(); // what was held reaches the broker, and the lab closes against a live one
+        await running.close();
+        await proxy.kill();
+      }
+    }
+  }, 90_000);
 });
 
 describe('challenges: what the first version gets wrong', () => {
@@ -294,6 +459,72 @@ describe('challenges: what the first version gets wrong', () => {
     const left = await members(admin, sc.groupId);
     expect(left, `the group still lists ${left} member after the worker exited: it did not leave`).toBe(0);
   }, 40_000);
+
+  for (const fault of ['down', 'stalled'] as const) {
+    it(`challenge: while PostgreSQL is ${fault}, the group commits nothing the projection lacks, and once it is back every event is applied once`, async () => {
+      const sc = await scenario(`pg-${fault}`);
+      const events = generateEvents(sc.accounts(4), 20);
+      const half = events.length / 2;
+      // The projector's database goes through a proxy with the projectors' own pool settings
+      // (PROJECTOR_POOL_OPTIONS), so a stalled database fails a chunk in seconds instead of hanging it.
+      const proxy = await stallingProxy(database.url);
+      const reachable = createPgPool(proxy.url, PROJECTOR_POOL_OPTIONS);
+      const failures = countFailures(reachable);
+      const client = createKafka(kafka.brokers);
+      const crashes = countCrashes(client);
+      const group = await projectors(sc, 1, client, reachable);
+      let fresh: Awaited<ReturnType<typeof projectors>> | undefined;
+      try {
+        // Healthy first: the consumer owns its partitions and holds idle connections, as in production.
+        await publish(sc, events.slice(0, half));
+        const warm = await until(async () => (await sc.stats()).distinctEvents === half, 20_000);
+        expect(warm, 'the projector applied the first half within 20 s').toBe(true);
+
+        if (fault === 'down') await proxy.kill();
+        else proxy.stall();
+        await publish(sc, events.slice(half));
+        // Until the group has committed past the projection (the bug, seen), or the projector has
+        // tried the database and failed (a query timed out, a connection was refused, or kafkajs gave
+        // up on the batch): from then on, it has the events and could have committed them.
+        let during = { committed: 0, applied: 0 };
+        const seen = await until(async () => {
+          during = {
+            committed: await committed(admin, sc.groupId, sc.topic),
+            applied: (await sc.stats()).distinctEvents,
+          };
+          return during.committed > during.applied || failures.count > 0 || crashes.count > 0;
+        }, 30_000);
+        expect(seen, `the projector neither committed nor tried the database within 30 s`).toBe(true);
+
+        // The database comes back. A stall ends and the same projector carries on; a database that went
+        // away comes back to a fresh consumer (the proxy cannot reopen its port), which resumes from the
+        // group's committed offsets, as one would after a restart.
+        if (fault === 'stalled') proxy.resume();
+        else {
+          await group.stop().catch(() => undefined);
+          fresh = await projectors(sc, 1);
+        }
+        const finished = await until(
+          async () =>
+            (await caughtUp(admin, sc.groupId, sc.topic)) && (await sc.stats()).distinctEvents === events.length,
+          20_000,
+        );
+        const stats = await sc.stats();
+        const lost = events.length - stats.distinctEvents;
+        expect(
+          { committedAhead: Math.max(0, during.committed - during.applied), lost, duplicates: stats.duplicates },
+          `while PostgreSQL was ${fault}, the group had committed ${during.committed} offsets with ${during.applied} events in the projection; after it came back${finished ? '' : ' (and 20 s more)'}, ${lost} of ${events.length} events were never applied and ${stats.duplicates} were applied twice`,
+        ).toEqual({ committedAhead: 0, lost: 0, duplicates: 0 });
+        expect(await sc.balances()).toEqual(expectedBalances(events));
+      } finally {
+        proxy.resume();
+        await fresh?.stop();
+        await group.stop().catch(() => undefined);
+        await proxy.kill();
+        await reachable.end();
+      }
+    }, 90_000);
+  }
 });
 
 /** The first message of `topic`, read by a consumer of the fixture (a group of its own). */

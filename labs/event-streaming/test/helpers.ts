@@ -2,8 +2,10 @@
  * What the spec needs around the learner's pipeline: worker processes to kill for real, the consumer
  * group's committed offsets, and waiting for a condition with a bound instead of sleeping.
  */
+import { connect } from 'node:net';
 import { join } from 'node:path';
-import type { Admin, Kafka } from 'kafkajs';
+import type { Admin, ISocketFactory, Kafka } from 'kafkajs';
+import type pg from 'pg';
 import { currentTarget } from '@labs/lab-kit';
 import { exerciseAliases } from '@labs/test-kit/vitest';
 import { type WorkerOptions, type WorkerProcess, startWorker as startWorkerProcess } from '../server/worker-process.ts';
@@ -59,5 +61,62 @@ export function countCrashes(kafka: Kafka): { readonly count: number; readonly l
     });
     return consumer;
   };
+  return seen;
+}
+
+/**
+ * A kafkajs socket factory that opens every connection to 127.0.0.1:`port` (a stalling proxy in front
+ * of the broker), whatever broker address kafkajs asked for. A proxy given only as the bootstrap
+ * address would be bypassed: the broker's metadata advertises its own address, and kafkajs connects
+ * there for everything after the first request. With one broker, every connection belongs to it, so
+ * sending them all through the proxy is exactly "the broker stalls" or "the broker dies".
+ */
+export function throughProxy(port: number): ISocketFactory {
+  return ({ onConnect }) => {
+    const socket = connect(port, '127.0.0.1', onConnect);
+    socket.setKeepAlive(true, 60_000);
+    return socket;
+  };
+}
+
+/**
+ * Counts what failed on `pool`: a connection it could not open, or a query that failed (an error from
+ * the server or the client's own query_timeout), whether through `pool.query()` or a checked-out
+ * client. The real pool, instrumented from outside: how a spec sees a projector try the database and
+ * fail, without waiting a fixed time.
+ */
+export function countFailures(pool: pg.Pool): { readonly count: number } {
+  const seen = { count: 0 };
+  type Callback = (error: Error | undefined, ...rest: unknown[]) => void;
+  /** `args` with its callback (if its last argument is one) counting errors; and whether it had one. */
+  const counting = (args: unknown[]): [unknown[], boolean] => {
+    const last = args.at(-1);
+    if (typeof last !== 'function') return [args, false];
+    const callback: Callback = (error, ...rest) => {
+      if (error) seen.count += 1;
+      (last as Callback)(error, ...rest);
+    };
+    return [[...args.slice(0, -1), callback], true];
+  };
+  const wrap = (target: object, method: 'connect' | 'query') => {
+    const original = (target as Record<string, (...args: unknown[]) => unknown>)[method]!.bind(target);
+    (target as Record<string, unknown>)[method] = (...args: unknown[]) => {
+      const [withCallback, hasCallback] = counting(args);
+      const result = original(...withCallback);
+      if (!hasCallback && result instanceof Promise)
+        result.catch(() => {
+          seen.count += 1;
+        });
+      return result;
+    };
+  };
+  // pool.query() checks a client out through pool.connect() too, so wrapping it sees every checkout.
+  wrap(pool, 'connect');
+  const wrapped = new WeakSet<object>();
+  pool.on('acquire', (client) => {
+    if (wrapped.has(client)) return;
+    wrapped.add(client);
+    wrap(client, 'query');
+  });
   return seen;
 }

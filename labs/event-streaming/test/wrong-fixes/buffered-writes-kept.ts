@@ -5,9 +5,12 @@
  * transaction that also records the event ids. But kafkajs' auto-commit commits each message as soon
  * as eachMessage returns, which here is when the event is in memory. A crash between that commit and
  * the next flush loses every event in the buffer: the group's offsets say they were handled, so nobody
- * reads them again. The commit must follow the write, not the read.
+ * reads them again. A database outage does the same without any crash: the flush fails, and the
+ * offsets are already committed. The commit must follow the write, not the read.
  *
  * @catches no event is lost when a worker process is SIGKILLed mid-batch and a fresh consumer takes over
+ * @catches while PostgreSQL is down, the group commits nothing the projection lacks, and once it is back every event is applied once
+ * @catches while PostgreSQL is stalled, the group commits nothing the projection lacks, and once it is back every event is applied once
  */
 import { type Kafka, type KafkaMessage, Partitioners } from 'kafkajs';
 import { type AccountEvent, InvalidEventError, parseEvent } from '../../server/events.ts';

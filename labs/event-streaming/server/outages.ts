@@ -1,0 +1,120 @@
+/**
+ * The lab's fault policy, in one place: how long the API and the projectors wait for PostgreSQL and
+ * Kafka, and how the API tells an outage (a 503 a client can act on) from a bug (a logged 500).
+ *
+ * Why it is the server's job and not the learner's: a request must never hang for the length of a
+ * stall, whichever pipeline is plugged in. The pools are made here with their timeouts, and every call
+ * the API makes to Kafka is bounded here, around the learner's publisher, not inside it.
+ */
+import type { ErrorRequestHandler } from 'express';
+import type pg from 'pg';
+import { ServiceDownError } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
+
+/** What a client is told to wait before it tries again, in seconds, while a service is not answering. */
+export const RETRY_AFTER_SEC = 2;
+
+/**
+ * The API's pool. Every query the API sends is a one-row read or upsert, so a couple of seconds is
+ * already a stall: the server cancels a statement after 2 s (`statement_timeout`, which also ends a
+ * wait for a row lock), the client gives up after 2.5 s when the server cannot answer at all
+ * (`query_timeout`: a frozen host, a dead network path), and opening a connection is bounded at 2 s.
+ */
+export const API_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 2000,
+  query_timeout: 2500,
+  connectionTimeoutMillis: 2000,
+};
+
+/**
+ * The projectors' pool. A chunk is one transaction of short statements, so the bounds are a little
+ * looser than the API's, and below the consumer's 6 s session timeout on purpose: a chunk that cannot
+ * reach the database fails (kafkajs retries it from the last commit) while its member is still in the
+ * group, instead of hanging until the group evicts it.
+ */
+export const PROJECTOR_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 3000,
+  query_timeout: 4000,
+  connectionTimeoutMillis: 3000,
+};
+
+/**
+ * How long the API waits for Kafka (a publish, the lag or the dead-letter count) before it answers 503.
+ * kafkajs has its own bounds, but they are long for a request: a stalled broker costs a request 30 s
+ * (its default request timeout), then retries. A publish on a healthy broker takes milliseconds.
+ */
+export const KAFKA_DEADLINE_MS = 3000;
+
+/** A call to Kafka that was given up on at the deadline; the call itself may still finish later. */
+export class KafkaDeadlineError extends Error {
+  override readonly name = 'KafkaDeadlineError';
+}
+
+/**
+ * `work`, or a KafkaDeadlineError after `ms`. Giving up does not cancel: a publish that was given up
+ * on may still reach the topic once the broker answers, so a 503 from a publish means "not known to
+ * be recorded", not "not recorded" (the projector's event-id check absorbs a copy, not a client's retry,
+ * which is a new event).
+ */
+export async function withinDeadline<T>(work: Promise<T>, what: string, ms = KAFKA_DEADLINE_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new KafkaDeadlineError(`${what}: Kafka did not answer within ${ms} ms`)), ms);
+  });
+  try {
+    // Promise.race listens to both, so a late rejection of `work` is handled, not left unhandled.
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** kafkajs' errors for a broker that cannot be reached, went away, or did not answer in time. */
+const KAFKA_OUTAGES = new Set([
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+  'KafkaJSMetadataNotLoaded',
+  'KafkaJSTopicMetadataNotLoaded',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSLockTimeout',
+]);
+
+/**
+ * True when `error` says Kafka could not be reached in time (down, restarting, stalled), as opposed to
+ * a mistake in the code (a message too large, a TypeError). kafkajs names its errors, and keeps the
+ * error behind "retries exceeded" as its cause, which is looked at too.
+ */
+export function isKafkaOutage(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error instanceof KafkaDeadlineError || KAFKA_OUTAGES.has(error.name)) return true;
+  return error.cause !== undefined && error.cause !== error && isKafkaOutage(error.cause);
+}
+
+/**
+ * Turns an outage into a ServiceDownError, which problemHandler answers with a 503 and Retry-After.
+ * Anything else goes on to problemHandler as it is: a bug stays a 500 whose details go to the log.
+ */
+export function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHandler {
+  return (error: Error, _req, _res, next) => {
+    const service = isPostgresOutage(error) ? 'The database' : isKafkaOutage(error) ? 'Kafka' : undefined;
+    if (service === undefined) {
+      next(error);
+      return;
+    }
+    onOutage(error);
+    next(new ServiceDownError(`${service} is not answering; try again in a few seconds`, RETRY_AFTER_SEC));
+  };
+}
+
+/** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
+export function warnEvery5s(log: (line: string) => void = console.warn): (error: Error) => void {
+  let last = 0;
+  return (error) => {
+    if (Date.now() - last < 5000) return;
+    last = Date.now();
+    log(`[event-streaming] a service is not answering (503): ${error.message}`);
+  };
+}
