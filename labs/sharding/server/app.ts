@@ -12,9 +12,13 @@
  *   POST  /api/admin/placement              {"tenants":[...]}              200 {shards}
  *   GET   /api/admin/tenants/:tenant                                       200 {located, rowsByShard}
  *   PUT   /api/admin/hot-tenants/:tenant    {"fanout":8}                   200 | 409
+ *
+ * Any of them answers 503 with Retry-After when the catalog or a shard it needs does not answer in time
+ * (down, or stalled past the pools' timeouts in server/shards.ts); see "Under faults" in the README.
  */
-import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem, wholeNumber, z } from '@labs/lab-kit';
+import express, { type ErrorRequestHandler, type Express } from 'express';
+import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, wholeNumber, z } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
 import * as notes from './notes.ts';
 import type { Cursor, ShardRouter } from './router.ts';
 import type { ShardSet } from './shards.ts';
@@ -69,6 +73,36 @@ const hotBody = z.object({ fanout: z.int().min(2).max(64) });
 export interface AppDeps {
   router: ShardRouter;
   shards: ShardSet;
+}
+
+/** What a client is told to wait before it tries again, in seconds, when a database is not answering. */
+export const RETRY_AFTER_SEC = 2;
+
+/**
+ * Turns an outage (a shard or the catalog refused, dropped or timed out) into a 503 with Retry-After,
+ * which a client can act on; a bug stays a 500 with its details in the log. The request needed a
+ * database that is not answering, so it is answered as a whole: a page across shards is not served with
+ * one shard's notes missing, because it would look complete and its cursor would skip them for good.
+ * One warning line every 5 s: an outage fails many requests, and one line says enough.
+ */
+function outagesAs503(): ErrorRequestHandler {
+  let lastWarning = 0;
+  return (error: Error, _req, _res, next) => {
+    if (!isPostgresOutage(error)) {
+      next(error);
+      return;
+    }
+    if (Date.now() - lastWarning >= 5000) {
+      lastWarning = Date.now();
+      console.warn(`[sharding] a shard or the catalog is not answering (503): ${error.message}`);
+    }
+    next(
+      new ServiceDownError(
+        'A database this request needs (a shard or the catalog) is not answering; try again shortly',
+        RETRY_AFTER_SEC,
+      ),
+    );
+  };
 }
 
 export function createApp({ router, shards }: AppDeps): Express {
@@ -164,6 +198,7 @@ export function createApp({ router, shards }: AppDeps): Express {
   });
 
   app.use(notFound);
+  app.use(outagesAs503());
   app.use(problemHandler((error) => console.error(`[sharding] ${error.message}`)));
   return app;
 }

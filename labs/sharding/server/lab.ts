@@ -2,12 +2,15 @@
  * The sharding lab, described once: `lab serve`, the spec and the load script all start it from here.
  * Config: SHARDS (default 4), the number of shards created on the first start. After that the catalog
  * decides: a restart finds the shards, and the routing, it had.
+ *
+ * Faults: every pool the API uses has the timeouts in DATABASE_POOL_OPTIONS (server/shards.ts), and
+ * server/app.ts answers an outage of the catalog or of a shard with a 503 and Retry-After.
  */
 import { createShardRouter } from '#shard-router';
 import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import type { MoveHooks, RouterDeps, ShardRouter } from './router.ts';
-import { shardSetFor } from './shards.ts';
+import { type PoolTarget, shardSetFor } from './shards.ts';
 
 /** What a spec or load script may set instead of the defaults. */
 export interface ShardingLabOptions {
@@ -19,6 +22,11 @@ export interface ShardingLabOptions {
   variant: string;
   /** Connections per pool (default 4). */
   poolSize: number;
+  /**
+   * Rewrites the URL the catalog's pool or a shard's pool connects to: the spec puts a fault proxy in
+   * front of one (default: none). Read by the first build on a context, which opens its shards.
+   */
+  connectVia: (url: string, target: PoolTarget) => string;
 }
 
 export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
@@ -31,6 +39,7 @@ export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
       initial: context.config.SHARDS,
       variant: options.variant ?? context.target,
       poolSize: options.poolSize ?? 4,
+      connectVia: options.connectVia,
     });
     const router = (options.createRouter ?? createShardRouter)({ shards, hooks: options.hooks ?? {} });
     await router.prepare();

@@ -65,14 +65,41 @@ export interface ShardSet {
   exclusive<T>(name: string, work: () => Promise<T>): Promise<{ result: T } | undefined>;
 }
 
+/**
+ * The fault policy of every pool the API's requests go through (the catalog's and each shard's). A
+ * request here runs a handful of indexed statements, so a few seconds is already an outage, and a
+ * shard that stops answering must cost a request seconds, never the length of the stall:
+ * - `statement_timeout` (2.5 s): the server cancels a statement that runs or waits for a lock too long;
+ * - `query_timeout` (3 s): the client gives up on a server that cannot answer at all (a frozen host, a
+ *   network path that drops everything), where the server's own timeout never gets a say;
+ * - `connectionTimeoutMillis` (3 s): opening a connection, or waiting for a free one in the pool, is
+ *   bounded too (a stalled shard holds its pool's connections until their queries time out).
+ * The app answers each of these failures with a 503 and Retry-After (server/app.ts). The bulk work of a
+ * reshard is batched (a few hundred rows a statement), so it stays far inside these bounds.
+ */
+export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 2500,
+  query_timeout: 3000,
+  connectionTimeoutMillis: 3000,
+};
+
+/** Which pool a URL is for: the catalog's, or shard `n`'s. */
+export type PoolTarget = 'catalog' | number;
+
 /** How to open a shard set. */
 export interface ShardSetOptions {
   /** Shards created on the first start (the catalog remembers them afterwards). */
   initial: number;
   /** Names the world: `starter`, `solution` (one world per router implementation). */
   variant: string;
-  /** Connections per shard pool on a server (the embedded engine gets one connection in all). */
+  /** Connections per shard pool on a server (on the embedded engine the API gets one connection in all). */
   poolSize: number;
+  /**
+   * Rewrites the URL the catalog's pool or a shard's pool connects to; the spec puts a fault proxy in
+   * front of one of them. On the embedded engine the catalog's connection is also every shard's, except
+   * for a shard this sends elsewhere, which then gets a connection of its own.
+   */
+  connectVia?: (url: string, target: PoolTarget) => string;
 }
 
 const q = (name: string) => pg.escapeIdentifier(name);
@@ -147,6 +174,15 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
   const svc = await resolveService('postgres');
   const kept = context.purpose === 'serve';
   const pools = new Map<number, pg.Pool>();
+  const apiPools: pg.Pool[] = [];
+  /** Where the pool for `target` connects: `url`, unless the spec routes it through a fault proxy. */
+  const via = (url: string, target: PoolTarget) => options.connectVia?.(url, target) ?? url;
+  /** A pool the API's requests use, with the fault policy; ended when the lab closes. */
+  const apiPool = (url: string, max: number, extra: pg.PoolConfig = {}) => {
+    const pool = createPgPool(url, { ...DATABASE_POOL_OPTIONS, ...extra, max });
+    apiPools.push(pool);
+    return pool;
+  };
 
   let catalogPool: pg.Pool;
   let catalogSchema: string;
@@ -157,25 +193,46 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
   // The embedded engine serves one database whatever a client asks for, also when it reaches us as a
   // URL (\`lab serve\` and the load script get the command line's engine that way). So ask: on a
   // server that really has databases, the kit's own database answers to its name.
+  //
+  // The probe is also the lab's maintenance connection: it reads which shards exist and drops them when
+  // the lab closes, straight to the engine (never through `connectVia`) and without the API's timeouts,
+  // so clean-up works while a spec holds a shard down or stalled, and a large drop is not cut short.
   const probe = await context.database({ max: 1 });
-  const asked = new URL(probe.options.connectionString ?? svc.url).pathname.slice(1);
+  const probeUrl = probe.options.connectionString ?? svc.url;
+  const asked = new URL(probeUrl).pathname.slice(1);
   const { rows: current } = await probe.query<{ name: string }>('SELECT current_database() AS name');
   const oneDatabase = svc.provider === 'embedded' || current[0]!.name !== asked;
 
   if (oneDatabase) {
     // One engine, one database: everything is a schema, namespaced so several lab starts in one test
-    // file (each test that reshards has a world of its own) never meet. One connection: PGlite runs
-    // one session, and its socket server (pglite-socket 0.2) interleaves the protocol messages of
-    // connections that send at the same time outside a transaction ("portal does not exist"). The
-    // engine runs one statement at a time anyway, so a queue in the pool costs nothing.
+    // file (each test that reshards has a world of its own) never meet. One connection for the API:
+    // PGlite runs one session, and its socket server (pglite-socket 0.2) interleaves the protocol
+    // messages of connections that send at the same time outside a transaction ("portal does not
+    // exist"). The engine runs one statement at a time anyway, so a queue in the pool costs nothing.
     const base = kept ? `sharding_${options.variant}` : `sharding_${options.variant}_${uniqueId()}`;
-    catalogPool = probe;
+    // The API's one connection is not the probe's: it has the fault policy (and maybe a fault proxy).
+    // The probe stays idle until the lab closes, so the two never send at the same time.
+    const api = apiPool(via(probeUrl, 'catalog'), 1);
+    catalogPool = api;
     catalogSchema = `${base}_catalog`;
     location = (id) => `${base}_shard_${id}`;
     schemaOf = location;
-    poolOf = () => probe;
+    // A shard the spec routes through a fault proxy of its own gets a connection of its own, so it can
+    // fail while the others answer. The spec sends to it only while the engine is otherwise quiet, or
+    // while it fails (a proxy that refuses or holds everything lets nothing reach the engine), so it
+    // never sends at the same time as the shared connection. Nothing else passes `connectVia`.
+    poolOf = (id) => {
+      const url = via(probeUrl, id);
+      if (url === probeUrl) return api;
+      let pool = pools.get(id);
+      if (!pool) {
+        pool = apiPool(url, 1);
+        pools.set(id, pool);
+      }
+      return pool;
+    };
   } else {
-    catalogPool = await context.database({ max: options.poolSize });
+    catalogPool = apiPool(via(probeUrl, 'catalog'), options.poolSize);
     const base = `${current[0]!.name}_${options.variant}`;
     catalogSchema = options.variant;
     location = (id) => `${base}_shard_${id}`;
@@ -183,7 +240,7 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
     poolOf = (id) => {
       let pool = pools.get(id);
       if (!pool) {
-        pool = createPgPool(databaseUrl(svc.url, location(id)), { max: options.poolSize, idleTimeoutMillis: 5000 });
+        pool = apiPool(via(databaseUrl(svc.url, location(id)), id), options.poolSize, { idleTimeoutMillis: 5000 });
         pools.set(id, pool);
       }
       return pool;
@@ -216,20 +273,22 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
     await createQuietly(get(id).pool, notesDdl(schemaOf(id)));
   };
 
-  const ids = async (inService: boolean) => {
-    const { rows } = await catalog.pool.query<{ id: number }>(
+  const ids = async (inService: boolean, db: pg.Pool = catalog.pool) => {
+    const { rows } = await db.query<{ id: number }>(
       `SELECT id FROM ${catalog.table('shards')} ${inService ? 'WHERE in_service' : ''} ORDER BY id`,
     );
     return rows.map((r) => r.id);
   };
 
   context.onClose(async () => {
-    const everyShard = await ids(false).catch(() => [...shards.keys()]);
-    await Promise.allSettled([...pools.values()].map((p) => p.end()));
+    // The API's pools first, so nothing they still send meets the drops below on the embedded engine.
+    await Promise.allSettled(apiPools.map((p) => p.end()));
+    // The catalog lives in the probe's database (or engine): ask it directly, past any fault.
+    const everyShard = await ids(false, probe).catch(() => [...shards.keys()]);
     if (kept) return;
     if (oneDatabase) {
       for (const schema of [...everyShard.map(location), catalogSchema]) {
-        await catalog.pool.query(`DROP SCHEMA IF EXISTS ${q(schema)} CASCADE`).catch(() => 0);
+        await probe.query(`DROP SCHEMA IF EXISTS ${q(schema)} CASCADE`).catch(() => 0);
       }
     } else {
       // At once: whoever closes us may not wait long (a load script's servers get a few seconds).

@@ -27,6 +27,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { ServiceDownError } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
 import { hash32 } from '../server/hash.ts';
 import * as notes from '../server/notes.ts';
 import type { Note, RouterDeps, ShardRouter } from '../server/router.ts';
@@ -147,6 +148,14 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
     work: (db: pg.PoolClient, copying: ReadonlySet<number>) => Promise<T>,
   ): Promise<T> {
     const client = await shard.pool.connect();
+    // pg reports a connection that dies while it is checked out as an 'error' event on the client, and
+    // outside the pool nobody listens for it: unheard, it would crash the process. Kept instead, it is
+    // what this request failed of, whatever the next statement on the dead connection says.
+    let lost: Error | undefined;
+    const onLost = (error: Error) => {
+      lost = error;
+    };
+    client.on('error', onLost);
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -164,11 +173,18 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       await client.query('COMMIT');
       return result;
     } catch (error) {
+      if (lost || isPostgresOutage(error)) {
+        // The shard dropped the connection or stopped answering: a ROLLBACK would only wait one more
+        // timeout. Discarding the connection ends the transaction on the server all the same.
+        broken = lost ?? (error as Error);
+        throw broken;
+      }
       await client.query('ROLLBACK').catch((e: Error) => {
         broken = e; // the connection is unusable: let the pool discard it
       });
       throw error;
     } finally {
+      client.removeListener('error', onLost);
       client.release(broken);
     }
   }
@@ -223,6 +239,8 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
          only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), at timestamptz NOT NULL DEFAULT now());`,
     );
     const client = await shard.pool.connect();
+    const onLost = () => {}; // as in fenced(): the statement in flight fails with the same error
+    client.on('error', onLost);
     try {
       await client.query('BEGIN');
       const first = await client.query(
@@ -239,6 +257,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
+      client.removeListener('error', onLost);
       client.release();
     }
   }
