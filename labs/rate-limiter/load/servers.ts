@@ -2,7 +2,6 @@
  * The servers the load script measures, started in their own process by forkServers(). Each target is
  * three app instances sharing one limit, as three processes behind a load balancer would.
  */
-import express from 'express';
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { stopServices } from '@labs/services';
@@ -76,19 +75,10 @@ export async function start(options: BenchServerOptions) {
       for (let i = 0; i < instances; i++) {
         const limiter = await build();
         // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
-        const app = limiter ? createApp({ limiter, ...policy, instance: `${name}-${i + 1}` }) : bareApp();
+        const app = createApp({ limiter, ...policy, instance: `${name}-${i + 1}` });
         urls[`${tag}${name}#${i}`] = (await lab.context.listen(app)).url;
       }
     }
   }
   return { urls, close: () => lab.close().then(stopServices) };
-}
-
-function bareApp(): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.get('/api/quote', (_req, res) => {
-    res.json({ quote: 'Measure, then optimise.', instance: 'bare' });
-  });
-  return app;
 }

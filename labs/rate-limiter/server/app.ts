@@ -8,7 +8,8 @@ import { rateLimit } from './middleware.ts';
 import type { RateLimiter } from './limiter.ts';
 
 export interface AppDeps {
-  limiter: RateLimiter;
+  /** Absent: the same API with no limiting at all, the ceiling the load script measures against. */
+  limiter?: RateLimiter;
   limit: number;
   windowMs: number;
   /** Shown in responses so a learner can see which instance answered. */
@@ -24,7 +25,7 @@ export function createApp(deps: AppDeps): Express {
   app.get('/health', (_req, res) => {
     res.json({ ok: true });
   });
-  app.use('/api', rateLimit(deps));
+  if (deps.limiter) app.use('/api', rateLimit({ ...deps, limiter: deps.limiter }));
   app.get('/api/quote', (_req, res) => {
     res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
   });

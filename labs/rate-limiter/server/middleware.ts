@@ -2,7 +2,7 @@
  * Express middleware around any RateLimiter: who the client is, the response headers, the 429, and
  * what to do when the limiter itself fails. The learner does not edit this file.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { sendProblem } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
@@ -36,7 +36,8 @@ export function clientIdOf(req: Request): { id: string } | { error: string } {
     return { error: 'X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -' };
   }
   // An API key is a secret: hashed, it never appears in Redis key names (SCAN, MONITOR, backups).
-  return { id: `key:${createHash('sha256').update(key).digest('base64url')}` };
+  // crypto.hash() is the one-shot form: no Hash object per request, on a path every request takes.
+  return { id: `key:${hash('sha256', key, 'base64url')}` };
 }
 
 /**
@@ -69,13 +70,14 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
       next();
       return;
     }
-    res.set('RateLimit-Policy', policy);
-    res.set('RateLimit', `"per-client";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`);
+    // setHeader, not Express's res.set: these are plain strings, and this runs on every request.
+    res.setHeader('RateLimit-Policy', policy);
+    res.setHeader('RateLimit', `"per-client";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`);
     if (decision.allowed) {
       next();
       return;
     }
-    res.set('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
+    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
     sendProblem(res, 429, `Over the limit of ${limit} requests per ${windowSeconds} s`, {
       retryAfterMs: decision.retryAfterMs,
     });

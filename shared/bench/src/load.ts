@@ -95,3 +95,52 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     clearInterval(ticker);
   }
 }
+
+/**
+ * Measures each of `names` in `rounds` short rounds, interleaved (a, b, c, a, b, c, ...), and returns
+ * each name's rounds in order. On a shared machine the speed drifts: another process wakes, a core
+ * throttles. Measured one after the other, whichever target ran during the slow moment loses; measured
+ * in turns, every target meets the same moments, and a ratio between two of them stops depending on
+ * which went first.
+ */
+export async function inRounds<T>(
+  names: readonly string[],
+  rounds: number,
+  measure: (name: string, round: number) => Promise<T>,
+): Promise<Map<string, T[]>> {
+  const results = new Map(names.map((name) => [name, [] as T[]]));
+  for (let round = 0; round < rounds; round++) {
+    for (const name of names) results.get(name)!.push(await measure(name, round));
+  }
+  return results;
+}
+
+/**
+ * One result from several rounds of the same target: requests, statuses, errors and time are summed,
+ * so req/s is the whole's; p50 is the rounds' median p50 and p99 their worst (a percentile cannot be
+ * added up, and the worst round is the honest bound).
+ */
+export function mergeRounds(name: string, rounds: readonly LoadResult[]): LoadResult {
+  if (rounds.length === 0) throw new Error(`mergeRounds(${name}): no rounds`);
+  const sum = (pick: (r: LoadResult) => number) => rounds.reduce((total, r) => total + pick(r), 0);
+  const statusCounts: Record<string, number> = {};
+  for (const round of rounds) {
+    for (const [status, count] of Object.entries(round.statusCounts)) {
+      statusCounts[status] = (statusCounts[status] ?? 0) + count;
+    }
+  }
+  const p50s = rounds.map((r) => r.p50Ms).sort((a, b) => a - b);
+  const requests = sum((r) => r.requests);
+  const durationSec = sum((r) => r.durationSec);
+  return {
+    name,
+    requests,
+    rps: requests / durationSec,
+    p50Ms: p50s[Math.floor(p50s.length / 2)]!,
+    p99Ms: Math.max(...rounds.map((r) => r.p99Ms)),
+    errors: sum((r) => r.errors),
+    statusCounts,
+    durationSec,
+    loadGeneratorBusy: Math.max(...rounds.map((r) => r.loadGeneratorBusy)),
+  };
+}

@@ -29,10 +29,21 @@ const TITLES: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-/** Sends `status` with a problem body; `extra` adds members (RFC 9457 calls them extensions). */
+/**
+ * Sends `status` with a problem body; `extra` adds members (RFC 9457 calls them extensions).
+ *
+ * Written with Node's own `end()` rather than Express's `send()`: send() exists to make a body
+ * cacheable (a SHA-1 ETag of it, a freshness check, a 304), and nobody revalidates an error. The
+ * difference matters where errors are the bulk of the traffic: a rate limiter answering a flood with
+ * 429s should spend less on each of them than the API spends on a success, not more.
+ */
 export function sendProblem(res: Response, status: number, detail?: string, extra: Record<string, unknown> = {}): void {
-  const body: Problem = { title: TITLES[status] ?? 'Error', status, ...(detail ? { detail } : {}), ...extra };
-  res.status(status).type('application/problem+json').send(JSON.stringify(body));
+  const problem: Problem = { title: TITLES[status] ?? 'Error', status, ...(detail ? { detail } : {}), ...extra };
+  const body = JSON.stringify(problem);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
 /**
