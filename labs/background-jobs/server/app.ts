@@ -2,11 +2,19 @@
  * The API: it accepts an order, queues "send the confirmation" as a job and answers 202 at once; the
  * work happens later, in a worker. createApp never listens; server/lab.ts builds it for `lab serve`,
  * the spec and the load script. Errors are RFC 9457 problems.
+ *
+ * Under faults (see the README's "Under faults"): when the broker does not confirm a job in time, or
+ * the database is down or stalled past the pool's timeouts (server/lab.ts), the answer is a 503 with
+ * Retry-After, which a client can act on; anything else that fails is a bug, a logged 500.
  */
-import express, { type Express } from 'express';
+import express, { type Express, type NextFunction } from 'express';
 import type pg from 'pg';
 import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
 import { type JobPublisher, newJob, orderInput } from './jobs.ts';
+
+/** What a client is told to wait before it tries again, in seconds, when the broker or the database is away. */
+export const RETRY_AFTER_SEC = 2;
 
 export interface AppDeps {
   publisher: JobPublisher;
@@ -18,6 +26,26 @@ const jobIdParam = z.object({ jobId: z.uuid() });
 
 export function createApp(deps: AppDeps): Express {
   const { publisher, db, log = (message) => console.error(`[background-jobs] ${message}`) } = deps;
+
+  // An outage fails every request that needs the service, many a second: one line every 5 s says
+  // enough, and keeps the log readable for whatever else goes wrong meanwhile.
+  let lastOutageLine = 0;
+  const logOutage = (message: string) => {
+    if (Date.now() - lastOutageLine < 5000) return;
+    lastOutageLine = Date.now();
+    log(message);
+  };
+
+  /** A database failure as the client should see it: an outage is a 503 to retry, anything else a 500. */
+  const databaseFailed = (error: unknown, next: NextFunction) => {
+    if (!isPostgresOutage(error)) {
+      next(error);
+      return;
+    }
+    logOutage(`the database is not answering (503): ${(error as Error).message}`);
+    next(new ServiceDownError('The database is not answering; try again in a few seconds.', RETRY_AFTER_SEC));
+  };
+
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '16kb' }));
@@ -37,11 +65,15 @@ export function createApp(deps: AppDeps): Express {
     // the job in one transaction (the transactional outbox), so neither exists without the other.
     const job = newJob(order);
     try {
+      // Bounded by the publisher: the solution gives up after JOB_PUBLISH_TIMEOUT_MS (reconnects
+      // included), so a broker that is down or silent costs a request that long, never longer.
       await publisher.publish(job);
     } catch (error) {
-      log(`could not queue job ${job.jobId}: ${(error as Error).message}`);
+      logOutage(`could not queue job ${job.jobId} (503): ${(error as Error).message}`);
       // 503, not 500: the client may try again. Not 202: nothing was promised.
-      next(new ServiceDownError('The job queue is unavailable; nothing was queued. Try again shortly.', 1));
+      next(
+        new ServiceDownError('The job queue is unavailable; nothing was queued. Try again shortly.', RETRY_AFTER_SEC),
+      );
       return;
     }
     res.status(202).location(`/jobs/${job.jobId}`).json({ jobId: job.jobId, orderId: job.orderId, status: 'queued' });
@@ -64,7 +96,7 @@ export function createApp(deps: AppDeps): Express {
         ...(first ? { sentAt: first.toISOString() } : {}),
       });
     } catch (error) {
-      next(error);
+      databaseFailed(error, next);
     }
   });
 
@@ -76,7 +108,7 @@ export function createApp(deps: AppDeps): Express {
       const { confirmations = 0, jobs = 0 } = rows[0] ?? {};
       res.json({ confirmations, jobsConfirmed: jobs, duplicates: confirmations - jobs });
     } catch (error) {
-      next(error);
+      databaseFailed(error, next);
     }
   });
 

@@ -15,6 +15,21 @@ import { openBrokerAdmin } from './broker.ts';
 import { CATALOGUE, createConfirmationSender, migrate } from './confirmations.ts';
 import { type JobQueueModule, type JobQueueNames, jobQueueNames, type QueueSettings } from './jobs.ts';
 
+/**
+ * The pool of the API and of the worker `lab serve` runs beside it. Every statement here is a one-row
+ * lookup, a count over this run's jobs or a one-row insert, so seconds already mean the database is in
+ * trouble: the server cancels a statement after 2 s (`statement_timeout`, which also ends a wait for a
+ * lock), the client gives up after 2.5 s even when the server cannot answer at all (`query_timeout`: a
+ * frozen host, a dropped network path), and waiting for a connection, new or from the pool, is bounded
+ * at 2 s. The API answers each of these with a 503 (server/app.ts); the worker gives the job back to
+ * the queue (the solution), so a job is never acked without its effect.
+ */
+export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 2000,
+  query_timeout: 2500,
+  connectionTimeoutMillis: 2000,
+};
+
 /** A comma-separated list of delays in ms, e.g. "500,2000,8000": one retry per entry. */
 const delayList = (fallback: number[]) =>
   z
@@ -41,7 +56,7 @@ type Config = z.infer<typeof config>;
 export interface BackgroundJobsLabOptions {
   /** The queues to use (the caller's, which it deletes); default: this start's own, deleted on close. */
   names: JobQueueNames;
-  /** The database; default: this start's own. */
+  /** The database; default: this start's own, with DATABASE_POOL_OPTIONS. */
   db: pg.Pool;
   /** The broker URL of the publisher and the worker (a test's proxy, say); default: the resolved one. */
   amqpUrl: string;
@@ -62,7 +77,7 @@ export default defineLab<Config, BackgroundJobsLabOptions>({
   config,
   async build(context, options) {
     const log = options.log ?? ((message: string) => console.error(`[background-jobs] ${message}`));
-    const db = options.db ?? (await context.database());
+    const db = options.db ?? (await context.database(DATABASE_POOL_OPTIONS));
     await migrate(db);
     const url = options.amqpUrl ?? (await resolveService('rabbitmq')).url;
     const retryDelaysMs = options.retryDelaysMs ?? context.config.JOB_RETRY_DELAYS_MS;

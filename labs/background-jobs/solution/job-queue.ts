@@ -14,6 +14,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
+import { isPostgresOutage } from '@labs/services';
 import {
   type ConfirmationJob,
   DEAD_LETTER_HEADERS,
@@ -60,6 +61,13 @@ const STOP_GRACE_MS = 10_000;
  * socket dies during that handshake; a shutdown must not hang on it.
  */
 const CLOSE_TIMEOUT_MS = 2000;
+
+/**
+ * How long a worker holds a job it could not do because the database is down or not answering, before
+ * it gives the job back to the queue. Held, the delivery still counts against the prefetch, so a worker
+ * tries at most `prefetch` jobs per pause against a database that is away, instead of spinning.
+ */
+const DATABASE_OUTAGE_PAUSE_MS = 1000;
 
 /** Our own header: which attempt a delivery is (absent on the first). */
 const ATTEMPT_HEADER = 'x-attempt';
@@ -255,9 +263,15 @@ async function sendConfirmationOnce(job: ConfirmationJob, deps: WorkerDeps): Pro
     await client.query('COMMIT');
     return claimed.rowCount === 1 ? 'sent' : 'already sent';
   } catch (error) {
-    await client.query('ROLLBACK').catch((rollbackError: Error) => {
-      broken = rollbackError; // the connection is unusable: release it as such, the pool drops it
-    });
+    if (isPostgresOutage(error)) {
+      // The connection broke or timed out mid-transaction: a ROLLBACK on it would only wait out another
+      // timeout. Drop it instead; the server rolls back a transaction whose connection has gone.
+      broken = error as Error;
+    } else {
+      await client.query('ROLLBACK').catch((rollbackError: Error) => {
+        broken = rollbackError; // the connection is unusable: release it as such, the pool drops it
+      });
+    }
     throw error;
   } finally {
     client.release(broken);
@@ -270,6 +284,7 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
   const inProgress = new Set<Promise<void>>();
   let consuming: { channel: ConfirmChannel; consumerTag: string } | undefined;
   let stopping = false;
+  let lastOutageLine = 0;
 
   /** Acks on the channel that delivered; if it has closed, the broker has requeued the job already. */
   const ack = (channel: Channel, message: ConsumeMessage) => {
@@ -277,6 +292,15 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
       channel.ack(message);
     } catch {
       // IllegalOperationError: channel closed. The job comes back, and is recognised as done.
+    }
+  };
+
+  /** Gives the job back to the queue as it is, attempt count untouched. */
+  const requeue = (channel: Channel, message: ConsumeMessage) => {
+    try {
+      channel.nack(message, false, true);
+    } catch {
+      // Channel closed: the broker has requeued it already.
     }
   };
 
@@ -320,16 +344,27 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
     try {
       await sendConfirmationOnce(decodeJob(message.content), deps);
     } catch (error) {
+      if (isPostgresOutage(error)) {
+        // The database is down or not answering: the job is fine, its effect just could not be written.
+        // Spending one of its attempts would dead-letter every job of a long enough outage, so give it
+        // back to the queue as it is, after a pause: it is done once the database is back. (A failure
+        // of the job itself, a product no longer in the catalogue, a row it may not write, takes the
+        // retry path.)
+        if (Date.now() - lastOutageLine >= 5000) {
+          lastOutageLine = Date.now(); // one line every 5 s: an outage fails every job, and says so once
+          log(`the database is not answering, jobs go back to the queue until it does: ${(error as Error).message}`);
+        }
+        if (!stopping) await sleep(DATABASE_OUTAGE_PAUSE_MS);
+        requeue(channel, message);
+        return;
+      }
       try {
         // Confirmed before the ack: if we die in between, the job exists twice (harmless), never zero times.
         await retryOrBury(publish, message, attempt, error instanceof Error ? error : new Error(String(error)));
       } catch (publishError) {
         log(`could not pass on failed job ${message.properties.messageId}: ${(publishError as Error).message}`);
-        // Requeue it as it is: the broker or the channel failed, not the job. (On a closed channel this
-        // throws, and the broker has requeued it anyway.)
-        try {
-          channel.nack(message, false, true);
-        } catch {}
+        // Requeue it as it is: the broker or the channel failed, not the job.
+        requeue(channel, message);
         return;
       }
     }

@@ -5,12 +5,17 @@
  * wait at least their delay. Crashes are real: a worker in a child process killed with SIGKILL, and
  * connections cut by a TCP proxy in front of the real RabbitMQ.
  */
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPublisher, startWorker } from '#job-queue';
-import { listen, useRabbitMQ } from '@labs/test-kit';
+import { listen, stallingProxy, useRabbitMQ } from '@labs/test-kit';
 import { openLab } from '@labs/lab-kit';
-import backgroundJobsLab, { type BackgroundJobsLabOptions } from '../server/lab.ts';
+import { createPgPool } from '@labs/services';
+import { RETRY_AFTER_SEC } from '../server/app.ts';
+import backgroundJobsLab, { type BackgroundJobsLabOptions, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import { openBrokerAdmin } from '../server/broker.ts';
 import { confirmationsPerJob, createConfirmationSender, migrate } from '../server/confirmations.ts';
 import {
@@ -24,6 +29,7 @@ import {
 import { forkWorker } from '../server/worker-child.ts';
 import { amqpProxy } from './amqp-proxy.ts';
 import { makeJob, makeJobs, range, takeAll, waitFor } from './helpers.ts';
+import { restartableProxy } from './restartable-proxy.ts';
 
 // One lab context (its own database, dropped at the end) and one set of queue names for this file.
 const lab = await openLab(backgroundJobsLab);
@@ -83,10 +89,13 @@ async function declareQueues(names: JobQueueNames): Promise<void> {
 }
 
 /** One of the learner's workers in this process, with a sender that counts; stopped after the test. */
-async function workerHere(names: JobQueueNames, overrides: Partial<QueueSettings> & { workMs?: number } = {}) {
-  const { workMs = 2, ...rest } = overrides;
+async function workerHere(
+  names: JobQueueNames,
+  overrides: Partial<QueueSettings> & { workMs?: number; db?: pg.Pool } = {},
+) {
+  const { workMs = 2, db: workerDb = db, ...rest } = overrides;
   const sender = createConfirmationSender({ workMs });
-  const worker = await startWorker(settings(names, rest), { db, sendConfirmation: sender.send });
+  const worker = await startWorker(settings(names, rest), { db: workerDb, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
   return sender;
 }
@@ -113,9 +122,13 @@ async function brokerProxy() {
   return proxy;
 }
 
-/** An instance of the API (the lab as `lab serve` builds it, without its worker). */
-async function api(names: JobQueueNames, options: Partial<BackgroundJobsLabOptions> = {}): Promise<string> {
-  const { app } = await backgroundJobsLab.build(lab.context, {
+/** An instance of the API (the lab as `lab serve` builds it, without its worker), on the spec's lab context or `on`. */
+async function api(
+  names: JobQueueNames,
+  options: Partial<BackgroundJobsLabOptions> = {},
+  on: typeof lab = lab,
+): Promise<string> {
+  const { app } = await backgroundJobsLab.build(on.context, {
     names,
     db,
     worker: false,
@@ -202,6 +215,181 @@ describe('baseline: what any version must do', () => {
     expect(ready, 'jobs in the queue after 7 bad orders and 1 good one').toBe(1);
     expect((await fetch(`${url}/jobs/not-a-uuid`)).status).toBe(400);
   });
+});
+
+/** A request that must be answered by `deadlineMs`: its status ('unanswered' if not), time and 503 headers. */
+async function answerBy(deadlineMs: number, method: 'GET' | 'POST', url: string, body?: unknown) {
+  const started = performance.now();
+  const request = `${method} ${new URL(url).pathname}`;
+  try {
+    const res = await fetch(url, {
+      method,
+      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(deadlineMs),
+    });
+    await res.arrayBuffer();
+    return {
+      request,
+      status: res.status as number | 'unanswered',
+      type: res.headers.get('content-type'),
+      retryAfter: res.headers.get('retry-after'),
+      ms: Math.round(performance.now() - started),
+    };
+  } catch (error) {
+    if ((error as Error).name !== 'TimeoutError') throw error;
+    return { request, status: 'unanswered' as const, type: null, retryAfter: null, ms: deadlineMs };
+  }
+}
+
+/** What an outage must look like to a client: a 503 problem that says when to come back. */
+const OUTAGE_ANSWER = {
+  status: 503,
+  type: expect.stringMatching(/^application\/problem\+json/),
+  retryAfter: String(RETRY_AFTER_SEC),
+};
+
+describe('baseline: under faults, every request is answered within a bound', () => {
+  /**
+   * How long the database stays away in the tests below: longer than a query timeout (2.5 s) and far
+   * longer than the whole retry schedule (50 + 100 + 200 ms), so a worker that spends a job's attempts
+   * on a database that refuses connections has given every job up before it is back.
+   */
+  const OUTAGE_MS = 3000;
+  /**
+   * When a read must have been answered. Down, the connection is refused at once; stalled, the pool
+   * gives up after at most 2.5 s (DATABASE_POOL_OPTIONS). Both with room for a busy 2-core machine.
+   */
+  const READ_BOUND_MS = { down: 2000, stalled: 6000 };
+
+  it.each(['down', 'stalled'] as const)(
+    'PostgreSQL %s: reads answer 503 with Retry-After within the bound, orders are still queued, and their jobs are done once it is back',
+    async (fault) => {
+      // The lab's pool settings, through a proxy the test can take the database away with: down (connections
+      // closed, the port refused) and back on the same address, or stalled (connected, then silent) and resumed.
+      const names = freshQueues();
+      let faultOn: () => Promise<void> | void;
+      let faultOff: () => Promise<void> | void;
+      let databaseVia: string;
+      if (fault === 'down') {
+        const proxy = await restartableProxy(databaseUrl);
+        cleanups.push(async () => proxy[Symbol.asyncDispose]());
+        [faultOn, faultOff, databaseVia] = [proxy.down, proxy.up, proxy.url];
+      } else {
+        const proxy = await stallingProxy(databaseUrl);
+        cleanups.push(async () => proxy[Symbol.asyncDispose]());
+        [faultOn, faultOff, databaseVia] = [() => proxy.stall(), () => proxy.resume(), proxy.url];
+      }
+      const faulty = createPgPool(databaseVia, DATABASE_POOL_OPTIONS);
+      cleanups.push(() => faulty.end());
+      cleanups.push(async () => faultOff()); // if the test failed half-way: nothing else is left waiting
+      // The API and a worker on that one pool, as `lab serve` runs them.
+      const url = await api(names, { db: faulty });
+      await workerHere(names, { db: faulty });
+      await faulty.query('SELECT 1'); // one connection open and idle, as in a running service
+
+      await faultOn();
+      const outageStarted = performance.now();
+      // Queueing needs the broker only: orders are accepted while the database is away.
+      const orders = await Promise.all(range(5).map(() => postOrder(url)));
+      expect(
+        orders.map((order) => order.status),
+        `orders sent while PostgreSQL was ${fault}`,
+      ).toEqual([202, 202, 202, 202, 202]);
+      const ids = orders.map((order) => order.json.jobId as string);
+      // Reads need the database: a 503 a client can act on, soon, never a 500 or a request left hanging.
+      const bound = READ_BOUND_MS[fault];
+      const reads = await Promise.all([
+        answerBy(bound, 'GET', `${url}/jobs/${ids[0]}`),
+        answerBy(bound, 'GET', `${url}/stats`),
+      ]);
+      const wrong = reads.filter((read) => read.status !== 503 || read.ms >= bound);
+      expect(
+        wrong,
+        `PostgreSQL ${fault}: ${wrong.length} of ${reads.length} reads not answered 503 within ${bound} ms`,
+      ).toEqual([]);
+      for (const read of reads) expect(read, `PostgreSQL ${fault}: ${read.request}`).toMatchObject(OUTAGE_ANSWER);
+
+      await sleep(Math.max(0, OUTAGE_MS - (performance.now() - outageStarted)));
+      await faultOff();
+      // Every job was delivered during the outage and could not be done. None may have been acked without
+      // its confirmation, or given up: each is done now that the database is back.
+      const counts = await waitFor(() => confirmations(ids), allDone, { timeoutMs: 15_000 });
+      const dead = await readyIn(names.deadQueue);
+      expect(
+        notDone(counts),
+        `${notDone(counts)} of ${ids.length} jobs accepted while PostgreSQL was ${fault} were never done after it came back (${dead} dead-lettered): a job whose effect could not be written must go back to the queue`,
+      ).toBe(0);
+      expect(dead, `jobs dead-lettered because PostgreSQL was ${fault}: an outage is not the job's fault`).toBe(0);
+      expect((await answerBy(bound, 'GET', `${url}/jobs/${ids[0]}`)).status, 'a read once it is back').toBe(200);
+    },
+    45_000,
+  );
+
+  it('a database error that is not an outage is a logged 500, not a 503', async () => {
+    // Only an outage is worth a retry; a query the database rejects (a bug: a missing column, a typo)
+    // fails the same way every time, and must reach the log instead of passing for "try again later".
+    const pool = createPgPool(databaseUrl, DATABASE_POOL_OPTIONS);
+    cleanups.push(() => pool.end());
+    const url = await api(freshQueues(), { db: pool });
+    // Once the API is built (its migration ran), every count names a column that does not exist.
+    const query = pool.query.bind(pool) as (text: string, values?: unknown[]) => Promise<pg.QueryResult>;
+    const buggy = (text: string, values?: unknown[]) =>
+      query(text.replace('count(*)', 'count(no_such_column)'), values);
+    pool.query = buggy as typeof pool.query;
+    const answer = await answerBy(READ_BOUND_MS.down, 'GET', `${url}/stats`);
+    expect(answer.status, 'GET /stats with a query the database rejects').toBe(500);
+    expect(answer.retryAfter, 'a 500 says nothing about trying again').toBeNull();
+    expect(logged.join('\n'), 'the log').toMatch(/no_such_column/);
+  });
+
+  it('RabbitMQ down or stalled: every order is answered within the publish timeout, down with a 503, never a hang or a 500', async () => {
+    // The API publishes through proxies: one killed (connections closed, the port refused) and one stalled
+    // (connected, then silent), after the publisher connected. A publish waits for the broker's confirm
+    // up to the publish timeout, reconnects included; then the API answers 503. The starter's 202 for a
+    // job the stalled broker never got is what a challenge counts; here, only that nothing hangs.
+    const publishTimeoutMs = 5000;
+    const bound = publishTimeoutMs + 5000;
+    const down = await stallingProxy(rabbit.url);
+    const stalled = await stallingProxy(rabbit.url);
+    // The two APIs (and their publishers) belong to a lab context of this test's own, closed after it
+    // while the stalled connection is whole again: amqplib's close() never settles when the socket dies
+    // during the close handshake, which a proxy killed just before the close would cause.
+    const faultLab = await openLab(backgroundJobsLab);
+    cleanups.push(
+      () => down.kill(),
+      () => stalled.kill(),
+      () => faultLab.close(),
+    );
+    const urls = {
+      down: await api(freshQueues(), { amqpUrl: down.url, publishTimeoutMs }, faultLab),
+      stalled: await api(freshQueues(), { amqpUrl: stalled.url, publishTimeoutMs }, faultLab),
+    };
+    await down.kill();
+    stalled.stall();
+    const answers = await Promise.all(
+      (['down', 'stalled'] as const).map(async (fault) => ({
+        fault,
+        orders: await Promise.all(range(3).map(() => answerBy(bound, 'POST', `${urls[fault]}/orders`, ORDER))),
+        // The job status lives in the database: it answers whatever the broker does.
+        read: await answerBy(bound, 'GET', `${urls[fault]}/jobs/${randomUUID()}`),
+      })),
+    );
+    // What the stalled broker was sent reaches it now (into this test's queues, deleted after it).
+    stalled.resume();
+    for (const { fault, orders, read } of answers) {
+      const late = orders.filter((order) => order.status === 'unanswered' || order.ms >= bound);
+      expect(
+        late,
+        `RabbitMQ ${fault}: ${late.length} of ${orders.length} orders not answered within ${bound} ms`,
+      ).toEqual([]);
+      for (const order of orders) {
+        // Down, the connection is gone and every version knows it: nothing can be queued.
+        if (fault === 'down' || order.status !== 202)
+          expect(order, `RabbitMQ ${fault}: ${order.request} answered ${order.status}`).toMatchObject(OUTAGE_ANSWER);
+      }
+      expect(read.status, `RabbitMQ ${fault}: GET /jobs/<id>`).toBe(200);
+    }
+  }, 30_000);
 });
 
 describe('challenges: what the tutorial worker gets wrong', () => {
