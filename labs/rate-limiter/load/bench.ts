@@ -1,6 +1,6 @@
 /**
- * Load script: the bare endpoint, the starter, the solution and rate-limiter-flexible, one autocannon
- * run each, every target as three instances sharing one limit. One client (one API key) sends far more
+ * Load script: the bare API, the starter, the solution and rate-limiter-flexible, in interleaved
+ * autocannon rounds, every target as three instances sharing one limit. One client (one API key) sends far more
  * than its limit, so the table shows both what the limiter costs and whether it holds the limit.
  *
  * Over-admitted = admitted - allowed, where allowed = limit + limit x elapsed / window: the most a
