@@ -26,7 +26,9 @@ import type { Decision, RateLimiter, RateLimiterOptions } from '../server/limite
 
 /**
  * KEYS[1]: the client's TAT key. ARGV: emission interval (µs per request), burst (µs: interval × limit),
- * now (µs, or -1 to read Redis's clock). Returns {allowed, remaining, resetMs, retryAfterMs}.
+ * now (µs, or -1 to read Redis's clock). Returns {allowed, remaining, resetMs, retryAfterMs,
+ * retryAfterUs}: the last one exact, for the deny cache, where a millisecond rounded up would be a
+ * whole emission interval at 1,000 requests a second.
  * Whole microseconds keep every comparison exact: epoch µs (~1.8e15) fit a double without rounding.
  */
 const GCRA_SCRIPT = `
@@ -42,15 +44,20 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst
 if now < allow_at then
-  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000)}
+  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000), allow_at - now}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor((burst - (new_tat - now)) / interval), math.ceil((new_tat - now) / 1000), 0}
+return {1, math.floor((burst - (new_tat - now)) / interval), math.ceil((new_tat - now) / 1000), 0, 0}
 `;
 
 /** ioredis client with our script registered as a command (it sends EVALSHA, falling back to EVAL). */
 type GcraRedis = Redis & {
-  gcra(key: string, intervalUs: number, burstUs: number, nowUs: number): Promise<[number, number, number, number]>;
+  gcra(
+    key: string,
+    intervalUs: number,
+    burstUs: number,
+    nowUs: number,
+  ): Promise<[number, number, number, number, number]>;
 };
 
 /**
@@ -84,7 +91,11 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         deniedUntil.delete(clientId);
       }
       const nowUs = now ? Math.round(now() * 1000) : -1;
-      const [allowed, remaining, resetMs, retryAfterMs] = await client.gcra(
+      // Taken before asking: Redis decides after this moment, so "denied until sentAt + retryAfter"
+      // ends no later than Redis's own answer would change. Measured from the reply's arrival instead,
+      // the cache would hold a client back a round trip too long, every time.
+      const sentAt = localNow();
+      const [allowed, remaining, resetMs, retryAfterMs, retryAfterUs] = await client.gcra(
         `${prefix}gcra:${clientId}`,
         intervalUs,
         burstUs,
@@ -93,8 +104,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
       if (allowed !== 1) {
         // A Map iterates in insertion order: past the cap, the oldest entry goes first.
         if (deniedUntil.size >= MAX_DENIED) deniedUntil.delete(deniedUntil.keys().next().value!);
-        const at = localNow();
-        deniedUntil.set(clientId, { retryAt: at + retryAfterMs, resetAt: at + resetMs });
+        deniedUntil.set(clientId, { retryAt: sentAt + retryAfterUs / 1000, resetAt: sentAt + resetMs });
       }
       return { allowed: allowed === 1, limit, remaining, resetMs, retryAfterMs };
     },

@@ -149,6 +149,28 @@ describe('baseline: what any rate limiter must do', () => {
     expect(admitted, 'admitted again within 3 s of retrying every 100 ms, limit 2 per second').toBe(1);
   });
 
+  it('a client denied just before its turn is admitted just after it, turn after turn', async () => {
+    // The other side of "never over-admit": a limiter may not be stricter than its policy either. One
+    // request a second: the client asks a quarter of a millisecond before each second is up (denied:
+    // its wait is 0.25 ms) and a quarter after (admitted by any limiter of that policy: a window, a
+    // log, GCRA), ten seconds in a row. A limiter that remembers a denial for a rounded-up time (a
+    // whole millisecond, for that 0.25 ms) still says no a quarter of a millisecond after the turn.
+    const T0 = 1_700_000_000_000; // a whole number of seconds, so a clock-aligned window starts here
+    let clock = T0;
+    const [url] = await startInstances(1, 1, 1000, () => clock);
+    expect(await burst([url!], 1, 'punctual')).toEqual({ 200: 1 });
+    const early: number[] = [];
+    const justAfter: number[] = [];
+    for (let turn = 1; turn <= 10; turn++) {
+      clock = T0 + turn * 1000 - 0.25;
+      early.push((await burst([url!], 1, 'punctual'))[200] ?? 0);
+      clock = T0 + turn * 1000 + 0.25;
+      justAfter.push((await burst([url!], 1, 'punctual'))[200] ?? 0);
+    }
+    expect(early, 'admitted a quarter of a millisecond before each turn (1 = admitted)').toEqual(Array(10).fill(0));
+    expect(justAfter, 'admitted a quarter of a millisecond after each turn (1 = admitted)').toEqual(Array(10).fill(1));
+  });
+
   it('a bug in the limiter is a 500 that is logged, never a silently unlimited API', async () => {
     // Failing open is for an unreachable or slow Redis; a programming error must be seen, not hidden.
     const logged: string[] = [];

@@ -3,7 +3,7 @@
  * autocannon (runLoad), services can be put at a network distance (withDistance), and every script
  * prints one comparison table and its targets, and writes the same as JSON and as an HTML report.
  */
-export { inRounds, mergeRounds, runLoad, SATURATED, type LoadOptions, type LoadResult } from './load.ts';
+export { inRounds, mergeRounds, pairedRatio, runLoad, SATURATED, type LoadOptions, type LoadResult } from './load.ts';
 export { forkServers, type ForkedServers, type ForkOptions, type ServersHandle } from './servers.ts';
 export {
   printComparison,

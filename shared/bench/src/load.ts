@@ -144,3 +144,17 @@ export function mergeRounds(name: string, rounds: readonly LoadResult[]): LoadRe
     loadGeneratorBusy: Math.max(...rounds.map((r) => r.loadGeneratorBusy)),
   };
 }
+
+/**
+ * `a`'s req/s over `b`'s, round by round (the rounds of {@link inRounds}, so each pair ran moments
+ * apart), and the median of those ratios. One slow moment spoils one pair, not the figure: a median of
+ * five pairs ignores the worst two, where a ratio of the sums would carry them.
+ */
+export function pairedRatio(a: readonly LoadResult[], b: readonly LoadResult[]): { median: number; each: number[] } {
+  if (a.length === 0 || a.length !== b.length) throw new Error(`pairedRatio: ${a.length} rounds against ${b.length}`);
+  const each = a.map((round, i) => round.rps / b[i]!.rps);
+  const sorted = [...each].sort((x, y) => x - y);
+  const middle = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  return { median, each };
+}

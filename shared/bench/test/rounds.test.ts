@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { inRounds, type LoadResult, mergeRounds } from '../src/index.ts';
+import { inRounds, type LoadResult, mergeRounds, pairedRatio } from '../src/index.ts';
 
 const result = (rps: number, p50Ms: number, p99Ms: number, statusCounts: Record<string, number>): LoadResult => {
   const requests = Object.values(statusCounts).reduce((a, b) => a + b, 0);
@@ -42,5 +42,14 @@ describe('measuring in rounds', () => {
       p50Ms: 2,
       p99Ms: 9,
     });
+  });
+
+  it('compares two targets round by round, and takes the median ratio', () => {
+    const rounds = (...rps: number[]) => rps.map((r) => result(r, 1, 2, { '200': r }));
+    const { median, each } = pairedRatio(rounds(90, 50, 100, 95, 80), rounds(100, 100, 100, 100, 100));
+    expect(each).toEqual([0.9, 0.5, 1, 0.95, 0.8]);
+    expect(median).toBe(0.9); // the slow second round does not drag it down
+    expect(pairedRatio(rounds(1, 3), rounds(1, 1)).median).toBe(2);
+    expect(() => pairedRatio(rounds(1), rounds(1, 1))).toThrow(/1 rounds against 2/);
   });
 });
