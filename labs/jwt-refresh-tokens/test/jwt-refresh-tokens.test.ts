@@ -5,11 +5,14 @@
  * the lab's real key wherever only the claims or the header should give them away.
  */
 import { createPublicKey, sign as rsaSign } from 'node:crypto';
+import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
+import type { Redis } from 'ioredis';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { openLab } from '@labs/lab-kit';
 import { createRedisClient } from '@labs/services';
+import { stallingProxy } from '@labs/test-kit';
 import { createKeyRing } from '../server/keys.ts';
 import jwtLab from '../server/lab.ts';
 import { createUserStore, DEMO_USERS } from '../server/users.ts';
@@ -205,48 +208,65 @@ describe('baseline: logging in and using an access token', () => {
     }
   });
 
-  it('answers /login and /refresh with a 503 and Retry-After while Redis is down, logging one line', async () => {
-    const down = createRedisClient(`redis://127.0.0.1:${await closedPort()}`);
-    down.on('error', () => {}); // reconnect attempts are expected here
-    lab.context.onClose(() => down.disconnect());
-    const app = await startAppOn(lab, { redis: down, users });
-    const logged = [
-      vi.spyOn(console, 'error').mockImplementation(() => {}),
-      vi.spyOn(console, 'warn').mockImplementation(() => {}),
-    ];
-    const login = () =>
-      fetch(`${app.url}/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: ada.username, password: ada.password }),
-      });
-    const refresh = () => fetch(`${app.url}/refresh`, { method: 'POST', headers: { cookie: 'refresh_token=r-1' } });
-    // Token code that needs no Redis on a route answers as it always does there; code that does must
-    // say "come back soon" (a 503 a client can act on), never a 500.
-    for (const [path, send, withoutRedis] of [
-      ['/login', login, 200],
-      ['/refresh', refresh, 401],
-    ] as const) {
-      for (let i = 0; i < 2; i++) {
-        const res = await send();
-        expect([withoutRedis, 503], `${path} answered ${res.status}`).toContain(res.status);
-        if (res.status !== 503) {
-          await res.arrayBuffer();
-          continue;
-        }
-        expect(Number(res.headers.get('retry-after')), path).toBeGreaterThanOrEqual(1);
-        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-        expect(await res.json()).toMatchObject({ status: 503, title: 'Service Unavailable' });
-        expect(res.headers.getSetCookie(), 'an outage must not log the user out').toEqual([]);
+  for (const fault of ['down', 'stalled'] as const) {
+    it(`answers /login and /refresh with a 503 and Retry-After while Redis is ${fault}, promptly, logging one line`, async () => {
+      // Down: a port nothing listens on. Stalled: the test kit's proxy, connected and then silent, so
+      // only the client's command timeout (1 s, createRedisClient's) can end the wait.
+      let faulty: Redis;
+      if (fault === 'down') {
+        faulty = createRedisClient(`redis://127.0.0.1:${await closedPort()}`);
+      } else {
+        const proxy = await stallingProxy(`redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`);
+        lab.context.onClose(() => proxy[Symbol.asyncDispose]());
+        faulty = createRedisClient(proxy.url);
+        if (faulty.status !== 'ready') await once(faulty, 'ready');
+        proxy.stall();
       }
-    }
-    const lines = logged.flatMap((spy) => spy.mock.calls);
-    expect(lines.length, 'one line per outage, not one per request').toBeLessThanOrEqual(1);
-    expect(
-      lines.flat().every((part) => typeof part === 'string'),
-      'a line of text, not an error object with its stack',
-    ).toBe(true);
-  });
+      faulty.on('error', () => {}); // reconnect attempts are expected here
+      lab.context.onClose(() => faulty.disconnect());
+      const app = await startAppOn(lab, { redis: faulty, users });
+      const logged = [
+        vi.spyOn(console, 'error').mockImplementation(() => {}),
+        vi.spyOn(console, 'warn').mockImplementation(() => {}),
+      ];
+      const login = () =>
+        fetch(`${app.url}/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ username: ada.username, password: ada.password }),
+        });
+      const refresh = () => fetch(`${app.url}/refresh`, { method: 'POST', headers: { cookie: 'refresh_token=r-1' } });
+      // Token code that needs no Redis on a route answers as it always does there; code that does must
+      // say "come back soon" (a 503 a client can act on), never a 500, and within a few seconds.
+      const late: string[] = [];
+      for (const [path, send, withoutRedis] of [
+        ['/login', login, 200],
+        ['/refresh', refresh, 401],
+      ] as const) {
+        for (let i = 0; i < 2; i++) {
+          const sent = performance.now();
+          const res = await send();
+          if (performance.now() - sent > 5000) late.push(path);
+          expect([withoutRedis, 503], `${path} answered ${res.status}`).toContain(res.status);
+          if (res.status !== 503) {
+            await res.arrayBuffer();
+            continue;
+          }
+          expect(Number(res.headers.get('retry-after')), path).toBeGreaterThanOrEqual(1);
+          expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+          expect(await res.json()).toMatchObject({ status: 503, title: 'Service Unavailable' });
+          expect(res.headers.getSetCookie(), 'an outage must not log the user out').toEqual([]);
+        }
+      }
+      expect(late, 'requests answered after more than 5 s').toEqual([]);
+      const lines = logged.flatMap((spy) => spy.mock.calls);
+      expect(lines.length, 'one line per outage, not one per request').toBeLessThanOrEqual(1);
+      expect(
+        lines.flat().every((part) => typeof part === 'string'),
+        'a line of text, not an error object with its stack',
+      ).toBe(true);
+    });
+  }
 
   it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
     const app = await startApp();
