@@ -12,6 +12,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import type { ConfirmationJob, SendConfirmation } from './jobs.ts';
 
+/**
+ * The pool of the API and of every worker (the one `lab serve` runs beside it, and worker-process.ts).
+ * Every statement here is a one-row lookup, a count over this run's jobs or a one-row insert, so
+ * seconds already mean the database is in trouble: the server cancels a statement after 2 s (`statement_timeout`, which also ends a wait for a
+ * lock), the client gives up after 2.5 s even when the server cannot answer at all (`query_timeout`: a
+ * frozen host, a dropped network path), and waiting for a connection, new or from the pool, is bounded
+ * at 2 s. The API answers each of these with a 503 (server/app.ts); the worker gives the job back to
+ * the queue (the solution), so a job is never acked without its effect.
+ */
+export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
+  statement_timeout: 2000,
+  query_timeout: 2500,
+  connectionTimeoutMillis: 2000,
+};
+
 /** The products a confirmation can name. An order for anything else is a poison job (see below). */
 export const CATALOGUE: Readonly<Record<string, string>> = {
   mug: 'Enamel mug',

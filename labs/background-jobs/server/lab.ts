@@ -12,23 +12,10 @@ import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { resolveService } from '@labs/services';
 import { createApp } from './app.ts';
 import { openBrokerAdmin } from './broker.ts';
-import { CATALOGUE, createConfirmationSender, migrate } from './confirmations.ts';
-import { type JobQueueModule, type JobQueueNames, jobQueueNames, type QueueSettings } from './jobs.ts';
+import { CATALOGUE, createConfirmationSender, DATABASE_POOL_OPTIONS, migrate } from './confirmations.ts';
 
-/**
- * The pool of the API and of the worker `lab serve` runs beside it. Every statement here is a one-row
- * lookup, a count over this run's jobs or a one-row insert, so seconds already mean the database is in
- * trouble: the server cancels a statement after 2 s (`statement_timeout`, which also ends a wait for a
- * lock), the client gives up after 2.5 s even when the server cannot answer at all (`query_timeout`: a
- * frozen host, a dropped network path), and waiting for a connection, new or from the pool, is bounded
- * at 2 s. The API answers each of these with a 503 (server/app.ts); the worker gives the job back to
- * the queue (the solution), so a job is never acked without its effect.
- */
-export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
-  statement_timeout: 2000,
-  query_timeout: 2500,
-  connectionTimeoutMillis: 2000,
-};
+export { DATABASE_POOL_OPTIONS };
+import { type JobQueueModule, type JobQueueNames, jobQueueNames, type QueueSettings } from './jobs.ts';
 
 /** A comma-separated list of delays in ms, e.g. "500,2000,8000": one retry per entry. */
 const delayList = (fallback: number[]) =>

@@ -14,7 +14,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import { createPgPool } from '@labs/services';
-import { type ConfirmationSender, createConfirmationSender } from './confirmations.ts';
+import { type ConfirmationSender, createConfirmationSender, DATABASE_POOL_OPTIONS } from './confirmations.ts';
 import type { JobQueueModule, JobWorker, QueueSettings } from './jobs.ts';
 
 /** What the parent sends to start the worker. */
@@ -48,7 +48,8 @@ process.on('message', async (message: StartWorkerMessage | { type: 'stats'; id: 
   try {
     if (message.type === 'start') {
       const implementation = await loadImplementation(message.module);
-      pool = createPgPool(message.databaseUrl, { max: 10 });
+      // The same timeouts as the API's pool: a stalled database fails a job (given back) instead of hanging it.
+      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
       sender = createConfirmationSender({ workMs: message.workMs, hangAfter: message.hangAfter });
       const log = (line: string) => process.stderr.write(`[worker ${process.pid}] ${line}\n`);
       worker = await implementation.startWorker(
