@@ -29,7 +29,6 @@ import {
 import { forkWorker } from '../server/worker-child.ts';
 import { amqpProxy } from './amqp-proxy.ts';
 import { makeJob, makeJobs, range, takeAll, waitFor } from './helpers.ts';
-import { restartableProxy } from './restartable-proxy.ts';
 
 // One lab context (its own database, dropped at the end) and one set of queue names for this file.
 const lab = await openLab(backgroundJobsLab);
@@ -269,16 +268,11 @@ describe('baseline: under faults, every request is answered within a bound', () 
       const names = freshQueues();
       let faultOn: () => Promise<void> | void;
       let faultOff: () => Promise<void> | void;
-      let databaseVia: string;
-      if (fault === 'down') {
-        const proxy = await restartableProxy(databaseUrl);
-        cleanups.push(async () => proxy[Symbol.asyncDispose]());
-        [faultOn, faultOff, databaseVia] = [proxy.down, proxy.up, proxy.url];
-      } else {
-        const proxy = await stallingProxy(databaseUrl);
-        cleanups.push(async () => proxy[Symbol.asyncDispose]());
-        [faultOn, faultOff, databaseVia] = [() => proxy.stall(), () => proxy.resume(), proxy.url];
-      }
+      const proxy = await stallingProxy(databaseUrl);
+      cleanups.push(async () => proxy[Symbol.asyncDispose]());
+      const databaseVia = proxy.url;
+      if (fault === 'down') [faultOn, faultOff] = [() => proxy.kill(), () => proxy.revive()];
+      else [faultOn, faultOff] = [() => proxy.stall(), () => proxy.resume()];
       const faulty = createPgPool(databaseVia, DATABASE_POOL_OPTIONS);
       cleanups.push(() => faulty.end());
       cleanups.push(async () => faultOff()); // if the test failed half-way: nothing else is left waiting

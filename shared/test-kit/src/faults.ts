@@ -6,7 +6,8 @@
  * - stalled: connections stay open and new ones are accepted, but nothing passes either way; bytes
  *   wait in the proxy, as they would in the kernel buffers of a frozen server (SIGSTOP, a lock
  *   pile-up, a network path that drops packets), and flow again on resume();
- * - killed: every connection is closed and new ones are refused, as with a server that crashed.
+ * - killed: every connection is closed and new ones are refused, as with a server that crashed;
+ *   revive() then listens on the same port again, as the server does once restarted.
  */
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 
@@ -23,6 +24,8 @@ export interface StallingProxy extends AsyncDisposable {
   resume(): void;
   /** Closes every connection and refuses new ones. */
   kill(): Promise<void>;
+  /** After kill(): accepts connections on the same port again (clients keep the address they hold). */
+  revive(): Promise<void>;
 }
 
 const DEFAULT_PORTS: Record<string, number> = { 'redis:': 6379, 'postgres:': 5432, 'postgresql:': 5432, 'amqp:': 5672 };
@@ -72,6 +75,19 @@ export async function stallingProxy(serviceUrl: string): Promise<StallingProxy> 
       for (const socket of sockets) socket.destroy();
       await closed;
     })());
+  const revive = async () => {
+    if (killing === undefined) return;
+    await killing;
+    // A port closed a moment ago can be bound again at once: Node listens with SO_REUSEADDR.
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    killing = undefined;
+  };
   return {
     url: via(serviceUrl),
     port,
@@ -85,6 +101,7 @@ export async function stallingProxy(serviceUrl: string): Promise<StallingProxy> 
       for (const write of held.splice(0)) write();
     },
     kill,
+    revive,
     [Symbol.asyncDispose]: kill,
   };
 }
