@@ -9,7 +9,7 @@
  */
 import express, { type Express, type NextFunction } from 'express';
 import type pg from 'pg';
-import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
+import { atMostEvery, notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import { type JobPublisher, newJob, orderInput } from './jobs.ts';
 
@@ -27,14 +27,8 @@ const jobIdParam = z.object({ jobId: z.uuid() });
 export function createApp(deps: AppDeps): Express {
   const { publisher, db, log = (message) => console.error(`[background-jobs] ${message}`) } = deps;
 
-  // An outage fails every request that needs the service, many a second: one line every 5 s says
-  // enough, and keeps the log readable for whatever else goes wrong meanwhile.
-  let lastOutageLine = 0;
-  const logOutage = (message: string) => {
-    if (Date.now() - lastOutageLine < 5000) return;
-    lastOutageLine = Date.now();
-    log(message);
-  };
+  // An outage fails every request that needs the service, many a second: one line every 5 s.
+  const logOutage = atMostEvery(5000, (message: string) => log(message));
 
   /** A database failure as the client should see it: an outage is a 503 to retry, anything else a 500. */
   const databaseFailed = (error: unknown, next: NextFunction) => {

@@ -4,7 +4,7 @@
  * schemas (users.ts), and every error is an RFC 9457 problem. The learner does not edit this file.
  */
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem } from '@labs/lab-kit';
+import { atMostEvery, notFound, parseInput, problemHandler, ServiceDownError, sendProblem } from '@labs/lab-kit';
 import { isPostgresOutage, isRedisOutage } from '@labs/services';
 import type { Lookup, UserCache } from './cache.ts';
 import { userInput, userParams } from './users.ts';
@@ -42,14 +42,8 @@ function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHandler {
 }
 
 /** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
-function warnEvery5s(): (error: Error) => void {
-  let last = 0;
-  return (error) => {
-    if (Date.now() - last < 5000) return;
-    last = Date.now();
-    console.warn(`[caching] a service is not answering (503): ${error.message}`);
-  };
-}
+const warnEvery5s = () =>
+  atMostEvery(5000, (error: Error) => console.warn(`[caching] a service is not answering (503): ${error.message}`));
 
 export function createApp(deps: AppDeps): Express {
   const {

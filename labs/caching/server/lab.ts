@@ -6,7 +6,7 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import type pg from 'pg';
 import { createUserCache } from '#user-cache';
-import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
+import { atMostEvery, defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createUserRepository, prepareDatabase, type UserRepository } from './user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from './users.ts';
@@ -103,7 +103,6 @@ export default defineLab<CachingConfig, CachingLabOptions>({
     await prepareOnce(context, pool, seedUsers);
     const redis = options.redis ?? (await context.redis(CACHE_REDIS_OPTIONS));
     const wrap = options.wrapRepository ?? ((repository) => repository);
-    let lastWarning = 0;
     const cache = createUserCache({
       repository: wrap(createUserRepository(pool, schemaVersion)),
       redis,
@@ -114,11 +113,9 @@ export default defineLab<CachingConfig, CachingLabOptions>({
       // log readable during an outage.
       onCacheError:
         options.onCacheError ??
-        ((error) => {
-          if (Date.now() - lastWarning < 5000) return;
-          lastWarning = Date.now();
-          console.warn(`[caching] Redis failed, answering from the database: ${error.message}`);
-        }),
+        atMostEvery(5000, (error: Error) =>
+          console.warn(`[caching] Redis failed, answering from the database: ${error.message}`),
+        ),
     });
     const app = createApp({
       cache,

@@ -8,7 +8,7 @@
  */
 import type { ErrorRequestHandler } from 'express';
 import type pg from 'pg';
-import { ServiceDownError } from '@labs/lab-kit';
+import { atMostEvery, ServiceDownError } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 
 /** What a client is told to wait before it tries again, in seconds, while a service is not answering. */
@@ -111,10 +111,7 @@ export function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHand
 
 /** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
 export function warnEvery5s(log: (line: string) => void = console.warn): (error: Error) => void {
-  let last = 0;
-  return (error) => {
-    if (Date.now() - last < 5000) return;
-    last = Date.now();
-    log(`[event-streaming] a service is not answering (503): ${error.message}`);
-  };
+  return atMostEvery(5000, (error: Error) =>
+    log(`[event-streaming] a service is not answering (503): ${error.message}`),
+  );
 }

@@ -4,7 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { createTokenService } from '#tokens';
-import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { atMostEvery, defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createKeyRing, type KeyRing } from './keys.ts';
 import { TOKEN_DEFAULTS } from './token-defaults.ts';
@@ -80,17 +80,14 @@ export default defineLab<JwtLabConfig, JwtLabOptions>({
       clockToleranceSec,
       refreshSecret: options.refreshSecret ?? context.config.REFRESH_SECRET,
     });
-    let lastWarning = 0;
     const app = createApp({
       tokens,
       users,
       keys,
       // One line at most every 5 s: during an outage every request would otherwise log one.
-      onServiceDown: (error) => {
-        if (Date.now() - lastWarning < 5000) return;
-        lastWarning = Date.now();
-        console.warn(`[jwt-refresh-tokens] Redis unavailable, answering 503: ${error.message}`);
-      },
+      onServiceDown: atMostEvery(5000, (error: Error) =>
+        console.warn(`[jwt-refresh-tokens] Redis unavailable, answering 503: ${error.message}`),
+      ),
     });
     return {
       app,

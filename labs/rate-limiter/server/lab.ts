@@ -4,7 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { createRateLimiter } from '#rate-limiter';
-import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { atMostEvery, defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { LIMITER_REDIS_OPTIONS } from './redis.ts';
 
@@ -46,18 +46,15 @@ export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number 
       prefix: options.prefix ?? context.prefix,
       now: options.now,
     });
-    let lastWarning = 0;
     const app = createApp({
       limiter,
       limit,
       windowMs,
       instance: options.instance,
       // Failing open is the policy; saying so at most every 5 s keeps the log readable during an outage.
-      onLimiterError: (error) => {
-        if (Date.now() - lastWarning < 5000) return;
-        lastWarning = Date.now();
-        console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`);
-      },
+      onLimiterError: atMostEvery(5000, (error: Error) =>
+        console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`),
+      ),
     });
     return {
       app,

@@ -17,7 +17,16 @@
  * (down, or stalled past the pools' timeouts in server/shards.ts); see "Under faults" in the README.
  */
 import express, { type ErrorRequestHandler, type Express } from 'express';
-import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, wholeNumber, z } from '@labs/lab-kit';
+import {
+  atMostEvery,
+  notFound,
+  parseInput,
+  problemHandler,
+  ServiceDownError,
+  sendProblem,
+  wholeNumber,
+  z,
+} from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import * as notes from './notes.ts';
 import type { Cursor, ShardRouter } from './router.ts';
@@ -86,16 +95,15 @@ export const RETRY_AFTER_SEC = 2;
  * One warning line every 5 s: an outage fails many requests, and one line says enough.
  */
 function outagesAs503(): ErrorRequestHandler {
-  let lastWarning = 0;
+  const warn = atMostEvery(5000, (error: Error) =>
+    console.warn(`[sharding] a shard or the catalog is not answering (503): ${error.message}`),
+  );
   return (error: Error, _req, _res, next) => {
     if (!isPostgresOutage(error)) {
       next(error);
       return;
     }
-    if (Date.now() - lastWarning >= 5000) {
-      lastWarning = Date.now();
-      console.warn(`[sharding] a shard or the catalog is not answering (503): ${error.message}`);
-    }
+    warn(error);
     next(
       new ServiceDownError(
         'A database this request needs (a shard or the catalog) is not answering; try again shortly',

@@ -9,7 +9,7 @@
 import { type IncomingMessage, type Server, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type RawData, WebSocket, WebSocketServer } from 'ws';
-import { describeIssues } from '@labs/lab-kit';
+import { atMostEvery, describeIssues } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
 import type { Client, RoomHub } from './hub.ts';
 import { CLIENT_FRAME_TYPES, CLOSE, clientFrame, type ErrorCode, encode, type ServerFrame } from './protocol.ts';
@@ -80,18 +80,10 @@ function refuse(socket: Duplex, status: number, detail: string): void {
 export function createGateway(options: GatewayOptions): Gateway {
   const { hub, instance, maxPayload } = options;
   const write = options.log ?? ((m: string) => console.warn(`[websocket-rooms] ${m}`));
-  let lastLogged = 0;
-  let suppressed = 0;
   // During an outage every frame fails the same way: one line per 5 s, with how many were not shown.
-  const logOutage = (message: string) => {
-    if (Date.now() - lastLogged < 5000) {
-      suppressed++;
-      return;
-    }
-    write(suppressed > 0 ? `${message} (and ${suppressed} more failures since the last report)` : message);
-    lastLogged = Date.now();
-    suppressed = 0;
-  };
+  const logOutage = atMostEvery(5000, (message: string, suppressed) =>
+    write(suppressed > 0 ? `${message} (and ${suppressed} more failures since the last report)` : message),
+  );
   /**
    * Sorts a failure of the hub by its cause, as the HTTP side's problemHandler does: Redis down or
    * stalled is an outage the client can wait out (true); anything else is a bug, logged in full every

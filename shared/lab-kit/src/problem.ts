@@ -94,3 +94,23 @@ export function problemHandler(log: (error: Error) => void = (e) => console.erro
     sendProblem(res, 500, 'Something went wrong on our side; the log has the details');
   };
 }
+
+/**
+ * `report`, called at most once every `everyMs`: an outage fails every request that needs the service,
+ * many a second, and one line every few seconds says enough while keeping the log readable for
+ * whatever else goes wrong meanwhile. `report` learns how many calls were skipped since its last one.
+ */
+export function atMostEvery<T>(everyMs: number, report: (value: T, skipped: number) => void): (value: T) => void {
+  let last = Number.NEGATIVE_INFINITY;
+  let skipped = 0;
+  return (value) => {
+    const now = Date.now();
+    if (now - last < everyMs) {
+      skipped++;
+      return;
+    }
+    report(value, skipped);
+    last = now;
+    skipped = 0;
+  };
+}

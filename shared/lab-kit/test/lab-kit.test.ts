@@ -4,9 +4,10 @@
  */
 import express from 'express';
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createRedisClient, resolveService, stopServices } from '@labs/services';
 import {
+  atMostEvery,
   ConfigError,
   defineLab,
   openLab,
@@ -98,6 +99,27 @@ describe('problems (RFC 9457)', () => {
     const bug = await fetch(`${running.url}/bug`);
     expect(bug.status).toBe(500);
     expect(await bug.text()).not.toContain('is not a function');
+  });
+});
+
+describe('atMostEvery', () => {
+  it('reports the first call, then at most one per interval, with how many it skipped', () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(1_700_000_000_000);
+      const lines: string[] = [];
+      const report = atMostEvery(5000, (message: string, skipped) => lines.push(`${message} +${skipped}`));
+      report('a'); // reported
+      report('b');
+      vi.setSystemTime(1_700_000_004_999);
+      report('c'); // still inside the 5 s
+      vi.setSystemTime(1_700_000_005_000);
+      report('d'); // reported, two skipped since 'a'
+      report('e');
+      expect(lines).toEqual(['a +0', 'd +2']);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
