@@ -296,7 +296,7 @@ describe('baseline: tokens jose refuses by itself (keep it that way)', () => {
     // The public key is public: anyone can read it from the JWKS and turn it into PEM text.
     const { keys } = (await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
     const jwk = keys[0]!;
-    const pem = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+    const pem = createPublicKey({ key: jwk as import('node:crypto').webcrypto.JsonWebKey, format: 'jwk' })
       .export({ type: 'spki', format: 'pem' })
       .toString();
     const forged = await new SignJWT(realClaims(app, tab))

@@ -41,7 +41,7 @@ export function probe(kind: ServiceKind, host: string, port: number, timeoutMs =
     };
     const timer = setTimeout(() => done(false), timeoutMs);
     socket.once('connect', () => socket.write(hello));
-    socket.once('data', (reply) => done(answers(reply)));
+    socket.once('data', (reply: Buffer) => done(answers(reply)));
     socket.once('error', () => done(false));
     socket.once('close', () => done(false));
   });
