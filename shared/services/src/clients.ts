@@ -75,8 +75,11 @@ export function isPostgresOutage(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: string }).code ?? '';
   // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 57014: statement timeout;
-  // 08xxx: connection exceptions.
-  if (NETWORK_CODES.has(code) || /^(57P0[1-3]|57014|08\d{3})$/.test(code)) return true;
+  // 08xxx: connection exceptions; 53300: too many connections.
+  if (NETWORK_CODES.has(code) || /^(57P0[1-3]|57014|08\d{3}|53300)$/.test(code)) return true;
+  // 55000 is "object not in prerequisite state": an outage only when it is a database refusing
+  // connections (ALLOW_CONNECTIONS false, a database being dropped); other 55000s are bugs in the code.
+  if (code === '55000' && /not (currently )?accepting connections/.test(error.message)) return true;
   if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message))
     return true;
   return error.cause !== undefined && isPostgresOutage(error.cause);
