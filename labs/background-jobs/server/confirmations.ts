@@ -86,8 +86,9 @@ export interface SenderOptions {
   /** Time each confirmation takes before it is recorded (waiting on a provider, not CPU). */
   workMs: number;
   /**
-   * After this many calls, every further call hangs for ever: a worker stuck mid-batch, to be killed.
-   * Only the crash tests and the load script set it.
+   * After this many calls, every further call hangs inside its transaction (after the claim, before
+   * the effect) until `releaseHeld()`: a worker stuck mid-batch, to be killed, or holding open
+   * transactions while a test breaks their connections. Only the fault tests and the load script set it.
    */
   hangAfter?: number;
 }
@@ -98,19 +99,25 @@ export interface ConfirmationSender {
   readonly stats: SenderStats;
   /** performance.now() of each attempt of `jobId`, oldest first. */
   attemptsOf(jobId: string): number[];
+  /** Lets the calls held by `hangAfter` go on (and every later one). */
+  releaseHeld(): void;
 }
 
 /** Makes a sender: the effect every worker in the lab is given as `deps.sendConfirmation`. */
 export function createConfirmationSender(options: SenderOptions): ConfirmationSender {
   const stats: SenderStats = { calls: 0, failures: 0, inFlight: 0, maxInFlight: 0 };
   const attempts = new Map<string, number[]>();
+  let releaseHeld = () => {};
+  const held = new Promise<void>((resolve) => {
+    releaseHeld = resolve;
+  });
   const send: SendConfirmation = async (db, job) => {
     stats.calls++;
     stats.inFlight++;
     stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
     attempts.set(job.jobId, [...(attempts.get(job.jobId) ?? []), performance.now()]);
     try {
-      if (options.hangAfter !== undefined && stats.calls > options.hangAfter) await new Promise<never>(() => {});
+      if (options.hangAfter !== undefined && stats.calls > options.hangAfter) await held;
       if (options.workMs > 0) await sleep(options.workMs);
       const body = renderConfirmation(job);
       await db.query(
@@ -124,7 +131,7 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
       stats.inFlight--;
     }
   };
-  return { send, stats, attemptsOf: (jobId) => attempts.get(jobId) ?? [] };
+  return { send, stats, attemptsOf: (jobId) => attempts.get(jobId) ?? [], releaseHeld: () => releaseHeld() };
 }
 
 /** Confirmations per job id, for the given jobs (0 for a job never confirmed). */

@@ -15,6 +15,8 @@ export interface WorkerChild extends AsyncDisposable {
   readonly pid: number;
   /** The child's sender stats (confirmations tried, in flight, ...). */
   stats(): Promise<SenderStats>;
+  /** Lets the confirmations held by `hangAfter` go on. */
+  release(): void;
   /** Asks the worker to stop gracefully; resolves when the process has exited. */
   stop(): Promise<void>;
   /** SIGKILL: the process dies on the spot. Resolves when it has. */
@@ -92,6 +94,9 @@ export async function forkWorker(options: ForkWorkerOptions): Promise<WorkerChil
   return {
     pid: child.pid ?? 0,
     stats,
+    release: () => {
+      if (child.connected) child.send({ type: 'release' });
+    },
     stop,
     kill,
     exited,

@@ -4,6 +4,7 @@
  *
  *   parent -> { type: 'start', ... }   child -> { type: 'ready' } once it consumes, or { type: 'error' }
  *   parent -> { type: 'stats', id }    child -> { type: 'stats', id, stats }
+ *   parent -> { type: 'release' }      the calls held by `hangAfter` go on
  *   parent -> { type: 'stop' }         child stops gracefully (worker.stop()) and exits 0
  *
  * Which implementation runs: the lab's wrong fix under test (LAB_WRONG_FIX, as the spec's vitest config
@@ -13,6 +14,7 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
+import { atMostEvery } from '@labs/lab-kit';
 import { createPgPool } from '@labs/services';
 import { type ConfirmationSender, createConfirmationSender, DATABASE_POOL_OPTIONS } from './confirmations.ts';
 import type { JobQueueModule, JobWorker, QueueSettings } from './jobs.ts';
@@ -44,14 +46,19 @@ let worker: JobWorker | undefined;
 let sender: ConfirmationSender | undefined;
 let pool: pg.Pool | undefined;
 
-process.on('message', async (message: StartWorkerMessage | { type: 'stats'; id: number } | { type: 'stop' }) => {
+type ParentMessage = StartWorkerMessage | { type: 'stats'; id: number } | { type: 'release' } | { type: 'stop' };
+
+process.on('message', async (message: ParentMessage) => {
   try {
     if (message.type === 'start') {
       const implementation = await loadImplementation(message.module);
       // The same timeouts as the API's pool: a stalled database fails a job (given back) instead of hanging it.
-      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
-      sender = createConfirmationSender({ workMs: message.workMs, hangAfter: message.hangAfter });
       const log = (line: string) => process.stderr.write(`[worker ${process.pid}] ${line}\n`);
+      // A connection that dies (even mid-transaction) fails its job, which goes back to the queue; it
+      // must not kill the process: createPgPool gives every client an error listener, this one logs.
+      const connectionLost = atMostEvery(5000, (error: Error) => log(`a database connection failed: ${error.message}`));
+      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 }, connectionLost);
+      sender = createConfirmationSender({ workMs: message.workMs, hangAfter: message.hangAfter });
       worker = await implementation.startWorker(
         { ...message.settings, log },
         { db: pool, sendConfirmation: sender.send },
@@ -59,6 +66,8 @@ process.on('message', async (message: StartWorkerMessage | { type: 'stats'; id: 
       send({ type: 'ready' });
     } else if (message.type === 'stats') {
       send({ type: 'stats', id: message.id, stats: sender?.stats });
+    } else if (message.type === 'release') {
+      sender?.releaseHeld();
     } else if (message.type === 'stop') {
       await worker?.stop();
       await pool?.end();

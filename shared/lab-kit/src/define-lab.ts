@@ -17,6 +17,7 @@ import {
   resolveService,
 } from '@labs/services';
 import { readConfig } from './input.ts';
+import { atMostEvery } from './problem.ts';
 import { type Listening, listen } from './server.ts';
 
 /** Which implementation of the learner's file is running. */
@@ -54,6 +55,8 @@ export interface LabContext<Config> {
   /**
    * A pool on this start's own database (`labs_<slug>` for serve, kept; a unique one otherwise,
    * dropped when the lab closes), created if absent. On the embedded engine, its one database.
+   * A connection that dies, even one checked out for a transaction, fails its queries and is logged
+   * (one line every 5 s); it never kills the process.
    */
   database(options?: pg.PoolConfig): Promise<pg.Pool>;
   /** Starts `app` on a free port (the spec's and load script's extra instances); closed with the lab. */
@@ -118,6 +121,12 @@ export async function openLab<Config, Options>(
   const servers: Listening[] = [];
   const redisClients: Redis[] = [];
   let database: Promise<{ serverUrl: string; own: boolean }> | undefined;
+  // A database restart or a reset breaks every connection of every pool at once: one line says it.
+  const connectionLost = atMostEvery(5000, (error: Error, skipped: number) =>
+    console.error(
+      `[${lab.slug}] a database connection failed: ${error.message}${skipped ? ` (${skipped} more since the last line)` : ''}`,
+    ),
+  );
 
   const context: LabContext<Config> = {
     slug: lab.slug,
@@ -140,7 +149,8 @@ export async function openLab<Config, Options>(
         return { serverUrl: await ensureDatabase(svc.url, databaseName), own: !kept };
       })();
       const { serverUrl } = await database;
-      const pool = createPgPool(serverUrl, poolOptions);
+      // Every client of the pool, idle or checked out, has an error listener for its whole life.
+      const pool = createPgPool(serverUrl, poolOptions, connectionLost);
       cleanups.push(() => pool.end());
       return pool;
     },

@@ -19,13 +19,24 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
 }
 
 /**
- * A pg pool with a connection timeout, so an unreachable database fails in seconds. An idle connection
- * the server closes (a restart, a test's `DROP DATABASE ... WITH (FORCE)`) is an 'error' event on the
- * pool, which would crash the process unhandled; the pool already discards that connection and the
- * next query opens a new one, so it is ignored here and failures surface on the queries themselves.
+ * A pg pool with a connection timeout, so an unreachable database fails in seconds.
+ *
+ * A connection that dies (a restart, a reset, a test's `DROP DATABASE ... WITH (FORCE)`) is an 'error'
+ * event on its pg client, and an 'error' event nobody listens to kills the process. The pool listens
+ * only while a client sits idle in it; once checked out (`pool.connect()`, a transaction from BEGIN to
+ * COMMIT) the client is on its own. So every client gets a listener of ours when the pool opens it,
+ * for its whole life: the failure still reaches the code through the query that fails (or the next
+ * one: "not queryable"), and `onConnectionError` hears about it, for a log line.
  */
-export function createPgPool(connectionString: string, options: pg.PoolConfig = {}): pg.Pool {
+export function createPgPool(
+  connectionString: string,
+  options: pg.PoolConfig = {},
+  onConnectionError: (error: Error) => void = () => {},
+): pg.Pool {
   const pool = new pg.Pool({ connectionString, connectionTimeoutMillis: 5000, max: 10, ...options });
+  pool.on('connect', (client) => client.on('error', onConnectionError));
+  // An idle client's error is emitted on the pool too (after it discarded the client); the client's own
+  // listener above has reported it already.
   pool.on('error', () => {});
   return pool;
 }
@@ -80,7 +91,13 @@ export function isPostgresOutage(error: unknown): boolean {
   // 55000 is "object not in prerequisite state": an outage only when it is a database refusing
   // connections (ALLOW_CONNECTIONS false, a database being dropped); other 55000s are bugs in the code.
   if (code === '55000' && /not (currently )?accepting connections/.test(error.message)) return true;
-  if (/^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(error.message))
+  // pg's own words: a connection that died (mid-query, or before this query on a checked-out client)
+  // and a pool or client timeout.
+  if (
+    /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Query read timeout)/.test(
+      error.message,
+    )
+  )
     return true;
   return error.cause !== undefined && isPostgresOutage(error.cause);
 }
