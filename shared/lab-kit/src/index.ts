@@ -18,6 +18,13 @@ export {
 } from './define-lab.ts';
 export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber } from './input.ts';
 export { atMostEvery, notFound, type Problem, problemHandler, ServiceDownError, sendProblem } from './problem.ts';
-export { type Listening, listen, PortInUseError, PortNotAllowedError, untilInterrupted } from './server.ts';
+export {
+  type Listening,
+  listen,
+  PortInUseError,
+  PortNotAllowedError,
+  SERVER_TIME_LIMITS,
+  untilInterrupted,
+} from './server.ts';
 export { z } from 'zod';
 export { meterSql, type SentSql, type SqlMeter, type SqlMeterOptions } from './sql-meter.ts';

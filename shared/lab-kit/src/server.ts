@@ -5,6 +5,27 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+/**
+ * How long a client may take, on every server the kit starts. Node's own defaults are made for a
+ * server behind a proxy that has its own: a request may take 300 s to arrive (`requestTimeout`) and
+ * its headers 60 s, so a client announcing a 50 MB body and sending 1 KB holds a connection (and the
+ * request's memory) for five minutes; a few hundred such clients exhaust a server. A lab's requests
+ * are a few kilobytes sent over loopback or a LAN: seconds are generous.
+ */
+export const SERVER_TIME_LIMITS = {
+  /** The request line and headers must have arrived within this (Node's default: 60 s). */
+  headersTimeoutMs: 5_000,
+  /** The whole request, body included, must have arrived within this (Node's default: 300 s). */
+  requestTimeoutMs: 10_000,
+  /** An idle keep-alive connection is closed after this (Node's default, said here on purpose). */
+  keepAliveTimeoutMs: 5_000,
+  /**
+   * How often Node checks the two limits above (its default, 30 s, lets a connection outlive its
+   * limit by up to that much).
+   */
+  checkEveryMs: 1_000,
+} as const;
+
 /** An HTTP server listening on a loopback port. */
 export interface Listening extends AsyncDisposable {
   /** Base URL, e.g. http://127.0.0.1:43121 */
@@ -48,11 +69,20 @@ async function nextFreePort(port: number): Promise<number | undefined> {
 
 /**
  * Starts `app` (an Express app or any request listener) on 127.0.0.1: on a free port by default (tests,
- * load scripts), or on `port` (`lab serve`). Closed on dispose, open connections included.
+ * load scripts), or on `port` (`lab serve`), with {@link SERVER_TIME_LIMITS}. Closed on dispose, open
+ * connections included.
  * (Not Express 5's `app.listen(port, cb)`: it calls `cb` on errors too.)
  */
 export async function listen(app: RequestListener, port = 0): Promise<Listening> {
-  const server = createServer(app);
+  const server = createServer(
+    {
+      headersTimeout: SERVER_TIME_LIMITS.headersTimeoutMs,
+      requestTimeout: SERVER_TIME_LIMITS.requestTimeoutMs,
+      keepAliveTimeout: SERVER_TIME_LIMITS.keepAliveTimeoutMs,
+      connectionsCheckingInterval: SERVER_TIME_LIMITS.checkEveryMs,
+    },
+    app,
+  );
   const failure = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     server.once('error', resolve);
     server.listen(port, '127.0.0.1', () => resolve(undefined));

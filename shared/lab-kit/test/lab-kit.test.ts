@@ -2,6 +2,8 @@
  * The lab kit as labs use it: a lab described once, started and closed; what it cleans up; input and
  * configuration checked with one message style; errors answered as RFC 9457 problems.
  */
+import { connect } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import express from 'express';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -17,6 +19,8 @@ import {
   ServiceDownError,
   sendProblem,
   startLab,
+  listen,
+  SERVER_TIME_LIMITS,
   wholeNumber,
   z,
 } from '../src/index.ts';
@@ -163,4 +167,65 @@ describe('openLab', () => {
     });
     await expect(startLab(failing)).rejects.toThrow('the seed data is missing');
   });
+});
+
+describe('listen: time limits', () => {
+  /**
+   * Opens a connection, sends `head` and then nothing more, and waits for the server to close it (or
+   * `giveUpMs`). Returns when it closed (undefined if it did not) and what the server wrote.
+   */
+  const sendAndWait = (url: string, head: string, giveUpMs: number) =>
+    new Promise<{ closedAfterMs: number | undefined; received: string }>((resolve) => {
+      const { port } = new URL(url);
+      const started = performance.now();
+      let received = '';
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write(head));
+      socket.on('data', (chunk) => {
+        received += chunk.toString();
+      });
+      socket.on('error', () => {});
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve({ closedAfterMs: undefined, received });
+      }, giveUpMs);
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve({ closedAfterMs: Math.round(performance.now() - started), received });
+      });
+    });
+
+  // A limit is enforced by Node's periodic check (every second here), so a connection is closed within
+  // a second or so of its limit; the tests allow the limit and 10 s more, for a busy machine.
+  const slack = 10_000;
+
+  it('closes a connection whose body never arrives: a request announcing 50 MB and sending 1 KB', async () => {
+    const app = express();
+    app.use(express.json({ limit: '16kb' })); // as every lab that parses JSON
+    app.post('/orders', (_req, res) => {
+      res.status(202).end();
+    });
+    await using server = await listen(app);
+    const head = `POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nContent-Length: ${50 * 1024 * 1024}\r\n\r\n{"a":"${'x'.repeat(1000)}`;
+    const bound = SERVER_TIME_LIMITS.requestTimeoutMs + slack;
+    const { closedAfterMs, received } = await sendAndWait(server.url, head, bound);
+    expect(
+      closedAfterMs,
+      `the connection was still open after ${bound} ms (what came back: ${JSON.stringify(received.slice(0, 60))})`,
+    ).toBeDefined();
+  }, 60_000);
+
+  it('closes a connection whose headers never end', async () => {
+    await using server = await listen((_req, res) => res.end('ok'));
+    const bound = SERVER_TIME_LIMITS.headersTimeoutMs + slack;
+    const { closedAfterMs } = await sendAndWait(server.url, 'GET / HTTP/1.1\r\nHost: lab\r\nX-Slow: ', bound);
+    expect(closedAfterMs, `the connection was still open after ${bound} ms`).toBeDefined();
+  }, 60_000);
+
+  it('closes an idle keep-alive connection', async () => {
+    await using server = await listen((_req, res) => res.end('ok'));
+    const bound = SERVER_TIME_LIMITS.keepAliveTimeoutMs + slack;
+    const { closedAfterMs, received } = await sendAndWait(server.url, 'GET / HTTP/1.1\r\nHost: lab\r\n\r\n', bound);
+    expect(received, 'the answer').toMatch(/^HTTP\/1\.1 200/);
+    expect(closedAfterMs, `the idle connection was still open after ${bound} ms`).toBeDefined();
+  }, 60_000);
 });
