@@ -6,13 +6,20 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Table from 'cli-table3';
-import pc from 'picocolors';
+import { isatty } from 'node:tty';
+import picocolors from 'picocolors';
 import { renderHtmlReport } from './html-report.ts';
 import { SATURATED } from './load.ts';
 import { machineInfo } from './machine.ts';
 import { type ComparisonRow, recorded, type TargetRecord } from './recorded.ts';
 
 export type { Comparison, ComparisonRow, TargetRecord } from './recorded.ts';
+
+/** Colour for a terminal or FORCE_COLOR, never with NO_COLOR, and not merely because CI is set. */
+const pc = picocolors.createColors(
+  !process.env.NO_COLOR &&
+    (!!process.env.FORCE_COLOR?.replace(/^0$/, '') || (isatty(1) && process.env.TERM !== 'dumb')),
+);
 
 /** A target's threshold: the figure must be at least, at most, or exactly this. */
 export type Threshold = { atLeast: number } | { atMost: number } | { exactly: number };

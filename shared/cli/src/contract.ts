@@ -20,6 +20,22 @@ export interface ContractResult {
   problems: string[];
   /** Compiler errors in the learner's edited starter: reported, not held against the contract. */
   notes?: string[];
+  /** Set when the lab could not be verified at all here: which service it needs and how to get it. */
+  unverified?: string;
+}
+
+/** The result for a lab whose specs could not run here for want of a service (`why`: one line). */
+export function notVerified(lab: LabPackage, why: string): ContractResult {
+  return {
+    slug: lab.slug,
+    ok: false,
+    starterChanged: false,
+    tests: 0,
+    challenges: 0,
+    wrongFixes: 0,
+    problems: [],
+    unverified: why,
+  };
 }
 
 /**

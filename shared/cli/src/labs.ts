@@ -13,6 +13,7 @@ export const COMMANDS = [
   'diff',
   'reset',
   'doctor',
+  'setup',
   'questions',
   'check',
   'test',

@@ -14,6 +14,7 @@ import { list } from './commands/list.ts';
 import { menu } from './commands/menu.ts';
 import { questions } from './commands/questions.ts';
 import { reset } from './commands/reset.ts';
+import { setup } from './commands/setup.ts';
 import { runLab } from './commands/run.ts';
 import { latencyOption, openReport, runLabScript, SERVE_ENTRY } from './commands/serve.ts';
 import { test } from './commands/test.ts';
@@ -36,7 +37,8 @@ const HELP_ROWS: [string, string][] = [
   ['bench <lab> --open', 'the same, then open its HTML report (else print its path)'],
   ['diff <lab> [--force]', 'your code next to the reference solution (once solved)'],
   ['reset <lab> [--yes]', 'put the starter back (asks first)'],
-  ['doctor', 'Node, pnpm, Docker and where each service is found'],
+  ['doctor [lab]', 'Node, pnpm, Docker and where each service is found (for one lab: what it needs)'],
+  ['setup kafka', 'assemble Kafka from Maven Central now (else the first Kafka lab does it)'],
   ['new <slug>', 'scaffold a lab that already runs (for lab authors)'],
   ['docs [--check]', "write the READMEs' lab table and hints from the manifests"],
   ['questions [words]', 'search the interview question catalog'],
@@ -68,6 +70,7 @@ const ALLOWED: Record<string, string[]> = {
   diff: ['force'],
   reset: ['yes'],
   doctor: [],
+  setup: [],
   questions: ['coverage', 'markdown', 'json'],
   test: [],
   new: [],
@@ -160,8 +163,11 @@ async function main(argv: string[]): Promise<number> {
       expect('list', values, positionals, 1);
       return list(root, labs, problems);
     case 'doctor':
-      expect('doctor', values, positionals, 1);
-      return doctor(labs);
+      expect('doctor', values, positionals, 2);
+      return doctor(labs, second === undefined ? undefined : findLab(labs, second, 'doctor'));
+    case 'setup':
+      expect('setup', values, positionals, 2);
+      return setup(second);
     case 'docs':
       expect('docs', values, positionals, 1);
       return docs(root, labs, { check: !!values.check });
@@ -207,6 +213,12 @@ async function main(argv: string[]): Promise<number> {
       return reset(root, findLab(labs, second, 'reset'), { yes: !!values.yes });
   }
   const lab = labs.find((l) => l.slug === first);
+  // Options typed as commands (`./lab watch rate-limiter`): say how they are written.
+  if (!lab && (first === 'watch' || first === 'solution' || first === 'run')) {
+    const slug = labs.find((l) => l.slug === second)?.slug ?? '<lab>';
+    const option = first === 'run' ? '' : ` --${first}`;
+    throw new UserError(`"${first}" is an option of a lab, not a command: ${c.cyan(`${LAB} ${slug}${option}`)}`);
+  }
   if (!lab) {
     const guess = didYouMean(first, [...labs.map((l) => l.slug), ...COMMANDS]);
     const skipped = problems.find((p) => p.startsWith(`labs/${first}:`));

@@ -24,12 +24,15 @@ export interface LabServicesOptions {
   embeddedPerTestFile?: boolean;
 }
 
+/** What {@link findLabServices} found: the child's environment, or the service that could not be had. */
+export type FoundServices = { env: NodeJS.ProcessEnv } | { missing: ServiceUnavailableError };
+
 /**
  * Resolves the services `lab` needs and returns the environment that points the child at them, with
  * the child pinned to exactly those (childServiceEnv): each service is found, and announced, once.
- * Throws a UserError (exit 1) naming the service and how to get it when one is unavailable.
+ * A service that no provider can supply is returned as `missing`, not thrown.
  */
-export async function labServices(lab: LabPackage, options: LabServicesOptions = {}): Promise<NodeJS.ProcessEnv> {
+export async function findLabServices(lab: LabPackage, options: LabServicesOptions = {}): Promise<FoundServices> {
   const { log = (line: string) => say(c.dim(line)), embeddedPerTestFile = false } = options;
   const found: ResolvedService[] = [];
   for (const kind of lab.lab.services) {
@@ -40,18 +43,31 @@ export async function labServices(lab: LabPackage, options: LabServicesOptions =
       if (svc.provider === 'embedded' && embeddedPerTestFile) await stopService(kind);
       found.push(svc);
     } catch (error) {
-      if (error instanceof ServiceUnavailableError) {
-        throw new UserError(
-          `${c.red('✗')} Cannot run ${lab.slug}: ${error.message}\n\nSee every service with ${c.cyan(`${LAB} doctor`)}.`,
-          1,
-        );
-      }
+      if (error instanceof ServiceUnavailableError) return { missing: error };
       throw error;
     } finally {
       clearTimeout(slow);
     }
   }
-  return childServiceEnv(found, { embeddedInChild: embeddedPerTestFile });
+  return { env: childServiceEnv(found, { embeddedInChild: embeddedPerTestFile }) };
+}
+
+/** One line for a lab that cannot be verified here: which service it needs and how to get it. */
+export function needsLine(missing: ServiceUnavailableError): string {
+  return `needs ${SERVICES[missing.kind].title}: ${missing.howToGet}`;
+}
+
+/**
+ * {@link findLabServices} for a command a learner runs: a missing service is a UserError (exit 1) naming
+ * the service, everything tried, and how to get it.
+ */
+export async function labServices(lab: LabPackage, options: LabServicesOptions = {}): Promise<NodeJS.ProcessEnv> {
+  const found = await findLabServices(lab, options);
+  if ('env' in found) return found.env;
+  throw new UserError(
+    `${c.red('✗')} Cannot run ${lab.slug}: ${found.missing.message}\n\nSee what it needs with ${c.cyan(`${LAB} doctor ${lab.slug}`)}.`,
+    1,
+  );
 }
 
 /** Stops whatever {@link labServices} started (nothing, for services it only found). */

@@ -1,7 +1,20 @@
 /** Output helpers: colours that switch off without a terminal, and user errors without stack traces. */
+import { isatty } from 'node:tty';
 import pc from 'picocolors';
 
-export const c = pc;
+/**
+ * Colour only for a terminal (or when FORCE_COLOR asks), never with NO_COLOR (no-color.org). picocolors
+ * alone also colours whenever CI is set, which writes escape codes into CI logs and files.
+ */
+export const colour =
+  !process.env.NO_COLOR &&
+  (!!process.env.FORCE_COLOR?.replace(/^0$/, '') || (isatty(1) && process.env.TERM !== 'dumb'));
+
+export const c = pc.createColors(colour);
+
+/** Environment for a child whose output we pass on: the same colour decision as ours. */
+export const colourEnv = (): NodeJS.ProcessEnv =>
+  colour ? { FORCE_COLOR: '1', NO_COLOR: undefined } : { NO_COLOR: '1', FORCE_COLOR: undefined };
 
 /** A mistake by the user (bad name, bad flag): printed as a message, exits with `code`, never a stack. */
 export class UserError extends Error {

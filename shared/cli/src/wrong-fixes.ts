@@ -65,12 +65,19 @@ function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): 
 }
 
 /** The spec run against `fix` in place of the learner's file, limited to the tests it names. */
-export async function runWrongFix(lab: LabPackage, fix: WrongFix): Promise<SpecRun> {
+export async function runWrongFix(
+  lab: LabPackage,
+  fix: WrongFix,
+  options: { env?: NodeJS.ProcessEnv } = {},
+): Promise<SpecRun> {
   const file = materialize(lab, fix);
   if (!file) return { target: 'starter', tests: [], error: 'the patch no longer applies to the solution' };
   const pattern = fix.catches.map((title) => `(challenge: )?${escapeRegExp(title)}`).join('|');
   try {
-    return await runSpec(lab, 'starter', { env: { LAB_WRONG_FIX: file.path }, extraArgs: ['-t', pattern] });
+    return await runSpec(lab, 'starter', {
+      env: { ...options.env, LAB_WRONG_FIX: file.path },
+      extraArgs: ['-t', pattern],
+    });
   } finally {
     file.remove();
   }

@@ -76,6 +76,14 @@ describe('bad input: a message, exit code 2, no stack trace', () => {
     expect(hasStackTrace(r.out)).toBe(false);
   });
 
+  it('an option typed as a command says how it is written', async () => {
+    const r = await lab(['watch', 'rate-limiter'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('pnpm lab rate-limiter --watch');
+    const bare = await lab(['watch'], { env });
+    expect(bare.stderr).toContain('pnpm lab <lab> --watch');
+  });
+
   it('an unknown lab after a command gets a suggestion too', async () => {
     const r = await lab(['hint', 'ratelimiter'], { env });
     expect(r.code).toBe(2);
@@ -183,8 +191,24 @@ describe('services', () => {
     for (const name of ['Node', 'pnpm', 'Docker', 'Redis', 'PostgreSQL', 'RabbitMQ', 'Kafka'])
       expect(r.stdout).toContain(name);
     expect(r.stdout).toMatch(/✗ Redis .*does not answer|✗ Redis/);
-    expect(r.code).toBe(1); // the labs need Redis, and it is down
+    expect(r.stdout).toMatch(/blocks [a-z-]*rate-limiter/);
+    // Bare doctor reports; it does not fail a learner who only wants the labs that need other services.
+    expect(r.code).toBe(0);
     expect(r.ms).toBeLessThan(10_000);
+  });
+
+  it("doctor <lab> judges that lab's needs: exit 1 when one of its services is missing, 0 when another is", async () => {
+    const down = { ...env, REDIS_URL: 'redis://127.0.0.1:1', LABS_DOCTOR_BUDGET_MS: '3000' };
+    const needsRedis = await lab(['doctor', 'rate-limiter'], { env: down });
+    expect(needsRedis.stdout).toContain('rate-limiter needs: Redis');
+    expect(needsRedis.stdout).not.toContain('RabbitMQ');
+    expect(needsRedis.code).toBe(1);
+    const needsPostgres = await lab(['doctor', 'n-plus-one'], { env: down });
+    expect(needsPostgres.stdout).not.toMatch(/Redis/);
+    expect(needsPostgres.code).toBe(0);
+    const typo = await lab(['doctor', 'rate-limitr'], { env });
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('Did you mean rate-limiter?');
   });
 });
 

@@ -7,6 +7,7 @@ export { probe } from './probe.ts';
 export { PROVIDER_ORDER, type ProviderName, type ResolvedService } from './providers/types.ts';
 export { dockerEngineAnswers } from './providers/container.ts';
 export { freePort } from './providers/server-process.ts';
+export { assembleKafka, cannotAssemble, kafkaIsAssembled, pinnedKafkaVersion } from './providers/kafka-assemble.ts';
 export {
   ServiceUnavailableError,
   forcedProvider,
@@ -18,3 +19,4 @@ export {
 export { createPgPool, createRedisClient, deleteByPrefix, isPostgresOutage, isRedisOutage } from './clients.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';
+export { serviceFingerprint } from './fingerprint.ts';

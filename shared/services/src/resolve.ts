@@ -88,6 +88,10 @@ const PROVIDER_TIMEOUT_MS: Record<ProviderName, number> = {
   embedded: 30_000,
 };
 
+/** Kafka's binary step may first assemble Kafka from Maven Central (once per machine): minutes, not seconds. */
+const timeoutOf = (kind: ServiceKind, name: ProviderName) =>
+  kind === 'kafka' && name === 'binary' ? 15 * 60_000 : PROVIDER_TIMEOUT_MS[name];
+
 async function resolveUncached(kind: ServiceKind): Promise<ResolvedService> {
   const forced = forcedProvider(kind);
   const order = forced ? [forced] : PROVIDER_ORDER;
@@ -95,7 +99,7 @@ async function resolveUncached(kind: ServiceKind): Promise<ResolvedService> {
   for (const name of order) {
     let attempt: Attempt;
     try {
-      attempt = await within(kind, PROVIDER_TIMEOUT_MS[name], PROVIDERS[name](kind), `the ${name} provider`);
+      attempt = await within(kind, timeoutOf(kind, name), PROVIDERS[name](kind), `the ${name} provider`);
     } catch (err) {
       // A configured URL that is down is final: say so rather than quietly using another server.
       if (name === 'env') throw new ServiceUnavailableError(kind, (err as Error).message);

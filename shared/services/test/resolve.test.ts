@@ -4,7 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
@@ -159,33 +162,46 @@ for (const { kind, binary, dirs, standardPort } of BROKER_BINARIES) {
   });
 }
 
+/**
+ * A separate Node process that resolves `kind` with the binary step, prints its URL and waits; returns
+ * it with that URL and the labs-* folders it made in the temporary folder. SIGKILL runs none of its
+ * exit handlers: only the watchdog can stop its server and remove its folder.
+ */
+async function ownerOf(kind: 'redis' | 'postgres') {
+  const before = new Set(readdirSync(tmpdir()));
+  const owner = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const { resolveService } = await import(${JSON.stringify(new URL('../src/index.ts', import.meta.url).href)});
+       const svc = await resolveService(${JSON.stringify(kind)}, { log: null });
+       console.log(svc.url);
+       setInterval(() => {}, 1000);`,
+    ],
+    { env: { ...process.env, LABS_PROVIDER: `${kind}:binary` }, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const [line] = (await once(createInterface({ input: owner.stdout! }), 'line')) as [string];
+  const folders = readdirSync(tmpdir()).filter((f) => f.startsWith('labs-') && !before.has(f));
+  return { owner, port: Number(new URL(line).port), folders: folders.map((f) => join(tmpdir(), f)) };
+}
+
+/** Polls `check` every 250 ms for up to 10 s (the watchdog looks once a second, then allows a 5 s shutdown). */
+async function within10s(check: () => Promise<boolean> | boolean): Promise<boolean> {
+  for (let tries = 0; tries < 40; tries++) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return check();
+}
+
 describe.skipIf(!findBinary('redis-server'))('a server whose owner is killed outright', () => {
   it('is stopped by its watchdog: a SIGKILLed owner leaves no redis-server behind', async () => {
-    // The owner is a separate Node process that resolves Redis with the binary step, prints the URL,
-    // and waits. SIGKILL runs none of its exit handlers; only the watchdog can stop the server.
-    const owner = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `const { resolveService } = await import(${JSON.stringify(new URL('../src/index.ts', import.meta.url).href)});
-         const svc = await resolveService('redis', { log: null });
-         console.log(svc.url);
-         setInterval(() => {}, 1000);`,
-      ],
-      { env: { ...process.env, LABS_PROVIDER: 'redis:binary' }, stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    const [line] = (await once(createInterface({ input: owner.stdout! }), 'line')) as [string];
-    const port = Number(new URL(line).port);
+    const { owner, port } = await ownerOf('redis');
     expect(await probe('redis', '127.0.0.1', port, 1000)).toBe(true);
     owner.kill('SIGKILL');
-    // The watchdog looks once a second, then allows a clean shutdown up to five seconds.
-    let answering = true;
-    for (let tries = 0; answering && tries < 40; tries++) {
-      await new Promise((r) => setTimeout(r, 250));
-      answering = await probe('redis', '127.0.0.1', port, 250);
-    }
-    expect(answering, `redis-server on ${port} still answers 10 s after its owner was killed`).toBe(false);
+    const stopped = await within10s(async () => !(await probe('redis', '127.0.0.1', port, 250)));
+    expect(stopped, `redis-server on ${port} still answers 10 s after its owner was killed`).toBe(true);
   }, 30_000);
 });
 
@@ -201,4 +217,12 @@ describe.skipIf(
     expect((await client.query('SELECT 40 + 2 AS v')).rows[0].v).toBe(42);
     await client.end();
   }, 30_000);
+
+  it('leaves neither a server nor its folder (tens of MB) behind when its owner is SIGKILLed', async () => {
+    const { owner, port, folders } = await ownerOf('postgres');
+    expect(folders, 'the cluster lives in a labs-postgres-* folder of its own').toHaveLength(1);
+    owner.kill('SIGKILL');
+    expect(await within10s(async () => !(await probe('postgres', '127.0.0.1', port, 250)))).toBe(true);
+    expect(await within10s(() => !existsSync(folders[0]!)), `${folders[0]} is still there`).toBe(true);
+  }, 40_000);
 });

@@ -1,7 +1,12 @@
 /**
- * `lab doctor`: Node, pnpm, Docker, and for each service where it resolves or the command that provides
- * it. Services are looked up in parallel and the whole report is bounded in time: a service being
- * started (a container image pulled, a broker booting) is reported as such rather than waited for.
+ * `lab doctor [lab]`: Node, pnpm, Docker, and for each service where it resolves or the command that
+ * provides it, with the labs a missing one blocks. Services are looked up in parallel and the whole
+ * report is bounded in time: a service being started (a container image pulled, a broker booting) is
+ * reported as such rather than waited for. Kafka is looked for, not assembled: the first lab that needs
+ * it does that.
+ *
+ * Exit code: bare `doctor` fails only when Node is too old (a learner who wants the Redis labs is not
+ * blocked by a missing Kafka); `doctor <lab>` fails when a service that lab needs is missing.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -22,7 +27,7 @@ const BUDGET_MS = Number(process.env.LABS_DOCTOR_BUDGET_MS ?? 8000);
 
 type Finding = { ok: true; line: string } | { ok: false; line: string; tried: string[] } | { ok: 'pending' };
 
-export async function doctor(labs: LabPackage[]): Promise<number> {
+export async function doctor(labs: LabPackage[], only?: LabPackage): Promise<number> {
   const nodeMajor = Number(process.versions.node.split('.')[0]);
   const wanted = wantedNodeMajor();
   const nodeOk = nodeMajor >= wanted;
@@ -42,8 +47,11 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
     `${docker ? c.green('✓') : c.dim('-')} Docker engine ${docker ? 'answers' : 'not found (fine: the labs also use local servers and embedded engines)'}`,
   );
 
-  const findings = new Map<ServiceKind, Finding>(SERVICE_KINDS.map((k) => [k, { ok: 'pending' }]));
-  const lookups = SERVICE_KINDS.map(async (kind) => {
+  const kinds = only ? SERVICE_KINDS.filter((k) => only.lab.services.includes(k)) : SERVICE_KINDS;
+  if (only) say(c.bold(`${only.slug} needs: ${kinds.map((k) => SERVICES[k].title).join(', ') || 'no service'}`));
+  process.env.LABS_KAFKA_ASSEMBLE = '0';
+  const findings = new Map<ServiceKind, Finding>(kinds.map((k) => [k, { ok: 'pending' }]));
+  const lookups = kinds.map(async (kind) => {
     try {
       const svc = await resolveService(kind, { log: null });
       findings.set(kind, { ok: true, line: `${svc.provider}: ${svc.detail}` });
@@ -59,10 +67,16 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
   clearTimeout(timer);
 
   let missingNeeded = 0;
-  for (const kind of SERVICE_KINDS) {
+  for (const kind of kinds) {
     const finding = findings.get(kind)!;
-    const neededBy = labs.filter((l) => l.lab.services.includes(kind)).map((l) => l.slug);
-    const needs = c.dim(neededBy.length > 0 ? `  (needed by ${neededBy.join(', ')})` : '  (no lab needs it yet)');
+    const neededBy = (only ? [only] : labs).filter((l) => l.lab.services.includes(kind)).map((l) => l.slug);
+    const needs = c.dim(
+      neededBy.length === 0
+        ? '  (no lab needs it yet)'
+        : finding.ok === false
+          ? `  (blocks ${neededBy.join(', ')})`
+          : `  (needed by ${neededBy.join(', ')})`,
+    );
     const title = SERVICES[kind].title.padEnd(11);
     if (finding.ok === true) say(`${c.green('✓')} ${title} ${finding.line}${needs}`);
     else if (finding.ok === 'pending')
@@ -73,11 +87,14 @@ export async function doctor(labs: LabPackage[]): Promise<number> {
       for (const t of finding.tried) say(c.dim(`    - ${t}`));
     }
   }
+  if (only && missingNeeded > 0) say(c.red(`${only.slug} cannot run until the service above is there.`));
+  else if (!only && missingNeeded > 0) say(c.dim('Labs that need none of the missing services run as they are.'));
+  const code = !nodeOk || (only && missingNeeded > 0) ? 1 : 0;
   const pending = [...findings.values()].some((f) => f.ok === 'pending');
   if (pending) {
     say(c.dim('Leaving now; what was being started is stopped.'));
-    process.exit(missingNeeded === 0 ? 0 : 1); // a provider still starting cannot be awaited; the exit hooks stop it
+    process.exit(code); // a provider still starting cannot be awaited; the exit hooks stop it
   }
   await stopServices();
-  return missingNeeded === 0 ? 0 : 1;
+  return code;
 }

@@ -1,27 +1,40 @@
 /**
  * `pnpm test [lab…]`: the formatter and linter, then every lab's contract (or just the labs named) and
  * every shared package's own tests and types, in parallel through turbo, then one line per lab and a
- * summary.
+ * summary. Turbo keeps each task's result keyed by its files, the shared packages it uses and the
+ * services it runs against (their versions): a second run with nothing changed answers from that cache,
+ * and an edited lab re-runs alone. `LABS_NO_CACHE=1` runs everything again.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
+import { serviceFingerprint } from '@labs/services';
 import type { LabPackage } from '@labs/test-kit';
 import { type ContractResult, starterChanged } from '../contract.ts';
 import { didYouMean, listLabs, repoRoot } from '../labs.ts';
-import { c, LAB, say, UserError } from '../ui.ts';
+import { c, colourEnv, LAB, say, UserError } from '../ui.ts';
 
-/** Two tasks at a time: each lab's vitest already uses the machine's cores. */
-const CONCURRENCY = '2';
+/**
+ * Tasks at a time. A lab's check spends much of its time waiting (servers starting, fault tests'
+ * bounded waits), so three keep two cores busy without starving the timing-bounded tests.
+ */
+const CONCURRENCY = process.env.LABS_CONCURRENCY ?? '3';
 
 /** Runs `command` with the terminal's output; resolves with its exit code. */
-function run(command: string, args: string[], cwd: string): Promise<number> {
+function run(command: string, args: string[], cwd: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<number> {
   return new Promise<number>((resolve) => {
     const child = spawn(command, args, {
       cwd,
       stdio: 'inherit',
-      env: { ...process.env, TURBO_TELEMETRY_DISABLED: '1', TURBO_NO_UPDATE_NOTIFIER: '1', DO_NOT_TRACK: '1' },
+      env: {
+        ...process.env,
+        ...colourEnv(),
+        ...extraEnv,
+        TURBO_TELEMETRY_DISABLED: '1',
+        TURBO_NO_UPDATE_NOTIFIER: '1',
+        DO_NOT_TRACK: '1',
+      },
     });
     child.on('close', (code) => resolve(code ?? 1));
     child.on('error', () => resolve(1));
@@ -34,13 +47,23 @@ const binOf = (root: string, pkg: string, path: string) =>
 
 /**
  * What the formatter and linter judge in a lab: everything we wrote, and the learner's starter only
- * while it is ours (unchanged): a learner's edit is theirs to style.
+ * while it is ours (unchanged): a learner's edit is theirs to style. Git lists the files (tracked, or new
+ * and not ignored), which spares walking node_modules; outside a git checkout, the folder is walked.
  */
 function lintTargets(root: string, lab: LabPackage): string[] {
   const skipped = new Set(starterChanged(lab) ? lab.lab.exercise : []);
-  return readdirSync(lab.dir, { recursive: true, encoding: 'utf8' })
-    .filter((file) => /\.(ts|js|json)$/.test(file) && !/(^|\/)(node_modules|\.lab|\.turbo|results)\//.test(file))
-    .filter((file) => !skipped.has(file))
+  const git = spawnSync('git', ['ls-files', '--cached', '--others', '--exclude-standard', '-z', '.'], {
+    cwd: lab.dir,
+    encoding: 'utf8',
+  });
+  const files =
+    git.status === 0
+      ? git.stdout.split('\0').filter(Boolean)
+      : readdirSync(lab.dir, { recursive: true, encoding: 'utf8' }).filter(
+          (file) => !/(^|\/)(node_modules|\.lab|\.turbo|results)\//.test(file),
+        );
+  return files
+    .filter((file) => /\.(ts|js|json)$/.test(file) && !skipped.has(file))
     .map((file) => relative(root, join(lab.dir, file)));
 }
 
@@ -68,7 +91,13 @@ export async function test(names: string[] = []): Promise<number> {
   ];
   const lint = await run(
     process.execPath,
-    [binOf(root, '@biomejs/biome', 'bin/biome'), 'ci', '--reporter=summary', ...paths],
+    [
+      binOf(root, '@biomejs/biome', 'bin/biome'),
+      'ci',
+      '--reporter=summary',
+      `--colors=${colourEnv().NO_COLOR ? 'off' : 'force'}`,
+      ...paths,
+    ],
     root,
   );
   if (lint !== 0)
@@ -86,15 +115,21 @@ export async function test(names: string[] = []): Promise<number> {
       ...filters,
       '--continue',
       `--concurrency=${CONCURRENCY}`,
-      '--output-logs=full',
+      // A replayed result shows only its last lines; a task that runs shows everything.
+      '--output-logs=new-only',
       '--log-order=grouped',
+      ...(process.env.LABS_NO_CACHE === '1' ? ['--force'] : []),
+      ...(colourEnv().NO_COLOR ? ['--no-color'] : []),
     ],
     root,
+    // Part of each task's cache key (turbo.json): the servers the specs will meet, and their versions.
+    { LABS_SERVICES: await serviceFingerprint() },
   );
 
   say('');
   say(c.bold('Lab contracts'));
   let broken = 0;
+  const unverified: string[] = [];
   for (const lab of labs) {
     let result: ContractResult | undefined;
     try {
@@ -105,6 +140,9 @@ export async function test(names: string[] = []): Promise<number> {
     if (!result) {
       broken++;
       say(`  ${c.red('✗')} ${lab.slug.padEnd(24)} did not run`);
+    } else if (result.unverified) {
+      unverified.push(lab.slug);
+      say(`  ${c.yellow('-')} ${lab.slug.padEnd(24)} not verified: ${result.unverified}`);
     } else if (!result.ok) {
       broken++;
       say(`  ${c.red('✗')} ${lab.slug.padEnd(24)} ${result.problems.length} problem(s): ${result.problems[0]}`);
@@ -119,7 +157,7 @@ export async function test(names: string[] = []): Promise<number> {
     }
   }
   say('');
-  if (code === 0 && broken === 0 && lint === 0) {
+  if (code === 0 && broken === 0 && unverified.length === 0 && lint === 0) {
     say(
       c.green(
         `All ${labs.length} lab contracts hold${names.length > 0 ? '' : " and the shared packages' tests pass"}.`,
@@ -127,9 +165,14 @@ export async function test(names: string[] = []): Promise<number> {
     );
     return 0;
   }
-  const failed = [code !== 0 && 'some checks failed (see above)', lint !== 0 && 'format or lint problems'].filter(
-    Boolean,
-  );
-  say(c.red(`${broken} of ${labs.length} lab contracts broken${failed.length > 0 ? `; ${failed.join('; ')}` : ''}.`));
+  // A lab that could not run for want of a service is not a broken contract, but it is not verified
+  // either: the run fails, and says which it is.
+  const failed = [
+    broken > 0 && `${broken} of ${labs.length} lab contracts broken`,
+    unverified.length > 0 && `${unverified.length} not verified for want of a service (${unverified.join(', ')})`,
+    code !== 0 && broken === 0 && unverified.length === 0 && 'some checks failed (see above)',
+    lint !== 0 && 'format or lint problems',
+  ].filter(Boolean);
+  say(c.red(`${failed.join('; ')}.`));
   return 1;
 }

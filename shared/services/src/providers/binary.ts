@@ -7,6 +7,7 @@ import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { kafkaBinary } from './kafka-binary.ts';
+import pg from 'pg';
 import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt, type Provider } from './types.ts';
 
@@ -81,19 +82,42 @@ async function postgresBinary(): Promise<Attempt> {
     '-c',
     'full_page_writes=off',
   ];
-  const proc = startChild(postgres, args, { ...asUser });
-  const stop = async () => {
-    await proc.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  // With `dir`, the folder goes with the server: on stop(), on our exit, and after a SIGKILL of ours (the watchdog).
+  const proc = startChild(postgres, args, { ...asUser, dir });
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   try {
     await waitForServer('postgres', port, proc.child, 15_000, proc.log);
+    await untilQueriesAnswer(url, 15_000);
   } catch (err) {
-    await stop();
+    await proc.stop();
     return skip(`postgres ${(err as Error).message}`);
   }
-  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  return { ok: true, service: service('postgres', 'binary', url, `postgres (${postgres}) on 127.0.0.1:${port}`, stop) };
+  return {
+    ok: true,
+    service: service('postgres', 'binary', url, `postgres (${postgres}) on 127.0.0.1:${port}`, proc.stop),
+  };
+}
+
+/**
+ * PostgreSQL answers the protocol's first message while it is still recovering ("the database system is
+ * starting up", 57P03): ready means a query is served, so the learner's first one cannot meet that.
+ */
+async function untilQueriesAnswer(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+    client.on('error', () => {}); // a connection the server drops while starting: tried again below
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`did not serve a query within ${timeoutMs / 1000} s: ${error}`);
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
 }
 
 async function rabbitmqBinary(): Promise<Attempt> {
@@ -118,11 +142,8 @@ async function rabbitmqBinary(): Promise<Attempt> {
     RABBITMQ_ENABLED_PLUGINS_FILE: join(dir, 'enabled_plugins'),
     RABBITMQ_CONFIG_FILE: join(dir, 'rabbitmq'),
   };
-  const proc = startChild(bin, [], { env, cwd: dir });
-  const stop = async () => {
-    await proc.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const proc = startChild(bin, [], { env, cwd: dir, dir });
+  const { stop } = proc;
   try {
     await waitForServer('rabbitmq', port, proc.child, 45_000, proc.log);
   } catch (err) {

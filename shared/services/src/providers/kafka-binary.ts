@@ -10,11 +10,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { assembleKafka, JAVA_HINT, toolsKafkaDir } from './kafka-assemble.ts';
 import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt } from './types.ts';
-
-/** What `./lab setup kafka` needs, in the words it uses when they are missing. */
-const JAVA_HINT = 'install a JDK 17+ and Maven: sudo apt-get install openjdk-17-jre-headless maven';
 
 /** A Kafka installation: the folder of its jars, and a few words on where it was found. */
 export interface KafkaInstall {
@@ -24,20 +22,6 @@ export interface KafkaInstall {
   readonly where: string;
   /** The Kafka version, when it can be read from the jar names or the setup marker. */
   readonly version?: string;
-}
-
-/** The repository root: the first folder above this file that holds pnpm-workspace.yaml. */
-function repoRoot(from = import.meta.dirname): string | undefined {
-  for (let dir = from; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
-    if (dirname(dir) === dir) return undefined;
-  }
-}
-
-/** Where `./lab setup kafka` puts Kafka: .tools/kafka/ (libs/ and a VERSION marker) in the repository. */
-function toolsKafkaDir(): string | undefined {
-  const root = repoRoot();
-  return root && join(root, '.tools', 'kafka');
 }
 
 /** The Kafka version of the broker jar in `libs` (kafka_2.13-4.4.0.jar), if there is one. */
@@ -193,10 +177,15 @@ export async function untilClientsAreServed(broker: string): Promise<void> {
 
 /** Starts the Kafka that {@link findKafka} finds as a throwaway single-node cluster. */
 export async function kafkaBinary(): Promise<Attempt> {
-  const install = findKafka();
+  let install = findKafka();
   const java = findJava();
-  if ('missing' in install)
-    return skip(java ? install.missing : `${install.missing}, and java is not on PATH (${JAVA_HINT})`);
+  if ('missing' in install) {
+    // Nothing installed: assemble the pinned version into .tools/kafka, once, as `./lab setup kafka` would.
+    const whyNot = await assembleKafka();
+    if (whyNot) return skip(`${install.missing}; ${whyNot}`);
+    install = findKafka();
+    if ('missing' in install) return skip(install.missing);
+  }
   if (!java)
     return skip(
       `Kafka is in ${install.where}, but java is not on PATH: install Java 17+ (sudo apt-get install openjdk-17-jre-headless)`,
