@@ -6,18 +6,18 @@
  */
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveService } from '@labs/services';
-import { openLab } from '@labs/lab-kit';
-import { stallingProxy } from '@labs/test-kit';
+import { stallingProxy, useLab } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
-const lab = await openLab(rateLimiterLab);
+// The test kit closes it after the file and checks its invariants after each test: every key the limiter
+// writes has an expiry.
+const lab = await useLab(rateLimiterLab);
 const { url: redisUrl } = await resolveService('redis');
-afterAll(() => lab.close());
 
 /** One instance of the lab's app with `options`, listening on a free port until the file ends. */
 async function startInstance(options: Partial<RateLimiterLabOptions>): Promise<string> {

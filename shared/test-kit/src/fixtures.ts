@@ -8,6 +8,7 @@
 import amqp from 'amqplib';
 import type { Redis } from 'ioredis';
 import { uniqueId } from '@labs/lab-kit';
+import { expectEveryKeyExpires } from './invariants.ts';
 import {
   createRedisClient,
   deleteByPrefix,
@@ -37,8 +38,21 @@ export interface RedisFixture extends AsyncDisposable {
   connect(): Redis;
 }
 
-/** Resolves Redis and hands out a private key prefix, deleted with its keys on dispose. */
-export async function useRedis(): Promise<RedisFixture> {
+/** Options for {@link useRedis}. */
+export interface RedisFixtureOptions {
+  /**
+   * Patterns (relative to the prefix, `*` for any run of characters) of keys that may live without an
+   * expiry, each with its reason: the lab manifest's `invariants.permanentKeys`.
+   */
+  permanentKeys?: Record<string, string>;
+}
+
+/**
+ * Resolves Redis and hands out a private key prefix. On dispose it checks that every key under the
+ * prefix has an expiry (*nothing lives for ever*, bar `permanentKeys`), deletes them all, closes its
+ * clients, and then throws an InvariantError naming the keys that had none.
+ */
+export async function useRedis(options: RedisFixtureOptions = {}): Promise<RedisFixture> {
   const { url } = await resolveService('redis');
   const client = createRedisClient(url);
   const prefix = `labs:test:${uniqueId()}:`;
@@ -53,8 +67,15 @@ export async function useRedis(): Promise<RedisFixture> {
       return c;
     },
     async [Symbol.asyncDispose]() {
+      // Checked first, thrown last: the keys are deleted and the clients closed either way.
+      const failure: unknown = await expectEveryKeyExpires(
+        client,
+        prefix,
+        Object.keys(options.permanentKeys ?? {}),
+      ).catch((error: unknown) => error);
       await deleteByPrefix(client, prefix);
       await Promise.all([client, ...extra].map((c) => c.quit().catch(() => c.disconnect())));
+      if (failure) throw failure;
     },
   };
 }

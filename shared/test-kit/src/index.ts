@@ -6,6 +6,30 @@ export { listen, type Listening, PortInUseError, uniqueId, untilInterrupted } fr
 export { deleteByPrefix } from '@labs/services';
 export { type StallingProxy, stallingProxy } from './faults.ts';
 export { useKafka, usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
-export type { KafkaFixture, KafkaFixtureOptions, PostgresFixture, RabbitFixture, RedisFixture } from './fixtures.ts';
-export { readLabPackage, type LabManifest, type LabPackage } from './lab-manifest.ts';
+export type {
+  KafkaFixture,
+  KafkaFixtureOptions,
+  PostgresFixture,
+  RabbitFixture,
+  RedisFixture,
+  RedisFixtureOptions,
+} from './fixtures.ts';
+export { readLabPackage, type InvariantPolicy, type LabManifest, type LabPackage } from './lab-manifest.ts';
+export {
+  type Credential,
+  credentialsInPostgres,
+  credentialsInRedis,
+  expectEveryKeyExpires,
+  expectNoCredentialAtRest,
+  type Finding,
+  INVARIANT_NAMES,
+  InvariantError,
+  type InvariantName,
+  type InvariantOptions,
+  keysWithoutExpiry,
+  type LabUnderTest,
+  recordCredential,
+  recordedCredentials,
+  useLab,
+} from './invariants.ts';
 export { meterSql, type SentSql, type SqlMeter } from '@labs/lab-kit';

@@ -19,7 +19,22 @@ export interface LabManifest {
   exercise: string[];
   /** Progressive hints, mildest first. */
   hints: string[];
+  /** What the kit's invariants allow this lab (invariants.ts); both empty unless the manifest says more. */
+  invariants: InvariantPolicy;
 }
+
+/**
+ * A lab's exceptions to the kit's invariants, each with its reason: a pattern (relative to the key
+ * prefix, `*` for any run of characters) of Redis keys that may live for ever, and an invariant the lab
+ * does not run at all.
+ */
+export interface InvariantPolicy {
+  permanentKeys: Record<string, string>;
+  optOut: Partial<Record<'nothing-lives-for-ever' | 'no-credential-at-rest', string>>;
+}
+
+/** A reason is a sentence someone can check, not a placeholder. */
+const REASON = z.string().min(20, 'needs a reason (a sentence of at least 20 characters)');
 
 /** The parsed package.json of a lab, with its manifest checked. */
 export interface LabPackage {
@@ -42,6 +57,13 @@ const MANIFEST = z.object({
     .default([]),
   exercise: z.array(z.string().regex(/^src\//, 'must be a path under src/')).min(1, 'lists no files'),
   hints: z.array(z.string().min(1)).default([]),
+  invariants: z
+    .object({
+      permanentKeys: z.record(z.string().min(1), REASON).default({}),
+      optOut: z.partialRecord(z.enum(['nothing-lives-for-ever', 'no-credential-at-rest']), REASON).default({}),
+    })
+    .strict()
+    .default({ permanentKeys: {}, optOut: {} }),
 });
 
 /** Reads and checks the manifest of the lab in `dir`; throws a readable error if it is malformed. */

@@ -19,8 +19,8 @@ describe('useRedis', () => {
       await using redis = await useRedis();
       prefix = redis.prefix;
       const other = redis.connect();
-      await redis.client.set(`${prefix}a`, '1');
-      await other.set(`${prefix}b`, '2');
+      await redis.client.set(`${prefix}a`, '1', 'PX', 60_000);
+      await other.set(`${prefix}b`, '2', 'PX', 60_000);
       expect(await redis.client.exists(`${prefix}a`, `${prefix}b`)).toBe(2);
     }
     const { createRedisClient } = await import('@labs/services');
