@@ -30,7 +30,7 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     envVar: 'REDIS_URL',
     defaultPort: 6379,
     defaultUrl: 'redis://127.0.0.1:6379',
-    image: 'redis:7.4-alpine',
+    image: 'redis:8-alpine',
     howToGet: 'docker compose up -d --wait redis   (or: sudo apt-get install redis-server)',
   },
   postgres: {
@@ -38,7 +38,7 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     envVar: 'DATABASE_URL',
     defaultPort: 5432,
     defaultUrl: 'postgres://postgres:postgres@127.0.0.1:5432/postgres',
-    image: 'postgres:17-alpine',
+    image: 'postgres:18-alpine',
     howToGet:
       'docker compose up -d --wait postgres   (Postgres labs also run on embedded PGlite: LABS_PROVIDER=embedded)',
   },
