@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { ServiceUnavailableError } from '@labs/services';
 import { check } from './commands/check.ts';
+import { starterChanged } from './contract.ts';
 import { diff } from './commands/diff.ts';
 import { docs } from './commands/docs.ts';
 import { doctor } from './commands/doctor.ts';
@@ -200,8 +201,18 @@ async function main(argv: string[]): Promise<number> {
       expect('bench', values, positionals, 2);
       const lab = findLab(labs, second, 'bench');
       const startedAt = Date.now();
+      // The learner's edited src/ is not the starter: its rows say "your code" (the bench kit renames them).
+      const edited = starterChanged(lab);
+      if (edited)
+        say(
+          c.yellow(
+            `Your ${lab.lab.exercise.join(', ')} differs from the starter: the rows it runs are labelled "your code". The starter's own figures are in the lab's README (or: git stash, bench, git stash pop).`,
+          ),
+        );
       // BENCH_CHECK: the bench kit's report makes the script exit non-zero when a target misses.
-      const code = await runLabScript(lab, 'load/bench.ts', { env: values.check ? { BENCH_CHECK: '1' } : {} });
+      const code = await runLabScript(lab, 'load/bench.ts', {
+        env: { ...(values.check ? { BENCH_CHECK: '1' } : {}), ...(edited ? { LAB_STARTER_LABEL: 'your code' } : {}) },
+      });
       if (values.open) openReport(lab, startedAt);
       return code;
     }

@@ -3,8 +3,8 @@
  * child process group. Ctrl-C reaches the child once, through us; the group is killed if it does not
  * stop within a few seconds, so nothing is left running.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DistanceError, type Distances, openDistance, parseDistances } from '@labs/bench/distance';
@@ -111,18 +111,55 @@ export function openReport(lab: LabPackage, startedAt: number): void {
     say(c.yellow(`This run wrote no report (${file}).`));
     return;
   }
-  const opener =
-    process.platform === 'darwin'
-      ? 'open'
-      : process.platform === 'linux' && (process.env.DISPLAY || process.env.WAYLAND_DISPLAY)
-        ? 'xdg-open'
-        : undefined;
+  const opener = reportOpener(file, {
+    platform: process.platform,
+    env: process.env,
+    wsl: process.platform === 'linux' && /microsoft/i.test(readIfThere('/proc/version')),
+    onPath: (name) => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0,
+  });
   if (!opener) {
     say(`Report: ${file} (no desktop here to open it in; copy it to one, it needs no network)`);
     return;
   }
-  const viewer = spawn(opener, [file], { detached: true, stdio: 'ignore' });
-  viewer.on('error', () => say(`Could not run ${opener}; the report is ${file}`));
+  const [command, ...args] = opener;
+  const viewer = spawn(command!, args, { detached: true, stdio: 'ignore' });
+  viewer.on('error', () => say(`Could not run ${command}; the report is ${file}`));
   viewer.unref();
   say(`Opening ${file}`);
 }
+
+/** Where {@link reportOpener} looks: the platform, the environment, and what is on PATH. */
+export interface Desktop {
+  platform: NodeJS.Platform;
+  env: NodeJS.ProcessEnv;
+  /** Linux under WSL 2 (Windows' browser opens the file through Windows' own path to it). */
+  wsl: boolean;
+  onPath(name: string): boolean;
+}
+
+/**
+ * The command that opens `file` in the desktop's browser: `open` on macOS, `xdg-open` on a Linux desktop,
+ * `wslview` (wslu) or Windows' `explorer.exe` under WSL 2, `start` on Windows; undefined with no desktop
+ * (a server, a container, CI), where the path is printed instead.
+ */
+export function reportOpener(file: string, desktop: Desktop): string[] | undefined {
+  if (desktop.platform === 'darwin') return ['open', file];
+  if (desktop.platform === 'win32') return ['cmd', '/c', 'start', '""', file];
+  if (desktop.wsl) {
+    if (desktop.onPath('wslview')) return ['wslview', file];
+    // explorer.exe takes a Windows path: \\wsl.localhost\<distro>\... is what wslpath -w prints.
+    if (desktop.onPath('explorer.exe') && desktop.onPath('wslpath'))
+      return ['sh', '-c', 'explorer.exe "$(wslpath -w "$1")"', 'open-report', file];
+    return undefined;
+  }
+  if (desktop.env.DISPLAY || desktop.env.WAYLAND_DISPLAY) return ['xdg-open', file];
+  return undefined;
+}
+
+const readIfThere = (file: string) => {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+};

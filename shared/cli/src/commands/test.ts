@@ -157,6 +157,8 @@ export async function test(names: string[] = []): Promise<number> {
     }
   }
   say('');
+  // One plain closing line that any CI reads the same way.
+  say(`labs: ${labs.length - broken - unverified.length} passed, ${broken + unverified.length} failed`);
   if (code === 0 && broken === 0 && unverified.length === 0 && lint === 0) {
     say(
       c.green(
