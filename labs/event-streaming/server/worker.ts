@@ -8,7 +8,7 @@
  * it), the message "stop" stops it cleanly, and a parent that goes away ends it like a crash would.
  */
 import { pathToFileURL } from 'node:url';
-import { readConfig, z } from '@labs/lab-kit';
+import { atMostEvery, readConfig, z } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
 import { brokerList, consumerSettings, createKafka } from './kafka.ts';
 import { PROJECTOR_POOL_OPTIONS } from './outages.ts';
@@ -34,8 +34,16 @@ const pipeline = (
 
 const { url } = await resolveService('kafka');
 // The projectors' timeouts (server/outages.ts): a database that stops answering fails a chunk, which
-// kafkajs retries from the last commit, instead of hanging the worker.
-const pool = createPgPool(config.PROJECTION_DATABASE_URL, { max: 4, ...PROJECTOR_POOL_OPTIONS });
+// kafkajs retries from the last commit, instead of hanging the worker. A connection that dies (a reset,
+// a restart) is heard by the listener createPgPool gives every client, checked out or idle, so it fails
+// the chunk it was serving and never the process; this says so in the log, one line every 5 s at most.
+const pool = createPgPool(
+  config.PROJECTION_DATABASE_URL,
+  { max: 4, ...PROJECTOR_POOL_OPTIONS },
+  atMostEvery(5000, (error: Error, skipped: number) =>
+    console.error(`[worker] a database connection failed: ${error.message}${skipped ? ` (${skipped} more)` : ''}`),
+  ),
+);
 const projector = await pipeline.startProjector({
   kafka: createKafka(brokerList(url), `worker-${process.pid}`),
   pool,

@@ -17,6 +17,7 @@ import { stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
 import { poisonValue } from '../server/app.ts';
 import {
   type AccountEvent,
+  eventStream,
   expectedBalances,
   generateEvents,
   InvalidEventError,
@@ -58,6 +59,23 @@ async function scenario(name: string) {
   };
 }
 type Scenario = Awaited<ReturnType<typeof scenario>>;
+
+/** Connections of this file's database waiting for a lock: a barrier holds a writer inside PostgreSQL. */
+async function lockWaits(): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+  );
+  return rows[0]!.n;
+}
+
+/** How many of `events` the projection holds (each counted once). */
+async function appliedOf(events: readonly AccountEvent[]): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    'SELECT count(DISTINCT event_id)::int AS n FROM account_entries WHERE event_id = ANY($1::uuid[])',
+    [events.map((e) => e.id)],
+  );
+  return rows[0]!.n;
+}
 
 /** Publishes `events` with the pipeline's publisher, in sends of `perSend`. */
 async function publish(sc: Scenario, events: readonly AccountEvent[], perSend = events.length): Promise<void> {
@@ -316,6 +334,50 @@ describe('baseline: under faults, every request is answered within a bound', () 
       }
     }
   }, 90_000);
+
+  it('a worker survives its PostgreSQL connections being reset mid-transaction, and carries on', async () => {
+    // A connection that dies is an 'error' event on its pg client; pg's pool listens only while the
+    // client is idle, so one checked out for a transaction has nobody listening, and an unheard 'error'
+    // ends the process. The worker's database goes through a proxy; a barrier (this spec holds the
+    // scenario's account rows) keeps the worker's next writes waiting inside the database, connection
+    // in use, while the proxy is killed: a reset at the worst moment, every time.
+    const sc = await scenario('reset');
+    const next = eventStream(sc.accounts(4));
+    const proxy = await stallingProxy(database.url);
+    try {
+      await using worker = await startWorker({ databaseUrl: proxy.url, ...sc });
+      const before = next(20);
+      await publish(sc, before);
+      const warm = await until(async () => (await sc.stats()).distinctEvents === before.length, 20_000);
+      expect(warm, `the worker applied the first events within 20 s: ${worker.stderr()}`).toBe(true);
+
+      const holder = await pool.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+        await publish(sc, next(20));
+        const waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
+        expect(waiting, 'the worker was writing (waiting for the rows this spec holds) within 15 s').toBe(true);
+        await proxy.kill();
+      } finally {
+        await holder.query('ROLLBACK');
+        holder.release();
+      }
+      await proxy.revive();
+
+      // After the reset: the same process, still in its group, applies what comes next.
+      const after = next(20);
+      await publish(sc, after);
+      const applied = await until(async () => (await appliedOf(after)) === after.length, 30_000);
+      const exit = worker.child.exitCode ?? worker.child.signalCode;
+      expect(exit, `the worker exited (${exit}) after the reset: ${worker.stderr()}`).toBe(null);
+      expect(applied, `${await appliedOf(after)} of ${after.length} events published after the reset applied`).toBe(
+        true,
+      );
+    } finally {
+      await proxy.kill();
+    }
+  }, 60_000);
 });
 
 describe('challenges: what the first version gets wrong', () => {
