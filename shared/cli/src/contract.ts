@@ -20,6 +20,8 @@ export interface ContractResult {
   problems: string[];
   /** Compiler errors in the learner's edited starter: reported, not held against the contract. */
   notes?: string[];
+  /** Where the check's time went, in seconds per step (services, starter and tsc, solution, wrong fixes). */
+  seconds?: Record<string, number>;
   /** Set when the lab could not be verified at all here: which service it needs and how to get it. */
   unverified?: string;
 }

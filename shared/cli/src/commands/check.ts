@@ -41,16 +41,28 @@ export async function check(dir = process.cwd()): Promise<number> {
  * wrong fix), and a service that cannot be had is one line, not a failed run each.
  */
 async function verify(lab: LabPackage): Promise<ContractResult> {
+  const seconds: Record<string, number> = {};
+  let since = performance.now();
+  /** Seconds since the last step ended, kept under `step` (for the plan in CONTRIBUTING.md). */
+  const lap = (step: string) => {
+    const now = performance.now();
+    seconds[step] = Math.round((now - since) / 100) / 10;
+    since = now;
+  };
   const services = await findLabServices(lab, { embeddedPerTestFile: true, log: () => {} });
+  lap('services');
   if ('missing' in services) return notVerified(lab, needsLine(services.missing));
   try {
     const { env } = services;
     // The compiler runs beside the first spec run: it needs one core for about a second.
     const [typeErrors, starter] = await Promise.all([typecheck(lab.dir), runSpec(lab, 'starter', { env })]);
+    lap('starter and tsc');
     const solution = await runSpec(lab, 'solution', { env });
+    lap('solution');
     const wrongFixes = [];
     for (const fix of listWrongFixes(lab)) wrongFixes.push({ fix, run: await runWrongFix(lab, fix, { env }) });
-    return checkContract(lab, starter, solution, typeErrors, wrongFixes);
+    lap('wrong fixes');
+    return { ...checkContract(lab, starter, solution, typeErrors, wrongFixes), seconds };
   } finally {
     await releaseServices();
   }

@@ -118,6 +118,8 @@ export async function test(names: string[] = []): Promise<number> {
       // A replayed result shows only its last lines; a task that runs shows everything.
       '--output-logs=new-only',
       '--log-order=grouped',
+      // .turbo/runs/<id>.json: each task's start, end and cache status, for the time plan in CONTRIBUTING.md.
+      '--summarize',
       ...(process.env.LABS_NO_CACHE === '1' ? ['--force'] : []),
       ...(colourEnv().NO_COLOR ? ['--no-color'] : []),
     ],
@@ -150,8 +152,15 @@ export async function test(names: string[] = []): Promise<number> {
       const note = result.starterChanged
         ? c.yellow(' starter changed by you: solution verified, starter not checked')
         : '';
+      const took = result.seconds
+        ? c.dim(
+            ` (${Object.values(result.seconds)
+              .reduce((a, b) => a + b, 0)
+              .toFixed(0)} s)`,
+          )
+        : '';
       say(
-        `  ${c.green('✓')} ${lab.slug.padEnd(24)} ${result.tests} tests, ${result.challenges} challenges fail on the starter and pass on the solution, ${result.wrongFixes} wrong fixes caught${note}`,
+        `  ${c.green('✓')} ${lab.slug.padEnd(24)} ${result.tests} tests, ${result.challenges} challenges fail on the starter and pass on the solution, ${result.wrongFixes} wrong fixes caught${note}${took}`,
       );
       for (const n of result.notes ?? []) say(`    ${c.yellow(n)}`);
     }
