@@ -16,10 +16,10 @@ import { type ComparisonRow, recorded, type TargetRecord } from './recorded.ts';
 export type { Comparison, ComparisonRow, TargetRecord } from './recorded.ts';
 
 /** Colour for a terminal or FORCE_COLOR, never with NO_COLOR, and not merely because CI is set. */
-const pc = picocolors.createColors(
+const colour =
   !process.env.NO_COLOR &&
-    (!!process.env.FORCE_COLOR?.replace(/^0$/, '') || (isatty(1) && process.env.TERM !== 'dumb')),
-);
+  (!!process.env.FORCE_COLOR?.replace(/^0$/, '') || (isatty(1) && process.env.TERM !== 'dumb'));
+const pc = picocolors.createColors(colour);
 
 /** A target's threshold: the figure must be at least, at most, or exactly this. */
 export type Threshold = { atLeast: number } | { atMost: number } | { exactly: number };
@@ -56,7 +56,8 @@ export function printComparison(title: string, measured: ComparisonRow[]): void 
   const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
   const table = new Table({
     head: ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys],
-    style: { head: ['cyan'] },
+    // cli-table3 colours by its own rules (CI counts as a terminal there): ours decide.
+    style: colour ? { head: ['cyan'] } : { head: [], border: [] },
   });
   for (const { name, result, evidence } of rows) {
     table.push([

@@ -2,7 +2,7 @@
 import Table from 'cli-table3';
 import type { LabPackage } from '@labs/test-kit';
 import { readProgress, statusOf, type LabStatus } from '../progress.ts';
-import { c, LAB, say } from '../ui.ts';
+import { c, colour as coloured, LAB, say } from '../ui.ts';
 
 const colour: Record<LabStatus, (s: string) => string> = {
   solved: c.green,
@@ -16,7 +16,7 @@ export function list(root: string, labs: LabPackage[], problems: string[] = []):
   if (labs.length > 0) {
     const table = new Table({
       head: ['#', 'lab', 'status', 'topic', 'difficulty', 'services'],
-      style: { head: process.stdout.isTTY ? ['bold'] : [], border: [], compact: true },
+      style: { head: coloured ? ['bold'] : [], border: [], compact: true },
       chars: {
         top: '',
         'top-mid': '',
