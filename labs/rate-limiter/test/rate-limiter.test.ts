@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveService } from '@labs/services';
-import { stallingProxy, useLab } from '@labs/test-kit';
+import { keysWithoutExpiry, stallingProxy, useLab } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
@@ -18,6 +18,8 @@ import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 // writes has an expiry.
 const lab = await useLab(rateLimiterLab);
 const { url: redisUrl } = await resolveService('redis');
+/** A client of the spec's own, to read what the limiter keeps in Redis. */
+const redis = await lab.context.redis();
 
 /** One instance of the lab's app with `options`, listening on a free port until the file ends. */
 async function startInstance(options: Partial<RateLimiterLabOptions>): Promise<string> {
@@ -171,6 +173,64 @@ describe('baseline: what any rate limiter must do', () => {
     expect(justAfter, 'admitted a quarter of a millisecond after each turn (1 = admitted)').toEqual(Array(10).fill(1));
   });
 
+  it('Retry-After equals the exact wait, within a second, for a limit above 1', async () => {
+    // Not the time until the whole allowance is back, nor a constant: a client that waits what it was
+    // told is admitted, and one that comes a second sooner is not. Five requests per 10 s: each client
+    // spends its five at once, and later spends what has come back until it is denied; the exact wait depends on the limiter's
+    // algorithm, which is why the test asks the limiter itself at Retry-After - 1 s and at Retry-After.
+    const T0 = 1_700_000_000_000; // a whole window, so a clock-aligned window starts here
+    let clock = T0;
+    const [url] = await startInstances(1, 5, 10_000, () => clock);
+    const seen: string[] = [];
+    for (const [i, deniedAfterMs] of [0, 300, 1700, 4200].entries()) {
+      const start = T0 + i * 60_000;
+      const client = `waiter-${i}`;
+      clock = start;
+      expect(await burst([url!], 5, client)).toEqual({ 200: 5 });
+      clock = start + deniedAfterMs;
+      // Whatever has come back by then is spent too, until the first 429.
+      let denied: Response | undefined;
+      for (let n = 0; n < 10 && denied === undefined; n++) {
+        const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': client } });
+        await res.arrayBuffer();
+        if (res.status === 429) denied = res;
+      }
+      expect(denied, `${client} was never denied`).toBeDefined();
+      const retryAfter = Number(denied!.headers.get('retry-after'));
+      clock = start + deniedAfterMs + (retryAfter - 1) * 1000;
+      const early = (await burst([url!], 1, client))[200] ?? 0;
+      clock = start + deniedAfterMs + retryAfter * 1000;
+      const onTime = (await burst([url!], 1, client))[200] ?? 0;
+      seen.push(
+        `denied ${deniedAfterMs} ms in: Retry-After ${retryAfter}, a second sooner ${early ? 'admitted' : 'denied'}, on time ${onTime ? 'admitted' : 'denied'}`,
+      );
+    }
+    expect(seen, 'a client is admitted at Retry-After, and not a second sooner').toEqual(
+      seen.map((line) => line.replace(/sooner \w+, on time \w+/, 'sooner denied, on time admitted')),
+    );
+  });
+
+  it('every key the limiter writes expires, within two windows', async () => {
+    // A limiter keeps state per client it has ever seen; without an expiry Redis grows with every API
+    // key and IP that ever called, long after they are gone. Two windows leave room for a sliding
+    // counter, which needs the previous window's count.
+    const windowMs = 10_000;
+    const prefix = `${lab.context.prefix}${++testNo}:`;
+    const url = await startInstance({ limit: 3, windowMs, now: STILL, prefix });
+    for (const client of ['once', 'twice', 'flooder'])
+      await burst([url], client === 'once' ? 1 : client === 'twice' ? 2 : 6, client);
+    // An in-memory limiter keeps nothing in Redis, which passes here (and fails elsewhere).
+    const keys = await redis.keys(`${prefix}*`);
+    expect(await keysWithoutExpiry(redis, prefix), 'keys without an expiry').toEqual([]);
+    const ttls = await Promise.all(
+      keys.map(async (key) => ({ key: key.slice(prefix.length), ms: await redis.pttl(key) })),
+    );
+    expect(
+      ttls.filter((t) => t.ms > 2 * windowMs),
+      `keys that outlive two windows (${2 * windowMs} ms)`,
+    ).toEqual([]);
+  });
+
   it('a bug in the limiter is a 500 that is logged, never a silently unlimited API', async () => {
     // Failing open is for an unreachable or slow Redis; a programming error must be seen, not hidden.
     const logged: string[] = [];
@@ -276,6 +336,30 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       admitted += (await burst([ahead ? b! : a!], 1, 'skewed'))[200] ?? 0;
     }
     expect(admitted, `admitted ${admitted} of ${2 * limit} alternating requests, limit ${limit}`).toBe(limit);
+  });
+
+  it('challenge: after spending its limit just before a window boundary, a client gets back no more than the policy refills, anywhere in the next window', async () => {
+    // "10 a second" lets a client that spent its 10 get one back every 100 ms, however the limiter
+    // counts (a bucket that refills, a sliding log or counter): after t ms, at most 10 + ceil(t / 100).
+    // A limiter that forgets the burst at some later point of the next window admits twice the limit
+    // within one window, and probing ±1 ms around the boundary does not see it. So the client asks
+    // every 20 ms, three requests at a time, across the whole window after the boundary.
+    const limit = 10;
+    const windowMs = 1000;
+    const boundary = 1_700_000_000_000; // a multiple of the window, where a clock-aligned window resets
+    let clock = boundary - 1;
+    const [url] = await startInstances(1, limit, windowMs, () => clock);
+    let admitted = (await burst([url!], limit, 'edge'))[200] ?? 0;
+    expect(admitted, 'the first burst of the limit').toBe(limit);
+    const over: string[] = [];
+    for (let t = 0; t < windowMs; t += 20) {
+      clock = boundary + t;
+      admitted += (await burst([url!], 3, 'edge'))[200] ?? 0;
+      const elapsed = clock - (boundary - 1);
+      const allowed = limit + Math.ceil((elapsed * limit) / windowMs);
+      if (admitted > allowed) over.push(`${admitted} admitted by ${elapsed} ms after the burst (at most ${allowed})`);
+    }
+    expect(over, `limit ${limit} per ${windowMs} ms: over the policy at`).toEqual([]);
   });
 
   it('challenge: a burst on each side of a window boundary admits no more than the limit', async () => {
