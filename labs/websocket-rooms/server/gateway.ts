@@ -61,8 +61,16 @@ export interface Gateway {
   shutdown(): Promise<void>;
 }
 
-/** Answers an upgrade request with a plain HTTP error: the handshake never happens. */
-function refuse(socket: Duplex, status: number, detail: string): void {
+/** What a WebSocket handshake's Sec-WebSocket-Key is: 16 random bytes in base64 (RFC 6455, section 4.1). */
+const HANDSHAKE_KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** The protocol versions ws speaks: 13 (RFC 6455) and 8 (its last draft, still sent by old clients). */
+const HANDSHAKE_VERSIONS = ['13', '8'];
+
+/**
+ * Answers an upgrade request with an HTTP error as a problem (RFC 9457), like every other 4xx and 5xx of
+ * the labs: the handshake never happens. `headers` adds what the status calls for (Allow, ...).
+ */
+function refuse(socket: Duplex, status: number, detail: string, extra: Record<string, string> = {}): void {
   const title = STATUS_CODES[status] ?? 'Error';
   const body = JSON.stringify({ title, status, detail });
   const headers = [
@@ -73,6 +81,7 @@ function refuse(socket: Duplex, status: number, detail: string): void {
     ...(status === 401 ? ['WWW-Authenticate: Bearer realm="rooms"'] : []),
     // A 503 is an outage: say when coming back is worth it, as every 503 of the labs does.
     ...(status === 503 ? [`Retry-After: ${RETRY_AFTER_SEC}`] : []),
+    ...Object.entries(extra).map(([name, value]) => `${name}: ${value}`),
   ];
   socket.end(`${headers.join('\r\n')}\r\n\r\n${body}`);
 }
@@ -99,14 +108,20 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
   // perMessageDeflate off (also ws's default): compression costs memory per connection and CPU per frame.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
+  // Whatever else ws finds wrong with a handshake (a malformed Sec-WebSocket-Protocol, say) is a 400
+  // problem too: with a listener here, ws leaves the answer to us instead of writing plain text.
+  wss.on('wsClientError', (error, socket) => {
+    counts.upgradesRefused++;
+    refuse(socket, 400, error.message);
+  });
   const counts = { upgradesAccepted: 0, upgradesRefused: 0, framesRefused: 0 };
   let nextClientId = 0;
 
   async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => {}); // a client that vanishes mid-handshake is not the server's problem
-    const refused = (status: number, detail: string) => {
+    const refused = (status: number, detail: string, extra?: Record<string, string>) => {
       counts.upgradesRefused++;
-      refuse(socket, status, detail);
+      refuse(socket, status, detail, extra);
     };
     if (new URL(req.url ?? '/', 'http://localhost').pathname !== WS_PATH) {
       refused(404, `WebSockets are served on ${WS_PATH}`);
@@ -114,6 +129,24 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
     if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
       refused(400, 'Only the websocket upgrade is supported');
+      return;
+    }
+    // A malformed handshake is the client's mistake, whoever it is: said first, and as a problem (ws
+    // would answer these itself, but in plain text).
+    if (req.method !== 'GET') {
+      refused(405, 'A WebSocket handshake is a GET request', { Allow: 'GET' });
+      return;
+    }
+    const key = req.headers['sec-websocket-key'];
+    if (key === undefined || !HANDSHAKE_KEY.test(key)) {
+      refused(400, 'Sec-WebSocket-Key must be 16 random bytes in base64, as WebSocket clients send');
+      return;
+    }
+    const version = req.headers['sec-websocket-version'] ?? '';
+    if (!HANDSHAKE_VERSIONS.includes(version)) {
+      refused(400, `Sec-WebSocket-Version must be one of ${HANDSHAKE_VERSIONS.join(', ')}`, {
+        'Sec-WebSocket-Version': HANDSHAKE_VERSIONS.join(', '),
+      });
       return;
     }
     let admission: Awaited<ReturnType<RoomHub['admit']>>;

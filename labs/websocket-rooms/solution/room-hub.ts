@@ -9,9 +9,12 @@
  * server may queue for one client (beyond it the client is closed with 4008 and told why), and the
  * upgrade request checked (token, Origin) before the handshake.
  *
- * Trade-offs: pub/sub is fire-and-forget, so a message published while an instance's subscriber is
- * reconnecting never reaches it live (the history still has it; clients get it on their next resume).
- * Every instance receives every message of every room it has a member in: fine for thousands of rooms,
+ * Pub/sub is fire-and-forget: a message published while an instance's subscriber is reconnecting
+ * never reaches it. Its members' sockets are fine meanwhile, so they would never resume and never know;
+ * instead, once the subscriber is back, the instance reads each of its rooms from the history, from the
+ * last id it handed on, and delivers what it missed (a gap frame first if the history no longer reaches).
+ *
+ * Trade-offs: every instance receives every message of every room it has a member in: fine for thousands of rooms,
  * but Redis then sends each message once per subscribed instance, and PUBLISH on a cluster goes to
  * every node (sharded pub/sub, SPUBLISH, is the fix there).
  */
@@ -53,8 +56,15 @@ interface Room {
   channel: string;
   history: string;
   members: Map<Client, Member>;
-  /** Settles once this instance's subscriber listens on the room's channel. */
+  /**
+   * Settles once this instance's subscriber listens on the room's channel and `lastId` is set: from
+   * then on every message of the room reaches this instance live, or from the history after a reconnect.
+   */
   subscribed: Promise<unknown>;
+  /** The newest message id this instance handed to the room's members (or the newest in history when it began listening). */
+  lastId: string;
+  /** While the room catches up after a reconnect, live messages wait here; undefined otherwise. */
+  held: MessageFrame[] | undefined;
 }
 
 /** A flat [name, value, name, value, ...] reply (stream fields, XINFO) as a Map. */
@@ -116,30 +126,117 @@ export function createRoomHub(options: HubOptions): RoomHub {
     sendCapped(member.client, wire);
   }
 
+  /** Hands `frame` to every member of `room` on this instance, and remembers it as the room's newest. */
+  function toMembers(room: Room, frame: MessageFrame): void {
+    if (compareIds(frame.id, room.lastId) > 0) room.lastId = frame.id;
+    const wire = encode(frame);
+    for (const member of room.members.values()) deliver(member, frame, wire);
+  }
+
   const onMessage = (channel: string, payload: string) => {
     const room = rooms.get(channel);
     if (!room) return; // unsubscribed a moment ago
     const { id, from, text, at } = JSON.parse(payload) as { id: string; from: string; text: string; at: string };
     const frame: MessageFrame = { type: 'message', room: room.name, id, from, text, at: Number(at) };
-    const wire = encode(frame);
-    for (const member of room.members.values()) deliver(member, frame, wire);
+    if (room.held) room.held.push(frame);
+    else toMembers(room, frame);
   };
   // The subscriber is ioredis: after a dropped connection it reconnects and, with autoResubscribe (on by
   // default), subscribes to every channel again. Without that, this instance would go deaf to its rooms
   // while its clients stay connected, and nobody would notice.
   subscriber.on('message', onMessage);
 
+  // --- Catching up after the subscriber reconnects ---------------------------------------------------
+  // Whatever was published while the subscriber was away is in each room's history: read it from the
+  // last id handed on. Both connections must be back (the history is read on the command connection),
+  // so either one becoming ready tries; a failed try waits for the next 'ready'.
+  let missed = false;
+  let catchingUp = false;
+  let tryAgain = false;
+  const onSubscriberLost = () => {
+    missed = true;
+  };
+  const onReady = () => {
+    if (!missed) return;
+    if (catchingUp) {
+      tryAgain = true;
+      return;
+    }
+    catchingUp = true;
+    void catchUpRooms().finally(() => {
+      catchingUp = false;
+      if (tryAgain) {
+        tryAgain = false;
+        onReady();
+      }
+    });
+  };
+  subscriber.on('close', onSubscriberLost);
+  subscriber.on('ready', onReady);
+  options.redis.on('ready', onReady);
+
+  async function catchUpRooms(): Promise<void> {
+    missed = false; // a drop from here on sets it again
+    try {
+      // ioredis resubscribes by itself on 'ready', but nobody can wait for that; subscribing again is
+      // harmless and gives a reply to wait for: once it comes, every later message arrives live.
+      const channels = [...rooms.keys()];
+      if (channels.length > 0) await subscriber.subscribe(...channels);
+      for (const room of [...rooms.values()]) await catchUpRoom(room);
+    } catch {
+      missed = true; // Redis went away again: the next 'ready' starts over (ids already sent are skipped)
+    }
+  }
+
+  /** Delivers what `room`'s history holds after the last id handed on; live messages wait meanwhile. */
+  async function catchUpRoom(room: Room): Promise<void> {
+    if (room.held) return;
+    room.held = [];
+    try {
+      const from = room.lastId;
+      const { lost, oldestId } = await historyReach(room.history, from);
+      let start = `(${from}`;
+      if (lost && oldestId !== null) {
+        // Trimmed past the last id handed on while we were away: say so, as a resume does.
+        const detail = `Messages were lost while this server was reconnecting to its message service; history resumes at ${oldestId}.`;
+        const gap = encode({ type: 'gap', room: room.name, lastId: from, oldestId, detail });
+        for (const member of room.members.values()) if (!member.waiting) sendCapped(member.client, gap);
+        start = '-';
+      }
+      for (;;) {
+        const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
+        for (const [id, fields] of page) toMembers(room, messageFrame(room.name, id, fields));
+        const last = page.at(-1);
+        if (!last || page.length < REPLAY_PAGE) break;
+        start = `(${last[0]}`;
+      }
+    } finally {
+      // What arrived live meanwhile, in order; ids already sent from the history are skipped.
+      const held = room.held;
+      room.held = undefined;
+      for (const frame of held) toMembers(room, frame);
+    }
+  }
+
   function openRoom(name: string): Room {
     const channel = channelOf(name);
     let room = rooms.get(channel);
     if (!room) {
-      room = {
+      const history = `${channel}:history`;
+      const opened: Room = {
         name,
         channel,
-        history: `${channel}:history`,
+        history,
         members: new Map(),
-        subscribed: subscriber.subscribe(channel),
+        lastId: '0-0',
+        held: undefined,
+        // Where a catch-up would start if nothing arrives before the subscriber drops: the newest entry now.
+        subscribed: subscriber.subscribe(channel).then(async () => {
+          const [newest] = await redis.xrevrange(history, '+', '-', 'COUNT', 1);
+          if (newest && compareIds(newest[0], opened.lastId) > 0) opened.lastId = newest[0];
+        }),
       };
+      room = opened;
       rooms.set(channel, room);
     }
     return room;
@@ -221,10 +318,15 @@ export function createRoomHub(options: HubOptions): RoomHub {
       // Browsers send Origin on every WebSocket handshake, with the user's cookies, from any page: without
       // this check any site could connect as its visitor (cross-site WebSocket hijacking). Non-browser
       // clients send no Origin; the token is what stops them.
+      // An origin is scheme, host and port, compared whole: a prefix match lets rooms.example.evil.com
+      // in, and a host match alone lets a plain-http page on our host talk to a server behind https.
+      // (Behind a proxy that terminates TLS the server sees http: list the public origin in
+      // WS_ALLOWED_ORIGINS.)
       const origin = req.headers.origin;
       if (origin !== undefined && !allowedOrigins.includes(origin)) {
-        const sameHost = URL.canParse(origin) && new URL(origin).host === req.headers.host;
-        if (!sameHost) return { ok: false, status: 403, reason: `Origin ${origin} may not connect here` };
+        const scheme = 'encrypted' in req.socket && req.socket.encrypted ? 'https:' : 'http:';
+        const sameOrigin = URL.canParse(origin) && new URL(origin).origin === `${scheme}//${req.headers.host}`;
+        if (!sameOrigin) return { ok: false, status: 403, reason: `Origin ${origin} may not connect here` };
       }
       const token = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token');
       if (!token) return { ok: false, status: 401, reason: 'A token is required: connect to /ws?token=...' };
@@ -270,6 +372,9 @@ export function createRoomHub(options: HubOptions): RoomHub {
     async close(): Promise<void> {
       stopHeartbeat();
       subscriber.off('message', onMessage);
+      subscriber.off('close', onSubscriberLost);
+      subscriber.off('ready', onReady);
+      options.redis.off('ready', onReady);
       rooms.clear();
       clients.clear();
     },

@@ -4,6 +4,7 @@
  * count messages, pings, heartbeat intervals and connections; none measures speed. The heartbeat runs
  * on a manual clock: one tick is one interval.
  */
+import { request } from 'node:http';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
@@ -69,6 +70,32 @@ let rooms = 0;
 const newRoom = () => `room-${++rooms}`;
 const say = (client: TestClient, room: string, text: string) => client.send({ type: 'send', room, text });
 const texts = (client: TestClient, room: string) => client.messages(room).map((m) => m.text);
+
+const redisUrl = `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`;
+
+/** Builds one more instance whose Redis connections go through `proxy`; it reports to `logged`. */
+async function instanceBehind(proxy: StallingProxy, instance: string, logged: string[]) {
+  const { app } = await roomsLab.build(lab.context, {
+    instance,
+    redisUrl: proxy.url,
+    every: clock.every,
+    heartbeatMs: 1000,
+    sendBufferCap: SEND_BUFFER_CAP,
+    historyMax: HISTORY_MAX,
+    tokenSecret: SECRET,
+    allowedOrigins: [ALLOWED_ORIGIN],
+    log: (line) => logged.push(line),
+  });
+  const { url } = await lab.context.listen(app);
+  return {
+    url,
+    connect: (user: string) => connect(`${url.replace(/^http/, 'ws')}/ws?token=${issueToken(SECRET, user)}`, { user }),
+  };
+}
+
+/** How many channels the Redis connections of `instance` subscribe to, in all. */
+const subscriptionsOf = async (instance: string) =>
+  (await connectionsNamed(redis, `${prefix}${instance}:`)).reduce((sum, c) => sum + c.subscriptions, 0);
 
 afterEach(async () => {
   await closeAllClients();
@@ -153,35 +180,109 @@ describe('baseline: what any room server must do', () => {
   });
 });
 
+describe('baseline: a malformed handshake', () => {
+  /** Sends an upgrade request with `headers` (on top of Connection and Upgrade) and reports the answer. */
+  const rawUpgrade = (headers: Record<string, string>, method = 'GET') =>
+    new Promise<{ status: number; type: string; allow?: string; version?: string; body: string }>((resolve, reject) => {
+      const req = request(wsUrl('a', `?token=${issueToken(SECRET, 'hank')}`).replace(/^ws/, 'http'), {
+        method,
+        headers: { Connection: 'Upgrade', Upgrade: 'websocket', ...headers },
+      });
+      req.on('upgrade', (_res, socket) => {
+        socket.destroy();
+        resolve({ status: 101, type: '', body: '' });
+      });
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => {
+          body += chunk.toString();
+        });
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            type: res.headers['content-type'] ?? '',
+            allow: res.headers.allow,
+            version: res.headers['sec-websocket-version'] as string | undefined,
+            body,
+          }),
+        );
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const KEY = 'dGhlIHNhbXBsZSBub25jZQ=='; // RFC 6455's own example key
+
+  it('is answered with a 4xx problem+json that says what is wrong, never plain text', async () => {
+    const cases: [string, Record<string, string>, string, number][] = [
+      ['no Sec-WebSocket-Key', { 'Sec-WebSocket-Version': '13' }, 'GET', 400],
+      [
+        'a Sec-WebSocket-Key that is not 16 bytes of base64',
+        { 'Sec-WebSocket-Key': 'hello', 'Sec-WebSocket-Version': '13' },
+        'GET',
+        400,
+      ],
+      ['no Sec-WebSocket-Version', { 'Sec-WebSocket-Key': KEY }, 'GET', 400],
+      ['an unknown Sec-WebSocket-Version', { 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '99' }, 'GET', 400],
+      ['a POST', { 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '13' }, 'POST', 405],
+      [
+        'a malformed Sec-WebSocket-Protocol',
+        { 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Protocol': 'a,,b' },
+        'GET',
+        400,
+      ],
+    ];
+    const wrong: string[] = [];
+    for (const [what, headers, method, status] of cases) {
+      const got = await rawUpgrade(headers, method);
+      let detail = '';
+      try {
+        detail = JSON.parse(got.body).detail ?? '';
+      } catch {}
+      if (got.status !== status || !got.type.startsWith('application/problem+json') || !detail)
+        wrong.push(`${what}: ${got.status} ${got.type || 'no type'} ${JSON.stringify(got.body)}`);
+      if (status === 405 && got.allow !== 'GET') wrong.push(`${what}: Allow ${got.allow}, expected GET`);
+      if (what.includes('unknown Sec-WebSocket-Version') && !got.version)
+        wrong.push(`${what}: no Sec-WebSocket-Version header naming the versions spoken`);
+    }
+    expect(wrong, `expected a ${'4xx'} problem with a detail for each: ${wrong.join('; ')}`).toEqual([]);
+    const fine = await rawUpgrade({ 'Sec-WebSocket-Key': KEY, 'Sec-WebSocket-Version': '13' });
+    expect(fine.status, 'the same request, well formed, becomes a WebSocket').toBe(101);
+  });
+});
+
+describe('baseline: what an instance holds on to', () => {
+  it('unsubscribes from a room once its last member on the instance leaves or disconnects', async () => {
+    const [kept, left, abandoned] = [newRoom(), newRoom(), newRoom()];
+    const stays = await join('c', 'stella');
+    const leaves = await join('c', 'lena');
+    const goes = await join('c', 'gus');
+    await stays.join(kept);
+    await leaves.join(left);
+    await goes.join(abandoned);
+    await goes.join(kept);
+    const before = await subscriptionsOf('c');
+
+    leaves.send({ type: 'leave', room: left });
+    await waitFor(() => leaves.frames.some((f) => f.type === 'left'));
+    await goes.close();
+    // One room still has a member here; the other two have none. Unsubscribing is asynchronous: wait
+    // (bounded) for the count to settle, then count.
+    await waitFor(async () => (await subscriptionsOf('c')) <= 1, 3000);
+    expect(
+      await subscriptionsOf('c'),
+      `channels instance c still subscribes to with members in 1 room (it had ${before} with members in 3): ` +
+        'a room without members must cost the instance nothing',
+    ).toBeLessThanOrEqual(1);
+  });
+});
+
 describe('baseline: under faults, every request is answered within a bound', () => {
   // A Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s), and a frame waits on one command at a
   // time, so each answer below comes within about a second. The bound is five times that: the machine
   // has two cores and other suites run beside this one. What is counted is whether an answer came.
   const BOUND_MS = 5 * REDIS_COMMAND_TIMEOUT_MS;
-  const redisUrl = `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`;
   /** What an outage looks like on the wire: an error frame that says when trying again is worth it. */
   const UNAVAILABLE = `error unavailable, retry after ${RETRY_AFTER_SEC} s`;
-
-  /** Builds one more instance whose Redis connections go through `proxy`; it reports to `logged`. */
-  async function instanceBehind(proxy: StallingProxy, instance: string, logged: string[]) {
-    const { app } = await roomsLab.build(lab.context, {
-      instance,
-      redisUrl: proxy.url,
-      every: clock.every,
-      heartbeatMs: 1000,
-      sendBufferCap: SEND_BUFFER_CAP,
-      historyMax: HISTORY_MAX,
-      tokenSecret: SECRET,
-      allowedOrigins: [ALLOWED_ORIGIN],
-      log: (line) => logged.push(line),
-    });
-    const { url } = await lab.context.listen(app);
-    return {
-      url,
-      connect: (user: string) =>
-        connect(`${url.replace(/^http/, 'ws')}/ws?token=${issueToken(SECRET, user)}`, { user }),
-    };
-  }
 
   /** How a response reads in an answer list: status, Retry-After and whether the body is a problem. */
   const describeResponse = (status: number, headers: { retryAfter?: string | null; type?: string | null }) =>
@@ -443,6 +544,52 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ]);
   });
 
+  it('challenge: members who stay connected while their instance reconnects to Redis get every message posted meanwhile, once each, in order', async () => {
+    // Instance "blink" reaches Redis through a proxy; killing the proxy cuts both of its connections
+    // (and refuses new ones) while its members' WebSockets stay open, as when a network path blinks.
+    await using proxy = await stallingProxy(redisUrl);
+    const logged: string[] = [];
+    const blink = await instanceBehind(proxy, 'blink', logged);
+    const room = newRoom();
+    const sender = await join('a', 'sam');
+    const stayer = await blink.connect('sue');
+    await sender.join(room);
+    await stayer.join(room);
+    say(sender, room, 'before');
+    await waitFor(() => stayer.messages(room).length === 1, 3000);
+    expect(
+      texts(stayer, room),
+      `${stayer.user} on instance blink missed a message from instance a even before its Redis connection dropped`,
+    ).toEqual(['before']);
+
+    await proxy.kill();
+    expect(
+      await waitFor(async () => (await connectionsNamed(redis, `${prefix}blink:`)).length === 0),
+      "blink's Redis connections are gone",
+    ).toBe(true);
+    for (let n = 1; n <= 5; n++) say(sender, room, `while away ${n}`);
+    expect(await waitFor(() => sender.messages(room).length === 6)).toBe(true);
+    await proxy.revive();
+    // Back once its subscriber listens again (ioredis reconnects with a growing pause between tries).
+    expect(await waitFor(async () => (await subscriptionsOf('blink')) > 0, 10_000), 'blink subscribed again').toBe(
+      true,
+    );
+    for (let n = 1; n <= 3; n++) say(sender, room, `after ${n}`);
+    expect(await waitFor(() => sender.messages(room).length === 9)).toBe(true);
+
+    const posted = texts(sender, room);
+    await waitFor(() => stayer.messages(room).length >= posted.length, 5000);
+    await stayer.roundTrip(); // anything sent twice has arrived by now too
+    const got = texts(stayer, room);
+    const missing = posted.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${stayer.user}, connected to blink all along, received ${got.length} of ${posted.length} messages ` +
+        `(${missing.length} missing: ${missing.join(', ') || 'none'}); expected each once, in order`,
+    ).toEqual(posted);
+    expect(stayer.closed, `${stayer.user}'s connection stays open`).toBeUndefined();
+  });
+
   it('challenge: a client that stops answering pings is dropped within two heartbeat intervals', async () => {
     const healthy = await join('a', 'hale');
     const silent = await join('b', 'mute');
@@ -601,6 +748,33 @@ describe('challenges: what the in-memory starter gets wrong', () => {
         status: 403,
       },
       { what: 'a valid token from Origin null', query: `?token=${valid}`, origin: 'null', status: 403 },
+      // An origin is scheme, host and port, compared whole: a look-alike that shares a prefix or a
+      // suffix with an allowed one, or the same host over another scheme or port, is another origin.
+      {
+        what: 'a host that starts with the allowed one',
+        query: `?token=${valid}`,
+        origin: `${ALLOWED_ORIGIN}.evil.com`,
+        status: 403,
+      },
+      {
+        what: 'a host that ends with the allowed one',
+        query: `?token=${valid}`,
+        origin: 'https://evilrooms.example',
+        status: 403,
+      },
+      { what: 'the allowed host over http', query: `?token=${valid}`, origin: 'http://rooms.example', status: 403 },
+      {
+        what: 'the allowed host on another port',
+        query: `?token=${valid}`,
+        origin: `${ALLOWED_ORIGIN}:8443`,
+        status: 403,
+      },
+      {
+        what: "the server's own host over https",
+        query: `?token=${valid}`,
+        origin: instances.a.replace(/^http:/, 'https:'),
+        status: 403,
+      },
     ];
     const wrong: string[] = [];
     for (const { what, query, origin, status } of cases) {
