@@ -74,3 +74,33 @@ export function syncDocs(root: string, labs: LabPackage[], write: boolean, rootR
     return { file, state: 'written' };
   });
 }
+
+/**
+ * Every lab README's top-level headings, in this order (CONTRIBUTING.md, "The README"): siblings read
+ * alike in a workshop, and the exercise comes before anything that gives it away (wrong fixes,
+ * decisions and the debrief follow Measuring).
+ */
+export const README_OUTLINE = [
+  'Questions this lab answers',
+  'The idea',
+  'Steps',
+  'Hints',
+  'Under faults',
+  'Measuring it',
+  'Wrong fixes the spec catches',
+  'Decisions this lab made',
+  'Debrief: answering it in an interview',
+  'Further reading',
+  'Sources',
+] as const;
+
+/** How a README's `## ` headings differ from {@link README_OUTLINE}: one line, or undefined when they match. */
+export function outlineProblem(readme: string): string | undefined {
+  const headings = [...readme.replace(/```[\s\S]*?```/g, '').matchAll(/^## (.+?)\s*$/gm)].map((m) => m[1]!);
+  const missing = README_OUTLINE.filter((h) => !headings.includes(h));
+  const extra = headings.filter((h) => !(README_OUTLINE as readonly string[]).includes(h));
+  if (missing.length > 0) return `lacks the heading(s) ${missing.map((h) => `"## ${h}"`).join(', ')}`;
+  if (extra.length > 0) return `has heading(s) outside the outline: ${extra.map((h) => `"## ${h}"`).join(', ')}`;
+  if (headings.join('\n') !== README_OUTLINE.join('\n')) return `has the outline's headings out of order`;
+  return undefined;
+}

@@ -54,7 +54,9 @@ export async function findLabServices(lab: LabPackage, options: LabServicesOptio
 
 /** One line for a lab that cannot be verified here: which service it needs and how to get it. */
 export function needsLine(missing: ServiceUnavailableError): string {
-  return `needs ${SERVICES[missing.kind].title}: ${missing.howToGet}`;
+  // The step that could have provided it on this machine says why it did not (no Java, Maven's error).
+  const binary = missing.tried.find((t) => t.startsWith('binary: '))?.slice('binary: '.length);
+  return `needs ${SERVICES[missing.kind].title}: ${missing.howToGet}${binary ? ` (here: ${binary})` : ''}`;
 }
 
 /**

@@ -1,6 +1,11 @@
-/** `lab docs [--check]`: writes the README parts the manifests already say (lab table, hints). */
+/**
+ * `lab docs [--check]`: writes the README parts the manifests already say (lab table, hints), and checks
+ * that every lab README keeps the one outline.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LabPackage } from '@labs/test-kit';
-import { syncDocs } from '../docs.ts';
+import { outlineProblem, syncDocs } from '../docs.ts';
 import { c, LAB, say } from '../ui.ts';
 
 export function docs(root: string, labs: LabPackage[], options: { check: boolean }): number {
@@ -16,6 +21,12 @@ export function docs(root: string, labs: LabPackage[], options: { check: boolean
       say(`${c.red('✗')} ${file} ${why}`);
     }
   }
-  if (bad === 0) say(c.green(`The READMEs agree with the ${labs.length} lab manifests.`));
+  for (const lab of labs) {
+    const problem = outlineProblem(readFileSync(join(lab.dir, 'README.md'), 'utf8'));
+    if (!problem) continue;
+    bad++;
+    say(`${c.red('✗')} labs/${lab.slug}/README.md ${problem} (CONTRIBUTING.md, "The README")`);
+  }
+  if (bad === 0) say(c.green(`The READMEs agree with the ${labs.length} lab manifests and keep the one outline.`));
   return bad === 0 ? 0 : 1;
 }

@@ -56,7 +56,8 @@ export function kafkaIsAssembled(): boolean {
 /** The major version of `java`, or 0 when it cannot be run. */
 async function javaMajor(java: string): Promise<number> {
   try {
-    const { stderr, stdout } = await promisify(execFile)(java, ['-version'], { timeout: 15_000 });
+    // A JVM starting on a busy machine can take many seconds just to print its version.
+    const { stderr, stdout } = await promisify(execFile)(java, ['-version'], { timeout: 60_000 });
     return Number(/version "(\d+)/.exec(`${stderr}${stdout}`)?.[1] ?? 0);
   } catch {
     return 0;
