@@ -8,19 +8,19 @@
 import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
-import { openLab } from '@labs/lab-kit';
+import { describe, expect, it } from 'vitest';
 import { createPgPool, createRedisClient } from '@labs/services';
-import { meterSql, type SqlMeter, stallingProxy } from '@labs/test-kit';
+import { keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
 import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import type { UserRepository } from '../server/user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
 
 // The lab as `lab serve` starts it, on this file's own database and key prefix (both removed when it
-// closes). Every instance below is built on this one context.
-const lab = await openLab(cachingLab);
-afterAll(() => lab.close());
+// closes). Every instance below is built on this one context. The test kit closes it after the file and
+// checks its invariants after each test: every key the cache leaves in Redis (entries, remembered
+// 404s, leases) has an expiry.
+const lab = await useLab(cachingLab);
 // One pool for every instance, so one counter sees every query they send, and one client to read TTLs.
 const pool = await lab.context.database({ max: 20 });
 const redis = await lab.context.redis();
@@ -393,6 +393,67 @@ describe('baseline: what any cache in front of the database must do', () => {
     const ttls = await cluster.ttls();
     expect(ttls.length).toBeGreaterThanOrEqual(5);
     for (const ttl of ttls) expect(ttl > 0 && ttl <= 30_000, `PTTL ${ttl}`).toBe(true);
+  });
+
+  it('a reader paused in its database read has nothing in Redis without an expiry (a lease of a holder that dies expires)', async () => {
+    // A reader that takes something in Redis before it reads the database (a lease, a lock) may die
+    // there: a crash, a deploy, a timeout. Whatever it took must expire by itself, or that user's key
+    // waits for it for ever. The reader is held just before its query, where a crash would leave it.
+    const cluster = createCluster();
+    const read = holdFirstCall('find', 'before');
+    const url = await cluster.start({ wrap: read.wrap, ttlMs: 30_000 });
+    const pending = getUser(url, 41);
+    await read.reached;
+    try {
+      expect(await keysWithoutExpiry(redis, cluster.prefix), 'keys a dead reader would leave for ever').toEqual([]);
+      const ttls = await cluster.ttls();
+      expect(
+        ttls.filter((ttl) => ttl > 30_000),
+        'keys that outlive ttlMs while a reader is paused',
+      ).toEqual([]);
+    } finally {
+      read.release();
+    }
+    expect((await pending).status).toBe(200);
+  });
+
+  it('a read whose database query fails leaves nothing in Redis: the next reader reads the database at once', async () => {
+    // A reader that fails (the database is down for it) must give back whatever it took, or every
+    // other reader of that user waits for it to expire. Counted, not timed: after the failure nothing
+    // of this user is left under the prefix, and the next reader, on a healthy instance, is answered
+    // by one database read of its own.
+    const cluster = createCluster();
+    const closedPort = new URL(databaseUrl);
+    closedPort.host = '127.0.0.1:1'; // nothing listens there: every query fails at once
+    const down = createPgPool(closedPort.toString(), DATABASE_POOL_OPTIONS);
+    try {
+      const failing = await cluster.start({ pool: down });
+      const healthy = await cluster.start();
+      expect((await getUser(failing, 42)).status, 'a read while its database is down').toBe(503);
+      const left = (await redis.keys(`${cluster.prefix}*`)).map((key) => key.slice(cluster.prefix.length));
+      expect(left, 'what the failed read left in Redis').toEqual([]);
+      expect(await getUser(healthy, 42)).toMatchObject({ status: 200, cache: 'miss', body: { id: 42 } });
+      expect(cluster.reads, 'database reads by the next reader').toBe(1);
+    } finally {
+      await down.end();
+    }
+  });
+
+  it('a 404 remembered by one instance ends when another instance creates the user', async () => {
+    // Instances share what they know through Redis. A "no such user" kept in one process's memory
+    // outlives the write on another instance that creates the user: that one keeps answering 404.
+    const cluster = createCluster();
+    const [a, b] = [await cluster.start(), await cluster.start()];
+    for (let i = 0; i < 2; i++) expect((await getUser(a!, 601)).status, 'before the user exists').toBe(404);
+    expect((await putUser(b!, 601, { name: 'Created on B', email: 'b@example.com' })).status).toBe(201);
+    for (const [name, url] of [
+      ['A', a!],
+      ['B', b!],
+    ] as const)
+      expect(await getUser(url, 601), `instance ${name}, after B created the user`).toMatchObject({
+        status: 200,
+        body: { name: 'Created on B', version: 1 },
+      });
   });
 
   it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
