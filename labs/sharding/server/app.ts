@@ -40,7 +40,16 @@ export const tenantId = z
     'must be 1-64 characters: lowercase letters, digits, "-" or "_", starting with a letter or digit',
   );
 
-const noteBody = z.string().min(1, 'must not be empty').max(10_000, 'must be at most 10,000 characters');
+/**
+ * PostgreSQL `text` cannot hold U+0000 (it answers SQLSTATE 22021, "invalid byte sequence"), so a note
+ * with one is refused here with a 400 that says so, as caching does, instead of failing as a 500 inside
+ * the shard's transaction.
+ */
+const noteBody = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(10_000, 'must be at most 10,000 characters')
+  .refine((body) => !body.includes('\u0000'), 'must not contain the NUL character (\\u0000)');
 const tenantParams = z.object({ tenant: tenantId });
 const noteParams = z.object({ tenant: tenantId, id: z.uuid('must be a UUID') });
 const createBody = z.object({

@@ -45,11 +45,15 @@ export interface ReshardReport {
 
 /**
  * Called by a router while a reshard is in flight, so the spec (and you) can see what happens to
- * writes that arrive then. Call `afterCopy` each time rows have been copied to their new shard and
- * before the switch that makes the new shard serve them, with the tenants whose rows were copied.
+ * writes that arrive then, with the tenants whose rows are moving:
+ * - `afterCopy` each time rows have been copied to their new shard, before anything else happens to them;
+ * - `beforeSwitch` when the move is about to make the new shard serve them (for a bucket router: the
+ *   copy is complete and verified, and the switch is next). A write made then must not be lost; the
+ *   router may hold it until the switch is done, so the hook does not wait for it to finish.
  */
 export interface MoveHooks {
   afterCopy?(tenants: string[]): Promise<void>;
+  beforeSwitch?(tenants: string[]): Promise<void>;
 }
 
 /** What a router is built from. */

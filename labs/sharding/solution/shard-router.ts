@@ -297,7 +297,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
   async function moveBucket(bucket: number, from: Shard, to: Shard): Promise<{ rows: number; pauseMs: number }> {
     await notes.deleteBucket(to.pool, to, bucket); // leftovers of an earlier, aborted move
     await setState(from, bucket, 'active', 'copying');
-    let verified: { rows: number; pausedAt: number };
+    let verified: { rows: number; pausedAt: number; tenants: string[] };
     try {
       verified = await copyAndVerify(bucket, from, to);
     } catch (error) {
@@ -311,12 +311,17 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       await notes.deleteBucket(to.pool, to, bucket).catch(() => 0);
       throw error;
     }
+    if (verified.tenants.length > 0) await hooks.beforeSwitch?.(verified.tenants);
     const switchedAt = await switchOwner(bucket, from, to);
     return { rows: verified.rows, pauseMs: switchedAt - verified.pausedAt };
   }
 
   /** Steps 1 to 4 for a bucket the source is logging: copy, catch up, freeze, verify. */
-  async function copyAndVerify(bucket: number, from: Shard, to: Shard): Promise<{ rows: number; pausedAt: number }> {
+  async function copyAndVerify(
+    bucket: number,
+    from: Shard,
+    to: Shard,
+  ): Promise<{ rows: number; pausedAt: number; tenants: string[] }> {
     // 1. Copy, in id order, a batch at a time. Writes go on; each one is logged.
     const tenants = new Set<string>();
     for (let afterId: string | undefined; ; ) {
@@ -344,7 +349,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
     if (source.count !== copy.count || source.digest !== copy.digest) {
       throw new Error(`bucket ${bucket}: the copy on shard ${to.id} does not match shard ${from.id}`);
     }
-    return { rows: source.count, pausedAt };
+    return { rows: source.count, pausedAt, tenants: [...tenants] };
   }
 
   /**

@@ -102,6 +102,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
         }
       }
       await hooks.afterCopy?.([...tenants]);
+      await hooks.beforeSwitch?.([...tenants]);
       // ...then switch: from now on the count is one higher, and the copies are read...
       // TODO(lab): a write that arrived between the copy and this switch went to the old shard and
       // is left behind there; an update made then is lost too (the new shard has the old copy).

@@ -9,6 +9,7 @@
  * others share one. Every app instance of a world has its own router: they agree only through the
  * catalog, as separate processes would.
  */
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openLab } from '@labs/lab-kit';
 import { resolveService } from '@labs/services';
@@ -168,6 +169,9 @@ describe('baseline: what any shard router must do', () => {
       ['GET', '/api/notes', undefined],
       ['POST', '/api/admin/placement', { tenants: 'acme' }],
       ['PUT', '/api/admin/hot-tenants/acme', { fanout: 1000 }],
+      // PostgreSQL text cannot hold U+0000: refused before any shard sees it, never a 500 from inside one.
+      ['POST', '/api/tenants/acme/notes', { notes: [{ body: 'before\u0000after' }] }],
+      ['PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', { body: '\u0000' }],
     ];
     for (const [method, path, body] of bad) {
       const reply = await call(one, method, path, body);
@@ -177,6 +181,8 @@ describe('baseline: what any shard router must do', () => {
     }
     const tenant = await call(one, 'GET', '/api/tenants/Not%20A%20Tenant/notes');
     expect(tenant.body.detail).toMatch(/tenant: must be 1-64 characters/);
+    const nul = await call(one, 'POST', '/api/tenants/acme/notes', { notes: [{ body: 'a\u0000b' }] });
+    expect(nul.body.detail, 'the 400 names the NUL character').toMatch(/NUL/);
   });
 
   it('routes every tenant the same way on every instance and after a restart', async () => {
@@ -270,6 +276,30 @@ const cutOnFailure = (...proxies: StallingProxy[]): AsyncDisposable => ({
 /** `answers` as [request, status] pairs, for a message that shows what came back. */
 const summary = (answers: Answer[]) => JSON.stringify(answers.map((a) => [a.request, a.status]));
 
+/** `per` tenants on each of the four shards, by the router's own placement. */
+async function tenantsOnEachShard(url: string, per: number): Promise<Map<number, string[]>> {
+  const candidates = Array.from({ length: 300 }, (_, i) => `fault-${i}`);
+  const byShard = new Map<number, string[]>();
+  for (const [i, [home]] of (await locate(url, candidates)).entries()) {
+    const picked = byShard.get(home!) ?? [];
+    if (picked.length < per) byShard.set(home!, [...picked, candidates[i]!]);
+  }
+  expect(
+    [0, 1, 2, 3].map((s) => byShard.get(s)?.length ?? 0),
+    `${per} tenants on each shard`,
+  ).toEqual([per, per, per, per]);
+  return byShard;
+}
+
+/** Polls `condition` every 10 ms until it holds; fails the test after `timeoutMs`. */
+async function waitUntil(condition: () => boolean, timeoutMs = 2 * ANSWER_WITHIN_MS): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`still waiting after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 describe('baseline: under faults, every request is answered within a bound', () => {
   it('answers 200 for tenants on healthy shards and 503 with Retry-After for tenants on a shard that is down or stalled', async () => {
     const svc = await resolveService('postgres');
@@ -352,6 +382,137 @@ describe('baseline: under faults, every request is answered within a bound', () 
       ).toContain(noteOf.get(tenant));
     }
   }, 60_000);
+
+  it('answers 503 with Retry-After for the tenants of a shard database that refuses connections, and 200 for the others', async ({
+    skip,
+  }) => {
+    // An operator closed shard 1's database (ALTER DATABASE ... ALLOW_CONNECTIONS false, as before a
+    // restore) and ended its sessions: every new connection is refused with SQLSTATE 55000, "database
+    // ... is not currently accepting connections". That is an outage of one shard, not a bug.
+    const svc = await resolveService('postgres');
+    if (svc.provider === 'embedded') skip(); // one database for every shard: there is none to close alone
+    await using world = await openWorld({});
+    const [url] = world.urls as [string];
+    const byShard = await tenantsOnEachShard(url, 2);
+    const noteOf = new Map<string, string>();
+    for (const tenant of [...byShard.values()].flat())
+      noteOf.set(tenant, (await create(url, tenant, ['before']))[0]!.id);
+    const { body } = await call(url, 'GET', '/api/admin/shards');
+    const database = (body.shards as { id: number; location: string }[]).find((s) => s.id === 1)!.location;
+
+    const admin = new pg.Client({ connectionString: svc.url });
+    await admin.connect();
+    const allow = (yes: boolean) =>
+      admin.query(`ALTER DATABASE ${pg.escapeIdentifier(database)} ALLOW_CONNECTIONS ${yes}`);
+    await using _reopen: AsyncDisposable = {
+      // Opened again (and our session ended) however the test ends, so the world can drop it.
+      [Symbol.asyncDispose]: async () => {
+        await allow(true).catch(() => undefined);
+        await admin.end();
+      },
+    };
+    await allow(false);
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [database]);
+
+    const sick = byShard.get(1)!;
+    const healthy = [0, 2, 3].flatMap((shard) => byShard.get(shard)!);
+    const [sickAnswers, healthyAnswers, admin503] = await Promise.all([
+      Promise.all(sick.flatMap((t) => tenantRequests(url, t, noteOf.get(t)!))),
+      Promise.all(healthy.flatMap((t) => tenantRequests(url, t, noteOf.get(t)!))),
+      ask(url, 'GET', '/api/admin/shards'),
+    ]);
+    const all = [...sickAnswers, ...healthyAnswers, admin503];
+    expect(
+      all.filter((a) => a.status === 'unanswered').length,
+      `answered within ${ANSWER_WITHIN_MS} ms: ${summary(all)}`,
+    ).toBe(0);
+    expect(sickAnswers, `tenants of the shard refusing connections: ${summary(sickAnswers)}`).toEqual(
+      sickAnswers.map((a) => outageAnswer(a.request)),
+    );
+    expect(
+      healthyAnswers.map((a) => [a.request, a.status]),
+      'tenants on the other shards are served as usual',
+    ).toEqual(healthyAnswers.map((a) => [a.request, a.request.startsWith('POST') ? 201 : 200]));
+    expect(admin503.status, 'the admin view counts on every shard').toBe(503);
+
+    // Accepting connections again: served again, with no restart.
+    await allow(true);
+    for (const tenant of sick) {
+      expect(
+        (await list(url, tenant)).map((n) => n.id),
+        `${tenant} once its shard accepts connections`,
+      ).toContain(noteOf.get(tenant));
+    }
+  }, 60_000);
+
+  it('under load, every request for a shard that stalls is answered 503 within the bound, and the other tenants keep being served', async () => {
+    // More requests at once than a shard's pool has connections (4), so requests also wait in the
+    // pool's queue: the bound must hold for them too (one wait for a connection or one statement, each
+    // cut off at 3 s by DATABASE_POOL_OPTIONS). On a server the stalled shard's requests are already
+    // running when it stalls; on the embedded engine they start after (its shards share one engine,
+    // which must not get a sick shard's and a healthy shard's statements at the same time).
+    const svc = await resolveService('postgres');
+    const inFlightAtStall = svc.provider !== 'embedded';
+    await using stalled = await stallingProxy(svc.url);
+    await using world = await openWorld({ connectVia: (url, target) => (target === 2 ? stalled.via(url) : url) });
+    await using _cutFirst = cutOnFailure(stalled);
+    const [url] = world.urls as [string];
+    const byShard = await tenantsOnEachShard(url, 3);
+    for (const tenant of [...byShard.values()].flat()) await create(url, tenant, ['before']);
+    const sick = byShard.get(2)!;
+    const healthy = byShard.get(0)!;
+
+    const LANES = 10; // per side: 10 requests at once for the stalled shard, 10 for a healthy one
+    let stallAt = Number.POSITIVE_INFINITY;
+    let running = true;
+    const answers: { tenant: 'sick' | 'healthy'; startedAfterStall: boolean; answer: Answer }[] = [];
+    const lane = async (side: 'sick' | 'healthy', i: number) => {
+      const tenants = side === 'sick' ? sick : healthy;
+      for (let n = 0; running; n++) {
+        const tenant = tenants[(i + n) % tenants.length]!;
+        const startedAfterStall = performance.now() >= stallAt;
+        const answer = await (n % 2
+          ? ask(url, 'GET', `/api/tenants/${tenant}/notes`)
+          : ask(url, 'POST', `/api/tenants/${tenant}/notes`, { notes: [{ body: `lane ${i}, request ${n}` }] }));
+        answers.push({ tenant: side, startedAfterStall, answer });
+      }
+    };
+    const count = (side: 'sick' | 'healthy', afterStall: boolean) =>
+      answers.filter((a) => a.tenant === side && a.startedAfterStall === afterStall).length;
+    const lanes = Array.from({ length: LANES }, (_, i) => lane('healthy', i));
+    if (inFlightAtStall) lanes.push(...Array.from({ length: LANES }, (_, i) => lane('sick', i)));
+    // Under way on both sides (counted, not timed), then the stall.
+    await waitUntil(() => count('healthy', false) >= 2 * LANES && (!inFlightAtStall || count('sick', false) >= LANES));
+    stallAt = performance.now();
+    stalled.stall();
+    if (!inFlightAtStall) lanes.push(...Array.from({ length: LANES }, (_, i) => lane('sick', i)));
+    // Each sick lane answered twice after the stall: the first wave met full pools, the second a queue.
+    await waitUntil(() => count('sick', true) >= 2 * LANES, 4 * ANSWER_WITHIN_MS);
+    running = false;
+    await Promise.all(lanes);
+    stalled.resume();
+
+    const sickAfter = answers.filter((a) => a.tenant === 'sick' && a.startedAfterStall).map((a) => a.answer);
+    const sickDuring = answers.filter((a) => a.tenant === 'sick' && !a.startedAfterStall).map((a) => a.answer);
+    const healthyAll = answers.filter((a) => a.tenant === 'healthy').map((a) => a.answer);
+    const unanswered = [...sickAfter, ...sickDuring, ...healthyAll].filter((a) => a.status === 'unanswered');
+    expect(
+      unanswered.length,
+      `${unanswered.length} of ${answers.length} requests unanswered within ${ANSWER_WITHIN_MS} ms under load: ${summary(unanswered)}`,
+    ).toBe(0);
+    const notOutage = sickAfter.filter((a) => a.status !== 503 || a.retryAfter !== String(RETRY_AFTER_SEC));
+    expect(
+      notOutage.length,
+      `${notOutage.length} of ${sickAfter.length} requests for the stalled shard, sent after it stalled, were not a 503 with Retry-After: ${summary(notOutage)}`,
+    ).toBe(0);
+    const inFlightWrong = sickDuring.filter((a) => a.status !== 503 && a.status !== 200 && a.status !== 201);
+    expect(inFlightWrong, `requests in flight when the shard stalled: served or 503, nothing else`).toEqual([]);
+    const healthyRefused = healthyAll.filter((a) => a.status !== 200 && a.status !== 201);
+    expect(
+      healthyRefused.length,
+      `${healthyRefused.length} of ${healthyAll.length} requests for a healthy shard were not served: ${summary(healthyRefused)}`,
+    ).toBe(0);
+  }, 120_000);
 
   it('answers 503 with Retry-After to every tenant request while the catalog is stalled or down, and recovers', async () => {
     // On a server the proxy is in front of the catalog only; on the embedded engine the catalog's

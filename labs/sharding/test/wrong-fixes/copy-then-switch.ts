@@ -108,6 +108,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
           afterId = rows.at(-1)!.id;
         }
         if (tenants.size > 0) await hooks.afterCopy?.([...tenants]);
+        if (tenants.size > 0) await hooks.beforeSwitch?.([...tenants]);
         await catalog.pool.query(`UPDATE ${catalog.table('buckets')} SET shard = $2 WHERE bucket = $1`, [
           bucket,
           added.id,
