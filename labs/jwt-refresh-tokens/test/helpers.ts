@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { OpenLab } from '@labs/lab-kit';
+import { recordCredential } from '@labs/test-kit';
 import { createKeyRing, type KeyRing } from '../server/keys.ts';
 import jwtLab, { type JwtLabConfig, type JwtLabOptions } from '../server/lab.ts';
 
@@ -169,6 +170,7 @@ export class CookieJar {
       const eq = pair.indexOf('=');
       if (pair.slice(0, eq) !== 'refresh_token') continue;
       const value = decodeURIComponent(pair.slice(eq + 1));
+      recordCredential(value, 'the refresh cookie');
       const path = attributes.find((a) => a.toLowerCase().startsWith('path='))?.slice(5) ?? '/';
       const expired = attributes.some((a) => /^expires=/i.test(a) && Date.parse(a.slice(8)) <= Date.now());
       this.cookie = value === '' || expired ? undefined : { value, path, attributes };
@@ -220,6 +222,7 @@ export class Tab {
     const res = await this.send('POST', '/login', { username, password });
     const json = (await res.json()) as Record<string, unknown>;
     if (res.ok) this.accessToken = String(json.accessToken);
+    recordCredential(this.accessToken, 'an access token');
     return { status: res.status, json };
   }
 
@@ -228,6 +231,7 @@ export class Tab {
     const res = await this.send('POST', '/refresh');
     const json = (await res.json()) as Record<string, unknown>;
     if (res.ok) this.accessToken = String(json.accessToken);
+    recordCredential(this.accessToken, 'an access token');
     return { status: res.status, json };
   }
 

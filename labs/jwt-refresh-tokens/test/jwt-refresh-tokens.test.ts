@@ -4,17 +4,17 @@
  * two servers whose clocks disagree, a fake Date); nothing is timed. The forged tokens are signed with
  * the lab's real key wherever only the claims or the header should give them away.
  */
-import { createPublicKey, sign as rsaSign } from 'node:crypto';
+import { createHash, createPublicKey, sign as rsaSign } from 'node:crypto';
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
 import type { Redis } from 'ioredis';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { openLab } from '@labs/lab-kit';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRedisClient } from '@labs/services';
-import { stallingProxy } from '@labs/test-kit';
+import { credentialsInRedis, expectNoCredentialAtRest, keysWithoutExpiry, stallingProxy, useLab } from '@labs/test-kit';
 import { createKeyRing } from '../server/keys.ts';
 import jwtLab from '../server/lab.ts';
+import { TOKEN_DEFAULTS } from '../server/token-defaults.ts';
 import { createUserStore, DEMO_USERS } from '../server/users.ts';
 import {
   ACCESS_TTL_SEC,
@@ -30,11 +30,12 @@ import {
 
 const [ada, grace] = DEMO_USERS;
 // The lab as `lab serve` starts it, with this file's own key prefix; every app below is built on it and
-// shares one Redis client and one user store (hashing the demo passwords takes a moment).
-const lab = await openLab(jwtLab);
+// shares one Redis client and one user store (hashing the demo passwords takes a moment). The test kit
+// closes it after the file and checks its invariants after each test: every key a session leaves in
+// Redis expires, and no token a Tab was handed (helpers.ts records them) is stored verbatim.
+const lab = await useLab(jwtLab);
 const redis = await lab.context.redis();
 const users = await createUserStore();
-afterAll(() => lab.close());
 afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
@@ -497,6 +498,104 @@ describe('challenges: refresh tokens', () => {
       `Redis keys and entries (hash fields, set members...) for ONE session: ${JSON.stringify(stored)}; over its ` +
         '14 days a tab would keep ~4,000 records per session. Keep reuse detection, with bounded storage',
     ).toEqual(stored[100]);
+  });
+});
+
+describe('challenges: what a session leaves in Redis, and for how long', () => {
+  /**
+   * What a Redis dump must not let anyone rebuild or look up a live refresh token with: the token, each
+   * of its parts long enough to be a secret (16 characters) that the access token does not disclose
+   * anyway (a session id in `sid` is no secret), and an unkeyed digest (SHA-256, SHA-1) of any of
+   * those, in hex, base64 or base64url. A keyed hash (an HMAC with the server's secret) is none of them.
+   */
+  function secretForms(refreshToken: string, accessToken: string) {
+    const disclosed = Object.values(decodeJwt(accessToken)).map(String);
+    const parts = refreshToken
+      .split(/[^A-Za-z0-9_+/=-]+/)
+      .filter((part) => part.length >= 16 && !disclosed.some((claim) => claim.includes(part)));
+    const forms = [{ value: refreshToken, what: 'the refresh token' }];
+    for (const [i, part] of parts.entries()) forms.push({ value: part, what: `part ${i + 1} of the refresh token` });
+    for (const { value, what } of [...forms])
+      for (const algorithm of ['sha256', 'sha1'])
+        for (const encoding of ['hex', 'base64', 'base64url'] as const)
+          forms.push({
+            value: createHash(algorithm).update(value).digest(encoding),
+            what: `${what}, as an unkeyed ${algorithm} in ${encoding}`,
+          });
+    return forms;
+  }
+
+  it('challenge: every stored credential is a keyed hash: no refresh secret, nor an unkeyed digest of one, in Redis', async () => {
+    // A copy of Redis (a backup, a replica, a support dump) must not be a set of live sessions.
+    const { app, tab } = await loggedIn();
+    const other = new Tab(app.url);
+    expect((await other.login(grace.username, grace.password)).status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      app.clock.advance(PAST_ACCESS_EXPIRY);
+      expect((await tab.refresh()).status, 'refresh after the access token expired').toBe(200);
+    }
+    for (const session of [tab, other]) {
+      expect(session.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+      const forms = secretForms(session.jar.cookie!.value, session.accessToken!);
+      expectNoCredentialAtRest(await credentialsInRedis(redis, app.prefix, forms));
+    }
+  });
+
+  it('challenge: a refresh token is refused once refreshTtlSec has passed without a refresh', async () => {
+    const { app, tab } = await loggedIn();
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await tab.refresh()).status, 'refresh after the access token expired').toBe(200);
+    const cookie = tab.jar.cookie;
+    // Idle for the whole refresh lifetime, and a minute: the session is over (the fake clock moves;
+    // Redis's own expiry, in real time, has not come yet, so the token code must check the time itself).
+    app.clock.advance(TOKEN_DEFAULTS.refreshTtlSec * 1000 + MINUTE);
+    tab.jar.cookie = cookie; // a browser would have dropped it (Max-Age); a thief's copy has no Max-Age
+    const late = await tab.refresh();
+    expect(late.status, `a refresh ${TOKEN_DEFAULTS.refreshTtlSec} s and a minute after the last one`).toBe(401);
+  });
+
+  it('challenge: everything a session keeps in Redis expires, within refreshTtlSec of its last use', async () => {
+    // Redis deletes an idle session by itself, or it keeps every session ever opened. A logged-out or
+    // revoked family may stay a while (to recognise a replay), but not for ever either.
+    const { app, tab } = await loggedIn();
+    const replayed = new Tab(app.url);
+    replayed.jar.cookie = tab.jar.cookie;
+    const loggedOut = new Tab(app.url);
+    expect((await loggedOut.login(grace.username, grace.password)).status).toBe(200);
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await tab.refresh()).status).toBe(200);
+    app.clock.advance(MINUTE); // past any racing-tabs grace
+    expect((await replayed.refresh()).status, 'a replayed token revokes the family').toBe(401);
+    expect((await loggedOut.send('POST', '/logout')).status).toBe(204);
+    const keys = await redis.keys(`${app.prefix}*`);
+    expect(keys.length, 'the sessions left nothing in Redis under the token code prefix').toBeGreaterThan(0);
+    expect(await keysWithoutExpiry(redis, app.prefix), 'keys kept for ever').toEqual([]);
+    const ttls = await Promise.all(
+      keys.map(async (key) => ({ key: key.slice(app.prefix.length), ms: await redis.pttl(key) })),
+    );
+    const limit = TOKEN_DEFAULTS.refreshTtlSec * 1000;
+    expect(
+      ttls.filter((t) => t.ms > limit),
+      `keys that outlive refreshTtlSec (${limit} ms)`,
+    ).toEqual([]);
+  });
+
+  it('challenge: the racing-tabs grace covers only the generation just rotated: an older one revokes the family', async () => {
+    // Two tabs racing present the same token, one rotation apart. A token two or more rotations old,
+    // even within the grace, is a copy someone kept: the thief. One second after the rotation to
+    // generation 2 (and 3), generation 0 must be refused, and the whole family revoked.
+    for (const rotations of [2, 3]) {
+      const { app, tab } = await loggedIn();
+      const thief = new Tab(app.url);
+      thief.jar.cookie = tab.jar.cookie; // generation 0
+      app.clock.advance(PAST_ACCESS_EXPIRY);
+      for (let r = 1; r <= rotations; r++) expect((await tab.refresh()).status, `rotation ${r}`).toBe(200);
+      app.clock.advance(1000);
+      const stale = await thief.refresh();
+      expect(stale.status, `generation 0, 1 s after the rotation to generation ${rotations}`).toBe(401);
+      app.clock.advance(1000);
+      expect((await tab.refresh()).status, 'the reuse should have revoked the whole family').toBe(401);
+    }
   });
 });
 
