@@ -7,9 +7,9 @@
  * the database is down or stalled past the pool's timeouts (server/lab.ts), the answer is a 503 with
  * Retry-After, which a client can act on; anything else that fails is a bug, a logged 500.
  */
-import express, { type Express, type NextFunction } from 'express';
+import express, { type Express } from 'express';
 import type pg from 'pg';
-import { atMostEvery, notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
+import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import { type JobPublisher, newJob, orderInput } from './jobs.ts';
 
@@ -26,19 +26,6 @@ const jobIdParam = z.object({ jobId: z.uuid() });
 
 export function createApp(deps: AppDeps): Express {
   const { publisher, db, log = (message) => console.error(`[background-jobs] ${message}`) } = deps;
-
-  // An outage fails every request that needs the service, many a second: one line every 5 s.
-  const logOutage = atMostEvery(5000, (message: string) => log(message));
-
-  /** A database failure as the client should see it: an outage is a 503 to retry, anything else a 500. */
-  const databaseFailed = (error: unknown, next: NextFunction) => {
-    if (!isPostgresOutage(error)) {
-      next(error);
-      return;
-    }
-    logOutage(`the database is not answering (503): ${(error as Error).message}`);
-    next(new ServiceDownError('The database is not answering; try again in a few seconds.', RETRY_AFTER_SEC));
-  };
 
   const app = express();
   app.disable('x-powered-by');
@@ -63,10 +50,11 @@ export function createApp(deps: AppDeps): Express {
       // included), so a broker that is down or silent costs a request that long, never longer.
       await publisher.publish(job);
     } catch (error) {
-      logOutage(`could not queue job ${job.jobId} (503): ${(error as Error).message}`);
       // 503, not 500: the client may try again. Not 202: nothing was promised.
       next(
-        new ServiceDownError('The job queue is unavailable; nothing was queued. Try again shortly.', RETRY_AFTER_SEC),
+        new ServiceDownError('The job queue is unavailable; nothing was queued. Try again shortly.', RETRY_AFTER_SEC, {
+          cause: error,
+        }),
       );
       return;
     }
@@ -74,39 +62,38 @@ export function createApp(deps: AppDeps): Express {
   });
 
   // What a client polls: how many confirmations the job has produced (0: not yet, 2 or more: a duplicate).
-  app.get('/jobs/:jobId', async (req, res, next) => {
+  // (A failed query goes on to problemHandler: the database's outage is a 503, anything else a 500.)
+  app.get('/jobs/:jobId', async (req, res) => {
     const params = parseInput(res, jobIdParam, req.params);
     if (!params) return;
-    try {
-      const { rows } = await db.query<{ n: number; first: Date | null }>(
-        'SELECT count(*)::int AS n, min(sent_at) AS first FROM confirmations WHERE job_id = $1',
-        [params.jobId],
-      );
-      const { n, first } = rows[0] ?? { n: 0, first: null };
-      res.json({
-        jobId: params.jobId,
-        status: n > 0 ? 'done' : 'not done (yet)',
-        confirmations: n,
-        ...(first ? { sentAt: first.toISOString() } : {}),
-      });
-    } catch (error) {
-      databaseFailed(error, next);
-    }
+    const { rows } = await db.query<{ n: number; first: Date | null }>(
+      'SELECT count(*)::int AS n, min(sent_at) AS first FROM confirmations WHERE job_id = $1',
+      [params.jobId],
+    );
+    const { n, first } = rows[0] ?? { n: 0, first: null };
+    res.json({
+      jobId: params.jobId,
+      status: n > 0 ? 'done' : 'not done (yet)',
+      confirmations: n,
+      ...(first ? { sentAt: first.toISOString() } : {}),
+    });
   });
 
-  app.get('/stats', async (_req, res, next) => {
-    try {
-      const { rows } = await db.query<{ confirmations: number; jobs: number }>(
-        'SELECT count(*)::int AS confirmations, count(DISTINCT job_id)::int AS jobs FROM confirmations',
-      );
-      const { confirmations = 0, jobs = 0 } = rows[0] ?? {};
-      res.json({ confirmations, jobsConfirmed: jobs, duplicates: confirmations - jobs });
-    } catch (error) {
-      databaseFailed(error, next);
-    }
+  app.get('/stats', async (_req, res) => {
+    const { rows } = await db.query<{ confirmations: number; jobs: number }>(
+      'SELECT count(*)::int AS confirmations, count(DISTINCT job_id)::int AS jobs FROM confirmations',
+    );
+    const { confirmations = 0, jobs = 0 } = rows[0] ?? {};
+    res.json({ confirmations, jobsConfirmed: jobs, duplicates: confirmations - jobs });
   });
 
   app.use(notFound);
-  app.use(problemHandler((error) => log(error.message)));
+  app.use(
+    problemHandler({
+      outages: [{ test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC }],
+      log: (error) => log(error.message),
+      logOutage: log,
+    }),
+  );
   return app;
 }

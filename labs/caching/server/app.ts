@@ -3,8 +3,8 @@
  * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Input is checked with zod
  * schemas (users.ts), and every error is an RFC 9457 problem. The learner does not edit this file.
  */
-import express, { type ErrorRequestHandler, type Express } from 'express';
-import { atMostEvery, notFound, parseInput, problemHandler, ServiceDownError, sendProblem } from '@labs/lab-kit';
+import express, { type Express } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
 import { isPostgresOutage, isRedisOutage } from '@labs/services';
 import type { Lookup, UserCache } from './cache.ts';
 import { userInput, userParams } from './users.ts';
@@ -17,40 +17,33 @@ export interface AppDeps {
   onLookup?: (lookup: Lookup) => void;
   /** Called with any unexpected error (the response is then a 500 that does not say what it was). */
   onError?: (error: Error) => void;
-  /** Called when a request fails because a service is down or stalled (the response is a 503). */
-  onOutage?: (error: Error) => void;
+  /**
+   * Where the outages behind 503s are reported (a service down or stalled), one line at most every 5 s;
+   * default: a warning.
+   */
+  onOutage?: (line: string) => void;
 }
 
 /** What a client is told to wait before it tries again, in seconds, when a service is not answering. */
 export const RETRY_AFTER_SEC = 2;
 
 /**
- * Turns an outage into a 503 with Retry-After, which a client can act on (a 500 says we have a bug).
- * PostgreSQL down or stalled past the pool's timeouts (server/lab.ts) is always one; Redis only reaches
- * here when the cache does not survive it, which a cache that answers from the database never lets happen.
+ * Outages are a 503 with Retry-After, which a client can act on (a 500 says we have a bug). PostgreSQL
+ * down or stalled past the pool's timeouts (server/lab.ts) is always one; Redis only reaches the error
+ * handler when the cache does not survive it, which a cache that answers from the database never lets
+ * happen. Each test also refuses the other service's errors, so the right one is named.
  */
-function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHandler {
-  return (error: Error, _req, _res, next) => {
-    const service = isPostgresOutage(error) ? 'database' : isRedisOutage(error) ? 'cache' : undefined;
-    if (service === undefined) {
-      next(error);
-      return;
-    }
-    onOutage(error);
-    next(new ServiceDownError(`The ${service} is not answering; try again in a few seconds`, RETRY_AFTER_SEC));
-  };
-}
-
-/** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
-const warnEvery5s = () =>
-  atMostEvery(5000, (error: Error) => console.warn(`[caching] a service is not answering (503): ${error.message}`));
+const OUTAGES = [
+  { test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC },
+  { test: isRedisOutage, service: 'The cache', retryAfterSec: RETRY_AFTER_SEC },
+];
 
 export function createApp(deps: AppDeps): Express {
   const {
     cache,
     onLookup = () => {},
     onError = (e) => console.error(`[caching] ${e.message}`),
-    onOutage = warnEvery5s(),
+    onOutage = (line) => console.warn(`[caching] ${line}`),
   } = deps;
   const app = express();
   app.disable('x-powered-by');
@@ -91,9 +84,8 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(notFound);
-  app.use(outagesAs503(onOutage));
   // Body-parser mistakes (invalid JSON, too large, an unknown charset) and undecodable URLs keep their
-  // 4xx; an outage is a 503 (above); anything else is a 500 whose details go to onError only.
-  app.use(problemHandler(onError));
+  // 4xx; an outage is a 503 (OUTAGES); anything else is a 500 whose details go to onError only.
+  app.use(problemHandler({ outages: OUTAGES, log: onError, logOutage: onOutage }));
   return app;
 }

@@ -66,8 +66,8 @@ export interface CachingLabOptions {
   onCacheError: (error: Error) => void;
   /** Receives the unexpected errors behind a 500. Default: the log. */
   onError: (error: Error) => void;
-  /** Receives the outages behind a 503 (a service down or stalled). Default: a warning, at most every 5 s. */
-  onOutage: (error: Error) => void;
+  /** Receives the outages behind a 503 (a service down or stalled), a line at most every 5 s. Default: a warning. */
+  onOutage: (line: string) => void;
 }
 
 /**

@@ -5,14 +5,8 @@
  * the load script. Errors are RFC 9457 problems (`application/problem+json`).
  */
 import cookieParser from 'cookie-parser';
-import express, {
-  type CookieOptions,
-  type ErrorRequestHandler,
-  type Express,
-  type Request,
-  type Response,
-} from 'express';
-import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError } from '@labs/lab-kit';
+import express, { type CookieOptions, type Express, type Request, type Response } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
 import type { KeyRing } from './keys.ts';
 import { TokenError, type Credentials, type IssuedTokens, type TokenService } from './token-service.ts';
@@ -25,8 +19,8 @@ export interface AppDeps {
   keys: KeyRing;
   /** Where a bug's details go (the client gets a 500 without them); the log by default, one line. */
   onUnexpectedError?: (error: Error) => void;
-  /** Called when Redis is down or too slow and a request is answered 503; default: nothing. */
-  onServiceDown?: (error: Error) => void;
+  /** Where Redis being down or too slow (a 503) is reported, a line at most every 5 s; default: nothing. */
+  onServiceDown?: (line: string) => void;
 }
 
 /** The refresh cookie's name. (`__Host-` would forbid the narrow Path below, so no prefix.) */
@@ -123,14 +117,14 @@ export function createApp(deps: AppDeps): Express {
 
   // Redis down or too slow is not a bug: a 503 with Retry-After, which a client can act on. Anything
   // else (a ReplyError from a broken script, a TypeError) is a bug: a 500, logged.
-  const redisDown: ErrorRequestHandler = (error, _req, _res, next) => {
-    if (!isRedisOutage(error)) return next(error);
-    onServiceDown(error);
-    next(new ServiceDownError('The session store is not answering; try again in a moment'));
-  };
   app.use(notFound);
-  app.use(redisDown);
-  app.use(problemHandler(onUnexpectedError));
+  app.use(
+    problemHandler({
+      outages: [{ test: isRedisOutage, service: 'The session store', retryAfterSec: 1 }],
+      log: onUnexpectedError,
+      logOutage: onServiceDown,
+    }),
+  );
   return app;
 
   function sendTokens(res: Response, issued: IssuedTokens) {

@@ -4,7 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { createTokenService } from '#tokens';
-import { atMostEvery, defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createKeyRing, type KeyRing } from './keys.ts';
 import { TOKEN_DEFAULTS } from './token-defaults.ts';
@@ -84,10 +84,8 @@ export default defineLab<JwtLabConfig, JwtLabOptions>({
       tokens,
       users,
       keys,
-      // One line at most every 5 s: during an outage every request would otherwise log one.
-      onServiceDown: atMostEvery(5000, (error: Error) =>
-        console.warn(`[jwt-refresh-tokens] Redis unavailable, answering 503: ${error.message}`),
-      ),
+      // The kit says it at most every 5 s: during an outage every request would otherwise log a line.
+      onServiceDown: (line) => console.warn(`[jwt-refresh-tokens] ${line}`),
     });
     return {
       app,

@@ -7,7 +7,7 @@
 import express, { type Express } from 'express';
 import type pg from 'pg';
 import { loadAuthorFeed } from '#author-feed';
-import { notFound, parseInput, problemHandler, ServiceDownError, wholeNumber, z } from '@labs/lab-kit';
+import { notFound, parseInput, problemHandler, wholeNumber, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import type { AuthorWithPosts, PageRequest } from './author-repository.ts';
 
@@ -56,21 +56,22 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/authors', async (req, res) => {
     const page = parseInput(res, pageQuery, req.query);
     if (!page) return; // a 400 problem naming the parameter, sent before any SQL
-    let authors: AuthorWithPosts[];
-    try {
-      authors = await loadFeed(db, page);
-    } catch (error) {
-      // An outage (refused, reset, timed out) is the database's state, not this request's fault. A bug,
-      // such as SQL that does not parse, stays a 500 and reaches the log.
-      if (!isPostgresOutage(error)) throw error;
-      throw new ServiceDownError('The database did not answer in time; try again shortly', RETRY_AFTER_SEC);
-    }
+    // A failure goes on to problemHandler: an outage (refused, reset, timed out) is the database's
+    // state, not this request's fault, a 503; a bug, such as SQL that does not parse, a logged 500.
+    const authors = await loadFeed(db, page);
     const last = authors.at(-1);
     const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
     res.json(body);
   });
   app.use(notFound);
-  // Express 5 passes a rejected handler here: the client gets a 500 problem, the log the details.
-  app.use(problemHandler((error) => console.error(`[n-plus-one] ${error.message}`)));
+  // Express 5 passes a rejected handler here: PostgreSQL's outage is a 503 with Retry-After, anything
+  // else a 500 problem whose details go to the log.
+  app.use(
+    problemHandler({
+      outages: [{ test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC }],
+      log: (error) => console.error(`[n-plus-one] ${error.message}`),
+      logOutage: (line) => console.warn(`[n-plus-one] ${line}`),
+    }),
+  );
   return app;
 }

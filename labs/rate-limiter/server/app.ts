@@ -4,6 +4,7 @@
  */
 import express, { type Express } from 'express';
 import { notFound, problemHandler } from '@labs/lab-kit';
+import { isRedisOutage } from '@labs/services';
 import { rateLimit } from './middleware.ts';
 import type { RateLimiter } from './limiter.ts';
 
@@ -30,6 +31,14 @@ export function createApp(deps: AppDeps): Express {
     res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
   });
   app.use(notFound);
-  app.use(problemHandler(deps.onUnexpectedError ?? ((error) => console.error(`[rate-limiter] ${error.message}`))));
+  // The limiter fails open on a Redis outage (middleware.ts), so none reaches here from it; any other
+  // route that needed Redis would answer its outage with a 503, as every lab does.
+  app.use(
+    problemHandler({
+      outages: [{ test: isRedisOutage, service: 'The rate limiter', retryAfterSec: 1 }],
+      log: deps.onUnexpectedError ?? ((error) => console.error(`[rate-limiter] ${error.message}`)),
+      logOutage: (line) => console.warn(`[rate-limiter] ${line}`),
+    }),
+  );
   return app;
 }

@@ -17,7 +17,16 @@ export {
   uniqueId,
 } from './define-lab.ts';
 export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber } from './input.ts';
-export { atMostEvery, notFound, type Problem, problemHandler, ServiceDownError, sendProblem } from './problem.ts';
+export {
+  atMostEvery,
+  notFound,
+  type Outage,
+  type Problem,
+  problemHandler,
+  type ProblemHandlerOptions,
+  ServiceDownError,
+  sendProblem,
+} from './problem.ts';
 export {
   type Listening,
   listen,

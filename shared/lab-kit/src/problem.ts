@@ -53,8 +53,9 @@ export function sendProblem(res: Response, status: number, detail?: string, extr
 export class ServiceDownError extends Error {
   override readonly name = 'ServiceDownError';
   readonly retryAfterSec: number;
-  constructor(message: string, retryAfterSec = 1) {
-    super(message);
+  /** `options.cause`: the failure behind it, for the log line (never for the client). */
+  constructor(message: string, retryAfterSec = 1, options?: ErrorOptions) {
+    super(message, options);
     this.retryAfterSec = retryAfterSec;
   }
 }
@@ -62,20 +63,67 @@ export class ServiceDownError extends Error {
 /** An unknown path: a 404 problem rather than Express's HTML page. */
 export const notFound: RequestHandler = (req, res) => sendProblem(res, 404, `No route for ${req.method} ${req.path}`);
 
+/** How one service's outage is answered: which errors are one, how to name it, when to come back. */
+export interface Outage {
+  /**
+   * Whether `error` is this service's outage: `isPostgresOutage`, `isRedisOutage`, `isRabbitOutage`
+   * or `isKafkaOutage` from `@labs/services`, each of which also refuses an error that came from
+   * another service's client, so the order of the list does not decide which service is named.
+   */
+  test: (error: unknown) => boolean;
+  /** The service as the client reads it, e.g. 'The database': "The database is not answering; ...". */
+  service: string;
+  /** Retry-After, in seconds (default 1). */
+  retryAfterSec?: number;
+}
+
+/** What {@link problemHandler} does besides the body-parser's 4xx. */
+export interface ProblemHandlerOptions {
+  /** The services whose outages are a 503 with Retry-After rather than a 500 (default: none). */
+  outages?: readonly Outage[];
+  /** Where a bug (the error behind a 500) goes: every one of them (default: console.error). */
+  log?: (error: Error) => void;
+  /**
+   * Where an outage (the error behind a 503) is reported, one line at most every 5 s (an outage fails
+   * every request that needs the service); default: console.warn.
+   */
+  logOutage?: (line: string) => void;
+}
+
 /**
  * The last middleware of every lab's app. Express's body parser marks client mistakes with a 4xx
  * `status` (malformed JSON, a body too large, a wrong charset): those are answered as they are. A
- * ServiceDownError is a 503. Anything else is a 500 whose details go to `log` only.
+ * ServiceDownError, or an error one of `outages` recognises, is a 503 with Retry-After, reported
+ * through `logOutage` at most every 5 s. Anything else is a 500 whose details go to `log` only.
+ * (A function instead of options is `log` alone, and outages are not reported: the form of labs that
+ * report their own.)
  */
-export function problemHandler(log: (error: Error) => void = (e) => console.error(e.message)): ErrorRequestHandler {
+export function problemHandler(options: ProblemHandlerOptions | ((error: Error) => void) = {}): ErrorRequestHandler {
+  const {
+    outages = [],
+    log = (e: Error) => console.error(e.message),
+    logOutage = console.warn,
+  }: ProblemHandlerOptions = typeof options === 'function' ? { log: options, logOutage: () => {} } : options;
+  const reportOutage = atMostEvery(5000, (line: string, skipped: number) =>
+    logOutage(skipped > 0 ? `${line} (and ${skipped} more since the last report)` : line),
+  );
   return (error: Error & { status?: number; type?: string }, _req, res, _next) => {
     if (res.headersSent) {
       res.destroy();
       return;
     }
     if (error instanceof ServiceDownError) {
+      const cause = error.cause instanceof Error ? ` (${error.cause.message})` : '';
+      reportOutage(`503: ${error.message}${cause}`);
       res.set('Retry-After', String(error.retryAfterSec));
       sendProblem(res, 503, error.message);
+      return;
+    }
+    const outage = outages.find((candidate) => candidate.test(error));
+    if (outage) {
+      reportOutage(`${outage.service} is not answering (503): ${error.message}`);
+      res.set('Retry-After', String(outage.retryAfterSec ?? 1));
+      sendProblem(res, 503, `${outage.service} is not answering; try again in a few seconds.`);
       return;
     }
     const status = error.status;

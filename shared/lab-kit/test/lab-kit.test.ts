@@ -7,7 +7,14 @@ import { performance } from 'node:perf_hooks';
 import express from 'express';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { createRedisClient, resolveService, stopServices } from '@labs/services';
+import {
+  createRedisClient,
+  fromService,
+  isKafkaOutage,
+  isPostgresOutage,
+  resolveService,
+  stopServices,
+} from '@labs/services';
 import {
   atMostEvery,
   ConfigError,
@@ -103,6 +110,63 @@ describe('problems (RFC 9457)', () => {
     const bug = await fetch(`${running.url}/bug`);
     expect(bug.status).toBe(500);
     expect(await bug.text()).not.toContain('is not a function');
+  });
+});
+
+describe('problemHandler: the outage policy', () => {
+  /** A refused connection as kafkajs reports it: its own error, with the socket's code kept. */
+  const kafkaRefused = () =>
+    Object.assign(new Error('Connection error: connect ECONNREFUSED 127.0.0.1:9092'), {
+      name: 'KafkaJSConnectionError',
+      code: 'ECONNREFUSED',
+    });
+  const socketRefused = () =>
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED', syscall: 'connect' });
+
+  it('names the service the error came from, whatever the order of the list, with its Retry-After, and logs at most every 5 s', async () => {
+    const lines: string[] = [];
+    const bugs: Error[] = [];
+    const app = express();
+    app.get('/kafka', () => {
+      throw kafkaRefused();
+    });
+    app.get('/database', () => {
+      throw fromService('postgres', socketRefused());
+    });
+    app.get('/bug', () => {
+      throw new TypeError('x.y is not a function');
+    });
+    app.use(
+      problemHandler({
+        // The database first: its test used to take kafkajs' ECONNREFUSED for its own.
+        outages: [
+          { test: isPostgresOutage, service: 'The database', retryAfterSec: 2 },
+          { test: isKafkaOutage, service: 'Kafka', retryAfterSec: 3 },
+        ],
+        log: (error) => bugs.push(error),
+        logOutage: (line) => lines.push(line),
+      }),
+    );
+    await using server = await listen(app);
+    const get = async (path: string) => {
+      const res = await fetch(`${server.url}${path}`);
+      return {
+        status: res.status,
+        retryAfter: res.headers.get('retry-after'),
+        body: (await res.json()) as { detail?: string },
+      };
+    };
+    const kafka = await get('/kafka');
+    expect(kafka).toMatchObject({ status: 503, retryAfter: '3' });
+    expect(kafka.body.detail).toMatch(/^Kafka is not answering/);
+    const database = await get('/database');
+    expect(database).toMatchObject({ status: 503, retryAfter: '2' });
+    expect(database.body.detail).toMatch(/^The database is not answering/);
+    for (let i = 0; i < 5; i++) expect((await get('/kafka')).status).toBe(503);
+    expect((await get('/bug')).status).toBe(500);
+    expect(lines.length, `outage lines for 7 outages in a moment: ${lines.join(' | ')}`).toBe(1);
+    expect(lines[0]).toMatch(/^Kafka is not answering \(503\)/);
+    expect(bugs.map((bug) => bug.message)).toEqual(['x.y is not a function']);
   });
 });
 

@@ -2,7 +2,15 @@
  * @labs/services: finds the real servers a lab needs, in the order of ../../LABS.md:
  * env URL, default local port, container, local binary, embedded engine, else a clear error.
  */
-export { SERVICES, SERVICE_KINDS, isServiceKind, type ServiceInfo, type ServiceKind } from './kinds.ts';
+export {
+  SERVICES,
+  SERVICE_KINDS,
+  isServiceKind,
+  serviceAddress,
+  type ServiceAddress,
+  type ServiceInfo,
+  type ServiceKind,
+} from './kinds.ts';
 export { probe } from './probe.ts';
 export { PROVIDER_ORDER, type ProviderName, type ResolvedService } from './providers/types.ts';
 export { dockerEngineAnswers } from './providers/container.ts';
@@ -16,7 +24,17 @@ export {
   stopServices,
   type ResolveOptions,
 } from './resolve.ts';
-export { createPgPool, createRedisClient, deleteByPrefix, isPostgresOutage, isRedisOutage } from './clients.ts';
+export {
+  createPgPool,
+  createRedisClient,
+  deleteByPrefix,
+  fromService,
+  isKafkaOutage,
+  isPostgresOutage,
+  isRabbitOutage,
+  isRedisOutage,
+  type OutageSource,
+} from './clients.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';
 export { serviceFingerprint } from './fingerprint.ts';
