@@ -91,6 +91,13 @@ export interface SenderOptions {
    * transactions while a test breaks their connections. Only the fault tests and the load script set it.
    */
   hangAfter?: number;
+  /**
+   * Each call waits (up to this many ms) until another call for the same job id is in progress too:
+   * two copies of a job delivered at once are then both inside the work together, the interleaving a
+   * check-then-act dedupe gets wrong, forced instead of hoped for. A worker that lets only one copy
+   * through (a claim in the database) loses this long once per job. Only the spec sets it.
+   */
+  meetCopiesMs?: number;
 }
 
 /** A sender of confirmations, with its stats and the times each job was tried. */
@@ -111,6 +118,24 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
   const held = new Promise<void>((resolve) => {
     releaseHeld = resolve;
   });
+  /** Calls waiting for a copy of their job, by job id. */
+  const waitingForCopy = new Map<string, () => void>();
+  const meetCopy = async (jobId: string, ms: number) => {
+    const waiting = waitingForCopy.get(jobId);
+    if (waiting) {
+      waiting(); // the copy that came first goes on, and so does this one
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waitingForCopy.delete(jobId);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      waitingForCopy.set(jobId, done);
+    });
+  };
   const send: SendConfirmation = async (db, job) => {
     stats.calls++;
     stats.inFlight++;
@@ -118,6 +143,7 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
     attempts.set(job.jobId, [...(attempts.get(job.jobId) ?? []), performance.now()]);
     try {
       if (options.hangAfter !== undefined && stats.calls > options.hangAfter) await held;
+      if (options.meetCopiesMs !== undefined) await meetCopy(job.jobId, options.meetCopiesMs);
       if (options.workMs > 0) await sleep(options.workMs);
       const body = renderConfirmation(job);
       await db.query(
