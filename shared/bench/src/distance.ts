@@ -4,6 +4,7 @@
  * process of their own, so neither the load generator nor the servers lend them their event loop);
  * `lab serve --latency` calls {@link openDistance} (the proxies run in the command line's process).
  */
+import { SERVICE_KINDS, SERVICES, type ServiceInfo, type ServiceKind } from '@labs/services';
 import { type DistanceRecord, recorded } from './recorded.ts';
 import { forkServers } from './servers.ts';
 import {
@@ -17,15 +18,16 @@ import {
   type ProxyOverhead,
 } from './latency-proxy.ts';
 
-/** The services a latency proxy can stand in front of, with the variable that carries each one's URL. */
-export const PROXIABLE = {
-  redis: { envVar: 'REDIS_URL', title: 'Redis', short: 'redis' },
-  postgres: { envVar: 'DATABASE_URL', title: 'PostgreSQL', short: 'db' },
-  rabbitmq: { envVar: 'AMQP_URL', title: 'RabbitMQ', short: 'broker' },
-} as const;
+/** A service a latency proxy can stand in front of: one whose clients take a URL (SERVICES[kind].schemes). */
+export type ProxiableService = Exclude<ServiceKind, 'kafka'>;
 
-/** A service a latency proxy can stand in front of. */
-export type ProxiableService = keyof typeof PROXIABLE;
+/**
+ * What the proxy needs of each such service (the variable that carries its URL, its names), read from
+ * the one table of service facts in @labs/services.
+ */
+export const PROXIABLE: Readonly<Record<ProxiableService, ServiceInfo>> = Object.fromEntries(
+  SERVICE_KINDS.filter((k) => Object.keys(SERVICES[k].schemes).length > 0).map((k) => [k, SERVICES[k]]),
+) as Record<ProxiableService, ServiceInfo>;
 
 /** How far one service is: milliseconds each way, or that with jitter. */
 export type ServiceDistance = number | { latencyMs: number; jitterMs?: number };

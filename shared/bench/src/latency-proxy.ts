@@ -13,12 +13,9 @@
  */
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { type ServiceAddress, serviceAddress } from '@labs/services';
 
-/** Where a service listens. */
-export interface ServiceAddress {
-  host: string;
-  port: number;
-}
+export { type ServiceAddress, serviceAddress };
 
 /** How to start a {@link LatencyProxy}. */
 export interface LatencyProxyOptions {
@@ -351,38 +348,6 @@ export async function measureProxyOverhead(roundTrips = 500): Promise<ProxyOverh
 export function describeOverhead(overhead: ProxyOverhead): string {
   const us = (n: number) => `${Math.round(n)} µs`;
   return `proxy overhead: ${us(Math.max(0, overhead.overheadUs))} per round trip (median of ${overhead.roundTrips}: ${us(overhead.proxiedUs)} through a 0 ms proxy, ${us(overhead.directUs)} direct)`;
-}
-
-/** The port each URL scheme's service listens on when its URL names none. */
-const DEFAULT_PORTS: Record<string, number> = {
-  'redis:': 6379,
-  'rediss:': 6379,
-  'postgres:': 5432,
-  'postgresql:': 5432,
-  'amqp:': 5672,
-  'amqps:': 5671,
-};
-
-/**
- * The host and port a service URL (redis://, postgres://, postgresql://, amqp://) points at. Throws for
- * other schemes and for a PostgreSQL URL that names its host in the query (a Unix socket).
- */
-export function serviceAddress(url: string): ServiceAddress {
-  const parsed = URL.parse(url);
-  if (parsed === null) throw new Error(`not a service URL: ${url}`);
-  const defaultPort = DEFAULT_PORTS[parsed.protocol];
-  if (defaultPort === undefined) {
-    throw new Error(
-      `cannot proxy ${parsed.protocol}// URLs; the latency proxy knows redis://, postgres:// and amqp:// (${url})`,
-    );
-  }
-  if (parsed.searchParams.has('host') || parsed.hostname === '') {
-    throw new Error(`cannot proxy a URL without a TCP host (a Unix socket?): ${url}`);
-  }
-  return {
-    host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
-    port: parsed.port === '' ? defaultPort : Number(parsed.port),
-  };
 }
 
 /** `url` with its host and port replaced by the proxy's; credentials, database, vhost and query kept. */

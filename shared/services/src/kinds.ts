@@ -21,6 +21,13 @@ export interface ServiceInfo {
   readonly image: string;
   /** The one command that provides the service on a learner's machine. */
   readonly howToGet: string;
+  /**
+   * The URL schemes of its clients and the port each means when a URL names none (`redis://host`).
+   * Empty for Kafka, whose clients take `host:port` lists rather than URLs.
+   */
+  readonly schemes: Readonly<Record<string, number>>;
+  /** A word for a row that puts it at a distance ("db 1 ms away"); only URL services can be proxied. */
+  readonly short: string;
 }
 
 /** What the project knows about each kind of service. */
@@ -32,6 +39,8 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     defaultUrl: 'redis://127.0.0.1:6379',
     image: 'redis:8-alpine',
     howToGet: 'docker compose up -d --wait redis   (or: sudo apt-get install redis-server)',
+    schemes: { 'redis:': 6379, 'rediss:': 6379 },
+    short: 'redis',
   },
   postgres: {
     title: 'PostgreSQL',
@@ -41,6 +50,8 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     image: 'postgres:18-alpine',
     howToGet:
       'docker compose up -d --wait postgres   (Postgres labs also run on embedded PGlite: LABS_PROVIDER=embedded)',
+    schemes: { 'postgres:': 5432, 'postgresql:': 5432 },
+    short: 'db',
   },
   rabbitmq: {
     title: 'RabbitMQ',
@@ -49,6 +60,8 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     defaultUrl: 'amqp://guest:guest@127.0.0.1:5672',
     image: 'rabbitmq:4-management-alpine',
     howToGet: 'docker compose up -d --wait rabbitmq   (or: sudo apt-get install rabbitmq-server)',
+    schemes: { 'amqp:': 5672, 'amqps:': 5671 },
+    short: 'broker',
   },
   kafka: {
     title: 'Kafka',
@@ -58,10 +71,40 @@ export const SERVICES: Readonly<Record<ServiceKind, ServiceInfo>> = {
     // The version shared/services/kafka/pom.xml pins for the binary step: one Kafka everywhere.
     image: 'apache/kafka:4.4.0',
     howToGet: './lab setup kafka   (needs a JDK 17+ and Maven; or: docker compose up -d --wait kafka)',
+    schemes: {},
+    short: 'kafka',
   },
 };
 
 /** True when `name` is one of the service kinds. */
 export function isServiceKind(name: string): name is ServiceKind {
   return (SERVICE_KINDS as readonly string[]).includes(name);
+}
+
+/** Where a service URL points: host and port. */
+export interface ServiceAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * The host and port a service URL (redis://, postgres://, postgresql://, amqp:// and their TLS forms)
+ * points at, with the scheme's default port when it names none. Throws for other schemes and for a
+ * PostgreSQL URL that names its host in the query (a Unix socket): nothing can stand in front of those.
+ */
+export function serviceAddress(url: string): ServiceAddress {
+  const parsed = URL.parse(url);
+  if (parsed === null) throw new Error(`not a service URL: ${url}`);
+  const defaultPort = SERVICE_KINDS.map((k) => SERVICES[k].schemes[parsed.protocol]).find((p) => p !== undefined);
+  if (defaultPort === undefined) {
+    const known = SERVICE_KINDS.flatMap((k) => Object.keys(SERVICES[k].schemes)).map((s) => `${s}//`);
+    throw new Error(`cannot proxy ${parsed.protocol}// URLs; known: ${known.join(', ')} (${url})`);
+  }
+  if (parsed.searchParams.has('host') || parsed.hostname === '') {
+    throw new Error(`cannot proxy a URL without a TCP host (a Unix socket?): ${url}`);
+  }
+  return {
+    host: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: parsed.port === '' ? defaultPort : Number(parsed.port),
+  };
 }
