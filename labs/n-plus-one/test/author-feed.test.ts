@@ -178,6 +178,25 @@ describe('baseline: the feed is right, whatever loads it', () => {
     expect(sql.statements).toBe(0); // rejected before any SQL
   });
 
+  it('index set-up runs twice: a second run succeeds and leaves the indexes on posts as they were', async () => {
+    // ensureIndexes runs on every start of every instance (a deploy starts several at once), so a
+    // second run must be a no-op: not an error ("already exists"), not a second copy of the index
+    // (one more to write on every INSERT), not a rebuild (which blocks writes to posts while it runs).
+    // The file's set-up ran it once already; two more runs must change nothing, down to each index's oid.
+    const indexesOnPosts = async () =>
+      (
+        await db.query<{ oid: number; definition: string }>(
+          `SELECT c.oid::int AS oid, pg_get_indexdef(c.oid) AS definition FROM pg_index i
+           JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'posts'::regclass ORDER BY c.oid`,
+        )
+      ).rows;
+    const before = await indexesOnPosts();
+    for (const run of [2, 3]) {
+      await expect(ensureIndexes(db), `run ${run} of ensureIndexes`).resolves.toBeUndefined();
+      expect(await indexesOnPosts(), `the indexes on posts after run ${run} of ensureIndexes`).toEqual(before);
+    }
+  });
+
   it('an unknown path is a 404 problem', async () => {
     const res = await fetch(`${server.url}/api/author`);
     expect(res.status).toBe(404);
