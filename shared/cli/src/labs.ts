@@ -4,24 +4,6 @@ import { dirname, join, relative } from 'node:path';
 import { readLabPackage, type LabPackage } from '@labs/test-kit';
 import { c, LAB, UserError } from './ui.ts';
 
-/** Every command of the command line: a lab may not take one's name, and a typo is matched against them. */
-export const COMMANDS = [
-  'list',
-  'hint',
-  'serve',
-  'bench',
-  'diff',
-  'reset',
-  'doctor',
-  'setup',
-  'questions',
-  'check',
-  'test',
-  'new',
-  'docs',
-  'help',
-];
-
 /** The monorepo root: the nearest folder above `from` holding pnpm-workspace.yaml. */
 export function repoRoot(from = process.cwd()): string {
   let dir = from;

@@ -20,64 +20,9 @@ import { runLab } from './commands/run.ts';
 import { latencyOption, openReport, runLabScript, SERVE_ENTRY } from './commands/serve.ts';
 import { test } from './commands/test.ts';
 import { watchLab } from './commands/watch.ts';
-import { COMMANDS, didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
+import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
+import type { LabPackage } from '@labs/test-kit';
 import { c, LAB, say, UserError, warn } from './ui.ts';
-
-/** The commands and what they do; the first column is what follows `pnpm lab` (or `./lab`). */
-const HELP_ROWS: [string, string][] = [
-  ['', 'pick a lab and an action (in a terminal), else the list'],
-  ['list', 'every lab with your progress'],
-  ['<lab>', 'run the spec against your code, with a report'],
-  ['<lab> --solution', 'the same against the reference solution'],
-  ['<lab> --watch', 'run again on every save (Ctrl-C to stop)'],
-  ['hint <lab>', 'the next hint (one level at a time)'],
-  ['serve <lab> [--solution] [--port N]', "start the lab's API for curl or a browser"],
-  ['serve <lab> --latency postgres=1ms,redis=0.5ms', 'the same with its services that far away (each way)'],
-  ['bench <lab>', 'the load script: starter vs solution, side by side'],
-  ['bench <lab> --check', 'the same, exiting non-zero when a target is missed'],
-  ['bench <lab> --open', 'the same, then open its HTML report (else print its path)'],
-  ['diff <lab> [--force]', 'your code next to the reference solution (once solved)'],
-  ['reset <lab> [--yes]', 'put the starter back (asks first)'],
-  ['doctor [lab]', 'Node, pnpm, Docker and where each service is found (for one lab: what it needs)'],
-  ['setup kafka', 'assemble Kafka from Maven Central now (else the first Kafka lab does it)'],
-  ['new <slug>', 'scaffold a lab that already runs (for lab authors)'],
-  ['docs [--check]', "write the READMEs' lab table and hints from the manifests"],
-  ['questions [words]', 'search the interview question catalog'],
-  ['questions --coverage', 'how many questions a lab answers'],
-  ['questions --markdown', 'the catalog as QUESTIONS.md'],
-  ['test [lab…]', 'verify every lab (or those named) both ways: what CI runs'],
-];
-
-/** The help text, with the commands written the way this learner runs them (LAB). */
-function helpText(): string {
-  const width = 36;
-  const rows = HELP_ROWS.map(([args, what]) => {
-    const command = `${LAB} ${args}`.trimEnd();
-    // A command too long for its column gets its description on the next line.
-    return command.length < width - 1
-      ? `  ${command.padEnd(width)}${what}`
-      : `  ${command}\n  ${' '.repeat(width)}${what}`;
-  });
-  return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
-}
-
-/** Which options each command accepts; `run` is `pnpm lab <lab>`. */
-const ALLOWED: Record<string, string[]> = {
-  list: [],
-  run: ['solution', 'watch'],
-  hint: [],
-  serve: ['solution', 'port', 'latency'],
-  bench: ['check', 'open'],
-  diff: ['force'],
-  reset: ['yes'],
-  doctor: [],
-  setup: [],
-  questions: ['coverage', 'markdown', 'json'],
-  test: [],
-  new: [],
-  docs: ['check'],
-  check: [],
-};
 
 const OPTIONS = {
   solution: { type: 'boolean' },
@@ -94,6 +39,34 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
+type OptionName = Exclude<keyof typeof OPTIONS, 'help'>;
+type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
+
+/** What a command gets: its arguments after its name, the options, and the repository's labs. */
+interface Invocation {
+  args: string[];
+  values: Values;
+  root: string;
+  labs: LabPackage[];
+  problems: string[];
+}
+
+/**
+ * One command of the command line: its name, the help rows that describe it (what follows the command
+ * line's own name, and what it does), the options it takes, how many arguments, and what it runs. Help,
+ * option checking, "did you mean" and dispatch all read this one list.
+ */
+interface Command {
+  name: string;
+  help: [string, string][];
+  options: OptionName[];
+  /** How many arguments may follow the name. */
+  args: number;
+  /** True for the commands turbo and CI run in a lab folder: they read the labs themselves. */
+  ownLabs?: boolean;
+  run(call: Invocation): Promise<number> | number;
+}
+
 function portOption(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   const port = Number(raw);
@@ -102,92 +75,49 @@ function portOption(raw: string | undefined): string | undefined {
   return String(port);
 }
 
-/** Rejects options given to a command that does not use them, and stray extra arguments. */
-function expect(command: string, values: Record<string, unknown>, positionals: string[], maxPositionals: number) {
-  for (const [name, value] of Object.entries(values)) {
-    if (value === undefined || name === 'help') continue;
-    if (!ALLOWED[command]?.includes(name)) {
-      const where = Object.entries(ALLOWED)
-        .filter(([, opts]) => opts.includes(name))
-        .map(([cmd]) => (cmd === 'run' ? `${LAB} <lab>` : `${LAB} ${cmd}`));
-      throw new UserError(
-        `--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`,
-      );
-    }
-  }
-  if (positionals.length > maxPositionals)
-    throw new UserError(`Unexpected argument "${positionals[maxPositionals]}". See ${c.cyan(`${LAB} help`)}.`);
-}
+/** `lab <lab> [--solution] [--watch]`: the command a learner types most, named by the lab itself. */
+const RUN: Command = {
+  name: '<lab>',
+  help: [
+    ['<lab>', 'run the spec against your code, with a report'],
+    ['<lab> --solution', 'the same against the reference solution'],
+    ['<lab> --watch', 'run again on every save (Ctrl-C to stop)'],
+  ],
+  options: ['solution', 'watch'],
+  args: 0,
+  run: ({ values, root, labs, args }) => {
+    const lab = labs.find((l) => l.slug === args[0])!;
+    const target = values.solution ? 'solution' : 'starter';
+    return values.watch ? watchLab(root, labs, lab, target) : runLab(root, labs, lab, target);
+  },
+};
 
-async function main(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof OPTIONS }>>;
-  try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
-  } catch (error) {
-    throw new UserError(
-      `${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan(`${LAB} help`)} for the commands and their options.`,
-    );
-  }
-  const { values, positionals } = parsed;
-  const [first, second] = positionals;
-  if (values.help || first === 'help') {
-    say(helpText());
-    return 0;
-  }
-  // What turbo and CI run: unchanged, and unaffected by the learner's commands below.
-  if (first === 'check') {
-    expect('check', values, positionals, 2);
-    return check(second === undefined ? process.cwd() : findLab(loadLabs(repoRoot()).labs, second, 'check').dir);
-  }
-  if (first === 'test') {
-    expect('test', values, positionals, Number.POSITIVE_INFINITY);
-    return test(positionals.slice(1));
-  }
-
-  const root = repoRoot();
-  const { labs, problems } = loadLabs(root);
-  if (first === undefined) {
-    if (
-      process.stdin.isTTY &&
-      process.stdout.isTTY &&
-      labs.length > 0 &&
-      Object.values(values).every((v) => v === undefined)
-    ) {
-      const picked = await menu(root, labs);
-      return picked ? main(picked) : 0;
-    }
-    expect('list', values, positionals, 0);
-    return list(root, labs, problems);
-  }
-  switch (first) {
-    case 'list':
-      expect('list', values, positionals, 1);
-      return list(root, labs, problems);
-    case 'doctor':
-      expect('doctor', values, positionals, 2);
-      return doctor(labs, second === undefined ? undefined : findLab(labs, second, 'doctor'));
-    case 'setup':
-      expect('setup', values, positionals, 2);
-      return setup(second);
-    case 'docs':
-      expect('docs', values, positionals, 1);
-      return docs(root, labs, { check: !!values.check });
-    case 'new':
-      expect('new', values, positionals, 2);
-      return newLab(root, labs, second);
-    case 'questions':
-      expect('questions', values, [], 0);
-      return questions(root, labs, positionals.slice(1).join(' '), {
-        coverage: !!values.coverage,
-        markdown: !!values.markdown,
-        json: !!values.json,
-      });
-    case 'hint':
-      expect('hint', values, positionals, 2);
-      return hint(root, findLab(labs, second, 'hint'));
-    case 'serve': {
-      expect('serve', values, positionals, 2);
-      const lab = findLab(labs, second, 'serve');
+const COMMAND_LIST: Command[] = [
+  {
+    name: 'list',
+    help: [['list', 'every lab with your progress']],
+    options: [],
+    args: 0,
+    run: ({ root, labs, problems }) => list(root, labs, problems),
+  },
+  RUN,
+  {
+    name: 'hint',
+    help: [['hint <lab>', 'the next hint (one level at a time)']],
+    options: [],
+    args: 1,
+    run: ({ root, labs, args }) => hint(root, findLab(labs, args[0], 'hint')),
+  },
+  {
+    name: 'serve',
+    help: [
+      ['serve <lab> [--solution] [--port N]', "start the lab's API for curl or a browser"],
+      ['serve <lab> --latency postgres=1ms,redis=0.5ms', 'the same with its services that far away (each way)'],
+    ],
+    options: ['solution', 'port', 'latency'],
+    args: 1,
+    run: ({ labs, args, values }) => {
+      const lab = findLab(labs, args[0], 'serve');
       const port = portOption(values.port);
       return runLabScript(lab, SERVE_ENTRY, {
         args: [lab.dir],
@@ -196,10 +126,19 @@ async function main(argv: string[]): Promise<number> {
         interruptedCode: 0,
         latency: latencyOption(values.latency, lab),
       });
-    }
-    case 'bench': {
-      expect('bench', values, positionals, 2);
-      const lab = findLab(labs, second, 'bench');
+    },
+  },
+  {
+    name: 'bench',
+    help: [
+      ['bench <lab>', 'the load script: starter vs solution, side by side'],
+      ['bench <lab> --check', 'the same, exiting non-zero when a target is missed'],
+      ['bench <lab> --open', 'the same, then open its HTML report (else print its path)'],
+    ],
+    options: ['check', 'open'],
+    args: 1,
+    run: async ({ labs, args, values }) => {
+      const lab = findLab(labs, args[0], 'bench');
       const startedAt = Date.now();
       // The learner's edited src/ is not the starter: its rows say "your code" (the bench kit renames them).
       const edited = starterChanged(lab);
@@ -215,18 +154,168 @@ async function main(argv: string[]): Promise<number> {
       });
       if (values.open) openReport(lab, startedAt);
       return code;
+    },
+  },
+  {
+    name: 'diff',
+    help: [['diff <lab> [--force]', 'your code next to the reference solution (once solved)']],
+    options: ['force'],
+    args: 1,
+    run: ({ root, labs, args, values }) => diff(root, findLab(labs, args[0], 'diff'), { force: !!values.force }),
+  },
+  {
+    name: 'reset',
+    help: [['reset <lab> [--yes]', 'put the starter back (asks first)']],
+    options: ['yes'],
+    args: 1,
+    run: ({ root, labs, args, values }) => reset(root, findLab(labs, args[0], 'reset'), { yes: !!values.yes }),
+  },
+  {
+    name: 'doctor',
+    help: [['doctor [lab]', 'Node, pnpm, Docker and where each service is found (for one lab: what it needs)']],
+    options: [],
+    args: 1,
+    run: ({ labs, args }) => doctor(labs, args[0] === undefined ? undefined : findLab(labs, args[0], 'doctor')),
+  },
+  {
+    name: 'setup',
+    help: [['setup kafka', 'assemble Kafka from Maven Central now (else the first Kafka lab does it)']],
+    options: [],
+    args: 1,
+    run: ({ args }) => setup(args[0]),
+  },
+  {
+    name: 'new',
+    help: [['new <slug>', 'scaffold a lab that already runs (for lab authors)']],
+    options: [],
+    args: 1,
+    run: ({ root, labs, args }) => newLab(root, labs, args[0], COMMANDS),
+  },
+  {
+    name: 'docs',
+    help: [['docs [--check]', "write the READMEs' lab table and hints from the manifests; check the outline"]],
+    options: ['check'],
+    args: 0,
+    run: ({ root, labs, values }) => docs(root, labs, { check: !!values.check }),
+  },
+  {
+    name: 'questions',
+    help: [
+      ['questions [words]', 'search the interview question catalog'],
+      ['questions --coverage', 'how many questions a lab answers'],
+      ['questions --markdown', 'the catalog as QUESTIONS.md'],
+    ],
+    options: ['coverage', 'markdown', 'json'],
+    args: Number.POSITIVE_INFINITY,
+    run: ({ root, labs, args, values }) =>
+      questions(root, labs, args.join(' '), {
+        coverage: !!values.coverage,
+        markdown: !!values.markdown,
+        json: !!values.json,
+      }),
+  },
+  {
+    name: 'test',
+    help: [['test [lab…]', 'verify every lab (or those named) both ways: what CI runs']],
+    options: [],
+    args: Number.POSITIVE_INFINITY,
+    ownLabs: true,
+    run: ({ args }) => test(args),
+  },
+  {
+    name: 'check',
+    help: [],
+    options: [],
+    args: 1,
+    ownLabs: true,
+    // What turbo runs in each lab folder (`lab check`), or a lab authored by name.
+    run: ({ args }) =>
+      check(args[0] === undefined ? process.cwd() : findLab(loadLabs(repoRoot()).labs, args[0], 'check').dir),
+  },
+];
+
+/** Every command name: a lab may not take one, and a typo is matched against them. */
+export const COMMANDS = [...COMMAND_LIST.filter((cmd) => cmd !== RUN).map((cmd) => cmd.name), 'help'];
+
+/** The help text, with the commands written the way this learner runs them (LAB). */
+function helpText(): string {
+  const width = 36;
+  const rows = [
+    ['', 'pick a lab and an action (in a terminal), else the list'],
+    ...COMMAND_LIST.flatMap((cmd) => cmd.help),
+  ].map(([args, what]) => {
+    const command = `${LAB} ${args}`.trimEnd();
+    // A command too long for its column gets its description on the next line.
+    return command.length < width - 1
+      ? `  ${command.padEnd(width)}${what}`
+      : `  ${command}\n  ${' '.repeat(width)}${what}`;
+  });
+  return `${c.bold(LAB)} — run, break, fix and measure backend labs\n\n${rows.join('\n')}\n\nYour progress stays on this machine, in .lab/progress.json.`;
+}
+
+/** Rejects options given to a command that does not take them, and stray extra arguments. */
+function expect(command: Command, values: Values, args: string[]) {
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || name === 'help') continue;
+    if (!command.options.includes(name as OptionName)) {
+      const where = COMMAND_LIST.filter((cmd) => cmd.options.includes(name as OptionName)).map(
+        (cmd) => `${LAB} ${cmd.name}`,
+      );
+      throw new UserError(
+        `--${name} does not apply here${where.length > 0 ? `; it goes with ${where.join(', ')}` : ''}.`,
+      );
     }
-    case 'diff':
-      expect('diff', values, positionals, 2);
-      return diff(root, findLab(labs, second, 'diff'), { force: !!values.force });
-    case 'reset':
-      expect('reset', values, positionals, 2);
-      return reset(root, findLab(labs, second, 'reset'), { yes: !!values.yes });
+  }
+  if (args.length > command.args)
+    throw new UserError(`Unexpected argument "${args[command.args]}". See ${c.cyan(`${LAB} help`)}.`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: typeof OPTIONS }>>;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (error) {
+    throw new UserError(
+      `${(error as Error).message.replace(/\. To specify a positional.*$/s, '.')}\nRun ${c.cyan(`${LAB} help`)} for the commands and their options.`,
+    );
+  }
+  const values: Values = parsed.values;
+  const [first, ...rest] = parsed.positionals;
+  if (values.help || first === 'help') {
+    say(helpText());
+    return 0;
+  }
+  const named = COMMAND_LIST.find((cmd) => cmd !== RUN && cmd.name === first);
+  // What turbo and CI run: unaffected by the learner's labs and commands below.
+  if (named?.ownLabs) {
+    expect(named, values, rest);
+    return named.run({ args: rest, values, root: '', labs: [], problems: [] });
+  }
+
+  const root = repoRoot();
+  const { labs, problems } = loadLabs(root);
+  if (first === undefined) {
+    if (
+      process.stdin.isTTY &&
+      process.stdout.isTTY &&
+      labs.length > 0 &&
+      Object.values(values).every((v) => v === undefined)
+    ) {
+      const picked = await menu(root, labs);
+      return picked ? main(picked) : 0;
+    }
+    const listCommand = COMMAND_LIST[0]!;
+    expect(listCommand, values, []);
+    return listCommand.run({ args: [], values, root, labs, problems });
+  }
+  if (named) {
+    expect(named, values, rest);
+    return named.run({ args: rest, values, root, labs, problems });
   }
   const lab = labs.find((l) => l.slug === first);
   // Options typed as commands (`./lab watch rate-limiter`): say how they are written.
   if (!lab && (first === 'watch' || first === 'solution' || first === 'run')) {
-    const slug = labs.find((l) => l.slug === second)?.slug ?? '<lab>';
+    const slug = labs.find((l) => l.slug === rest[0])?.slug ?? '<lab>';
     const option = first === 'run' ? '' : ` --${first}`;
     throw new UserError(`"${first}" is an option of a lab, not a command: ${c.cyan(`${LAB} ${slug}${option}`)}`);
   }
@@ -239,9 +328,8 @@ async function main(argv: string[]): Promise<number> {
         : `"${first}" is neither a lab nor a command.${guess ? ` Did you mean ${c.bold(guess)}?` : ''}\nRun ${c.cyan(`${LAB} help`)} for the commands, ${c.cyan(`${LAB} list`)} for the labs.`,
     );
   }
-  expect('run', values, positionals, 1);
-  const target = values.solution ? 'solution' : 'starter';
-  return values.watch ? watchLab(root, labs, lab, target) : runLab(root, labs, lab, target);
+  expect(RUN, values, rest);
+  return RUN.run({ args: [first], values, root, labs, problems });
 }
 
 main(process.argv.slice(2)).then(

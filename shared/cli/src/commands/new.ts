@@ -9,7 +9,6 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabPackage } from '@labs/test-kit';
 import { syncDocs } from '../docs.ts';
-import { COMMANDS } from '../labs.ts';
 import { readLabPackage } from '@labs/test-kit';
 import { c, LAB, say, UserError } from '../ui.ts';
 
@@ -20,11 +19,17 @@ const SLUG = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 const templateFiles = () =>
   readdirSync(TEMPLATES, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.tmpl'));
 
-export function newLab(root: string, labs: LabPackage[], slug: string | undefined): number {
+export function newLab(
+  root: string,
+  labs: LabPackage[],
+  slug: string | undefined,
+  /** The command line's command names: a lab may not take one. */
+  commands: readonly string[],
+): number {
   if (!slug) throw new UserError(`Which slug? Usage: ${LAB} new <slug>, e.g. ${LAB} new idempotency-keys`);
   if (!SLUG.test(slug))
     throw new UserError(`"${slug}" is not a lab slug: lower-case words joined by hyphens, e.g. idempotency-keys.`);
-  if (COMMANDS.includes(slug)) throw new UserError(`"${slug}" is a command name; choose another slug.`);
+  if (commands.includes(slug)) throw new UserError(`"${slug}" is a command name; choose another slug.`);
   const dir = join(root, 'labs', slug);
   if (existsSync(dir)) throw new UserError(`labs/${slug} already exists.`);
   const title = slug.replace(/-/g, ' ').replace(/^./, (ch) => ch.toUpperCase());
