@@ -5,12 +5,15 @@
  *
  * Under faults (see the README's "Under faults"): when the broker does not confirm a job in time, or
  * the database is down or stalled past the pool's timeouts (server/lab.ts), the answer is a 503 with
- * Retry-After, which a client can act on; anything else that fails is a bug, a logged 500.
+ * Retry-After, which a client can act on; anything else that fails is a bug, a logged 500. A 503 says
+ * what is known: an unconfirmed publish may still have reached the queue, so it says "not known", and
+ * POST /orders takes an Idempotency-Key (server/idempotency.ts) so that the retry it invites is safe.
  */
 import express, { type Express } from 'express';
 import type pg from 'pg';
 import { notFound, parseInput, problemHandler, sendProblem, ServiceDownError, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
+import { IDEMPOTENCY_KEY, jobForKey } from './idempotency.ts';
 import { type JobPublisher, newJob, orderInput } from './jobs.ts';
 
 /** What a client is told to wait before it tries again, in seconds, when the broker or the database is away. */
@@ -40,21 +43,40 @@ export function createApp(deps: AppDeps): Express {
       sendProblem(res, 415, 'Send the order as JSON (Content-Type: application/json)');
       return;
     }
+    const key = req.get('idempotency-key');
+    if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+      sendProblem(res, 400, 'Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID, say)');
+      return;
+    }
     const order = parseInput(res, orderInput, req.body);
     if (!order) return;
     // The order itself is not stored here: the job carries it. A real API would write the order and
     // the job in one transaction (the transactional outbox), so neither exists without the other.
-    const job = newJob(order);
+    // With a key, a retry gets the job of the first attempt (its key is a row in PostgreSQL, so such a
+    // request needs the database: down, it is a 503 before anything is queued).
+    const job = key === undefined ? newJob(order) : await jobForKey(db, key, order);
+    if (job === 'another order') {
+      sendProblem(res, 422, 'This Idempotency-Key was sent with another order; use a new key for a new order');
+      return;
+    }
     try {
       // Bounded by the publisher: the solution gives up after JOB_PUBLISH_TIMEOUT_MS (reconnects
       // included), so a broker that is down or silent costs a request that long, never longer.
       await publisher.publish(job);
     } catch (error) {
-      // 503, not 500: the client may try again. Not 202: nothing was promised.
+      // 503, not 500: the client may try again. Not "nothing was queued": a publish that was not
+      // confirmed may still have reached the queue (a slow broker confirms late, or never), so the
+      // answer says it is not known, and how to retry without ordering twice.
+      const retry =
+        key === undefined
+          ? 'Sending the order again may confirm it twice: send it with an Idempotency-Key header to retry safely.'
+          : 'Retry with the same Idempotency-Key: the order is then done once.';
       next(
-        new ServiceDownError('The job queue is unavailable; nothing was queued. Try again shortly.', RETRY_AFTER_SEC, {
-          cause: error,
-        }),
+        new ServiceDownError(
+          `The job queue did not confirm the order in time: it may or may not have been queued. ${retry}`,
+          RETRY_AFTER_SEC,
+          { cause: error, extra: { jobId: job.jobId, queued: 'unknown' } },
+        ),
       );
       return;
     }

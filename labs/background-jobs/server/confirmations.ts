@@ -10,6 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
+import { ORDER_REQUESTS_TABLE } from './idempotency.ts';
 import type { ConfirmationJob, SendConfirmation } from './jobs.ts';
 
 /**
@@ -55,7 +56,8 @@ export async function migrate(db: pg.Pool): Promise<void> {
     CREATE TABLE IF NOT EXISTS processed_jobs (
       job_id       uuid PRIMARY KEY,
       processed_at timestamptz NOT NULL DEFAULT now()
-    );`);
+    );
+    ${ORDER_REQUESTS_TABLE}`);
 }
 
 /** The text of the confirmation; throws for a product that is not (or no longer) in the catalogue. */

@@ -220,13 +220,20 @@ describe('baseline: what any version must do', () => {
 });
 
 /** A request that must be answered by `deadlineMs`: its status ('unanswered' if not), time and 503 headers. */
-async function answerBy(deadlineMs: number, method: 'GET' | 'POST', url: string, body?: unknown) {
+async function answerBy(
+  deadlineMs: number,
+  method: 'GET' | 'POST',
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   const started = performance.now();
   const request = `${method} ${new URL(url).pathname}`;
   try {
     const res = await fetch(url, {
       method,
-      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(deadlineMs),
     });
     const text = await res.text();
@@ -440,6 +447,75 @@ describe('baseline: under faults, every request is answered within a bound', () 
       expect(read.status, `RabbitMQ ${fault}: GET /jobs/<id>`).toBe(200);
     }
   }, 30_000);
+});
+
+describe('baseline: an order sent again with its Idempotency-Key is the same order', () => {
+  it('the same key and order is the same job (at once too), another order with it a 422, a malformed key a 400', async () => {
+    const url = await api(freshQueues());
+    const post = (key: string, body: unknown = ORDER) =>
+      answerBy(10_000, 'POST', `${url}/orders`, body, { 'idempotency-key': key });
+    const key = randomUUID();
+    const first = await post(key);
+    const again = await post(key);
+    expect([first.status, again.status], 'an order, then the same order with the same key').toEqual([202, 202]);
+    expect(again.json.jobId, 'the job of the retry is the job of the first attempt').toBe(first.json.jobId);
+    const racing = await Promise.all(range(5).map(() => post(`${key}-race`)));
+    expect(racing.map((answer) => answer.status)).toEqual([202, 202, 202, 202, 202]);
+    expect(new Set(racing.map((answer) => answer.json.jobId)).size, 'jobs for five requests racing with one key').toBe(
+      1,
+    );
+    const other = await post(key, { ...ORDER, items: [{ sku: 'poster', quantity: 1 }] });
+    expect(other.status, 'the same key with another order').toBe(422);
+    expect(other.type).toMatch(/^application\/problem\+json/);
+    for (const bad of ['a key with spaces', 'x'.repeat(256)]) {
+      expect((await post(bad)).status, `Idempotency-Key ${JSON.stringify(bad.slice(0, 20))}`).toBe(400);
+    }
+  });
+
+  it('RabbitMQ stalled: the 503 says the order may or may not be queued, and retrying it with its key confirms it once', async () => {
+    // A publish the stalled broker did not confirm in time may still reach the queue when it wakes: a 503
+    // saying "nothing was queued" invites a retry that orders twice. This client follows the 503: it sends
+    // the order again with the same Idempotency-Key until it gets a 202; the broker wakes before the third
+    // attempt, and everything it was sent meanwhile reaches the queue. Counted: confirmations of the order.
+    const names = freshQueues();
+    const sender = await workerHere(names);
+    const proxy = await stallingProxy(rabbit.url);
+    // The API's publisher belongs to a lab context of this test's own, closed while the proxy still passes
+    // bytes (amqplib's close() never settles when its socket dies during the close handshake).
+    const faultLab = await openLab(backgroundJobsLab);
+    cleanups.push(
+      () => proxy.kill(),
+      () => faultLab.close(),
+    );
+    const url = await api(names, { amqpUrl: proxy.url, publishTimeoutMs: 1000 }, faultLab);
+    const order = { email: `retry-${randomUUID()}@example.com`, items: [{ sku: 'mug', quantity: 1 }] };
+    const key = randomUUID();
+    proxy.stall();
+    const answers: Awaited<ReturnType<typeof answerBy>>[] = [];
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      if (attempt === 3) proxy.resume();
+      const answer = await answerBy(15_000, 'POST', `${url}/orders`, order, { 'idempotency-key': key });
+      answers.push(answer);
+      if (answer.status === 202) break;
+      expect(answer, `attempt ${attempt}`).toMatchObject(OUTAGE_ANSWER);
+      expect(answer.json.detail, `what the 503 of attempt ${attempt} says about the order`).toMatch(
+        /may or may not have been queued/,
+      );
+    }
+    proxy.resume();
+    expect(answers.at(-1)?.status, `answers: ${answers.map((answer) => answer.status).join(', ')}`).toBe(202);
+    // Every copy that reached the queue is taken and done; then nothing changes for half a second.
+    const snapshot = async () => ({
+      confirmations: (
+        await db.query<{ n: number }>('SELECT count(*)::int AS n FROM confirmations WHERE email = $1', [order.email])
+      ).rows[0]!.n,
+      ready: await readyIn(names.queue),
+      inFlight: sender.stats.inFlight,
+    });
+    await waitFor(snapshot, (s) => s.confirmations >= 1 && s.ready === 0 && s.inFlight === 0, { timeoutMs: 15_000 });
+    const { confirmations: n } = await waitFor(snapshot, () => false, { timeoutMs: 10_000, quietMs: 500 });
+    expect(n, `confirmations of one order sent ${answers.length} times with one Idempotency-Key`).toBe(1);
+  }, 60_000);
 });
 
 describe('challenges: what the tutorial worker gets wrong', () => {

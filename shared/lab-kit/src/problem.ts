@@ -24,6 +24,7 @@ const TITLES: Record<number, string> = {
   409: 'Conflict',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
@@ -53,10 +54,16 @@ export function sendProblem(res: Response, status: number, detail?: string, extr
 export class ServiceDownError extends Error {
   override readonly name = 'ServiceDownError';
   readonly retryAfterSec: number;
-  /** `options.cause`: the failure behind it, for the log line (never for the client). */
-  constructor(message: string, retryAfterSec = 1, options?: ErrorOptions) {
+  /** Members the problem body carries besides `detail` (e.g. the `jobId` a client can look up). */
+  readonly extra: Record<string, unknown>;
+  /**
+   * `options.cause`: the failure behind it, for the log line (never for the client); `options.extra`:
+   * members for the problem body.
+   */
+  constructor(message: string, retryAfterSec = 1, options?: ErrorOptions & { extra?: Record<string, unknown> }) {
     super(message, options);
     this.retryAfterSec = retryAfterSec;
+    this.extra = options?.extra ?? {};
   }
 }
 
@@ -116,7 +123,7 @@ export function problemHandler(options: ProblemHandlerOptions | ((error: Error) 
       const cause = error.cause instanceof Error ? ` (${error.cause.message})` : '';
       reportOutage(`503: ${error.message}${cause}`);
       res.set('Retry-After', String(error.retryAfterSec));
-      sendProblem(res, 503, error.message);
+      sendProblem(res, 503, error.message, error.extra);
       return;
     }
     const outage = outages.find((candidate) => candidate.test(error));

@@ -136,6 +136,13 @@ describe('problemHandler: the outage policy', () => {
     app.get('/bug', () => {
       throw new TypeError('x.y is not a function');
     });
+    app.get('/unknown', () => {
+      // A route that knows more than the policy says so itself, and what a client can look up.
+      throw new ServiceDownError('Not confirmed in time: it may or may not have been queued.', 2, {
+        cause: new Error('no confirm'),
+        extra: { jobId: 'j1' },
+      });
+    });
     app.use(
       problemHandler({
         // The database first: its test used to take kafkajs' ECONNREFUSED for its own.
@@ -164,7 +171,10 @@ describe('problemHandler: the outage policy', () => {
     expect(database.body.detail).toMatch(/^The database is not answering/);
     for (let i = 0; i < 5; i++) expect((await get('/kafka')).status).toBe(503);
     expect((await get('/bug')).status).toBe(500);
-    expect(lines.length, `outage lines for 7 outages in a moment: ${lines.join(' | ')}`).toBe(1);
+    const unknown = await get('/unknown');
+    expect(unknown).toMatchObject({ status: 503, retryAfter: '2', body: { jobId: 'j1' } });
+    expect(unknown.body.detail).toMatch(/may or may not have been queued/);
+    expect(lines.length, `outage lines for 8 outages in a moment: ${lines.join(' | ')}`).toBe(1);
     expect(lines[0]).toMatch(/^Kafka is not answering \(503\)/);
     expect(bugs.map((bug) => bug.message)).toEqual(['x.y is not a function']);
   });
