@@ -217,7 +217,9 @@ for (const distances of DISTANCES) {
   measured.push({ label: far.label, byVariant });
 }
 
-printComparison('Caching: GET/PUT /users/:id, two instances per target (latencies in ms)', rows);
+printComparison('Caching: GET/PUT /users/:id, two instances per target (latencies in ms)', rows, {
+  lesson: 'stale reads',
+});
 for (const { label, byVariant } of measured) {
   const noCache = byVariant.get('no-cache');
   const solution = byVariant.get('solution');

@@ -137,7 +137,7 @@ const rows: ComparisonRow[] = TARGETS.map((target) => {
   };
 });
 
-printComparison('Rate limiter: three instances, one shared limit', rows);
+printComparison('Rate limiter: three instances, one shared limit', rows, { lesson: 'over-admitted' });
 /** Each round's results of a target in the main table. */
 const roundsOf = (target: string) => mainRounds.get(target)!.map((m) => m.result);
 /** Prints one pair's per-round ratios, so a reader sees how much the rounds agreed. */

@@ -164,7 +164,9 @@ for (const phase of ['zipf: one bucket per tenant', 'zipf: top 3 split x8']) {
   add(phase, result, s, { 'hot shard share': pct(share) });
 }
 
-printComparison('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', rows);
+printComparison('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', rows, {
+  lesson: 'rows moved',
+});
 console.log(
   `Reshard took ${(reshards.starter!.durationMs / 1000).toFixed(1)} s (starter) and ${(reshards.solution!.durationMs / 1000).toFixed(1)} s (solution); ` +
     `each "during" row is the load that ran all that time (its p99: the worst second's). Uniform traffic would give each of 5 shards 20%.`,

@@ -47,6 +47,17 @@ const num = (n: number, digits = 0) =>
 const cell = (value: string | number | undefined) =>
   typeof value === 'number' ? num(value, Number.isInteger(value) ? 0 : 2) : escapeHtml(value ?? '-');
 
+/**
+ * The evidence column a comparison's report opens with: the one the lab names, else the first whose
+ * rows hold figures. Undefined when no column has figures (the req/s chart then comes first).
+ */
+export function lessonOf(comparison: Comparison): string | undefined {
+  const keys = [...new Set(comparison.rows.flatMap((r) => Object.keys(r.evidence)))];
+  const figures = (key: string) => comparison.rows.some((r) => typeof r.evidence[key] === 'number');
+  if (comparison.lesson && figures(comparison.lesson)) return comparison.lesson;
+  return keys.find(figures);
+}
+
 function comparisonSection(comparison: Comparison, index: number): string {
   const { title, rows } = comparison;
   const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
@@ -57,9 +68,11 @@ function comparisonSection(comparison: Comparison, index: number): string {
   );
   const saturated = rows.filter((r) => r.result.loadGeneratorBusy >= SATURATED).map((r) => r.name);
   const barsHeight = (perRow: number) => Math.max(220, rows.length * perRow + 100);
+  const lesson = lessonOf(comparison);
   return `<section>
 <h2>${escapeHtml(title)}</h2>
 <div class="charts">
+  ${lesson === undefined ? '' : `<figure class="lesson" style="height:${barsHeight(32)}px"><canvas id="lesson-${index}" role="img" aria-label="${escapeHtml(lesson)} per row"></canvas></figure>`}
   <figure style="height:${barsHeight(32)}px"><canvas id="rps-${index}" role="img" aria-label="Requests per second per row"></canvas></figure>
   <figure style="height:${barsHeight(48)}px"><canvas id="latency-${index}" role="img" aria-label="p50 and p99 latency per row"></canvas></figure>
 </div>
@@ -118,9 +131,19 @@ function settingsSection(data: unknown): string {
 
 /** The figures the charts draw, as JSON that is safe inside a <script> element. */
 function chartData(comparisons: readonly Comparison[]): string {
-  const data = comparisons.map((c) => ({
-    rows: c.rows.map((r) => ({ name: r.name, rps: r.result.rps, p50: r.result.p50Ms, p99: r.result.p99Ms })),
-  }));
+  const data = comparisons.map((c) => {
+    const lesson = lessonOf(c);
+    return {
+      lesson: lesson ?? null,
+      rows: c.rows.map((r) => ({
+        name: r.name,
+        rps: r.result.rps,
+        p50: r.result.p50Ms,
+        p99: r.result.p99Ms,
+        lesson: lesson !== undefined && typeof r.evidence[lesson] === 'number' ? r.evidence[lesson] : null,
+      })),
+    };
+  });
   return JSON.stringify(data).replaceAll('<', '\\u003c');
 }
 
@@ -136,8 +159,25 @@ const options = (title, unit, legend) => ({
   plugins: { title: { display: true, text: title, font: { size: 16 } }, legend: { display: legend } },
   scales: { x: { beginAtZero: true, title: { display: true, text: unit } } },
 });
+// The lesson's chart comes first, and the naive code's bars are the ones in red: the starter's failure is
+// what the eye meets before throughput.
+const naive = (name) => /^(starter|your code)\b/.test(name);
 comparisons.forEach((comparison, i) => {
   const labels = comparison.rows.map((r) => r.name);
+  if (comparison.lesson !== null) {
+    new Chart(document.getElementById('lesson-' + i), {
+      type: 'bar',
+      data: {
+        labels,
+        datasets: [{
+          label: comparison.lesson,
+          data: comparison.rows.map((r) => r.lesson),
+          backgroundColor: comparison.rows.map((r) => (naive(r.name) ? '#dc2626' : '#6b7280')),
+        }],
+      },
+      options: options(comparison.lesson + ' (the lesson)', comparison.lesson, false),
+    });
+  }
   new Chart(document.getElementById('rps-' + i), {
     type: 'bar',
     data: { labels, datasets: [{ label: 'req/s', data: comparison.rows.map((r) => r.rps), backgroundColor: '#2563eb' }] },
@@ -161,6 +201,7 @@ const STYLE = `
 body { font: 18px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #111827; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.5rem; }
 .summary { font-size: 1.2rem; } .dim { color: #6b7280; }
+.lesson { grid-column: 1 / -1; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1.5rem; }
 figure { position: relative; margin: 0; }
 table { border-collapse: collapse; margin-top: 1rem; }

@@ -15,6 +15,11 @@ export interface ComparisonRow {
 export interface Comparison {
   title: string;
   rows: ComparisonRow[];
+  /**
+   * The evidence column the lab exists for (over-admitted, stale reads, lost jobs): the report charts it
+   * first. Unset: the first evidence column with figures.
+   */
+  lesson?: string;
 }
 
 /** A target as recorded: `figure`, `threshold` and `comparison` are null for a verdict(ok, text). */

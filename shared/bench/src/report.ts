@@ -49,10 +49,13 @@ function record(target: TargetRecord): boolean {
   return target.met;
 }
 
-/** Prints the table: req/s, p50, p99, errors, then the evidence columns; flags a saturated client. */
-export function printComparison(title: string, measured: ComparisonRow[]): void {
+/**
+ * Prints the table: req/s, p50, p99, errors, then the evidence columns; flags a saturated client.
+ * `lesson` names the evidence column the lab exists for, which the HTML report charts first.
+ */
+export function printComparison(title: string, measured: ComparisonRow[], options: { lesson?: string } = {}): void {
   const rows = measured.map((row) => ({ ...row, name: whose(row.name) }));
-  recorded.comparisons.push({ title, rows });
+  recorded.comparisons.push({ title, rows, ...options });
   const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
   const table = new Table({
     head: ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys],

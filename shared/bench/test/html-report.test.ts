@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { lessonOf } from '../src/html-report.ts';
 import { printComparison, target, verdict, writeResults } from '../src/index.ts';
 import { fakeRow } from './fixtures/rows.ts';
 
@@ -115,6 +116,28 @@ describe('HTML report', () => {
     expect(json.machine).toEqual(expect.objectContaining({ cpus: expect.any(Number), node: process.version }));
   });
 
+  it("opens each table with the lesson's own figure, before throughput", () => {
+    const page = readFileSync(html, 'utf8');
+    const canvases = [...page.matchAll(/<canvas id="([a-z]+)-0"/g)].map((m) => m[1]);
+    expect(canvases).toEqual(['lesson', 'rps', 'latency']);
+    const table = (evidence: Record<string, string | number>[], lesson?: string) => ({
+      title: 't',
+      rows: evidence.map((e, i) => fakeRow(`row ${i}`, 1, 1, 1, e)),
+      ...(lesson ? { lesson } : {}),
+    });
+    // The named column wins; else the first with figures; none without figures.
+    expect(lessonOf(table([{ a: 1, b: 2 }], 'b'))).toBe('b');
+    expect(
+      lessonOf(
+        table([
+          { a: '-', b: 2 },
+          { a: '-', b: 3 },
+        ]),
+      ),
+    ).toBe('b');
+    expect(lessonOf(table([{ a: '-' }]))).toBeUndefined();
+  });
+
   if (!CHROMIUM) {
     if (IN_CI) {
       it('renders in headless Chromium', () => {
@@ -132,10 +155,13 @@ describe('HTML report', () => {
   it('renders in headless Chromium: every chart drew its bars', async () => {
     const probe = await openInChromium(CHROMIUM, html);
     expect(probe.errors).toEqual([]);
-    // Two charts per table: req/s (one bar per row) and latency (p50 and p99 per row).
+    // Three charts per table, the lesson's figure first (one bar per row), then req/s (one bar per row)
+    // and latency (p50 and p99 per row).
     expect(probe.canvases.map((c) => [c.id, c.bars])).toEqual([
+      ['lesson-0', 4],
       ['rps-0', 4],
       ['latency-0', 8],
+      ['lesson-1', 2],
       ['rps-1', 2],
       ['latency-1', 4],
     ]);
