@@ -2,24 +2,26 @@
  * The HTTP side of the lab: record account events (they are published to Kafka) and read the balances
  * the projectors keep. createApp never listens; `server/lab.ts` builds it for `lab serve` and the spec.
  */
-import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import type pg from 'pg';
 import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
-import { ACCOUNT_ID, type AccountEvent, MAX_AMOUNT } from './events.ts';
+import { ACCOUNT_ID, MAX_AMOUNT } from './events.ts';
 import { outagesAs503, warnEvery5s, withinDeadline } from './outages.ts';
-import type { Publisher } from './pipeline.ts';
-import { getAccount, nextSeq, projectionStats } from './projection.ts';
+import type { Recorder } from './pipeline.ts';
+import { getAccount, projectionStats } from './projection.ts';
 
 export interface AppDeps {
   pool: pg.Pool;
-  publisher: Publisher;
+  /** Numbers and publishes new events: the learner's (createRecorder). */
+  recorder: Recorder;
   /** Publishes a message that is not an event, keyed like `accountId`'s events (to try the dead letters). */
   publishPoison(accountId: string): Promise<void>;
   /** How many messages the dead-letter topic holds. */
   deadLettered(): Promise<number>;
   /** Messages of the topic the projectors' group has not committed yet (its lag). */
   pending(): Promise<number>;
+  /** Messages the topic holds. */
+  published(): Promise<number>;
   /** Called when a request fails because a service is down or stalled (the answer is a 503). */
   onOutage?: (error: Error) => void;
 }
@@ -31,32 +33,53 @@ const newEvent = z.object({
   amount: z.number().int().min(1).max(MAX_AMOUNT),
 });
 const accountPath = z.object({ accountId });
+/**
+ * A client's name for one request, so that sending it again is recognised (RFC draft
+ * "The Idempotency-Key HTTP Header Field"): printable ASCII, as a UUID or an order number is.
+ */
+const idempotencyKey = z
+  .string()
+  .regex(/^[\x21-\x7E]{1,128}$/, 'must be 1-128 printable ASCII characters without spaces')
+  .optional();
+
+/** What a 503 on recording an event means: it may have been recorded all the same. */
+const MAYBE_RECORDED =
+  'the event may or may not have been recorded. Send the same request again with the same ' +
+  'Idempotency-Key header once it answers, and it is recorded once.';
 
 /**
  * Faults (server/outages.ts): the pool's timeouts bound every query, and each call to Kafka below is
  * given up on after a deadline, so a service that is down or stalled costs a request a few seconds at
- * most and is answered 503 with Retry-After. Reading a balance needs only PostgreSQL: it keeps working
- * while Kafka is away (the balances then stop moving, since nothing new is applied).
+ * most and is answered 503 with Retry-After, naming the service whose client failed. Reading a balance
+ * needs only PostgreSQL: it keeps working while Kafka is away (the balances then stop moving, since
+ * nothing new is applied).
  */
 export function createApp(deps: AppDeps): Express {
-  const { pool, publisher, onOutage = warnEvery5s() } = deps;
+  const { pool, recorder, onOutage = warnEvery5s() } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '16kb' }));
 
-  /** Records one event: numbered after the account's last one, published, answered 202 (applied later). */
+  /**
+   * Records one event: numbered after the account's last one and published (by the recorder), answered
+   * 202 (applied later). With an Idempotency-Key the account has used before, the answer is the event
+   * recorded then; the same key with a different event is a client's mistake (422).
+   */
   app.post('/api/events', async (req, res) => {
     const input = parseInput(res, newEvent, req.body);
     if (!input) return;
-    // Numbering, then publishing, is two steps: a crash in between leaves a gap in the account's
-    // numbers. Making them one is the transactional outbox, another lab's subject.
-    const event: AccountEvent = {
-      id: randomUUID(),
-      ...input,
-      seq: await nextSeq(pool, input.accountId),
-      at: new Date().toISOString(),
-    };
-    await withinDeadline(publisher.publish([event]), 'publishing the event');
+    const headers = parseInput(res, z.object({ 'idempotency-key': idempotencyKey }), req.headers);
+    if (!headers) return;
+    const key = headers['idempotency-key'];
+    const event = await recorder.record(input, key);
+    if (event.type !== input.type || event.amount !== input.amount) {
+      sendProblem(
+        res,
+        422,
+        `Idempotency-Key ${key} was used for another event of account ${input.accountId} (${event.type} ${event.amount})`,
+      );
+      return;
+    }
     res.status(202).json({ event });
   });
 
@@ -73,12 +96,13 @@ export function createApp(deps: AppDeps): Express {
 
   /** What the projection holds: duplicates and out-of-order applications are the bugs made visible. */
   app.get('/api/stats', async (_req, res) => {
-    const [stats, deadLettered, pending] = await Promise.all([
+    const [stats, deadLettered, pending, published] = await Promise.all([
       projectionStats(pool),
       withinDeadline(deps.deadLettered(), 'counting the dead letters'),
       withinDeadline(deps.pending(), "reading the group's lag"),
+      withinDeadline(deps.published(), 'counting the messages'),
     ]);
-    res.json({ ...stats, deadLettered, pending });
+    res.json({ ...stats, deadLettered, pending, published });
   });
 
   app.post('/api/poison', async (req, res) => {
@@ -89,7 +113,9 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(notFound);
-  app.use(outagesAs503(onOutage));
+  app.use(
+    outagesAs503(onOutage, (req) => (req.method === 'POST' && req.path === '/api/events' ? MAYBE_RECORDED : undefined)),
+  );
   app.use(problemHandler((error) => console.error(`[event-streaming] ${error.message}`)));
   return app;
 }

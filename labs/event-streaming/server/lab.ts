@@ -12,7 +12,7 @@
  */
 import { type Kafka, Partitioners } from 'kafkajs';
 import type pg from 'pg';
-import { createPublisher, startProjector } from '#event-pipeline';
+import { createPublisher, createRecorder, startProjector } from '#event-pipeline';
 import { defineLab, uniqueId, wholeNumber, z } from '@labs/lab-kit';
 import { resolveService } from '@labs/services';
 import { createApp, poisonValue } from './app.ts';
@@ -25,8 +25,8 @@ import {
   logConsumerEvents,
   messagesIn,
 } from './kafka.ts';
-import type { EventPipeline, Projector } from './pipeline.ts';
-import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS } from './outages.ts';
+import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS, withinDeadline } from './outages.ts';
+import type { EventPipeline, Projector, Publisher } from './pipeline.ts';
 import { migrate, requirePostgresServer } from './projection.ts';
 
 /** What a spec may set instead of the configuration. */
@@ -34,7 +34,7 @@ export interface EventStreamingLabOptions {
   /** Consumers of the group run in this process (0: none, start workers yourself). */
   projectors: number;
   /** The pipeline to run; default: the exercise, `#event-pipeline`. */
-  pipeline: Pick<EventPipeline, 'createPublisher' | 'startProjector'>;
+  pipeline: Pick<EventPipeline, 'createPublisher' | 'createRecorder' | 'startProjector'>;
   /**
    * The pool the API reads and numbers events through (a spec passes one behind a stalling proxy, or on
    * a closed port). Default: a new one on this start's database, with API_POOL_OPTIONS. The tables are
@@ -55,7 +55,7 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
   slug: 'event-streaming',
   config: z.object({ PROJECTORS: wholeNumber({ fallback: 2, min: 0, max: 6 }) }),
   async build(context, options) {
-    const pipeline = options.pipeline ?? { createPublisher, startProjector };
+    const pipeline = options.pipeline ?? { createPublisher, createRecorder, startProjector };
     const count = options.projectors ?? context.config.PROJECTORS;
     const base = context.purpose === 'serve' ? 'labs-event-streaming' : `labs-event-streaming-${uniqueId()}`;
     const topic = `${base}-events`;
@@ -94,6 +94,14 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
     // onClose runs the last registered first: projectors stop before the topics go.
     const publisher = await pipeline.createPublisher(kafka, topic);
     context.onClose(() => publisher.close());
+    // The recorder's calls to Kafka are bounded here, around the learner's publisher: a stalled broker
+    // costs a request (or a relay round) KAFKA_DEADLINE_MS, never kafkajs' 30 s and its retries.
+    const bounded: Publisher = {
+      publish: (events) => withinDeadline(publisher.publish(events), 'publishing the event'),
+      close: () => publisher.close(),
+    };
+    const recorder = await pipeline.createRecorder({ pool, publisher: bounded });
+    context.onClose(() => recorder.close());
     const raw = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
     await raw.connect();
     context.onClose(() => raw.disconnect());
@@ -113,12 +121,13 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
 
     const app = createApp({
       pool,
-      publisher,
+      recorder,
       publishPoison: async (accountId) => {
         await raw.send({ topic, messages: [{ key: accountId, value: poisonValue(accountId) }] });
       },
       deadLettered: () => messagesIn(admin, deadLetterTopic),
       pending: () => lag(admin, groupId, topic),
+      published: () => messagesIn(admin, topic),
       onOutage: options.onOutage,
     });
     return {

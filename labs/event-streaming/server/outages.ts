@@ -6,7 +6,7 @@
  * stall, whichever pipeline is plugged in. The pools are made here with their timeouts, and every call
  * the API makes to Kafka is bounded here, around the learner's publisher, not inside it.
  */
-import type { ErrorRequestHandler } from 'express';
+import type { ErrorRequestHandler, Request } from 'express';
 import type pg from 'pg';
 import { atMostEvery, ServiceDownError } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
@@ -53,8 +53,8 @@ export class KafkaDeadlineError extends Error {
 /**
  * `work`, or a KafkaDeadlineError after `ms`. Giving up does not cancel: a publish that was given up
  * on may still reach the topic once the broker answers, so a 503 from a publish means "not known to
- * be recorded", not "not recorded" (the projector's event-id check absorbs a copy, not a client's retry,
- * which is a new event).
+ * be recorded", not "not recorded" (the projector's event-id check absorbs a copy of the same event,
+ * and an Idempotency-Key lets a client's retry be recognised as the same request).
  */
 export async function withinDeadline<T>(work: Promise<T>, what: string, ms = KAFKA_DEADLINE_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -94,18 +94,43 @@ export function isKafkaOutage(error: unknown): boolean {
 }
 
 /**
+ * True when Kafka's client raised `error` (or the API's deadline on a call to Kafka did): kafkajs
+ * names every error it throws KafkaJS..., and wraps what it retried as the cause. Which service
+ * failed is decided by who raised the error, never by its symptoms: a broker that refuses
+ * connections is ECONNREFUSED in kafkajs' error too, and a test for "a socket error" alone would
+ * blame the database.
+ */
+export function raisedByKafka(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error instanceof KafkaDeadlineError || error.name.startsWith('KafkaJS')) return true;
+  return error.cause !== undefined && error.cause !== error && raisedByKafka(error.cause);
+}
+
+/** The service an outage error is about, named for a person; undefined when it is not an outage (a bug). */
+export function serviceDown(error: unknown): 'Kafka' | 'The database' | undefined {
+  if (raisedByKafka(error)) return isKafkaOutage(error) ? 'Kafka' : undefined;
+  return isPostgresOutage(error) ? 'The database' : undefined;
+}
+
+/**
  * Turns an outage into a ServiceDownError, which problemHandler answers with a 503 and Retry-After.
  * Anything else goes on to problemHandler as it is: a bug stays a 500 whose details go to the log.
+ * `unknownOutcome(req)` says when the request may have taken effect all the same (a write that was
+ * given up on, not undone): the answer then says so, and how to retry safely.
  */
-export function outagesAs503(onOutage: (error: Error) => void): ErrorRequestHandler {
-  return (error: Error, _req, _res, next) => {
-    const service = isPostgresOutage(error) ? 'The database' : isKafkaOutage(error) ? 'Kafka' : undefined;
+export function outagesAs503(
+  onOutage: (error: Error) => void,
+  unknownOutcome: (req: Request) => string | undefined = () => undefined,
+): ErrorRequestHandler {
+  return (error: Error, req, _res, next) => {
+    const service = serviceDown(error);
     if (service === undefined) {
       next(error);
       return;
     }
     onOutage(error);
-    next(new ServiceDownError(`${service} is not answering; try again in a few seconds`, RETRY_AFTER_SEC));
+    const outcome = unknownOutcome(req) ?? 'try again in a few seconds';
+    next(new ServiceDownError(`${service} is not answering: ${outcome}`, RETRY_AFTER_SEC));
   };
 }
 

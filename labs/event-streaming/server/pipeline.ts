@@ -1,7 +1,7 @@
 /**
  * What the learner's file (`#event-pipeline`) provides, and what it is given. The API, the worker
- * process, the spec and the load script all use these shapes; how events are published and applied is
- * the exercise.
+ * process, the spec and the load script all use these shapes; how events are recorded, published and
+ * applied is the exercise.
  */
 import type { ConsumerConfig, Kafka } from 'kafkajs';
 import type pg from 'pg';
@@ -11,6 +11,32 @@ import type { AccountEvent } from './events.ts';
 export interface Publisher {
   /** Resolves once Kafka has acknowledged every event in `events`. */
   publish(events: readonly AccountEvent[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What a client asks the API to record: an event without its id, its number and its time. */
+export type NewEvent = Pick<AccountEvent, 'accountId' | 'type' | 'amount'>;
+
+/** What a recorder is given. */
+export interface RecorderDeps {
+  /** The API's database: the account numbering (`nextSeq`) and any table of the recorder's own. */
+  pool: pg.Pool;
+  /** A publisher on the lab's topic (from createPublisher); every call to it is bounded by the API. */
+  publisher: Publisher;
+  /** Where to report what went wrong (default: console.error). */
+  log?: (message: string) => void;
+}
+
+/** The API's write side: numbers each new event of an account and gets it onto the topic. */
+export interface Recorder {
+  /**
+   * Numbers `input` after its account's last event and sees that it reaches the topic; resolves with
+   * the event once it is recorded (the API then answers 202). `idempotencyKey` is the client's name
+   * for this request: when the account already has an event recorded under it, that event is the
+   * answer and nothing new is recorded.
+   */
+  record(input: NewEvent, idempotencyKey?: string): Promise<AccountEvent>;
+  /** Stops whatever the recorder runs in the background; the pool and the publisher are the caller's. */
   close(): Promise<void>;
 }
 
@@ -45,6 +71,7 @@ export interface Projector {
 /** The learner's module: `src/event-pipeline.ts`. */
 export interface EventPipeline {
   createPublisher(kafka: Kafka, topic: string): Promise<Publisher>;
+  createRecorder(deps: RecorderDeps): Promise<Recorder>;
   startProjector(deps: ProjectorDeps): Promise<Projector>;
   /** What a worker process does when the system asks it to stop (SIGTERM, Ctrl-C). */
   shutdownOnSignals(projector: Projector): void;

@@ -68,6 +68,19 @@ export async function migrate(db: Queryable): Promise<void> {
       account_id text PRIMARY KEY,
       last_seq   integer NOT NULL
     );
+    -- For a recorder that writes each event beside its number and publishes it afterwards (a
+    -- transactional outbox): position is the order to publish in; a row stays once published, so an
+    -- idempotency key still finds its event (a real system deletes rows older than a key's lifetime).
+    CREATE TABLE IF NOT EXISTS event_outbox (
+      position        bigserial   PRIMARY KEY,
+      account_id      text        NOT NULL,
+      idempotency_key text,
+      event           jsonb       NOT NULL,
+      recorded_at     timestamptz NOT NULL DEFAULT now(),
+      published_at    timestamptz,
+      UNIQUE (account_id, idempotency_key)
+    );
+    CREATE INDEX IF NOT EXISTS event_outbox_unpublished ON event_outbox (position) WHERE published_at IS NULL;
   `);
 }
 
@@ -153,7 +166,11 @@ export async function projectionStats(db: Queryable, prefix = ''): Promise<Proje
   };
 }
 
-/** The next sequence number of `accountId` (1 for its first event), allocated atomically. */
+/**
+ * The next sequence number of `accountId` (1 for its first event), allocated atomically. Inside a
+ * transaction it also locks the account's row until COMMIT or ROLLBACK: a second caller for the same
+ * account waits there, and a ROLLBACK gives the number back.
+ */
 export async function nextSeq(db: Queryable, accountId: string): Promise<number> {
   const { rows } = await db.query<{ last_seq: number }>(
     `INSERT INTO account_sequences AS s (account_id, last_seq) VALUES ($1, 1)

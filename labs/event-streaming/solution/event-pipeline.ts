@@ -1,9 +1,15 @@
 /**
- * SOLUTION: events in order per account, none lost, none applied twice, and one bad message costs one
- * message, not a partition.
+ * SOLUTION: events in order per account, none lost, none applied twice, none recorded twice for one
+ * request, and one bad message costs one message, not a partition.
  *
- * - Order: the publisher keys each message by account id, so all of an account's events land on one
- *   partition, which Kafka keeps in order and gives to one consumer of the group at a time.
+ * - Order, written: the recorder writes each event into an outbox table in the transaction that
+ *   numbers it, and one relay publishes the outbox in the order it was written. Requests for one
+ *   account take turns on the account's row while they number, so the outbox holds each account's
+ *   events in the order of their numbers, and so does the topic, however many requests run at once.
+ * - Order, read: the publisher keys each message by account id, so all of an account's events land on
+ *   one partition, which Kafka keeps in order and gives to one consumer of the group at a time.
+ * - One request, one event: a client's Idempotency-Key is stored with the event, in the same
+ *   transaction; the same key again finds that event instead of recording another.
  * - Nothing lost: the offsets the group commits only ever cover events already written to PostgreSQL.
  *   A crash replays from the last commit instead of skipping past it: at-least-once delivery.
  * - Nothing twice: each chunk of events is applied in one PostgreSQL transaction that also records the
@@ -15,15 +21,19 @@
  * - Shutdown: SIGTERM stops the consumer, which finishes its chunk and leaves the group, so the group
  *   rebalances at once instead of waiting for this member's session to time out.
  *
- * What it costs: a row per event in `processed_events` (to be pruned past the longest possible replay),
- * a commit round trip per chunk, and one account's throughput capped at what one partition's consumer
- * can do. Kafka transactions would not remove any of it: they cover writes to Kafka, not to PostgreSQL.
+ * What it costs: an outbox row per event and a relay that publishes a moment after the answer (the
+ * API answers 202 once the event is in PostgreSQL, not in Kafka); a row per event in
+ * `processed_events` (to be pruned past the longest possible replay); a commit round trip per chunk;
+ * and one account's throughput capped at what one partition's consumer can do. Kafka transactions
+ * would not remove any of it: they cover writes to Kafka, not to PostgreSQL.
  */
+import { randomUUID } from 'node:crypto';
 import type { EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { Partitioners } from 'kafkajs';
+import { atMostEvery } from '@labs/lab-kit';
 import { type AccountEvent, InvalidEventError, parseEvent } from '../server/events.ts';
-import type { Projector, ProjectorDeps, Publisher } from '../server/pipeline.ts';
-import { applyEvent, type Queryable } from '../server/projection.ts';
+import type { NewEvent, Projector, ProjectorDeps, Publisher, Recorder, RecorderDeps } from '../server/pipeline.ts';
+import { applyEvent, nextSeq, type Queryable } from '../server/projection.ts';
 
 /**
  * Events per transaction and per commit. Larger chunks write faster; a crash replays up to one chunk
@@ -31,8 +41,23 @@ import { applyEvent, type Queryable } from '../server/projection.ts';
  */
 const CHUNK = 100;
 
+/** An event read from the topic, with the message it came in (its offset, and what a dead letter copies). */
+interface Parsed {
+  event: AccountEvent;
+  message: KafkaMessage;
+}
+
 /** How long a stop may take before the process exits anyway (Kubernetes kills at 30 s by default). */
 const STOP_DEADLINE_MS = 10_000;
+
+/** Outbox rows per relay round: one send to Kafka, one transaction. */
+const RELAY_BATCH = 100;
+
+/** How often the relay looks at the outbox when nobody nudged it (another instance's rows, a failed round). */
+const RELAY_POLL_MS = 250;
+
+/** The advisory lock that makes one relay at a time publish, whichever instance it runs in. Any number, the same everywhere. */
+const RELAY_LOCK = 80_001;
 
 export async function createPublisher(kafka: Kafka, topic: string): Promise<Publisher> {
   // Idempotent: the broker drops a batch the producer retried after a lost acknowledgement, so a retry
@@ -60,6 +85,132 @@ export async function createPublisher(kafka: Kafka, topic: string): Promise<Publ
     },
     close: () => producer.disconnect(),
   };
+}
+
+export async function createRecorder({ pool, publisher, log = console.error }: RecorderDeps): Promise<Recorder> {
+  const relayFailed = atMostEvery(5000, (error: Error, skipped: number) =>
+    log(`[relay] could not publish the outbox, trying again: ${error.message}${skipped ? ` (${skipped} more)` : ''}`),
+  );
+  let stopped = false;
+  let nudged = false;
+  let wake = () => {
+    nudged = true;
+  };
+  /** Waits RELAY_POLL_MS, or less if a record comes in meanwhile. */
+  const nap = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        wake = () => {
+          nudged = true;
+        };
+        resolve();
+      };
+      const timer = setTimeout(done, RELAY_POLL_MS);
+      wake = done;
+    });
+  const relay = (async () => {
+    while (!stopped) {
+      nudged = false;
+      let relayed = 0;
+      try {
+        relayed = await relayOnce(pool, publisher);
+      } catch (error) {
+        relayFailed(error as Error);
+      }
+      if (!stopped && !nudged && relayed < RELAY_BATCH) await nap();
+    }
+  })();
+
+  return {
+    async record(input, idempotencyKey) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const event = await writeToOutbox(client, input, idempotencyKey);
+        await client.query(event.fresh ? 'COMMIT' : 'ROLLBACK');
+        if (event.fresh) wake();
+        return event.event;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async close() {
+      stopped = true;
+      wake();
+      await relay;
+    },
+  };
+}
+
+/**
+ * Numbers `input` and writes it to the outbox, in the caller's transaction; or finds the event the
+ * account already recorded under `idempotencyKey` (fresh: false, and the caller rolls back, which
+ * gives the number back).
+ */
+async function writeToOutbox(
+  db: Queryable,
+  input: NewEvent,
+  idempotencyKey: string | undefined,
+): Promise<{ event: AccountEvent; fresh: boolean }> {
+  // Numbering first: it locks the account's row until the transaction ends, so the requests of one
+  // account take turns from here on, each one's outbox row is written after the previous one's
+  // commit, and the key lookup below cannot race a twin request.
+  const seq = await nextSeq(db, input.accountId);
+  if (idempotencyKey !== undefined) {
+    const { rows } = await db.query<{ event: AccountEvent }>(
+      'SELECT event FROM event_outbox WHERE account_id = $1 AND idempotency_key = $2',
+      [input.accountId, idempotencyKey],
+    );
+    if (rows[0]) return { event: rows[0].event, fresh: false };
+  }
+  const event: AccountEvent = { id: randomUUID(), ...input, seq, at: new Date().toISOString() };
+  await db.query('INSERT INTO event_outbox (account_id, idempotency_key, event) VALUES ($1, $2, $3)', [
+    event.accountId,
+    idempotencyKey ?? null,
+    event,
+  ]);
+  return { event, fresh: true };
+}
+
+/**
+ * One relay round: publishes the oldest unpublished outbox rows in the order they were written, and
+ * marks them published; returns how many. A transaction-scoped advisory lock lets one relay run at a
+ * time across every instance (two would race each other's rows onto the topic). Marked after Kafka
+ * acknowledged: a crash in between publishes them again, which the projector's event-id check absorbs.
+ */
+async function relayOnce(pool: RecorderDeps['pool'], publisher: Publisher): Promise<number> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { rows: lock } = await client.query<{ ours: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ours', [
+      RELAY_LOCK,
+    ]);
+    if (!lock[0]?.ours) {
+      await client.query('ROLLBACK');
+      return 0;
+    }
+    const { rows } = await client.query<{ position: string; event: AccountEvent }>(
+      'SELECT position, event FROM event_outbox WHERE published_at IS NULL ORDER BY position LIMIT $1',
+      [RELAY_BATCH],
+    );
+    if (rows.length > 0) {
+      await publisher.publish(rows.map((row) => row.event));
+      await client.query('UPDATE event_outbox SET published_at = now() WHERE position = ANY($1::bigint[])', [
+        rows.map((row) => row.position),
+      ]);
+    }
+    await client.query('COMMIT');
+    return rows.length;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
@@ -96,11 +247,11 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
 
   /** Dead-letters the poison, then applies the rest in one transaction, each event at most once. */
   async function applyChunk(messages: KafkaMessage[], partition: number): Promise<void> {
-    const events: { event: AccountEvent; offset: string }[] = [];
+    const events: Parsed[] = [];
     const poison: { message: KafkaMessage; reason: string }[] = [];
     for (const message of messages) {
       try {
-        events.push({ event: parseEvent(message.value), offset: message.offset });
+        events.push({ event: parseEvent(message.value), message });
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         poison.push({ message, reason: error.message });
@@ -110,7 +261,11 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
     // message twice (at-least-once there too; its readers key on the original coordinates).
     if (poison.length > 0) await sendToDeadLetters(deadLetters, deadLetterTopic, topic, partition, poison);
     if (events.length === 0) return;
+    await applyTogether(events, partition);
+  }
 
+  /** Applies `events` in one transaction, each at most once: all of them, or none. */
+  async function applyTogether(events: Parsed[], partition: number): Promise<void> {
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
@@ -118,8 +273,8 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
         client,
         events.map((e) => e.event.id),
       );
-      for (const { event, offset } of events) {
-        if (fresh.has(event.id)) await applyEvent(client, event, { topic, partition, offset });
+      for (const { event, message } of events) {
+        if (fresh.has(event.id)) await applyEvent(client, event, { topic, partition, offset: message.offset });
       }
       await client.query('COMMIT');
     } catch (error) {

@@ -28,7 +28,7 @@ import lab from '../server/lab.ts';
 import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS, RETRY_AFTER_SEC } from '../server/outages.ts';
 import type { Projector } from '../server/pipeline.ts';
 import { listAccounts, migrate, projectionStats, requirePostgresServer } from '../server/projection.ts';
-import { countCrashes, countFailures, members, startWorker, throughProxy, until } from './helpers.ts';
+import { countCrashes, countFailures, holdFirstEvent, members, startWorker, throughProxy, until } from './helpers.ts';
 
 const kafka = await useKafka();
 const database = await usePostgres();
@@ -163,12 +163,19 @@ describe('baseline: what every version of the pipeline does', () => {
     await using running = await startLab(lab, { with: { projectors: 0 } });
     const send = (path: string, body: string) =>
       fetch(`${running.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const sendKeyed = (key: string) =>
+      fetch(`${running.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: '{"accountId":"bob","type":"deposited","amount":1}',
+      });
     const cases: [Response, number, RegExp][] = [
       [await send('/api/events', '{"accountId":"a b","type":"deposited","amount":1}'), 400, /accountId/],
       [await send('/api/events', '{"accountId":"bob","type":"stolen","amount":1}'), 400, /type/],
       [await send('/api/events', '{"accountId":"bob","type":"deposited","amount":-5}'), 400, /amount/],
       [await send('/api/events', '{"accountId":'), 400, /not valid JSON/],
       [await send('/api/poison', '{}'), 400, /accountId/],
+      [await sendKeyed('bad key with spaces'), 400, /idempotency-key/],
       [await fetch(`${running.url}/api/accounts/nobody`), 404, /No event of account nobody/],
       [await fetch(`${running.url}/api/accounts/${'x'.repeat(65)}`), 400, /accountId/],
     ];
@@ -195,27 +202,38 @@ interface Answer {
   status: number | 'unanswered';
   retryAfter: string | null;
   type: string | null;
+  /** A problem's `detail` (what a person reads), else undefined. */
+  detail?: string;
   ms: number;
 }
 
 /** Sends one request to the lab at `base`; a request not answered within GIVE_UP_MS is aborted. */
-async function ask(base: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Answer> {
+async function ask(
+  base: string,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Answer> {
   const request = `${method} ${path}`;
   const started = Date.now();
   try {
     const res = await fetch(`${base}${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(GIVE_UP_MS),
     });
-    await res.arrayBuffer();
-    const { status, headers } = res;
+    const text = await res.text();
+    const type = res.headers.get('content-type');
     return {
       request,
-      status,
-      retryAfter: headers.get('retry-after'),
-      type: headers.get('content-type'),
+      status: res.status,
+      retryAfter: res.headers.get('retry-after'),
+      type,
+      detail: type?.startsWith('application/problem+json')
+        ? (JSON.parse(text) as { detail?: string }).detail
+        : undefined,
       ms: Date.now() - started,
     };
   } catch {
@@ -267,6 +285,9 @@ describe('baseline: under faults, every request is answered within a bound', () 
           ask(running.url, 'GET', '/api/stats'),
         ]);
         expectAnswered(`PostgreSQL ${fault}`, answers, [503, 503, 503]);
+        // The service whose client failed is the one named, and a write says what is known of it.
+        for (const answer of answers.slice(0, 3)) expect(answer.detail).toMatch(/^The database is not answering/);
+        expect(answers[0]!.detail).toMatch(/may or may not have been recorded.*same Idempotency-Key/);
       }
     } finally {
       await proxy[Symbol.asyncDispose]();
@@ -275,13 +296,14 @@ describe('baseline: under faults, every request is answered within a bound', () 
   }, 60_000);
 
   it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
-    // A publisher that throws a TypeError is a mistake in the code, not Kafka being away: a 503 would
+    // A recorder that throws a TypeError is a mistake in the code, not Kafka being away: a 503 would
     // tell clients to retry something that fails every time, and hide it from whoever reads the log.
     const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
     try {
       const buggy = {
-        createPublisher: async () => ({
-          publish: async () => {
+        createPublisher,
+        createRecorder: async () => ({
+          record: async (): Promise<AccountEvent> => {
             throw new TypeError("Cannot read properties of undefined (reading 'send')");
           },
           close: async () => {},
@@ -297,13 +319,21 @@ describe('baseline: under faults, every request is answered within a bound', () 
     }
   });
 
-  it('answers 503 with Retry-After within a few seconds while Kafka is down or stalled, and still serves balances', async () => {
+  it('answers 503 with Retry-After naming Kafka within a few seconds while Kafka is down or stalled, and still serves balances', async () => {
     // Every connection of the lab's client goes through the proxy (throughProxy: the broker advertises
     // its own address, so a proxy that is only the bootstrap address would be bypassed). The API gives up
     // on Kafka after KAFKA_DEADLINE_MS; a balance is read from PostgreSQL alone and is still served.
+    // Recording an event may not need Kafka at all (a recorder that keeps it in PostgreSQL and publishes
+    // it later answers 202); one that publishes on the spot answers 503, and cannot know whether the
+    // event got through: the answer says so.
     for (const fault of ['down', 'stalled'] as const) {
       const proxy = await stallingProxy(`kafka://${kafka.brokers[0]}`);
-      const client = createKafka(kafka.brokers, `faults-${fault}`, { socketFactory: throughProxy(proxy.port) });
+      // Down: a client that retries once and soon, so what the API meets is the refusal itself (kafkajs'
+      // ECONNREFUSED, the code a socket error of PostgreSQL's has too), not the API's deadline.
+      const client = createKafka(kafka.brokers, `faults-${fault}`, {
+        socketFactory: throughProxy(proxy.port),
+        ...(fault === 'down' ? { retry: { initialRetryTime: 50, retries: 1 } } : {}),
+      });
       const running = await startLab(lab, { with: { projectors: 1, kafka: client, onOutage: () => {} } });
       try {
         const account = `kafka-${fault}`;
@@ -321,12 +351,18 @@ describe('baseline: under faults, every request is answered within a bound', () 
 
         if (fault === 'down') await proxy.kill();
         else proxy.stall();
-        const answers = await Promise.all([
+        const [recorded, ...answers] = await Promise.all([
           ask(running.url, 'POST', '/api/events', { accountId: account, type: 'deposited', amount: 100 }),
           ask(running.url, 'GET', '/api/stats'),
           ask(running.url, 'GET', `/api/accounts/${account}`),
         ]);
-        expectAnswered(`Kafka ${fault}`, answers, [503, 503, 200]);
+        expectAnswered(`Kafka ${fault}`, answers, [503, 200]);
+        expect(answers[0]!.detail, 'the service named is the one whose client failed').toMatch(
+          /^Kafka is not answering/,
+        );
+        expectAnswered(`Kafka ${fault}`, [recorded!], [recorded!.status === 202 ? 202 : 503]);
+        if (recorded!.status === 503)
+          expect(recorded!.detail).toMatch(/^Kafka is not answering: the event may or may not have been recorded/);
       } finally {
         proxy.resume(); // what was held reaches the broker, and the lab closes against a live one
         await running.close();
@@ -521,6 +557,76 @@ describe('challenges: what the first version gets wrong', () => {
     const left = await members(admin, sc.groupId);
     expect(left, `the group still lists ${left} member after the worker exited: it did not leave`).toBe(0);
   }, 40_000);
+
+  it("challenge: an account's events recorded by concurrent requests are applied in the order they were numbered", async () => {
+    // Twenty requests for one account at once, through the API, and one of them slow to publish: the
+    // send that carries event number 1 is held until the other nineteen are acknowledged, or 2 s
+    // (holdFirstEvent). Numbering, then publishing side by side, puts 2-20 on the topic before 1.
+    const account = 'concurrent-1';
+    const client = createKafka(kafka.brokers, 'concurrent');
+    holdFirstEvent(client, account, 19);
+    await using running = await startLab(lab, { with: { projectors: 1, kafka: client } });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        ask(running.url, 'POST', '/api/events', { accountId: account, type: 'deposited', amount: 1 }),
+      ),
+    );
+    expect(
+      answers.map((a) => a.status),
+      JSON.stringify(answers),
+    ).toEqual(Array(20).fill(202));
+    let seen = { eventsApplied: 0, outOfOrder: 0, balance: 0 };
+    const applied = await until(async () => {
+      const res = await fetch(`${running.url}/api/accounts/${account}`);
+      if (res.status === 200) seen = (await res.json()) as typeof seen;
+      return seen.eventsApplied >= 20;
+    }, 20_000);
+    expect(applied, `${seen.eventsApplied} of 20 events applied within 20 s`).toBe(true);
+    expect(
+      seen.outOfOrder,
+      `${seen.outOfOrder} of 20 events were applied after a later event of the same account (20 concurrent requests, one slow to publish)`,
+    ).toBe(0);
+    expect(seen.balance).toBe(20);
+  }, 40_000);
+
+  it('challenge: a client that retries through a Kafka stall with the same Idempotency-Key has its event applied once', async () => {
+    // Kafka stalls while the request is made. Whatever the answer (a 503 that cannot say whether the
+    // event got through, or none at all for a client that gave up waiting), the client sends the same
+    // request again with the same key once Kafka is back, as the 503 tells it to.
+    const proxy = await stallingProxy(`kafka://${kafka.brokers[0]}`);
+    const client = createKafka(kafka.brokers, 'retry-once', { socketFactory: throughProxy(proxy.port) });
+    const running = await startLab(lab, { with: { projectors: 1, kafka: client, onOutage: () => {} } });
+    try {
+      const account = 'retry-once';
+      const request = { accountId: account, type: 'deposited', amount: 250 };
+      const key = { 'idempotency-key': 'order-1234' };
+      proxy.stall();
+      const first = await ask(running.url, 'POST', '/api/events', request, key);
+      proxy.resume();
+      const retry = await ask(running.url, 'POST', '/api/events', request, key);
+      expect(retry.status, `the retry's answer: ${JSON.stringify(retry)}`).toBe(202);
+
+      // Settled: the group has committed all the topic holds, and the projection holds an event for
+      // each message on it.
+      let stats = { published: 0, pending: -1, distinctEvents: 0 };
+      const settled = await until(async () => {
+        const res = await fetch(`${running.url}/api/stats`);
+        if (res.status === 200) stats = (await res.json()) as typeof stats;
+        return stats.published > 0 && stats.pending === 0 && stats.distinctEvents >= stats.published;
+      }, 20_000);
+      expect(settled, `the topic and the projection settled within 20 s: ${JSON.stringify(stats)}`).toBe(true);
+      expect(
+        stats.distinctEvents,
+        `one request sent twice (first answered ${first.status}) was recorded and applied ${stats.distinctEvents} times`,
+      ).toBe(1);
+      const balance = (await (await fetch(`${running.url}/api/accounts/${account}`)).json()) as { balance: number };
+      expect(balance.balance).toBe(250);
+    } finally {
+      proxy.resume();
+      await running.close();
+      await proxy.kill();
+    }
+  }, 60_000);
 
   for (const fault of ['down', 'stalled'] as const) {
     it(`challenge: while PostgreSQL is ${fault}, the group commits nothing the projection lacks, and once it is back every event is applied once`, async () => {

@@ -3,6 +3,7 @@
  * group's committed offsets, and waiting for a condition with a bound instead of sleeping.
  */
 import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Admin, ISocketFactory, Kafka } from 'kafkajs';
 import type pg from 'pg';
@@ -119,4 +120,43 @@ export function countFailures(pool: pg.Pool): { readonly count: number } {
     wrap(client, 'query');
   });
   return seen;
+}
+
+/**
+ * Makes one publish slow: every producer made from `kafka` from now on holds back the send that
+ * carries event number 1 of `accountId` until `others` other events of that account have been
+ * acknowledged, or `patienceMs` has passed. A GC pause or a retried request does this to one request
+ * in production; here it happens every run. A design that numbers events and then publishes them
+ * side by side lets the later numbers overtake; one that publishes in order simply waits.
+ */
+export function holdFirstEvent(kafka: Kafka, accountId: string, others: number, patienceMs = 2000): void {
+  const original = kafka.producer.bind(kafka);
+  let acknowledged = 0;
+  let release = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  /** The account's event numbers in a send (messages that are not its events are left out). */
+  const numbersIn = (messages: { value: Buffer | string | null }[]) =>
+    messages.flatMap((message) => {
+      try {
+        const event = JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown };
+        return event.accountId === accountId && typeof event.seq === 'number' ? [event.seq] : [];
+      } catch {
+        return [];
+      }
+    });
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = async (record) => {
+      const numbers = numbersIn(record.messages);
+      if (numbers.includes(1)) await Promise.race([released, sleep(patienceMs)]);
+      const result = await send(record);
+      acknowledged += numbers.filter((seq) => seq !== 1).length;
+      if (acknowledged >= others) release();
+      return result;
+    };
+    return producer;
+  };
 }

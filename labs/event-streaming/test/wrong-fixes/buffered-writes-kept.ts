@@ -12,10 +12,11 @@
  * @catches while PostgreSQL is down, the group commits nothing the projection lacks, and once it is back every event is applied once
  * @catches while PostgreSQL is stalled, the group commits nothing the projection lacks, and once it is back every event is applied once
  */
+import { randomUUID } from 'node:crypto';
 import { type Kafka, type KafkaMessage, Partitioners } from 'kafkajs';
 import { type AccountEvent, InvalidEventError, parseEvent } from '../../server/events.ts';
-import type { Projector, ProjectorDeps, Publisher } from '../../server/pipeline.ts';
-import { applyEvent, type EventSource } from '../../server/projection.ts';
+import type { Projector, ProjectorDeps, Publisher, Recorder, RecorderDeps } from '../../server/pipeline.ts';
+import { applyEvent, type EventSource, nextSeq } from '../../server/projection.ts';
 
 const FLUSH_EVERY_MS = 500;
 
@@ -30,6 +31,19 @@ export async function createPublisher(kafka: Kafka, topic: string): Promise<Publ
       });
     },
     close: () => producer.disconnect(),
+  };
+}
+
+/** The first version's recorder: the write side is not what this fix is about. */
+export async function createRecorder({ pool, publisher }: RecorderDeps): Promise<Recorder> {
+  return {
+    async record(input) {
+      const seq = await nextSeq(pool, input.accountId);
+      const event: AccountEvent = { id: randomUUID(), ...input, seq, at: new Date().toISOString() };
+      await publisher.publish([event]);
+      return event;
+    },
+    close: async () => {},
   };
 }
 
