@@ -1,7 +1,7 @@
 /**
- * Load script: the bare API, the starter, the solution and rate-limiter-flexible, in interleaved
- * autocannon rounds, every target as three instances sharing one limit. One client (one API key) sends far more
- * than its limit, so the table shows both what the limiter costs and whether it holds the limit.
+ * Load script: the bare API, the starter, the solution, rate-limiter-flexible and express-rate-limit (with
+ * rate-limit-redis), in interleaved autocannon rounds, every target as three instances sharing one limit.
+ * One client (one API key) sends far more than its limit, so the table shows both what the limiter costs and whether it holds the limit.
  *
  * Over-admitted = admitted - allowed, where allowed = limit + limit x elapsed / window: the most a
  * limiter of "`limit` per window, bursts up to `limit`" may admit in the run.
@@ -40,7 +40,7 @@ console.log(
 );
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
 
-const TARGETS = ['bare', 'starter', 'solution', 'rate-limiter-flexible'];
+const TARGETS = ['bare', 'starter', 'solution', 'rate-limiter-flexible', 'express-rate-limit'];
 const urlsOf = (target: string) =>
   Object.entries(servers.urls)
     .filter(([name]) => name.startsWith(`${target}#`))
@@ -156,6 +156,15 @@ target(
   { atLeast: 0.8 },
   'x',
 );
+// express-rate-limit with rate-limit-redis: the limiter most Express apps mount, one script call per request.
+target(
+  'solution ÷ express-rate-limit req/s (median of rounds)',
+  ratioOf(roundsOf('solution'), roundsOf('express-rate-limit')),
+  { atLeast: 1 },
+  'x',
+);
+const p99Of = (target: string) => rows[TARGETS.indexOf(target)]!.result.p99Ms;
+target('solution p99 ÷ express-rate-limit p99', p99Of('solution') / p99Of('express-rate-limit'), { atMost: 1 }, 'x');
 target(
   'solution ÷ bare req/s (median of rounds)',
   ratioOf(roundsOf('solution'), roundsOf('bare')),
@@ -175,7 +184,7 @@ const WELL_BEHAVED = { connections: 6, rate: 300, keys: 300 };
 console.log(
   `Flood: one key on ${FLOOD_CONNECTIONS} connections, beside ${WELL_BEHAVED.keys} well-behaved keys at ${WELL_BEHAVED.rate} req/s:`,
 );
-const FLOOD_TARGETS = ['bare', 'solution', 'rate-limiter-flexible'];
+const FLOOD_TARGETS = ['bare', 'solution', 'rate-limiter-flexible', 'express-rate-limit'];
 const floodRounds = await inRounds(FLOOD_TARGETS, ROUNDS, async (name) => {
   let n = 0;
   const calls = await scriptCalls();

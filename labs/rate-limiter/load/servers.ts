@@ -2,8 +2,12 @@
  * The servers the load script measures, started in their own process by forkServers(). Each target is
  * three app instances sharing one limit, as three processes behind a load balancer would.
  */
+import type { RequestHandler } from 'express';
+import { rateLimit as expressRateLimit } from 'express-rate-limit';
 import type { Redis } from 'ioredis';
+import { RedisStore } from 'rate-limit-redis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { sendProblem } from '@labs/lab-kit';
 import { stopServices } from '@labs/services';
 import { openLab } from '@labs/lab-kit';
 import rateLimiterLab from '../server/lab.ts';
@@ -52,6 +56,26 @@ function flexibleLimiter(redis: Redis, limit: number, windowMs: number, prefix: 
   };
 }
 
+/**
+ * express-rate-limit with its Redis store (rate-limit-redis), mounted as its users mount it: a fixed
+ * window counted in Redis, one script call per request, the IETF RateLimit headers, and our problem body
+ * for a 429 so every target answers alike.
+ */
+function expressLimiter(redis: Redis, limit: number, windowMs: number, prefix: string): RequestHandler {
+  return expressRateLimit({
+    windowMs,
+    limit,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    keyGenerator: (req) => String(req.headers['x-api-key'] ?? req.ip),
+    store: new RedisStore({
+      prefix: `${prefix}erl:`,
+      sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<number>,
+    }),
+    handler: (_req, res) => sendProblem(res, 429, 'This key has used its allowance; see Retry-After.'),
+  });
+}
+
 export async function start(options: BenchServerOptions) {
   const { instances } = options;
   // One context for every target: one Redis, clients closed and keys deleted when the run ends.
@@ -59,12 +83,16 @@ export async function start(options: BenchServerOptions) {
   const { prefix } = lab.context;
   const redis = () => lab.context.redis(LIMITER_REDIS_OPTIONS);
   /** Each target's limiter under `policy`, its keys under a prefix of its own. */
-  const builders = (policy: Policy, tag: string): Record<string, () => Promise<RateLimiter | undefined>> => ({
+  const builders = (
+    policy: Policy,
+    tag: string,
+  ): Record<string, () => Promise<RateLimiter | RequestHandler | undefined>> => ({
     bare: async () => undefined,
     starter: async () => starterLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}starter:` }),
     solution: async () => solutionLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}solution:` }),
     'rate-limiter-flexible': async () =>
       flexibleLimiter(await redis(), policy.limit, policy.windowMs, `${prefix}${tag}`),
+    'express-rate-limit': async () => expressLimiter(await redis(), policy.limit, policy.windowMs, `${prefix}${tag}`),
   });
   const urls: Record<string, string> = {};
   for (const [tag, policy] of [
@@ -73,9 +101,10 @@ export async function start(options: BenchServerOptions) {
   ] as const) {
     for (const [name, build] of Object.entries(builders(policy, tag))) {
       for (let i = 0; i < instances; i++) {
-        const limiter = await build();
+        const built = await build();
         // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
-        const app = createApp({ limiter, ...policy, instance: `${name}-${i + 1}` });
+        const limiting = typeof built === 'function' ? { limitWith: built } : { limiter: built };
+        const app = createApp({ ...limiting, ...policy, instance: `${name}-${i + 1}` });
         urls[`${tag}${name}#${i}`] = (await lab.context.listen(app)).url;
       }
     }

@@ -2,7 +2,7 @@
  * The API under test: one limited endpoint and an unlimited health check. createApp never listens;
  * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are RFC 9457 problems.
  */
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import { notFound, problemHandler } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
 import { rateLimit } from './middleware.ts';
@@ -11,6 +11,8 @@ import type { RateLimiter } from './limiter.ts';
 export interface AppDeps {
   /** Absent: the same API with no limiting at all, the ceiling the load script measures against. */
   limiter?: RateLimiter;
+  /** A limiter that comes as Express middleware (a peer library, as its users mount it), instead of `limiter`. */
+  limitWith?: RequestHandler;
   limit: number;
   windowMs: number;
   /** Shown in responses so a learner can see which instance answered. */
@@ -27,6 +29,7 @@ export function createApp(deps: AppDeps): Express {
     res.json({ ok: true });
   });
   if (deps.limiter) app.use('/api', rateLimit({ ...deps, limiter: deps.limiter }));
+  else if (deps.limitWith) app.use('/api', deps.limitWith);
   app.get('/api/quote', (_req, res) => {
     res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
   });
