@@ -100,6 +100,11 @@ export interface SenderOptions {
    * through (a claim in the database) loses this long once per job. Only the spec sets it.
    */
   meetCopiesMs?: number;
+  /**
+   * Each job's first call fails after its confirmation is written: a provider that did the work and
+   * then timed out. Whatever the call wrote must go with the failed attempt. Only the spec sets it.
+   */
+  failAfterFirstEffect?: boolean;
 }
 
 /** A sender of confirmations, with its stats and the times each job was tried. */
@@ -152,6 +157,9 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
         'INSERT INTO confirmations (job_id, order_id, email, body, enqueued_at) VALUES ($1, $2, $3, $4, $5)',
         [job.jobId, job.orderId, job.email, body, job.enqueuedAt],
       );
+      if (options.failAfterFirstEffect && attempts.get(job.jobId)?.length === 1) {
+        throw new Error('the mail provider timed out after accepting the confirmation');
+      }
     } catch (error) {
       stats.failures++;
       throw error;

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import amqp from 'amqplib';
 import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPublisher, startWorker } from '#job-queue';
@@ -22,6 +23,7 @@ import {
   type ConfirmationJob,
   DEAD_LETTER_HEADERS,
   decodeJob,
+  JOB_ROUTING_KEY,
   type JobQueueNames,
   jobQueueNames,
   type QueueSettings,
@@ -90,10 +92,15 @@ async function declareQueues(names: JobQueueNames): Promise<void> {
 /** One of the learner's workers in this process, with a sender that counts; stopped after the test. */
 async function workerHere(
   names: JobQueueNames,
-  overrides: Partial<QueueSettings> & { workMs?: number; db?: pg.Pool; meetCopiesMs?: number } = {},
+  overrides: Partial<QueueSettings> & {
+    workMs?: number;
+    db?: pg.Pool;
+    meetCopiesMs?: number;
+    failAfterFirstEffect?: boolean;
+  } = {},
 ) {
-  const { workMs = 2, db: workerDb = db, meetCopiesMs, ...rest } = overrides;
-  const sender = createConfirmationSender({ workMs, meetCopiesMs });
+  const { workMs = 2, db: workerDb = db, meetCopiesMs, failAfterFirstEffect, ...rest } = overrides;
+  const sender = createConfirmationSender({ workMs, meetCopiesMs, failAfterFirstEffect });
   const worker = await startWorker(settings(names, rest), { db: workerDb, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
   return sender;
@@ -628,6 +635,115 @@ describe('challenges: what the tutorial worker gets wrong', () => {
       `${extra} duplicate confirmation(s): the redelivered job was confirmed ${counts[redelivered.jobId]} time(s), the jobs published twice ${twice.map((job) => counts[job.jobId]).join(', ')} time(s)`,
     ).toBe(0);
     expect(notDone(counts), 'jobs never confirmed').toBe(0);
+  });
+
+  it('challenge: a confirmation is committed with its claim: a job that fails after writing it leaves none behind, and its retry confirms it once', async () => {
+    // Each job's first attempt writes its confirmation and then fails (the provider took it, then timed
+    // out). The attempt failed, so what it wrote must go with it: the job is retried, and its retry is
+    // the one confirmation. Written outside the claim's transaction, the first one stays, and the retry,
+    // finding no claim, writes a second.
+    const names = freshQueues();
+    const sender = await workerHere(names, { failAfterFirstEffect: true });
+    const jobs = makeJobs(3);
+    await admin.publishJobs(names, jobs);
+    // Until every job was tried twice, nothing is in progress, and each is confirmed.
+    const seen = await waitFor(
+      async () => ({
+        tries: jobs.map((job) => sender.attemptsOf(job.jobId).length),
+        inFlight: sender.stats.inFlight,
+        counts: await confirmations(jobs),
+      }),
+      (s) => s.tries.every((n) => n >= 2) && s.inFlight === 0 && allDone(s.counts),
+      { timeoutMs: 15_000 },
+    );
+    expect(seen.tries, 'attempts per job: the first fails after writing, the second succeeds').toEqual([2, 2, 2]);
+    const counts = await confirmations(jobs);
+    expect(
+      values(counts),
+      `confirmations per job: ${duplicates(counts)} written by failed attempts were kept (the effect must commit or roll back with the claim)`,
+    ).toEqual([1, 1, 1]);
+  });
+
+  it('challenge: a message that is not a job is dead-lettered at once, and the worker lives to do the rest', async () => {
+    // A producer with a bug sends something that is not a job. Retrying it cannot help; crashing on it
+    // is worse: a worker process that dies of an unhandled rejection takes its other jobs with it.
+    const names = freshQueues();
+    await declareQueues(names);
+    const worker = await workerProcess(names, {});
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      const channel = await connection.createConfirmChannel();
+      channel.publish(names.exchange, JOB_ROUTING_KEY, Buffer.from('{"orderId": "cut short'), {
+        persistent: true,
+        messageId: `not-a-job-${randomUUID()}`,
+        contentType: 'application/json',
+      });
+      await channel.waitForConfirms();
+    } finally {
+      await connection.close();
+    }
+    const good = makeJobs(5);
+    await admin.publishJobs(names, good);
+    const seen = await waitFor(
+      async () => ({
+        alive: await worker.stats().then(
+          () => true,
+          () => false,
+        ),
+        dead: await readyIn(names.deadQueue),
+        done: good.length - notDone(await confirmations(good)),
+      }),
+      (s) => !s.alive || (s.dead >= 1 && s.done === good.length),
+      { timeoutMs: 15_000 },
+    );
+    expect(seen.alive, `the worker process died of a message that is not a job:\n${worker.output().slice(-1500)}`).toBe(
+      true,
+    );
+    expect(seen.done, 'good jobs done').toBe(good.length);
+    const dead = await takeAll(rabbit.url, names.deadQueue);
+    expect(dead.length, 'messages in the dead-letter queue').toBe(1);
+    expect(
+      Number(dead[0]!.properties.headers?.[DEAD_LETTER_HEADERS.attempts]),
+      'attempts before it was parked: retrying a message that cannot be read cannot help',
+    ).toBe(1);
+  });
+
+  it('challenge: a short retry delay is not held up behind a long one that started first', async () => {
+    // Two poison jobs wait for a retry at once: A, waiting first, for its second delay (5 s), and B, which
+    // failed after A started waiting, for its first (100 ms). B must be back first. Which came back first
+    // is an order of events: only a machine stalled for seconds could make a right version lose it.
+    const delays = [100, 5000];
+    const n = ++testNo;
+    const names = jobQueueNames((part) => rabbit.name(`${n}.${part}`), delays);
+    cleanups.push(() => admin.deleteJobQueue(names));
+    const sender = await workerHere(names, { retryDelaysMs: delays });
+    const [a, b] = [1, 2].map(() => makeJob({ items: [{ sku: 'gone', quantity: 1 }] })) as [
+      ConfirmationJob,
+      ConfirmationJob,
+    ];
+    const waitingForRetry = async () => {
+      let waiting = 0;
+      for (const queue of names.retryQueues) waiting += await readyIn(queue);
+      return waiting;
+    };
+    await admin.publishJobs(names, [a]);
+    // A's second attempt has failed and A waits for its 5 s retry (or it was retried at once: no delay queue).
+    const aWaits = await waitFor(
+      async () => ({ tries: sender.attemptsOf(a.jobId).length, waiting: await waitingForRetry() }),
+      (s) => (s.tries >= 2 && s.waiting >= 1) || s.tries > 2,
+      { timeoutMs: 10_000 },
+    );
+    expect(aWaits.tries, 'attempts of A before B is sent').toBe(2);
+    await admin.publishJobs(names, [b]);
+    const seen = await waitFor(
+      () => ({ a: sender.attemptsOf(a.jobId).length, b: sender.attemptsOf(b.jobId).length }),
+      (s) => s.b >= 2 || s.a >= 3,
+      { timeoutMs: 15_000 },
+    );
+    expect(
+      seen,
+      `attempts when the first of them was retried: B (waiting 100 ms) must be retried before A (waiting 5 s since before B failed)`,
+    ).toEqual({ a: 2, b: 2 });
   });
 
   it('challenge: jobs accepted while the broker connection drops are never lost, and publishing resumes', async () => {
