@@ -16,17 +16,8 @@
  * Any of them answers 503 with Retry-After when the catalog or a shard it needs does not answer in time
  * (down, or stalled past the pools' timeouts in server/shards.ts); see "Under faults" in the README.
  */
-import express, { type ErrorRequestHandler, type Express } from 'express';
-import {
-  atMostEvery,
-  notFound,
-  parseInput,
-  problemHandler,
-  ServiceDownError,
-  sendProblem,
-  wholeNumber,
-  z,
-} from '@labs/lab-kit';
+import express, { type Express } from 'express';
+import { notFound, parseInput, problemHandler, sendProblem, wholeNumber, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import * as notes from './notes.ts';
 import type { Cursor, ShardRouter } from './router.ts';
@@ -97,30 +88,17 @@ export interface AppDeps {
 export const RETRY_AFTER_SEC = 2;
 
 /**
- * Turns an outage (a shard or the catalog refused, dropped or timed out) into a 503 with Retry-After,
- * which a client can act on; a bug stays a 500 with its details in the log. The request needed a
- * database that is not answering, so it is answered as a whole: a page across shards is not served with
- * one shard's notes missing, because it would look complete and its cursor would skip them for good.
- * One warning line every 5 s: an outage fails many requests, and one line says enough.
+ * An outage (a shard or the catalog refused, dropped or timed out) is a 503 with Retry-After, which a
+ * client can act on; a bug stays a 500 with its details in the log (the lab kit's problemHandler, one
+ * outage line every 5 s). The request needed a database that is not answering, so it is answered as a
+ * whole: a page across shards is not served with one shard's notes missing, because it would look
+ * complete and its cursor would skip them for good.
  */
-function outagesAs503(): ErrorRequestHandler {
-  const warn = atMostEvery(5000, (error: Error) =>
-    console.warn(`[sharding] a shard or the catalog is not answering (503): ${error.message}`),
-  );
-  return (error: Error, _req, _res, next) => {
-    if (!isPostgresOutage(error)) {
-      next(error);
-      return;
-    }
-    warn(error);
-    next(
-      new ServiceDownError(
-        'A database this request needs (a shard or the catalog) is not answering; try again shortly',
-        RETRY_AFTER_SEC,
-      ),
-    );
-  };
-}
+const DATABASE_OUTAGE = {
+  test: isPostgresOutage,
+  service: 'A database this request needs (a shard or the catalog)',
+  retryAfterSec: RETRY_AFTER_SEC,
+};
 
 export function createApp({ router, shards }: AppDeps): Express {
   const app = express();
@@ -215,7 +193,12 @@ export function createApp({ router, shards }: AppDeps): Express {
   });
 
   app.use(notFound);
-  app.use(outagesAs503());
-  app.use(problemHandler((error) => console.error(`[sharding] ${error.message}`)));
+  app.use(
+    problemHandler({
+      outages: [DATABASE_OUTAGE],
+      log: (error) => console.error(`[sharding] ${error.message}`),
+      logOutage: (line) => console.warn(`[sharding] ${line}`),
+    }),
+  );
   return app;
 }
