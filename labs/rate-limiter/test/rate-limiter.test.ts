@@ -210,6 +210,40 @@ describe('baseline: what any rate limiter must do', () => {
     );
   });
 
+  it('while a client stays denied, every denial names the same moment to come back, and the same reset', async () => {
+    // Nothing is admitted in between, so the moment the client may come back (and the moment its whole
+    // allowance is back) does not move: each denial's Retry-After and RateLimit t count down to it. A
+    // limiter that answers repeat denials from a local cache must say exactly what Redis would; whole
+    // seconds, rounded up, put every answer within a second after the true moment.
+    const T0 = 1_700_000_000_000;
+    let clock = T0;
+    const [url] = await startInstances(1, 5, 10_000, () => clock);
+    expect(await burst([url!], 5, 'impatient')).toEqual({ 200: 5 });
+    const moments: { at: number; status: number; comeBack: number; reset: number }[] = [];
+    for (const at of [100, 500, 900, 1600]) {
+      clock = T0 + at;
+      const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'impatient' } });
+      await res.arrayBuffer();
+      const t = Number(/;t=(\d+)$/.exec(res.headers.get('ratelimit') ?? '')?.[1]);
+      moments.push({
+        at,
+        status: res.status,
+        comeBack: at + Number(res.headers.get('retry-after')) * 1000,
+        reset: at + t * 1000,
+      });
+    }
+    const [first] = moments;
+    for (const m of moments) {
+      expect(m.status, `a request ${m.at} ms after spending the limit`).toBe(429);
+      expect(Math.abs(m.comeBack - first!.comeBack), `Retry-After moments: ${JSON.stringify(moments)}`).toBeLessThan(
+        1000,
+      );
+      expect(Math.abs(m.reset - first!.reset), `RateLimit reset moments: ${JSON.stringify(moments)}`).toBeLessThan(
+        1000,
+      );
+    }
+  });
+
   it('every key the limiter writes expires, within two windows', async () => {
     // A limiter keeps state per client it has ever seen; without an expiry Redis grows with every API
     // key and IP that ever called, long after they are gone. Two windows leave room for a sliding
