@@ -18,7 +18,7 @@ import {
 } from '@labs/services';
 import { readConfig } from './input.ts';
 import { atMostEvery } from './problem.ts';
-import { type Listening, listen } from './server.ts';
+import { type Attach, type Listening, listen } from './server.ts';
 
 /** Which implementation of the learner's file is running. */
 export type LabTarget = 'starter' | 'solution';
@@ -50,8 +50,11 @@ export interface LabContext<Config> {
    * its data), `labs:<slug>:<test|bench>:<id>:` otherwise (deleted when the lab closes).
    */
   readonly prefix: string;
-  /** A new Redis client on the resolved server, ready to use; closed when the lab closes. */
-  redis(options?: RedisOptions): Promise<Redis>;
+  /**
+   * A new Redis client, ready to use, closed when the lab closes: on the resolved server, or on `url`
+   * (a proxy a spec put in front of it, say).
+   */
+  redis(options?: RedisOptions & { url?: string }): Promise<Redis>;
   /**
    * A pool on this start's own database (`labs_<slug>` for serve, kept; a unique one otherwise,
    * dropped when the lab closes), created if absent. On the embedded engine, its one database.
@@ -59,8 +62,11 @@ export interface LabContext<Config> {
    * (one line every 5 s); it never kills the process.
    */
   database(options?: pg.PoolConfig): Promise<pg.Pool>;
-  /** Starts `app` on a free port (the spec's and load script's extra instances); closed with the lab. */
-  listen(app: RequestListener, port?: number): Promise<Listening>;
+  /**
+   * Starts an app on a free port (the spec's and load script's extra instances); closed with the lab.
+   * Given what `build` returned, its `attach` step is wired to the server too.
+   */
+  listen(app: RequestListener | BuiltLab, port?: number): Promise<Listening>;
   /** Runs `fn` when the lab closes, after its servers stopped; the last registered runs first. */
   onClose(fn: () => Promise<unknown> | unknown): void;
 }
@@ -69,6 +75,11 @@ export interface LabContext<Config> {
 export interface BuiltLab {
   /** The API: an Express app or any request listener. */
   app: RequestListener;
+  /**
+   * What the lab adds to the server the app runs on (a WebSocket upgrade handler, say), called once it
+   * listens; the step it returns runs when the server closes, before its connections are cut.
+   */
+  attach?: Attach;
   /** Lines `lab serve` prints under the URL: what to try with curl. */
   usage?(url: string): string[];
 }
@@ -134,8 +145,8 @@ export async function openLab<Config, Options>(
     target: currentTarget(),
     purpose,
     prefix,
-    async redis(redisOptions) {
-      const { url } = await resolveService('redis');
+    async redis({ url: at, ...redisOptions } = {}) {
+      const url = at ?? (await resolveService('redis')).url;
       const client = createRedisClient(url, redisOptions);
       client.on('error', () => {}); // it reconnects by itself; commands report failures as they happen
       redisClients.push(client);
@@ -155,7 +166,7 @@ export async function openLab<Config, Options>(
       return pool;
     },
     async listen(app, port) {
-      const server = await listen(app, port);
+      const server = typeof app === 'function' ? await listen(app, port) : await listen(app.app, port, app.attach);
       servers.push(server);
       return server;
     },
@@ -202,7 +213,7 @@ export async function startLab<Config, Options>(
   const opened = await openLab(lab, options);
   try {
     const built = await lab.build(opened.context, options.with ?? {});
-    const server = await opened.context.listen(built.app, options.port);
+    const server = await opened.context.listen(built, options.port);
     return { ...opened, url: server.url, usage: built.usage?.(server.url) ?? [] };
   } catch (error) {
     await opened.close();

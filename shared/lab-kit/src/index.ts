@@ -28,6 +28,7 @@ export {
   sendProblem,
 } from './problem.ts';
 export {
+  type Attach,
   type Listening,
   listen,
   PortInUseError,

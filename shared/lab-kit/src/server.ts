@@ -69,11 +69,19 @@ async function nextFreePort(port: number): Promise<number | undefined> {
 
 /**
  * Starts `app` (an Express app or any request listener) on 127.0.0.1: on a free port by default (tests,
- * load scripts), or on `port` (`lab serve`), with {@link SERVER_TIME_LIMITS}. Closed on dispose, open
- * connections included.
+ * load scripts), or on `port` (`lab serve`), with {@link SERVER_TIME_LIMITS}, then calls `attach` with
+ * the server. Closed on dispose: `attach`'s before-close step first, then open connections.
  * (Not Express 5's `app.listen(port, cb)`: it calls `cb` on errors too.)
  */
-export async function listen(app: RequestListener, port = 0): Promise<Listening> {
+/**
+ * What a lab may add to the server its app runs on: an 'upgrade' handler (a WebSocket endpoint is an
+ * event of the server, not a request), timers, anything that needs the server itself. It returns the
+ * step to run when the server closes, before its connections are cut (close the WebSocket server,
+ * stop its heartbeats), if it has one.
+ */
+export type Attach = (server: Server) => (() => Promise<unknown> | unknown) | undefined;
+
+export async function listen(app: RequestListener, port = 0, attach?: Attach): Promise<Listening> {
   const server = createServer(
     {
       headersTimeout: SERVER_TIME_LIMITS.headersTimeoutMs,
@@ -95,10 +103,12 @@ export async function listen(app: RequestListener, port = 0): Promise<Listening>
   }
   if (failure) throw failure;
   const { port: actual } = server.address() as AddressInfo;
+  const beforeClose = attach?.(server);
   return {
     url: `http://127.0.0.1:${actual}`,
     server,
     async [Symbol.asyncDispose]() {
+      await beforeClose?.();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
