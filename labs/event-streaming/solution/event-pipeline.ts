@@ -16,8 +16,9 @@
  *   event ids in `processed_events`; an id already there is skipped. At-least-once delivery plus an
  *   idempotent effect is "exactly once" in effect, without Kafka transactions.
  * - Poison: a message that can never be parsed goes to the dead-letter topic with the reason in its
- *   headers, and its partition moves on. Anything else (PostgreSQL down) is thrown, so kafkajs retries
- *   from the last commit: a transient failure must not send good events to the dead letters.
+ *   headers, and so does an event that fails on its own a few times in a row (a value the projection
+ *   cannot store); its partition moves on. An outage (PostgreSQL down) is thrown instead, so kafkajs
+ *   retries from the last commit: a transient failure must not send good events to the dead letters.
  * - Shutdown: SIGTERM stops the consumer, which finishes its chunk and leaves the group, so the group
  *   rebalances at once instead of waiting for this member's session to time out.
  *
@@ -28,9 +29,11 @@
  * would not remove any of it: they cover writes to Kafka, not to PostgreSQL.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { Partitioners } from 'kafkajs';
 import { atMostEvery } from '@labs/lab-kit';
+import { isPostgresOutage } from '@labs/services';
 import { type AccountEvent, InvalidEventError, parseEvent } from '../server/events.ts';
 import type { NewEvent, Projector, ProjectorDeps, Publisher, Recorder, RecorderDeps } from '../server/pipeline.ts';
 import { applyEvent, nextSeq, type Queryable } from '../server/projection.ts';
@@ -49,6 +52,13 @@ interface Parsed {
 
 /** How long a stop may take before the process exits anyway (Kubernetes kills at 30 s by default). */
 const STOP_DEADLINE_MS = 10_000;
+
+/**
+ * How often an event that fails on its own (not an outage) is tried before it is dead-lettered. A
+ * deadlock or a serialization failure passes on a second try; a value the projection cannot store
+ * fails every time, and without a bound it would hold its partition for ever.
+ */
+const MAX_ATTEMPTS = 3;
 
 /** Outbox rows per relay round: one send to Kafka, one transaction. */
 const RELAY_BATCH = 100;
@@ -261,7 +271,33 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
     // message twice (at-least-once there too; its readers key on the original coordinates).
     if (poison.length > 0) await sendToDeadLetters(deadLetters, deadLetterTopic, topic, partition, poison);
     if (events.length === 0) return;
-    await applyTogether(events, partition);
+    try {
+      await applyTogether(events, partition);
+    } catch (error) {
+      // An outage fails every event alike: throw, and kafkajs retries the chunk from the last commit.
+      if (isPostgresOutage(error)) throw error;
+      // Something in the chunk fails on its own. One event at a time, to find it and let the rest by.
+      for (const one of events) await applyAlone(one, partition);
+    }
+  }
+
+  /** Applies `one` in a transaction of its own, up to MAX_ATTEMPTS times; then dead-letters it with why. */
+  async function applyAlone(one: Parsed, partition: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await applyTogether([one], partition);
+        return;
+      } catch (error) {
+        if (isPostgresOutage(error)) throw error;
+        if (attempt >= MAX_ATTEMPTS) {
+          const reason = `applying it failed ${attempt} times: ${(error as Error).message}`;
+          log(`[projector] event ${one.event.id} to the dead letters: ${reason}`);
+          await sendToDeadLetters(deadLetters, deadLetterTopic, topic, partition, [{ message: one.message, reason }]);
+          return;
+        }
+        await sleep(100 * attempt); // a lock conflict may be gone by then; a bad value is not
+      }
+    }
   }
 
   /** Applies `events` in one transaction, each at most once: all of them, or none. */

@@ -70,6 +70,8 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
     pending = [];
     // TODO(lab): applyEvent is not idempotent: an event delivered twice (after a rebalance, a restart,
     // a rewind) moves the balance twice.
+    // TODO(lab): an event that fails here (one the projection cannot store) ends the flush: it and
+    // every event after it in the batch are dropped, and nobody can find them again.
     for (const { event, source } of batch) await applyEvent(pool, event, source);
   };
   const timer = setInterval(() => {

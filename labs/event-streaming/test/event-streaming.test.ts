@@ -8,6 +8,7 @@
  *
  * Each test has its own topic, group and account ids (`scenario`), on this file's own database.
  */
+import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
@@ -628,6 +629,54 @@ describe('challenges: what the first version gets wrong', () => {
     }
   }, 60_000);
 
+  it('challenge: an event that fails every time it is applied goes to the dead-letter topic once, after a few tries, and its partition moves on', async () => {
+    const sc = await scenario('unappliable');
+    const accounts = sc.accounts(3);
+    const events = generateEvents(accounts, 20);
+    const half = events.length / 2;
+    // An event every version parses, which PostgreSQL refuses every time: its number does not fit the
+    // projection's integer column (a producer that counts past 2^31). Keyed like the first account's
+    // events, in the middle of the stream, so good events sit behind it on its partition.
+    await publish(sc, events.slice(0, half));
+    const bad: AccountEvent = {
+      id: randomUUID(),
+      accountId: accounts[0]!,
+      seq: 3_000_000_000,
+      type: 'deposited',
+      amount: 1,
+      at: new Date().toISOString(),
+    };
+    const raw = await kafka.producer();
+    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: JSON.stringify(bad) }] });
+    await publish(sc, events.slice(half));
+
+    const client = createKafka(kafka.brokers);
+    const crashes = countCrashes(client);
+    await using group = await projectors(sc, 1, client);
+    // Until every good event is applied and a dead letter is there, or the consumer has given up on
+    // the bad event once (kafkajs then restarts it, and it reads the same event again, for ever).
+    await until(
+      async () =>
+        ((await sc.stats()).distinctEvents === events.length && (await messagesIn(admin, sc.deadLetterTopic)) > 0) ||
+        crashes.count > 0,
+      20_000,
+    );
+    const applied = (await sc.stats()).distinctEvents;
+    await group.stop();
+    expect(
+      applied,
+      `${applied} of ${events.length} good events applied${crashes.last ? ` (the consumer crashed on: ${crashes.last.slice(0, 90)})` : ''}`,
+    ).toBe(events.length);
+    expect(await appliedOf([bad]), 'the bad event is not in the projection').toBe(0);
+    expect(await messagesIn(admin, sc.deadLetterTopic), 'messages in the dead-letter topic').toBe(1);
+    const deadLetter = await readOne(sc.deadLetterTopic, kafka.groupId('unappliable-dlt-reader'));
+    expect(deadLetter.value, 'the dead letter keeps the original message').toBe(JSON.stringify(bad));
+    expect(
+      Object.values(deadLetter.headers).some((value) => /out of range/.test(value)),
+      `a header of the dead letter says why it failed (PostgreSQL's "out of range"); headers: ${JSON.stringify(deadLetter.headers)}`,
+    ).toBe(true);
+  }, 40_000);
+
   for (const fault of ['down', 'stalled'] as const) {
     it(`challenge: while PostgreSQL is ${fault}, the group commits nothing the projection lacks, and once it is back every event is applied once`, async () => {
       const sc = await scenario(`pg-${fault}`);
@@ -684,6 +733,8 @@ describe('challenges: what the first version gets wrong', () => {
           `while PostgreSQL was ${fault}, the group had committed ${during.committed} offsets with ${during.applied} events in the projection; after it came back${finished ? '' : ' (and 20 s more)'}, ${lost} of ${events.length} events were never applied and ${stats.duplicates} were applied twice`,
         ).toEqual({ committedAhead: 0, lost: 0, duplicates: 0 });
         expect(await sc.balances()).toEqual(expectedBalances(events));
+        // An outage is nobody's fault among the events: none of them belongs among the dead letters.
+        expect(await messagesIn(admin, sc.deadLetterTopic), 'events dead-lettered during the outage').toBe(0);
       } finally {
         proxy.resume();
         await fresh?.stop();
