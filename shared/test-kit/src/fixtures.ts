@@ -8,7 +8,12 @@
 import amqp from 'amqplib';
 import type { Redis } from 'ioredis';
 import { uniqueId } from '@labs/lab-kit';
-import { expectEveryKeyExpires } from './invariants.ts';
+import {
+  credentialsInPostgres,
+  credentialsInRedis,
+  expectEveryKeyExpires,
+  expectNoCredentialAtRest,
+} from './invariants.ts';
 import {
   createRedisClient,
   deleteByPrefix,
@@ -50,7 +55,8 @@ export interface RedisFixtureOptions {
 /**
  * Resolves Redis and hands out a private key prefix. On dispose it checks that every key under the
  * prefix has an expiry (*nothing lives for ever*, bar `permanentKeys`), deletes them all, closes its
- * clients, and then throws an InvariantError naming the keys that had none.
+ * clients, and then throws an InvariantError naming the keys that had none (or the credentials recorded
+ * with `recordCredential` that it found stored verbatim).
  */
 export async function useRedis(options: RedisFixtureOptions = {}): Promise<RedisFixture> {
   const { url } = await resolveService('redis');
@@ -68,11 +74,10 @@ export async function useRedis(options: RedisFixtureOptions = {}): Promise<Redis
     },
     async [Symbol.asyncDispose]() {
       // Checked first, thrown last: the keys are deleted and the clients closed either way.
-      const failure: unknown = await expectEveryKeyExpires(
-        client,
-        prefix,
-        Object.keys(options.permanentKeys ?? {}),
-      ).catch((error: unknown) => error);
+      const failure: unknown = await (async () => {
+        await expectEveryKeyExpires(client, prefix, Object.keys(options.permanentKeys ?? {}));
+        expectNoCredentialAtRest(await credentialsInRedis(client, prefix));
+      })().catch((error: unknown) => error);
       await deleteByPrefix(client, prefix);
       await Promise.all([client, ...extra].map((c) => c.quit().catch(() => c.disconnect())));
       if (failure) throw failure;
@@ -91,15 +96,25 @@ export interface PostgresFixture extends AsyncDisposable {
 /**
  * A fresh, empty database on the resolved server, dropped on dispose. On the embedded engine the
  * engine itself is fresh and private, so its default database is used and the engine (only it) is stopped.
+ * Before that, dispose checks *no credential at rest*: a credential recorded with `recordCredential`
+ * found in any table is an InvariantError, thrown once the database is gone.
  */
 export async function usePostgres(): Promise<PostgresFixture> {
   const svc = await resolveService('postgres');
-  if (svc.provider === 'embedded') {
-    return { url: svc.url, isolation: 'embedded', [Symbol.asyncDispose]: () => stopService('postgres') };
-  }
+  const embedded = svc.provider === 'embedded';
   const name = `labs_test_${uniqueId()}`;
-  const url = await ensureDatabase(svc.url, name);
-  return { url, isolation: 'database', [Symbol.asyncDispose]: () => dropDatabase(svc.url, name) };
+  const url = embedded ? svc.url : await ensureDatabase(svc.url, name);
+  return {
+    url,
+    isolation: embedded ? 'embedded' : 'database',
+    async [Symbol.asyncDispose]() {
+      const failure: unknown = await credentialsInPostgres(url)
+        .then(expectNoCredentialAtRest)
+        .catch((error: unknown) => error);
+      await (embedded ? stopService('postgres') : dropDatabase(svc.url, name));
+      if (failure) throw failure;
+    },
+  };
 }
 
 /** RabbitMQ names private to this fixture; the queues and exchanges it named are deleted on dispose. */

@@ -127,6 +127,36 @@ describe('no credential at rest', () => {
     }
   });
 
+  it('useRedis and usePostgres check it on dispose, and still remove what they made', async () => {
+    const secret = token();
+    recordCredential(secret, 'a session id');
+    let prefix = '';
+    const inRedis = async () => {
+      await using redis = await useRedis();
+      prefix = redis.prefix;
+      await redis.client.set(`${prefix}session:${secret}`, 'ada', 'PX', 60_000);
+    };
+    await expect(inRedis()).rejects.toThrow(/^No credential at rest: .*a session id in redis .*:session:/);
+    const { url } = await resolveService('redis', { log: null });
+    const check = createRedisClient(url);
+    expect(await check.keys(`${prefix}*`)).toEqual([]);
+    await check.quit();
+
+    let database = '';
+    const inPostgres = async () => {
+      await using db = await usePostgres();
+      database = db.url;
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      await client.query('CREATE TABLE sessions (id text)');
+      await client.query('INSERT INTO sessions VALUES ($1)', [secret]);
+      await client.end();
+    };
+    await expect(inPostgres()).rejects.toThrow(/a session id in postgres public\.sessions/);
+    const gone = new pg.Client({ connectionString: database });
+    await expect(gone.connect()).rejects.toThrow(/does not exist/);
+  });
+
   it("useLab's check scans the lab's prefix and database for what the spec recorded", async () => {
     const secret = token();
     recordCredential(secret, 'a refresh token');
