@@ -34,6 +34,20 @@ const lab = await useLab(emptyLab, {
   },
 });
 
+/** The same lab, for a manifest that opts out of both invariants (each with its reason). */
+const optedOut = await useLab(emptyLab, {
+  manifest: {
+    services: ['redis'],
+    invariants: {
+      permanentKeys: {},
+      optOut: {
+        'nothing-lives-for-ever': 'this lab is a queue whose items are removed when consumed',
+        'no-credential-at-rest': 'this lab teaches why a plain-text session store is wrong',
+      },
+    },
+  },
+});
+
 /** A credential as an API would hand one out. */
 const token = () => randomBytes(32).toString('base64url');
 
@@ -76,6 +90,21 @@ describe('nothing lives for ever', () => {
     await redis.set(`${lab.context.prefix}limiter:alice`, '3');
     await expect(lab.checkInvariants()).rejects.toThrow(/no expiry \(limiter:alice\)/);
     await redis.del(`${lab.context.prefix}limiter:alice`); // the check after this test must pass
+  });
+});
+
+describe('opting out', () => {
+  it("a manifest's opt-out, with its reason, turns an invariant off for that lab only", async () => {
+    const redis = await optedOut.context.redis();
+    const secret = token();
+    recordCredential(secret, 'a session id');
+    await redis.set(`${optedOut.context.prefix}session:${secret}`, 'ada'); // no expiry, and a credential
+    await expect(optedOut.checkInvariants()).resolves.toBeUndefined();
+    await redis.set(`${lab.context.prefix}session:${secret}`, 'ada');
+    await expect(lab.checkInvariants()).rejects.toThrow(/^Nothing lives for ever/);
+    await redis.pexpire(`${lab.context.prefix}session:${secret}`, 60_000);
+    await expect(lab.checkInvariants()).rejects.toThrow(/^No credential at rest/);
+    await redis.del(`${lab.context.prefix}session:${secret}`, `${optedOut.context.prefix}session:${secret}`);
   });
 });
 
