@@ -708,6 +708,41 @@ describe('challenges: what the tutorial worker gets wrong', () => {
     ).toBe(1);
   });
 
+  it('challenge: a failed job is let go only once its retry copy is queued: with its retry queue gone it stays, and is parked once the queue is back', async () => {
+    // A failed job's retry copy must be with the broker before the original is acked. Here the first
+    // retry queue is gone, so the broker cannot take the copy (mandatory: it comes back unroutable). A
+    // worker that waits for the copy's confirm gives the job back and tries again; one that acks the
+    // original without waiting has lost the job. Then the queues are declared again, as the learner's
+    // code declares them, and the job goes its way to the dead-letter queue.
+    const names = freshQueues();
+    await declareQueues(names);
+    const sender = await workerHere(names);
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).deleteQueue(names.retryQueues[0]!);
+    } finally {
+      await connection.close();
+    }
+    const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] });
+    await admin.publishJobs(names, [poison]);
+    const tries = await waitFor(
+      () => sender.attemptsOf(poison.jobId).length,
+      (n) => n >= 3,
+      { timeoutMs: 10_000 },
+    );
+    expect(
+      tries,
+      'attempts of a failed job whose retry copy the broker could not take (once, and gone: it was acked without its copy)',
+    ).toBeGreaterThanOrEqual(3);
+    await declareQueues(names);
+    const dead = await waitFor(
+      () => readyIn(names.deadQueue),
+      (n) => n >= 1,
+      { timeoutMs: 15_000 },
+    );
+    expect(dead, 'the job in the dead-letter queue once its retry copies could be queued').toBe(1);
+  });
+
   it('challenge: a short retry delay is not held up behind a long one that started first', async () => {
     // Two poison jobs wait for a retry at once: A, waiting first, for its second delay (5 s), and B, which
     // failed after A started waiting, for its first (100 ms). B must be back first. Which came back first
