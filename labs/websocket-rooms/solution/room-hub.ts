@@ -63,7 +63,10 @@ interface Room {
   subscribed: Promise<unknown>;
   /** The newest message id this instance handed to the room's members (or the newest in history when it began listening). */
   lastId: string;
-  /** While the room catches up after a reconnect, live messages wait here; undefined otherwise. */
+  /**
+   * From the moment the subscriber is lost until the room has caught up, live messages wait here
+   * (delivered first, they would move `lastId` past what was missed); undefined otherwise.
+   */
   held: MessageFrame[] | undefined;
 }
 
@@ -149,12 +152,17 @@ export function createRoomHub(options: HubOptions): RoomHub {
   // --- Catching up after the subscriber reconnects ---------------------------------------------------
   // Whatever was published while the subscriber was away is in each room's history: read it from the
   // last id handed on. Both connections must be back (the history is read on the command connection),
-  // so either one becoming ready tries; a failed try waits for the next 'ready'.
+  // so either one becoming ready tries; a failed try waits for the next 'ready'. Live messages are held
+  // from the moment the subscriber is lost until its room has caught up, so they never overtake it.
   let missed = false;
   let catchingUp = false;
   let tryAgain = false;
+  /** How many times the subscriber was lost: a catch-up that sees it change has more to catch up. */
+  let drops = 0;
   const onSubscriberLost = () => {
+    drops++;
     missed = true;
+    for (const room of rooms.values()) room.held ??= [];
   };
   const onReady = () => {
     if (!missed) return;
@@ -182,40 +190,46 @@ export function createRoomHub(options: HubOptions): RoomHub {
       // harmless and gives a reply to wait for: once it comes, every later message arrives live.
       const channels = [...rooms.keys()];
       if (channels.length > 0) await subscriber.subscribe(...channels);
+      // A room whose last member left meanwhile was just subscribed to again: let it go once more.
+      const gone = channels.filter((channel) => !rooms.has(channel));
+      if (gone.length > 0) await subscriber.unsubscribe(...gone);
       for (const room of [...rooms.values()]) await catchUpRoom(room);
     } catch {
       missed = true; // Redis went away again: the next 'ready' starts over (ids already sent are skipped)
     }
   }
 
-  /** Delivers what `room`'s history holds after the last id handed on; live messages wait meanwhile. */
+  /**
+   * Delivers what `room`'s history holds after the last id handed on, then what was held meanwhile.
+   * If Redis fails half way, what was delivered stays delivered (`lastId` moved with it) and the held
+   * messages keep waiting for the next try.
+   */
   async function catchUpRoom(room: Room): Promise<void> {
-    if (room.held) return;
-    room.held = [];
-    try {
-      const from = room.lastId;
-      const { lost, oldestId } = await historyReach(room.history, from);
-      let start = `(${from}`;
-      if (lost && oldestId !== null) {
-        // Trimmed past the last id handed on while we were away: say so, as a resume does.
-        const detail = `Messages were lost while this server was reconnecting to its message service; history resumes at ${oldestId}.`;
-        const gap = encode({ type: 'gap', room: room.name, lastId: from, oldestId, detail });
-        for (const member of room.members.values()) if (!member.waiting) sendCapped(member.client, gap);
-        start = '-';
-      }
-      for (;;) {
-        const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
-        for (const [id, fields] of page) toMembers(room, messageFrame(room.name, id, fields));
-        const last = page.at(-1);
-        if (!last || page.length < REPLAY_PAGE) break;
-        start = `(${last[0]}`;
-      }
-    } finally {
-      // What arrived live meanwhile, in order; ids already sent from the history are skipped.
-      const held = room.held;
-      room.held = undefined;
-      for (const frame of held) toMembers(room, frame);
+    room.held ??= [];
+    const dropsBefore = drops;
+    const from = room.lastId;
+    const { lost, oldestId } = await historyReach(room.history, from);
+    let start = `(${from}`;
+    if (lost && oldestId !== null) {
+      // Trimmed past the last id handed on while we were away: say so, as a resume does.
+      const detail = `Messages were lost while this server was reconnecting to its message service; history resumes at ${oldestId}.`;
+      const gap = encode({ type: 'gap', room: room.name, lastId: from, oldestId, detail });
+      for (const member of room.members.values()) if (!member.waiting) sendCapped(member.client, gap);
+      start = '-';
     }
+    for (;;) {
+      const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
+      for (const [id, fields] of page) toMembers(room, messageFrame(room.name, id, fields));
+      const last = page.at(-1);
+      if (!last || page.length < REPLAY_PAGE) break;
+      start = `(${last[0]}`;
+    }
+    // Lost again meanwhile: keep holding until the next catch-up, which starts where this one ended.
+    if (drops !== dropsBefore) return;
+    // What arrived live meanwhile, in order; ids already sent from the history are skipped.
+    const held = room.held;
+    room.held = undefined;
+    for (const frame of held) toMembers(room, frame);
   }
 
   function openRoom(name: string): Room {
