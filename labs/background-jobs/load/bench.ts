@@ -22,7 +22,7 @@ import {
   type ComparisonRow,
   type LoadResult,
   printComparison,
-  verdict,
+  target,
   writeResults,
 } from '@labs/bench';
 import { openLab } from '@labs/lab-kit';
@@ -257,19 +257,13 @@ try {
   printComparison(`Poison job: one job that always fails, ${DURATION_SEC} s. req/s = attempts per second`, poison);
 
   const [, solution] = crash;
-  verdict(
-    solution?.evidence.lost === 0,
-    `solution lost ${solution?.evidence.lost} jobs when its worker was killed (zero)`,
-  );
-  verdict(
-    solution?.evidence.duplicates === 0,
-    `solution sent ${solution?.evidence.duplicates} duplicate confirmations after the crash (zero)`,
-  );
-  const solutionPoison = poison[1]?.evidence.attempts as number;
-  verdict(
-    solutionPoison <= RETRY_DELAYS.length + 1,
-    `solution tried the poison job ${solutionPoison} times in ${DURATION_SEC} s (at most ${RETRY_DELAYS.length + 1})`,
-  );
+  target('jobs the solution lost when its worker was killed', Number(solution?.evidence.lost), { exactly: 0 });
+  target('duplicate confirmations the solution sent after the crash', Number(solution?.evidence.duplicates), {
+    exactly: 0,
+  });
+  target(`times the solution tried the poison job in ${DURATION_SEC} s`, Number(poison[1]?.evidence.attempts), {
+    atMost: RETRY_DELAYS.length + 1,
+  });
   const file = writeResults(join(import.meta.dirname, '..'), 'background-jobs', {
     jobs: JOBS,
     workMs: WORK_MS,

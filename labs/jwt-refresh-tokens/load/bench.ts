@@ -15,7 +15,7 @@ import {
   forkServers,
   printComparison,
   runLoad,
-  verdict,
+  target,
   writeResults,
 } from '@labs/bench';
 import { DEMO_USERS, PASSWORD_HASH } from '../server/users.ts';
@@ -153,28 +153,50 @@ printComparison('POST /login: the deliberate cost of a memory-hard password hash
 const [starter, solution, denyList, session] = meRows;
 const [, wrongPassword, unknownUser] = loginRows;
 if (starter && solution && denyList && session && wrongPassword && unknownUser) {
-  verdict(
-    solution.evidence['Redis cmds/req'] === 0,
-    `solution: /me checks a signature and asks Redis nothing (${solution.evidence['Redis cmds/req']} commands per request)`,
+  target(
+    'solution: Redis commands per GET /me (a signature check asks Redis nothing)',
+    Number(solution.evidence['Redis cmds/req']),
+    {
+      exactly: 0,
+    },
   );
-  verdict(
-    session.evidence['/me after logout'] === 401 && denyList.evidence['/me after logout'] === 401,
-    'session and deny-list: logout takes effect at once (401)',
+  target(
+    'session: status of /me after logout (logout takes effect at once)',
+    Number(session.evidence['/me after logout']),
+    {
+      exactly: 401,
+    },
   );
-  verdict(
-    solution.evidence['/me after logout'] === 200,
-    'solution: the access token outlives logout until it expires (the stateless trade-off)',
+  target('deny-list: status of /me after logout', Number(denyList.evidence['/me after logout']), { exactly: 401 });
+  // The stateless trade-off: the access token outlives logout until it expires.
+  target(
+    'solution: status of /me after logout (the access token lives on)',
+    Number(solution.evidence['/me after logout']),
+    {
+      exactly: 200,
+    },
   );
-  verdict(
-    solution.evidence['/refresh after logout'] === 401 && starter.evidence['/refresh after logout'] === 200,
-    `solution: logout ends the refresh token at once (${solution.evidence['/refresh after logout']}); the starter's token refreshes on (${starter.evidence['/refresh after logout']})`,
+  target(
+    'solution: status of /refresh after logout (the refresh token ends at once)',
+    Number(solution.evidence['/refresh after logout']),
+    {
+      exactly: 401,
+    },
+  );
+  target(
+    'starter: status of /refresh after logout (its token refreshes on)',
+    Number(starter.evidence['/refresh after logout']),
+    {
+      exactly: 200,
+    },
   );
   // Counted, not timed: equal work is what keeps the response time from revealing which usernames exist.
-  const [known, unknown] = [wrongPassword.evidence['hashes/login'], unknownUser.evidence['hashes/login']];
-  verdict(
-    known === 1 && unknown === 1,
-    `one argon2id hash per failed login, for a known user (${known}) and an unknown one (${unknown})`,
-  );
+  target('argon2id hashes per failed login, known user', Number(wrongPassword.evidence['hashes/login']), {
+    exactly: 1,
+  });
+  target('argon2id hashes per failed login, unknown user', Number(unknownUser.evidence['hashes/login']), {
+    exactly: 1,
+  });
 }
 const file = writeResults(join(import.meta.dirname, '..'), 'jwt-refresh-tokens', {
   durationSec: DURATION_SEC,

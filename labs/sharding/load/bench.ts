@@ -18,7 +18,7 @@ import {
   type LoadResult,
   printComparison,
   runLoad,
-  verdict,
+  target,
   writeResults,
 } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
@@ -176,17 +176,22 @@ const lost = solutionRows.reduce(
   (n, r) => n + (typeof r.evidence['writes lost'] === 'number' ? r.evidence['writes lost'] : 0),
   0,
 );
-verdict(lost === 0, `solution lost ${lost} acknowledged writes across the reshard (zero)`);
+target('acknowledged writes the solution lost across the reshard', lost, { exactly: 0 });
 const moved = String(rows.find((r) => r.name === 'solution: during reshard')?.evidence['keys moved']);
-verdict(
-  Number.parseFloat(moved) <= 25,
-  `solution moved ${moved} of the keys when a fifth shard joined four (at most about a fifth)`,
+target(
+  'share of keys the solution moved when a fifth shard joined four',
+  Number.parseFloat(moved),
+  { atMost: 25 },
+  '%',
 );
 const evenness = Number(rows.find((r) => r.name === 'solution: after')?.evidence['max/mean rows']);
-verdict(evenness <= 1.25, `solution's busiest shard holds ${evenness}x the mean after the reshard (at most 1.25x)`);
-verdict(
-  shares[1]! < shares[0]!,
-  `splitting the 3 hottest tenants took the busiest shard from ${pct(shares[0]!)} to ${pct(shares[1]!)} of the statements`,
+target("solution's busiest shard after the reshard, as a multiple of the mean", evenness, { atMost: 1.25 }, 'x');
+// Splitting the 3 hottest tenants must lower the busiest shard's share of the statements.
+target(
+  `busiest shard's share of statements after splitting the 3 hottest tenants ÷ before (${pct(shares[0]!)} before)`,
+  shares[1]! / shares[0]!,
+  { atMost: 0.99 },
+  'x',
 );
 const file = writeResults(join(import.meta.dirname, '..'), 'sharding', {
   options,
