@@ -60,6 +60,12 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.use(express.json({ limit: '16kb' }));
 
+  // Liveness: the process answers. It stays 200 while Kafka or PostgreSQL is away: restarting this
+  // instance would bring neither back, and balances are still served while Kafka is gone.
+  app.get('/health', (_req, res) => {
+    res.json({ ok: true });
+  });
+
   /**
    * Records one event: numbered after the account's last one and published (by the recorder), answered
    * 202 (applied later). With an Idempotency-Key the account has used before, the answer is the event

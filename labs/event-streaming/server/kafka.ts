@@ -68,11 +68,22 @@ export async function committed(admin: Admin, groupId: string, topic: string): P
   return (offsets?.partitions ?? []).reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
 }
 
-/** The group's lag on `topic`: messages it has not committed yet, summed over the partitions. */
+/**
+ * The group's lag on `topic`: messages it has not committed yet, summed over the partitions; never
+ * negative. The two reads are not one snapshot, so their order matters: the committed offsets first,
+ * then the ends. An end only grows and a commit never passes it, so an end read after a commit is at
+ * least that commit. Read the other way round, a projector that commits in between makes a partition
+ * look committed past its end, and the lag came out negative (`"pending": -2` under load).
+ */
 export async function lag(admin: Admin, groupId: string, topic: string): Promise<number> {
+  const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
   const ends = await admin.fetchTopicOffsets(topic);
-  const total = ends.reduce((sum, p) => sum + Number(p.high), 0);
-  return total - (await committed(admin, groupId, topic));
+  const done = new Map((offsets?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+  // A partition with no commit yet (-1) is read from its first message still kept (`low`).
+  return ends.reduce(
+    (sum, p) => sum + Math.max(0, Number(p.high) - Math.max(Number(p.low), done.get(p.partition) ?? -1)),
+    0,
+  );
 }
 
 /** True when the group has committed every message of `topic`: nothing is left for it to read. */

@@ -135,6 +135,7 @@ export async function createRecorder({ pool, publisher, log = console.error }: R
   return {
     async record(input, idempotencyKey) {
       const client = await pool.connect();
+      let failed: Error | undefined;
       try {
         await client.query('BEGIN');
         const event = await writeToOutbox(client, input, idempotencyKey);
@@ -142,10 +143,13 @@ export async function createRecorder({ pool, publisher, log = console.error }: R
         if (event.fresh) wake();
         return event.event;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        failed = error as Error;
         throw error;
       } finally {
-        client.release();
+        // After a failure the connection is closed, not rolled back: PostgreSQL rolls back what a closed
+        // connection held, and a ROLLBACK sent to a stalled server would keep the caller waiting as long
+        // again as the statement that failed.
+        client.release(failed);
       }
     },
     async close() {
@@ -194,6 +198,7 @@ async function writeToOutbox(
  */
 async function relayOnce(pool: RecorderDeps['pool'], publisher: Publisher): Promise<number> {
   const client = await pool.connect();
+  let failed: Error | undefined;
   try {
     await client.query('BEGIN');
     const { rows: lock } = await client.query<{ ours: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ours', [
@@ -216,10 +221,10 @@ async function relayOnce(pool: RecorderDeps['pool'], publisher: Publisher): Prom
     await client.query('COMMIT');
     return rows.length;
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    failed = error as Error;
     throw error;
   } finally {
-    client.release();
+    client.release(failed); // closed after a failure, as in record()
   }
 }
 
@@ -303,6 +308,7 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
   /** Applies `events` in one transaction, each at most once: all of them, or none. */
   async function applyTogether(events: Parsed[], partition: number): Promise<void> {
     const client = await pool.connect();
+    let failed: Error | undefined;
     try {
       await client.query('BEGIN');
       const fresh = await markProcessed(
@@ -314,10 +320,10 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
       }
       await client.query('COMMIT');
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      failed = error as Error;
       throw error;
     } finally {
-      client.release();
+      client.release(failed); // closed after a failure, as in record()
     }
   }
 
