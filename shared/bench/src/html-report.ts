@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { SATURATED } from './load.ts';
 import type { MachineInfo } from './machine.ts';
-import type { Comparison, DistanceRecord, TargetRecord } from './recorded.ts';
+import type { Comparison, DistanceRecord, FigureRecord, TargetRecord } from './recorded.ts';
 
 /** Everything one report shows. */
 export interface HtmlReportInput {
@@ -18,6 +18,8 @@ export interface HtmlReportInput {
   machine: MachineInfo;
   comparisons: readonly Comparison[];
   targets: readonly TargetRecord[];
+  /** Figures recorded without a threshold. */
+  figures?: readonly FigureRecord[];
   /** The distances the services were put at (none: everything ran on loopback). */
   distances: readonly DistanceRecord[];
   /** What the script passed to writeResults: shown as its settings, less the rows already charted. */
@@ -95,6 +97,16 @@ function targetsSection(targets: readonly TargetRecord[]): string {
   );
   return `<section><h2>Targets</h2>
 <table class="targets"><thead><tr><th></th><th>target</th><th>figure</th><th>threshold</th></tr></thead><tbody>${rows.join('\n')}</tbody></table></section>`;
+}
+
+function figuresSection(figures: readonly FigureRecord[]): string {
+  if (figures.length === 0) return '';
+  const rows = figures.map(
+    (f) =>
+      `<tr><td>${escapeHtml(f.name)}</td><td>${escapeHtml(`${f.figure.toLocaleString('en-US', { maximumFractionDigits: 2 })}${f.unit === 'x' ? 'x' : f.unit ? ` ${f.unit}` : ''}`)}</td></tr>`,
+  );
+  return `<section><h2>Figures</h2><p>Recorded to compare runs, not goals.</p>
+<table class="targets"><thead><tr><th>figure</th><th>value</th></tr></thead><tbody>${rows.join('\n')}</tbody></table></section>`;
 }
 
 function distancesSection(distances: readonly DistanceRecord[]): string {
@@ -236,6 +248,7 @@ export function renderHtmlReport(input: HtmlReportInput): string {
 ${summary}
 ${comparisons.map(comparisonSection).join('\n')}
 ${targetsSection(targets)}
+${figuresSection(input.figures ?? [])}
 ${distancesSection(input.distances)}
 ${machineSection(machine, at)}
 ${settingsSection(input.data)}

@@ -6,6 +6,7 @@
 export { inRounds, mergeRounds, pairedRatio, runLoad, SATURATED, type LoadOptions, type LoadResult } from './load.ts';
 export { forkServers, type ForkedServers, type ForkOptions, type ServersHandle } from './servers.ts';
 export {
+  figure,
   printComparison,
   recordedTargets,
   target,
@@ -13,6 +14,7 @@ export {
   writeResults,
   type Comparison,
   type ComparisonRow,
+  type FigureRecord,
   type TargetRecord,
   type Threshold,
 } from './report.ts';

@@ -33,6 +33,14 @@ export interface TargetRecord {
   met: boolean;
 }
 
+/** A figure recorded without a threshold: worth comparing between runs, not a goal (a loopback ratio, a bound). */
+export interface FigureRecord {
+  name: string;
+  figure: number;
+  /** What the figure counts ("x", "ms"); empty for a plain number. */
+  unit: string;
+}
+
 /** A distance a script put its services at (withDistance), for the report. */
 export interface DistanceRecord {
   /** The row-label suffix, e.g. "(db 1 ms away)". */
@@ -44,8 +52,14 @@ export interface DistanceRecord {
 }
 
 /** The tables, targets and distances recorded so far in this process, in order. */
-export const recorded: { comparisons: Comparison[]; targets: TargetRecord[]; distances: DistanceRecord[] } = {
+export const recorded: {
+  comparisons: Comparison[];
+  targets: TargetRecord[];
+  figures: FigureRecord[];
+  distances: DistanceRecord[];
+} = {
   comparisons: [],
   targets: [],
+  figures: [],
   distances: [],
 };

@@ -13,7 +13,7 @@ import { SATURATED } from './load.ts';
 import { machineInfo } from './machine.ts';
 import { type ComparisonRow, recorded, type TargetRecord } from './recorded.ts';
 
-export type { Comparison, ComparisonRow, TargetRecord } from './recorded.ts';
+export type { Comparison, ComparisonRow, FigureRecord, TargetRecord } from './recorded.ts';
 
 /** Colour for a terminal or FORCE_COLOR, never with NO_COLOR, and not merely because CI is set. */
 const colour =
@@ -113,6 +113,17 @@ export function target(described: string, figure: number, threshold: Threshold, 
 }
 
 /**
+ * Prints and records a figure that is worth comparing between runs but is not a goal (a ratio at a
+ * distance where it means little, a round-trip bound and a share of it): in the JSON and the report
+ * beside the targets, never failing `--check`.
+ */
+export function figure(described: string, value: number, unit = ''): void {
+  const name = whose(described);
+  process.stdout.write(`${pc.cyan('· figure:')} ${name}: ${figureText(value, unit)}\n`);
+  recorded.figures.push({ name, figure: value, unit });
+}
+
+/**
  * Prints a target as met or missed, described by `text` alone, and records it like {@link target}
  * (without a figure or threshold). Returns `ok` so a script can count misses. Prefer `target()`, which
  * records the figure and the threshold for the report.
@@ -140,12 +151,12 @@ export function writeResults(labDir: string, slug: string, data: unknown): strin
   mkdirSync(dir, { recursive: true });
   const at = new Date().toISOString();
   const machine = machineInfo();
-  const { targets, distances, comparisons } = recorded;
+  const { targets, figures, distances, comparisons } = recorded;
   const file = join(dir, `${slug}.json`);
-  const json = { lab: slug, at, node: process.version, machine, ...(data as object), distances, targets };
+  const json = { lab: slug, at, node: process.version, machine, ...(data as object), distances, targets, figures };
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
   const html = join(dir, `${slug}.html`);
-  writeFileSync(html, renderHtmlReport({ lab: slug, at, machine, comparisons, targets, distances, data }));
+  writeFileSync(html, renderHtmlReport({ lab: slug, at, machine, comparisons, targets, figures, distances, data }));
   process.stdout.write(`Report written to ${html}\n`);
   if (checking()) {
     const missed = targets.filter((t) => !t.met);

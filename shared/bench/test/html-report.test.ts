@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lessonOf } from '../src/html-report.ts';
-import { printComparison, target, verdict, writeResults } from '../src/index.ts';
+import { figure, printComparison, target, verdict, writeResults } from '../src/index.ts';
 import { fakeRow } from './fixtures/rows.ts';
 
 const run = promisify(execFile);
@@ -90,6 +90,7 @@ function writeReport(): string {
   target('solution ÷ starter req/s (db 1 ms away)', 2600 / 190, { atLeast: 10 }, 'x');
   target('solution p50 ÷ starter p50', 15 / 240, { atMost: 0.1 });
   verdict(false, 'a target only described in words');
+  figure('a figure that is not a goal', 1.5, 'x');
   return writeResults(work, 'report-test', { durationSec: 5, connections: 32, rows }).replace(/\.json$/, '.html');
 }
 
@@ -114,6 +115,9 @@ describe('HTML report', () => {
       expect.objectContaining({ name: 'a target only described in words', figure: null, met: false }),
     ]);
     expect(json.machine).toEqual(expect.objectContaining({ cpus: expect.any(Number), node: process.version }));
+    // A figure without a threshold is recorded beside the targets, and never counts as one.
+    expect(json.figures).toEqual([{ name: 'a figure that is not a goal', figure: 1.5, unit: 'x' }]);
+    expect(readFileSync(html, 'utf8')).toMatch(/<h2>Figures<\/h2>[\s\S]*a figure that is not a goal/);
   });
 
   it("opens each table with the lesson's own figure, before throughput", () => {
