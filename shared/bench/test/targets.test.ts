@@ -14,8 +14,12 @@ const work = mkdtempSync(join(tmpdir(), 'bench-targets-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Runs the script; resolves with its exit code and output. */
-function runScript(mode: 'all-met' | 'one-missed', check: boolean): Promise<{ code: number; stdout: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+function runScript(
+  mode: 'all-met' | 'one-missed',
+  check: boolean,
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', ...extraEnv };
   delete env.BENCH_CHECK;
   if (check) env.BENCH_CHECK = '1';
   return new Promise((resolve) => {
@@ -43,6 +47,16 @@ describe('targets a script can see', () => {
     const { code, stdout } = await runScript('one-missed', false);
     expect(code).toBe(0);
     expect(stdout).not.toContain('--check');
+  });
+
+  it("says whose code a starter row ran: 'your code' when the command line says the learner edited src/", async () => {
+    const { stdout } = await runScript('all-met', false, { LAB_STARTER_LABEL: 'your code' });
+    expect(stdout).toContain('your code (db 1 ms away)');
+    expect(stdout).toContain('solution req/s ÷ your code req/s');
+    expect(stdout).not.toMatch(/\bstarter\b/);
+    const json = JSON.parse(readFileSync(join(work, 'load', 'results', 'fixture.json'), 'utf8'));
+    expect(json.rows[0].name).toBe('starter (db 1 ms away)'); // the script's own data is left as it wrote it
+    expect(json.targets[0].name).toBe('solution req/s ÷ your code req/s');
   });
 
   it('writes each target with its figure, threshold and met/missed to the JSON, and the HTML beside it', async () => {
