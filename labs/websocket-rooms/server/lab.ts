@@ -57,6 +57,11 @@ export interface RoomsLabOptions {
    * proxy it can stall or kill, to see what clients get while Redis is down or silent.
    */
   redisUrl: string;
+  /**
+   * The Redis the subscriber connection alone connects to (default: `redisUrl`): the spec gives it a
+   * proxy of its own, to bring the subscriber back before the command connection.
+   */
+  subscriberRedisUrl: string;
   /** Where the gateway reports outages (a line every 5 s at most) and bugs (default: the console). */
   log: (message: string) => void;
 }
@@ -130,9 +135,8 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
     // Named connections: `CLIENT LIST` shows whose they are (and the spec can drop one on purpose).
     const connect = (role: string) => {
       const redisOptions = { ...ROOMS_REDIS_OPTIONS, connectionName: `${context.prefix}${instance}:${role}` };
-      return options.redisUrl === undefined
-        ? context.redis(redisOptions)
-        : connectTo(context, options.redisUrl, redisOptions);
+      const url = role === 'subscriber' ? (options.subscriberRedisUrl ?? options.redisUrl) : options.redisUrl;
+      return url === undefined ? context.redis(redisOptions) : connectTo(context, url, redisOptions);
     };
     const [redis, subscriber] = await Promise.all([connect('commands'), connect('subscriber')]);
     const hub = (options.createHub ?? createRoomHub)({

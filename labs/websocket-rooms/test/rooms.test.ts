@@ -73,11 +73,20 @@ const texts = (client: TestClient, room: string) => client.messages(room).map((m
 
 const redisUrl = `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`;
 
-/** Builds one more instance whose Redis connections go through `proxy`; it reports to `logged`. */
-async function instanceBehind(proxy: StallingProxy, instance: string, logged: string[]) {
+/**
+ * Builds one more instance whose Redis connections go through `proxy` (its subscriber through
+ * `subscriberProxy` when given); it reports to `logged`.
+ */
+async function instanceBehind(
+  proxy: StallingProxy,
+  instance: string,
+  logged: string[],
+  subscriberProxy: StallingProxy = proxy,
+) {
   const { app } = await roomsLab.build(lab.context, {
     instance,
     redisUrl: proxy.url,
+    subscriberRedisUrl: subscriberProxy.url,
     every: clock.every,
     heartbeatMs: 1000,
     sendBufferCap: SEND_BUFFER_CAP,
@@ -545,11 +554,14 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   });
 
   it('challenge: members who stay connected while their instance reconnects to Redis get every message posted meanwhile, once each, in order', async () => {
-    // Instance "blink" reaches Redis through a proxy; killing the proxy cuts both of its connections
-    // (and refuses new ones) while its members' WebSockets stay open, as when a network path blinks.
-    await using proxy = await stallingProxy(redisUrl);
+    // Instance "blink" reaches Redis through two proxies, one per connection; killing them cuts both
+    // connections (and refuses new ones) while its members' WebSockets stay open, as when a network
+    // path blinks. The subscriber comes back first and hears new messages before the command
+    // connection can read what was missed: those must not overtake the catch-up.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
     const logged: string[] = [];
-    const blink = await instanceBehind(proxy, 'blink', logged);
+    const blink = await instanceBehind(commands, 'blink', logged, subscriber);
     const room = newRoom();
     const sender = await join('a', 'sam');
     const stayer = await blink.connect('sue');
@@ -562,23 +574,28 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       `${stayer.user} on instance blink missed a message from instance a even before its Redis connection dropped`,
     ).toEqual(['before']);
 
-    await proxy.kill();
+    await Promise.all([commands.kill(), subscriber.kill()]);
     expect(
       await waitFor(async () => (await connectionsNamed(redis, `${prefix}blink:`)).length === 0),
       "blink's Redis connections are gone",
     ).toBe(true);
     for (let n = 1; n <= 5; n++) say(sender, room, `while away ${n}`);
     expect(await waitFor(() => sender.messages(room).length === 6)).toBe(true);
-    await proxy.revive();
+    await subscriber.revive();
     // Back once its subscriber listens again (ioredis reconnects with a growing pause between tries).
     expect(await waitFor(async () => (await subscriptionsOf('blink')) > 0, 10_000), 'blink subscribed again').toBe(
       true,
     );
     for (let n = 1; n <= 3; n++) say(sender, room, `after ${n}`);
     expect(await waitFor(() => sender.messages(room).length === 9)).toBe(true);
+    // The new messages reach blink's subscriber while its command connection is still away: a hub
+    // that hands them on at once shows them within a moment (then stops waiting); one that holds them
+    // until it has caught up shows nothing yet. Either way, the command connection comes back now.
+    await waitFor(() => texts(stayer, room).includes('after 3'), 1000);
+    await commands.revive();
 
     const posted = texts(sender, room);
-    await waitFor(() => stayer.messages(room).length >= posted.length, 5000);
+    await waitFor(() => stayer.messages(room).length >= posted.length, 10_000);
     await stayer.roundTrip(); // anything sent twice has arrived by now too
     const got = texts(stayer, room);
     const missing = posted.filter((text) => !got.includes(text));
