@@ -450,6 +450,70 @@ describe('baseline: under faults, every request is answered within a bound', () 
       await proxy.kill();
     }
   }, 60_000);
+
+  it('the lab in one process (as `lab serve` runs it) survives its database connections being terminated mid-transaction under load', async () => {
+    // `lab serve` runs the API, the recorder and the projectors in one process, on the kit's pools. The
+    // barrier: this spec holds the account's numbering row, so twenty requests to record wait inside
+    // PostgreSQL, connections in use, when every other connection to the lab's database is terminated
+    // (what a restart or a failover does). An 'error' nobody listens to would end this process.
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await using running = await startLab(lab, { with: { projectors: 1, onOutage: () => {} } });
+      const own = await running.context.database(); // a pool on the lab's own database, for the barrier
+      const account = 'terminated';
+      const record = () =>
+        ask(running.url, 'POST', '/api/events', { accountId: account, type: 'deposited', amount: 1 });
+      expect((await record()).status, 'recorded before the fault').toBe(202);
+      const applied = async () => {
+        const res = await fetch(`${running.url}/api/accounts/${account}`);
+        return res.status === 200 ? ((await res.json()) as { eventsApplied: number }).eventsApplied : 0;
+      };
+      expect(await until(async () => (await applied()) === 1, 20_000), 'applied before the fault').toBe(true);
+
+      const holder = await own.connect();
+      let during: Answer[] = [];
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM account_sequences WHERE account_id = $1 FOR UPDATE', [account]);
+        const pending = Promise.all(Array.from({ length: 20 }, record));
+        const waiting = await until(
+          async () => {
+            const { rows } = await own.query<{ n: number }>(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+            );
+            return rows[0]!.n > 0;
+          },
+          15_000,
+          20,
+        );
+        expect(waiting, 'requests were waiting inside PostgreSQL within 15 s').toBe(true);
+        await own.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1`,
+          [(await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid],
+        );
+        await holder.query('ROLLBACK');
+        during = await pending;
+      } finally {
+        holder.release();
+      }
+      // Each request was answered: recorded, or a 503 that says what is known; none hung, none was a 500.
+      expect(
+        during.filter((a) => a.status !== 202 && a.status !== 503),
+        JSON.stringify(during),
+      ).toEqual([]);
+      expect(uncaught, 'errors nobody handled').toEqual([]);
+      // The same process carries on: it records, and its projector applies what was recorded.
+      expect((await record()).status, 'recorded after the fault').toBe(202);
+      const recorded = 2 + during.filter((a) => a.status === 202).length;
+      const caught = await until(async () => (await applied()) >= recorded, 20_000);
+      expect(caught, `${await applied()} of ${recorded} recorded events applied within 20 s`).toBe(true);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  }, 60_000);
 });
 
 describe('challenges: what the first version gets wrong', () => {
