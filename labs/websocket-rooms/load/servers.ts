@@ -23,7 +23,7 @@ export async function start(options: BenchServerOptions) {
   const urls: Record<string, string> = {};
   for (let i = 0; i < options.instances; i++) {
     const instance = String.fromCharCode(97 + i);
-    const { app } = await roomsLab.build(lab.context, {
+    const built = await roomsLab.build(lab.context, {
       instance,
       createHub,
       tokenSecret: options.tokenSecret,
@@ -31,7 +31,7 @@ export async function start(options: BenchServerOptions) {
       // A short history: the run sends thousands of 8 KiB messages, and Redis is shared.
       historyMax: 100,
     });
-    urls[instance] = (await lab.context.listen(app)).url;
+    urls[instance] = (await lab.context.listen(built)).url;
   }
   // The load script talks to this process over IPC and stops it when it is done. Killed outright (kill
   // -9, a CI job's timeout), it never will: the channel closes and nobody is left to ask. Stop then,

@@ -54,8 +54,11 @@ export interface GatewayStats {
 }
 
 export interface Gateway {
-  /** Handles WebSocket upgrades on `server` and closes its WebSockets when `server` closes. */
-  attach(server: Server): void;
+  /**
+   * Handles WebSocket upgrades on `server`; returns the step that closes its WebSockets, which the lab
+   * kit runs when the server closes (an upgraded socket is no longer the HTTP server's to close).
+   */
+  attach(server: Server): () => Promise<void>;
   stats(): GatewayStats;
   /** Closes every WebSocket with 1001 (terminating those that do not answer in time). */
   shutdown(): Promise<void>;
@@ -279,7 +282,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   return {
     attach(server) {
       server.on('upgrade', (req, socket, head) => void onUpgrade(req, socket, head));
-      closeWebSocketsFirst(server, shutdown);
+      return shutdown;
     },
     stats() {
       let open = 0;
@@ -294,17 +297,4 @@ export function createGateway(options: GatewayOptions): Gateway {
     },
     shutdown,
   };
-}
-
-/**
- * Makes `server.close()` close the WebSockets first. An upgraded socket no longer belongs to the HTTP
- * server's request handling, so `closeAllConnections()` leaves it alone, and `close()` would wait for
- * it forever; a server going down should tell its clients so anyway (1001, "going away").
- */
-function closeWebSocketsFirst(server: Server, shutdown: () => Promise<void>): void {
-  const close = server.close.bind(server);
-  server.close = ((callback?: (error?: Error) => void) => {
-    void shutdown().finally(() => close(callback));
-    return server;
-  }) as Server['close'];
 }

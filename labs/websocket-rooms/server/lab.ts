@@ -10,7 +10,6 @@ import { createRoomHub } from '#room-hub';
 import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
 import { createRedisClient } from '@labs/services';
 import { createApp } from './app.ts';
-import { whenListening } from './attach.ts';
 import { createGateway, WS_PATH } from './gateway.ts';
 import { type Every, type HubOptions, type RoomHub, realClock } from './hub.ts';
 
@@ -164,14 +163,12 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
       // Both connections: the subscriber can stall on its own (PING is allowed on a subscribed one).
       checkRedis: () => Promise.all([redis.ping(), subscriber.ping()]),
     });
-    const stopLooking = whenListening(app, (server) => gateway.attach(server));
-    // Runs after the HTTP server (and with it every WebSocket) has closed.
-    context.onClose(async () => {
-      stopLooking();
-      await hub.close();
-    });
+    // Runs after the HTTP server (and with it every WebSocket: attach's step below) has closed.
+    context.onClose(() => hub.close());
     return {
       app,
+      // The WebSocket endpoint is the server's 'upgrade' event: the kit hands the server over once it listens.
+      attach: (server) => gateway.attach(server),
       usage: (url) => [
         `Page:   ${url}/  (open it in two tabs; "Drop connection" then "Connect" resumes)`,
         `Token:  curl -s '${url}/api/token?user=alice'`,

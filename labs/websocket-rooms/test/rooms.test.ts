@@ -44,7 +44,7 @@ afterAll(() => lab.close());
 /** Three instances on one context: one key prefix, one Redis, separate connections and hubs. */
 const instances: Record<'a' | 'b' | 'c', string> = { a: '', b: '', c: '' };
 for (const instance of ['a', 'b', 'c'] as const) {
-  const { app } = await roomsLab.build(lab.context, {
+  const built = await roomsLab.build(lab.context, {
     instance,
     every: clock.every,
     heartbeatMs: 1000,
@@ -54,7 +54,7 @@ for (const instance of ['a', 'b', 'c'] as const) {
     tokenSecret: SECRET,
     allowedOrigins: [ALLOWED_ORIGIN],
   });
-  instances[instance] = (await lab.context.listen(app)).url;
+  instances[instance] = (await lab.context.listen(built)).url;
 }
 type Instance = keyof typeof instances;
 
@@ -83,7 +83,7 @@ async function instanceBehind(
   logged: string[],
   subscriberProxy: StallingProxy = proxy,
 ) {
-  const { app } = await roomsLab.build(lab.context, {
+  const built = await roomsLab.build(lab.context, {
     instance,
     redisUrl: proxy.url,
     subscriberRedisUrl: subscriberProxy.url,
@@ -95,7 +95,7 @@ async function instanceBehind(
     allowedOrigins: [ALLOWED_ORIGIN],
     log: (line) => logged.push(line),
   });
-  const { url } = await lab.context.listen(app);
+  const { url } = await lab.context.listen(built);
   return {
     url,
     connect: (user: string) => connect(`${url.replace(/^http/, 'ws')}/ws?token=${issueToken(SECRET, user)}`, { user }),
@@ -445,7 +445,7 @@ describe('baseline: under faults, every request is answered within a bound', () 
       if (what === 'bug') throw bug();
     };
     const logged: string[] = [];
-    const { app } = await roomsLab.build(lab.context, {
+    const built = await roomsLab.build(lab.context, {
       instance: 'failing',
       every: clock.every,
       tokenSecret: SECRET,
@@ -465,7 +465,7 @@ describe('baseline: under faults, every request is answered within a bound', () 
         async close() {},
       }),
     });
-    const { url } = await lab.context.listen(app);
+    const { url } = await lab.context.listen(built);
     const ws = url.replace(/^http/, 'ws');
 
     const outageUpgrade = await tryUpgrade(`${ws}/ws?fail=outage`);
