@@ -33,17 +33,6 @@ export async function start(options: BenchServerOptions) {
     });
     urls[instance] = (await lab.context.listen(built)).url;
   }
-  // The load script talks to this process over IPC and stops it when it is done. Killed outright (kill
-  // -9, a CI job's timeout), it never will: the channel closes and nobody is left to ask. Stop then,
-  // quietly, rather than serve on alone and fail noisily once the services it used go away too.
-  process.once('disconnect', () => {
-    setTimeout(() => process.exit(0), 3000).unref();
-    void lab
-      .close()
-      .then(stopServices)
-      .catch(() => undefined)
-      .finally(() => process.exit(0));
-  });
   return {
     urls,
     async stats() {

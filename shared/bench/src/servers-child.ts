@@ -24,6 +24,13 @@ process.on('message', async (m: { type: string; options?: unknown; id?: number }
     process.exit(1);
   }
 });
+// The load script stops this process over IPC when it is done. Killed outright (kill -9, a CI job's
+// timeout), it never will: the channel closes and nobody is left to ask. Close then, quietly, within a
+// few seconds, rather than serve on alone and fail noisily once the services it used go away too.
+process.once('disconnect', () => {
+  setTimeout(() => process.exit(0), 3000).unref();
+  void (handle?.close() ?? Promise.resolve()).catch(() => undefined).finally(() => process.exit(0));
+});
 // Ctrl-C reaches the whole process group; close cleanly instead of dying mid-write.
 process.on('SIGINT', () => {});
 process.on('SIGTERM', async () => {
