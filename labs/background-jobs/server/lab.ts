@@ -104,6 +104,7 @@ export default defineLab<Config, BackgroundJobsLabOptions>({
       usage: (base) => [
         `Queues: ${names.queue} (retries: ${settings.retryDelaysMs.join('/')} ms; dead letters: ${names.deadQueue})`,
         `Order: curl -si ${base}/orders -H 'content-type: application/json' -d '{"email":"ada@example.com","items":[{"sku":"mug","quantity":2}]}'`,
+        `       add -H 'Idempotency-Key: order-42' to make a retry of it (after a 503) the same order`,
         `Job:   curl -s ${base}/jobs/<jobId from the answer>      (products: ${products})`,
         `Poison: the same order with "sku":"gone" fails every attempt; see it: rabbitmqctl list_queues name messages`,
         `Stats: curl -s ${base}/stats`,
