@@ -3,7 +3,7 @@
  * three app instances sharing one limit, as three processes behind a load balancer would.
  */
 import type { RequestHandler } from 'express';
-import { rateLimit as expressRateLimit } from 'express-rate-limit';
+import { rateLimit as expressRateLimit, ipKeyGenerator } from 'express-rate-limit';
 import type { Redis } from 'ioredis';
 import { RedisStore } from 'rate-limit-redis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
@@ -67,7 +67,8 @@ function expressLimiter(redis: Redis, limit: number, windowMs: number, prefix: s
     limit,
     standardHeaders: 'draft-8',
     legacyHeaders: false,
-    keyGenerator: (req) => String(req.headers['x-api-key'] ?? req.ip),
+    // The API key, as the lab's limiter keys on it; clients without one by address (IPv6 by its /56, the helper's way).
+    keyGenerator: (req) => String(req.headers['x-api-key'] ?? ipKeyGenerator(req.ip ?? '')),
     store: new RedisStore({
       prefix: `${prefix}erl:`,
       sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<number>,
