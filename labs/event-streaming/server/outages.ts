@@ -9,7 +9,7 @@
 import type { ErrorRequestHandler, Request } from 'express';
 import type pg from 'pg';
 import { atMostEvery, ServiceDownError } from '@labs/lab-kit';
-import { isPostgresOutage } from '@labs/services';
+import { isKafkaOutage, isPostgresOutage } from '@labs/services';
 
 /** What a client is told to wait before it tries again, in seconds, while a service is not answering. */
 export const RETRY_AFTER_SEC = 2;
@@ -69,46 +69,20 @@ export async function withinDeadline<T>(work: Promise<T>, what: string, ms = KAF
   }
 }
 
-/** kafkajs' errors for a broker that cannot be reached, went away, or did not answer in time. */
-const KAFKA_OUTAGES = new Set([
-  'KafkaJSConnectionError',
-  'KafkaJSConnectionClosedError',
-  'KafkaJSRequestTimeoutError',
-  'KafkaJSBrokerNotFound',
-  'KafkaJSNoBrokerAvailableError',
-  'KafkaJSMetadataNotLoaded',
-  'KafkaJSTopicMetadataNotLoaded',
-  'KafkaJSGroupCoordinatorNotFound',
-  'KafkaJSLockTimeout',
-]);
-
-/**
- * True when `error` says Kafka could not be reached in time (down, restarting, stalled), as opposed to
- * a mistake in the code (a message too large, a TypeError). kafkajs names its errors, and keeps the
- * error behind "retries exceeded" as its cause, which is looked at too.
- */
-export function isKafkaOutage(error: unknown): boolean {
+/** True when `error`, or an error behind it, is the API's own deadline on a call to Kafka. */
+function isKafkaDeadline(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
-  if (error instanceof KafkaDeadlineError || KAFKA_OUTAGES.has(error.name)) return true;
-  return error.cause !== undefined && error.cause !== error && isKafkaOutage(error.cause);
+  if (error instanceof KafkaDeadlineError) return true;
+  return error.cause !== undefined && error.cause !== error && isKafkaDeadline(error.cause);
 }
 
 /**
- * True when Kafka's client raised `error` (or the API's deadline on a call to Kafka did): kafkajs
- * names every error it throws KafkaJS..., and wraps what it retried as the cause. Which service
- * failed is decided by who raised the error, never by its symptoms: a broker that refuses
- * connections is ECONNREFUSED in kafkajs' error too, and a test for "a socket error" alone would
- * blame the database.
+ * The service an outage error is about, named for a person; undefined when it is not an outage (a bug).
+ * The outage tests of @labs/services decide by who raised the error, never by its symptoms alone: a
+ * broker that refuses connections is ECONNREFUSED in kafkajs' error too, and is Kafka's, not the database's.
  */
-export function raisedByKafka(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  if (error instanceof KafkaDeadlineError || error.name.startsWith('KafkaJS')) return true;
-  return error.cause !== undefined && error.cause !== error && raisedByKafka(error.cause);
-}
-
-/** The service an outage error is about, named for a person; undefined when it is not an outage (a bug). */
 export function serviceDown(error: unknown): 'Kafka' | 'The database' | undefined {
-  if (raisedByKafka(error)) return isKafkaOutage(error) ? 'Kafka' : undefined;
+  if (isKafkaDeadline(error) || isKafkaOutage(error)) return 'Kafka';
   return isPostgresOutage(error) ? 'The database' : undefined;
 }
 
