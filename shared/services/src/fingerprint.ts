@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type ServiceKind, SERVICE_KINDS, SERVICES } from './kinds.ts';
-import { kafkaIsAssembled, pinnedKafkaVersion } from './providers/kafka-assemble.ts';
+import { pinnedKafkaVersion } from './providers/kafka-assemble.ts';
 import { hostAndPort, probe } from './probe.ts';
 
 const TIMEOUT_MS = 1500;
@@ -72,9 +72,9 @@ async function fingerprintOf(kind: ServiceKind): Promise<string> {
   const url = process.env[envVar]?.trim() || ((await probe(kind, '127.0.0.1', defaultPort, 500)) ? defaultUrl : '');
   const forced = process.env.LABS_PROVIDER ? `,forced:${process.env.LABS_PROVIDER}` : '';
   if (!url) {
-    // A server the labs would start: which one depends on what is installed; Kafka's is the pinned one.
-    const started =
-      kind === 'kafka' ? `kafka ${pinnedKafkaVersion()}${kafkaIsAssembled() ? '' : ' (to assemble)'}` : 'started';
+    // A server the labs would start: which one depends on what is installed; Kafka's is the pinned one,
+    // whether it is assembled yet or not (a first run assembles it: the second must still hit the cache).
+    const started = kind === 'kafka' ? `kafka ${pinnedKafkaVersion()}` : 'started';
     return `${kind}=${started}${forced}`;
   }
   return `${kind}=${url}@${await within(VERSION_OF[kind](url), '?')}${forced}`;
