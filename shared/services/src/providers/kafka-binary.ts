@@ -194,6 +194,9 @@ export async function kafkaBinary(): Promise<Attempt> {
 
   const dir = mkdtempSync(join(tmpdir(), 'labs-kafka-'));
   const remove = () => rmSync(dir, { recursive: true, force: true });
+  // Until the broker owns the folder (startChild below removes it with the broker), a process that exits
+  // meanwhile (`lab doctor` leaving while Kafka still starts) takes the folder with it.
+  process.once('exit', remove);
   const port = await freePort();
   let controllerPort = await freePort();
   while (controllerPort === port) controllerPort = await freePort();
@@ -222,6 +225,7 @@ export async function kafkaBinary(): Promise<Attempt> {
       { timeout: 60_000 },
     );
   } catch (error) {
+    process.off('exit', remove);
     remove();
     const { stderr = '', stdout = '', message } = error as { stderr?: string; stdout?: string; message: string };
     const said = `${stderr}${stdout}`.trim();
@@ -236,6 +240,7 @@ export async function kafkaBinary(): Promise<Attempt> {
     [...jvmOptions(dir, ['-Xms256m', '-Xmx512m']), '-cp', classpath, 'kafka.Kafka', config],
     { cwd: dir, dir },
   );
+  process.off('exit', remove);
   try {
     await waitForServer('kafka', port, proc.child, READY_TIMEOUT_MS, proc.log);
     await untilClientsAreServed(`127.0.0.1:${port}`);
