@@ -83,14 +83,14 @@ ${saturated.length > 0 ? `<p class="note">The load generator was saturated durin
 </section>`;
 }
 
+/** A figure with its unit, as the report's tables show it: "13.68x", "4 ms", "0". */
+const withUnit = (n: number, unit: string) =>
+  `${n.toLocaleString('en-US', { maximumFractionDigits: 2 })}${unit === 'x' ? 'x' : unit ? ` ${unit}` : ''}`;
+
 function targetsSection(targets: readonly TargetRecord[]): string {
   if (targets.length === 0) return '<section><h2>Targets</h2><p>This load script records no targets.</p></section>';
   const figure = (t: TargetRecord, n: number | null) =>
-    n === null
-      ? '<span class="dim">in the description</span>'
-      : escapeHtml(
-          `${n.toLocaleString('en-US', { maximumFractionDigits: 2 })}${t.unit === 'x' ? 'x' : t.unit ? ` ${t.unit}` : ''}`,
-        );
+    n === null ? '<span class="dim">in the description</span>' : escapeHtml(withUnit(n, t.unit));
   const rows = targets.map(
     (t) =>
       `<tr class="${t.met ? 'met' : 'missed'}"><td>${t.met ? '✓ met' : '✗ missed'}</td><td>${escapeHtml(t.name)}</td><td>${figure(t, t.figure)}</td><td>${t.comparison === null ? '' : `${t.comparison} ${figure(t, t.threshold)}`}</td></tr>`,
@@ -102,8 +102,7 @@ function targetsSection(targets: readonly TargetRecord[]): string {
 function figuresSection(figures: readonly FigureRecord[]): string {
   if (figures.length === 0) return '';
   const rows = figures.map(
-    (f) =>
-      `<tr><td>${escapeHtml(f.name)}</td><td>${escapeHtml(`${f.figure.toLocaleString('en-US', { maximumFractionDigits: 2 })}${f.unit === 'x' ? 'x' : f.unit ? ` ${f.unit}` : ''}`)}</td></tr>`,
+    (f) => `<tr><td>${escapeHtml(f.name)}</td><td>${escapeHtml(withUnit(f.figure, f.unit))}</td></tr>`,
   );
   return `<section><h2>Figures</h2><p>Recorded to compare runs, not goals.</p>
 <table class="targets"><thead><tr><th>figure</th><th>value</th></tr></thead><tbody>${rows.join('\n')}</tbody></table></section>`;
