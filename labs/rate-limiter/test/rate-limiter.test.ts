@@ -11,7 +11,7 @@ import { resolveService } from '@labs/services';
 import { keysWithoutExpiry, stallingProxy, useLab } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
-import { connectLimiterRedis, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
+import { connectLimiterRedis, LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
 // The test kit closes it after the file and checks its invariants after each test: every key the limiter
@@ -27,6 +27,7 @@ async function startInstance(options: Partial<RateLimiterLabOptions>): Promise<s
   return (await lab.context.listen(app)).url;
 }
 afterEach(() => {
+  vi.restoreAllMocks();
   vi.useRealTimers();
 });
 
@@ -336,6 +337,72 @@ describe('baseline: what any rate limiter must do', () => {
     } finally {
       client.disconnect();
     }
+  });
+
+  it('survives Redis being reset, refused and stalled under concurrent load: every request answered 200 or 429, promptly', async () => {
+    // Twenty clients keep calling while Redis's connection is cut mid-command (a reset), stays refused,
+    // comes back, and then stalls. Failing open is the policy, so every answer is a 200 or a 429, each
+    // within a command timeout (plus a generous margin for a busy machine), and nothing escapes as an
+    // unhandled rejection or exception that would kill a real server. Once Redis answers again, the
+    // limit holds again.
+    await using proxy = await stallingProxy(redisUrl);
+    const client = await lab.context.redis({ url: proxy.url, ...LIMITER_REDIS_OPTIONS });
+    const prefix = `${lab.context.prefix}${++testNo}:`;
+    const limit = 5;
+    const url = await startInstance({ redis: client, limit, windowMs: 60_000, now: STILL, prefix });
+    vi.spyOn(console, 'warn').mockImplementation(() => {}); // "failing open", one line every 5 s
+    const escaped: unknown[] = [];
+    const onEscape = (error: unknown) => escaped.push(error);
+    process.on('unhandledRejection', onEscape);
+    process.on('uncaughtException', onEscape);
+    const statuses: Record<number, number> = {};
+    const slow: number[] = [];
+    let stop = false;
+    let sent = 0;
+    const clientLoop = async (i: number) => {
+      while (!stop) {
+        const started = performance.now();
+        const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': `load-${i}-${sent++}` } });
+        await res.arrayBuffer();
+        statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+        const ms = performance.now() - started;
+        if (ms > LIMITER_TIMEOUT_MS + 1500) slow.push(Math.round(ms));
+      }
+    };
+    /** Limiting is back when a fresh client's burst is cut at the limit (bounded: reconnects back off to 2 s). */
+    const limitingHolds = async (label: string) => {
+      for (let attempt = 0; attempt < 50; attempt++) {
+        const counts = await burst([url], limit + 3, `${label}-${attempt}`);
+        if (counts[429] === 3 && counts[200] === limit) return true;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return false;
+    };
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const clients = Array.from({ length: 20 }, (_, i) => clientLoop(i));
+    try {
+      await pause(200);
+      await proxy.kill(); // every connection reset, commands in flight among them
+      await pause(600); // refused: reconnect attempts fail
+      await proxy.revive();
+      expect(await limitingHolds('after-restart'), 'the limit holds again once Redis is back').toBe(true);
+      proxy.stall();
+      await pause(800);
+      proxy.resume();
+      expect(await limitingHolds('after-stall'), 'the limit holds again once Redis answers').toBe(true);
+    } finally {
+      stop = true;
+      await Promise.all(clients);
+      process.off('unhandledRejection', onEscape);
+      process.off('uncaughtException', onEscape);
+    }
+    expect(sent, 'requests sent during the faults').toBeGreaterThan(40);
+    expect(
+      Object.keys(statuses).filter((status) => status !== '200' && status !== '429'),
+      `statuses: ${JSON.stringify(statuses)}`,
+    ).toEqual([]);
+    expect(slow, `requests slower than ${LIMITER_TIMEOUT_MS + 1500} ms (ms)`).toEqual([]);
+    expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
   });
 });
 
