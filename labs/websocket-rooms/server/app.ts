@@ -4,7 +4,7 @@
  * gateway's (server/gateway.ts), attached to the same server's 'upgrade' event. createApp never listens.
  */
 import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, z } from '@labs/lab-kit';
+import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
 import type { Gateway } from './gateway.ts';
 import { RETRY_AFTER_SEC, WS_PATH } from './gateway.ts';
@@ -21,6 +21,8 @@ export interface AppDeps {
    * serve` only: with it on, the token proves nothing about who the caller is).
    */
   demoLogin: boolean;
+  /** Where an outage (at most a line every 5 s) and a bug behind a 500 are reported (default: the console). */
+  log?: (message: string) => void;
 }
 
 const tokenQuery = z.object({
@@ -37,21 +39,11 @@ export function createApp(deps: AppDeps): Express {
   });
   // Readiness: whether this instance should get new connections. Without Redis it cannot reach members
   // on other instances nor resume anyone, so a load balancer that reads a 503 here sends new clients
-  // elsewhere. A stalled Redis costs this request one command timeout, never the stall.
-  app.get('/ready', async (_req, res, next) => {
-    try {
-      await deps.checkRedis();
-      res.json({ ok: true });
-    } catch (error) {
-      next(
-        isRedisOutage(error)
-          ? new ServiceDownError(
-              'Redis is not answering: this instance cannot serve rooms across instances',
-              RETRY_AFTER_SEC,
-            )
-          : error,
-      );
-    }
+  // elsewhere. A stalled Redis costs this request one command timeout, never the stall; the outage is
+  // answered by problemHandler below (503, Retry-After).
+  app.get('/ready', async (_req, res) => {
+    await deps.checkRedis();
+    res.json({ ok: true });
   });
   app.get('/api/stats', (_req, res) => {
     res.json(deps.gateway.stats());
@@ -74,6 +66,13 @@ export function createApp(deps: AppDeps): Express {
     });
   });
   app.use(notFound);
-  app.use(problemHandler((error) => console.error(`[websocket-rooms] ${error.message}`)));
+  const log = deps.log ?? ((message: string) => console.error(`[websocket-rooms] ${message}`));
+  app.use(
+    problemHandler({
+      outages: [{ test: isRedisOutage, service: 'Redis', retryAfterSec: RETRY_AFTER_SEC }],
+      log: (error) => log(error.stack ?? error.message),
+      logOutage: log,
+    }),
+  );
   return app;
 }

@@ -60,6 +60,11 @@ export interface HubOptions {
   sendBufferCap: number;
   /** About how many messages each room keeps for resuming (Redis `MAXLEN ~`). */
   historyMax: number;
+  /**
+   * How long a room's history outlives its last message, in seconds. A room nobody posts to any more
+   * must not keep its stream for ever; a client resuming after that is told with a `gap` frame.
+   */
+  historyTtlSec: number;
   /** The HMAC key tokens are signed with (server/token.ts). */
   tokenSecret: string;
   /** Browser origins allowed besides the server's own (the Host the request was sent to). */

@@ -48,6 +48,7 @@ export interface RoomsLabOptions {
   heartbeatMs: number;
   sendBufferCap: number;
   historyMax: number;
+  historyTtlSec: number;
   maxPayload: number;
   tokenSecret: string;
   allowedOrigins: string[];
@@ -90,6 +91,7 @@ interface RoomsConfig {
   WS_HEARTBEAT_MS: number;
   WS_SEND_BUFFER_CAP: number;
   WS_HISTORY_MAX: number;
+  WS_HISTORY_TTL_SEC: number;
   WS_MAX_PAYLOAD: number;
 }
 
@@ -124,6 +126,8 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
     WS_HEARTBEAT_MS: wholeNumber({ fallback: 30_000, min: 100, max: 600_000 }),
     WS_SEND_BUFFER_CAP: wholeNumber({ fallback: 1_048_576, min: 16_384, max: 268_435_456 }),
     WS_HISTORY_MAX: wholeNumber({ fallback: 1000, min: 10, max: 10_000_000 }),
+    // A day after its last message a room's history goes; a resume after that gets a gap frame.
+    WS_HISTORY_TTL_SEC: wholeNumber({ fallback: 86_400, min: 60, max: 2_592_000 }),
     WS_MAX_PAYLOAD: wholeNumber({ fallback: 65_536, min: 1024, max: 16_777_216 }),
   }),
   async build(context, options) {
@@ -147,6 +151,7 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
       every: options.every ?? realClock,
       sendBufferCap: options.sendBufferCap ?? config.WS_SEND_BUFFER_CAP,
       historyMax: options.historyMax ?? config.WS_HISTORY_MAX,
+      historyTtlSec: options.historyTtlSec ?? config.WS_HISTORY_TTL_SEC,
       tokenSecret,
       allowedOrigins: options.allowedOrigins ?? config.WS_ALLOWED_ORIGINS,
     });
@@ -160,6 +165,7 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
       gateway,
       tokenSecret,
       demoLogin: context.purpose === 'serve',
+      log: options.log,
       // Both connections: the subscriber can stall on its own (PING is allowed on a subscribed one).
       checkRedis: () => Promise.all([redis.ping(), subscriber.ping()]),
     });

@@ -30,14 +30,25 @@ import { verifyToken } from '../server/token.ts';
  * B appends, B publishes, A publishes), and live order would then differ from history order, which
  * breaks "send only ids after the last one sent". A script runs alone, so both orders are the same.
  * The id comes from Redis's clock (XADD *), not from an instance's, so instances need not agree on time.
+ * Each post also pushes the history's expiry back: a room that goes quiet for `historyTtlSec` loses its
+ * stream (a resume then gets a gap frame) instead of keeping it for ever.
  */
 const POST_SCRIPT = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'from', ARGV[2], 'text', ARGV[3], 'at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[5], cjson.encode({ id = id, from = ARGV[2], text = ARGV[3], at = ARGV[4] }))
 return id`;
 
 type PostingRedis = Redis & {
-  postToRoom(history: string, maxLen: number, from: string, text: string, at: number, channel: string): Promise<string>;
+  postToRoom(
+    history: string,
+    maxLen: number,
+    from: string,
+    text: string,
+    at: number,
+    channel: string,
+    ttlSec: number,
+  ): Promise<string>;
 };
 
 /** History is replayed in pages of this many entries, so one resume never asks Redis for everything at once. */
@@ -90,7 +101,7 @@ function messageFrame(room: string, id: string, fields: string[]): MessageFrame 
 }
 
 export function createRoomHub(options: HubOptions): RoomHub {
-  const { subscriber, prefix, sendBufferCap, historyMax, tokenSecret, allowedOrigins } = options;
+  const { subscriber, prefix, sendBufferCap, historyMax, historyTtlSec, tokenSecret, allowedOrigins } = options;
   options.redis.defineCommand('postToRoom', { numberOfKeys: 1, lua: POST_SCRIPT });
   const redis = options.redis as PostingRedis;
 
@@ -374,7 +385,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
 
     async send(client: Client, room: string, text: string): Promise<void> {
       const channel = channelOf(room);
-      await redis.postToRoom(`${channel}:history`, historyMax, client.user, text, Date.now(), channel);
+      await redis.postToRoom(`${channel}:history`, historyMax, client.user, text, Date.now(), channel, historyTtlSec);
     },
 
     disconnect(client: Client): void {
