@@ -169,7 +169,9 @@ export function createApp({ router, shards }: AppDeps): Express {
     if (!params) return;
     // Counted on every shard that exists, not through the router: what is really where.
     const all = await shards.all();
-    const counts = await Promise.all(all.map((s) => notes.countTenant(s.pool, s, params.tenant)));
+    const counts = await Promise.all(
+      all.map(async (s) => (await notes.countByTenant(s.pool, s, params.tenant)).get(params.tenant) ?? 0),
+    );
     const [located] = await router.locate([params.tenant]);
     res.json({
       tenant: params.tenant,

@@ -14,9 +14,11 @@
  *   5. switch   the source gives the bucket up, the target takes it, the catalog points to it;
  *   6. clean    delete the bucket's rows from the source.
  * What makes it safe is a fence on each shard: a table of the buckets it owns, checked with FOR SHARE
- * in the same transaction as every read and write. The catalog alone cannot be: reading it and then
+ * in the same statement as every read and write. The catalog alone cannot be: reading it and then
  * writing to a shard are two steps on two databases, and a switch can fall between them. With the
- * fence, an instance with an old map is turned away by the shard itself and asks the catalog again.
+ * fence, an instance with an old map is turned away by the shard itself and asks the catalog again,
+ * so the map can be cached: a request costs two round trips (the catalog's hot-tenant list, then one
+ * statement on each shard it needs), the same as hash % N.
  *
  * Hot tenants (catalog table hot_tenants, set by an operator) are split over `fanout` consecutive
  * buckets: a batch of new notes goes to one of them, chosen by the hash of its first note's id, and
@@ -25,9 +27,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type pg from 'pg';
 import { ServiceDownError } from '@labs/lab-kit';
-import { isPostgresOutage } from '@labs/services';
 import { hash32 } from '../server/hash.ts';
 import * as notes from '../server/notes.ts';
 import type { Note, RouterDeps, ShardRouter } from '../server/router.ts';
@@ -47,13 +47,11 @@ const CATCH_UP_ENOUGH = 20;
 /** ...or after this many passes, when writes to the bucket keep pace with the copy. */
 const CATCH_UP_PASSES = 5;
 
-/** A shard turned a request away: it does not own the bucket (any more), or the bucket is switching. */
+/** A shard turned a request away: it does not own a bucket (any more), or one is switching shard. */
 class BucketBusy extends Error {
-  readonly bucket: number;
   readonly reason: 'moved' | 'frozen';
-  constructor(bucket: number, reason: 'moved' | 'frozen') {
-    super(`bucket ${bucket} is ${reason === 'moved' ? 'not on this shard' : 'switching shard'}`);
-    this.bucket = bucket;
+  constructor(buckets: readonly number[], reason: 'moved' | 'frozen') {
+    super(`Bucket ${buckets.join(' or ')} is ${reason === 'moved' ? 'not on this shard' : 'switching shard'}`);
     this.reason = reason;
   }
 }
@@ -136,67 +134,40 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
   // --- The fence -----------------------------------------------------------------------------------
 
   /**
-   * Runs `work` in one transaction on `shard`, once the shard has confirmed it owns every bucket in
-   * `buckets` (and, to write, that none is frozen). FOR SHARE keeps that true until COMMIT: a mover
-   * changing a bucket's state waits for this transaction, and this one waits for the mover's change.
-   * `work` gets the buckets being copied right now, whose writes it must log.
+   * Runs `work` on `shard` in ONE statement with the fence: the shard confirms it owns every bucket in
+   * `buckets` (and, to write, that none is frozen), and the work runs only if it does (its `gate`).
+   * FOR SHARE keeps that true until the statement commits: a mover changing a bucket's state waits for
+   * it, and it waits for the mover's change. A write to a bucket being copied logs the notes it changed
+   * in the same statement. One round trip, where BEGIN, check, work and COMMIT would take four.
    */
-  async function fenced<T>(
+  async function fenced(
     shard: Shard,
     buckets: readonly number[],
     intent: 'read' | 'write',
-    work: (db: pg.PoolClient, copying: ReadonlySet<number>) => Promise<T>,
-  ): Promise<T> {
-    const client = await shard.pool.connect();
-    // pg reports a connection that dies while it is checked out as an 'error' event on the client, and
-    // outside the pool nobody listens for it: unheard, it would crash the process. Kept instead, it is
-    // what this request failed of, whatever the next statement on the dead connection says.
-    let lost: Error | undefined;
-    const onLost = (error: Error) => {
-      lost = error;
-    };
-    client.on('error', onLost);
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      const { rows } = await client.query<{ bucket: number; state: BucketState }>(
-        `SELECT bucket, state FROM ${shard.table('owned_buckets')} WHERE bucket = ANY($1) FOR SHARE`,
-        [buckets],
-      );
-      const state = new Map(rows.map((r) => [r.bucket, r.state]));
-      for (const bucket of buckets) {
-        if (!state.has(bucket)) throw new BucketBusy(bucket, 'moved');
-        if (intent === 'write' && state.get(bucket) === 'frozen') throw new BucketBusy(bucket, 'frozen');
-      }
-      const copying = new Set(rows.filter((r) => r.state === 'copying').map((r) => r.bucket));
-      const result = await work(client, copying);
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      if (lost || isPostgresOutage(error)) {
-        // The shard dropped the connection or stopped answering: a ROLLBACK would only wait one more
-        // timeout. Discarding the connection ends the transaction on the server all the same.
-        broken = lost ?? (error as Error);
-        throw broken;
-      }
-      await client.query('ROLLBACK').catch((e: Error) => {
-        broken = e; // the connection is unusable: let the pool discard it
-      });
-      throw error;
-    } finally {
-      client.removeListener('error', onLost);
-      client.release(broken);
-    }
-  }
-
-  /** Records, in the writer's transaction, which notes changed in a bucket being copied. */
-  async function logChanges(db: pg.PoolClient, shard: Shard, changed: Note[], copying: ReadonlySet<number>) {
-    const logged = changed.filter((n) => copying.has(n.bucket));
-    if (logged.length === 0) return;
-    await db.query(
-      `INSERT INTO ${shard.table('bucket_changes')} (bucket, note_id) SELECT * FROM unnest($1::int[], $2::uuid[])`,
-      [logged.map((n) => n.bucket), logged.map((n) => n.id)],
+    work: (gate: string) => notes.Statement,
+  ): Promise<Note[]> {
+    const { text, values } = work('(SELECT ok FROM verdict)');
+    const owned = `$${values.length + 1}::int[]`;
+    const writable = intent === 'write' ? `bool_and(state <> 'frozen')` : 'true';
+    const log = `, logged AS (INSERT INTO ${shard.table('bucket_changes')} (bucket, note_id)
+                   SELECT work.bucket, work.id FROM work, verdict WHERE work.bucket = ANY(verdict.copying))`;
+    shard.ops++;
+    const { rows } = await shard.pool.query(
+      `WITH fence AS (
+         SELECT bucket, state FROM ${shard.table('owned_buckets')} WHERE bucket = ANY(${owned}) FOR SHARE),
+       verdict AS (
+         SELECT count(*) = cardinality(${owned}) AND ${writable} AS ok, count(*)::int AS owned,
+                (count(*) FILTER (WHERE state = 'frozen'))::int AS frozen,
+                array_agg(bucket) FILTER (WHERE state = 'copying') AS copying
+         FROM fence),
+       work AS (${text}) ${intent === 'write' ? log : ''}
+       SELECT verdict.owned, verdict.frozen, work.* FROM verdict LEFT JOIN work ON true`,
+      [...values, buckets],
     );
+    const verdict = rows[0] as { owned: number; frozen: number };
+    if (verdict.owned < buckets.length) throw new BucketBusy(buckets, 'moved');
+    if (intent === 'write' && verdict.frozen > 0) throw new BucketBusy(buckets, 'frozen');
+    return rows.filter((r) => r.id !== null).map((r) => notes.toNote(r, shard));
   }
 
   /**
@@ -212,7 +183,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       } catch (error) {
         if (!(error instanceof BucketBusy)) throw error;
         if (performance.now() > deadline) {
-          throw new ServiceDownError(`Bucket ${error.bucket} is moving to another shard; try again`, 1);
+          throw new ServiceDownError(`${error.message}: it is moving to another shard; try again`, 1);
         }
         cachedMap = undefined;
         if (error.reason === 'frozen' || attempt > 0) await sleep(Math.min(2 ** attempt, 25));
@@ -224,7 +195,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
 
   /**
    * The fence's tables on one shard, and its first owned buckets. Ownership is seeded once per shard,
-   * in the same transaction that records it was seeded: an instance that starts late can never hand a
+   * in the same statement that records it was seeded: an instance that starts late can never hand a
    * shard back a bucket that has since moved away.
    */
   async function prepareShard(shard: Shard, owned: readonly number[]): Promise<void> {
@@ -238,28 +209,12 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
        CREATE TABLE IF NOT EXISTS ${shard.table('fence_seeded')} (
          only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), at timestamptz NOT NULL DEFAULT now());`,
     );
-    const client = await shard.pool.connect();
-    const onLost = () => {}; // as in fenced(): the statement in flight fails with the same error
-    client.on('error', onLost);
-    try {
-      await client.query('BEGIN');
-      const first = await client.query(
-        `INSERT INTO ${shard.table('fence_seeded')} DEFAULT VALUES ON CONFLICT DO NOTHING`,
-      );
-      if (first.rowCount === 1) {
-        await client.query(
-          `INSERT INTO ${shard.table('owned_buckets')} (bucket, state) SELECT unnest($1::int[]), 'active'`,
-          [owned],
-        );
-      }
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.removeListener('error', onLost);
-      client.release();
-    }
+    await shard.pool.query(
+      `WITH first AS (INSERT INTO ${shard.table('fence_seeded')} DEFAULT VALUES ON CONFLICT DO NOTHING RETURNING 1)
+       INSERT INTO ${shard.table('owned_buckets')} (bucket, state)
+       SELECT unnest($1::int[]), 'active' WHERE EXISTS (SELECT 1 FROM first)`,
+      [owned],
+    );
   }
 
   // --- Moving a bucket -----------------------------------------------------------------------------
@@ -432,29 +387,22 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       const rows = bodies.map((body) => ({ id: randomUUID(), tenant, body }));
       // A batch goes to one bucket, so it stays one transaction on one shard.
       const bucket = buckets[hash32(rows[0]!.id) % buckets.length]!;
-      return retrying(async () => {
+      const created = await retrying(async () => {
         const shard = shards.get((await bucketMap()).get(bucket)!);
-        return fenced(shard, [bucket], 'write', async (db, copying) => {
-          const created = await notes.insert(
-            db,
-            shard,
-            rows.map((r) => ({ ...r, bucket })),
-          );
-          await logChanges(db, shard, created, copying);
-          return created;
-        });
+        const batch = rows.map((r) => ({ ...r, bucket }));
+        return fenced(shard, [bucket], 'write', (gate) => notes.insertSql(shard, batch, gate));
       });
+      const byId = new Map(created.map((n) => [n.id, n]));
+      return rows.map((r) => byId.get(r.id)!);
     },
 
     async update(tenant, id, body) {
       const buckets = (await bucketsOf([tenant])).get(tenant)!;
       return retrying(async () => {
         for (const [shard, owned] of await byShard(buckets)) {
-          const note = await fenced(shard, owned, 'write', async (db, copying) => {
-            const updated = await notes.update(db, shard, { tenant, id, body, buckets: owned });
-            if (updated) await logChanges(db, shard, [updated], copying);
-            return updated;
-          });
+          const [note] = await fenced(shard, owned, 'write', (gate) =>
+            notes.updateSql(shard, { tenant, id, body, buckets: owned }, gate),
+          );
           if (note) return note;
         }
         return undefined;
@@ -466,7 +414,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
       return retrying(async () => {
         const parts = await Promise.all(
           [...(await byShard(buckets))].map(([shard, owned]) =>
-            fenced(shard, owned, 'read', (db) => notes.list(db, shard, { tenant, buckets: owned })),
+            fenced(shard, owned, 'read', (gate) => notes.listSql(shard, { tenant, buckets: owned }, gate)),
           ),
         );
         return merge(parts).slice(0, notes.TENANT_LIST_LIMIT);
@@ -480,8 +428,8 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
         // after the cursor, in page order (one more than a page, to know whether another follows).
         const parts = await Promise.all(
           [...(await byShard(buckets))].map(([shard, owned]) =>
-            fenced(shard, owned, 'read', (db) =>
-              notes.page(db, shard, { tenants, buckets: owned, after: page.after, limit: page.limit + 1 }),
+            fenced(shard, owned, 'read', (gate) =>
+              notes.pageSql(shard, { tenants, buckets: owned, after: page.after, limit: page.limit + 1 }, gate),
             ),
           ),
         );
