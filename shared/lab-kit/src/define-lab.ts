@@ -4,7 +4,11 @@
  * {@link openLab} / {@link startLab}, so none of them repeats start-up, teardown or config parsing.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { RequestListener } from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getCallSites } from 'node:util';
 import type { Redis, RedisOptions } from 'ioredis';
 import type pg from 'pg';
 import type { z } from 'zod';
@@ -17,6 +21,7 @@ import {
   resolveService,
 } from '@labs/services';
 import { readConfig } from './input.ts';
+import { labDirOf, slugOf } from './manifest.ts';
 import { atMostEvery } from './problem.ts';
 import { type Attach, type Listening, listen } from './server.ts';
 
@@ -86,19 +91,49 @@ export interface BuiltLab {
 
 /** A lab's self-description. `Options` are what a spec or load script may pass to `build`. */
 export interface LabDefinition<Config = Record<string, never>, Options = Record<string, never>> {
-  /** The lab's folder name: its key prefix and database names start from it. (Its title, services and
-   * hints are in package.json's manifest, said once.) */
-  slug: string;
+  /**
+   * The lab's folder name: its key prefix and database names start from it. Leave it out: defineLab
+   * reads it from the name of the package the definition lives in (`@labs/<slug>`), where it is said
+   * once. (Its title, services and hints are in that package.json's manifest too.)
+   */
+  slug?: string;
   /** The environment variables it reads, as a zod object schema (PORT is the command line's). */
   config?: z.ZodType<Config>;
   build(context: LabContext<Config>, options: Partial<Options>): Promise<BuiltLab> | BuiltLab;
 }
 
-/** Declares a lab (an identity function that fixes the types). */
+/** A definition as {@link defineLab} returns it: its slug known. */
+export interface DefinedLab<Config = Record<string, never>, Options = Record<string, never>>
+  extends LabDefinition<Config, Options> {
+  readonly slug: string;
+}
+
+/**
+ * Declares a lab. The types follow from what it is given: `Config` from the `config` schema's output,
+ * `Options` from the type `build` gives its second parameter (`options: Partial<MyOptions>`), so a lab
+ * names neither. The slug, when not given, is the name of the package that holds the calling module.
+ */
 export function defineLab<Config = Record<string, never>, Options = Record<string, never>>(
   definition: LabDefinition<Config, Options>,
-): LabDefinition<Config, Options> {
-  return definition;
+): DefinedLab<Config, Options> {
+  return { ...definition, slug: definition.slug ?? slugOfCaller() };
+}
+
+/** The slug of the lab whose module called defineLab: its package.json's name, without `@labs/`. */
+function slugOfCaller(): string {
+  const here = import.meta.filename;
+  // The first frame outside this file is the lab's module (its server/lab.ts); under vitest its path
+  // may carry a query, and under Node it is a file: URL.
+  const caller = getCallSites()
+    .map((site) => site.scriptName)
+    .find((name) => name && !name.includes(here) && !name.startsWith('node:'));
+  const file = caller?.startsWith('file:') ? fileURLToPath(caller) : caller?.replace(/\?.*$/, '');
+  const dir = file ? labDirOf(file) : undefined;
+  if (!dir)
+    throw new Error(
+      `defineLab could not tell which lab it describes (called from ${caller ?? 'an unknown file'}, with no lab package.json above it): give it a slug.`,
+    );
+  return slugOf((JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name: string }).name);
 }
 
 /** How to open a lab. */
@@ -123,11 +158,14 @@ export async function openLab<Config, Options>(
   options: OpenOptions = {},
 ): Promise<OpenLab<Config>> {
   const purpose = options.purpose ?? 'test';
+  // A definition that did not come through defineLab has no slug to fall back on.
+  const slug = lab.slug;
+  if (!slug) throw new Error('This lab has no slug: declare it with defineLab, which reads it from package.json.');
   const config = lab.config ? readConfig(lab.config, options.env) : ({} as Config);
   const kept = purpose === 'serve';
   const id = kept ? '' : uniqueId();
-  const prefix = kept ? `labs:${lab.slug}:serve:` : `labs:${lab.slug}:${purpose}:${id}:`;
-  const databaseName = `labs_${lab.slug.replaceAll('-', '_')}${kept ? '' : `_${purpose}_${id}`}`;
+  const prefix = kept ? `labs:${slug}:serve:` : `labs:${slug}:${purpose}:${id}:`;
+  const databaseName = `labs_${slug.replaceAll('-', '_')}${kept ? '' : `_${purpose}_${id}`}`;
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
   const servers: Listening[] = [];
   const redisClients: Redis[] = [];
@@ -135,12 +173,12 @@ export async function openLab<Config, Options>(
   // A database restart or a reset breaks every connection of every pool at once: one line says it.
   const connectionLost = atMostEvery(5000, (error: Error, skipped: number) =>
     console.error(
-      `[${lab.slug}] a database connection failed: ${error.message}${skipped ? ` (${skipped} more since the last line)` : ''}`,
+      `[${slug}] a database connection failed: ${error.message}${skipped ? ` (${skipped} more since the last line)` : ''}`,
     ),
   );
 
   const context: LabContext<Config> = {
-    slug: lab.slug,
+    slug,
     config,
     target: currentTarget(),
     purpose,

@@ -5,6 +5,7 @@
 export {
   currentTarget,
   defineLab,
+  type DefinedLab,
   type BuiltLab,
   type LabContext,
   type LabDefinition,
@@ -16,6 +17,15 @@ export {
   startLab,
   uniqueId,
 } from './define-lab.ts';
+export {
+  type InvariantPolicy,
+  LAB_MANIFEST,
+  type LabManifest,
+  type LabPackage,
+  labDirOf,
+  readLabPackage,
+  slugOf,
+} from './manifest.ts';
 export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber } from './input.ts';
 export {
   atMostEvery,
