@@ -2,10 +2,12 @@
  * The rate-limiter lab, described once: `lab serve`, the spec and the load script all start it from
  * here. Config: RATE_LIMIT_MAX (default 10) requests per RATE_LIMIT_WINDOW_MS (default 60000).
  */
+import type { RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import { createRateLimiter } from '#rate-limiter';
 import { atMostEvery, defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
+import type { RateLimiter } from './limiter.ts';
 import { LIMITER_REDIS_OPTIONS } from './redis.ts';
 
 /**
@@ -27,6 +29,11 @@ export interface RateLimiterLabOptions {
   prefix: string;
   /** A Redis client of the caller's (one behind a stalling proxy, say); default: a new one. */
   redis: Redis;
+  /**
+   * What limits the API instead of #rate-limiter: another limiter (the starter and the solution side by
+   * side), a peer library's Express middleware, or null for none at all (the load script's ceiling).
+   */
+  limitWith: RateLimiter | RequestHandler | null;
 }
 
 export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number }, RateLimiterLabOptions>({
@@ -38,16 +45,25 @@ export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number 
   async build(context, options) {
     const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
     const windowMs = options.windowMs ?? context.config.RATE_LIMIT_WINDOW_MS;
-    const redis = options.redis ?? (await context.redis(LIMITER_REDIS_OPTIONS));
-    const limiter = createRateLimiter({
-      redis,
-      limit,
-      windowMs,
-      prefix: options.prefix ?? context.prefix,
-      now: options.now,
-    });
+    const { limitWith } = options;
+    const limiting =
+      limitWith === null
+        ? {}
+        : typeof limitWith === 'function'
+          ? { limitWith }
+          : {
+              limiter:
+                limitWith ??
+                createRateLimiter({
+                  redis: options.redis ?? (await context.redis(LIMITER_REDIS_OPTIONS)),
+                  limit,
+                  windowMs,
+                  prefix: options.prefix ?? context.prefix,
+                  now: options.now,
+                }),
+            };
     const app = createApp({
-      limiter,
+      ...limiting,
       limit,
       windowMs,
       instance: options.instance,
