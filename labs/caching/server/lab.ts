@@ -7,7 +7,8 @@ import type { Redis, RedisOptions } from 'ioredis';
 import type pg from 'pg';
 import { createUserCache } from '#user-cache';
 import { atMostEvery, defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
-import { createApp } from './app.ts';
+import { type AppDeps, createApp } from './app.ts';
+import type { UserCache, UserCacheOptions } from './cache.ts';
 import { createUserRepository, prepareDatabase, type UserRepository } from './user-repository.ts';
 import { CURRENT_SCHEMA_VERSION } from './users.ts';
 
@@ -68,6 +69,13 @@ export interface CachingLabOptions {
   onError: (error: Error) => void;
   /** Receives the outages behind a 503 (a service down or stalled), a line at most every 5 s. Default: a warning. */
   onOutage: (line: string) => void;
+  /**
+   * Makes the cache instead of #user-cache: the load script measures the starter, the solution and no
+   * cache at all side by side in one process.
+   */
+  createCache: (options: UserCacheOptions) => UserCache;
+  /** Told of every read the API answered, and where from (the load script's hit ratio). */
+  onLookup: AppDeps['onLookup'];
 }
 
 /**
@@ -103,7 +111,7 @@ export default defineLab<CachingConfig, CachingLabOptions>({
     await prepareOnce(context, pool, seedUsers);
     const redis = options.redis ?? (await context.redis(CACHE_REDIS_OPTIONS));
     const wrap = options.wrapRepository ?? ((repository) => repository);
-    const cache = createUserCache({
+    const cache = (options.createCache ?? createUserCache)({
       repository: wrap(createUserRepository(pool, schemaVersion)),
       redis,
       prefix,
@@ -120,6 +128,7 @@ export default defineLab<CachingConfig, CachingLabOptions>({
     const app = createApp({
       cache,
       instance: options.instance,
+      onLookup: options.onLookup,
       onError: options.onError,
       onOutage: options.onOutage,
     });
