@@ -23,7 +23,8 @@
  * still succeeded in the database, so it is reported and the TTL bounds how long the old value lives.
  * The connection the lab hands in (server/lab.ts) has no offline queue and a short command timeout, so
  * a Redis that is down fails a command at once instead of holding the request until it comes back.
- * Database failures are not the cache's to hide: they propagate, and the routes answer them with a 503.
+ * An entry that does not decode is reported and read as a miss. Database failures are not the cache's
+ * to hide: they propagate, and the routes answer them with a 503 (a write invalidates all the same).
  * A production service would put a concurrency limit in front of that fallback so that a Redis outage
  * cannot become a database outage.
  */
@@ -87,6 +88,22 @@ export function createUserCache(options: UserCacheOptions): UserCache {
   const leaseOf = (key: string) => `${key}:lease`;
   const jittered = (ms: number) => Math.max(1, Math.round(ms * (1 - TTL_JITTER * Math.random())));
 
+  /**
+   * A cached value, or undefined when it is not one this code wrote (truncated, written by other code,
+   * by hand): reported, and then treated as a miss rather than a 500 for as long as the entry lives.
+   */
+  function decode(cached: string): User | null | undefined {
+    try {
+      const value: unknown = JSON.parse(cached);
+      if (value === null || (typeof value === 'object' && typeof (value as User).id === 'number'))
+        return value as User | null;
+    } catch {
+      // reported below
+    }
+    onCacheError(new Error(`Not a cached user: ${JSON.stringify(cached.slice(0, 40))}`));
+    return undefined;
+  }
+
   /** Reads the database, bypassing the cache: the fallback when Redis fails or a lease never clears. */
   async function fromDatabase(id: number): Promise<Lookup> {
     return { user: await repository.find(id), source: 'database' };
@@ -97,14 +114,20 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     try {
       // The common case, a hit, is one plain GET; the script below runs only on a miss.
       const cached = await redis.get(key);
-      if (cached !== null) return { user: JSON.parse(cached) as User | null, source: 'cache' };
+      const hit = cached === null ? undefined : decode(cached);
+      if (hit !== undefined) return { user: hit, source: 'cache' };
+      // An entry that does not decode is a miss: dropped here, so the fill below can replace it.
+      if (cached !== null) await redis.del(key);
     } catch (error) {
       onCacheError(error as Error);
       return fromDatabase(id);
     }
     const lease = leaseOf(key);
     const token = randomUUID();
-    const giveUpAt = performance.now() + 2 * LEASE_MS;
+    // A lease holder's read ends within the pool's bounds (server/lab.ts), well inside LEASE_MS. Past
+    // that, the key has been through a failed holder and maybe a second one: waiting longer would
+    // queue this request behind a third, so it asks the database itself, once.
+    const giveUpAt = performance.now() + LEASE_MS;
     for (let pollMs = 2; ; pollMs = Math.min(pollMs * 2, 50)) {
       let state: number;
       let value: string;
@@ -115,7 +138,8 @@ export function createUserCache(options: UserCacheOptions): UserCache {
         onCacheError(error as Error);
         return fromDatabase(id);
       }
-      if (state === 1) return { user: JSON.parse(value) as User | null, source: 'cache' };
+      const filled = state === 1 ? decode(value) : undefined;
+      if (filled !== undefined) return { user: filled, source: 'cache' };
       if (state === 2) return fillAsLeaseHolder(id, key, lease, token);
       // Another request (on any instance) is reading this user from the database: wait for its fill.
       if (performance.now() > giveUpAt) return fromDatabase(id);
@@ -142,20 +166,28 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     return { user, source: 'database' };
   }
 
+  /** Deletes this version's entry and the neighbours' (previous and next deployment), each with its lease. */
+  async function invalidate(id: number): Promise<void> {
+    const versions = [schemaVersion - 1, schemaVersion, schemaVersion + 1];
+    const keys = versions.map((version) => keyOf(id, version)).flatMap((key) => [key, leaseOf(key)]);
+    try {
+      await redis.del(...keys);
+    } catch (error) {
+      onCacheError(error as Error);
+    }
+  }
+
   return {
     get,
 
     async put(id, input) {
-      const saved = await repository.save(id, input); // committed when this resolves
-      // This version's entry and the neighbours' (previous and next deployment), each with its lease.
-      const versions = [schemaVersion - 1, schemaVersion, schemaVersion + 1];
-      const keys = versions.map((version) => keyOf(id, version)).flatMap((key) => [key, leaseOf(key)]);
       try {
-        await redis.del(...keys);
-      } catch (error) {
-        onCacheError(error as Error);
+        return await repository.save(id, input); // committed when this resolves
+      } finally {
+        // Also when the save failed: a connection cut after the commit loses only the reply, and the
+        // row may be new. A needless DEL costs one miss; a skipped one serves the old row for a TTL.
+        await invalidate(id);
       }
-      return saved;
     },
   };
 }

@@ -222,6 +222,44 @@ function holdNthCommandAfterRead(n: number) {
   return { wrap, instrument, reached: reached.opened, release };
 }
 
+/**
+ * Holds a writer's cache commands: once its database write has committed, every Redis command the
+ * writer's instance sends waits until `release()`. `reached` resolves when the first one is held.
+ */
+function holdCommandsAfterSave() {
+  const reached = gate();
+  const released = gate();
+  let afterSave = false;
+  const wrap = (repository: UserRepository): UserRepository => ({
+    ...repository,
+    async save(id, input) {
+      const saved = await repository.save(id, input);
+      afterSave = true;
+      return saved;
+    },
+  });
+  const instrument = (client: Redis): Redis => {
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+      if (!afterSave) return send(...args);
+      reached.open();
+      void released.opened.then(() => send(...args)); // its caller sees the reply on command.promise
+      return args[0].promise;
+    }) as Redis['sendCommand'];
+    return client;
+  };
+  return { wrap, instrument, reached: reached.opened, release: released.open };
+}
+
+/** Polls `check` every 10 ms until it is true; fails, naming `what`, after 5 s. */
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`Waited 5 s for ${what}`);
+}
+
 /** One request, its status, its Retry-After and how long it took to be answered. */
 async function timed(url: string, method: 'GET' | 'PUT', id: number) {
   const started = performance.now();
@@ -543,6 +581,84 @@ describe('baseline: under faults, every request is answered within a bound', () 
       await Promise.all([stalled.end(), down.end()]);
     }
   });
+  it('PostgreSQL connections reset mid-query under load: every request is answered, nothing is lost, and the API recovers', async () => {
+    // Two instances reach the database through a proxy. It is stalled, then 20 clients send cold reads
+    // (distinct users and one user all of them want) and writes, so every connection of the pool has a
+    // query on it; then the proxy is killed, which resets them all mid-query, and revived. A pg client
+    // checked out of a pool has no 'error' listener of the pool's: an error event with none of ours
+    // would take the whole process down (vitest reports it as an unhandled error).
+    const proxy = await stallingProxy(databaseUrl.toString());
+    const faulty = createPgPool(proxy.url, DATABASE_POOL_OPTIONS);
+    const inFlight = meterSql(faulty, { keepSent: true });
+    try {
+      const cluster = createCluster();
+      const urls = [await cluster.start({ pool: faulty }), await cluster.start({ pool: faulty })];
+      expect((await getUser(urls[0]!, 300)).status).toBe(200);
+      // Eight connections open and idle, as in a running service: the load's queries go out on them.
+      await Promise.all(Array.from({ length: 8 }, () => faulty.query('SELECT pg_sleep(0.05)')));
+      proxy.stall();
+      inFlight.reset();
+      const load = Array.from({ length: 20 }, (_, i) => {
+        const url = urls[i % 2]!;
+        if (i % 4 === 3) return timed(url, 'PUT', 320 + i); // a user of its own: its last write is its value
+        return timed(url, 'GET', i % 2 === 0 ? 301 : 301 + i); // one user everybody wants, and cold ones
+      });
+      // Every request has reached the pool: queries on the stalled connections, the rest waiting for one.
+      await cluster.whenArrived(21);
+      for (let i = 0; i < 300 && inFlight.sent.length < 8; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(inFlight.sent.length, 'queries in flight when the connections are reset').toBe(8);
+      await proxy.kill();
+      const answers = await Promise.all(load);
+      const wrong = answers.filter(
+        (a) => !(a.status === 200 || (a.status === 503 && a.retryAfter === String(RETRY_AFTER_SEC))),
+      );
+      expect(wrong, 'answers other than 200 or a 503 with Retry-After while connections were reset').toEqual([]);
+      expect(answers.filter((a) => a.status === 503).length, 'requests that met the reset').toBeGreaterThan(0);
+
+      proxy.resume(); // the restarted server answers again (what was held died with its connections)
+      await proxy.revive();
+      // Recovered: the same instances, the same pool, every user readable, every accepted write kept.
+      for (const [i, answer] of answers.entries()) {
+        const id = Number(answer.request.split('/').at(-1));
+        const read = await getUser(urls[i % 2]!, id);
+        expect(read.status, `${answer.request} after the database came back`).toBe(200);
+        const { rows } = await pool.query<{ name: string; version: number }>(
+          'SELECT name, version FROM users WHERE id = $1',
+          [id],
+        );
+        if (answer.request.startsWith('PUT') && answer.status === 200)
+          expect(rows[0]?.name, `${answer.request}, answered 200 during the reset`).toBe('Written during a fault');
+        expect(read.body, `${answer.request}: what a read answers is what the database holds`).toMatchObject({
+          name: rows[0]?.name,
+          version: rows[0]?.version,
+        });
+      }
+    } finally {
+      inFlight.stop();
+      await proxy[Symbol.asyncDispose]();
+      await faulty.end();
+    }
+  });
+
+  it('concurrent cold reads of one user while PostgreSQL is stalled are all a 503 within a few seconds, not one after another', async () => {
+    // Readers of a missing entry wait for the one reading the database. When that read fails, the
+    // waiters must not take turns at the stalled database (one more timeout each): each request is
+    // answered within about two database timeouts, however many wait.
+    const proxy = await stallingProxy(databaseUrl.toString());
+    const stalled = createPgPool(proxy.url, DATABASE_POOL_OPTIONS);
+    await stalled.query('SELECT 1');
+    proxy.stall();
+    try {
+      const cluster = createCluster();
+      const urls = [await cluster.start({ pool: stalled }), await cluster.start({ pool: stalled })];
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => timed(urls[i % 2]!, 'GET', 310)));
+      const late = answers.filter((a) => a.status !== 503 || a.retryAfter !== String(RETRY_AFTER_SEC) || a.ms >= 7000);
+      expect(late, '12 concurrent reads of one uncached user, PostgreSQL stalled: not a 503 within 7 s').toEqual([]);
+    } finally {
+      await proxy[Symbol.asyncDispose]();
+      await stalled.end();
+    }
+  });
 });
 
 describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
@@ -753,5 +869,96 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     const ttls = await cluster.ttls();
     const spread = Math.max(...ttls) - Math.min(...ttls);
     expect(spread, `40 entries filled together expire within ${spread} ms of each other`).toBeGreaterThanOrEqual(3000);
+  });
+
+  it('challenge: a write whose answer is lost with its connection (committed, then cut) leaves no old value cached', async () => {
+    // The write's statement reaches PostgreSQL and commits, and the connection is cut before the answer
+    // comes back: the API cannot know whether it committed (a 503), but the row is new, and the cache
+    // must not go on serving the old one. A row lock holds the statement in PostgreSQL until the proxy
+    // is stalled; the timeouts are the pool's, lifted, so that only the cut ends the wait.
+    const proxy = await stallingProxy(databaseUrl.toString());
+    const faulty = createPgPool(proxy.url, { ...DATABASE_POOL_OPTIONS, statement_timeout: 0, query_timeout: 30_000 });
+    const locker = await pool.connect();
+    try {
+      const cluster = createCluster();
+      const writer = await cluster.start({ pool: faulty });
+      const reader = await cluster.start();
+      expect((await getUser(reader, 34)).body).toMatchObject({ version: 1 }); // cached
+      await locker.query('BEGIN');
+      await locker.query('SELECT 1 FROM users WHERE id = 34 FOR UPDATE');
+      const write = timed(writer, 'PUT', 34);
+      await until(async () => {
+        const { rows } = await pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database()
+           AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%'`,
+        );
+        return rows[0]?.n === 1;
+      }, 'the write to wait for the row lock');
+      proxy.stall(); // the write is in PostgreSQL; its answer will not come back
+      await locker.query('COMMIT');
+      await until(async () => {
+        const { rows } = await pool.query<{ version: number }>('SELECT version FROM users WHERE id = 34');
+        return rows[0]?.version === 2;
+      }, 'the write to commit');
+      await proxy.kill();
+      expect((await write).status, 'the write, its connection cut before its answer').toBe(503);
+      expect(
+        (await getUser(reader, 34)).body,
+        'a read once the write has committed and its 503 was sent',
+      ).toMatchObject({ name: 'Written during a fault', version: 2 });
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      locker.release();
+      await proxy[Symbol.asyncDispose]();
+      await faulty.end();
+    }
+  });
+
+  it('challenge: a read that starts after a write has answered sees it, however late the write reaches Redis', async () => {
+    // The writer's cache commands are held once its write has committed. A PUT that answers before its
+    // invalidation has reached Redis (a DEL not awaited, "fire and forget") lets a read that starts after
+    // that answer, on another instance, find the old entry still there.
+    const cluster = createCluster();
+    const hold = holdCommandsAfterSave();
+    const writer = await cluster.start({ wrap: hold.wrap, redis: hold.instrument(await lab.context.redis()) });
+    const reader = await cluster.start();
+    expect((await getUser(reader, 36)).body).toMatchObject({ version: 1 }); // cached
+    const write = putUser(writer, 36, { name: 'Written slowly', email: 'user36@example.com' });
+    const answered = await Promise.race([
+      write.then(() => true),
+      hold.reached.then(() => new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1500))),
+    ]);
+    try {
+      if (answered) {
+        expect((await write).status).toBe(200);
+        const { body } = await getUser(reader, 36);
+        expect(
+          `${body.name}, version ${body.version}`,
+          'a read that began after the PUT answered, while the writer had not yet reached Redis',
+        ).toBe('Written slowly, version 2');
+      }
+    } finally {
+      hold.release();
+    }
+    expect((await write).status).toBe(200);
+  });
+
+  it('challenge: an entry that does not decode is a miss: reported, answered from the database and replaced', async () => {
+    // A truncated value, one written by other code or by hand: a cache that trusts it answers 500 for
+    // as long as the entry lives. What is in Redis under this user is overwritten with broken JSON.
+    const cluster = createCluster();
+    const failures: Error[] = [];
+    const url = await cluster.start({ onCacheError: (error) => failures.push(error) });
+    expect((await getUser(url, 37)).status).toBe(200);
+    const keys = await redis.keys(`${cluster.prefix}*`);
+    expect(keys.length, 'keys under the prefix once user 37 was read').toBeGreaterThan(0);
+    for (const key of keys) await redis.set(key, '{"id":37,"name":"Us', 'KEEPTTL');
+    expect(await getUser(url, 37), 'a read of the corrupt entry').toMatchObject({
+      status: 200,
+      body: { id: 37, name: 'User 37', version: 1 },
+    });
+    expect(failures.length, 'corrupt entries reported to onCacheError').toBeGreaterThanOrEqual(1);
+    expect(await getUser(url, 37), 'the next read').toMatchObject({ status: 200, cache: 'hit', body: { id: 37 } });
+    expect(cluster.reads, 'database reads: the first fill and the one that replaced the corrupt entry').toBe(2);
   });
 });
