@@ -10,21 +10,14 @@
  * 3. A poison job (always fails) alone in the queue for BENCH_DURATION_SEC seconds: how often each
  *    version tries it, and whether it ends in the dead-letter queue.
  *
- * printComparison's columns are HTTP's; here "req/s" is jobs (or attempts) per second, p50/p99 are
- * milliseconds from publish to confirmation, and "errors" are jobs lost.
+ * The tables say what they count: jobs/s, and milliseconds from publish to confirmation (the bench
+ * kit's JOBS columns), attempts/s for the poison job.
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import {
-  benchDurationSec,
-  type ComparisonRow,
-  type LoadResult,
-  printComparison,
-  target,
-  writeResults,
-} from '@labs/bench';
+import { benchDurationSec, createReport, JOBS as JOB_COLUMNS, type TableRow, type Value } from '@labs/bench';
 import { openLab } from '@labs/lab-kit';
 import { resolveService, stopServices } from '@labs/services';
 import backgroundJobsLab from '../server/lab.ts';
@@ -51,6 +44,7 @@ const TARGETS = {
 };
 type Target = keyof typeof TARGETS;
 
+const report = createReport({ lab: 'background-jobs', dir: join(import.meta.dirname, '..') });
 const lab = await openLab(backgroundJobsLab, { purpose: 'bench' });
 const db = await lab.context.database();
 await migrate(db);
@@ -134,27 +128,17 @@ async function until(read: () => Promise<number>, done: (n: number) => boolean, 
   }
 }
 
-/** A row of printComparison from job figures (see the header for what the columns mean here). */
+/** A row of the JOBS columns from job figures: jobs/s, ms from publish to confirmation, jobs lost. */
 function jobRow(
   name: string,
-  figures: { perSec: number; count: number; seconds: number; p50?: number; p99?: number; lost?: number },
-  evidence: ComparisonRow['evidence'],
-): ComparisonRow {
-  const result: LoadResult = {
-    name,
-    requests: figures.count,
-    rps: figures.perSec,
-    p50Ms: figures.p50 ?? 0,
-    p99Ms: figures.p99 ?? 0,
-    errors: figures.lost ?? 0,
-    statusCounts: {},
-    durationSec: figures.seconds,
-    loadGeneratorBusy: 0,
-  };
-  return { name, result, evidence };
+  figures: { perSec: number; p50?: number; p99?: number; lost?: number },
+  evidence: Record<string, Value>,
+): TableRow {
+  const { perSec, p50 = 0, p99 = 0, lost = 0 } = figures;
+  return JOB_COLUMNS.row(name, { perSec, p50Ms: p50, p99Ms: p99, failed: lost }, evidence);
 }
 
-async function crashRun(target: Target): Promise<ComparisonRow> {
+async function crashRun(target: Target): Promise<TableRow> {
   return inFreshQueues(target, async (names, email) => {
     const jobs = Array.from({ length: JOBS }, () => newJob({ email, items: [{ sku: 'mug', quantity: 1 }] }));
     await admin.publishJobs(names, jobs);
@@ -183,13 +167,13 @@ async function crashRun(target: Target): Promise<ComparisonRow> {
     const lost = JOBS - end.jobs;
     return jobRow(
       target,
-      { perSec: end.jobs / seconds, count: end.jobs, seconds, p50: end.p50, p99: end.p99, lost },
+      { perSec: end.jobs / seconds, p50: end.p50, p99: end.p99, lost },
       { jobs: JOBS, 'killed at': atKill, confirmed: end.jobs, lost, duplicates: end.rows - end.jobs },
     );
   });
 }
 
-async function sweepRun(prefetch: number): Promise<ComparisonRow> {
+async function sweepRun(prefetch: number): Promise<TableRow> {
   return inFreshQueues('solution', async (names, email) => {
     // More than one worker can do in the window, so it never runs dry.
     const backlog = Math.min(200_000, DURATION_SEC * 4000);
@@ -209,13 +193,13 @@ async function sweepRun(prefetch: number): Promise<ComparisonRow> {
     process.stderr.write(`${Math.round(perSec)} jobs/s\n`);
     return jobRow(
       `prefetch ${prefetch}`,
-      { perSec, count: after.jobs - before, seconds, p50: after.p50, p99: after.p99 },
+      { perSec, p50: after.p50, p99: after.p99 },
       { 'most in progress': maxInFlight, backlog },
     );
   });
 }
 
-async function poisonRun(target: Target): Promise<ComparisonRow> {
+async function poisonRun(target: Target): Promise<TableRow> {
   return inFreshQueues(target, async (names, email) => {
     await admin.publishJobs(names, [newJob({ email, items: [{ sku: 'gone', quantity: 1 }] })]);
     process.stderr.write(`  ${target.padEnd(10)} `);
@@ -226,11 +210,7 @@ async function poisonRun(target: Target): Promise<ComparisonRow> {
     const { calls } = await worker.stats();
     const dead = (await admin.queueState(names.deadQueue))?.messages ?? 0;
     process.stderr.write(`${calls} attempts\n`);
-    return jobRow(
-      target,
-      { perSec: calls / seconds, count: calls, seconds },
-      { attempts: calls, 'dead-lettered': dead },
-    );
+    return { name: target, values: { 'attempts/s': calls / seconds, attempts: calls, 'dead-lettered': dead } };
   });
 }
 
@@ -241,38 +221,52 @@ try {
   console.log('Crash at halfway:');
   const crash = [await crashRun('starter'), await crashRun('solution')];
   console.log('Prefetch sweep (solution, one worker, a pool of 10 database connections):');
-  const sweep: ComparisonRow[] = [];
+  const sweep: TableRow[] = [];
   for (const prefetch of SWEEP) sweep.push(await sweepRun(prefetch));
   console.log(`Poison job (retry delays ${RETRY_DELAYS.join('/')} ms):`);
   const poison = [await poisonRun('starter'), await poisonRun('solution')];
 
-  printComparison(
-    `Crash at halfway: ${JOBS} jobs, worker A killed (SIGKILL) at half, worker B finishes. req/s = jobs/s, p50/p99 = ms queued to confirmed, errors = lost`,
-    crash,
-  );
-  printComparison(
-    `Prefetch sweep: one solution worker, ${DURATION_SEC} s each against a backlog. req/s = jobs/s, p50/p99 = ms queued to confirmed`,
-    sweep,
-  );
-  printComparison(`Poison job: one job that always fails, ${DURATION_SEC} s. req/s = attempts per second`, poison);
+  report.table(`Crash at halfway: ${JOBS} jobs, worker A killed (SIGKILL) at half, worker B finishes`, {
+    columns: [
+      ...JOB_COLUMNS.columns,
+      { name: 'jobs' },
+      { name: 'killed at' },
+      { name: 'confirmed' },
+      { name: 'lost' },
+      { name: 'duplicates' },
+    ],
+    rows: crash,
+    lesson: 'lost',
+  });
+  report.table(`Prefetch sweep: one solution worker, ${DURATION_SEC} s each against a backlog`, {
+    columns: [...JOB_COLUMNS.columns, { name: 'most in progress' }, { name: 'backlog' }],
+    rows: sweep,
+    lesson: 'most in progress',
+  });
+  report.table(`Poison job: one job that always fails, ${DURATION_SEC} s`, {
+    columns: [
+      { name: 'attempts/s', unit: 'attempts/s', kind: 'rate' },
+      { name: 'attempts' },
+      { name: 'dead-lettered' },
+    ],
+    rows: poison,
+    lesson: 'attempts',
+  });
 
   const [, solution] = crash;
-  target('jobs the solution lost when its worker was killed', Number(solution?.evidence.lost), { exactly: 0 });
-  target('duplicate confirmations the solution sent after the crash', Number(solution?.evidence.duplicates), {
+  report.target('jobs the solution lost when its worker was killed', Number(solution?.values.lost), { exactly: 0 });
+  report.target('duplicate confirmations the solution sent after the crash', Number(solution?.values.duplicates), {
     exactly: 0,
   });
-  target(`times the solution tried the poison job in ${DURATION_SEC} s`, Number(poison[1]?.evidence.attempts), {
+  report.target(`times the solution tried the poison job in ${DURATION_SEC} s`, Number(poison[1]?.values.attempts), {
     atMost: RETRY_DELAYS.length + 1,
   });
-  const file = writeResults(join(import.meta.dirname, '..'), 'background-jobs', {
+  const file = report.write({
     jobs: JOBS,
     workMs: WORK_MS,
     prefetch: PREFETCH,
     durationSec: DURATION_SEC,
     retryDelaysMs: RETRY_DELAYS,
-    crash,
-    sweep,
-    poison,
   });
   console.log(`Figures written to ${file}`);
 } finally {

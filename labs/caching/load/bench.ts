@@ -15,18 +15,17 @@
 import { join } from 'node:path';
 import {
   benchDurationSec,
-  type ComparisonRow,
+  createReport,
   type Distances,
   distanceLabel,
   forkServers,
+  HTTP,
   inRounds,
   type LoadOptions,
   mergeRounds,
-  printComparison,
   runLoad,
-  target,
+  type TableRow,
   withDistance,
-  writeResults,
 } from '@labs/bench';
 import { TARGETS, type BenchServerOptions } from './servers.ts';
 
@@ -146,15 +145,16 @@ const ROUNDS = 5;
 const roundSec = Math.max(2, Math.round(DURATION_SEC / ROUNDS));
 /** Per distance, each round's solution read p99 over no-cache's. */
 const readP99Ratios = new Map<string, number[]>();
-const rows: ComparisonRow[] = [];
+const report = createReport({ lab: 'caching', dir: join(import.meta.dirname, '..') });
+const rows: TableRow[] = [];
 /** What the table does not show, per row: for judging how noisy a run was. */
 const diagnostics: Record<string, number | string>[] = [];
 /** The rows of each distance by variant, for its targets. */
-const measured: { label: string; byVariant: Map<string, ComparisonRow> }[] = [];
+const measured: { label: string; byVariant: Map<string, TableRow> }[] = [];
 const ms = (n: number) => Number(n.toFixed(1));
 
 for (const distances of DISTANCES) {
-  await using far = await withDistance(distances);
+  await using far = report.distance(await withDistance(distances));
   console.log(`\n${far.describe().join('\n')}`);
   await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options, { env: far.env });
   const urlsOf = (variant: string) =>
@@ -201,7 +201,7 @@ for (const distances of DISTANCES) {
       lagMaxMs: after['loop.lagMaxMs'] ?? 0,
     };
   });
-  const byVariant = new Map<string, ComparisonRow>();
+  const byVariant = new Map<string, TableRow>();
   for (const variant of TARGETS) {
     const measuredRounds = rounds.get(variant)!;
     const result = mergeRounds(
@@ -214,22 +214,17 @@ for (const distances of DISTANCES) {
     const [hit, miss, write] = [all('hit'), all('miss'), all('write')];
     const answered = hit.length + miss.length + write.length;
     const lookups = sum((r) => r.lookups);
-    const row: ComparisonRow = {
-      name: `${variant} ${far.label}`,
-      result,
-      evidence: {
-        'hit ratio':
-          variant === 'no-cache' ? '-' : Number((lookups === 0 ? 0 : sum((r) => r.hits) / lookups).toFixed(3)),
-        'db reads/s': Math.round(sum((r) => r.dbReads) / result.durationSec),
-        'stale reads': sum((r) => r.stale),
-        // Requests that waited for PostgreSQL: the reads it answered and every write.
-        'via db %': answered === 0 ? 0 : Number(((100 * (miss.length + write.length)) / answered).toFixed(1)),
-        'read p99': ms(percentile([...hit, ...miss], 99)),
-        'hit p99': variant === 'no-cache' ? '-' : ms(percentile(hit, 99)),
-        'miss p99': ms(percentile(miss, 99)),
-        'write p99': ms(percentile(write, 99)),
-      },
-    };
+    const row = HTTP.row(`${variant} ${far.label}`, result, {
+      'hit ratio': variant === 'no-cache' ? '-' : Number((lookups === 0 ? 0 : sum((r) => r.hits) / lookups).toFixed(3)),
+      'db reads/s': Math.round(sum((r) => r.dbReads) / result.durationSec),
+      'stale reads': sum((r) => r.stale),
+      // Requests that waited for PostgreSQL: the reads it answered and every write.
+      'via db': answered === 0 ? 0 : Number(((100 * (miss.length + write.length)) / answered).toFixed(1)),
+      'read p99': ms(percentile([...hit, ...miss], 99)),
+      'hit p99': variant === 'no-cache' ? '-' : ms(percentile(hit, 99)),
+      'miss p99': ms(percentile(miss, 99)),
+      'write p99': ms(percentile(write, 99)),
+    });
     rows.push(row);
     byVariant.set(variant, row);
     const lag = Math.max(...measuredRounds.map((r) => r.lagP99Ms));
@@ -253,7 +248,19 @@ for (const distances of DISTANCES) {
   measured.push({ label: far.label, byVariant });
 }
 
-printComparison('Caching: GET/PUT /users/:id, two instances per target (latencies in ms)', rows, {
+report.table('Caching: GET/PUT /users/:id, two instances per target', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'hit ratio' },
+    { name: 'db reads/s' },
+    { name: 'stale reads' },
+    { name: 'via db', unit: '%' },
+    { name: 'read p99', unit: 'ms', kind: 'latency' },
+    { name: 'hit p99', unit: 'ms', kind: 'latency' },
+    { name: 'miss p99', unit: 'ms', kind: 'latency' },
+    { name: 'write p99', unit: 'ms', kind: 'latency' },
+  ],
+  rows,
   lesson: 'stale reads',
 });
 for (const { label, byVariant } of measured) {
@@ -269,17 +276,21 @@ for (const { label, byVariant } of measured) {
     `  read p99 ratio per round ${label}: ${pairs.map((r) => r.toFixed(2)).join(', ')}; median ${median.toFixed(2)}`,
   );
   const far = label !== distanceLabel({});
-  target(`solution read p99 ÷ no-cache read p99 ${label} (median of rounds)`, median, { atMost: far ? 0.5 : 1 }, 'x');
-  target(`solution cache hit ratio ${label}`, Number(solution.evidence['hit ratio']), { atLeast: 0.9 });
-  target(`solution stale reads ${label}`, Number(solution.evidence['stale reads']), { exactly: 0 });
+  report.target(
+    `solution read p99 ÷ no-cache read p99 ${label} (median of rounds)`,
+    median,
+    { atMost: far ? 0.5 : 1 },
+    'x',
+  );
+  report.target(`solution cache hit ratio ${label}`, Number(solution.values['hit ratio']), { atLeast: 0.9 });
+  report.target(`solution stale reads ${label}`, Number(solution.values['stale reads']), { exactly: 0 });
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'caching', {
+const file = report.write({
   options,
   durationSec: DURATION_SEC,
   connections: CONNECTIONS,
   writeRatio: WRITE_RATIO,
   zipfS: ZIPF_S,
-  rows,
   diagnostics,
 });
 console.log(`Figures written to ${file}`);

@@ -9,12 +9,10 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { stopServices } from '@labs/services';
-import { type OpenLab, openLab } from '@labs/lab-kit';
-import { createApp } from '../server/app.ts';
+import { meterSql, type OpenLab, openLab, type SqlMeter } from '@labs/lab-kit';
 import type { UserCache, UserCacheOptions } from '../server/cache.ts';
-import cachingLab, { CACHE_REDIS_OPTIONS, type CachingConfig, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
-import { createUserRepository, prepareDatabase, type Queryable } from '../server/user-repository.ts';
-import { CURRENT_SCHEMA_VERSION } from '../server/users.ts';
+import cachingLab, { type CachingConfig, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
+import { prepareDatabase } from '../server/user-repository.ts';
 import { createUserCache as starterCache } from '../src/user-cache.ts';
 import { createUserCache as solutionCache } from '../solution/user-cache.ts';
 
@@ -42,14 +40,14 @@ const BUILDERS: Record<(typeof TARGETS)[number], (options: UserCacheOptions) => 
   solution: solutionCache,
 };
 
-/** Counts the SELECTs that reach PostgreSQL. */
-function countingReads(db: Queryable, counters: Record<string, number>, key: string): Queryable {
-  return {
-    query(text: string, values?: unknown[]) {
-      if (/^\s*select\b/i.test(text)) counters[key] = (counters[key] ?? 0) + 1;
-      return db.query(text, values);
-    },
-  } as Queryable;
+/**
+ * SELECTs sent through `meter`'s pool since the last call, counted as the spec counts them (the lab
+ * kit's SQL meter), then forgotten: a long run keeps only the totals.
+ */
+function selectsSince(meter: SqlMeter): number {
+  const selects = meter.sent.filter((sql) => /^\s*select\b/i.test(sql.text)).length;
+  meter.reset();
+  return selects;
 }
 
 /** Reads every user once through `cache`, a few at a time: a cache that has been up for a while. */
@@ -64,6 +62,7 @@ async function warm(cache: UserCache, users: number): Promise<void> {
 export async function start(options: BenchServerOptions) {
   const { users, instances, ttlMs } = options;
   const counters: Record<string, number> = {};
+  const meters = new Map<string, SqlMeter>();
   const urls: Record<string, string> = {};
   // One start of the lab per target: its own database (seeded here, dropped afterwards) and its own
   // key prefix (deleted afterwards), so no target reads what another wrote.
@@ -78,29 +77,31 @@ export async function start(options: BenchServerOptions) {
     for (const target of TARGETS) {
       const lab = await openLab(cachingLab, { purpose: 'bench' });
       labs.push(lab);
-      // The clients `lab serve` gives the API: the timeouts are part of what is measured.
+      // The pool `lab serve` gives the API (its timeouts are part of what is measured), with the spec's
+      // SQL meter on it: the database reads of this target alone.
       const pool = await lab.context.database({ ...DATABASE_POOL_OPTIONS, max: 10 });
       await prepareDatabase(pool, users);
-      const db = countingReads(pool, counters, `${target}.dbReads`);
+      const meter = meterSql(pool, { keepSent: true });
+      meters.set(target, meter);
       for (let i = 0; i < instances; i++) {
-        const cache = BUILDERS[target]({
-          repository: createUserRepository(db, CURRENT_SCHEMA_VERSION),
-          redis: await lab.context.redis(CACHE_REDIS_OPTIONS),
-          prefix: lab.context.prefix,
-          schemaVersion: CURRENT_SCHEMA_VERSION,
+        let cache: UserCache | undefined;
+        const built = await cachingLab.build(lab.context, {
+          pool,
           ttlMs,
-        });
-        if (i === 0 && target !== 'no-cache') await warm(cache, users);
-        const app = createApp({
-          cache,
           instance: `${target}-${i + 1}`,
+          createCache: (cacheOptions) => {
+            cache = BUILDERS[target](cacheOptions);
+            return cache;
+          },
           onLookup: ({ source }) => {
             counters[`${target}.lookups`] = (counters[`${target}.lookups`] ?? 0) + 1;
             if (source === 'cache') counters[`${target}.hits`] = (counters[`${target}.hits`] ?? 0) + 1;
           },
         });
-        urls[`${target}#${i}`] = (await lab.context.listen(app)).url;
+        if (i === 0 && cache && target !== 'no-cache') await warm(cache, users);
+        urls[`${target}#${i}`] = (await lab.context.listen(built)).url;
       }
+      selectsSince(meter); // the warm-up's reads are not the run's
     }
   } catch (error) {
     await close();
@@ -116,6 +117,8 @@ export async function start(options: BenchServerOptions) {
   loop.enable();
   const lagMs = (ns: number) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
   const stats = () => {
+    for (const [target, meter] of meters)
+      counters[`${target}.dbReads`] = (counters[`${target}.dbReads`] ?? 0) + selectsSince(meter);
     const figures = { ...counters, 'loop.lagP99Ms': lagMs(loop.percentile(99)), 'loop.lagMaxMs': lagMs(loop.max) };
     loop.reset();
     return figures;

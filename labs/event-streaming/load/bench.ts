@@ -10,12 +10,13 @@
  *    applied (the pause), and, once the survivors have caught up, events lost, applied twice and
  *    applied out of order.
  *
- * No autocannon here: the load is Kafka traffic from the lab's own client. The table's req/s column
- * is events published per second, and its p50/p99 columns are the end-to-end lag.
+ * No autocannon here: the load is Kafka traffic from the lab's own client. The table has the bench
+ * kit's EVENTS columns: events applied per second (the backlog, consumed), the end-to-end lag p50/p99
+ * (steady traffic), and events not applied (lost); then events published per second.
  */
 import { join } from 'node:path';
 import type pg from 'pg';
-import { benchDurationSec, type ComparisonRow, printComparison, target, writeResults } from '@labs/bench';
+import { benchDurationSec, createReport, EVENTS, type TableRow } from '@labs/bench';
 import { uniqueId } from '@labs/lab-kit';
 import {
   childServiceEnv,
@@ -78,7 +79,7 @@ async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<
 const seconds = (ms: number) => ms / 1000;
 
 /** One target's run: its figures, and its row in the table. */
-async function measure(name: keyof typeof TARGETS): Promise<ComparisonRow> {
+async function measure(name: keyof typeof TARGETS): Promise<TableRow> {
   process.stderr.write(`  ${name.padEnd(10)} `);
   const pipeline = (await import(TARGETS[name])) as EventPipeline;
   const topic = `labs-event-streaming-bench-${name}-${uniqueId()}`;
@@ -143,27 +144,16 @@ async function measure(name: keyof typeof TARGETS): Promise<ComparisonRow> {
     const final = await stats();
     const lag = await lagPercentiles(pool, prefix, steadyStart);
     const lost = produced - final.distinctEvents;
-    return {
+    return EVENTS.row(
       name,
-      result: {
-        name,
-        requests: BACKLOG,
-        rps: BACKLOG / seconds(publishMs),
-        p50Ms: lag.p50,
-        p99Ms: lag.p99,
-        errors: 0,
-        statusCounts: {},
-        durationSec: seconds(publishMs),
-        loadGeneratorBusy: 0,
-      },
-      evidence: {
-        'consumed ev/s': Math.round(BACKLOG / seconds(consumeMs)),
-        'pause ms': Math.round(await longestPause(pool, prefix, steadyStart, stoppedAt)),
-        lost,
+      { perSec: BACKLOG / seconds(consumeMs), p50Ms: lag.p50, p99Ms: lag.p99, failed: lost },
+      {
+        'published events/s': BACKLOG / seconds(publishMs),
+        pause: Math.round(await longestPause(pool, prefix, steadyStart, stoppedAt)),
         duplicates: final.duplicates,
         'out of order': final.outOfOrder,
       },
-    };
+    );
   } finally {
     await publisher.close();
     await Promise.all(workers.map((w) => w.kill('SIGKILL')));
@@ -211,7 +201,8 @@ async function longestPause(db: pg.Pool, prefix: string, since: number, stoppedA
   return Number(rows[0]?.pause ?? 0);
 }
 
-const rows: ComparisonRow[] = [];
+const report = createReport({ lab: 'event-streaming', dir: LAB_DIR });
+const rows: TableRow[] = [];
 try {
   console.log('Measuring:');
   for (const name of Object.keys(TARGETS) as (keyof typeof TARGETS)[]) rows.push(await measure(name));
@@ -223,30 +214,39 @@ try {
   await stopServices();
 }
 
-printComparison('Event streaming: three workers, one stopped with SIGTERM halfway', rows);
+report.table('Event streaming: three workers, one stopped with SIGTERM halfway', {
+  columns: [
+    ...EVENTS.columns,
+    { name: 'published events/s', unit: 'events/s', kind: 'rate' },
+    { name: 'pause', unit: 'ms' },
+    { name: 'duplicates' },
+    { name: 'out of order' },
+  ],
+  rows,
+});
 console.log(
-  'req/s: events published per second (backlog). p50/p99 ms: end-to-end lag, event created -> balance changed\n' +
-    `(steady ${RATE} events/s, including the stop). pause ms: the longest a partition went without an event applied after the stop.`,
+  'events/s: the backlog applied per second; published events/s: the backlog published per second. applied p50/p99 ms:\n' +
+    `end-to-end lag, event created -> balance changed (steady ${RATE} events/s, including the stop). pause ms: the longest\n` +
+    'a partition went without an event applied after the stop. not applied: events lost.',
 );
-const solution = rows.find((r) => r.name === 'solution')?.evidence;
-const starter = rows.find((r) => r.name === 'starter')?.evidence;
+const solution = rows.find((r) => r.name === 'solution')?.values;
+const starter = rows.find((r) => r.name === 'starter')?.values;
 if (solution && starter) {
-  target('events the solution lost', Number(solution.lost), { exactly: 0 });
-  target('events the solution applied twice', Number(solution.duplicates), { exactly: 0 });
-  target('events the solution applied out of order', Number(solution['out of order']), { exactly: 0 });
-  target(
+  report.target('events the solution lost', Number(solution['not applied']), { exactly: 0 });
+  report.target('events the solution applied twice', Number(solution.duplicates), { exactly: 0 });
+  report.target('events the solution applied out of order', Number(solution['out of order']), { exactly: 0 });
+  report.target(
     "solution's pause ÷ starter's pause when a worker stops",
-    Number(solution['pause ms']) / Math.max(Number(starter['pause ms']), 1),
+    Number(solution.pause) / Math.max(Number(starter.pause), 1),
     { atMost: 1 },
     'x',
   );
 }
-const file = writeResults(LAB_DIR, 'event-streaming', {
+const file = report.write({
   durationSec: DURATION_SEC,
   rate: RATE,
   backlog: BACKLOG,
   workers: WORKERS,
   partitions: PARTITIONS,
-  rows,
 });
 console.log(`Figures written to ${file}`);

@@ -9,15 +9,7 @@
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { hash, verify } from '@node-rs/argon2';
-import {
-  benchDurationSec,
-  type ComparisonRow,
-  forkServers,
-  printComparison,
-  runLoad,
-  target,
-  writeResults,
-} from '@labs/bench';
+import { benchDurationSec, createReport, forkServers, HTTP, runLoad, type TableRow } from '@labs/bench';
 import { DEMO_USERS, PASSWORD_HASH } from '../server/users.ts';
 
 const DURATION_SEC = benchDurationSec(4);
@@ -30,6 +22,7 @@ const loginBody = JSON.stringify({ username: ada.username, password: ada.passwor
 console.log(
   `JWT vs session load test: GET /me with ${ME_CONNECTIONS} connections, POST /login with ${LOGIN_CONNECTIONS}, ${DURATION_SEC} s per target (+${WARMUP_SEC} s warm-up for /me).`,
 );
+const report = createReport({ lab: 'jwt-refresh-tokens', dir: join(import.meta.dirname, '..') });
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
 
 /** What a client holds after logging in: the headers for /me, and the refresh cookie if it got one. */
@@ -75,7 +68,7 @@ async function statusesAfterLogout(baseUrl: string, login: Login): Promise<{ me:
   return { me, refresh: refresh === 404 ? 'no /refresh' : refresh };
 }
 
-const meRows: ComparisonRow[] = [];
+const meRows: TableRow[] = [];
 for (const [name, baseUrl] of Object.entries(servers.urls)) {
   const login = await credentialsFor(baseUrl);
   const { headers } = login;
@@ -97,17 +90,24 @@ for (const [name, baseUrl] of Object.entries(servers.urls)) {
   });
   const commands = ((await servers.stats())[name] ?? 0) - before;
   const afterLogout = await statusesAfterLogout(baseUrl, login);
-  meRows.push({
-    name,
-    result,
-    evidence: {
+  meRows.push(
+    HTTP.row(name, result, {
       'Redis cmds/req': Math.round((commands / Math.max(1, result.requests)) * 100) / 100,
       '/me after logout': afterLogout.me,
       '/refresh after logout': afterLogout.refresh,
-    },
-  });
+    }),
+  );
 }
-printComparison('GET /me: a stateless JWT check vs a server-side session lookup', meRows);
+report.table('GET /me: a stateless JWT check vs a server-side session lookup', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'Redis cmds/req' },
+    { name: '/me after logout' },
+    { name: '/refresh after logout' },
+  ],
+  rows: meRows,
+  lesson: 'Redis cmds/req',
+});
 
 // One argon2id hash, timed alone in this process: the floor of every login's latency.
 const sample = await hash(ada.password, PASSWORD_HASH);
@@ -116,7 +116,7 @@ for (let i = 0; i < 5; i++) await verify(sample, ada.password);
 const hashMs = Math.round(((performance.now() - started) / 5) * 10) / 10;
 const params = `argon2id m=${PASSWORD_HASH.memoryCost / 1024} MiB t=${PASSWORD_HASH.timeCost} p=${PASSWORD_HASH.parallelism}`;
 
-const loginRows: ComparisonRow[] = [];
+const loginRows: TableRow[] = [];
 const solutionUrl = servers.urls.solution!;
 for (const [name, body] of [
   ['POST /login (right password)', loginBody],
@@ -137,72 +137,78 @@ for (const [name, body] of [
   const after = await servers.stats();
   const hashes = (after['password hashes'] ?? 0) - (before['password hashes'] ?? 0);
   const logins = (after['login requests'] ?? 0) - (before['login requests'] ?? 0);
-  loginRows.push({
-    name,
-    result,
-    evidence: {
+  loginRows.push(
+    HTTP.row(name, result, {
       hash: params,
-      'ms per hash': hashMs,
+      'per hash': hashMs,
       'hashes/login': Math.round((hashes / Math.max(1, logins)) * 100) / 100,
       statuses: JSON.stringify(result.statusCounts),
-    },
-  });
+    }),
+  );
 }
-printComparison('POST /login: the deliberate cost of a memory-hard password hash', loginRows);
+report.table('POST /login: the deliberate cost of a memory-hard password hash', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'hash' },
+    { name: 'per hash', unit: 'ms', kind: 'latency' },
+    { name: 'hashes/login' },
+    { name: 'statuses' },
+  ],
+  rows: loginRows,
+  lesson: 'hashes/login',
+});
 
 const [starter, solution, denyList, session] = meRows;
 const [, wrongPassword, unknownUser] = loginRows;
 if (starter && solution && denyList && session && wrongPassword && unknownUser) {
-  target(
+  report.target(
     'solution: Redis commands per GET /me (a signature check asks Redis nothing)',
-    Number(solution.evidence['Redis cmds/req']),
+    Number(solution.values['Redis cmds/req']),
     {
       exactly: 0,
     },
   );
-  target(
+  report.target(
     'session: status of /me after logout (logout takes effect at once)',
-    Number(session.evidence['/me after logout']),
+    Number(session.values['/me after logout']),
     {
       exactly: 401,
     },
   );
-  target('deny-list: status of /me after logout', Number(denyList.evidence['/me after logout']), { exactly: 401 });
+  report.target('deny-list: status of /me after logout', Number(denyList.values['/me after logout']), { exactly: 401 });
   // The stateless trade-off: the access token outlives logout until it expires.
-  target(
+  report.target(
     'solution: status of /me after logout (the access token lives on)',
-    Number(solution.evidence['/me after logout']),
+    Number(solution.values['/me after logout']),
     {
       exactly: 200,
     },
   );
-  target(
+  report.target(
     'solution: status of /refresh after logout (the refresh token ends at once)',
-    Number(solution.evidence['/refresh after logout']),
+    Number(solution.values['/refresh after logout']),
     {
       exactly: 401,
     },
   );
-  target(
+  report.target(
     'starter: status of /refresh after logout (its token refreshes on)',
-    Number(starter.evidence['/refresh after logout']),
+    Number(starter.values['/refresh after logout']),
     {
       exactly: 200,
     },
   );
   // Counted, not timed: equal work is what keeps the response time from revealing which usernames exist.
-  target('argon2id hashes per failed login, known user', Number(wrongPassword.evidence['hashes/login']), {
+  report.target('argon2id hashes per failed login, known user', Number(wrongPassword.values['hashes/login']), {
     exactly: 1,
   });
-  target('argon2id hashes per failed login, unknown user', Number(unknownUser.evidence['hashes/login']), {
+  report.target('argon2id hashes per failed login, unknown user', Number(unknownUser.values['hashes/login']), {
     exactly: 1,
   });
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'jwt-refresh-tokens', {
+const file = report.write({
   durationSec: DURATION_SEC,
   connections: { me: ME_CONNECTIONS, login: LOGIN_CONNECTIONS },
   hash: { params, msPerHash: hashMs },
-  me: meRows,
-  login: loginRows,
 });
 console.log(`Figures written to ${file}`);

@@ -1,13 +1,14 @@
 /**
  * Load script: the starter (1 + N queries), the DataLoader solution (2) and the single LATERAL query (1),
- * each at N = 10 and N = 100 authors per page, one autocannon run each, against the same seeded dataset
+ * each at N = 10 and N = 100 authors per page, in short rounds taken in turns, against the same seeded dataset
  * (5,000 authors, ~100,000 posts), first with PostgreSQL at loopback, then with it 1 ms away (each way)
  * behind the bench kit's latency proxy. Statements and rows per request come from the servers' pool
  * meters, the instrument the spec uses; the pool's wait per query and the share of the run it was
  * full say how much of a latency is queueing for one of the pool's connections.
  *
  * Targets, with the database 1 ms away: at N = 100 the solution serves at least 10x the starter's req/s
- * and its p50 is at most a tenth of the starter's. At every distance the solution runs as many
+ * and its p50 is at most a tenth of the starter's, each the median of the rounds' pairs (a slow moment
+ * of a shared machine spoils one pair, not the figure). At every distance the solution runs as many
  * statements per request at N = 100 as at N = 10. The loopback ratio is printed as a figure, not a
  * target: on a 2-core machine, where the load generator, the API, PostgreSQL and the kernel share the
  * cores, a loopback round trip costs tens of microseconds and the starter's 99 extra statements cost
@@ -17,21 +18,25 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import {
   benchDurationSec,
-  type ComparisonRow,
+  createReport,
   type Distances,
   distanceLabel,
-  figure,
   forkServers,
+  HTTP,
+  inRounds,
   type LoadResult,
-  printComparison,
+  mergeRounds,
+  pairedRatio,
   runLoad,
-  target,
+  type TableRow,
   withDistance,
-  writeResults,
 } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 
-const DURATION_SEC = benchDurationSec(3);
+const DURATION_SEC = benchDurationSec(5);
+/** Rounds per target, page size and distance, taken in turns; each a share of DURATION_SEC, at least 1 s. */
+const ROUNDS = 5;
+const ROUND_SEC = Math.max(1, Math.round(DURATION_SEC / ROUNDS));
 const CONNECTIONS = 8;
 const PAGE_SIZES = [10, 100];
 // One pool connection per load connection: a smaller pool makes a p50 partly queueing for a connection
@@ -44,13 +49,15 @@ const DISTANCES = [LOOPBACK, FAR];
 
 console.log(
   `N+1 load test: GET /api/authors?limit=N for N = ${PAGE_SIZES.join(' and ')}, ${CONNECTIONS} connections, ` +
-    `${DURATION_SEC} s per run, a pool of ${options.poolSize} connections per target; ` +
+    `${ROUNDS} rounds of ${ROUND_SEC} s per run taken in turns, a pool of ${options.poolSize} connections per target; ` +
     `PostgreSQL ${DISTANCES.map((d) => distanceLabel(d).slice(1, -1)).join(', then ')}.`,
 );
 
 /** What one run measured: the load client's figures and the servers' counters per request. */
 interface Measured {
   result: LoadResult;
+  /** Each round's figures, in the order the rounds ran (for the paired ratios). */
+  rounds: LoadResult[];
   statementsPerRequest: number;
   rowsPerRequest: number;
   /** Mean wait for one of the pool's connections, per checkout (a query). */
@@ -60,13 +67,16 @@ interface Measured {
 }
 const measured = new Map<string, Measured>();
 const keyOf = (target: string, n: number, label: string) => `${target} @ N=${n} ${label}`;
-const rows: ComparisonRow[] = [];
+const report = createReport({ lab: 'n-plus-one', dir: join(import.meta.dirname, '..') });
+const rows: TableRow[] = [];
 /** What each distance was and what the proxy applied, printed again under the table. */
 const distanceNotes: string[] = [];
+/** Per distance label: the mean delay the proxy applied each way (0 at loopback), the distance measured. */
+const appliedMs = new Map<string, number>();
 let targets: string[] = [];
 
 for (const distances of DISTANCES) {
-  await using far = await withDistance(distances);
+  await using far = report.distance(await withDistance(distances));
   console.log(`\nPostgreSQL ${far.label.slice(1, -1)}:`);
   for (const line of far.describe()) console.log(`  ${line}`);
   distanceNotes.push(...far.describe());
@@ -106,83 +116,137 @@ for (const distances of DISTANCES) {
     await runLoad({ name: target, url: pageUrl(target, 10), durationSec: 1, connections: CONNECTIONS });
   }
 
-  console.log('Measuring:');
-  for (const n of PAGE_SIZES) {
-    for (const target of targets) {
-      const name = `${target}, N=${n} ${far.label}`;
+  console.log(`Measuring (${ROUNDS} rounds of ${ROUND_SEC} s, the targets and page sizes taking turns):`);
+  const between = (a: Record<string, number>, b: Record<string, number>, key: string) => (b[key] ?? 0) - (a[key] ?? 0);
+  const runs = PAGE_SIZES.flatMap((n) => targets.map((target) => ({ target, n, key: `${target}|${n}` })));
+  const measuredRounds = await inRounds(
+    runs.map((r) => r.key),
+    ROUNDS,
+    async (key) => {
+      const { target, n } = runs.find((r) => r.key === key)!;
       const before = await settledStats();
       const result = await runLoad({
-        name,
+        name: `${target}, N=${n} ${far.label}`,
         url: pageUrl(target, n),
-        durationSec: DURATION_SEC,
+        durationSec: ROUND_SEC,
         connections: CONNECTIONS,
       });
       const atDeadline = await servers.stats();
       const after = await settledStats();
-      const between = (a: Record<string, number>, b: Record<string, number>, key: string) =>
-        (b[key] ?? 0) - (a[key] ?? 0);
-      const delta = (key: string) => between(before, after, `${target}.${key}`);
-      const round2 = (x: number) => Math.round(x * 100) / 100;
-      const per = (key: string, unit: string) => (delta(unit) > 0 ? round2(delta(key) / delta(unit)) : 0);
-      const runMs = between(before, atDeadline, 'clockMs');
-      const m: Measured = {
+      const delta = (name: string) => between(before, after, `${target}.${name}`);
+      return {
         result,
-        statementsPerRequest: per('statements', 'requests'),
-        rowsPerRequest: per('rows', 'requests'),
-        poolWaitMsPerQuery: per('poolWaitMs', 'checkouts'),
-        poolFullPercent:
-          runMs > 0 ? Math.round((100 * between(before, atDeadline, `${target}.poolFullMs`)) / runMs) : 0,
+        requests: delta('requests'),
+        statements: delta('statements'),
+        rows: delta('rows'),
+        checkouts: delta('checkouts'),
+        poolWaitMs: delta('poolWaitMs'),
+        poolFullMs: between(before, atDeadline, `${target}.poolFullMs`),
+        runMs: between(before, atDeadline, 'clockMs'),
       };
-      measured.set(keyOf(target, n, far.label), m);
-      rows.push({
-        name,
-        result,
-        evidence: {
-          'statements/request': m.statementsPerRequest,
-          'rows/request': m.rowsPerRequest,
-          'pool wait ms/query': m.poolWaitMsPerQuery,
-          'pool full %': m.poolFullPercent,
-          non2xx: result.requests - (result.statusCounts['200'] ?? 0),
-        },
-      });
-    }
+    },
+  );
+  for (const { target, n, key } of runs) {
+    const each = measuredRounds.get(key)!;
+    const name = `${target}, N=${n} ${far.label}`;
+    const sum = (pick: (r: (typeof each)[number]) => number) => each.reduce((total, r) => total + pick(r), 0);
+    const round2 = (x: number) => Math.round(x * 100) / 100;
+    const per = (part: number, whole: number) => (whole > 0 ? round2(part / whole) : 0);
+    const result = mergeRounds(
+      name,
+      each.map((r) => r.result),
+    );
+    const m: Measured = {
+      result,
+      rounds: each.map((r) => r.result),
+      statementsPerRequest: per(
+        sum((r) => r.statements),
+        sum((r) => r.requests),
+      ),
+      rowsPerRequest: per(
+        sum((r) => r.rows),
+        sum((r) => r.requests),
+      ),
+      poolWaitMsPerQuery: per(
+        sum((r) => r.poolWaitMs),
+        sum((r) => r.checkouts),
+      ),
+      poolFullPercent: Math.round(
+        per(
+          100 * sum((r) => r.poolFullMs),
+          sum((r) => r.runMs),
+        ),
+      ),
+    };
+    measured.set(keyOf(target, n, far.label), m);
+    rows.push(
+      HTTP.row(name, result, {
+        'statements/request': m.statementsPerRequest,
+        'rows/request': m.rowsPerRequest,
+        'pool wait/query': m.poolWaitMsPerQuery,
+        'pool full': m.poolFullPercent,
+        non2xx: result.requests - (result.statusCounts['200'] ?? 0),
+      }),
+    );
   }
   const applied = await far.applied();
   for (const line of applied) console.log(`  ${line}`);
   distanceNotes.push(...applied);
+  appliedMs.set(far.label, far.record?.services.postgres?.appliedMeanDelayMs ?? 0);
 }
 
-printComparison('N+1: a page of N authors with their 3 latest posts, PostgreSQL at loopback and 1 ms away', rows);
+report.table('N+1: a page of N authors with their 3 latest posts, PostgreSQL at loopback and 1 ms away', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'statements/request' },
+    { name: 'rows/request' },
+    { name: 'pool wait/query', unit: 'ms', kind: 'latency' },
+    { name: 'pool full', unit: '%' },
+    { name: 'non2xx' },
+  ],
+  rows,
+  lesson: 'statements/request',
+});
 for (const line of distanceNotes) console.log(line);
 
 const [starter, solution] = targets;
 const at = (target: string | undefined, n: number, distances: Distances) =>
   target === undefined ? undefined : measured.get(keyOf(target, n, distanceLabel(distances)));
-/** Solution ÷ starter at N = 100: req/s, and p50 (autocannon's whole milliseconds). */
+/** The median of `values`. */
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+/**
+ * Solution ÷ starter at N = 100, each the median of the rounds' pairs (the two ran moments apart):
+ * req/s, and p50 (sub-millisecond, from the load kit's own timing).
+ */
 const ratios = (distances: Distances) => {
   const s = at(starter, 100, distances);
   const d = at(solution, 100, distances);
   if (!s || !d) return undefined;
-  return {
-    starter: s.result,
-    solution: d.result,
-    rps: d.result.rps / Math.max(s.result.rps, 1e-9),
-    p50: d.result.p50Ms / Math.max(s.result.p50Ms, 1e-9),
-  };
+  const rps = pairedRatio(d.rounds, s.rounds);
+  const p50s = d.rounds.map((round, i) => round.p50Ms / Math.max(s.rounds[i]!.p50Ms, 1e-9));
+  console.log(
+    `  solution ÷ starter at N=100 ${distanceLabel(distances)}, per round: req/s ${rps.each.map((r) => r.toFixed(1)).join(', ')}; ` +
+      `p50 ${p50s.map((r) => r.toFixed(3)).join(', ')}`,
+  );
+  return { starter: s.result, solution: d.result, rps: rps.median, p50: median(p50s) };
 };
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits });
 
 const far = ratios(FAR);
 const farLabel = distanceLabel(FAR);
 if (far) {
-  target(`solution ÷ starter req/s at N=100 ${farLabel}`, far.rps, { atLeast: 10 }, 'x');
-  target(`solution p50 ÷ starter p50 at N=100 ${farLabel}`, far.p50, { atMost: 0.1 }, 'x');
+  report.target(`solution ÷ starter req/s at N=100 ${farLabel} (median of rounds)`, far.rps, { atLeast: 10 }, 'x');
+  report.target(`solution p50 ÷ starter p50 at N=100 ${farLabel} (median of rounds)`, far.p50, { atMost: 0.1 }, 'x');
 }
 for (const distances of DISTANCES) {
   const d10 = at(solution, 10, distances);
   const d100 = at(solution, 100, distances);
   if (d10 && d100) {
-    target(
+    report.target(
       `solution statements/request at N=100, as many as at N=10 ${distanceLabel(distances)}`,
       d100.statementsPerRequest,
       { exactly: d10.statementsPerRequest },
@@ -190,8 +254,8 @@ for (const distances of DISTANCES) {
   }
 }
 // A fast answer that is a 503 would flatter a target: every measured response must be a page.
-const non2xx = rows.reduce((sum, row) => sum + Number(row.evidence.non2xx), 0);
-target('responses other than 200 in the measured runs', non2xx, { exactly: 0 });
+const non2xx = rows.reduce((sum, row) => sum + Number(row.values.non2xx), 0);
+report.target('responses other than 200 in the measured runs', non2xx, { exactly: 0 });
 
 const near = ratios(LOOPBACK);
 if (near) {
@@ -201,32 +265,37 @@ if (near) {
       'Figures, not targets: at loopback a round trip costs tens of microseconds, so these ratios measure what a ' +
       'statement costs the CPUs the processes share, not round trips; the README explains.',
   );
-  figure('solution ÷ starter req/s at N=100 (loopback)', near.rps, 'x');
-  figure('solution p50 ÷ starter p50 at N=100 (loopback)', near.p50, 'x');
+  report.figure('solution ÷ starter req/s at N=100 (loopback, median of rounds)', near.rps, 'x');
+  report.figure('solution p50 ÷ starter p50 at N=100 (loopback, median of rounds)', near.p50, 'x');
 }
 
 // The physical bound at a distance: a request that waits for k statements one after another cannot take
-// less than k round trips (2 x the distance each). The DataLoader design waits for 2 (the page, then the
-// batch), the single LATERAL query for 1; each one's share is the bound over its measured p50 (autocannon's
-// whole milliseconds, so a share is approximate).
-const farMs = typeof FAR.postgres === 'number' ? FAR.postgres : 0;
-for (const design of targets.filter((t) => t !== starter)) {
+// less than k round trips, each twice the delay the proxy measured applying each way. The DataLoader
+// design waits for 2 (the page, then the batch), the single LATERAL query for 1; each one's share of its
+// p50 is the bound over that p50: near 1, the design spends its time on the wire; far below, elsewhere.
+const farMs = appliedMs.get(farLabel) ?? 0;
+console.log(`Round-trip bound at N=100 ${farLabel}: the proxy applied ${farMs.toFixed(2)} ms each way on average.`);
+for (const design of targets) {
   const m = at(design, 100, FAR);
   if (!m) continue;
-  const boundMs = m.statementsPerRequest * 2 * farMs;
-  figure(`${design}: round-trip bound at N=100 ${farLabel} (${m.statementsPerRequest} round trips)`, boundMs, 'ms');
-  figure(
-    `${design}: share of the bound (bound ÷ p50) at N=100 ${farLabel}`,
+  // The starter's statements run a pool's width at a time, so its wall of waits is N ÷ pool + 1 deep.
+  const depth =
+    design === starter ? Math.ceil((m.statementsPerRequest - 1) / options.poolSize) + 1 : m.statementsPerRequest;
+  const boundMs = depth * 2 * farMs;
+  report.figure(`${design}: round-trip bound at N=100 ${farLabel} (${depth} round trips in a row)`, boundMs, 'ms');
+  report.figure(
+    `${design}: share of its p50 the bound explains at N=100 ${farLabel}`,
     boundMs / Math.max(m.result.p50Ms, 1e-9),
     'x',
   );
 }
 
-const file = writeResults(join(import.meta.dirname, '..'), 'n-plus-one', {
+const file = report.write({
   options,
   durationSec: DURATION_SEC,
+  rounds: ROUNDS,
+  roundSec: ROUND_SEC,
   connections: CONNECTIONS,
   pageSizes: PAGE_SIZES,
-  rows,
 });
 console.log(`Figures written to ${file}`);

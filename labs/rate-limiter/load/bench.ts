@@ -9,18 +9,16 @@
 import { join } from 'node:path';
 import {
   benchDurationSec,
-  type ComparisonRow,
+  createReport,
   forkServers,
+  HTTP,
   inRounds,
   type LoadResult,
   mergeRounds,
   pairedRatio,
-  printComparison,
   runLoad,
-  target,
-  writeResults,
+  type TableRow,
 } from '@labs/bench';
-import { createRedisClient, resolveService } from '@labs/services';
 import type { BenchServerOptions } from './servers.ts';
 
 const DURATION_SEC = benchDurationSec(5);
@@ -38,6 +36,7 @@ console.log(
   `Rate limiter load test: ${options.instances} instances per target, limit ${options.limit} per ${options.windowMs} ms, ` +
     `${CONNECTIONS} connections, ${DURATION_SEC} s per target.`,
 );
+const report = createReport({ lab: 'rate-limiter', dir: join(import.meta.dirname, '..') });
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
 
 const TARGETS = ['bare', 'starter', 'solution', 'rate-limiter-flexible', 'express-rate-limit'];
@@ -87,18 +86,16 @@ const allowedOver = (name: string, policy: { limit: number; windowMs: number }, 
   const perRound = rounds.reduce((total, round) => total + bound(round.durationSec * 1000), 0);
   return Math.floor(Math.min(bound(to - from), perRound));
 };
-const redis = createRedisClient((await resolveService('redis', { log: null })).url);
-/** Script calls Redis has served so far (the limiters run GCRA as EVALSHA, rate-limiter-flexible as EVAL*). */
-async function scriptCalls(): Promise<number> {
-  const info = await redis.info('commandstats');
-  return [...info.matchAll(/^cmdstat_(?:evalsha|eval|evalsha_ro|eval_ro):calls=(\d+)/gm)].reduce(
-    (n, m) => n + Number(m[1]),
-    0,
-  );
+/**
+ * Redis commands `target`'s own clients have sent so far, counted by the clients themselves (servers.ts):
+ * never Redis's server-wide counters, which count whatever else shares that Redis too.
+ */
+async function redisCalls(target: string): Promise<number> {
+  return (await servers.stats())[`${target}.redisCalls`] ?? 0;
 }
 
 const mainRounds = await inRounds(TARGETS, ROUNDS, async (target) => {
-  const calls = await scriptCalls();
+  const calls = await redisCalls(target);
   const result = await track(target, () =>
     runLoad({
       name: target,
@@ -109,9 +106,9 @@ const mainRounds = await inRounds(TARGETS, ROUNDS, async (target) => {
       headers: { 'x-api-key': `bench-${target}` },
     }),
   );
-  return { result, redisCalls: (await scriptCalls()) - calls };
+  return { result, redisCalls: (await redisCalls(target)) - calls };
 });
-const rows: ComparisonRow[] = TARGETS.map((target) => {
+const rows: TableRow[] = TARGETS.map((target) => {
   const measured = mainRounds.get(target)!;
   const result = mergeRounds(
     target,
@@ -124,20 +121,27 @@ const rows: ComparisonRow[] = TARGETS.map((target) => {
     measured.map((m) => m.result),
   );
   const redisCalls = measured.reduce((total, m) => total + m.redisCalls, 0);
-  return {
-    name: target,
-    result,
-    evidence: {
-      admitted,
-      '429s': result.statusCounts['429'] ?? 0,
-      allowed: target === 'bare' ? '-' : allowed,
-      'over-admitted': target === 'bare' ? '-' : Math.max(0, admitted - allowed),
-      'Redis calls per request': target === 'bare' || target === 'starter' ? '-' : redisCalls / result.requests,
-    },
-  };
+  return HTTP.row(target, result, {
+    admitted,
+    '429s': result.statusCounts['429'] ?? 0,
+    allowed: target === 'bare' ? '-' : allowed,
+    'over-admitted': target === 'bare' ? '-' : Math.max(0, admitted - allowed),
+    'Redis calls per request': target === 'bare' ? '-' : redisCalls / result.requests,
+  });
 });
 
-printComparison('Rate limiter: three instances, one shared limit', rows, { lesson: 'over-admitted' });
+report.table('Rate limiter: three instances, one shared limit', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'admitted' },
+    { name: '429s' },
+    { name: 'allowed' },
+    { name: 'over-admitted' },
+    { name: 'Redis calls per request' },
+  ],
+  rows,
+  lesson: 'over-admitted',
+});
 /** Each round's results of a target in the main table. */
 const roundsOf = (target: string) => mainRounds.get(target)!.map((m) => m.result);
 /** Prints one pair's per-round ratios, so a reader sees how much the rounds agreed. */
@@ -150,33 +154,38 @@ const ratioOf = (a: LoadResult[], b: LoadResult[]) => {
 // Every Redis limiter here makes one round trip per request (a 1 ms emission interval leaves the
 // solution's deny cache little to do), so the solution must at least match the libraries a user would
 // pick instead; its edge is exactness, and the flood below.
-target(
+report.target(
   'solution ÷ rate-limiter-flexible req/s (median of rounds)',
   ratioOf(roundsOf('solution'), roundsOf('rate-limiter-flexible')),
   { atLeast: 1 },
   'x',
 );
 // express-rate-limit with rate-limit-redis: the limiter most Express apps mount, one script call per request.
-target(
+report.target(
   'solution ÷ express-rate-limit req/s (median of rounds)',
   ratioOf(roundsOf('solution'), roundsOf('express-rate-limit')),
   { atLeast: 1 },
   'x',
 );
-const p99Of = (target: string) => rows[TARGETS.indexOf(target)]!.result.p99Ms;
-target('solution p99 ÷ express-rate-limit p99', p99Of('solution') / p99Of('express-rate-limit'), { atMost: 1 }, 'x');
-target(
+const p99Of = (target: string) => Number(rows[TARGETS.indexOf(target)]!.values.p99);
+report.target(
+  'solution p99 ÷ express-rate-limit p99',
+  p99Of('solution') / p99Of('express-rate-limit'),
+  { atMost: 1 },
+  'x',
+);
+report.target(
   'solution ÷ bare req/s (median of rounds)',
   ratioOf(roundsOf('solution'), roundsOf('bare')),
   { atLeast: 0.6 },
   'x',
 );
-target('requests the solution over-admitted', Number(rows[2]?.evidence['over-admitted']), { exactly: 0 });
+report.target('requests the solution over-admitted', Number(rows[2]?.values['over-admitted']), { exactly: 0 });
 
 // The flood: one abusive key hammers all three instances while well-behaved clients (many keys, each far
 // under its limit, a steady 300 req/s in all) keep using the API. A limiter that asks Redis about every
 // denied request spends its capacity on the abuser; one that remembers a denial until its Retry-After
-// answers the abuser locally. Redis's own command counter says how many round trips a denial cost.
+// answers the abuser locally. Each target's clients count their own commands: what a denial cost.
 const FLOOD_CONNECTIONS = 40;
 // 300 keys at 300 req/s in all: one request a second each, so none comes near 100 a minute.
 const WELL_BEHAVED = { connections: 6, rate: 300, keys: 300 };
@@ -187,7 +196,7 @@ console.log(
 const FLOOD_TARGETS = ['bare', 'solution', 'rate-limiter-flexible', 'express-rate-limit'];
 const floodRounds = await inRounds(FLOOD_TARGETS, ROUNDS, async (name) => {
   let n = 0;
-  const calls = await scriptCalls();
+  const calls = await redisCalls(`flood-${name}`);
   const [flood, polite] = await track(`flood-${name}`, () =>
     Promise.all([
       runLoad({
@@ -216,10 +225,10 @@ const floodRounds = await inRounds(FLOOD_TARGETS, ROUNDS, async (name) => {
     ]),
   );
   // Every well-behaved request costs one script call; what is left was spent on the abuser.
-  const spentOnFlood = Math.max(0, (await scriptCalls()) - calls - polite.requests);
+  const spentOnFlood = Math.max(0, (await redisCalls(`flood-${name}`)) - calls - polite.requests);
   return { flood, polite, spentOnFlood };
 });
-const floodRows: ComparisonRow[] = FLOOD_TARGETS.map((name) => {
+const floodRows: TableRow[] = FLOOD_TARGETS.map((name) => {
   const measured = floodRounds.get(name)!;
   const flood = mergeRounds(
     `${name} (flood)`,
@@ -232,53 +241,59 @@ const floodRows: ComparisonRow[] = FLOOD_TARGETS.map((name) => {
   const spentOnFlood = measured.reduce((total, m) => total + m.spentOnFlood, 0);
   const denied = flood.statusCounts['429'] ?? 0;
   const admitted = flood.statusCounts['200'] ?? 0;
-  return {
-    name: `${name} (flood)`,
-    result: flood,
-    evidence: {
-      denied,
-      'over-admitted':
-        name === 'bare'
-          ? '-'
-          : Math.max(
-              0,
-              admitted -
-                allowedOver(
-                  `flood-${name}`,
-                  options.flood,
-                  measured.map((m) => m.flood),
-                ),
-            ),
-      'Redis calls per denial': name === 'bare' ? '-' : denied > 0 ? spentOnFlood / denied : 0,
-      'well-behaved p99 ms': polite.p99Ms,
-      'well-behaved 2xx': polite.statusCounts['200'] ?? 0,
-      'well-behaved 429s': polite.statusCounts['429'] ?? 0,
-    },
-  };
+  return HTTP.row(`${name} (flood)`, flood, {
+    denied,
+    'over-admitted':
+      name === 'bare'
+        ? '-'
+        : Math.max(
+            0,
+            admitted -
+              allowedOver(
+                `flood-${name}`,
+                options.flood,
+                measured.map((m) => m.flood),
+              ),
+          ),
+    'Redis calls per denial': name === 'bare' ? '-' : denied > 0 ? spentOnFlood / denied : 0,
+    'well-behaved p99': polite.p99Ms,
+    'well-behaved 2xx': polite.statusCounts['200'] ?? 0,
+    'well-behaved 429s': polite.statusCounts['429'] ?? 0,
+  });
 });
-redis.disconnect();
-printComparison('Flood: one abusive key, three instances, well-behaved clients beside it', floodRows);
+report.table('Flood: one abusive key, three instances, well-behaved clients beside it', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'denied' },
+    { name: 'over-admitted' },
+    { name: 'Redis calls per denial' },
+    { name: 'well-behaved p99', unit: 'ms', kind: 'latency' },
+    { name: 'well-behaved 2xx' },
+    { name: 'well-behaved 429s' },
+  ],
+  rows: floodRows,
+  lesson: 'over-admitted',
+});
 const [, solutionFlood] = floodRows;
 if (solutionFlood) {
   const floodRoundsOf = (name: string) => floodRounds.get(name)!.map((m) => m.flood);
-  target(
+  report.target(
     'solution ÷ bare req/s during the flood (median of rounds)',
     ratioOf(floodRoundsOf('solution'), floodRoundsOf('bare')),
     { atLeast: 0.85 },
     'x',
   );
-  target('Redis calls per denied request during the flood', Number(solutionFlood.evidence['Redis calls per denial']), {
-    atMost: 0.1,
-  });
-  target('requests the solution over-admitted during the flood', Number(solutionFlood.evidence['over-admitted']), {
+  report.target(
+    'Redis calls per denied request during the flood',
+    Number(solutionFlood.values['Redis calls per denial']),
+    {
+      atMost: 0.1,
+    },
+  );
+  report.target('requests the solution over-admitted during the flood', Number(solutionFlood.values['over-admitted']), {
     exactly: 0,
   });
 }
 
-const file = writeResults(join(import.meta.dirname, '..'), 'rate-limiter', {
-  options,
-  durationSec: DURATION_SEC,
-  connections: CONNECTIONS,
-  rows: [...rows, ...floodRows],
-});
+const file = report.write({ options, durationSec: DURATION_SEC, connections: CONNECTIONS, rounds: ROUNDS });
 console.log(`Figures written to ${file}`);

@@ -12,7 +12,6 @@ import { stopServices } from '@labs/services';
 import { openLab } from '@labs/lab-kit';
 import rateLimiterLab from '../server/lab.ts';
 import { LIMITER_REDIS_OPTIONS } from '../server/redis.ts';
-import { createApp } from '../server/app.ts';
 import type { Decision, RateLimiter } from '../server/limiter.ts';
 import { createRateLimiter as starterLimiter } from '../src/rate-limiter.ts';
 import { createRateLimiter as solutionLimiter } from '../solution/rate-limiter.ts';
@@ -77,12 +76,30 @@ function expressLimiter(redis: Redis, limit: number, windowMs: number, prefix: s
   });
 }
 
+/**
+ * Counts the commands `client` sends, as the client sees them (each script call, each GET or SET):
+ * one target's clients count that target's calls alone, where Redis's server-wide counters would add
+ * every other target's, and anything else using the same Redis.
+ */
+function countCommands(client: Redis, counts: Record<string, number>, key: string): Redis {
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+    counts[key] = (counts[key] ?? 0) + 1;
+    return send(...args);
+  }) as Redis['sendCommand'];
+  return client;
+}
+
 export async function start(options: BenchServerOptions) {
   const { instances } = options;
   // One context for every target: one Redis, clients closed and keys deleted when the run ends.
   const lab = await openLab(rateLimiterLab, { purpose: 'bench' });
   const { prefix } = lab.context;
-  const redis = () => lab.context.redis(LIMITER_REDIS_OPTIONS);
+  /** Redis commands per target (`<target>.redisCalls`), counted by each target's own clients. */
+  const counts: Record<string, number> = {};
+  let target = '';
+  const redis = async () =>
+    countCommands(await lab.context.redis(LIMITER_REDIS_OPTIONS), counts, `${target}.redisCalls`);
   /** Each target's limiter under `policy`, its keys under a prefix of its own. */
   const builders = (
     policy: Policy,
@@ -101,14 +118,18 @@ export async function start(options: BenchServerOptions) {
     ['flood-', options.flood],
   ] as const) {
     for (const [name, build] of Object.entries(builders(policy, tag))) {
+      target = `${tag}${name}`;
+      counts[`${target}.redisCalls`] = 0;
       for (let i = 0; i < instances; i++) {
-        const built = await build();
-        // "bare" is the same API with no limiter at all: the ceiling the others are measured against.
-        const limiting = typeof built === 'function' ? { limitWith: built } : { limiter: built };
-        const app = createApp({ ...limiting, ...policy, instance: `${name}-${i + 1}` });
-        urls[`${tag}${name}#${i}`] = (await lab.context.listen(app)).url;
+        // "bare" (null) is the same API with no limiter at all: the ceiling the others are measured against.
+        const built = await rateLimiterLab.build(lab.context, {
+          ...policy,
+          limitWith: (await build()) ?? null,
+          instance: `${name}-${i + 1}`,
+        });
+        urls[`${target}#${i}`] = (await lab.context.listen(built)).url;
       }
     }
   }
-  return { urls, close: () => lab.close().then(stopServices) };
+  return { urls, stats: () => counts, close: () => lab.close().then(stopServices) };
 }

@@ -13,13 +13,14 @@
 import { join } from 'node:path';
 import {
   benchDurationSec,
-  type ComparisonRow,
+  createReport,
   forkServers,
+  HTTP,
   type LoadResult,
-  printComparison,
+  mergeRounds,
   runLoad,
-  target,
-  writeResults,
+  type TableRow,
+  type Value,
 } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 import { mixedRequests, seededTenant, zipf } from './workload.ts';
@@ -32,6 +33,7 @@ console.log(
   `Sharding load test: ${options.tenants * options.notesPerTenant} notes (${options.tenants} tenants) on 4 shards per router, ` +
     `${CONNECTIONS} connections, ${DURATION_SEC} s per phase. Seeding takes a little while.`,
 );
+const report = createReport({ lab: 'sharding', dir: join(import.meta.dirname, '..') });
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
 const { control } = servers.urls;
 
@@ -52,8 +54,8 @@ const load = (name: string, url: string, pick: () => string, durationSec = DURAT
   runLoad({ name, url, durationSec, connections: CONNECTIONS, requests: mixedRequests(pick) });
 /**
  * Load in one-second runs until `done` settles, for at least DURATION_SEC: a reshard takes as long
- * as it takes, and "during" must cover all of it. The runs are merged into one result: counts add up,
- * p50 is their request-weighted mean, and p99 is the worst run's (an upper bound).
+ * as it takes, and "during" must cover all of it. The runs are merged into one result (mergeRounds:
+ * counts add up, p50 is the runs' median, p99 the worst run's, an upper bound).
  */
 async function loadUntil(name: string, url: string, pick: () => string, done: Promise<unknown>): Promise<LoadResult> {
   let finished = false;
@@ -67,48 +69,19 @@ async function loadUntil(name: string, url: string, pick: () => string, done: Pr
     runs.push(run);
     seconds += run.durationSec;
   }
-  const requests = runs.reduce((n, r) => n + r.requests, 0);
-  const statusCounts: Record<string, number> = {};
-  for (const run of runs) {
-    for (const [status, count] of Object.entries(run.statusCounts))
-      statusCounts[status] = (statusCounts[status] ?? 0) + count;
-  }
-  return {
-    name,
-    requests,
-    rps: requests / seconds,
-    p50Ms: runs.reduce((sum, r) => sum + r.p50Ms * r.requests, 0) / Math.max(1, requests),
-    p99Ms: Math.max(...runs.map((r) => r.p99Ms)),
-    errors: runs.reduce((n, r) => n + r.errors, 0),
-    statusCounts,
-    durationSec: seconds,
-    loadGeneratorBusy: Math.max(...runs.map((r) => r.loadGeneratorBusy)),
-  };
+  return mergeRounds(name, runs);
 }
 const maxOverMean = (values: number[]) => Math.max(...values) / (values.reduce((a, b) => a + b, 0) / values.length);
-const pct = (share: number) => `${(share * 100).toFixed(1)}%`;
+const pct = (share: number) => Math.round(share * 1000) / 10;
+const round2 = (n: number) => Math.round(n * 100) / 100;
 
 console.log('Warming up:');
 for (const world of ['starter', 'solution']) await load(world, servers.urls[world]!, anySeeded, 1);
 
 console.log('Measuring:');
-const rows: ComparisonRow[] = [];
-const blank: Record<string, string | number> = {
-  'read p99 ms': '-',
-  'write p99 ms': '-',
-  'rows moved': '-',
-  'keys moved': '-',
-  'max/mean rows': '-',
-  'switch pause ms': '-',
-  'writes lost': '-',
-  'hot shard share': '-',
-};
-const add = (name: string, result: LoadResult, s: Stats, evidence: Record<string, string | number>) =>
-  rows.push({
-    name,
-    result,
-    evidence: { ...blank, 'read p99 ms': s.readP99Ms.toFixed(1), 'write p99 ms': s.writeP99Ms.toFixed(1), ...evidence },
-  });
+const rows: TableRow[] = [];
+const add = (name: string, result: LoadResult, s: Stats, evidence: Record<string, Value>) =>
+  rows.push(HTTP.row(name, result, { 'read p99': s.readP99Ms, 'write p99': s.writeP99Ms, ...evidence }));
 
 const reshards: Record<string, { rowsMoved: number; pauseMs: number; durationMs: number }> = {};
 for (const world of ['starter', 'solution']) {
@@ -116,20 +89,20 @@ for (const world of ['starter', 'solution']) {
   await reset(world);
   const before = await load(`${world}: before`, url, anySeeded);
   const beforeStats = await stats(world);
-  add(`${world}: before`, before, beforeStats, { 'max/mean rows': maxOverMean(beforeStats.rowsByShard).toFixed(2) });
+  add(`${world}: before`, before, beforeStats, { 'max/mean rows': round2(maxOverMean(beforeStats.rowsByShard)) });
 
   await reset(world);
-  const reshard = fetch(`${url}/api/admin/shards`, { method: 'POST' }).then(
+  const reshardDone = fetch(`${url}/api/admin/shards`, { method: 'POST' }).then(
     (r) => r.json() as Promise<{ rowsMoved: number; pauseMs: number; durationMs: number }>,
   );
-  const during = await loadUntil(`${world}: during reshard`, url, anySeeded, reshard);
-  const report = await reshard;
-  reshards[world] = report;
+  const during = await loadUntil(`${world}: during reshard`, url, anySeeded, reshardDone);
+  const reshard = await reshardDone;
+  reshards[world] = reshard;
   const duringStats = await stats(world, true);
   add(`${world}: during reshard`, during, duringStats, {
-    'rows moved': report.rowsMoved,
+    'rows moved': reshard.rowsMoved,
     'keys moved': pct(duringStats.keysMovedShare ?? 0),
-    'switch pause ms': world === 'starter' ? 'none' : report.pauseMs,
+    'switch pause': world === 'starter' ? 'none' : reshard.pauseMs,
     'writes lost': duringStats.writesLost ?? 0,
   });
 
@@ -137,7 +110,7 @@ for (const world of ['starter', 'solution']) {
   const after = await load(`${world}: after`, url, anySeeded);
   const afterStats = await stats(world, true);
   add(`${world}: after`, after, afterStats, {
-    'max/mean rows': maxOverMean(afterStats.rowsByShard).toFixed(2),
+    'max/mean rows': round2(maxOverMean(afterStats.rowsByShard)),
     'writes lost': afterStats.writesLost ?? 0,
   });
 }
@@ -164,7 +137,19 @@ for (const phase of ['zipf: one bucket per tenant', 'zipf: top 3 split x8']) {
   add(phase, result, s, { 'hot shard share': pct(share) });
 }
 
-printComparison('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', rows, {
+report.table('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', {
+  columns: [
+    ...HTTP.columns,
+    { name: 'read p99', unit: 'ms', kind: 'latency' },
+    { name: 'write p99', unit: 'ms', kind: 'latency' },
+    { name: 'rows moved' },
+    { name: 'keys moved', unit: '%' },
+    { name: 'max/mean rows' },
+    { name: 'switch pause', unit: 'ms' },
+    { name: 'writes lost' },
+    { name: 'hot shard share', unit: '%' },
+  ],
+  rows,
   lesson: 'rows moved',
 });
 console.log(
@@ -172,32 +157,18 @@ console.log(
     `each "during" row is the load that ran all that time (its p99: the worst second's). Uniform traffic would give each of 5 shards 20%.`,
 );
 const solutionRows = rows.filter((r) => r.name.startsWith('solution'));
-const lost = solutionRows.reduce(
-  (n, r) => n + (typeof r.evidence['writes lost'] === 'number' ? r.evidence['writes lost'] : 0),
-  0,
-);
-target('acknowledged writes the solution lost across the reshard', lost, { exactly: 0 });
-const moved = String(rows.find((r) => r.name === 'solution: during reshard')?.evidence['keys moved']);
-target(
-  'share of keys the solution moved when a fifth shard joined four',
-  Number.parseFloat(moved),
-  { atMost: 25 },
-  '%',
-);
-const evenness = Number(rows.find((r) => r.name === 'solution: after')?.evidence['max/mean rows']);
-target("solution's busiest shard after the reshard, as a multiple of the mean", evenness, { atMost: 1.25 }, 'x');
+const lost = solutionRows.reduce((n, r) => n + Number(r.values['writes lost'] ?? 0), 0);
+report.target('acknowledged writes the solution lost across the reshard', lost, { exactly: 0 });
+const moved = Number(rows.find((r) => r.name === 'solution: during reshard')?.values['keys moved']);
+report.target('share of keys the solution moved when a fifth shard joined four', moved, { atMost: 25 }, '%');
+const evenness = Number(rows.find((r) => r.name === 'solution: after')?.values['max/mean rows']);
+report.target("solution's busiest shard after the reshard, as a multiple of the mean", evenness, { atMost: 1.25 }, 'x');
 // Splitting the 3 hottest tenants must lower the busiest shard's share of the statements.
-target(
-  `busiest shard's share of statements after splitting the 3 hottest tenants ÷ before (${pct(shares[0]!)} before)`,
+report.target(
+  `busiest shard's share of statements after splitting the 3 hottest tenants ÷ before (${pct(shares[0]!)}% before)`,
   shares[1]! / shares[0]!,
   { atMost: 0.99 },
   'x',
 );
-const file = writeResults(join(import.meta.dirname, '..'), 'sharding', {
-  options,
-  durationSec: DURATION_SEC,
-  connections: CONNECTIONS,
-  reshards,
-  rows,
-});
+const file = report.write({ options, durationSec: DURATION_SEC, connections: CONNECTIONS, reshards });
 console.log(`Figures written to ${file}`);

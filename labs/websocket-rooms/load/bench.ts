@@ -3,15 +3,15 @@
  * driven by the WebSocket load generator in ./ws-load.ts. Each target runs twice: with every client
  * reading, then with one more client that joins every room and stops reading.
  *
- * In the table, "req/s" is messages delivered per second (one message to one member is one delivery),
- * p50/p99 are publish-to-receive latencies, and delivered/exp. is deliveries over (messages sent x
+ * The table has the bench kit's MESSAGES columns: messages delivered per second (one message to one
+ * member is one delivery), publish-to-receive p50/p99, connection errors; delivered/exp. is deliveries over (messages sent x
  * members of their room). "server RSS +MB" is the child process's memory growth during the run
  * (process.memoryUsage().rss, which also moves with garbage collection); "queued MB" is the most bytes
  * the instances held in send buffers at once (the sum of ws bufferedAmount): the slow client's cost.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { benchDurationSec, type ComparisonRow, forkServers, printComparison, target, writeResults } from '@labs/bench';
+import { benchDurationSec, createReport, forkServers, MESSAGES, type TableRow } from '@labs/bench';
 import { issueToken } from '../server/token.ts';
 import type { BenchServerOptions } from './servers.ts';
 import { runWsLoad } from './ws-load.ts';
@@ -31,7 +31,8 @@ console.log(
   `WebSocket rooms load test: 3 instances per target, ${CLIENTS} clients in ${ROOMS} rooms of ${CLIENTS / ROOMS}, ` +
     `${RATE} messages/s of ${MESSAGE_BYTES / 1024} KiB, ${DURATION_SEC} s per run; send-buffer cap ${SEND_BUFFER_CAP / 1024} KiB.`,
 );
-const rows: ComparisonRow[] = [];
+const report = createReport({ lab: 'websocket-rooms', dir: join(import.meta.dirname, '..') });
+const rows: TableRow[] = [];
 const queuedPeak: Record<string, number> = {};
 for (const which of ['starter', 'solution'] as const) {
   const options: BenchServerOptions = { target: which, instances: 3, tokenSecret, sendBufferCap: SEND_BUFFER_CAP };
@@ -60,40 +61,50 @@ for (const which of ['starter', 'solution'] as const) {
     });
     queuedPeak[name] = queued;
     rows.push({
-      name,
-      result,
-      evidence: {
+      ...MESSAGES.row(name, result, {
         clients: slowClient ? `${CLIENTS} + 1` : CLIENTS,
         'sent/s': Math.round(result.sent / result.durationSec),
         'delivered/exp.': result.expected === 0 ? 0 : Math.round((result.delivered / result.expected) * 1000) / 1000,
         'server RSS +MB': MB(rssPeak - (before.rssBytes ?? 0)),
-        'queued MB': MB(queued),
+        queued: MB(queued),
         'slow client': slowClient ? (result.slowClientEnd === '4008' ? 'closed 4008' : result.slowClientEnd) : '-',
-      },
+      }),
+      loadGeneratorBusy: result.loadGeneratorBusy,
     });
   }
 }
 
-printComparison('WebSocket rooms: req/s = messages delivered per second, latency = publish to receive', rows);
+report.table('WebSocket rooms: messages delivered per second, latency from publish to receive', {
+  columns: [
+    ...MESSAGES.columns,
+    { name: 'clients' },
+    { name: 'sent/s' },
+    { name: 'delivered/exp.' },
+    { name: 'server RSS +MB' },
+    { name: 'queued', unit: 'MB' },
+    { name: 'slow client' },
+  ],
+  rows,
+  lesson: 'queued',
+});
 const row = (name: string) => rows.find((r) => r.name === name);
 const solution = row('solution');
 const solutionSlow = row('solution + 1 slow client');
 if (solution && solutionSlow) {
-  target('solution delivered/expected', solution.evidence['delivered/exp.'] as number, { exactly: 1 });
-  target(
+  report.target('solution delivered/expected', Number(solution.values['delivered/exp.']), { exactly: 1 });
+  report.target(
     'solution: most bytes queued with a slow client, in MB',
     MB(queuedPeak['solution + 1 slow client'] ?? 0),
     { atMost: MB(SEND_BUFFER_CAP + 512 * 1024) },
     'MB',
   );
 }
-const file = writeResults(join(import.meta.dirname, '..'), 'websocket-rooms', {
+const file = report.write({
   durationSec: DURATION_SEC,
   clients: CLIENTS,
   rooms: ROOMS,
   rate: RATE,
   messageBytes: MESSAGE_BYTES,
   sendBufferCap: SEND_BUFFER_CAP,
-  rows,
 });
 console.log(`Figures written to ${file}`);

@@ -10,7 +10,7 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
-import type { LoadResult } from '@labs/bench';
+import type { RateFigures } from '@labs/bench';
 import type { ServerFrame } from '../server/protocol.ts';
 
 export interface WsLoadOptions {
@@ -33,7 +33,12 @@ export interface WsLoadOptions {
   sample?: () => Promise<void>;
 }
 
-export interface WsLoadResult extends LoadResult {
+/** One run's figures: the bench kit's MESSAGES figures (deliveries per second of sending, publish-to-receive ms, connection errors) and the counts behind them. */
+export interface WsLoadResult extends RateFigures {
+  name: string;
+  durationSec: number;
+  /** Event-loop utilisation of the load generator, 0..1. */
+  loadGeneratorBusy: number;
   clients: number;
   sent: number;
   delivered: number;
@@ -187,13 +192,11 @@ export async function runWsLoad(options: WsLoadOptions): Promise<WsLoadResult> {
   process.stderr.write(` ${Math.round(delivered / sendSec)} delivered/s, generator busy ${Math.round(busy * 100)}%\n`);
   return {
     name,
-    requests: delivered,
     // Per second of sending: what arrives while draining was sent during it.
-    rps: delivered / sendSec,
+    perSec: delivered / sendSec,
     p50Ms: quantile(sorted, 0.5),
     p99Ms: quantile(sorted, 0.99),
-    errors,
-    statusCounts: {},
+    failed: errors,
     durationSec: sendSec,
     loadGeneratorBusy: busy,
     clients,

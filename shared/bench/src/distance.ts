@@ -5,7 +5,7 @@
  * `lab serve --latency` calls {@link openDistance} (the proxies run in the command line's process).
  */
 import { SERVICE_KINDS, SERVICES, type ServiceInfo, type ServiceKind } from '@labs/services';
-import { type DistanceRecord, recorded } from './recorded.ts';
+import type { DistanceRecord } from './table.ts';
 import { forkServers } from './servers.ts';
 import {
   describeOverhead,
@@ -130,6 +130,8 @@ export interface Distance extends AsyncDisposable {
   readonly distances: Distances;
   /** The proxy's own cost per round trip, measured as the proxies started (absent at loopback). */
   readonly overhead: ProxyOverhead | undefined;
+  /** What the report shows of it (absent at loopback); `applied()` fills in the delay really applied. */
+  readonly record?: DistanceRecord;
   /** Lines to print before a run: what distance is simulated, and the proxy's own cost. */
   describe(): string[];
   /** Lines to print after a run: the delay each proxy actually applied (timers round up). */
@@ -281,7 +283,7 @@ export async function withDistance(distances: Distances): Promise<Distance> {
     proxiedUs: initial['overhead.proxiedUs'] ?? 0,
     overheadUs: initial['overhead.overheadUs'] ?? 0,
   };
-  // Recorded for writeResults: the report says how far the services were and what the proxy cost.
+  // For the report (Report.distance): how far the services were and what the proxy cost.
   const record: DistanceRecord = {
     label,
     services: Object.fromEntries(
@@ -289,7 +291,6 @@ export async function withDistance(distances: Distances): Promise<Distance> {
     ),
     proxyOverheadUs: overhead.overheadUs,
   };
-  recorded.distances.push(record);
   const applied = async () => {
     const flat = await proxyProcess.stats();
     const lines: string[] = [];
@@ -311,6 +312,7 @@ export async function withDistance(distances: Distances): Promise<Distance> {
     label,
     distances,
     overhead,
+    record,
     describe: () => [...describeDistances(distances), describeOverhead(overhead)],
     applied,
     close,

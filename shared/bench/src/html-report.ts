@@ -8,7 +8,16 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { SATURATED } from './load.ts';
 import type { MachineInfo } from './machine.ts';
-import type { Comparison, DistanceRecord, FigureRecord, TargetRecord } from './recorded.ts';
+import {
+  type Column,
+  cellText,
+  type DistanceRecord,
+  type FigureRecord,
+  figureText,
+  header,
+  type ReportTable,
+  type TargetRecord,
+} from './table.ts';
 
 /** Everything one report shows. */
 export interface HtmlReportInput {
@@ -16,14 +25,14 @@ export interface HtmlReportInput {
   /** When the figures were written (ISO 8601). */
   at: string;
   machine: MachineInfo;
-  comparisons: readonly Comparison[];
+  tables: readonly ReportTable[];
   targets: readonly TargetRecord[];
   /** Figures recorded without a threshold. */
   figures?: readonly FigureRecord[];
   /** The distances the services were put at (none: everything ran on loopback). */
   distances: readonly DistanceRecord[];
-  /** What the script passed to writeResults: shown as its settings, less the rows already charted. */
-  data: unknown;
+  /** The script's settings, shown folded. */
+  settings?: Record<string, unknown>;
 }
 
 let chartJs: string | undefined;
@@ -43,57 +52,79 @@ function chartJsSource(): string {
 const escapeHtml = (text: string) =>
   text.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch] ?? ch);
 
-const num = (n: number, digits = 0) =>
-  n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-
-const cell = (value: string | number | undefined) =>
-  typeof value === 'number' ? num(value, Number.isInteger(value) ? 0 : 2) : escapeHtml(value ?? '-');
-
 /**
- * The evidence column a comparison's report opens with: the one the lab names, else the first whose
- * rows hold figures. Undefined when no column has figures (the req/s chart then comes first).
+ * The column a table's report opens with: the one the lab names, else the first evidence (`count`)
+ * column whose rows hold figures. Undefined when none has figures (throughput then comes first).
  */
-export function lessonOf(comparison: Comparison): string | undefined {
-  const keys = [...new Set(comparison.rows.flatMap((r) => Object.keys(r.evidence)))];
-  const figures = (key: string) => comparison.rows.some((r) => typeof r.evidence[key] === 'number');
-  if (comparison.lesson && figures(comparison.lesson)) return comparison.lesson;
-  return keys.find(figures);
+export function lessonOf(table: Pick<ReportTable, 'columns' | 'rows' | 'lesson'>): string | undefined {
+  const figures = (name: string) => table.rows.some((r) => typeof r.values[name] === 'number');
+  if (table.lesson && figures(table.lesson)) return table.lesson;
+  return table.columns.find((c) => (c.kind ?? 'count') === 'count' && figures(c.name))?.name;
 }
 
-function comparisonSection(comparison: Comparison, index: number): string {
-  const { title, rows } = comparison;
-  const evidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.evidence)))];
-  const head = ['', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...evidenceKeys].map((h) => `<th>${escapeHtml(h)}</th>`);
+/** The charts of one table, in the order they are shown: the lesson, then each rate, then latencies. */
+function chartsOf(
+  table: ReportTable,
+): { id: string; title: string; unit: string; columns: Column[]; lesson: boolean }[] {
+  const lesson = lessonOf(table);
+  const lessonColumn = table.columns.find((c) => c.name === lesson);
+  const rates = table.columns.filter((c) => c.kind === 'rate');
+  const latencies = table.columns.filter((c) => c.kind === 'latency');
+  return [
+    ...(lessonColumn
+      ? [
+          {
+            id: 'lesson',
+            title: `${header(lessonColumn)} (the lesson)`,
+            unit: lessonColumn.unit ?? '',
+            columns: [lessonColumn],
+            lesson: true,
+          },
+        ]
+      : []),
+    ...rates.map((c, i) => ({
+      id: `rate${i}`,
+      title: `${header(c)} (more is better)`,
+      unit: c.unit ?? '',
+      columns: [c],
+      lesson: false,
+    })),
+    ...(latencies.length > 0
+      ? [{ id: 'latency', title: 'Latency in ms (less is better)', unit: 'ms', columns: latencies, lesson: false }]
+      : []),
+  ];
+}
+
+function tableSection(table: ReportTable, index: number): string {
+  const { title, rows, columns } = table;
+  const head = ['', ...columns.map(header)].map((h) => `<th>${escapeHtml(h)}</th>`);
   const body = rows.map(
-    ({ name, result, evidence }) =>
-      `<tr><th scope="row">${escapeHtml(name)}</th><td>${num(result.rps)}</td><td>${num(result.p50Ms, 1)}</td><td>${num(result.p99Ms, 1)}</td><td>${num(result.errors)}</td>${evidenceKeys.map((k) => `<td>${cell(evidence[k])}</td>`).join('')}</tr>`,
+    (row) =>
+      `<tr><th scope="row">${escapeHtml(row.name)}</th>${columns.map((c) => `<td>${escapeHtml(cellText(row.values[c.name], c))}</td>`).join('')}</tr>`,
   );
-  const saturated = rows.filter((r) => r.result.loadGeneratorBusy >= SATURATED).map((r) => r.name);
-  const barsHeight = (perRow: number) => Math.max(220, rows.length * perRow + 100);
-  const lesson = lessonOf(comparison);
+  const saturated = rows.filter((r) => (r.loadGeneratorBusy ?? 0) >= SATURATED).map((r) => r.name);
+  const height = (bars: number) => Math.max(220, rows.length * bars * 28 + 100);
+  const charts = chartsOf(table).map(
+    (chart) =>
+      `<figure class="${chart.lesson ? 'lesson' : ''}" style="height:${height(chart.columns.length)}px"><canvas id="${chart.id}-${index}" role="img" aria-label="${escapeHtml(chart.title)}, per row"></canvas></figure>`,
+  );
   return `<section>
 <h2>${escapeHtml(title)}</h2>
 <div class="charts">
-  ${lesson === undefined ? '' : `<figure class="lesson" style="height:${barsHeight(32)}px"><canvas id="lesson-${index}" role="img" aria-label="${escapeHtml(lesson)} per row"></canvas></figure>`}
-  <figure style="height:${barsHeight(32)}px"><canvas id="rps-${index}" role="img" aria-label="Requests per second per row"></canvas></figure>
-  <figure style="height:${barsHeight(48)}px"><canvas id="latency-${index}" role="img" aria-label="p50 and p99 latency per row"></canvas></figure>
+  ${charts.join('\n  ')}
 </div>
 <table><thead><tr>${head.join('')}</tr></thead><tbody>${body.join('\n')}</tbody></table>
-${saturated.length > 0 ? `<p class="note">The load generator was saturated during: ${escapeHtml(saturated.join(', '))}. Those req/s are a floor for the server, not its ceiling.</p>` : ''}
+${saturated.length > 0 ? `<p class="note">The load generator was saturated during: ${escapeHtml(saturated.join(', '))}. Those rates are a floor for the server, not its ceiling.</p>` : ''}
 </section>`;
 }
-
-/** A figure with its unit, as the report's tables show it: "13.68x", "4 ms", "0". */
-const withUnit = (n: number, unit: string) =>
-  `${n.toLocaleString('en-US', { maximumFractionDigits: 2 })}${unit === 'x' ? 'x' : unit ? ` ${unit}` : ''}`;
 
 function targetsSection(targets: readonly TargetRecord[]): string {
   if (targets.length === 0) return '<section><h2>Targets</h2><p>This load script records no targets.</p></section>';
   const figure = (t: TargetRecord, n: number | null) =>
-    n === null ? '<span class="dim">in the description</span>' : escapeHtml(withUnit(n, t.unit));
+    n === null ? '<span class="dim">not measured</span>' : escapeHtml(figureText(n, t.unit));
   const rows = targets.map(
     (t) =>
-      `<tr class="${t.met ? 'met' : 'missed'}"><td>${t.met ? '✓ met' : '✗ missed'}</td><td>${escapeHtml(t.name)}</td><td>${figure(t, t.figure)}</td><td>${t.comparison === null ? '' : `${t.comparison} ${figure(t, t.threshold)}`}</td></tr>`,
+      `<tr class="${t.met ? 'met' : 'missed'}"><td>${t.met ? '✓ met' : '✗ missed'}</td><td>${escapeHtml(t.name)}</td><td>${figure(t, t.figure)}</td><td>${t.comparison} ${figure(t, t.threshold)}</td></tr>`,
   );
   return `<section><h2>Targets</h2>
 <table class="targets"><thead><tr><th></th><th>target</th><th>figure</th><th>threshold</th></tr></thead><tbody>${rows.join('\n')}</tbody></table></section>`;
@@ -102,7 +133,7 @@ function targetsSection(targets: readonly TargetRecord[]): string {
 function figuresSection(figures: readonly FigureRecord[]): string {
   if (figures.length === 0) return '';
   const rows = figures.map(
-    (f) => `<tr><td>${escapeHtml(f.name)}</td><td>${escapeHtml(withUnit(f.figure, f.unit))}</td></tr>`,
+    (f) => `<tr><td>${escapeHtml(f.name)}</td><td>${escapeHtml(figureText(f.figure, f.unit))}</td></tr>`,
   );
   return `<section><h2>Figures</h2><p>Recorded to compare runs, not goals.</p>
 <table class="targets"><thead><tr><th>figure</th><th>value</th></tr></thead><tbody>${rows.join('\n')}</tbody></table></section>`;
@@ -133,78 +164,58 @@ function machineSection(machine: MachineInfo, at: string): string {
   return `<section><h2>Machine</h2><table class="machine"><tbody>${rows.map(([k, v]) => `<tr><th scope="row">${k}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</tbody></table></section>`;
 }
 
-function settingsSection(data: unknown): string {
-  if (data === null || typeof data !== 'object') return '';
-  const { rows: _charted, ...settings } = data as Record<string, unknown>;
+function settingsSection(settings: Record<string, unknown> = {}): string {
   if (Object.keys(settings).length === 0) return '';
   return `<section><details><summary>Settings of this run</summary><pre>${escapeHtml(JSON.stringify(settings, null, 2))}</pre></details></section>`;
 }
 
 /** The figures the charts draw, as JSON that is safe inside a <script> element. */
-function chartData(comparisons: readonly Comparison[]): string {
-  const data = comparisons.map((c) => {
-    const lesson = lessonOf(c);
-    return {
-      lesson: lesson ?? null,
-      rows: c.rows.map((r) => ({
-        name: r.name,
-        rps: r.result.rps,
-        p50: r.result.p50Ms,
-        p99: r.result.p99Ms,
-        lesson: lesson !== undefined && typeof r.evidence[lesson] === 'number' ? r.evidence[lesson] : null,
+function chartData(tables: readonly ReportTable[]): string {
+  const data = tables.map((table, index) => ({
+    rows: table.rows.map((r) => r.name),
+    charts: chartsOf(table).map((chart) => ({
+      canvas: `${chart.id}-${index}`,
+      title: chart.title,
+      unit: chart.unit,
+      lesson: chart.lesson,
+      datasets: chart.columns.map((c) => ({
+        label: header(c),
+        data: table.rows.map((r) => (typeof r.values[c.name] === 'number' ? r.values[c.name] : null)),
       })),
-    };
-  });
+    })),
+  }));
   return JSON.stringify(data).replaceAll('<', '\\u003c');
 }
 
-/** Draws every comparison's two charts; runs in the page. Animation off: the first frame is the chart. */
+/** Draws every table's charts; runs in the page. Animation off: the first frame is the chart. */
 const DRAW_CHARTS = `
-const comparisons = JSON.parse(document.getElementById('chart-data').textContent);
+const tables = JSON.parse(document.getElementById('chart-data').textContent);
 Chart.defaults.animation = false;
 Chart.defaults.font.size = 15;
-const options = (title, unit, legend) => ({
-  indexAxis: 'y',
-  responsive: true,
-  maintainAspectRatio: false,
-  plugins: { title: { display: true, text: title, font: { size: 16 } }, legend: { display: legend } },
-  scales: { x: { beginAtZero: true, title: { display: true, text: unit } } },
-});
-// The lesson's chart comes first, and the naive code's bars are the ones in red: the starter's failure is
-// what the eye meets before throughput.
-const naive = (name) => /^(starter|your code)\b/.test(name);
-comparisons.forEach((comparison, i) => {
-  const labels = comparison.rows.map((r) => r.name);
-  if (comparison.lesson !== null) {
-    new Chart(document.getElementById('lesson-' + i), {
+const PALETTE = ['#0891b2', '#9333ea', '#2563eb', '#ea580c'];
+// The naive code's bars are red in the lesson's chart: the starter's failure is what the eye meets first.
+const naive = (name) => /^(starter|your code)\\b/.test(name);
+// A bar of 0 would not show at all: a sliver says "measured, and zero" rather than "missing".
+const minBarLength = 3;
+tables.forEach((table) => {
+  for (const chart of table.charts) {
+    const datasets = chart.datasets.map((d, i) => ({
+      ...d,
+      minBarLength,
+      backgroundColor: chart.lesson ? table.rows.map((name) => (naive(name) ? '#dc2626' : '#6b7280')) : PALETTE[i % PALETTE.length],
+    }));
+    new Chart(document.getElementById(chart.canvas), {
       type: 'bar',
-      data: {
-        labels,
-        datasets: [{
-          label: comparison.lesson,
-          data: comparison.rows.map((r) => r.lesson),
-          backgroundColor: comparison.rows.map((r) => (naive(r.name) ? '#dc2626' : '#6b7280')),
-        }],
+      data: { labels: table.rows, datasets },
+      options: {
+        indexAxis: 'y',
+        responsive: true,
+        maintainAspectRatio: false,
+        plugins: { title: { display: true, text: chart.title, font: { size: 16 } }, legend: { display: datasets.length > 1 } },
+        scales: { x: { beginAtZero: true, title: { display: chart.unit !== '', text: chart.unit } } },
       },
-      options: options(comparison.lesson + ' (the lesson)', comparison.lesson, false),
     });
   }
-  new Chart(document.getElementById('rps-' + i), {
-    type: 'bar',
-    data: { labels, datasets: [{ label: 'req/s', data: comparison.rows.map((r) => r.rps), backgroundColor: '#2563eb' }] },
-    options: options('Requests per second (more is better)', 'req/s', false),
-  });
-  new Chart(document.getElementById('latency-' + i), {
-    type: 'bar',
-    data: {
-      labels,
-      datasets: [
-        { label: 'p50', data: comparison.rows.map((r) => r.p50), backgroundColor: '#0891b2' },
-        { label: 'p99', data: comparison.rows.map((r) => r.p99), backgroundColor: '#9333ea' },
-      ],
-    },
-    options: options('Latency (less is better)', 'ms', true),
-  });
 });
 `;
 
@@ -227,7 +238,7 @@ pre { background: #f9fafb; padding: 1rem; overflow-x: auto; font-size: 0.85rem; 
 
 /** The whole report as one HTML document that needs no network to open. */
 export function renderHtmlReport(input: HtmlReportInput): string {
-  const { lab, at, machine, comparisons, targets } = input;
+  const { lab, at, machine, tables, targets } = input;
   const met = targets.filter((t) => t.met).length;
   const summary =
     targets.length === 0
@@ -245,13 +256,13 @@ export function renderHtmlReport(input: HtmlReportInput): string {
 <h1>${escapeHtml(lab)}: load test</h1>
 <p class="dim">${escapeHtml(at)} · ${machine.cpus} CPUs · ${machine.memoryGiB} GiB · Node ${escapeHtml(machine.node)}</p>
 ${summary}
-${comparisons.map(comparisonSection).join('\n')}
+${tables.map(tableSection).join('\n')}
 ${targetsSection(targets)}
 ${figuresSection(input.figures ?? [])}
 ${distancesSection(input.distances)}
 ${machineSection(machine, at)}
-${settingsSection(input.data)}
-<script type="application/json" id="chart-data">${chartData(comparisons)}</script>
+${settingsSection(input.settings)}
+<script type="application/json" id="chart-data">${chartData(tables)}</script>
 <script>${chartJsSource()}</script>
 <script>${DRAW_CHARTS}</script>
 </body>

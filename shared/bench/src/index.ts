@@ -1,22 +1,29 @@
 /**
  * @labs/bench: what load scripts share. Servers run in a child process (forkServers), load comes from
- * autocannon (runLoad), services can be put at a network distance (withDistance), and every script
- * prints one comparison table and its targets, and writes the same as JSON and as an HTML report.
+ * autocannon (runLoad, with sub-millisecond latencies), services can be put at a network distance
+ * (withDistance), and each script gathers its tables, targets and figures in one report (createReport)
+ * that it writes once, printed and as JSON and HTML.
  */
 export { inRounds, mergeRounds, pairedRatio, runLoad, SATURATED, type LoadOptions, type LoadResult } from './load.ts';
 export { forkServers, type ForkedServers, type ForkOptions, type ServersHandle } from './servers.ts';
 export {
-  figure,
-  printComparison,
-  recordedTargets,
-  target,
-  verdict,
-  writeResults,
-  type Comparison,
-  type ComparisonRow,
+  createReport,
+  EVENTS,
+  HTTP,
+  JOBS,
+  MESSAGES,
+  type Column,
+  type DistanceRecord,
   type FigureRecord,
+  type Preset,
+  type RateFigures,
+  type Report,
+  type ReportOptions,
+  type ReportTable,
+  type TableRow,
   type TargetRecord,
   type Threshold,
+  type Value,
 } from './report.ts';
 export { benchDurationSec } from './settings.ts';
 export {

@@ -2,8 +2,7 @@ import { once } from 'node:events';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DistanceError, distanceLabel, openDistance, parseDistances } from '../src/distance.ts';
-import { forkServers, withDistance } from '../src/index.ts';
-import { recorded } from '../src/recorded.ts';
+import { type DistanceRecord, forkServers, withDistance } from '../src/index.ts';
 
 describe('--latency values', () => {
   it('reads service=duration pairs, with optional jitter', () => {
@@ -81,8 +80,10 @@ describe('services at a distance', () => {
 
   it('withDistance runs the proxies in a process of their own and hands out the URLs through them', async () => {
     let proxied = '';
+    let record: DistanceRecord | undefined;
     {
       await using far = await withDistance({ redis: 1 });
+      record = far.record;
       proxied = far.env.REDIS_URL ?? '';
       expect(proxied).toMatch(/^redis:\/\/:secret@127\.0\.0\.1:\d+\/3$/);
       expect(proxied).not.toContain(`:${echoPort}/`);
@@ -96,7 +97,6 @@ describe('services at a distance', () => {
     // Closed with its owner: nothing listens there any more.
     await expect(roundTrip(proxied)).rejects.toThrow(/ECONNREFUSED/);
     // Recorded for the report, with the delay the proxy really applied (at least what was asked).
-    const record = recorded.distances.at(-1);
     expect(record?.label).toBe('(redis 1 ms away)');
     expect(record?.services.redis?.appliedMeanDelayMs).toBeGreaterThanOrEqual(1);
   });
