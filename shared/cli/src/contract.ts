@@ -4,7 +4,7 @@
  * reported as changed instead of being held to the contract.
  */
 import { spawnSync } from 'node:child_process';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { isChallenge, type SpecRun, type TestOutcome } from './run-spec.ts';
 import { type CompilerError, formatTypeError } from './typecheck.ts';
 import { type WrongFix, wrongFixProblems } from './wrong-fixes.ts';
@@ -20,8 +20,12 @@ export interface ContractResult {
   problems: string[];
   /** Compiler errors in the learner's edited starter: reported, not held against the contract. */
   notes?: string[];
-  /** Where the check's time went, in seconds per step (services, starter and tsc, solution, wrong fixes). */
+  /** Where the check's time went, in seconds per step (services, spec runs). */
   seconds?: Record<string, number>;
+  /** Seconds from start to end of each spec run: `starter`, `solution`, and each wrong fix by its file. */
+  runSeconds?: Record<string, number>;
+  /** How many spec runs ran at once. */
+  concurrency?: number;
   /** Set when the lab could not be verified at all here: which service it needs and how to get it. */
   unverified?: string;
 }

@@ -1,7 +1,7 @@
 /** Finds the repository and its labs, each from its own package.json manifest. */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { readLabPackage, type LabPackage } from '@labs/test-kit';
+import { readLabPackage, type LabPackage } from '@labs/lab-kit/manifest';
 import { c, LAB, UserError } from './ui.ts';
 
 /** The monorepo root: the nearest folder above `from` holding pnpm-workspace.yaml. */

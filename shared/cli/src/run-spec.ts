@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import type { LabTarget } from '@labs/lab-kit';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { spawnGroup } from './child.ts';
 
 /** Which implementation a spec runs against (the lab kit's one definition). */
@@ -62,12 +62,16 @@ interface JsonReport {
 /** Strips ANSI colour codes from vitest's messages. */
 const plain = (s: string) => stripVTControlCharacters(s);
 
+/** Spec runs this process has started (each names its own report file). */
+let runs = 0;
+
 /** Runs the spec of `lab` against `target`. Extra vitest arguments (e.g. a test name filter) may follow. */
 export async function runSpec(lab: LabPackage, target: Target, options: RunSpecOptions = {}): Promise<SpecRun> {
   const outDir = join(lab.dir, '.lab');
   mkdirSync(outDir, { recursive: true });
-  // One report per process: two runs of the same lab at once (a learner and CI) must not share a file.
-  const report = join(outDir, `report-${target}-${process.pid}.json`);
+  // One report per run: two runs of the same lab at once (a learner and CI, or two of one check's
+  // runs) must not share a file.
+  const report = join(outDir, `report-${target}-${process.pid}-${++runs}.json`);
   rmSync(report, { force: true });
   const args = [vitestBin(lab), 'run', '--reporter=json', `--outputFile=${report}`, ...(options.extraArgs ?? [])];
   const spawnOptions = {

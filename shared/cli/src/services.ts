@@ -13,7 +13,7 @@ import {
   stopServices,
   type ResolvedService,
 } from '@labs/services';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { c, LAB, say, UserError } from './ui.ts';
 
 /** How the child uses what {@link labServices} found. */

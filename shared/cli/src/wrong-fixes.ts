@@ -14,7 +14,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { applyPatch, parsePatch } from 'diff';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { solutionFile } from './labs.ts';
 import { runSpec, type SpecRun } from './run-spec.ts';
 

@@ -1,6 +1,6 @@
 /** The contract on two spec runs, without running them: what passes, what breaks it, what a skip may do. */
 import { describe, expect, it } from 'vitest';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { checkContract } from '../src/contract.ts';
 import type { SpecRun, TestOutcome } from '../src/run-spec.ts';
 

@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { solutionFile } from '../labs.ts';
 import { readProgress, statusOf } from '../progress.ts';
 import { c, LAB, say, UserError } from '../ui.ts';

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { outlineProblem, syncDocs } from '../docs.ts';
 import { c, LAB, say } from '../ui.ts';
 

@@ -18,7 +18,7 @@ import {
   stopServices,
   type ServiceKind,
 } from '@labs/services';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { pinnedPnpm, wantedNodeMajor } from '../labs.ts';
 import { c, say } from '../ui.ts';
 

@@ -1,5 +1,5 @@
 /** `lab hint <slug>`: the next hint, one level at a time; the level is remembered per lab. */
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { readProgress, updateProgress } from '../progress.ts';
 import { c, say } from '../ui.ts';
 

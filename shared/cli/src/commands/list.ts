@@ -1,6 +1,6 @@
 /** `lab list`: every lab in curriculum order with the learner's status, topic, difficulty and services. */
 import Table from 'cli-table3';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { readProgress, statusOf, type LabStatus } from '../progress.ts';
 import { c, colour as coloured, LAB, say } from '../ui.ts';
 

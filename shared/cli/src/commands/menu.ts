@@ -1,6 +1,6 @@
 /** `pnpm lab` in a terminal: pick a lab, then what to do with it. */
 import { cancel, intro, isCancel, select } from '@clack/prompts';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { readProgress, statusOf } from '../progress.ts';
 import { c } from '../ui.ts';
 

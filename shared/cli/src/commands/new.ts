@@ -7,9 +7,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { syncDocs } from '../docs.ts';
-import { readLabPackage } from '@labs/test-kit';
+import { readLabPackage } from '@labs/lab-kit/manifest';
 import { c, LAB, say, UserError } from '../ui.ts';
 
 const TEMPLATES = fileURLToPath(new URL('../../templates/lab/', import.meta.url));

@@ -2,7 +2,7 @@
  * `lab questions [words] [--coverage] [--markdown]`: search the question catalog, see which lab answers
  * each question, how much of the catalog runs today, or print QUESTIONS.md.
  */
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { catalogMarkdown, coverage, percent, readCatalog, searchCatalog, type Question } from '../catalog.ts';
 import { c, LAB, say, UserError } from '../ui.ts';
 

@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { join, relative } from 'node:path';
 import { confirm, isCancel } from '@clack/prompts';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { forgetProgress } from '../progress.ts';
 import { c, LAB, say, UserError } from '../ui.ts';
 

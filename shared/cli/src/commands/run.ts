@@ -4,7 +4,7 @@
  * next hint, and on success what comes next (bench, the debrief, the next lab).
  */
 import { join, relative } from 'node:path';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { solutionFile } from '../labs.ts';
 import { readProgress, statusOf, updateProgress } from '../progress.ts';
 import { isChallenge, runSpec, type Target, type TestOutcome } from '../run-spec.ts';

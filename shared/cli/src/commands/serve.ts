@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DistanceError, type Distances, openDistance, parseDistances } from '@labs/bench/distance';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { onInterrupt, spawnGroup } from '../child.ts';
 import { labServices, releaseServices } from '../services.ts';
 import { c, say, UserError } from '../ui.ts';

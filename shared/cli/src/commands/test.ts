@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { serviceFingerprint } from '@labs/services';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { type ContractResult, starterChanged } from '../contract.ts';
 import { didYouMean, listLabs, repoRoot } from '../labs.ts';
 import { c, colourEnv, LAB, say, UserError } from '../ui.ts';

@@ -5,7 +5,7 @@
  */
 import { relative, sep } from 'node:path';
 import { watch } from 'chokidar';
-import type { LabPackage } from '@labs/test-kit';
+import type { LabPackage } from '@labs/lab-kit/manifest';
 import { onInterrupt } from '../child.ts';
 import type { Target } from '../run-spec.ts';
 import { labServices, releaseServices } from '../services.ts';
