@@ -28,6 +28,11 @@ export interface StartWorkerMessage {
   hangAfter?: number;
   /** An absolute path to a module implementing JobQueueModule. */
   module?: string;
+  /**
+   * Database connections the worker may hold (default 10). Each job in progress holds one, so the
+   * load script's prefetch sweep raises it with the prefetch: otherwise the pool, not prefetch, caps it.
+   */
+  poolSize?: number;
 }
 
 const labDir = resolve(import.meta.dirname, '..');
@@ -57,7 +62,8 @@ process.on('message', async (message: ParentMessage) => {
       // A connection that dies (even mid-transaction) fails its job, which goes back to the queue; it
       // must not kill the process: createPgPool gives every client an error listener, this one logs.
       const connectionLost = atMostEvery(5000, (error: Error) => log(`a database connection failed: ${error.message}`));
-      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 }, connectionLost);
+      const max = message.poolSize ?? 10;
+      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max }, connectionLost);
       sender = createConfirmationSender({ workMs: message.workMs, hangAfter: message.hangAfter });
       worker = await implementation.startWorker(
         { ...message.settings, log },
