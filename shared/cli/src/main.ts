@@ -13,6 +13,7 @@ import { newLab } from './commands/new.ts';
 import { hint } from './commands/hint.ts';
 import { list } from './commands/list.ts';
 import { menu } from './commands/menu.ts';
+import { mutate } from './commands/mutate.ts';
 import { questions } from './commands/questions.ts';
 import { reset } from './commands/reset.ts';
 import { setup } from './commands/setup.ts';
@@ -155,6 +156,16 @@ const COMMAND_LIST: Command[] = [
       if (values.open) openReport(lab, startedAt);
       return code;
     },
+  },
+  {
+    name: 'mutate',
+    help: [
+      ['mutate <lab>', "Stryker on the solution: the spec's mutation score and each surviving mutant"],
+      ['mutate <lab> --check', 'the same, exiting non-zero below 85% (for lab authors)'],
+    ],
+    options: ['check'],
+    args: 1,
+    run: ({ labs, args, values }) => mutate(findLab(labs, args[0], 'mutate'), { check: !!values.check }),
   },
   {
     name: 'diff',
