@@ -255,7 +255,7 @@ try {
   });
   report.table(`Poison job: one job that always fails, ${DURATION_SEC} s`, {
     columns: [
-      { name: 'attempts/s', unit: 'attempts/s', kind: 'rate' },
+      { name: 'attempts/s', unit: 'attempts/s', kind: 'rate', better: 'less' },
       { name: 'attempts' },
       { name: 'dead-lettered' },
     ],

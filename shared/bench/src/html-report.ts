@@ -84,7 +84,7 @@ function chartsOf(
       : []),
     ...rates.map((c, i) => ({
       id: `rate${i}`,
-      title: `${header(c)} (more is better)`,
+      title: `${header(c)} (${c.better ?? 'more'} is better)`,
       unit: c.unit ?? '',
       columns: [c],
       lesson: false,

@@ -114,10 +114,11 @@ const pc = picocolors.createColors(colour);
 
 /**
  * Whose code a "starter" row ran: `lab bench` sets LAB_STARTER_LABEL ("your code") when the learner has
- * edited src/, so a solved starter is never shown as the starter's figures.
+ * edited src/, so a solved starter is never shown as the starter's figures. A script that measures the
+ * committed starter beside the learner's code (starterVersions) names its rows itself.
  */
-const whose = (text: string) =>
-  process.env.LAB_STARTER_LABEL ? text.replace(/\bstarter\b/g, process.env.LAB_STARTER_LABEL) : text;
+const whoseIn = (starterBeside: boolean) => (text: string) =>
+  process.env.LAB_STARTER_LABEL && !starterBeside ? text.replace(/\bstarter\b/g, process.env.LAB_STARTER_LABEL) : text;
 
 /** Where a report goes and what it is of. */
 export interface ReportOptions {
@@ -129,6 +130,11 @@ export interface ReportOptions {
   out?: (text: string) => void;
   /** Whether a missed target fails the process (default: `lab bench --check`, BENCH_CHECK=1). */
   check?: boolean;
+  /**
+   * The script measures the committed starter beside the learner's edited file (starterVersions), in
+   * rows of their own: then no "starter" row is renamed "your code".
+   */
+  starterBeside?: boolean;
 }
 
 /** One load script's report: tables, targets, figures and distances, written once. */
@@ -160,6 +166,7 @@ export interface Report {
 export function createReport(options: ReportOptions): Report {
   const out = options.out ?? ((text: string) => process.stdout.write(text));
   const checking = options.check ?? process.env.BENCH_CHECK === '1';
+  const whose = whoseIn(options.starterBeside ?? false);
   const tables: ReportTable[] = [];
   const targets: TargetRecord[] = [];
   const figures: FigureRecord[] = [];

@@ -16,6 +16,8 @@ export interface Column {
   /** What a figure in it counts: "ms", "req/s", "%"; empty for a plain count. */
   unit?: string;
   kind?: 'rate' | 'latency' | 'count' | 'failures';
+  /** Which way is better, said in the chart's title: more for a rate, less for a latency, unless set. */
+  better?: 'more' | 'less';
 }
 
 /** One row: its name and a value per column name. */
