@@ -3,12 +3,12 @@
  * Apache Kafka), started on a free port in a temporary directory and stopped when the process exits.
  */
 import { spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { chownSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { kafkaBinary } from './kafka-binary.ts';
 import pg from 'pg';
-import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
+import { findBinary, freePort, ownedTempDir, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt, type Provider } from './types.ts';
 
 /** Debian and Ubuntu keep postgres and initdb off PATH, under /usr/lib/postgresql/<major>/bin. */
@@ -53,7 +53,9 @@ async function postgresBinary(): Promise<Attempt> {
   const asUser = postgresUser();
   if (userInfo().uid === 0 && !asUser)
     return skip('running as root and there is no postgres user to run the server as');
-  const dir = mkdtempSync(join(tmpdir(), 'labs-postgres-'));
+  // Owned from its first moment: a SIGKILL during initdb leaves no 50 MB cluster behind.
+  const folder = ownedTempDir('labs-postgres-');
+  const dir = folder.path;
   if (asUser) chownSync(dir, asUser.uid, asUser.gid);
   const data = join(dir, 'data');
   const init = spawnSync(initdb, ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync'], {
@@ -61,7 +63,7 @@ async function postgresBinary(): Promise<Attempt> {
     encoding: 'utf8',
   });
   if (init.status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
+    folder.remove();
     return skip(`initdb failed: ${(init.stderr || init.stdout || '').trim().split('\n').slice(-2).join(' | ')}`);
   }
   const port = await freePort();
@@ -83,7 +85,7 @@ async function postgresBinary(): Promise<Attempt> {
     'full_page_writes=off',
   ];
   // With `dir`, the folder goes with the server: on stop(), on our exit, and after a SIGKILL of ours (the watchdog).
-  const proc = startChild(postgres, args, { ...asUser, dir });
+  const proc = startChild(postgres, args, { ...asUser, dir: folder });
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   try {
     await waitForServer('postgres', port, proc.child, 15_000, proc.log);
@@ -128,7 +130,8 @@ async function rabbitmqBinary(): Promise<Attempt> {
   if (!bin) return skip('rabbitmq-server is not installed');
   const port = await freePort();
   const distPort = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'labs-rabbitmq-'));
+  const folder = ownedTempDir('labs-rabbitmq-');
+  const dir = folder.path;
   writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
   const env = {
     ...process.env,
@@ -142,7 +145,7 @@ async function rabbitmqBinary(): Promise<Attempt> {
     RABBITMQ_ENABLED_PLUGINS_FILE: join(dir, 'enabled_plugins'),
     RABBITMQ_CONFIG_FILE: join(dir, 'rabbitmq'),
   };
-  const proc = startChild(bin, [], { env, cwd: dir, dir });
+  const proc = startChild(bin, [], { env, cwd: dir, dir: folder });
   const { stop } = proc;
   try {
     await waitForServer('rabbitmq', port, proc.child, 45_000, proc.log);

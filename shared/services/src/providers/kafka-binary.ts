@@ -6,12 +6,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { assembleKafka, JAVA_HINT, toolsKafkaDir } from './kafka-assemble.ts';
-import { findBinary, freePort, startChild, waitForServer } from './server-process.ts';
+import { findBinary, freePort, ownedTempDir, startChild, waitForServer } from './server-process.ts';
 import { service, skip, type Attempt } from './types.ts';
 
 /** A Kafka installation: the folder of its jars, and a few words on where it was found. */
@@ -192,11 +191,10 @@ export async function kafkaBinary(): Promise<Attempt> {
     );
   const name = `Kafka ${install.version ?? '(version unknown)'} from ${install.where}`;
 
-  const dir = mkdtempSync(join(tmpdir(), 'labs-kafka-'));
-  const remove = () => rmSync(dir, { recursive: true, force: true });
-  // Until the broker owns the folder (startChild below removes it with the broker), a process that exits
-  // meanwhile (`lab doctor` leaving while Kafka still starts) takes the folder with it.
-  process.once('exit', remove);
+  // Owned from its first moment: a process that ends while the storage is formatted (`lab doctor`
+  // leaving, a SIGKILL) takes the folder with it.
+  const folder = ownedTempDir('labs-kafka-');
+  const dir = folder.path;
   const port = await freePort();
   let controllerPort = await freePort();
   while (controllerPort === port) controllerPort = await freePort();
@@ -225,8 +223,7 @@ export async function kafkaBinary(): Promise<Attempt> {
       { timeout: 60_000 },
     );
   } catch (error) {
-    process.off('exit', remove);
-    remove();
+    folder.remove();
     const { stderr = '', stdout = '', message } = error as { stderr?: string; stdout?: string; message: string };
     const said = `${stderr}${stdout}`.trim();
     // Kafka 4 needs Java 17: an older java fails here, before anything is started.
@@ -238,9 +235,8 @@ export async function kafkaBinary(): Promise<Attempt> {
   const proc = startChild(
     java,
     [...jvmOptions(dir, ['-Xms256m', '-Xmx512m']), '-cp', classpath, 'kafka.Kafka', config],
-    { cwd: dir, dir },
+    { cwd: dir, dir: folder },
   );
-  process.off('exit', remove);
   try {
     await waitForServer('kafka', port, proc.child, READY_TIMEOUT_MS, proc.log);
     await untilClientsAreServed(`127.0.0.1:${port}`);

@@ -5,8 +5,9 @@
  * even when it is killed outright (a watchdog outlives it, see {@link watchOwner}).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import type { ServiceKind } from '../kinds.ts';
 import { probe } from '../probe.ts';
@@ -51,51 +52,101 @@ export async function waitForServer(
 /** Children we started, killed even if the process exits without awaiting stop(). */
 const children = new Set<ChildProcess>();
 /** Their throwaway folders, for those started with one: killed outright and removed at exit. */
-const folders = new Map<ChildProcess, string>();
+const folders = new Map<ChildProcess, OwnedFolder>();
+/** Folders made by {@link ownedTempDir} and not removed yet. */
+const ownedFolders = new Set<OwnedFolder>();
 process.once('exit', () => {
   // No waiting is possible here: a server with a folder gets SIGKILL, so the folder can go at once.
   for (const child of children) killGroup(child, folders.has(child) ? 'SIGKILL' : 'SIGTERM');
-  for (const dir of folders.values()) rmSync(dir, { recursive: true, force: true });
-  // The watchdogs stay: once this process is gone they follow the SIGTERM above with a SIGKILL for a
-  // server that ignores it, and remove what is left of its folder.
+  for (const folder of ownedFolders) folder.remove();
+  // The watchdogs of servers without a folder stay: once this process is gone they follow the SIGTERM
+  // above with a SIGKILL for a server that ignores it.
 });
+
+/** The file in an owned folder that names the process group of the server living in it. */
+const GROUP_FILE = '.labs-server-group';
 
 /**
  * The shell a watchdog runs. It polls the owner once a second; once the owner is gone, it sends the
  * server's group SIGTERM, SIGKILL if the group is still there five seconds later, and removes the
- * server's folder. Arguments: the owner's pid, the server's process group, the folder (may be empty).
+ * server's folder. Arguments: the owner's pid, the server's process group (empty: the one the folder's
+ * GROUP_FILE names, if any), the folder (may be empty). A watchdog of a folder ends by itself once the
+ * folder is gone (its owner removed it).
  */
 const WATCHDOG_SCRIPT = [
-  'while kill -0 "$1" 2>/dev/null; do sleep 1; done',
-  'kill -TERM -"$2" 2>/dev/null',
-  'for tick in 1 2 3 4 5; do kill -0 -"$2" 2>/dev/null || break; sleep 1; done',
-  'kill -KILL -"$2" 2>/dev/null',
+  'while kill -0 "$1" 2>/dev/null; do',
+  '  if [ -n "$3" ] && [ ! -d "$3" ]; then exit 0; fi',
+  '  sleep 1',
+  'done',
+  `group="$2"; if [ -z "$group" ] && [ -n "$3" ] && [ -f "$3/${GROUP_FILE}" ]; then group=$(cat "$3/${GROUP_FILE}"); fi`,
+  'if [ -n "$group" ]; then',
+  '  kill -TERM -"$group" 2>/dev/null',
+  '  for tick in 1 2 3 4 5; do kill -0 -"$group" 2>/dev/null || break; sleep 1; done',
+  '  kill -KILL -"$group" 2>/dev/null',
+  'fi',
   'if [ -n "$3" ]; then rm -rf "$3"; fi',
 ].join('\n');
 
 /**
- * A process that stops `child`'s group when this process dies without cleaning up. The 'exit'
- * handler above covers a normal exit and an uncaught error, but nothing runs in a process killed with
- * SIGKILL (a test runner's timeout, the OOM killer, `kill -9` on a stuck command line), and the server
- * would keep its port, its memory (a JVM's gigabyte) and its folder. Node has no parent-death signal,
- * so a small shell, outside this process and the server's group, watches instead.
+ * A process that cleans up after this one when it dies without doing so itself. The 'exit' handler
+ * above covers a normal exit and an uncaught error, but nothing runs in a process killed with SIGKILL
+ * (a test runner's timeout, the OOM killer, `kill -9` on a stuck command line), and a server would
+ * keep its port, its memory (a JVM's gigabyte) and its folder (a PostgreSQL cluster is 50-80 MB).
+ * Node has no parent-death signal, so a small shell, outside this process and the server's group,
+ * watches instead. Returns a function that stops the watchdog (and the `sleep` it waits on: its group).
  */
-function watchOwner(child: ChildProcess, dir: string | undefined) {
-  if (child.pid === undefined) return;
-  const watchdog = spawn('sh', ['-c', WATCHDOG_SCRIPT, 'watchdog', String(process.pid), String(child.pid), dir ?? ''], {
-    detached: true, // a Ctrl-C to the terminal's group must not stop the watchdog before the server
-    stdio: 'ignore',
-  });
+function watchOwner(group: number | undefined, dir: string | undefined): () => void {
+  if (TEST_HOOKS.noWatchdog) return () => {};
+  const watchdog = spawn(
+    'sh',
+    ['-c', WATCHDOG_SCRIPT, 'watchdog', String(process.pid), String(group ?? ''), dir ?? ''],
+    {
+      detached: true, // a Ctrl-C to the terminal's group must not stop the watchdog before the server
+      stdio: 'ignore',
+    },
+  );
   watchdog.on('error', () => {}); // no sh: only the SIGKILL case loses its safety net
   watchdog.unref();
-  // Once the server has exited, the watchdog has nothing to watch over: stop it, and the `sleep` it
-  // is waiting on (its group).
-  child.once('exit', () => {
-    if (watchdog.pid === undefined) return;
+  return () => {
+    if (watchdog.pid === undefined || watchdog.exitCode !== null) return;
     try {
       process.kill(-watchdog.pid, 'SIGKILL');
     } catch {} // already gone
-  });
+  };
+}
+
+/**
+ * Switches for the services' own tests, which prove that the watchdog is what removes a folder after a
+ * SIGKILL: with `LABS_TEST_NO_WATCHDOG=1` none is started, and the folders stay.
+ */
+const TEST_HOOKS = { noWatchdog: process.env.LABS_TEST_NO_WATCHDOG === '1' };
+
+/** A throwaway folder that goes with this process, however it ends. */
+export interface OwnedFolder {
+  readonly path: string;
+  /** Removes the folder now (and stops its watchdog). */
+  remove(): void;
+}
+
+/**
+ * Makes a throwaway folder (`<tmp>/<prefix>XXXXXX`) and has it removed when this process ends, even by
+ * SIGKILL: a watchdog owns it from its first moment, so a server's folder never outlives a process
+ * killed while the server was still being prepared (initdb, Kafka's storage format: seconds of a
+ * window). A server started in it with {@link startChild}'s `dir` is stopped by the same watchdog.
+ */
+export function ownedTempDir(prefix: string): OwnedFolder {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  const stopWatchdog = watchOwner(undefined, path);
+  const folder: OwnedFolder = {
+    path,
+    remove() {
+      ownedFolders.delete(folder);
+      rmSync(path, { recursive: true, force: true });
+      stopWatchdog();
+    },
+  };
+  ownedFolders.add(folder);
+  return folder;
 }
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
@@ -121,12 +172,13 @@ const STOP_GRACE_MS = 5000;
 
 /**
  * Spawns `cmd` in its own process group, keeping the last lines of its output for error messages.
- * With `dir`, the server's throwaway folder, stop() removes it, and so does this process's exit.
+ * With `dir`, the server's throwaway folder ({@link ownedTempDir}), stop() removes it, and so do this
+ * process's exit and, after a SIGKILL of this process, the folder's watchdog, which stops the server first.
  */
 export function startChild(
   cmd: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string; dir?: string },
+  options: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; cwd?: string; dir?: OwnedFolder },
 ): ServerProcess {
   const { dir, ...spawnOptions } = options;
   const child = spawn(cmd, args, { ...spawnOptions, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -136,12 +188,18 @@ export function startChild(
   child.stderr?.on('data', keep);
   child.on('error', (err) => keep(Buffer.from(String(err))));
   children.add(child);
-  if (dir) folders.set(child, dir);
   child.once('exit', () => children.delete(child));
-  watchOwner(child, dir);
+  if (dir && child.pid !== undefined) {
+    // The folder's watchdog stops the server too: it reads the group from here.
+    folders.set(child, dir);
+    writeFileSync(join(dir.path, GROUP_FILE), String(child.pid));
+  } else if (child.pid !== undefined) {
+    // Once the server has exited, its watchdog has nothing to watch over.
+    child.once('exit', watchOwner(child.pid, undefined));
+  }
   const removeDir = () => {
     folders.delete(child);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir?.remove();
   };
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return removeDir();
