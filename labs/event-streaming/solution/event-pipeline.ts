@@ -316,7 +316,9 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
         events.map((e) => e.event.id),
       );
       for (const { event, message } of events) {
-        if (fresh.has(event.id)) await applyEvent(client, event, { topic, partition, offset: message.offset });
+        // delete, not has: the same event can come twice in one chunk (a publish retried after a lost
+        // acknowledgement), and the statement above returned its id once.
+        if (fresh.delete(event.id)) await applyEvent(client, event, { topic, partition, offset: message.offset });
       }
       await client.query('COMMIT');
     } catch (error) {

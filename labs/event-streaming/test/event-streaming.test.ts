@@ -9,10 +9,12 @@
  * Each test has its own topic, group and account ids (`scenario`), on this file's own database.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kafka } from 'kafkajs';
+import type pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
-import { startLab } from '@labs/lab-kit';
+import { openLab, startLab } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
 import { stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
 import { poisonValue } from '../server/app.ts';
@@ -27,6 +29,7 @@ import {
 import { caughtUp, committed, consumerSettings, createKafka, ensureTopics, lag, messagesIn } from '../server/kafka.ts';
 import lab from '../server/lab.ts';
 import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS, RETRY_AFTER_SEC } from '../server/outages.ts';
+import type { EventStreamingLabOptions } from '../server/lab.ts';
 import type { Projector } from '../server/pipeline.ts';
 import { listAccounts, migrate, projectionStats, requirePostgresServer } from '../server/projection.ts';
 import { countCrashes, countFailures, holdFirstEvent, members, startWorker, throughProxy, until } from './helpers.ts';
@@ -67,6 +70,43 @@ async function lockWaits(): Promise<number> {
     `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
   );
   return rows[0]!.n;
+}
+
+/** Connections of `db`'s database waiting for a lock (`advisory`: only the spec's advisory barrier). */
+async function lockWaitsIn(db: pg.Pool, advisoryOnly = false): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database()
+        AND wait_event_type = 'Lock' AND ($1::boolean IS FALSE OR wait_event = 'advisory')`,
+    [advisoryOnly],
+  );
+  return rows[0]!.n;
+}
+
+/**
+ * The lab, started with an API pool patient enough for a barrier: a statement may wait 20 s (the lab's
+ * own 2 s would cancel it while the spec holds the interleaving it wants). Everything else as startLab.
+ */
+async function startPatient(options: Partial<EventStreamingLabOptions>) {
+  const opened = await openLab(lab);
+  try {
+    const pool = await opened.context.database({
+      ...API_POOL_OPTIONS,
+      statement_timeout: 20_000,
+      query_timeout: 25_000,
+    });
+    const { url } = await opened.context.listen(await lab.build(opened.context, { ...options, pool }));
+    return Object.assign(opened, { url });
+  } catch (error) {
+    await opened.close();
+    throw error;
+  }
+}
+
+/** The account as the API shows it, or undefined before any of its events is applied. */
+async function accountAt(base: string, accountId: string) {
+  const res = await fetch(`${base}/api/accounts/${accountId}`);
+  if (res.status !== 200) return undefined;
+  return (await res.json()) as { balance: number; eventsApplied: number; lastSeq: number };
 }
 
 /** How many of `events` the projection holds (each counted once). */
@@ -227,6 +267,11 @@ describe('baseline: what every version of the pipeline does', () => {
  * the bound is generous because the machine is small and other suites run beside this one.
  */
 const ANSWERED_WITHIN_MS = 8000;
+/**
+ * How long Kafka stays away after the requests made during its outage: a scenario's length, not a bound
+ * on anything. The lab's client gives up on a broker that refuses it within about a second.
+ */
+const OUTAGE_MS = 5000;
 /** A request still unanswered after this is aborted and counted as unanswered. */
 const GIVE_UP_MS = 20_000;
 
@@ -238,6 +283,8 @@ interface Answer {
   type: string | null;
   /** A problem's `detail` (what a person reads), else undefined. */
   detail?: string;
+  /** The body of a success, parsed. */
+  body?: unknown;
   ms: number;
 }
 
@@ -268,6 +315,7 @@ async function ask(
       detail: type?.startsWith('application/problem+json')
         ? (JSON.parse(text) as { detail?: string }).detail
         : undefined,
+      body: res.ok && type?.startsWith('application/json') ? JSON.parse(text) : undefined,
       ms: Date.now() - started,
     };
   } catch {
@@ -328,6 +376,40 @@ describe('baseline: under faults, every request is answered within a bound', () 
       await proxy[Symbol.asyncDispose]();
       await Promise.all([stalled.end(), down.end()]);
     }
+  }, 60_000);
+
+  it("an event whose transaction commits after a later event's is still published and applied: the relay skips no row committed late", async () => {
+    // An outbox position is handed out when the row is written and seen by others when its transaction
+    // commits, so rows become visible out of position order. A trigger on the outbox holds one
+    // account's transaction after its row is written (position n) until this spec lets go; meanwhile
+    // another account records, commits (n + 1) and is published. A relay that remembers "published up
+    // to n + 1" and reads `position > last` never sees n. A recorder without an outbox meets no barrier.
+    await using running = await startPatient({ projectors: 1 });
+    const own = await running.context.database();
+    const [late, early] = ['commits-late', 'commits-early'];
+    const BARRIER = 80_999;
+    await own.query(`CREATE FUNCTION labs_hold_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock_shared(${BARRIER}); RETURN NEW; END $$`);
+    await own.query(`CREATE TRIGGER labs_hold_outbox_row AFTER INSERT ON event_outbox FOR EACH ROW
+      WHEN (NEW.account_id = '${late}') EXECUTE FUNCTION labs_hold_outbox_row()`);
+    const post = (accountId: string) =>
+      ask(running.url, 'POST', '/api/events', { accountId, type: 'deposited', amount: 7 });
+    const holder = await own.connect();
+    let lateAnswer: Promise<Answer> | undefined;
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [BARRIER]);
+      lateAnswer = post(late);
+      await until(async () => (await lockWaitsIn(own, true)) > 0, 5000, 20);
+      expect((await post(early)).status, 'the other account records meanwhile').toBe(202);
+      const published = await until(async () => (await accountAt(running.url, early)) !== undefined, 20_000);
+      expect(published, 'the other account, committed later, was applied within 20 s').toBe(true);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      holder.release();
+    }
+    expect((await lateAnswer)?.status, 'the held request, once let go').toBe(202);
+    const applied = await until(async () => (await accountAt(running.url, late)) !== undefined, 15_000);
+    expect(applied, 'the event committed after a later one was applied within 15 s').toBe(true);
   }, 60_000);
 
   it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
@@ -399,6 +481,22 @@ describe('baseline: under faults, every request is answered within a bound', () 
         expectAnswered(`Kafka ${fault}`, [recorded!], [recorded!.status === 202 ? 202 : 503]);
         if (recorded!.status === 503)
           expect(recorded!.detail).toMatch(/^Kafka is not answering: the event may or may not have been recorded/);
+        else {
+          // Accepted while Kafka was away: a 202 is a promise, kept once Kafka is back. It stays away a
+          // few seconds more first, long enough for anything sent to it meanwhile to fail for good.
+          await sleep(OUTAGE_MS);
+          if (fault === 'down') await proxy.revive();
+          else proxy.resume();
+          let seen: Awaited<ReturnType<typeof accountAt>>;
+          const kept = await until(async () => {
+            seen = await accountAt(running.url, account);
+            return (seen?.eventsApplied ?? 0) >= 2;
+          }, 30_000);
+          expect(
+            kept && seen,
+            `the event answered 202 while Kafka was ${fault} was applied within 30 s of Kafka coming back`,
+          ).toMatchObject({ eventsApplied: 2, balance: 400 });
+        }
       } finally {
         proxy.resume(); // what was held reaches the broker, and the lab closes against a live one
         await running.close();
@@ -535,27 +633,35 @@ describe('challenges: what the first version gets wrong', () => {
 
   it('challenge: no event is lost when a worker process is SIGKILLed mid-batch and a fresh consumer takes over', async () => {
     const sc = await scenario('crash');
-    const events = generateEvents(sc.accounts(12), 50);
+    const next = eventStream(sc.accounts(12));
+    const events = next(12); // one per account first: the accounts' rows exist
     await publish(sc, events);
     await using worker = await startWorker({ databaseUrl: database.url, ...sc });
+    const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
+    expect(warm, `the worker applied the first events within 20 s: ${worker.stderr()}`).toBe(true);
 
-    // The crash lands at the worst moment this test can see: as soon as the group has committed offsets
-    // past what the projection holds, or else a third of the way through. A pipeline that commits only
-    // what it has written never shows the first, so it is killed in the middle of its work anyway.
+    // The crash lands at the worst moment, every run: this spec holds the accounts' rows, so the worker's
+    // next writes wait inside PostgreSQL, mid-chunk, when it is killed. Whatever it has committed by then
+    // (offsets, event ids marked as processed) must not outrun what the projection holds.
     let atKill = { committed: 0, applied: 0 };
-    const killed = await until(
-      async () => {
-        atKill = {
-          committed: await committed(admin, sc.groupId, sc.topic),
-          applied: (await sc.stats()).distinctEvents,
-        };
-        return atKill.committed - atKill.applied >= 5 || atKill.applied >= events.length / 3;
-      },
-      20_000,
-      20,
-    );
-    await worker.kill('SIGKILL');
-    expect(killed, `the worker applied ${atKill.applied} events in 20 s: ${worker.stderr()}`).toBe(true);
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+      const rest = next(12 * 49);
+      events.push(...rest);
+      await publish(sc, rest);
+      const waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
+      atKill = { committed: await committed(admin, sc.groupId, sc.topic), applied: (await sc.stats()).distinctEvents };
+      await worker.kill('SIGKILL');
+      expect(
+        waiting,
+        `the worker was writing (waiting for the rows this spec holds) within 15 s: ${worker.stderr()}`,
+      ).toBe(true);
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
 
     // A fresh consumer in the same group resumes from the committed offsets, once the dead member's
     // session has timed out (6 s), and reads to the end of the topic.
@@ -597,6 +703,103 @@ describe('challenges: what the first version gets wrong', () => {
     ).toBe(0);
     expect(await sc.balances()).toEqual(expectedBalances(events));
   }, 60_000);
+
+  it('challenge: the same events applied by two consumers at once (a member still finishing the chunk a rebalance gave to another) change no balance twice', async () => {
+    // After a rebalance the member that lost a partition may still be inside its chunk while the new
+    // owner reads the same messages from the last commit: the same events applied at once, by two
+    // consumers. Two groups on one topic play both, forced to meet: one account (one partition), and
+    // this spec holds its row, so both are inside PostgreSQL with the same events when it lets go.
+    const sc = await scenario('zombie');
+    const next = eventStream(sc.accounts(1));
+    const other = { ...sc, groupId: kafka.groupId('zombie-new-owner') };
+    const patient = createPgPool(database.url, {
+      ...PROJECTOR_POOL_OPTIONS,
+      statement_timeout: 15_000,
+      query_timeout: 20_000,
+    });
+    const events = next(5);
+    try {
+      await publish(sc, events);
+      await using first = await projectors(sc, 1, undefined, patient);
+      await using second = await projectors(other, 1, undefined, patient);
+      const warm = await until(
+        async () =>
+          (await sc.stats()).distinctEvents === events.length &&
+          (await caughtUp(admin, sc.groupId, sc.topic)) &&
+          (await caughtUp(admin, other.groupId, sc.topic)),
+        20_000,
+      );
+      expect(warm, 'both consumers read the first events within 20 s').toBe(true);
+
+      const holder = await pool.connect();
+      let both = false;
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+        const more = next(10);
+        events.push(...more);
+        await publish(sc, more);
+        both = await until(async () => (await lockWaits()) >= 2, 15_000, 20);
+      } finally {
+        await holder.query('ROLLBACK');
+        holder.release();
+      }
+      expect(both, 'both consumers were inside PostgreSQL with the same events within 15 s').toBe(true);
+      const finished = await until(
+        async () => (await caughtUp(admin, sc.groupId, sc.topic)) && (await caughtUp(admin, other.groupId, sc.topic)),
+        20_000,
+      );
+      await first.stop();
+      await second.stop();
+      expect(finished, 'both consumers read to the end within 20 s').toBe(true);
+      const stats = await sc.stats();
+      expect(
+        stats.duplicates,
+        `${events.length} events, 10 of them applied by two consumers at once: ${stats.duplicates} balance changes too many`,
+      ).toBe(0);
+      expect(await sc.balances()).toEqual(expectedBalances(events));
+    } finally {
+      await patient.end();
+    }
+  }, 60_000);
+
+  it('challenge: twin requests sent at once with the same Idempotency-Key record one event, and each is answered with it', async () => {
+    // A client that times out and retries while its first request is still running sends twins: both
+    // may be inside the recorder at once. This spec holds the account's numbering row, so five twins
+    // wait together inside PostgreSQL, whatever each looked up before; then it lets go.
+    await using running = await startPatient({ projectors: 0 });
+    const own = await running.context.database();
+    const account = 'twins';
+    const post = (headers: Record<string, string> = {}) =>
+      ask(running.url, 'POST', '/api/events', { accountId: account, type: 'deposited', amount: 40 }, headers);
+    expect((await post()).status, 'the account has an event already').toBe(202);
+    const holder = await own.connect();
+    let twins: Answer[] = [];
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM account_sequences WHERE account_id = $1 FOR UPDATE', [account]);
+      const pending = Promise.all(Array.from({ length: 5 }, () => post({ 'idempotency-key': 'twin-7' })));
+      await until(async () => (await lockWaitsIn(own)) >= 5, 10_000, 20);
+      await holder.query('ROLLBACK');
+      twins = await pending;
+    } finally {
+      holder.release();
+    }
+    const events = twins.map((a) => (a.body as { event?: AccountEvent } | undefined)?.event);
+    expect(
+      twins.map((a) => a.status),
+      `the twins' answers: ${JSON.stringify(twins.map((a) => a.detail ?? a.status))}`,
+    ).toEqual(Array(5).fill(202));
+    expect(
+      new Set(events.map((e) => e?.id)).size,
+      `five twins with one Idempotency-Key were recorded as ${new Set(events.map((e) => e?.id)).size} events`,
+    ).toBe(1);
+    const after = await post();
+    expect(
+      (after.body as { event?: AccountEvent } | undefined)?.event?.seq,
+      "the account's next event is number 3: the twins took one number between them",
+    ).toBe(3);
+  }, 40_000);
 
   it('challenge: a poison message blocks no other event and lands in the dead-letter topic with its reason', async () => {
     const sc = await scenario('poison');
