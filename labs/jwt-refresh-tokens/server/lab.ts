@@ -31,6 +31,8 @@ export interface JwtLabOptions {
   /** The caller's key ring (a spec rotates it); default: a new one on `now`. */
   keys: KeyRing;
   accessTtlSec: number;
+  /** How long a refresh token lives unused (default: TOKEN_DEFAULTS.refreshTtlSec); a spec shortens it. */
+  refreshTtlSec: number;
   clockToleranceSec: number;
   /** The user store; default: the demo users (hashing them takes a moment, so a spec builds one). */
   users: UserStore;
@@ -77,6 +79,7 @@ export default defineLab<JwtLabConfig, JwtLabOptions>({
       keys,
       now: options.now,
       accessTtlSec,
+      refreshTtlSec: options.refreshTtlSec,
       clockToleranceSec,
       refreshSecret: options.refreshSecret ?? context.config.REFRESH_SECRET,
     });
@@ -94,6 +97,12 @@ export default defineLab<JwtLabConfig, JwtLabOptions>({
         const login = JSON.stringify({ username: user.username, password: user.password });
         return [
           `Access tokens live ${accessTtlSec} s (ACCESS_TTL_SEC); signing key ${keys.current().kid} (RS256)`,
+          ...(options.refreshSecret || context.config.REFRESH_SECRET
+            ? []
+            : [
+                'Note: REFRESH_SECRET is not set, so refresh tokens are tagged with a secret of this process alone:',
+                '      fine for one instance; instances behind one load balancer must share it.',
+              ]),
           `Demo users: ${DEMO_USERS.map((u) => `${u.username} / "${u.password}"`).join(', ')}`,
           'Try:',
           `  TOKEN=$(curl -s -c jar.txt -H 'content-type: application/json' -d '${login}' ${url}/login | sed -E 's/.*"accessToken":"([^"]+)".*/\\1/')`,

@@ -92,6 +92,8 @@ export interface WriteHold {
   reached: Promise<void>;
   /** Sends the held commands, in order, and stops holding. */
   release(): void;
+  /** Fails the held commands as a connection cut before they were sent would ("Connection is closed."), and stops holding. */
+  fail(): void;
 }
 
 /**
@@ -101,6 +103,7 @@ export interface WriteHold {
  */
 export function holdWrites(client: Redis): WriteHold {
   let holding = false;
+  let failing = false;
   let open = () => {};
   let gate = Promise.resolve();
   let signal = () => {};
@@ -111,7 +114,7 @@ export function holdWrites(client: Redis): WriteHold {
   client.sendCommand = ((command, ...rest) => {
     if (!holding || READ_ONLY.has(command.name.toLowerCase())) return send(command, ...rest);
     signal();
-    void gate.then(() => send(command, ...rest));
+    void gate.then(() => (failing ? command.reject(new Error('Connection is closed.')) : send(command, ...rest)));
     return command.promise;
   }) as Redis['sendCommand'];
   return {
@@ -123,6 +126,11 @@ export function holdWrites(client: Redis): WriteHold {
     },
     reached,
     release() {
+      holding = false;
+      open();
+    },
+    fail() {
+      failing = true;
       holding = false;
       open();
     },

@@ -11,7 +11,14 @@ import type { Redis } from 'ioredis';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRedisClient } from '@labs/services';
-import { credentialsInRedis, expectNoCredentialAtRest, keysWithoutExpiry, stallingProxy, useLab } from '@labs/test-kit';
+import {
+  credentialsInRedis,
+  expectNoCredentialAtRest,
+  keysWithoutExpiry,
+  recordCredential,
+  stallingProxy,
+  useLab,
+} from '@labs/test-kit';
 import { createKeyRing } from '../server/keys.ts';
 import jwtLab from '../server/lab.ts';
 import { TOKEN_DEFAULTS } from '../server/token-defaults.ts';
@@ -209,6 +216,37 @@ describe('baseline: logging in and using an access token', () => {
     }
   });
 
+  it('a forged or tampered access token logs nobody out: a 401, and the session lives on', async () => {
+    // Logout accepts an expired access token (an idle user must be able to end the session), but only
+    // one whose signature, key and claims hold: otherwise anyone who learned a session id could end it.
+    const { app, tab } = await loggedIn();
+    const claims = realClaims(app, tab);
+    const header = decodeProtectedHeader(tab.accessToken!);
+    const [, , signature] = tab.accessToken!.split('.');
+    const stranger = createKeyRing({ now: app.clock.now });
+    const forged = {
+      'tampered payload, the real signature': `${base64url(header)}.${base64url({ ...claims, jti: 'x' })}.${signature}`,
+      'signed by another key under our kid': await new SignJWT(claims)
+        .setProtectedHeader({ ...header, alg: 'RS256' })
+        .sign(stranger.current().privateKey),
+      'expired, signed by another key': await new SignJWT({
+        ...claims,
+        iat: claims.iat! - 3600,
+        exp: claims.iat! - 1800,
+      })
+        .setProtectedHeader({ ...header, alg: 'RS256' })
+        .sign(stranger.current().privateKey),
+      'alg none': `${base64url({ ...header, alg: 'none' })}.${base64url(claims)}.`,
+    };
+    for (const [name, token] of Object.entries(forged)) {
+      const res = await fetch(`${app.url}/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      await res.arrayBuffer();
+      expect(res.status, name).toBe(401);
+    }
+    expect(await tab.me(), 'the access token still works').toBe(200);
+    expect((await tab.refresh()).status, 'the session lives on after forged logouts').toBe(200);
+  });
+
   for (const fault of ['down', 'stalled'] as const) {
     it(`answers /login and /refresh with a 503 and Retry-After while Redis is ${fault}, promptly, logging one line`, async () => {
       // Down: a port nothing listens on. Stalled: the test kit's proxy, connected and then silent, so
@@ -268,6 +306,90 @@ describe('baseline: logging in and using an access token', () => {
       ).toBe(true);
     });
   }
+
+  it('survives Redis being reset, refused and stalled under concurrent load: a 200 or a 503 naming the session store, no session lost', async () => {
+    // Twenty browsers keep logging in and refreshing while Redis's connection is cut mid-script (a
+    // reset), stays refused, comes back, and then stalls. Every answer is a success or a 503 with
+    // Retry-After that names the session store, within a few seconds; nothing escapes as an unhandled
+    // rejection or exception that would kill a real server. No honest session is lost: a refresh whose
+    // answer was cut off after Redis rotated the family is retried with the same cookie, which the
+    // racing-tabs grace answers, and once Redis is back every browser refreshes again.
+    await using proxy = await stallingProxy(
+      `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`,
+    );
+    const app = await startAppOn(lab, { redis: await lab.context.redis({ url: proxy.url }), users });
+    vi.spyOn(console, 'warn').mockImplementation(() => {}); // the outage's one line every 5 s
+    const escaped: unknown[] = [];
+    const onEscape = (error: unknown) => escaped.push(error);
+    process.on('unhandledRejection', onEscape);
+    process.on('uncaughtException', onEscape);
+    const seen: Record<string, number> = {};
+    const wrong: string[] = [];
+    let stop = false;
+    /** A login the first time, a refresh (with whatever the tab holds) after that; true when it succeeded. */
+    const step = async (tab: Tab): Promise<boolean> => {
+      const path = tab.jar.cookie || tab.accessToken ? '/refresh' : '/login';
+      const sent = performance.now();
+      const res = await tab.send(
+        'POST',
+        path,
+        path === '/login' ? { username: ada.username, password: ada.password } : undefined,
+      );
+      const body = (await res.json()) as { accessToken?: string; detail?: string };
+      const ms = performance.now() - sent;
+      const outcome = `${path} ${res.status}`;
+      seen[outcome] = (seen[outcome] ?? 0) + 1;
+      // An outage is answered within a few seconds (a success may wait for the CPU: logins hash a password).
+      if (res.status === 503 && ms > 5000) wrong.push(`${outcome} after ${Math.round(ms)} ms`);
+      if (res.status === 200) {
+        tab.accessToken = body.accessToken;
+        recordCredential(tab.accessToken, 'an access token');
+        return true;
+      }
+      const retryAfter = Number(res.headers.get('retry-after'));
+      if (res.status !== 503 || !(retryAfter >= 1) || !/session store/.test(body.detail ?? ''))
+        wrong.push(`${outcome}, Retry-After ${retryAfter}: ${body.detail}`);
+      return false;
+    };
+    const tabs = Array.from({ length: 20 }, () => new Tab(app.url));
+    const browsing = tabs.map(async (tab) => {
+      while (!stop) await step(tab);
+    });
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    /** Until a fresh login succeeds (bounded: the client's reconnects back off to 2 s). */
+    const backAgain = async () => {
+      for (let attempt = 0; attempt < 50; attempt++) {
+        if (await step(new Tab(app.url))) return true;
+        await pause(100);
+      }
+      return false;
+    };
+    try {
+      await pause(300);
+      await proxy.kill(); // every connection reset, scripts in flight among them
+      await pause(600); // refused: reconnect attempts fail
+      await proxy.revive();
+      expect(await backAgain(), 'logins succeed again once Redis is back').toBe(true);
+      proxy.stall();
+      await pause(1500); // longer than the client's command timeout
+      proxy.resume();
+      expect(await backAgain(), 'logins succeed again once Redis answers').toBe(true);
+    } finally {
+      stop = true;
+      await Promise.all(browsing);
+      process.off('unhandledRejection', onEscape);
+      process.off('uncaughtException', onEscape);
+    }
+    expect(
+      wrong,
+      `answers other than a prompt 200 or a 503 naming the session store (${JSON.stringify(seen)})`,
+    ).toEqual([]);
+    // Every browser that holds a cookie still has its session: nothing Redis accepted, or answered, is lost.
+    const lost: number[] = [];
+    for (const [i, tab] of tabs.entries()) if (tab.jar.cookie && !(await step(tab))) lost.push(i);
+    expect(lost, `browsers whose session did not survive the faults (${JSON.stringify(seen)})`).toEqual([]);
+    expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
+  });
 
   it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
     const app = await startApp();
@@ -388,6 +510,85 @@ describe('challenges: refresh tokens', () => {
     expect((await idle.send('POST', '/logout')).status, 'logout with an expired access token').toBe(204);
     idle.jar.cookie = idleCookie;
     expect((await idle.refresh()).status, 'the session lived on after logout with an expired access token').toBe(401);
+  });
+
+  it('challenge: an access token, even a valid one, cannot refresh a session: /refresh without the cookie is a 401', async () => {
+    // Access tokens travel with every request and sit in page memory, where an XSS can read them. If
+    // one could be exchanged for a fresh one, a stolen access token would live as long as the thief
+    // keeps exchanging it. Only the refresh cookie (httpOnly, sent to /refresh alone) extends a session.
+    const { app, tab } = await loggedIn();
+    for (const age of ['fresh', 'expired']) {
+      if (age === 'expired') app.clock.advance(PAST_ACCESS_EXPIRY);
+      const res = await fetch(`${app.url}/refresh`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tab.accessToken}` },
+      });
+      const body = (await res.json()) as { accessToken?: string };
+      recordCredential(body.accessToken, 'an access token');
+      expect(res.status, `/refresh with a ${age} access token and no cookie`).toBe(401);
+    }
+  });
+
+  it('challenge: an old refresh token cannot be edited into a current one: changed numbers are refused', async () => {
+    // A thief holds a copy from before two rotations. Whatever the token names in the clear (a counter,
+    // a timestamp), changing it must not make it valid: the server's tag has to cover every part.
+    const { app, tab } = await loggedIn();
+    const old = tab.jar.cookie?.value;
+    expect(old, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    for (let r = 0; r < 2; r++) {
+      app.clock.advance(PAST_ACCESS_EXPIRY);
+      expect((await tab.refresh()).status, `rotation ${r + 1}`).toBe(200);
+    }
+    app.clock.advance(MINUTE);
+    // Every run of up to 6 digits, in turn, replaced with 4 down to 0 (the counter a token this young
+    // can have). Highest first: a value the counter has passed is a replay, which may end the session
+    // before the current value is tried; one it has not reached yet is only unknown.
+    const edits = new Set<string>();
+    for (let value = 4; value >= 0; value--)
+      for (const match of old!.matchAll(/\d{1,6}/g))
+        edits.add(old!.slice(0, match.index) + value + old!.slice(match.index + match[0].length));
+    edits.delete(old!);
+    const accepted: string[] = [];
+    for (const edited of edits) {
+      const res = await fetch(`${app.url}/refresh`, {
+        method: 'POST',
+        headers: { cookie: `refresh_token=${encodeURIComponent(edited)}` },
+      });
+      await res.arrayBuffer();
+      if (res.status === 200) accepted.push(edited);
+    }
+    expect(accepted, `edited copies of a token two rotations old that refreshed (of ${edits.size} tried)`).toEqual([]);
+  });
+
+  it('challenge: logout answers 204 only once the session is revoked: a revocation Redis never got is not a success', async () => {
+    // Two instances of one deployment; the logout goes to the second, whose Redis client the test holds
+    // and then cuts: every write it tries fails as a dropped connection would. A 503 is honest (the user
+    // can log out again); a 204 that left the session alive is a logout that did not happen.
+    const app = await startApp();
+    const held = await lab.context.redis();
+    const hold = holdWrites(held);
+    const other = await startTwin(lab, app, { redis: held });
+    const tab = new Tab(app.url);
+    expect((await tab.login(ada.username, ada.password)).status).toBe(200);
+    const copied = tab.jar.cookie;
+    expect(copied, 'login set no refresh_token cookie to revoke (issue() returned no refreshToken)').toBeDefined();
+    const leaving = new Tab(other.url, tab.jar);
+    leaving.accessToken = tab.accessToken;
+    hold.hold();
+    const out = leaving.send('POST', '/logout');
+    try {
+      await Promise.race([hold.reached, out]);
+    } finally {
+      hold.fail();
+    }
+    const res = await out;
+    await res.arrayBuffer();
+    expect([204, 503], 'logout while its write fails').toContain(res.status);
+    if (res.status === 204) {
+      tab.jar.cookie = copied;
+      app.clock.advance(MINUTE);
+      expect((await tab.refresh()).status, 'logout said 204, yet the session lives on').toBe(401);
+    }
   });
 
   it('challenge: two tabs refreshing at once both stay logged in', async () => {
@@ -580,6 +781,22 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
     ).toEqual([]);
   });
 
+  it('challenge: a session in use outlives refreshTtlSec from its login: each refresh renews its lifetime in Redis too', async () => {
+    // Redis's clock, not a fake one: what is checked is the expiry Redis itself applies. Sessions here
+    // live 3 s unused; a tab refreshes every 2 s, so it is never idle for 3 s, yet its session is 4 s
+    // old at the end. An expiry set at login and never renewed ends it at 3 s, however busy it is.
+    const first = await startAppOn(lab, { redis, users, now: undefined, keys: createKeyRing(), refreshTtlSec: 3 });
+    const tab = new Tab(first.url);
+    expect((await tab.login(ada.username, ada.password)).status).toBe(200);
+    expect(tab.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    const statuses: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      statuses.push((await tab.refresh()).status);
+    }
+    expect(statuses, 'refreshes 2 s and 4 s after login, each within 3 s of the one before').toEqual([200, 200]);
+  });
+
   it('challenge: the racing-tabs grace covers only the generation just rotated: an older one revokes the family', async () => {
     // Two tabs racing present the same token, one rotation apart. A token two or more rotations old,
     // even within the grace, is a copy someone kept: the thief. One second after the rotation to
@@ -620,6 +837,7 @@ describe('challenges: verifying access tokens', () => {
       'aud: another API': await meWith(app, await sign({ ...claims, aud: 'billing-api' })),
       'iss: another issuer': await meWith(app, await sign({ ...claims, iss: 'https://login.partner.example' })),
       'typ: an ID token (JWT)': await meWith(app, await sign(claims, { ...header, typ: 'JWT' })),
+      'no exp: a token that never expires': await meWith(app, await sign({ ...claims, exp: undefined })),
     };
     expect(statuses['nothing changed'], 'the honest token, signed again, must still be accepted').toBe(200);
     const accepted = Object.keys(statuses).filter((name) => name !== 'nothing changed' && statuses[name] !== 401);
