@@ -510,6 +510,36 @@ describe('baseline: what any cache in front of the database must do', () => {
       });
   });
 
+  it("a reader that raced a write cannot fill once another reader has taken the key's lease", async () => {
+    // The race of cache-aside with a third party: reader A misses and reads the database (version 1), held; a
+    // writer commits version 2 and invalidates; reader B misses, takes whatever A held on the key,
+    // reads version 2, held. Then A goes on: what it read is older than the write, whoever holds the
+    // key now. Then B. The cache must end with version 2. (A cache that never invalidates passes: B's
+    // fill comes last. This is about what a guard on the fill must compare.)
+    const cluster = createCluster();
+    const readA = holdFirstCall('find');
+    const readB = holdFirstCall('find');
+    const a = await cluster.start({ wrap: readA.wrap });
+    const b = await cluster.start({ wrap: readB.wrap });
+    const writer = await cluster.start();
+    const first = getUser(a, 38);
+    await readA.reached; // A holds version 1, not yet stored
+    expect((await putUser(writer, 38, { name: 'Before B read', email: 'user38@example.com' })).status).toBe(200);
+    const second = getUser(b, 38);
+    await readB.reached; // B holds version 2, not yet stored
+    readA.release();
+    await first; // it may answer version 1: it began before the write finished
+    readB.release();
+    expect((await second).body).toMatchObject({ version: 2 });
+    for (const url of [a, b, writer]) {
+      const { body } = await getUser(url, 38);
+      expect(
+        `${body.name}, version ${body.version}`,
+        'the reader that read before the write stored its row over the lease of the reader that read after it',
+      ).toBe('Before B read, version 2');
+    }
+  });
+
   it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
     const cluster = createCluster();
     const url = await cluster.start({ ttlMs: 200 });
