@@ -7,13 +7,13 @@ import { rateLimit as expressRateLimit, ipKeyGenerator } from 'express-rate-limi
 import type { Redis } from 'ioredis';
 import { RedisStore } from 'rate-limit-redis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { starterVersions } from '@labs/bench';
 import { sendProblem } from '@labs/lab-kit';
 import { stopServices } from '@labs/services';
 import { openLab } from '@labs/lab-kit';
 import rateLimiterLab from '../server/lab.ts';
 import { LIMITER_REDIS_OPTIONS } from '../server/redis.ts';
 import type { Decision, RateLimiter } from '../server/limiter.ts';
-import { createRateLimiter as starterLimiter } from '../src/rate-limiter.ts';
 import { createRateLimiter as solutionLimiter } from '../solution/rate-limiter.ts';
 
 /** A limit: at most `limit` requests per `windowMs` per client. */
@@ -100,13 +100,28 @@ export async function start(options: BenchServerOptions) {
   let target = '';
   const redis = async () =>
     countCommands(await lab.context.redis(LIMITER_REDIS_OPTIONS), counts, `${target}.redisCalls`);
+  // The committed starter, and the learner's src/ beside it as "your code" when they have edited it.
+  const starters = await starterVersions(
+    new URL('../src/rate-limiter.ts', import.meta.url),
+    (url) => import(url.href) as Promise<typeof import('../src/rate-limiter.ts')>,
+  );
   /** Each target's limiter under `policy`, its keys under a prefix of its own. */
   const builders = (
     policy: Policy,
     tag: string,
   ): Record<string, () => Promise<RateLimiter | RequestHandler | undefined>> => ({
     bare: async () => undefined,
-    starter: async () => starterLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}starter:` }),
+    ...Object.fromEntries(
+      starters.map(({ name, module }) => [
+        name,
+        async () =>
+          module.createRateLimiter({
+            redis: await redis(),
+            ...policy,
+            prefix: `${prefix}${tag}${name.replace(' ', '-')}:`,
+          }),
+      ]),
+    ),
     solution: async () => solutionLimiter({ redis: await redis(), ...policy, prefix: `${prefix}${tag}solution:` }),
     'rate-limiter-flexible': async () =>
       flexibleLimiter(await redis(), policy.limit, policy.windowMs, `${prefix}${tag}`),
