@@ -15,7 +15,12 @@ import { describeIssues } from './input.ts';
 const REASON = z.string().min(20, 'needs a reason (a sentence of at least 20 characters)');
 
 /** The invariants a lab may be excused from (the test kit runs them: invariants.ts). */
-const INVARIANT_NAMES = ['nothing-lives-for-ever', 'no-credential-at-rest'] as const;
+const INVARIANT_NAMES = [
+  'nothing-lives-for-ever',
+  'no-credential-at-rest',
+  'no-process-dies',
+  'malformed-message-sent',
+] as const;
 
 /**
  * A lab's exceptions to the kit's invariants, each with its reason: a pattern (relative to the key
