@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { onInterrupt, spawnGroup } from '../child.ts';
 import { solutionFile } from '../labs.ts';
 import { labServices, releaseServices } from '../services.ts';
-import { c, say, UserError } from '../ui.ts';
+import { c, LAB, say, UserError } from '../ui.ts';
 
 /** The share of mutants a lab's spec must kill (issue #23). */
 export const MUTATION_GOAL = 85;
@@ -213,6 +213,8 @@ export async function mutate(lab: MutatedLab, options: { check?: boolean } = {})
   if (interrupted) return 130;
   if (code !== 0 || !existsSync(join(lab.dir, REPORT_FILE))) {
     say(c.red(`✗ Stryker did not finish (exit code ${code}); its messages are above.`));
+    // The usual cause: Stryker's first run needs every test green on the unmutated solution.
+    say(`  The solution must pass every test of the spec first: ${c.cyan(`${LAB} check ${lab.slug}`)}.`);
     return 1;
   }
   const minutes = Math.round((performance.now() - startedAt) / 6000) / 10;
