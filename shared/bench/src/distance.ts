@@ -136,6 +136,11 @@ export interface Distance extends AsyncDisposable {
   describe(): string[];
   /** Lines to print after a run: the delay each proxy actually applied (timers round up). */
   applied(): Promise<string[]>;
+  /**
+   * Each proxy's counters so far (none at loopback). Its upstream chunks are the messages clients sent
+   * and waited on one at a time: a count of round trips that only this run's connections add to.
+   */
+  stats(): Promise<Partial<Record<ProxiableService, LatencyProxyStats>>>;
   close(): Promise<void>;
 }
 
@@ -204,6 +209,9 @@ export async function openDistance(distances: Distances, env: NodeJS.ProcessEnv 
     async applied() {
       return [...proxies].filter(([, p]) => p.stats().accepted > 0).map(([kind, p]) => appliedLine(kind, p.stats()));
     },
+    async stats() {
+      return Object.fromEntries([...proxies].map(([kind, p]) => [kind, p.stats()]));
+    },
     close,
     [Symbol.asyncDispose]: close,
   };
@@ -265,6 +273,7 @@ export async function withDistance(distances: Distances): Promise<Distance> {
       overhead: undefined,
       describe: () => [LOOPBACK],
       applied: async () => [],
+      stats: async () => ({}),
       close,
       [Symbol.asyncDispose]: close,
     };
@@ -315,6 +324,10 @@ export async function withDistance(distances: Distances): Promise<Distance> {
     record,
     describe: () => [...describeDistances(distances), describeOverhead(overhead)],
     applied,
+    stats: async () => {
+      const flat = await proxyProcess.stats();
+      return Object.fromEntries(entries.map(({ kind }) => [kind, unflattenStats(kind, flat)]));
+    },
     close,
     [Symbol.asyncDispose]: close,
   };

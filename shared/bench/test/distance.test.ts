@@ -93,6 +93,8 @@ describe('services at a distance', () => {
       expect(lines).toContain('Simulated distance: Redis 1 ms away (+1 ms each way, +2 ms per round trip)');
       expect(lines).toMatch(/proxy overhead: \d+ µs per round trip/);
       expect((await far.applied()).join('\n')).toMatch(/Redis proxy: 1 connections, 2 chunks held/);
+      // One message sent and waited on: one round trip, as a load script counts them.
+      expect((await far.stats()).redis?.upstream.chunks).toBe(1);
     }
     // Closed with its owner: nothing listens there any more.
     await expect(roundTrip(proxied)).rejects.toThrow(/ECONNREFUSED/);

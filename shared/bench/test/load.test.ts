@@ -3,7 +3,8 @@
  * percentiles are whole milliseconds of 2xx responses only: a limiter's 429s would not count at all.
  */
 import { once } from 'node:events';
-import { type AddressInfo, createServer } from 'node:http';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { runLoad } from '../src/index.ts';
 
