@@ -3,27 +3,35 @@
  * package.json, so adding a lab adds no code here.
  */
 import { parseArgs } from 'node:util';
-import { ServiceUnavailableError } from '@labs/services';
-import { check } from './commands/check.ts';
-import { starterChanged } from './contract.ts';
-import { diff } from './commands/diff.ts';
-import { docs } from './commands/docs.ts';
-import { doctor } from './commands/doctor.ts';
-import { newLab } from './commands/new.ts';
-import { hint } from './commands/hint.ts';
-import { list } from './commands/list.ts';
-import { menu } from './commands/menu.ts';
-import { mutate } from './commands/mutate.ts';
-import { questions } from './commands/questions.ts';
-import { reset } from './commands/reset.ts';
-import { setup } from './commands/setup.ts';
-import { runLab } from './commands/run.ts';
-import { latencyOption, openReport, runLabScript, SERVE_ENTRY } from './commands/serve.ts';
-import { test } from './commands/test.ts';
-import { watchLab } from './commands/watch.ts';
 import { didYouMean, findLab, loadLabs, repoRoot } from './labs.ts';
 import type { LabPackage } from '@labs/lab-kit/manifest';
 import { c, LAB, say, UserError, warn } from './ui.ts';
+
+/**
+ * A command's module, loaded when the command runs: each pulls in what it needs (the service clients,
+ * vitest's runner, the bench kit), and a command that does not need them (list, hint) does not wait for
+ * them. Every `./lab` call and every task turbo starts pays this start-up.
+ */
+function later<A extends unknown[], R>(load: () => Promise<(...args: A) => R>) {
+  return async (...args: A): Promise<Awaited<R>> => await (await load())(...args);
+}
+const check = later(async () => (await import('./commands/check.ts')).check);
+const diff = later(async () => (await import('./commands/diff.ts')).diff);
+const docs = later(async () => (await import('./commands/docs.ts')).docs);
+const doctor = later(async () => (await import('./commands/doctor.ts')).doctor);
+const newLab = later(async () => (await import('./commands/new.ts')).newLab);
+const hint = later(async () => (await import('./commands/hint.ts')).hint);
+const list = later(async () => (await import('./commands/list.ts')).list);
+const menu = later(async () => (await import('./commands/menu.ts')).menu);
+const mutate = later(async () => (await import('./commands/mutate.ts')).mutate);
+const questions = later(async () => (await import('./commands/questions.ts')).questions);
+const reset = later(async () => (await import('./commands/reset.ts')).reset);
+const setup = later(async () => (await import('./commands/setup.ts')).setup);
+const runLab = later(async () => (await import('./commands/run.ts')).runLab);
+const test = later(async () => (await import('./commands/test.ts')).test);
+const watchLab = later(async () => (await import('./commands/watch.ts')).watchLab);
+const serveCommand = () => import('./commands/serve.ts');
+const starterChanged = later(async () => (await import('./contract.ts')).starterChanged);
 
 const OPTIONS = {
   solution: { type: 'boolean' },
@@ -117,9 +125,10 @@ const COMMAND_LIST: Command[] = [
     ],
     options: ['solution', 'port', 'latency'],
     args: 1,
-    run: ({ labs, args, values }) => {
+    run: async ({ labs, args, values }) => {
       const lab = findLab(labs, args[0], 'serve');
       const port = portOption(values.port);
+      const { latencyOption, runLabScript, SERVE_ENTRY } = await serveCommand();
       return runLabScript(lab, SERVE_ENTRY, {
         args: [lab.dir],
         solution: !!values.solution,
@@ -142,7 +151,8 @@ const COMMAND_LIST: Command[] = [
       const lab = findLab(labs, args[0], 'bench');
       const startedAt = Date.now();
       // The learner's edited src/ is not the starter: its rows say "your code" (the bench kit renames them).
-      const edited = starterChanged(lab);
+      const edited = await starterChanged(lab);
+      const { openReport, runLabScript } = await serveCommand();
       if (edited)
         say(
           c.yellow(
@@ -351,7 +361,8 @@ main(process.argv.slice(2)).then(
     if (error instanceof UserError) {
       warn(error.message);
       process.exitCode = error.exitCode;
-    } else if (error instanceof ServiceUnavailableError) {
+    } else if (error instanceof Error && error.name === 'ServiceUnavailableError') {
+      // A service no provider could supply (@labs/services): its message says what was tried.
       warn(error.message);
       process.exitCode = 1;
     } else {
