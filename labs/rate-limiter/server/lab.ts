@@ -1,6 +1,7 @@
 /**
  * The rate-limiter lab, described once: `lab serve`, the spec and the load script all start it from
- * here. Config: RATE_LIMIT_MAX (default 10) requests per RATE_LIMIT_WINDOW_MS (default 60000).
+ * here. Config: RATE_LIMIT_MAX (default 10) requests per RATE_LIMIT_WINDOW_MS (default 60000);
+ * RATE_LIMIT_KEY_SECRET, the HMAC key that names API keys in Redis (default: one per process).
  */
 import type { RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
@@ -36,11 +37,20 @@ export interface RateLimiterLabOptions {
   limitWith: RateLimiter | RequestHandler | null;
 }
 
-export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number }, RateLimiterLabOptions>({
+export default defineLab<
+  { RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number; RATE_LIMIT_KEY_SECRET?: string },
+  RateLimiterLabOptions
+>({
   slug: 'rate-limiter',
   config: z.object({
     RATE_LIMIT_MAX: wholeNumber({ fallback: 10, min: 1, max: MAX_LIMIT }),
     RATE_LIMIT_WINDOW_MS: wholeNumber({ fallback: 60_000, min: 1, max: MAX_WINDOW_MS }),
+    // Names API keys in Redis (an HMAC); every instance that shares limits needs the same one.
+    RATE_LIMIT_KEY_SECRET: z
+      .string()
+      .optional()
+      .transform((secret) => (secret === '' ? undefined : secret))
+      .pipe(z.string().min(32, 'must be at least 32 characters (openssl rand -base64 32 makes one)').optional()),
   }),
   async build(context, options) {
     const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
@@ -67,6 +77,7 @@ export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number 
       limit,
       windowMs,
       instance: options.instance,
+      apiKeySecret: context.config.RATE_LIMIT_KEY_SECRET,
       // Failing open is the policy; saying so at most every 5 s keeps the log readable during an outage.
       onLimiterError: atMostEvery(5000, (error: Error) =>
         console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`),
@@ -76,6 +87,12 @@ export default defineLab<{ RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number 
       app,
       usage: (url) => [
         `Limit: ${limit} requests per ${windowMs} ms per client (X-API-Key, else IP)`,
+        ...(context.config.RATE_LIMIT_KEY_SECRET
+          ? []
+          : [
+              'Note:  RATE_LIMIT_KEY_SECRET is not set, so API keys are hashed with a secret of this process alone:',
+              '       fine for one instance; instances that share a limit must share the secret.',
+            ]),
         `Try:   for i in $(seq 1 ${limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${url}/api/quote; done; echo`,
       ],
     };

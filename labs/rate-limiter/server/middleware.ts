@@ -2,7 +2,7 @@
  * Express middleware around any RateLimiter: who the client is, the response headers, the 429, and
  * what to do when the limiter itself fails. The learner does not edit this file.
  */
-import { hash } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { sendProblem } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
@@ -19,6 +19,8 @@ export interface RateLimitMiddlewareOptions {
   limit: number;
   /** Called when Redis is down or slow (the request is then let through). Other errors are bugs: a 500. */
   onLimiterError?: (error: Error) => void;
+  /** The key of the HMAC that names an API key in Redis; instances that share limits share it. */
+  apiKeySecret: string;
 }
 
 /**
@@ -29,15 +31,16 @@ export interface RateLimitMiddlewareOptions {
  * allowances by inventing keys. A real API authenticates the key first (an unknown key is a 401) and
  * limits the account it belongs to.
  */
-export function clientIdOf(req: Request): { id: string } | { error: string } {
+export function clientIdOf(req: Request, apiKeySecret: string): { id: string } | { error: string } {
   const key = req.get('x-api-key');
   if (key === undefined) return { id: `ip:${req.ip ?? 'unknown'}` };
   if (!API_KEY.test(key)) {
     return { error: 'X-API-Key must be 1-128 characters from A-Z, a-z, 0-9 and . _ ~ -' };
   }
-  // An API key is a secret: hashed, it never appears in Redis key names (SCAN, MONITOR, backups).
-  // crypto.hash() is the one-shot form: no Hash object per request, on a path every request takes.
-  return { id: `key:${hash('sha256', key, 'base64url')}` };
+  // An API key is a credential: it never appears in Redis (SCAN, MONITOR, a backup). Keyed, because
+  // keys people choose are guessable and a plain SHA-256 of "demo" is one lookup away; with an HMAC, a
+  // dump without the secret names nobody.
+  return { id: `key:${createHmac('sha256', apiKeySecret).update(key).digest('base64url')}` };
 }
 
 /**
@@ -45,12 +48,12 @@ export function clientIdOf(req: Request): { id: string } | { error: string } {
  * Retry-After once a client is over its limit.
  */
 export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
-  const { limiter, windowMs, limit, onLimiterError = () => {} } = options;
+  const { limiter, windowMs, limit, onLimiterError = () => {}, apiKeySecret } = options;
   const windowSeconds = Math.ceil(windowMs / 1000);
   const policy = `"per-client";q=${limit};w=${windowSeconds}`;
 
   return async (req: Request, res: Response, next: NextFunction) => {
-    const client = clientIdOf(req);
+    const client = clientIdOf(req, apiKeySecret);
     if ('error' in client) {
       sendProblem(res, 400, client.error);
       return;
