@@ -145,7 +145,10 @@ const ROUNDS = 5;
 const roundSec = Math.max(2, Math.round(DURATION_SEC / ROUNDS));
 /** Per distance, each round's solution read p99 over no-cache's. */
 const readP99Ratios = new Map<string, number[]>();
-const report = createReport({ lab: 'caching', dir: join(import.meta.dirname, '..') });
+/** Per distance, each round's solution read p50 over no-cache's. */
+const readP50Ratios = new Map<string, number[]>();
+// An edited src/ runs as "your code" beside the committed starter (servers.ts): rows say whose code they ran.
+const report = createReport({ lab: 'caching', dir: join(import.meta.dirname, '..'), starterBeside: true });
 const rows: TableRow[] = [];
 /** What the table does not show, per row: for judging how noisy a run was. */
 const diagnostics: Record<string, number | string>[] = [];
@@ -220,6 +223,7 @@ for (const distances of DISTANCES) {
       'stale reads': sum((r) => r.stale),
       // Requests that waited for PostgreSQL: the reads it answered and every write.
       'via db': answered === 0 ? 0 : Number(((100 * (miss.length + write.length)) / answered).toFixed(1)),
+      'read p50': Number(percentile([...hit, ...miss], 50).toFixed(2)),
       'read p99': ms(percentile([...hit, ...miss], 99)),
       'hit p99': variant === 'no-cache' ? '-' : ms(percentile(hit, 99)),
       'miss p99': ms(percentile(miss, 99)),
@@ -239,11 +243,12 @@ for (const distances of DISTANCES) {
       `    ${row.name}: ${sum((r) => r.writes)} writes; the servers' event loop ran late by up to ${ms(lag)} ms at p99 (a busy machine shows here)`,
     );
   }
-  // Each round's read p99, solution over no-cache: one slow moment spoils one pair, not the figure.
-  const readP99Of = (variant: string) =>
-    rounds.get(variant)!.map((r) => percentile([...r.latencies.hit, ...r.latencies.miss], 99));
-  const pairs = readP99Of('solution').map((p99, i) => p99 / Math.max(readP99Of('no-cache')[i]!, 1e-9));
-  readP99Ratios.set(far.label, pairs);
+  // Each round's read percentiles, solution over no-cache: one slow moment spoils one pair, not the figure.
+  const readPOf = (variant: string, p: number) =>
+    rounds.get(variant)!.map((r) => percentile([...r.latencies.hit, ...r.latencies.miss], p));
+  const pairsAt = (p: number) => readPOf('solution', p).map((x, i) => x / Math.max(readPOf('no-cache', p)[i]!, 1e-9));
+  readP99Ratios.set(far.label, pairsAt(99));
+  readP50Ratios.set(far.label, pairsAt(50));
   for (const line of await far.applied()) console.log(line);
   measured.push({ label: far.label, byVariant });
 }
@@ -255,6 +260,7 @@ report.table('Caching: GET/PUT /users/:id, two instances per target', {
     { name: 'db reads/s' },
     { name: 'stale reads' },
     { name: 'via db', unit: '%' },
+    { name: 'read p50', unit: 'ms', kind: 'latency' },
     { name: 'read p99', unit: 'ms', kind: 'latency' },
     { name: 'hit p99', unit: 'ms', kind: 'latency' },
     { name: 'miss p99', unit: 'ms', kind: 'latency' },
@@ -268,20 +274,24 @@ for (const { label, byVariant } of measured) {
   if (!solution) continue;
   // Reads, the requests a cache is for: a write waits for PostgreSQL with or without one. At loopback a
   // database read costs about what a Redis read does, so the cache's gain is lost in the scheduler's noise
-  // there (0.7x on an idle machine): the target there is only that the cache costs reads nothing. With the
-  // database a real round trip away, the gain is the lesson, and the target asks for it.
-  const pairs = readP99Ratios.get(label)!;
-  const median = [...pairs].sort((a, b) => a - b)[Math.floor(pairs.length / 2)]!;
-  console.log(
-    `  read p99 ratio per round ${label}: ${pairs.map((r) => r.toFixed(2)).join(', ')}; median ${median.toFixed(2)}`,
-  );
+  // there (0.7x on an idle machine): both ratios are figures there. With the database a round trip away
+  // the gain is the lesson, and the target asks for it on the median read: on a busy machine the servers'
+  // event loop runs 65 to 115 ms late at p99 (printed above), so a p99 there measures the scheduler, and
+  // its ratio swung from 0.21 to 0.77 between rounds of one run. The p99 ratio stays, as a figure.
+  const medianOf = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const far = label !== distanceLabel({});
-  report.target(
-    `solution read p99 ÷ no-cache read p99 ${label} (median of rounds)`,
-    median,
-    { atMost: far ? 0.5 : 1 },
-    'x',
-  );
+  for (const [statistic, pairs] of [
+    ['p50', readP50Ratios.get(label)!],
+    ['p99', readP99Ratios.get(label)!],
+  ] as const) {
+    const median = medianOf(pairs);
+    console.log(
+      `  read ${statistic} ratio per round ${label}: ${pairs.map((r) => r.toFixed(2)).join(', ')}; median ${median.toFixed(2)}`,
+    );
+    const name = `solution read ${statistic} ÷ no-cache read ${statistic} ${label} (median of rounds)`;
+    if (far && statistic === 'p50') report.target(name, median, { atMost: 0.5 }, 'x');
+    else report.figure(name, median, 'x');
+  }
   report.target(`solution cache hit ratio ${label}`, Number(solution.values['hit ratio']), { atLeast: 0.9 });
   report.target(`solution stale reads ${label}`, Number(solution.values['stale reads']), { exactly: 0 });
 }

@@ -9,18 +9,13 @@ import { isPostgresOutage, isRedisOutage } from '@labs/services';
 import type { Lookup, UserCache } from './cache.ts';
 import { userInput, userParams } from './users.ts';
 
+/** What the routes are built from; lab.ts documents each (CachingLabOptions). */
 export interface AppDeps {
   cache: UserCache;
-  /** Sent as X-Instance, so a learner can see which instance answered (default: `port-<its port>`). */
+  /** Sent as X-Instance (default: `port-<its port>`). */
   instance?: string;
-  /** Called after every read (the load script counts cache hits with it). */
   onLookup?: (lookup: Lookup) => void;
-  /** Called with any unexpected error (the response is then a 500 that does not say what it was). */
   onError?: (error: Error) => void;
-  /**
-   * Where the outages behind 503s are reported (a service down or stalled), one line at most every 5 s;
-   * default: a warning.
-   */
   onOutage?: (line: string) => void;
 }
 
@@ -28,10 +23,8 @@ export interface AppDeps {
 export const RETRY_AFTER_SEC = 2;
 
 /**
- * Outages are a 503 with Retry-After, which a client can act on (a 500 says we have a bug). PostgreSQL
- * down or stalled past the pool's timeouts (server/lab.ts) is always one; Redis only reaches the error
- * handler when the cache does not survive it, which a cache that answers from the database never lets
- * happen. Each test also refuses the other service's errors, so the right one is named.
+ * Outages are a 503 with Retry-After (a 500 says we have a bug). Redis only reaches the error handler
+ * when the cache does not survive its outage; each test refuses the other service's errors.
  */
 const OUTAGES = [
   { test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC },

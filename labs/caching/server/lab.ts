@@ -37,11 +37,12 @@ export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
   connectionTimeoutMillis: 2000,
 };
 
-export interface CachingConfig {
-  CACHE_TTL_MS: number;
-  SCHEMA_VERSION: number;
-  SEED_USERS: number;
-}
+const config = z.object({
+  CACHE_TTL_MS: wholeNumber({ fallback: 60_000, min: 1, max: 86_400_000 }),
+  SCHEMA_VERSION: wholeNumber({ fallback: CURRENT_SCHEMA_VERSION, min: 1, max: CURRENT_SCHEMA_VERSION }),
+  SEED_USERS: wholeNumber({ fallback: 10_000, min: 0, max: 1_000_000 }),
+});
+export type CachingConfig = z.infer<typeof config>;
 
 /** What a spec or load script may set instead of the configuration. */
 export interface CachingLabOptions {
@@ -96,11 +97,7 @@ function prepareOnce(context: LabContext<CachingConfig>, pool: pg.Pool, seedUser
 
 export default defineLab<CachingConfig, CachingLabOptions>({
   slug: 'caching',
-  config: z.object({
-    CACHE_TTL_MS: wholeNumber({ fallback: 60_000, min: 1, max: 86_400_000 }),
-    SCHEMA_VERSION: wholeNumber({ fallback: CURRENT_SCHEMA_VERSION, min: 1, max: CURRENT_SCHEMA_VERSION }),
-    SEED_USERS: wholeNumber({ fallback: 10_000, min: 0, max: 1_000_000 }),
-  }),
+  config,
   async build(context, options) {
     const { config } = context;
     const schemaVersion = options.schemaVersion ?? config.SCHEMA_VERSION;
@@ -117,21 +114,15 @@ export default defineLab<CachingConfig, CachingLabOptions>({
       prefix,
       schemaVersion,
       ttlMs,
-      // A cache that survives Redis failing reports each failure; saying so at most every 5 s keeps the
-      // log readable during an outage.
+      // One line at most every 5 s keeps the log readable during an outage.
       onCacheError:
         options.onCacheError ??
         atMostEvery(5000, (error: Error) =>
           console.warn(`[caching] Redis failed, answering from the database: ${error.message}`),
         ),
     });
-    const app = createApp({
-      cache,
-      instance: options.instance,
-      onLookup: options.onLookup,
-      onError: options.onError,
-      onOutage: options.onOutage,
-    });
+    const { instance, onLookup, onError, onOutage } = options;
+    const app = createApp({ cache, instance, onLookup, onError, onOutage });
     const database = new URL(pool.options.connectionString ?? 'postgres:///').pathname.slice(1);
     return {
       app,

@@ -5,11 +5,6 @@
 import type pg from 'pg';
 import { presentUser, type User, type UserInput, type UserRow } from './users.ts';
 
-/** The part of a pg Pool (or Client) this module uses: anything that runs a query. */
-export interface Queryable {
-  query<R extends object = Record<string, unknown>>(text: string, values?: unknown[]): Promise<{ rows: R[] }>;
-}
-
 /** Reads and writes users in the shape of one schema version. */
 export interface UserRepository {
   /** The user with this id, or null. One SELECT. */
@@ -18,7 +13,7 @@ export interface UserRepository {
   save(id: number, input: UserInput): Promise<{ user: User; created: boolean }>;
 }
 
-export function createUserRepository(db: Queryable, schemaVersion: number): UserRepository {
+export function createUserRepository(db: pg.Pool, schemaVersion: number): UserRepository {
   return {
     async find(id) {
       const { rows } = await db.query<UserRow>('SELECT id, name, email, version, updated_at FROM users WHERE id = $1', [
@@ -42,27 +37,6 @@ export function createUserRepository(db: Queryable, schemaVersion: number): User
   };
 }
 
-/** Creates the users table if it is missing. */
-export async function migrate(db: Queryable): Promise<void> {
-  await db.query(`CREATE TABLE IF NOT EXISTS users (
-    id integer PRIMARY KEY,
-    name text NOT NULL,
-    email text NOT NULL,
-    version integer NOT NULL DEFAULT 1,
-    updated_at timestamptz NOT NULL DEFAULT now()
-  )`);
-}
-
-/** Inserts users 1..count (those that do not exist yet) in one statement. */
-export async function seedUsers(db: Queryable, count: number): Promise<void> {
-  await db.query(
-    `INSERT INTO users (id, name, email)
-     SELECT n, 'User ' || n, 'user' || n || '@example.com' FROM generate_series(1, $1::integer) AS n
-     ON CONFLICT (id) DO NOTHING`,
-    [count],
-  );
-}
-
 /**
  * How long one statement of the preparation may take. Preparing is no request: seeding a million users,
  * or waiting for another process to finish preparing, takes longer than the API's pool allows a query
@@ -71,24 +45,35 @@ export async function seedUsers(db: Queryable, count: number): Promise<void> {
 const PREPARE_TIMEOUT_MS = 300_000;
 
 /**
- * Creates the table and users 1..seedUsers in one transaction, under an advisory lock: two processes
- * preparing one database at once (two `lab serve`s) take turns instead of racing, because two
- * concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog. Safe to run again.
+ * Creates the table and users 1..seedCount (those that do not exist yet) in one transaction, under an
+ * advisory lock: two processes preparing one database at once (two `lab serve`s) take turns instead
+ * of racing, because two concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog. Safe
+ * to run again.
  */
 export async function prepareDatabase(pool: pg.Pool, seedCount: number): Promise<void> {
   const client = await pool.connect();
   // pg reads a per-query `query_timeout` (the client-side bound) though its types do not declare it.
-  const preparing: Queryable = {
-    query: (text, values) => client.query({ text, values, query_timeout: PREPARE_TIMEOUT_MS } as pg.QueryConfig),
-  };
+  const run = (text: string, values?: unknown[]) =>
+    client.query({ text, values, query_timeout: PREPARE_TIMEOUT_MS } as pg.QueryConfig);
   try {
-    await preparing.query('BEGIN');
-    await preparing.query(`SET LOCAL statement_timeout = ${PREPARE_TIMEOUT_MS}`);
+    await run('BEGIN');
+    await run(`SET LOCAL statement_timeout = ${PREPARE_TIMEOUT_MS}`);
     // Released by COMMIT or ROLLBACK: a crashed process never leaves it held.
-    await preparing.query(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
-    await migrate(preparing);
-    if (seedCount > 0) await seedUsers(preparing, seedCount);
-    await preparing.query('COMMIT');
+    await run(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
+    await run(`CREATE TABLE IF NOT EXISTS users (
+      id integer PRIMARY KEY,
+      name text NOT NULL,
+      email text NOT NULL,
+      version integer NOT NULL DEFAULT 1,
+      updated_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    await run(
+      `INSERT INTO users (id, name, email)
+       SELECT n, 'User ' || n, 'user' || n || '@example.com' FROM generate_series(1, $1::integer) AS n
+       ON CONFLICT (id) DO NOTHING`,
+      [seedCount],
+    );
+    await run('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;

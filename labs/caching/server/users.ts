@@ -20,12 +20,11 @@ export interface UserRow {
   updated_at: Date;
 }
 
-/** A user as schema version 1 presented it. */
+/** A user as schema version 1 presented it. `version`: 1 when created, +1 per write. */
 export interface UserV1 {
   id: number;
   name: string;
   email: string;
-  /** Row version: 1 when created, +1 per write. Lets a client tell an old read from a new one. */
   version: number;
 }
 
@@ -37,12 +36,6 @@ export interface UserV2 extends UserV1 {
 
 /** A user in the shape of some schema version: what the API returns and what a cache stores. */
 export type User = UserV1 | UserV2;
-
-/** What PUT /users/:id accepts. */
-export interface UserInput {
-  name: string;
-  email: string;
-}
 
 /** Turns a row into the JSON shape of `schemaVersion`. */
 export function presentUser(row: UserRow, schemaVersion: number): User {
@@ -97,4 +90,7 @@ export const userInput = z.object(
       .refine(noNul, { error: NUL_MESSAGE }),
   },
   { error: 'body must be a JSON object like {"name": "Ada Lovelace", "email": "ada@example.com"}' },
-) satisfies z.ZodType<UserInput>;
+);
+
+/** What PUT /users/:id accepts, once checked: the name trimmed. */
+export type UserInput = z.infer<typeof userInput>;
