@@ -56,16 +56,14 @@ export function createApp(deps: AppDeps): Express {
   app.get('/api/authors', async (req, res) => {
     const page = parseInput(res, pageQuery, req.query);
     if (!page) return; // a 400 problem naming the parameter, sent before any SQL
-    // A failure goes on to problemHandler: an outage (refused, reset, timed out) is the database's
-    // state, not this request's fault, a 503; a bug, such as SQL that does not parse, a logged 500.
     const authors = await loadFeed(db, page);
     const last = authors.at(-1);
     const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
     res.json(body);
   });
   app.use(notFound);
-  // Express 5 passes a rejected handler here: PostgreSQL's outage is a 503 with Retry-After, anything
-  // else a 500 problem whose details go to the log.
+  // Express 5 passes a rejected handler here: an outage (refused, reset, timed out) is the database's
+  // state, not the request's fault, a 503 with Retry-After; a bug (SQL that does not parse) a logged 500.
   app.use(
     problemHandler({
       outages: [{ test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC }],

@@ -19,18 +19,10 @@ export const DEFAULT_SEED: SeedOptions = { authors: 5000, maxPostsPerAuthor: 40 
 
 /**
  * The API's pool: every wait on PostgreSQL is bounded, so a database that is down or stalled costs a
- * request a few seconds and a 503, never a hang. (Measured before these: a frozen server held every
- * request for as long as it stayed frozen.)
- *
- * - `connectionTimeoutMillis`: opening a connection, or waiting for a free one when the pool is busy.
- * - `statement_timeout`: the server cancels a statement that runs longer (error 57014), and the
- *   connection stays usable. A page's statements take milliseconds; 2 s means something is wrong.
- * - `query_timeout`: the client gives up on an answer that does not come, which is what a frozen
- *   server (or a dead network path) looks like; longer than statement_timeout, so a live server's own
- *   cancel comes first. pg-pool then discards that connection.
- *
- * Seeding and index builds run longer than any request should, so they use a pool of their own
- * without these (`lab serve` and the load script make one).
+ * request a few seconds and a 503, never a hang: opening or waiting for a connection (2 s), a statement
+ * the server cancels (2 s, error 57014, the connection stays usable), and an answer that never comes
+ * from a frozen server (3 s, longer than the server's own cancel; pg-pool then drops the connection).
+ * Seeding and index builds run longer than any request should, on a pool of their own without these.
  */
 export const APP_POOL_OPTIONS = {
   connectionTimeoutMillis: 2000,
@@ -54,12 +46,9 @@ CREATE TABLE posts (
 `;
 
 /**
- * Drops and recreates the two tables and fills them. Publication times repeat (a few hundred distinct
- * hours), so ordering by time alone would be ambiguous: every query orders by (published_at, id).
- *
- * The tables get the indexes PostgreSQL makes by itself and no other: one per primary key. Whatever
- * else the feed's queries need is created by the exercise's `ensureIndexes(db)`, which `lab serve`,
- * the spec and the load script call after seeding (a schema migration that ships with the code).
+ * Drops and recreates the two tables and fills them. Publication times repeat across authors, so every
+ * query orders by (published_at, id). The tables get only the indexes PostgreSQL makes by itself, one
+ * per primary key: the rest is the exercise's `ensureIndexes(db)`, called after seeding.
  */
 export async function seed(db: pg.Pool | pg.ClientBase, options: SeedOptions = DEFAULT_SEED): Promise<void> {
   await db.query(SCHEMA);

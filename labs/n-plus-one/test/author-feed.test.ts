@@ -364,7 +364,7 @@ describe('baseline: PostgreSQL stalled or down is a prompt 503, never a hang or 
         }
       });
       let waiting = 0;
-      for (let i = 0; i < 300 && waiting < 5; i++) {
+      for (let i = 0; i < 1000 && waiting < 5; i++) {
         const { rows } = await db.query<{ n: number }>(
           "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         );
