@@ -60,7 +60,6 @@ export interface BackgroundJobsLabOptions {
 }
 
 export default defineLab<Config, BackgroundJobsLabOptions>({
-  slug: 'background-jobs',
   config,
   async build(context, options) {
     const log = options.log ?? ((message: string) => console.error(`[background-jobs] ${message}`));
