@@ -47,7 +47,6 @@ export interface JwtLabOptions {
 }
 
 export default defineLab<JwtLabConfig, JwtLabOptions>({
-  slug: 'jwt-refresh-tokens',
   config: z.object({
     ACCESS_TTL_SEC: wholeNumber({ fallback: TOKEN_DEFAULTS.accessTtlSec, min: 1, max: MAX_ACCESS_TTL_SEC }),
     // Every instance must share it (racing tabs get the same successor from any of them); absent or
