@@ -31,7 +31,6 @@ async function describeIndexes(db: pg.Pool): Promise<string> {
 }
 
 export default defineLab<Record<string, never>, NPlusOneLabOptions>({
-  slug: 'n-plus-one',
   async build(context, options) {
     const db = options.db ?? (await context.database(APP_POOL_OPTIONS));
     const app = createApp({ db, loadFeed: options.loadFeed });
