@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import {
   benchDurationSec,
   createReport,
+  type Distances,
   forkServers,
   HTTP,
   type LoadResult,
@@ -21,6 +22,7 @@ import {
   runLoad,
   type TableRow,
   type Value,
+  withDistance,
 } from '@labs/bench';
 import type { BenchServerOptions } from './servers.ts';
 import { mixedRequests, seededTenant, zipf } from './workload.ts';
@@ -137,6 +139,41 @@ for (const phase of ['zipf: one bucket per tenant', 'zipf: top 3 split x8']) {
   add(phase, result, s, { 'hot shard share': pct(share) });
 }
 
+// The solution's shards a network hop away (a smaller world of its own, seeded through the proxy): what a
+// request costs in round trips. The proxy counts the messages the servers sent and waited on, so round
+// trips per request come from this run's connections alone, whatever else uses the same PostgreSQL.
+// The bound is that many round trips at the delay the proxy applied; the solution's share is the bound
+// over its p50: near 1, the wire is the request's cost.
+const FAR: Distances = { postgres: 1 };
+{
+  await using far = report.distance(await withDistance(FAR));
+  console.log(`\nThe solution with PostgreSQL ${far.label.slice(1, -1)}:`);
+  for (const line of far.describe()) console.log(`  ${line}`);
+  const small = { ...options, tenants: 200, notesPerTenant: 10, keys: 1000, worlds: ['solution' as const] };
+  await using distant = await forkServers(new URL('./servers.ts', import.meta.url), small, { env: far.env });
+  const url = distant.urls.solution!;
+  const someTenant = () => seededTenant(Math.floor(Math.random() * small.tenants));
+  await load('solution (warm-up)', url, someTenant, 1);
+  const chunks = async () => (await far.stats()).postgres?.upstream.chunks ?? 0;
+  const before = await chunks();
+  const result = await load(`solution ${far.label}`, url, someTenant);
+  // Requests still in flight when the load stopped finish their round trips too: let them.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const roundTrips = ((await chunks()) - before) / Math.max(1, result.requests);
+  await far.applied();
+  const appliedMs = far.record?.services.postgres?.appliedMeanDelayMs ?? 0;
+  const s = await (await fetch(`${distant.urls.control}/bench/solution/stats`)).json();
+  add(`solution ${far.label}`, result, s as Stats, { 'round trips/request': Math.round(roundTrips * 100) / 100 });
+  const boundMs = roundTrips * 2 * appliedMs;
+  console.log(`  the proxy applied ${appliedMs.toFixed(2)} ms each way on average`);
+  report.figure(
+    `solution: round trips per request ${far.label} (counted by the proxy)`,
+    Math.round(roundTrips * 100) / 100,
+  );
+  report.figure(`solution: round-trip bound per request ${far.label}`, boundMs, 'ms');
+  report.figure(`solution: the bound's share of its p50 ${far.label}`, boundMs / Math.max(result.p50Ms, 1e-9), 'x');
+}
+
 report.table('Sharding: hash % N (starter) against buckets (solution), adding a fifth shard to four', {
   columns: [
     ...HTTP.columns,
@@ -148,6 +185,7 @@ report.table('Sharding: hash % N (starter) against buckets (solution), adding a 
     { name: 'switch pause', unit: 'ms' },
     { name: 'writes lost' },
     { name: 'hot shard share', unit: '%' },
+    { name: 'round trips/request' },
   ],
   rows,
   lesson: 'rows moved',

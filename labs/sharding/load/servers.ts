@@ -25,6 +25,8 @@ export interface BenchServerOptions {
   /** Keys whose placement is compared before and after the reshard. */
   keys: number;
   poolSize: number;
+  /** The worlds to start (default both): the distance run needs the solution's alone. */
+  worlds?: ('starter' | 'solution')[];
 }
 
 interface World {
@@ -56,7 +58,10 @@ export async function start(options: BenchServerOptions) {
   const closers: (() => Promise<void>)[] = [];
   const urls: Record<string, string> = {};
 
-  for (const [name, createRouter] of Object.entries(implementations)) {
+  const wanted = options.worlds ?? ['starter', 'solution'];
+  for (const [name, createRouter] of Object.entries(implementations).filter(([name]) =>
+    wanted.includes(name as 'starter' | 'solution'),
+  )) {
     const opened = await openLab(lab, { purpose: 'bench' });
     const committed = { n: 0, pending: 0 };
     closers.push(() => opened.close());
