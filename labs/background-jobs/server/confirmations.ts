@@ -94,6 +94,12 @@ export interface SenderOptions {
    */
   hangAfter?: number;
   /**
+   * With `hangAfter`: every second held call hangs after its confirmation is written instead of before,
+   * so a worker is stuck both ways, before its effect and between its effect and its commit. What the
+   * worker does after either (an ack, a COMMIT) then meets whatever the test broke meanwhile.
+   */
+  hangAfterEffectToo?: boolean;
+  /**
    * Each call waits (up to this many ms) until another call for the same job id is in progress too:
    * two copies of a job delivered at once are then both inside the work together, the interleaving a
    * check-then-act dedupe gets wrong, forced instead of hoped for. A worker that lets only one copy
@@ -149,7 +155,9 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
     stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
     attempts.set(job.jobId, [...(attempts.get(job.jobId) ?? []), performance.now()]);
     try {
-      if (options.hangAfter !== undefined && stats.calls > options.hangAfter) await held;
+      const heldNo = options.hangAfter === undefined ? 0 : stats.calls - options.hangAfter;
+      const holdAfterEffect = heldNo > 0 && options.hangAfterEffectToo === true && heldNo % 2 === 0;
+      if (heldNo > 0 && !holdAfterEffect) await held;
       if (options.meetCopiesMs !== undefined) await meetCopy(job.jobId, options.meetCopiesMs);
       if (options.workMs > 0) await sleep(options.workMs);
       const body = renderConfirmation(job);
@@ -157,6 +165,7 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
         'INSERT INTO confirmations (job_id, order_id, email, body, enqueued_at) VALUES ($1, $2, $3, $4, $5)',
         [job.jobId, job.orderId, job.email, body, job.enqueuedAt],
       );
+      if (holdAfterEffect) await held;
       if (options.failAfterFirstEffect && attempts.get(job.jobId)?.length === 1) {
         throw new Error('the mail provider timed out after accepting the confirmation');
       }

@@ -26,6 +26,7 @@ export interface StartWorkerMessage {
   databaseUrl: string;
   workMs: number;
   hangAfter?: number;
+  hangAfterEffectToo?: boolean;
   /** An absolute path to a module implementing JobQueueModule. */
   module?: string;
   /**
@@ -64,7 +65,11 @@ process.on('message', async (message: ParentMessage) => {
       const connectionLost = atMostEvery(5000, (error: Error) => log(`a database connection failed: ${error.message}`));
       const max = message.poolSize ?? 10;
       pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max }, connectionLost);
-      sender = createConfirmationSender({ workMs: message.workMs, hangAfter: message.hangAfter });
+      sender = createConfirmationSender({
+        workMs: message.workMs,
+        hangAfter: message.hangAfter,
+        hangAfterEffectToo: message.hangAfterEffectToo,
+      });
       worker = await implementation.startWorker(
         { ...message.settings, log },
         { db: pool, sendConfirmation: sender.send },

@@ -63,11 +63,12 @@ const STOP_GRACE_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 2000;
 
 /**
- * How long a worker holds a job it could not do because the database is down or not answering, before
- * it gives the job back to the queue. Held, the delivery still counts against the prefetch, so a worker
- * tries at most `prefetch` jobs per pause against a database that is away, instead of spinning.
+ * How long a worker holds a job it cannot do for now (the database is down or not answering, or the
+ * broker refused its retry copy) before it gives the job back to the queue. Held, the delivery still
+ * counts against the prefetch, so a worker tries at most `prefetch` jobs per pause against a service
+ * that is away, instead of circling as fast as round trips allow.
  */
-const DATABASE_OUTAGE_PAUSE_MS = 1000;
+const GIVE_BACK_PAUSE_MS = 1000;
 
 /** Our own header: which attempt a delivery is (absent on the first). */
 const ATTEMPT_HEADER = 'x-attempt';
@@ -295,8 +296,9 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
     }
   };
 
-  /** Gives the job back to the queue as it is, attempt count untouched. */
-  const requeue = (channel: Channel, message: ConsumeMessage) => {
+  /** Gives the job back to the queue as it is, attempt count untouched, after a pause (unless stopping). */
+  const giveBack = async (channel: Channel, message: ConsumeMessage) => {
+    if (!stopping) await sleep(GIVE_BACK_PAUSE_MS);
     try {
       channel.nack(message, false, true);
     } catch {
@@ -354,8 +356,7 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
           lastOutageLine = Date.now(); // one line every 5 s: an outage fails every job, and says so once
           log(`the database is not answering, jobs go back to the queue until it does: ${(error as Error).message}`);
         }
-        if (!stopping) await sleep(DATABASE_OUTAGE_PAUSE_MS);
-        requeue(channel, message);
+        await giveBack(channel, message);
         return;
       }
       try {
@@ -363,8 +364,9 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
         await retryOrBury(publish, message, attempt, error instanceof Error ? error : new Error(String(error)));
       } catch (publishError) {
         log(`could not pass on failed job ${message.properties.messageId}: ${(publishError as Error).message}`);
-        // Requeue it as it is: the broker or the channel failed, not the job.
-        requeue(channel, message);
+        // Give it back as it is: the broker or the channel failed, not the job. Not at once: a copy
+        // refused now (its queue gone, say) is refused again on the next try, and the loop would spin.
+        await giveBack(channel, message);
         return;
       }
     }
@@ -415,10 +417,15 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
         stopping = true;
         // 1. No new deliveries. 2. Let the jobs in progress finish and ack. 3. Close: anything still
         // unacked (only after the grace period) goes back to the queue for another worker.
-        if (consuming) await consuming.channel.cancel(consuming.consumerTag).catch(() => undefined);
+        const active = consuming;
+        if (active) await active.channel.cancel(active.consumerTag).catch(() => undefined);
         await within(Promise.allSettled([...inProgress]), STOP_GRACE_MS, 'jobs not finished').catch((error: Error) =>
           log(`stopping with ${inProgress.size} job(s) in progress: ${error.message}`),
         );
+        // The channel first: frames on one channel keep their order, so its last acks reach the broker
+        // before its close does. The connection's close travels on a channel of its own and can overtake
+        // them, and the broker, closing, would requeue jobs that are done.
+        if (active) await within(active.channel.close(), CLOSE_TIMEOUT_MS, 'not closed').catch(() => undefined);
         await within(connection.close(), CLOSE_TIMEOUT_MS, 'not closed').catch(() => undefined);
       })();
       return stopped;

@@ -16,14 +16,22 @@ export function makeJob(overrides: Partial<Pick<ConfirmationJob, 'items' | 'emai
 /** `count` fresh jobs. */
 export const makeJobs = (count: number) => Array.from({ length: count }, () => makeJob());
 
-/** Takes every message waiting in `queue` (ready ones; unacked ones stay where they are). */
+/**
+ * Takes every message waiting in `queue` (ready ones; unacked ones stay where they are); none when the
+ * queue does not exist (a version that never declared it), which the broker answers by closing the
+ * channel with a 404.
+ */
 export async function takeAll(url: string, queue: string): Promise<GetMessage[]> {
   const connection = await amqp.connect(url);
   try {
     const channel = await connection.createChannel();
+    channel.on('error', () => {}); // the 404 of a missing queue: the get below rejects with it too
     const messages: GetMessage[] = [];
     for (;;) {
-      const message = await channel.get(queue, { noAck: true });
+      const message = await channel.get(queue, { noAck: true }).catch((error: Error) => {
+        if (/NOT_FOUND/.test(error.message)) return false as const;
+        throw error;
+      });
       if (message === false) return messages;
       messages.push(message);
     }
