@@ -1,6 +1,5 @@
 /**
  * The API: notes of many tenants, and an admin side that shows where they live and adds shards.
- * createApp never listens; `server/lab.ts` builds it for `lab serve`, the spec and the load script.
  * Every input is checked with zod (a 400 problem says what is wrong); errors are RFC 9457 problems.
  *
  *   POST  /api/tenants/:tenant/notes        {"notes":[{"body":"..."}]}     201 {notes}
@@ -13,10 +12,10 @@
  *   GET   /api/admin/tenants/:tenant                                       200 {located, rowsByShard}
  *   PUT   /api/admin/hot-tenants/:tenant    {"fanout":8}                   200 | 409
  *
- * Any of them answers 503 with Retry-After when the catalog or a shard it needs does not answer in time
- * (down, or stalled past the pools' timeouts in server/shards.ts); see "Under faults" in the README.
+ * Any of them answers 503 with Retry-After when the catalog or a shard it needs does not answer in
+ * time (down, or stalled past the pools' timeouts in server/shards.ts): see "Under faults" in the README.
  */
-import express, { type Express } from 'express';
+import express, { type Express, type Request, type Response } from 'express';
 import { notFound, parseInput, problemHandler, sendProblem, wholeNumber, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import * as notes from './notes.ts';
@@ -24,18 +23,14 @@ import type { Cursor, ShardRouter } from './router.ts';
 import type { ShardSet } from './shards.ts';
 
 /** Tenant ids are part of URLs and of the shard key: a short, plain alphabet. */
-export const tenantId = z
+const tenantId = z
   .string()
   .regex(
     /^[a-z0-9][a-z0-9_-]{0,63}$/,
     'must be 1-64 characters: lowercase letters, digits, "-" or "_", starting with a letter or digit',
   );
 
-/**
- * PostgreSQL `text` cannot hold U+0000 (it answers SQLSTATE 22021, "invalid byte sequence"), so a note
- * with one is refused here with a 400 that says so, as caching does, instead of failing as a 500 inside
- * the shard's transaction.
- */
+/** PostgreSQL `text` cannot hold U+0000 (SQLSTATE 22021): refused here with a 400, not a 500 from a shard. */
 const noteBody = z
   .string()
   .min(1, 'must not be empty')
@@ -49,13 +44,10 @@ const createBody = z.object({
     .min(1)
     .max(500),
 });
-const updateBody = z.object({ body: noteBody });
 
 /** A cursor is opaque to clients: base64url of the last note's [createdAt, id]. */
-export function encodeCursor(cursor: Cursor): string {
-  return Buffer.from(JSON.stringify([cursor.createdAt, cursor.id])).toString('base64url');
-}
-
+const encodeCursor = (cursor: Cursor) =>
+  Buffer.from(JSON.stringify([cursor.createdAt, cursor.id])).toString('base64url');
 const cursorParts = z.tuple([z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/), z.uuid()]);
 const cursor = z.string().transform((raw, ctx): Cursor => {
   try {
@@ -66,7 +58,6 @@ const cursor = z.string().transform((raw, ctx): Cursor => {
     return z.NEVER;
   }
 });
-
 const acrossQuery = z.object({
   tenants: z
     .string('must list tenant ids, comma-separated')
@@ -76,78 +67,64 @@ const acrossQuery = z.object({
   after: cursor.optional(),
 });
 
-const placementBody = z.object({ tenants: z.array(tenantId).min(1).max(20_000) });
-const hotBody = z.object({ fanout: z.int().min(2).max(64) });
-
-export interface AppDeps {
-  router: ShardRouter;
-  shards: ShardSet;
-}
-
 /** What a client is told to wait before it tries again, in seconds, when a database is not answering. */
 export const RETRY_AFTER_SEC = 2;
 
-/**
- * An outage (a shard or the catalog refused, dropped or timed out) is a 503 with Retry-After, which a
- * client can act on; a bug stays a 500 with its details in the log (the lab kit's problemHandler, one
- * outage line every 5 s). The request needed a database that is not answering, so it is answered as a
- * whole: a page across shards is not served with one shard's notes missing, because it would look
- * complete and its cursor would skip them for good.
- */
-const DATABASE_OUTAGE = {
-  test: isPostgresOutage,
-  service: 'A database this request needs (a shard or the catalog)',
-  retryAfterSec: RETRY_AFTER_SEC,
-};
+/** Reads `schemas` (request part -> schema) from the request; undefined, with a 400 sent, if one fails. */
+function input<S extends Record<string, z.ZodType>>(req: Request, res: Response, schemas: S) {
+  const parsed: Record<string, unknown> = {};
+  for (const [part, schema] of Object.entries(schemas)) {
+    parsed[part] = parseInput(res, schema, req[part as 'params' | 'body' | 'query']);
+    if (parsed[part] === undefined) return undefined;
+  }
+  return parsed as { [K in keyof S]: z.infer<S[K]> };
+}
 
-export function createApp({ router, shards }: AppDeps): Express {
+export function createApp({ router, shards }: { router: ShardRouter; shards: ShardSet }): Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '1mb' }));
-
   app.get('/health', (_req, res) => {
     res.json({ ok: true });
   });
 
   app.post('/api/tenants/:tenant/notes', async (req, res) => {
-    const params = parseInput(res, tenantParams, req.params);
-    const body = params && parseInput(res, createBody, req.body);
-    if (!params || !body) return;
+    const got = input(req, res, { params: tenantParams, body: createBody });
+    if (!got) return;
     const created = await router.create(
-      params.tenant,
-      body.notes.map((n) => n.body),
+      got.params.tenant,
+      got.body.notes.map((n) => n.body),
     );
     res.status(201).json({ notes: created });
   });
 
   app.get('/api/tenants/:tenant/notes', async (req, res) => {
-    const params = parseInput(res, tenantParams, req.params);
-    if (!params) return;
-    res.json({ notes: await router.list(params.tenant) });
+    const got = input(req, res, { params: tenantParams });
+    if (got) res.json({ notes: await router.list(got.params.tenant) });
   });
 
   app.patch('/api/tenants/:tenant/notes/:id', async (req, res) => {
-    const params = parseInput(res, noteParams, req.params);
-    const body = params && parseInput(res, updateBody, req.body);
-    if (!params || !body) return;
-    const note = await router.update(params.tenant, params.id, body.body);
-    if (!note) return sendProblem(res, 404, `Tenant ${params.tenant} has no note ${params.id}`);
+    const got = input(req, res, { params: noteParams, body: z.object({ body: noteBody }) });
+    if (!got) return;
+    const { tenant, id } = got.params;
+    const note = await router.update(tenant, id, got.body.body);
+    if (!note) return sendProblem(res, 404, `Tenant ${tenant} has no note ${id}`);
     res.json({ note });
   });
 
   app.get('/api/notes', async (req, res) => {
-    const query = parseInput(res, acrossQuery, req.query);
-    if (!query) return;
-    const page = await router.listAcross(query.tenants, { limit: query.limit, after: query.after });
+    const got = input(req, res, { query: acrossQuery });
+    if (!got) return;
+    const { tenants, limit, after } = got.query;
+    const page = await router.listAcross(tenants, { limit, after });
     res.json({ notes: page.notes, next: page.next ? encodeCursor(page.next) : null });
   });
 
   app.get('/api/admin/shards', async (_req, res) => {
-    const all = await shards.all();
-    const inService = new Set((await shards.list()).map((s) => s.id));
+    const [all, inService] = await Promise.all([shards.all(), shards.list()]);
     const rows = await Promise.all(all.map((s) => notes.countAll(s.pool, s)));
     res.json({
-      shards: all.map((s, i) => ({ id: s.id, location: s.location, inService: inService.has(s.id), rows: rows[i] })),
+      shards: all.map((s, i) => ({ id: s.id, location: s.location, inService: inService.includes(s), rows: rows[i] })),
     });
   });
 
@@ -159,45 +136,47 @@ export function createApp({ router, shards }: AppDeps): Express {
   });
 
   app.post('/api/admin/placement', async (req, res) => {
-    const body = parseInput(res, placementBody, req.body);
-    if (!body) return;
-    res.json({ shards: await router.locate(body.tenants) });
+    const got = input(req, res, { body: z.object({ tenants: z.array(tenantId).min(1).max(20_000) }) });
+    if (got) res.json({ shards: await router.locate(got.body.tenants) });
   });
 
   app.get('/api/admin/tenants/:tenant', async (req, res) => {
-    const params = parseInput(res, tenantParams, req.params);
-    if (!params) return;
+    const got = input(req, res, { params: tenantParams });
+    if (!got) return;
+    const { tenant } = got.params;
     // Counted on every shard that exists, not through the router: what is really where.
     const all = await shards.all();
-    const counts = await Promise.all(
-      all.map(async (s) => (await notes.countByTenant(s.pool, s, params.tenant)).get(params.tenant) ?? 0),
-    );
-    const [located] = await router.locate([params.tenant]);
+    const counts = await Promise.all(all.map((s) => notes.countByTenant(s.pool, s, tenant)));
+    const [located] = await router.locate([tenant]);
     res.json({
-      tenant: params.tenant,
+      tenant,
       located,
-      rowsByShard: Object.fromEntries(all.map((s, i) => [s.id, counts[i]])),
+      rowsByShard: Object.fromEntries(all.map((s, i) => [s.id, counts[i]!.get(tenant) ?? 0])),
     });
   });
 
   app.put('/api/admin/hot-tenants/:tenant', async (req, res) => {
-    const params = parseInput(res, tenantParams, req.params);
-    const body = params && parseInput(res, hotBody, req.body);
-    if (!params || !body) return;
+    const got = input(req, res, { params: tenantParams, body: z.object({ fanout: z.int().min(2).max(64) }) });
+    if (!got) return;
+    const { tenant } = got.params;
     // A split may only widen: the notes already written to its buckets must stay reachable.
     const { rowCount } = await shards.catalog.pool.query(
       `INSERT INTO ${shards.catalog.table('hot_tenants')} AS h (tenant, fanout) VALUES ($1, $2)
        ON CONFLICT (tenant) DO UPDATE SET fanout = excluded.fanout WHERE h.fanout <= excluded.fanout`,
-      [params.tenant, body.fanout],
+      [tenant, got.body.fanout],
     );
-    if (rowCount !== 1) return sendProblem(res, 409, `${params.tenant} is already split wider; a split may only grow`);
-    res.json({ tenant: params.tenant, fanout: body.fanout });
+    if (rowCount !== 1) return sendProblem(res, 409, `${tenant} is already split wider; a split may only grow`);
+    res.json({ tenant, fanout: got.body.fanout });
   });
 
   app.use(notFound);
+  // An outage (a shard or the catalog refused, dropped or timed out) is a 503 with Retry-After; a bug
+  // a 500 with its details in the log. A request is answered as a whole: a page across shards is never
+  // served with one shard's notes missing (it would look complete, and its cursor would skip them).
+  const outage = { test: isPostgresOutage, service: 'A database this request needs (a shard or the catalog)' };
   app.use(
     problemHandler({
-      outages: [DATABASE_OUTAGE],
+      outages: [{ ...outage, retryAfterSec: RETRY_AFTER_SEC }],
       log: (error) => console.error(`[sharding] ${error.message}`),
       logOutage: (line) => console.warn(`[sharding] ${line}`),
     }),

@@ -1,16 +1,13 @@
 /**
  * The sharding lab, described once: `lab serve`, the spec and the load script all start it from here.
- * Config: SHARDS (default 4), the number of shards created on the first start. After that the catalog
- * decides: a restart finds the shards, and the routing, it had.
- *
- * Faults: every pool the API uses has the timeouts in DATABASE_POOL_OPTIONS (server/shards.ts), and
- * server/app.ts answers an outage of the catalog or of a shard with a 503 and Retry-After.
+ * Config: SHARDS (default 4), the number of shards created on the first start; after that the catalog
+ * decides, so a restart finds the shards, and the routing, it had.
  */
 import { createShardRouter } from '#shard-router';
 import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import type { MoveHooks, RouterDeps, ShardRouter } from './router.ts';
-import { type PoolTarget, shardSetFor } from './shards.ts';
+import { type ConnectVia, shardSetFor } from './shards.ts';
 
 /** What a spec or load script may set instead of the defaults. */
 export interface ShardingLabOptions {
@@ -22,11 +19,8 @@ export interface ShardingLabOptions {
   variant: string;
   /** Connections per pool (default 4). */
   poolSize: number;
-  /**
-   * Rewrites the URL the catalog's pool or a shard's pool connects to: the spec puts a fault proxy in
-   * front of one (default: none). Read by the first build on a context, which opens its shards.
-   */
-  connectVia: (url: string, target: PoolTarget) => string;
+  /** Rewrites the URL the catalog's or a shard's pool connects to (a fault proxy); read by a context's first build. */
+  connectVia: ConnectVia;
 }
 
 export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
@@ -43,12 +37,11 @@ export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
     });
     const router = (options.createRouter ?? createShardRouter)({ shards, hooks: options.hooks ?? {} });
     await router.prepare();
-    const inService = await shards.list();
-    const where = shards.embedded ? 'schemas of the embedded engine' : 'databases';
+    const where = (await shards.list()).map((s) => s.location).join(', ');
     return {
       app: createApp({ router, shards }),
       usage: (url) => [
-        `Shards: ${inService.map((s) => s.location).join(', ')} (${where})`,
+        `Shards: ${where} (${shards.embedded ? 'schemas of the embedded engine' : 'databases'})`,
         `Write: curl -s -X POST ${url}/api/tenants/acme/notes -H 'content-type: application/json' -d '{"notes":[{"body":"hello"}]}'`,
         `Read:  curl -s ${url}/api/tenants/acme/notes`,
         `Where: curl -s ${url}/api/admin/tenants/acme ; curl -s ${url}/api/admin/shards`,

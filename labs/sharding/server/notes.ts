@@ -1,11 +1,9 @@
 /**
- * The note store: every statement the lab runs against one shard's `notes` table. A router decides
- * which shard each runs on; none of them knows about more than the one shard it is given. Each run
- * counts one statement on the shard (`shard.ops`): the load script reads it as the shard's traffic.
- *
- * The statements a request makes also come unrun (`insertSql`, `updateSql`, `listSql`, `pageSql`),
- * with a `gate`: an SQL condition every row must also meet, so a router can put a check of its own
- * (a fence) into the same statement as the work, and pay one round trip for both.
+ * The note store: every statement the lab runs against one shard's `notes` table; a router decides
+ * which shard each runs on. Each run counts one statement on the shard (`shard.ops`), the load script's
+ * measure of its traffic. A request's statements also come unrun (`insertSql`, `updateSql`, `listSql`,
+ * `pageSql`) with a `gate`, an SQL condition every row must also meet: a router can put a check of its
+ * own (a fence) into the same statement as the work, and pay one round trip for both.
  *
  * Timestamps travel as fixed-width UTC text with microseconds (`2026-01-31T09:15:02.123456Z`): exact,
  * so a cursor built from one finds the same row again, and ordered the same way as text and as time.
@@ -15,7 +13,7 @@ import type { Cursor, Note } from './router.ts';
 import type { Shard } from './shards.ts';
 
 /** A pool, or one client of it inside a transaction. */
-export type Queryable = pg.Pool | pg.PoolClient;
+type Queryable = pg.Pool | pg.PoolClient;
 
 /** An SQL statement with its parameters ($1, $2, ...), not yet run. */
 export interface Statement {
@@ -30,26 +28,18 @@ export type NewNote = Pick<Note, 'id' | 'tenant' | 'bucket' | 'body'>;
 export const TENANT_LIST_LIMIT = 1000;
 
 const ts = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-/** The columns a statement returns, as `toNote` reads them. */
-export const COLUMNS = `id, tenant_id, bucket, body, ${ts('created_at')} AS created_at, ${ts('updated_at')} AS updated_at`;
+/** The columns a statement returns: a note, as the API returns it, but for its shard. */
+export const COLUMNS = `id, tenant_id AS tenant, bucket, body, ${ts('created_at')} AS "createdAt", ${ts('updated_at')} AS "updatedAt"`;
 /** Newest first; the id breaks ties between notes written in the same transaction (same created_at). */
 const ORDER = 'ORDER BY created_at DESC, id DESC';
 
-/** A row of COLUMNS, as the API returns it. */
-export const toNote = (r: Record<string, unknown>, shard: Shard): Note => ({
-  id: r.id as string,
-  tenant: r.tenant_id as string,
-  body: r.body as string,
-  createdAt: r.created_at as string,
-  updatedAt: r.updated_at as string,
-  bucket: r.bucket as number,
-  shard: shard.id,
-});
+/** A row of COLUMNS, read from `shard`. */
+export const toNote = (row: Omit<Note, 'shard'>, shard: Shard): Note => ({ ...row, shard: shard.id });
 
 /** Runs `statement` on `shard` (counted) and returns its rows as notes. */
 export async function run(db: Queryable, shard: Shard, statement: Statement): Promise<Note[]> {
   shard.ops++;
-  const { rows } = await db.query(statement.text, statement.values);
+  const { rows } = await db.query<Omit<Note, 'shard'>>(statement.text, statement.values);
   return rows.map((r) => toNote(r, shard));
 }
 
@@ -161,10 +151,7 @@ export async function deleteBucket(db: Queryable, shard: Shard, bucket: number):
   return (await db.query(`DELETE FROM ${shard.table('notes')} WHERE bucket = $1`, [bucket])).rowCount ?? 0;
 }
 
-/**
- * The number of `bucket`'s notes here and a digest of all their columns, in id order: two shards
- * holding the same rows give the same pair, whatever order the rows were written in.
- */
+/** The number of `bucket`'s notes here and a digest of all their columns, in id order: equal on two shards holding the same rows. */
 export async function checksum(
   db: Queryable,
   shard: Shard,

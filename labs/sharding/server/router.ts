@@ -12,64 +12,46 @@ export interface Note {
   /** UTC, microseconds, fixed width: `2026-01-31T09:15:02.123456Z`. Notes written in one batch share it. */
   createdAt: string;
   updatedAt: string;
-  /** The placement unit the router recorded when it wrote the note (a bucket router's bucket). */
+  /** The placement unit the router recorded when it wrote the note (a bucket router's bucket), and the shard it came from. */
   bucket: number;
-  /** The shard it was read from or written to. */
   shard: number;
 }
 
 /** Where a page ends: the sort key and the id of its last note. */
-export interface Cursor {
-  createdAt: string;
-  id: string;
-}
+export type Cursor = Pick<Note, 'createdAt' | 'id'>;
 
-/** A page of notes across tenants, newest first (created_at DESC, id DESC). */
-export interface NotePage {
-  notes: Note[];
-  /** Pass it back as `after` for the next page; null on the last page. */
-  next: Cursor | null;
-}
-
-/** What adding a shard did. */
-export interface ReshardReport {
-  /** The id of the shard added. */
-  shard: number;
-  /** Rows copied to another shard. */
-  rowsMoved: number;
-  /** Buckets moved (0 for a router without buckets). */
-  bucketsMoved: number;
-  /** The longest time writes to any part of the data had to wait while it switched shard, in ms. */
-  pauseMs: number;
-}
+/** A page of notes across tenants, newest first (created_at DESC, id DESC); `next` is null on the last. */
+export type NotePage = { notes: Note[]; next: Cursor | null };
 
 /**
- * Called by a router while a reshard is in flight, so the spec (and you) can see what happens to
- * writes that arrive then, with the tenants whose rows are moving:
+ * What adding a shard did: the shard added, the rows copied to it and the buckets moved (0 for a router
+ * without buckets), and the longest time writes to any part of the data waited while it switched, in ms.
+ */
+export type ReshardReport = { shard: number; rowsMoved: number; bucketsMoved: number; pauseMs: number };
+
+/**
+ * Called by a router while a reshard is in flight, with the tenants whose rows are moving, so the
+ * spec (and you) can see what happens to writes that arrive then:
  * - `afterCopy` each time rows have been copied to their new shard, before anything else happens to them;
- * - `beforeSwitch` when the move is about to make the new shard serve them (for a bucket router: the
- *   copy is complete and verified, and the switch is next). A write made then must not be lost; the
- *   router may hold it until the switch is done, so the hook does not wait for it to finish.
+ * - `beforeSwitch` when the new shard is about to serve them (for a bucket router: the copy is complete
+ *   and verified, the switch is next). A write made then must not be lost; the router may hold it
+ *   until the switch is done, so the hook does not wait for it to finish.
  */
 export interface MoveHooks {
   afterCopy?(tenants: string[]): Promise<void>;
   beforeSwitch?(tenants: string[]): Promise<void>;
 }
 
-/** What a router is built from. */
-export interface RouterDeps {
-  /** The shards and the catalog (`shards.catalog`): the stored configuration every instance reads. */
-  shards: ShardSet;
-  hooks: MoveHooks;
-}
+/** What a router is built from: the shards and the catalog (`shards.catalog`) every instance reads. */
+export type RouterDeps = { shards: ShardSet; hooks: MoveHooks };
 
 /** The operations the API needs from a router. */
 export interface ShardRouter {
   /** Creates the router's own tables (catalog, shards) if absent. Runs at every start, on every instance. */
   prepare(): Promise<void>;
   /**
-   * For each tenant, the shards its notes live on, read fresh from the catalog: one shard for most
-   * tenants, the first being where its notes go by default; several for a tenant split over many.
+   * For each tenant, the shards its notes live on, read fresh from the catalog: one for most tenants,
+   * the first being where its notes go by default; several for a tenant split over many.
    */
   locate(tenants: readonly string[]): Promise<number[][]>;
   /** Stores new notes for `tenant`, in one transaction; returns them. */

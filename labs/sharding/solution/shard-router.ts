@@ -167,7 +167,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
     const verdict = rows[0] as { owned: number; frozen: number };
     if (verdict.owned < buckets.length) throw new BucketBusy(buckets, 'moved');
     if (intent === 'write' && verdict.frozen > 0) throw new BucketBusy(buckets, 'frozen');
-    return rows.filter((r) => r.id !== null).map((r) => notes.toNote(r, shard));
+    return rows.filter((r) => r.id !== null).map(({ owned: _, frozen: __, ...note }) => notes.toNote(note, shard));
   }
 
   /**
