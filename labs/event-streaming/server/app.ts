@@ -4,9 +4,9 @@
  */
 import express, { type Express } from 'express';
 import type pg from 'pg';
-import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
-import { ACCOUNT_ID, MAX_AMOUNT } from './events.ts';
-import { outagesAs503, warnEvery5s, withinDeadline } from './outages.ts';
+import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, z } from '@labs/lab-kit';
+import { ACCOUNT_ID, type AccountEvent, MAX_AMOUNT } from './events.ts';
+import { OUTAGES, RETRY_AFTER_SEC, withinDeadline } from './outages.ts';
 import type { Recorder } from './pipeline.ts';
 import { getAccount, projectionStats } from './projection.ts';
 
@@ -22,8 +22,8 @@ export interface AppDeps {
   pending(): Promise<number>;
   /** Messages the topic holds. */
   published(): Promise<number>;
-  /** Called when a request fails because a service is down or stalled (the answer is a 503). */
-  onOutage?: (error: Error) => void;
+  /** Where an outage behind a 503 is reported, a line every 5 s at most (default: a warning). */
+  onOutage?: (line: string) => void;
 }
 
 const accountId = z.string().regex(ACCOUNT_ID, 'must be 1-64 letters, digits, - or _');
@@ -55,7 +55,7 @@ const MAYBE_RECORDED =
  * nothing new is applied).
  */
 export function createApp(deps: AppDeps): Express {
-  const { pool, recorder, onOutage = warnEvery5s() } = deps;
+  const { pool, recorder, onOutage = (line: string) => console.warn(`[event-streaming] ${line}`) } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.use(express.json({ limit: '16kb' }));
@@ -77,7 +77,17 @@ export function createApp(deps: AppDeps): Express {
     const headers = parseInput(res, z.object({ 'idempotency-key': idempotencyKey }), req.headers);
     if (!headers) return;
     const key = headers['idempotency-key'];
-    const event = await recorder.record(input, key);
+    let event: AccountEvent;
+    try {
+      event = await recorder.record(input, key);
+    } catch (error) {
+      // A write given up on is not undone: the 503 says what is known, and how to retry safely.
+      const outage = OUTAGES.find((candidate) => candidate.test(error));
+      if (!outage) throw error;
+      throw new ServiceDownError(`${outage.service} is not answering: ${MAYBE_RECORDED}`, RETRY_AFTER_SEC, {
+        cause: error,
+      });
+    }
     if (event.type !== input.type || event.amount !== input.amount) {
       sendProblem(
         res,
@@ -120,9 +130,12 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(notFound);
   app.use(
-    outagesAs503(onOutage, (req) => (req.method === 'POST' && req.path === '/api/events' ? MAYBE_RECORDED : undefined)),
+    problemHandler({
+      outages: OUTAGES,
+      log: (error) => console.error(`[event-streaming] ${error.message}`),
+      logOutage: onOutage,
+    }),
   );
-  app.use(problemHandler((error) => console.error(`[event-streaming] ${error.message}`)));
   return app;
 }
 

@@ -44,15 +44,37 @@ export function consumerSettings(groupId: string): ConsumerConfig {
   return { groupId, sessionTimeout: 6000, heartbeatInterval: 500, maxWaitTimeInMs: 200 };
 }
 
-/** Creates `topics` with `partitions` each, if they do not exist yet, and waits for their leaders. */
+/** How long a new topic's partitions may take to get their leaders before ensureTopics gives up. */
+const LEADERS_WITHIN_MS = 30_000;
+
+/**
+ * Creates `topics` with `partitions` each, if they do not exist yet, and waits for their leaders. On a
+ * busy machine a broker can take longer to elect them than kafkajs' own wait (a few retries, about 3 s,
+ * then "This server does not host this topic-partition"), so the wait is this function's, and longer.
+ */
 export async function ensureTopics(admin: Admin, topics: readonly string[], partitions = PARTITIONS): Promise<void> {
   const existing = new Set(await admin.listTopics());
   const missing = topics.filter((topic) => !existing.has(topic));
   if (missing.length === 0) return;
-  await admin.createTopics({
-    topics: missing.map((topic) => ({ topic, numPartitions: partitions })),
-    waitForLeaders: true,
-  });
+  try {
+    await admin.createTopics({
+      topics: missing.map((topic) => ({ topic, numPartitions: partitions })),
+      waitForLeaders: true,
+    });
+  } catch (error) {
+    if ((error as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION') throw error;
+  }
+  const deadline = Date.now() + LEADERS_WITHIN_MS;
+  for (;;) {
+    try {
+      const { topics: found } = await admin.fetchTopicMetadata({ topics: missing });
+      if (found.every((t) => t.partitions.length === partitions && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (error) {
+      if ((error as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION' || Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`Kafka gave ${missing.join(', ')} no leaders within 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 /** Messages in `topic` so far: the sum of its partitions' end offsets (0 when it does not exist). */

@@ -47,8 +47,8 @@ export interface EventStreamingLabOptions {
    * always goes through a client of the lab's own, so a spec's broken one cannot leave topics behind.
    */
   kafka: Kafka;
-  /** Receives the outages behind a 503 (a service down or stalled). Default: a warning, at most every 5 s. */
-  onOutage: (error: Error) => void;
+  /** Receives the outages behind a 503 (a service down or stalled), a line every 5 s at most. Default: a warning. */
+  onOutage: (line: string) => void;
 }
 
 export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({

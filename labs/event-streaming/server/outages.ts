@@ -6,9 +6,8 @@
  * stall, whichever pipeline is plugged in. The pools are made here with their timeouts, and every call
  * the API makes to Kafka is bounded here, around the learner's publisher, not inside it.
  */
-import type { ErrorRequestHandler, Request } from 'express';
 import type pg from 'pg';
-import { atMostEvery, ServiceDownError } from '@labs/lab-kit';
+import type { Outage } from '@labs/lab-kit';
 import { isKafkaOutage, isPostgresOutage } from '@labs/services';
 
 /** What a client is told to wait before it tries again, in seconds, while a service is not answering. */
@@ -77,40 +76,13 @@ function isKafkaDeadline(error: unknown): boolean {
 }
 
 /**
- * The service an outage error is about, named for a person; undefined when it is not an outage (a bug).
- * The outage tests of @labs/services decide by who raised the error, never by its symptoms alone: a
- * broker that refuses connections is ECONNREFUSED in kafkajs' error too, and is Kafka's, not the database's.
+ * The outages the API answers with a 503 and Retry-After (the lab kit's `problemHandler({ outages })`),
+ * anything else being a bug (a logged 500). The service named is the one whose client raised the error
+ * (the outage tests of @labs/services), never a guess from its symptoms: a broker that refuses
+ * connections is ECONNREFUSED in kafkajs' error too, and is Kafka's, not the database's. The API's own
+ * deadline on a call to Kafka is Kafka's.
  */
-export function serviceDown(error: unknown): 'Kafka' | 'The database' | undefined {
-  if (isKafkaDeadline(error) || isKafkaOutage(error)) return 'Kafka';
-  return isPostgresOutage(error) ? 'The database' : undefined;
-}
-
-/**
- * Turns an outage into a ServiceDownError, which problemHandler answers with a 503 and Retry-After.
- * Anything else goes on to problemHandler as it is: a bug stays a 500 whose details go to the log.
- * `unknownOutcome(req)` says when the request may have taken effect all the same (a write that was
- * given up on, not undone): the answer then says so, and how to retry safely.
- */
-export function outagesAs503(
-  onOutage: (error: Error) => void,
-  unknownOutcome: (req: Request) => string | undefined = () => undefined,
-): ErrorRequestHandler {
-  return (error: Error, req, _res, next) => {
-    const service = serviceDown(error);
-    if (service === undefined) {
-      next(error);
-      return;
-    }
-    onOutage(error);
-    const outcome = unknownOutcome(req) ?? 'try again in a few seconds';
-    next(new ServiceDownError(`${service} is not answering: ${outcome}`, RETRY_AFTER_SEC));
-  };
-}
-
-/** A warning at most every 5 s: an outage fails many requests, and one line says enough. */
-export function warnEvery5s(log: (line: string) => void = console.warn): (error: Error) => void {
-  return atMostEvery(5000, (error: Error) =>
-    log(`[event-streaming] a service is not answering (503): ${error.message}`),
-  );
-}
+export const OUTAGES: readonly Outage[] = [
+  { test: (error) => isKafkaDeadline(error) || isKafkaOutage(error), service: 'Kafka', retryAfterSec: RETRY_AFTER_SEC },
+  { test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC },
+];
