@@ -5,10 +5,9 @@
  * load balancer would run.
  */
 import { randomBytes } from 'node:crypto';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { createRoomHub } from '#room-hub';
-import { defineLab, type LabContext, wholeNumber, z } from '@labs/lab-kit';
-import { createRedisClient } from '@labs/services';
+import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createGateway, WS_PATH } from './gateway.ts';
 import { type Every, type HubOptions, type RoomHub, realClock } from './hub.ts';
@@ -66,25 +65,6 @@ export interface RoomsLabOptions {
   log: (message: string) => void;
 }
 
-/**
- * A client on `url` with `redisOptions`, ready (as `context.redis()` hands them out), disconnected when
- * the lab closes. Disconnected, not QUIT: a QUIT sent to a stalled Redis would wait for its timeout.
- */
-async function connectTo(context: LabContext<RoomsConfig>, url: string, redisOptions: RedisOptions): Promise<Redis> {
-  const client = createRedisClient(url, redisOptions);
-  client.on('error', () => {}); // it reconnects by itself; commands report failures as they happen
-  context.onClose(() => client.disconnect());
-  if (client.status === 'ready') return client;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Redis at ${url} did not become ready within 5 s`)), 5000);
-    client.once('ready', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  return client;
-}
-
 interface RoomsConfig {
   WS_TOKEN_SECRET: string;
   WS_ALLOWED_ORIGINS: string[];
@@ -139,7 +119,7 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
     const connect = (role: string) => {
       const redisOptions = { ...ROOMS_REDIS_OPTIONS, connectionName: `${context.prefix}${instance}:${role}` };
       const url = role === 'subscriber' ? (options.subscriberRedisUrl ?? options.redisUrl) : options.redisUrl;
-      return url === undefined ? context.redis(redisOptions) : connectTo(context, url, redisOptions);
+      return context.redis({ ...redisOptions, url });
     };
     const [redis, subscriber] = await Promise.all([connect('commands'), connect('subscriber')]);
     const hub = (options.createHub ?? createRoomHub)({
