@@ -4,7 +4,29 @@
  */
 export { listen, type Listening, PortInUseError, uniqueId, untilInterrupted } from '@labs/lab-kit';
 export { deleteByPrefix } from '@labs/services';
-export { type StallingProxy, stallingProxy } from './faults.ts';
+export { type DelayingProxy, type DelayOptions, delayingProxy, type StallingProxy, stallingProxy } from './faults.ts';
+export {
+  MALFORMED_PAYLOADS,
+  type MalformedPayload,
+  malformedMessagesSent,
+  type ProduceMalformedOptions,
+  type ProducedAt,
+  produceMalformed,
+  publishMalformed,
+  type PublishMalformedOptions,
+  queueDepth,
+  type RabbitDestination,
+  untilGroupCommitted,
+  untilQueueHolds,
+} from './malformed.ts';
+export {
+  describeIncidents,
+  expectExit,
+  type ProcessIncident,
+  takeProcessIncidents,
+  UNHANDLED_PATTERN,
+  watchProcesses,
+} from './processes.ts';
 export { useKafka, usePostgres, useRabbitMQ, useRedis } from './fixtures.ts';
 export type {
   KafkaFixture,
@@ -21,6 +43,8 @@ export {
   credentialsInRedis,
   expectEveryKeyExpires,
   expectNoCredentialAtRest,
+  expectMalformedMessageSent,
+  expectNoProcessDied,
   type Finding,
   INVARIANT_NAMES,
   InvariantError,

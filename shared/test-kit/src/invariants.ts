@@ -9,9 +9,14 @@
  * - *No credential at rest*: nothing the API handed a client as a credential (a token, a secret, a
  *   session id) appears verbatim in Redis or PostgreSQL. A dump, a backup or a `MONITOR` must not be a
  *   list of live sessions.
+ * - *No process dies*: no process of the lab (the API and workers in the test process, the worker
+ *   processes it forks) leaves a rejection unhandled, throws an uncaught exception or exits with an
+ *   error during a test (processes.ts says what is watched and how).
+ * - *A malformed message is sent*: a spec file of a lab that uses RabbitMQ or Kafka sends its
+ *   consumers garbage at least once (malformed.ts), so that the two rules above meet it.
  *
- * A spec gets both by opening its lab with {@link useLab} (after each test) or its Redis with
- * `useRedis` (on dispose); it records what it was handed with {@link recordCredential}.
+ * A spec gets all three by opening its lab with {@link useLab} (after each test), the first two by
+ * opening its Redis with `useRedis` (on dispose); it records what it was handed with {@link recordCredential}.
  */
 import type { Redis } from 'ioredis';
 import pg from 'pg';
@@ -19,9 +24,16 @@ import { afterAll, afterEach } from 'vitest';
 import { type LabDefinition, type LabContext, type OpenLab, openLab } from '@labs/lab-kit';
 import type { ServiceKind } from '@labs/services';
 import { type InvariantPolicy, readLabPackage } from './lab-manifest.ts';
+import { malformedMessagesSent } from './malformed.ts';
+import { describeIncidents, takeProcessIncidents, watchProcesses } from './processes.ts';
 
 /** The invariants' names, as a manifest's `lab.invariants.optOut` spells them. */
-export const INVARIANT_NAMES = ['nothing-lives-for-ever', 'no-credential-at-rest'] as const;
+export const INVARIANT_NAMES = [
+  'nothing-lives-for-ever',
+  'no-credential-at-rest',
+  'no-process-dies',
+  'malformed-message-sent',
+] as const;
 export type InvariantName = (typeof INVARIANT_NAMES)[number];
 
 /** Thrown when an invariant does not hold; its message says what was found and where. */
@@ -181,6 +193,39 @@ export function expectNoCredentialAtRest(findings: Finding[]): void {
   );
 }
 
+/**
+ * Throws an {@link InvariantError} when a watched process broke *no process dies* since the last check
+ * (processes.ts: `watchProcesses`, which `useLab` starts): an unhandled rejection or uncaught exception
+ * here, or a Node child that crashed or printed one.
+ *
+ * @example
+ * watchProcesses(); // useLab does this, and calls expectNoProcessDied() after each test
+ * const worker = fork(new URL('./worker.ts', import.meta.url));
+ * worker.send({ type: 'job', body: '{not json' });
+ * await settled(); // whatever tells the test the worker had its chance to fail
+ * expectNoProcessDied();
+ */
+export function expectNoProcessDied(): void {
+  const found = takeProcessIncidents();
+  if (found.length > 0) throw new InvariantError(describeIncidents(found));
+}
+
+/**
+ * Throws an {@link InvariantError} when a spec file of a lab whose `services` include RabbitMQ or
+ * Kafka has sent no malformed message (`publishMalformed`, `produceMalformed`): its consumers never
+ * met one, so nothing showed that they survive it. `useLab` calls it after the file's last test.
+ */
+export function expectMalformedMessageSent(services: readonly ServiceKind[]): void {
+  const brokers = services.filter((s) => s === 'rabbitmq' || s === 'kafka');
+  if (brokers.length === 0 || malformedMessagesSent() > 0) return;
+  throw new InvariantError(
+    `A malformed message is sent: this lab uses ${brokers.join(' and ')}, but this spec file sent its consumers ` +
+      'no malformed message. Send some with publishMalformed (RabbitMQ) or produceMalformed (Kafka) from ' +
+      '@labs/test-kit and check that the consumer lives on and sets them aside, or opt out in the manifest ' +
+      '(package.json "lab.invariants.optOut": { "malformed-message-sent": "<why this file consumes nothing>" }).',
+  );
+}
+
 /** Which invariants run, and what they allow: the lab's manifest, unless a caller passes its own. */
 export interface InvariantOptions {
   /** The services and policy to apply (default: the manifest of the lab in the current directory). */
@@ -196,9 +241,19 @@ export interface LabUnderTest<Config> extends OpenLab<Config> {
 /**
  * Opens `definition` for this test file (as `openLab`), closes it after the file, and after each test
  * checks the invariants the lab's manifest does not opt out of: every Redis key under the lab's prefix
- * expires (bar the manifest's permanent patterns), and no credential recorded with
- * {@link recordCredential} is kept verbatim under that prefix or in the lab's database. Call it at the
- * top of a spec file, where vitest collects hooks.
+ * expires (bar the manifest's permanent patterns; for a lab whose manifest lists `redis`), no credential
+ * recorded with {@link recordCredential} is kept verbatim under that prefix or in the lab's database,
+ * and no process died (every lab: {@link expectNoProcessDied}; once more after the last test, before the
+ * lab closes). After the last test, for a lab that uses RabbitMQ or Kafka, it also checks that the file
+ * sent a malformed message ({@link expectMalformedMessageSent}). Call it at the top of a spec file,
+ * where vitest collects hooks.
+ *
+ * @example
+ * import lab from '../server/lab.ts';
+ * const opened = await useLab(lab);
+ * const { url } = await opened.context.listen(await lab.build(opened.context, {}));
+ * // every test below is followed by the three checks; a broken one fails that test
+ * it('...', async () => { await fetch(url); });
  */
 export async function useLab<Config, Options>(
   definition: LabDefinition<Config, Options>,
@@ -219,8 +274,13 @@ export async function useLab<Config, Options>(
   let checker: Promise<Redis> | undefined;
   const redis = () => (checker ??= context.redis());
   const runs = (name: InvariantName) => invariants.optOut[name] === undefined;
+  if (runs('no-process-dies')) {
+    watchProcesses();
+    takeProcessIncidents(); // whatever happened before this file opened its lab is not its doing
+  }
 
   async function checkInvariants(): Promise<void> {
+    if (runs('no-process-dies')) expectNoProcessDied();
     const usesRedis = services.includes('redis');
     if (usesRedis && runs('nothing-lives-for-ever'))
       await expectEveryKeyExpires(await redis(), context.prefix, Object.keys(invariants.permanentKeys));
@@ -232,6 +292,14 @@ export async function useLab<Config, Options>(
   }
 
   afterEach(checkInvariants);
-  afterAll(() => opened.close());
+  afterAll(async () => {
+    try {
+      // What died after the last test's check (a worker's exit arrives a moment later), before close ends them.
+      if (runs('no-process-dies')) expectNoProcessDied();
+      if (runs('malformed-message-sent')) expectMalformedMessageSent(services);
+    } finally {
+      await opened.close();
+    }
+  });
   return { ...opened, context, checkInvariants };
 }

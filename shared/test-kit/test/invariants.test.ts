@@ -2,10 +2,13 @@
  * The kit's invariants can fail: each check below is shown a violation and must report it, and shown
  * the lawful version of the same thing and must let it pass.
  */
+import { fork } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import amqp from 'amqplib';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defineLab } from '@labs/lab-kit';
@@ -14,12 +17,16 @@ import {
   credentialsInPostgres,
   credentialsInRedis,
   expectEveryKeyExpires,
+  expectMalformedMessageSent,
   InvariantError,
   keysWithoutExpiry,
+  MALFORMED_PAYLOADS,
+  publishMalformed,
   readLabPackage,
   recordCredential,
   useLab,
   usePostgres,
+  useRabbitMQ,
   useRedis,
 } from '../src/index.ts';
 
@@ -205,6 +212,51 @@ describe('no credential at rest', () => {
   });
 });
 
+describe('no process dies', () => {
+  it("useLab's check fails on a child of the lab that crashed, and passes once it was reported", async () => {
+    const child = fork(new URL('./fixtures/crashing-child.ts', import.meta.url), ['throw'], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    await once(child, 'close');
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(lab.checkInvariants()).rejects.toThrow(/^No process dies: 2 incident\(s\)[\s\S]*exited with code 1/);
+    await expect(lab.checkInvariants()).resolves.toBeUndefined();
+  });
+
+  it('a lab that opts out is not told', async () => {
+    const quiet = await useLab(emptyLab, {
+      manifest: {
+        services: [],
+        invariants: {
+          permanentKeys: {},
+          optOut: { 'no-process-dies': 'a lab about crashes, which it causes on purpose' },
+        },
+      },
+    });
+    const child = fork(new URL('./fixtures/crashing-child.ts', import.meta.url), ['exit-1'], { stdio: 'ignore' });
+    await once(child, 'close');
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(quiet.checkInvariants()).resolves.toBeUndefined();
+    await expect(lab.checkInvariants()).rejects.toThrow(/^No process dies: 1 incident/);
+  });
+});
+
+describe('a malformed message is sent', () => {
+  it('is required of a file whose lab uses RabbitMQ or Kafka, and met once one was published', async () => {
+    expect(() => expectMalformedMessageSent(['redis', 'postgres'])).not.toThrow();
+    expect(() => expectMalformedMessageSent(['postgres', 'rabbitmq'])).toThrow(
+      /^A malformed message is sent: this lab uses rabbitmq, but this spec file sent its consumers no malformed message/,
+    );
+    await using rabbit = await useRabbitMQ();
+    const queue = rabbit.name('jobs');
+    const connection = await amqp.connect(rabbit.url);
+    await (await connection.createChannel()).assertQueue(queue, { durable: false });
+    await connection.close();
+    await publishMalformed(rabbit.url, { queue }, { payloads: [MALFORMED_PAYLOADS[0]!] });
+    expect(() => expectMalformedMessageSent(['rabbitmq', 'kafka'])).not.toThrow();
+  });
+});
+
 describe('the manifest', () => {
   it('takes permanent key patterns and opt-outs only with a reason', () => {
     const write = (invariants: unknown) => {
@@ -218,6 +270,11 @@ describe('the manifest', () => {
     expect(readLabPackage(write(reasoned)).lab.invariants).toEqual(reasoned);
     expect(() => readLabPackage(write({ permanentKeys: { 'room:*': 'yes' } }))).toThrow(/needs a reason/);
     expect(() => readLabPackage(write({ optOut: { 'nothing-lives-for-ever': '' } }))).toThrow(/needs a reason/);
-    expect(() => readLabPackage(write({ optOut: { 'no-process-dies': 'we have none of those to watch' } }))).toThrow();
+    const noWatch = {
+      permanentKeys: {},
+      optOut: { 'no-process-dies': 'this lab teaches what a crash loses, on purpose' },
+    };
+    expect(readLabPackage(write(noWatch)).lab.invariants).toEqual(noWatch);
+    expect(() => readLabPackage(write({ optOut: { 'no-thing-breaks': 'an invariant nobody wrote' } }))).toThrow();
   });
 });
