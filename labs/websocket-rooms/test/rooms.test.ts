@@ -7,7 +7,7 @@
 import { request } from 'node:http';
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
+import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import type { Every } from '../server/hub.ts';
 import roomsLab, { REDIS_COMMAND_TIMEOUT_MS } from '../server/lab.ts';
@@ -585,10 +585,15 @@ describe('baseline: under faults, every request is answered within a bound', () 
 
 describe('challenges: what the in-memory starter gets wrong', () => {
   it('challenge: across three instances every member receives every message exactly once', async () => {
+    // The third instance is a little farther from Redis than the others (each answer takes 40 ms more to
+    // reach it), as on a real network: what it sends in two steps, the others overtake in between.
+    await using far = await delayingProxy(redisUrl, { toClientMs: 40 });
+    const c = await instanceBehind(far, 'far', []);
     const room = newRoom();
     const members: TestClient[] = [];
-    for (const instance of ['a', 'b', 'c', 'a', 'b', 'c'] as const) {
-      const client = await join(instance, `member-${members.length + 1}-${instance}`);
+    for (const instance of ['a', 'b', 'far', 'a', 'b', 'far'] as const) {
+      const user = `member-${members.length + 1}-${instance}`;
+      const client = instance === 'far' ? await c.connect(user) : await join(instance, user);
       await client.join(room);
       members.push(client);
     }
