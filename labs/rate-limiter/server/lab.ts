@@ -37,11 +37,7 @@ export interface RateLimiterLabOptions {
   limitWith: RateLimiter | RequestHandler | null;
 }
 
-export default defineLab<
-  { RATE_LIMIT_MAX: number; RATE_LIMIT_WINDOW_MS: number; RATE_LIMIT_KEY_SECRET?: string },
-  RateLimiterLabOptions
->({
-  slug: 'rate-limiter',
+export default defineLab({
   config: z.object({
     RATE_LIMIT_MAX: wholeNumber({ fallback: 10, min: 1, max: MAX_LIMIT }),
     RATE_LIMIT_WINDOW_MS: wholeNumber({ fallback: 60_000, min: 1, max: MAX_WINDOW_MS }),
@@ -52,7 +48,7 @@ export default defineLab<
       .transform((secret) => (secret === '' ? undefined : secret))
       .pipe(z.string().min(32, 'must be at least 32 characters (openssl rand -base64 32 makes one)').optional()),
   }),
-  async build(context, options) {
+  async build(context, options: Partial<RateLimiterLabOptions>) {
     const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
     const windowMs = options.windowMs ?? context.config.RATE_LIMIT_WINDOW_MS;
     const { limitWith } = options;

@@ -542,6 +542,8 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     };
     const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     const over: string[] = [];
+    const regained: number[] = [];
+    const stingy: string[] = [];
     // A trial proves something only if its first burst ended within the second it began in; on a slow
     // machine it may not, and the next half-second starts another (up to three).
     for (let trial = 1; trial <= 3; trial++) {
@@ -551,15 +553,26 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       let admitted = (await burst([url], limit, client))[200] ?? 0;
       const burstWithinItsSecond = Math.floor((await redisNowUs()) / 1_000_000) === Math.floor(start / 1_000_000);
       for (let elapsedUs = 0; elapsedUs < 2_200_000; await pause(50)) {
+        const askedAtUs = (await redisNowUs()) - start;
         admitted += (await burst([url], limit, client))[200] ?? 0;
+        // A request every 100 ms comes back: one asked for between 0.25 s and 0.9 s in has something.
+        if (askedAtUs >= 250_000 && askedAtUs <= 900_000 && admitted === limit)
+          stingy.push(`trial ${trial}: nothing back ${Math.round(askedAtUs / 1000)} ms after the burst began`);
         elapsedUs = (await redisNowUs()) - start;
         const allowed = limit + Math.ceil((elapsedUs * limit) / (windowMs * 1000));
         if (admitted > allowed)
           over.push(`trial ${trial}: ${admitted} admitted by ${Math.round(elapsedUs / 1000)} ms (at most ${allowed})`);
       }
+      regained.push(admitted - limit);
       if (burstWithinItsSecond) break;
     }
     expect(over, `limit ${limit} per ${windowMs} ms on Redis's clock: over the policy at`).toEqual([]);
+    // And the clock moves: two seconds after its burst, a client has had some of its allowance back.
+    expect(
+      regained.filter((n) => n <= 0),
+      `requests admitted after each trial's first burst: ${regained}`,
+    ).toEqual([]);
+    expect(stingy, 'the allowance comes back a request at a time, not all at once after a silence').toEqual([]);
   });
 
   it('challenge: a burst on each side of a window boundary admits no more than the limit', async () => {
