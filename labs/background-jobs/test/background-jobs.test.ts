@@ -12,7 +12,7 @@ import amqp from 'amqplib';
 import type pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPublisher, startWorker } from '#job-queue';
-import { listen, stallingProxy, useLab, useRabbitMQ } from '@labs/test-kit';
+import { listen, publishMalformed, stallingProxy, useLab, useRabbitMQ } from '@labs/test-kit';
 import { openLab } from '@labs/lab-kit';
 import { createPgPool } from '@labs/services';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
@@ -727,23 +727,14 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
   });
 
   it('challenge: a message that is not a job is dead-lettered at once, and the worker lives to do the rest', async () => {
-    // A producer with a bug sends something that is not a job. Retrying it cannot help; crashing on it
-    // is worse: a worker process that dies of an unhandled rejection takes its other jobs with it.
+    // A producer with a bug sends something that is not a job: the test kit's garbage (an empty body,
+    // text, JSON cut off, bytes that are not UTF-8, JSON of the wrong shape, null, a bare string), each
+    // routed like a job. Retrying it cannot help; crashing on it is worse: a worker process that dies of
+    // an unhandled rejection takes its other jobs with it (and the kit's "no process dies" says so).
     const names = freshQueues();
     await declareQueues(names);
     const worker = await workerProcess(names, {});
-    const connection = await amqp.connect(rabbit.url);
-    try {
-      const channel = await connection.createConfirmChannel();
-      channel.publish(names.exchange, JOB_ROUTING_KEY, Buffer.from('{"orderId": "cut short'), {
-        persistent: true,
-        messageId: `not-a-job-${randomUUID()}`,
-        contentType: 'application/json',
-      });
-      await channel.waitForConfirms();
-    } finally {
-      await connection.close();
-    }
+    const garbage = await publishMalformed(rabbit.url, { exchange: names.exchange, routingKey: JOB_ROUTING_KEY });
     const good = makeJobs(5);
     await admin.publishJobs(names, good);
     const seen = await waitFor(
@@ -755,7 +746,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
         dead: await readyIn(names.deadQueue),
         done: good.length - notDone(await confirmations(good)),
       }),
-      (s) => !s.alive || (s.dead >= 1 && s.done === good.length),
+      (s) => !s.alive || (s.dead >= garbage.length && s.done === good.length),
       { timeoutMs: 15_000 },
     );
     expect(seen.alive, `the worker process died of a message that is not a job:\n${worker.output().slice(-1500)}`).toBe(
@@ -763,11 +754,13 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
     expect(seen.done, 'good jobs done').toBe(good.length);
     const dead = await takeAll(rabbit.url, names.deadQueue);
-    expect(dead.length, 'messages in the dead-letter queue').toBe(1);
-    expect(
-      Number(dead[0]!.properties.headers?.[DEAD_LETTER_HEADERS.attempts]),
-      'attempts before it was parked: retrying a message that cannot be read cannot help',
-    ).toBe(1);
+    expect(dead.length, `messages in the dead-letter queue, of ${garbage.length} that are not jobs`).toBe(
+      garbage.length,
+    );
+    const attempts = dead.map((message) => Number(message.properties.headers?.[DEAD_LETTER_HEADERS.attempts]));
+    expect(attempts, 'attempts before each was parked: retrying a message that cannot be read cannot help').toEqual(
+      garbage.map(() => 1),
+    );
   });
 
   it('challenge: a failed job is let go only once its retry copy is queued: with its retry queue gone it stays, and is parked once the queue is back', async () => {
