@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
 import { openLab, startLab } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
-import { stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
+import { produceMalformed, stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
 import { poisonValue } from '../server/app.ts';
 import {
   type AccountEvent,
@@ -824,6 +824,9 @@ describe('challenges: what the first version gets wrong', () => {
     const poison = poisonValue(accounts[0]!);
     const raw = await kafka.producer();
     await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poison }] });
+    // Then garbage of every kind real producers send (the test kit's: empty, not JSON, cut off, not
+    // UTF-8, the wrong shape, null, a tombstone), on the same partition, before the second half.
+    const garbage = await produceMalformed(createKafka(kafka.brokers), sc.topic, { key: accounts[0]! });
     await publish(sc, events.slice(half));
 
     const client = createKafka(kafka.brokers);
@@ -839,8 +842,11 @@ describe('challenges: what the first version gets wrong', () => {
       `${applied} of ${events.length} good events applied; the rest wait behind the poison message${crashes.last ? ` (the consumer crashed on: ${crashes.last.slice(0, 90)})` : ''}`,
     ).toBe(events.length);
 
-    // Sent before the events behind it were committed, so it is there by now.
-    expect(await messagesIn(admin, sc.deadLetterTopic), 'messages in the dead-letter topic').toBe(1);
+    // Sent before the events behind them were committed, so they are there by now.
+    expect(
+      await messagesIn(admin, sc.deadLetterTopic),
+      `messages in the dead-letter topic: the poison and ${garbage.length} of garbage (${garbage.map((g) => g.name).join(', ')})`,
+    ).toBe(1 + garbage.length);
     const reason = (() => {
       try {
         parseEvent(Buffer.from(poison));
