@@ -16,12 +16,12 @@ import { didYouMean, listLabs, repoRoot } from '../labs.ts';
 import { c, colourEnv, LAB, say, UserError } from '../ui.ts';
 
 /**
- * Tasks at a time. Each lab's check runs its spec runs three at a time itself (LABS_SPEC_CONCURRENCY in
- * check.ts), so two checks at once are six spec runs: measured, a spec run uses a sixth to a third of
+ * Tasks at a time. Each lab's check runs two of its spec runs at once itself (LABS_SPEC_CONCURRENCY in
+ * check.ts), so three checks at once are six spec runs: measured, a spec run uses a sixth to a third of
  * a core (the rest is waiting on servers and fault tests' bounded stalls), so six keep two cores busy
  * without starving the tests that bound how long an answer may take.
  */
-const CONCURRENCY = process.env.LABS_CONCURRENCY ?? '2';
+const CONCURRENCY = process.env.LABS_CONCURRENCY ?? '3';
 
 /** Runs `command` with the terminal's output; resolves with its exit code. */
 function run(command: string, args: string[], cwd: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<number> {
