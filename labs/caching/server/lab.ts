@@ -96,7 +96,6 @@ function prepareOnce(context: LabContext<CachingConfig>, pool: pg.Pool, seedUser
 }
 
 export default defineLab<CachingConfig, CachingLabOptions>({
-  slug: 'caching',
   config,
   async build(context, options) {
     const { config } = context;
