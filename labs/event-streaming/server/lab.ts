@@ -52,7 +52,6 @@ export interface EventStreamingLabOptions {
 }
 
 export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
-  slug: 'event-streaming',
   config: z.object({ PROJECTORS: wholeNumber({ fallback: 2, min: 0, max: 6 }) }),
   async build(context, options) {
     const pipeline = options.pipeline ?? { createPublisher, createRecorder, startProjector };
