@@ -24,7 +24,6 @@ export interface ShardingLabOptions {
 }
 
 export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
-  slug: 'sharding',
   config: z.object({ SHARDS: wholeNumber({ fallback: 4, min: 2, max: 16 }) }),
   async build(context, options) {
     // Every instance built on one context shares its shards and catalog, as processes share servers;
