@@ -93,7 +93,6 @@ const origins = z
   });
 
 export default defineLab<RoomsConfig, RoomsLabOptions>({
-  slug: 'websocket-rooms',
   config: z.object({
     // Unset: a random key per start, so tokens from an earlier start stop working. Instances that
     // share clients must share the key.
