@@ -555,6 +555,33 @@ describe('baseline: what any cache in front of the database must do', () => {
     }
   });
 
+  it('a reader held in its database read does not hold up the readers of another user', async () => {
+    // Whatever a reader takes on its key (a lease, a lock) is that key's alone: user 43's read is held
+    // before its query, and user 44 is read twice meanwhile, on another instance. The first read of 44
+    // fills its entry, so the second is a hit.
+    const cluster = createCluster();
+    const read = holdFirstCall('find', 'before');
+    const held = await cluster.start({ wrap: read.wrap });
+    const other = await cluster.start();
+    const pending = getUser(held, 43);
+    await read.reached;
+    try {
+      // Not held up: answered long before anything user 43's reader took could expire by itself (the
+      // reference's lease lives 3 s; a read of user 44 takes milliseconds, 2 s is the bound).
+      const started = performance.now();
+      expect(await getUser(other, 44), 'user 44, while user 43 is being read').toMatchObject({
+        status: 200,
+        cache: 'miss',
+      });
+      const ms = Math.round(performance.now() - started);
+      expect(ms, `user 44 answered after ${ms} ms, while user 43's read was held`).toBeLessThan(2000);
+      expect(await getUser(other, 44), 'user 44 again').toMatchObject({ status: 200, cache: 'hit' });
+    } finally {
+      read.release();
+    }
+    expect((await pending).status).toBe(200);
+  });
+
   it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
     const cluster = createCluster();
     const url = await cluster.start({ ttlMs: 200 });
@@ -858,6 +885,8 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => getUser(urls[i % 2]!, 22)));
     expect(results.every((r) => r.status === 200 && r.body.id === 22)).toBe(true);
     expect(cluster.reads, `${cluster.reads} database reads for 200 concurrent requests`).toBe(1);
+    const misses = results.filter((r) => r.cache === 'miss').length;
+    expect(misses, 'answers with X-Cache: miss (a miss is an answer the database gave)').toBe(cluster.reads);
   });
 
   it('challenge: after a deployment (schema version bumped), no entry of the old version is served', async () => {
