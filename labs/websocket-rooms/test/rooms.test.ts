@@ -293,6 +293,17 @@ describe('baseline: what an instance holds on to', () => {
       `channels instance c still subscribes to with members in 1 room (it had ${before} with members in 3): ` +
         'a room without members must cost the instance nothing',
     ).toBeLessThanOrEqual(1);
+
+    // And after a reconnect: the instance subscribes again to the rooms it serves, not to those it left.
+    const connections = await connectionsNamed(redis, `${prefix}c:`);
+    for (const connection of connections) await redis.client('KILL', 'ID', connection.id);
+    await waitFor(async () => (await connectionsNamed(redis, `${prefix}c:`)).length >= connections.length, 5000);
+    say(stays, kept, 'after the reconnect');
+    await waitFor(() => stays.messages(kept).length >= 1, 5000);
+    expect(
+      await subscriptionsOf('c'),
+      'channels instance c subscribes to after its Redis connections dropped and came back, with members in 1 room',
+    ).toBeLessThanOrEqual(1);
   });
 });
 
