@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resolveService } from '@labs/services';
-import { keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
+import { delayingProxy, keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import { connectLimiterRedis, LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
@@ -479,6 +479,21 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   it('challenge: 100 parallel requests across three instances admit exactly the limit', async () => {
     const urls = await startInstances(3, 25, 60_000);
     expect(await burst(urls, 100)).toEqual({ 200: 25, 429: 75 });
+  });
+
+  it('challenge: three instances, each reaching Redis through a jittery network, admit exactly the limit', async () => {
+    // Each instance's commands are delayed by a different seeded jitter (a few ms each way), so
+    // their requests reach Redis in an order no instance chose: a check and an update that are not one
+    // step on the server interleave differently on every run, and exactly the limit must still pass.
+    const prefix = `${lab.context.prefix}${++testNo}:`;
+    const urls: string[] = [];
+    for (const seed of [1, 2, 3]) {
+      const proxy = await delayingProxy(redisUrl, { delayMs: 4, jitterMs: 3, seed });
+      lab.context.onClose(() => proxy.kill());
+      const client = await lab.context.redis({ url: proxy.url, ...LIMITER_REDIS_OPTIONS });
+      urls.push(await startInstance({ redis: client, limit: 20, windowMs: 60_000, now: STILL, prefix }));
+    }
+    expect(await burst(urls, 90, 'jittered')).toEqual({ 200: 20, 429: 70 });
   });
 
   it('challenge: two instances whose clocks are 30 s apart admit exactly the limit', async () => {

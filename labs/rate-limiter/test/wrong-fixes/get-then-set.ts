@@ -7,6 +7,7 @@
  * must be one atomic step on the server (a Lua script, or INCR whose reply is the new count).
  *
  * @catches 100 parallel requests across three instances admit exactly the limit
+ * @catches three instances, each reaching Redis through a jittery network, admit exactly the limit
  * @catches three instances sharing one Redis admit no more than the limit under a concurrent burst
  */
 import type { Decision, RateLimiter, RateLimiterOptions } from '../../server/limiter.ts';
