@@ -127,7 +127,9 @@ export async function test(names: string[] = []): Promise<number> {
     ],
     root,
     // Part of each task's cache key (turbo.json): the servers the specs will meet, and their versions.
-    { LABS_SERVICES: await serviceFingerprint() },
+    // pnpm, which turbo runs each task's script through, stays silent: a failed check has said why
+    // itself, so pnpm's own "[ELIFECYCLE] Command failed" line would only be noise under it.
+    { LABS_SERVICES: await serviceFingerprint(), pnpm_config_reporter: 'silent' },
   );
 
   say('');
