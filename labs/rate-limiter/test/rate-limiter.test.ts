@@ -8,11 +8,11 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { resolveService } from '@labs/services';
+import { createRedisClient, resolveService } from '@labs/services';
 import { delayingProxy, keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
-import { connectLimiterRedis, LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
+import { LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
 // The test kit closes it after the file and checks its invariants after each test: every key the limiter
@@ -356,7 +356,7 @@ describe('baseline: what any rate limiter must do', () => {
     const targets = [`redis://127.0.0.1:${port}`, 'redis://127.0.0.1:1'];
     try {
       for (const target of targets) {
-        const client = connectLimiterRedis(target);
+        const client = createRedisClient(target, LIMITER_REDIS_OPTIONS);
         client.on('error', () => {}); // reconnect attempts are expected here
         const url = await startInstance({ redis: client, limit: 5, windowMs: 60_000 });
         // Served, not 500 or 503: the API stays up while its limiter is down (fail-open), and no
@@ -373,7 +373,7 @@ describe('baseline: what any rate limiter must do', () => {
 
   it('fails open within the command timeout when a connected Redis stops answering', async () => {
     await using proxy = await stallingProxy(redisUrl);
-    const client = connectLimiterRedis(proxy.url);
+    const client = createRedisClient(proxy.url, LIMITER_REDIS_OPTIONS);
     client.on('error', () => {});
     try {
       if (client.status !== 'ready') await once(client, 'ready');
