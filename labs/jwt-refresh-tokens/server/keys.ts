@@ -11,17 +11,13 @@ import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { exportJWK, type JWK } from 'jose';
 import { TOKEN_DEFAULTS } from './token-defaults.ts';
 
-/** One signing key. Only the private half signs; the public half (and its PEM) verifies. */
+/** One signing key. Only the private half signs; the public half verifies. */
 export interface SigningKey {
   /** Key id, sent in each token's header so a verifier can find the right key. */
   readonly kid: string;
   readonly alg: 'RS256';
   readonly privateKey: KeyObject;
   readonly publicKey: KeyObject;
-  /** The public key as PEM text: what a config file or env var would hold. */
-  readonly publicPem: string;
-  /** Epoch ms. */
-  readonly createdAt: number;
   /** Epoch ms when a newer key replaced it; undefined while it is the current key. */
   retiredAt?: number;
 }
@@ -64,8 +60,6 @@ export function createKeyRing(options: KeyRingOptions = {}): KeyRing {
       alg: 'RS256',
       privateKey,
       publicKey,
-      publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-      createdAt: now(),
     };
     keys.unshift(key);
     return key;

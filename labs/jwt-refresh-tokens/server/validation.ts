@@ -27,8 +27,6 @@ export const loginBody = z.object(
   { error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json' },
 );
 
-export type LoginBody = z.infer<typeof loginBody>;
-
 const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i;
 
 /** The token of `Authorization: Bearer <token>`: absent is fine (undefined), malformed is a 400. */
