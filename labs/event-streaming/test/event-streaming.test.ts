@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
 import { openLab, startLab } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
-import { produceMalformed, stallingProxy, useKafka, usePostgres } from '@labs/test-kit';
+import { produceMalformed, stallingProxy, useKafka, useLab, usePostgres } from '@labs/test-kit';
 import { poisonValue } from '../server/app.ts';
 import {
   type AccountEvent,
@@ -34,6 +34,10 @@ import type { Projector } from '../server/pipeline.ts';
 import { listAccounts, migrate, projectionStats, requirePostgresServer } from '../server/projection.ts';
 import { countCrashes, countFailures, holdFirstEvent, members, startWorker, throughProxy, until } from './helpers.ts';
 
+// The kit's invariants after each test (no process dies, and, once the whole file has run, that it sent
+// its consumers malformed messages: the poison challenge's produceMalformed). The lab itself is started
+// per test (startLab, startPatient), each with its own topics.
+await useLab(lab);
 const kafka = await useKafka();
 const database = await usePostgres();
 requirePostgresServer((await resolveService('postgres')).provider);
