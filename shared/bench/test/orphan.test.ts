@@ -5,11 +5,11 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 const isRunning = (pid: number) => {
   try {
@@ -30,7 +30,9 @@ describe('forkServers', () => {
       console.log(execSync('pgrep -P ' + process.pid + ' -f servers-child').toString().trim().split('\\n')[0]);
       setInterval(() => {}, 1000);`;
     // A file, not -e: fork() hands the parent's flags (-e's --input-type) on to the child.
-    const file = join(mkdtempSync(join(tmpdir(), 'bench-orphan-')), 'load-script.mjs');
+    const dir = mkdtempSync(join(tmpdir(), 'bench-orphan-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'load-script.mjs');
     writeFileSync(file, script);
     const parent = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] });
     const [line] = (await once(createInterface({ input: parent.stdout! }), 'line')) as [string];
