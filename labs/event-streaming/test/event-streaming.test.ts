@@ -708,6 +708,29 @@ describe('challenges: what the first version gets wrong', () => {
     expect(await sc.balances()).toEqual(expectedBalances(events));
   }, 60_000);
 
+  it('challenge: an event published twice side by side (a publish retried after its acknowledgement was lost) moves its balance once', async () => {
+    // What the relay does when Kafka took a send but its answer never came: the send is repeated, and
+    // both copies sit next to each other in the partition, so one fetch, and one chunk, carries both.
+    // Published here in one send, every event twice, so that copy pairs meet inside a chunk every run
+    // instead of only when a stall happens to time it so.
+    const sc = await scenario('copies');
+    const events = generateEvents(sc.accounts(4), 40);
+    await publish(
+      sc,
+      events.flatMap((e) => [e, e]),
+    );
+    await using group = await projectors(sc, 1);
+    const finished = await until(() => caughtUp(admin, sc.groupId, sc.topic), 20_000);
+    await group.stop();
+    expect(finished, 'the projector read the topic to the end within 20 s').toBe(true);
+    const stats = await sc.stats();
+    expect(
+      stats.duplicates,
+      `${events.length} events, each published twice in a row: ${stats.duplicates} balance changes too many`,
+    ).toBe(0);
+    expect(await sc.balances()).toEqual(expectedBalances(events));
+  }, 60_000);
+
   it('challenge: the same events applied by two consumers at once (a member still finishing the chunk a rebalance gave to another) change no balance twice', async () => {
     // After a rebalance the member that lost a partition may still be inside its chunk while the new
     // owner reads the same messages from the last commit: the same events applied at once, by two
