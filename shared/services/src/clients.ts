@@ -229,10 +229,18 @@ export function isRabbitOutage(error: unknown): boolean {
 }
 
 /**
+ * kafkajs marks the broker answers a later attempt can get past as retriable: no leader for a partition
+ * yet (a topic just made, an election under way), a partition this broker does not host any more. The
+ * cluster cannot serve that request now, which is an outage to the caller, not a bug in its code.
+ */
+const isRetriableKafkaError = (e: Error) =>
+  e.name.startsWith('KafkaJS') && (e as { retriable?: unknown }).retriable === true;
+
+/**
  * True when `error` says Kafka could not be reached in time (down, restarting, stalled), as opposed to
  * a mistake in the code (a message too large, a TypeError). kafkajs names its errors, and keeps the
  * error behind "retries exceeded" as its cause, which is looked at too.
  */
 export function isKafkaOutage(error: unknown): boolean {
-  return outageOf('kafka', (e) => KAFKA_OUTAGES.has(e.name), error);
+  return outageOf('kafka', (e) => KAFKA_OUTAGES.has(e.name) || isRetriableKafkaError(e), error);
 }

@@ -4,7 +4,7 @@
  * connection is ECONNREFUSED from every client library; kafkajs keeps that code on errors of its own).
  */
 import { randomBytes } from 'node:crypto';
-import { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded } from 'kafkajs';
+import { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -58,6 +58,26 @@ describe('outage tests name the service the error came from', () => {
     expect(namedBy(refused)).toEqual(['kafka']);
     const retried = new KafkaJSNumberOfRetriesExceeded(refused, { retryCount: 5, retryTime: 100 });
     expect(namedBy(retried), 'retries exceeded, with the refusal as its cause').toEqual(['kafka']);
+  });
+
+  it("a partition with no leader yet is a Kafka outage; a request Kafka will never take is nobody's", () => {
+    // kafkajs' own codes: 3 UNKNOWN_TOPIC_OR_PARTITION is retriable (a topic just made, a partition
+    // moving); 10 MESSAGE_TOO_LARGE is not (the same request fails every time: a bug to fix).
+    // What kafkajs decodes from the broker's answer: a message, a type, a code and whether to retry.
+    const answer = (message: string, fields: { type: string; code: number; retriable: boolean }) =>
+      new KafkaJSProtocolError(Object.assign(new Error(message), fields));
+    const noLeader = answer('This server does not host this topic-partition', {
+      type: 'UNKNOWN_TOPIC_OR_PARTITION',
+      code: 3,
+      retriable: true,
+    });
+    expect(namedBy(noLeader)).toEqual(['kafka']);
+    const tooLarge = answer('The request included a message larger than the max message size the server will accept', {
+      type: 'MESSAGE_TOO_LARGE',
+      code: 10,
+      retriable: false,
+    });
+    expect(namedBy(tooLarge)).toEqual([]);
   });
 
   it('PostgreSQL refusing connections (nothing on the port) is the database', async () => {
