@@ -16,10 +16,10 @@ import { didYouMean, listLabs, repoRoot } from '../labs.ts';
 import { c, colourEnv, LAB, say, UserError } from '../ui.ts';
 
 /**
- * Tasks at a time. Each lab's check runs two of its spec runs at once itself (LABS_SPEC_CONCURRENCY in
- * check.ts), so three checks at once are six spec runs: measured, a spec run uses a sixth to a third of
- * a core (the rest is waiting on servers and fault tests' bounded stalls), so six keep two cores busy
- * without starving the tests that bound how long an answer may take.
+ * Tasks at a time. Each lab's check runs one spec run at a time by default (LABS_SPEC_CONCURRENCY in
+ * check.ts), so three checks at once are three spec runs: a spec run uses a sixth to a third of a core
+ * (the rest is waiting on servers and fault tests' bounded stalls). Six at once (two per check) is faster
+ * but made one of three whole runs fail a bound of one service answer on two cores.
  */
 const CONCURRENCY = process.env.LABS_CONCURRENCY ?? '3';
 
