@@ -138,9 +138,14 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
   const refreshTokenFor = (family: string, generation: number) =>
     `${family}.${generation}.${tagOf(family, generation).toString('base64url')}`;
 
-  /** The family and generation of a token this server issued; undefined for anything else. */
+  /**
+   * The family and generation of a token this server issued; undefined for anything else. The tag's last
+   * character must be one of the sixteen that can end 32 bytes of base64url: its two low bits are
+   * padding no decoder reads, so three other characters would decode to the same tag, and an edited
+   * copy of an old token would count as that token (and end its session as a reuse).
+   */
   function parseRefreshToken(token: string): { family: string; generation: number } | undefined {
-    const match = /^([0-9a-f-]{36})\.(0|[1-9]\d{0,14})\.([\w-]{43})$/.exec(token);
+    const match = /^([0-9a-f-]{36})\.(0|[1-9]\d{0,14})\.([\w-]{42}[AEIMQUYcgkosw048])$/.exec(token);
     if (!match) return undefined;
     const [, family = '', digits = '', tag = ''] = match;
     const generation = Number(digits);
