@@ -23,6 +23,11 @@ export interface WrongFix {
   /** Path in the lab, e.g. test/wrong-fixes/get-then-set.ts */
   file: string;
   catches: string[];
+  /**
+   * Why the fix cannot be judged on the embedded engine, from an `@server-only <why>` line: its catching
+   * test forces an interleaving with a session of its own, and PGlite serves one session at a time.
+   */
+  serverOnly?: string;
 }
 
 /** The lab's wrong fixes, in file-name order. */
@@ -35,7 +40,8 @@ export function listWrongFixes(lab: LabPackage): WrongFix[] {
     .map((name) => {
       const text = readFileSync(join(dir, name), 'utf8');
       const catches = [...text.matchAll(/@catches\s+(.+?)\s*$/gm)].map((m) => m[1]!.replace(/^challenge:\s*/, ''));
-      return { file: `test/wrong-fixes/${name}`, catches };
+      const serverOnly = /@server-only\s+(.+?)\s*$/m.exec(text)?.[1];
+      return { file: `test/wrong-fixes/${name}`, catches, ...(serverOnly ? { serverOnly } : {}) };
     });
 }
 
