@@ -33,7 +33,10 @@ export interface StallingProxy extends AsyncDisposable {
   resume(): void;
   /** Closes every connection and refuses new ones. */
   kill(): Promise<void>;
-  /** After kill(): accepts connections on the same port again (clients keep the address they hold). */
+  /**
+   * After kill(): accepts connections on the same port again (clients keep the address they hold), and
+   * passes what they send, as a restarted server answers: a stall from before the kill ends with it.
+   */
   revive(): Promise<void>;
 }
 
@@ -178,6 +181,11 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
     proxied.host = `127.0.0.1:${port}`;
     return proxied.toString();
   };
+  const resume = () => {
+    stalled = false;
+    // Chunks held for a connection closed meanwhile are dropped.
+    for (const write of held.splice(0)) write();
+  };
   let killing: Promise<void> | undefined;
   const kill = () =>
     (killing ??= (async () => {
@@ -188,6 +196,9 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
   const revive = async () => {
     if (killing === undefined) return;
     await killing;
+    // The restarted server answers: a stall set before the kill does not outlive it. What it held
+    // belonged to connections the kill closed, so releasing it writes nothing (and empties inFlight).
+    resume();
     // A port closed a moment ago can be bound again at once: Node listens with SO_REUSEADDR.
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -205,11 +216,7 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
     stall() {
       stalled = true;
     },
-    resume() {
-      stalled = false;
-      // Chunks held for a connection closed meanwhile are dropped.
-      for (const write of held.splice(0)) write();
-    },
+    resume,
     kill,
     revive,
     setDelay(next) {

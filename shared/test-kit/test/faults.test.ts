@@ -56,6 +56,21 @@ describe('stallingProxy', () => {
     expect(await roundTrip(after, 'back')).toBe('back');
     after.destroy();
   });
+
+  it('answers once revived, even when it was stalled before the kill (a restarted server is not frozen)', async () => {
+    await using proxy = await stallingProxy(echoUrl);
+    const before = (await dial(proxy.port)) as Socket;
+    proxy.stall();
+    before.write('held by the stall');
+    await proxy.kill();
+    await proxy.revive();
+    const after = (await dial(proxy.port)) as Socket;
+    // No silence window: the reply comes, or the test's own timeout says it never did.
+    const reply = once(after, 'data').then(([chunk]) => String(chunk));
+    after.write('back');
+    expect(await reply).toBe('back');
+    after.destroy();
+  });
 });
 
 /** Polls `condition` every few milliseconds until it holds (the test's timeout bounds it). */
