@@ -14,8 +14,11 @@ import { describeIssues } from './input.ts';
 /** A reason is a sentence someone can check, not a placeholder. */
 const REASON = z.string().min(20, 'needs a reason (a sentence of at least 20 characters)');
 
-/** The invariants a lab may be excused from (the test kit runs them: invariants.ts). */
-const INVARIANT_NAMES = [
+/**
+ * The kit's invariants by name, as `lab.invariants.optOut` spells them: the one list, which the test kit
+ * (invariants.ts) runs and the schema below accepts.
+ */
+export const INVARIANT_NAMES = [
   'nothing-lives-for-ever',
   'no-credential-at-rest',
   'no-process-dies',
@@ -59,6 +62,8 @@ export const LAB_MANIFEST = z.object({
 export type LabManifest = z.infer<typeof LAB_MANIFEST>;
 /** A lab's exceptions to the kit's invariants. */
 export type InvariantPolicy = LabManifest['invariants'];
+/** One of the kit's invariants, by its name in the manifest. */
+export type InvariantName = (typeof INVARIANT_NAMES)[number];
 
 /** The parsed package.json of a lab, with its manifest checked. */
 export interface LabPackage {
