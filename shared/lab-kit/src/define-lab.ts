@@ -74,6 +74,12 @@ export interface LabContext<Config> {
   listen(app: RequestListener | BuiltLab, port?: number): Promise<Listening>;
   /** Runs `fn` when the lab closes, after its servers stopped; the last registered runs first. */
   onClose(fn: () => Promise<unknown> | unknown): void;
+  /**
+   * What `make` gives, made by the first call with `key` and shared by every app built on this context,
+   * as one deployment's processes share its database (tables made once, like a migration, however many
+   * instances a spec starts). A `make` that fails is made again by the next call.
+   */
+  once<T>(key: string, make: () => Promise<T>): Promise<T>;
 }
 
 /** What `build` returns. */
@@ -169,6 +175,7 @@ export async function openLab<Config, Options>(
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
   const servers: Listening[] = [];
   const redisClients: Redis[] = [];
+  const made = new Map<string, Promise<unknown>>();
   let database: Promise<{ serverUrl: string; own: boolean }> | undefined;
   // A database restart or a reset breaks every connection of every pool at once: one line says it.
   const connectionLost = atMostEvery(5000, (error: Error, skipped: number) =>
@@ -210,6 +217,14 @@ export async function openLab<Config, Options>(
     },
     onClose(fn) {
       cleanups.push(fn);
+    },
+    once<T>(key: string, make: () => Promise<T>) {
+      if (!made.has(key)) {
+        const value = make();
+        value.catch(() => made.delete(key)); // a failed attempt is made again by the next call
+        made.set(key, value);
+      }
+      return made.get(key) as Promise<T>;
     },
   };
 

@@ -26,7 +26,10 @@ export {
   readLabPackage,
   slugOf,
 } from './manifest.ts';
-export { ConfigError, describeIssues, parseInput, port, readConfig, wholeNumber } from './input.ts';
+export { type LabAppOptions, labApp } from './app.ts';
+export { boundedPool, failFastRedis, type PoolBounds } from './bounds.ts';
+export { ConfigError, describeIssues, parseInput, parseRequest, port, readConfig, wholeNumber } from './input.ts';
+export { createQuietly, type SetupSql, setupTransaction } from './setup.ts';
 export {
   atMostEvery,
   notFound,
