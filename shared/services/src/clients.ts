@@ -4,6 +4,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import pg from 'pg';
+import { SERVICES } from './kinds.ts';
 
 /** An ioredis client that fails a command after `commandTimeout` ms instead of queueing it forever. */
 export function createRedisClient(url: string, options: RedisOptions = {}): Redis {
@@ -73,6 +74,34 @@ export function fromService<T>(service: OutageSource, error: T): T {
     Object.defineProperty(error, SOURCE, { value: service, enumerable: false });
   }
   return error;
+}
+
+/**
+ * A call to a service given up on at its caller's deadline ({@link withinDeadline}); the call itself may
+ * still finish later. It is marked as that service's, whose outage test recognises it.
+ */
+export class DeadlineError extends Error {
+  override readonly name = 'DeadlineError';
+}
+
+/**
+ * `work`, or a {@link DeadlineError} of `service` after `ms`: for a client whose own bounds are too long
+ * for a request (kafkajs waits 30 s for a stalled broker, then retries). Giving up does not cancel: a
+ * write given up on may still happen once the service answers, so a 503 for it means "not known to be
+ * done", not "not done".
+ */
+export async function withinDeadline<T>(service: OutageSource, work: Promise<T>, what: string, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    const message = `${what}: ${SERVICES[service].title} did not answer within ${ms} ms`;
+    timer = setTimeout(() => reject(fromService(service, new DeadlineError(message))), ms);
+  });
+  try {
+    // Promise.race listens to both, so a late rejection of `work` is handled, not left unhandled.
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The pool's connect errors (a refused or timed-out connection, pool.query's too) marked as PostgreSQL's. */
@@ -179,7 +208,7 @@ function outageOf(service: OutageSource, isOwnOutage: (error: Error) => boolean,
   if (!(error instanceof Error) || depth > 5) return false;
   const source = sourceOf(error);
   if (source !== undefined && source !== service) return false;
-  if (isOwnOutage(error)) return true;
+  if (isOwnOutage(error) || (error instanceof DeadlineError && source === service)) return true;
   return error.cause !== undefined && error.cause !== error && outageOf(service, isOwnOutage, error.cause, depth + 1);
 }
 

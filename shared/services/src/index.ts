@@ -27,6 +27,7 @@ export {
 export {
   createPgPool,
   createRedisClient,
+  DeadlineError,
   deleteByPrefix,
   fromService,
   isKafkaOutage,
@@ -34,7 +35,9 @@ export {
   isRabbitOutage,
   isRedisOutage,
   type OutageSource,
+  withinDeadline,
 } from './clients.ts';
+export { committed, ensureTopics, lag, messagesIn } from './kafka-admin.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';
 export { serviceFingerprint } from './fingerprint.ts';

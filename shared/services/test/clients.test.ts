@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   createPgPool,
   createRedisClient,
+  DeadlineError,
   dropDatabase,
   ensureDatabase,
   freePort,
@@ -20,6 +21,7 @@ import {
   isRedisOutage,
   resolveService,
   stopServices,
+  withinDeadline,
 } from '../src/index.ts';
 
 afterAll(stopServices);
@@ -154,6 +156,21 @@ describe('outage tests name the service the error came from', () => {
       'rabbitmq',
     ]);
     expect(namedBy(new TypeError('x is not a function'))).toEqual([]);
+  });
+});
+
+describe('withinDeadline', () => {
+  it('gives up at the deadline with an outage of the service it names, and answers what finishes in time', async () => {
+    const never = new Promise<never>(() => {});
+    const error = await failureOf(withinDeadline('kafka', never, 'publishing the event', 20));
+    expect(error).toBeInstanceOf(DeadlineError);
+    expect((error as Error).message).toBe('publishing the event: Kafka did not answer within 20 ms');
+    expect(namedBy(error)).toEqual(['kafka']);
+    expect(namedBy(new Error('wrapped', { cause: error })), 'behind a wrapping error too').toEqual(['kafka']);
+    expect(namedBy(await failureOf(withinDeadline('postgres', never, 'a read', 1)))).toEqual(['postgres']);
+    expect(await withinDeadline('kafka', Promise.resolve(7), 'a quick call', 1000)).toBe(7);
+    const bug = await failureOf(withinDeadline('kafka', Promise.reject(new TypeError('x')), 'a call', 1000));
+    expect(namedBy(bug), "the call's own failure stays what it was").toEqual([]);
   });
 });
 
