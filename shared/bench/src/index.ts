@@ -26,7 +26,7 @@ export {
   type Value,
 } from './report.ts';
 export { benchDurationSec } from './settings.ts';
-export { starterEdited, starterVersions, type StarterVersion } from './pristine.ts';
+export { starterEdited, starterFiles, starterVersions, type StarterFile, type StarterVersion } from './pristine.ts';
 export {
   distanceLabel,
   withDistance,

@@ -34,9 +34,44 @@ export function starterEdited(file: string | URL): boolean {
   }
 }
 
+/** One version of the learner's file as a file: its row name and where it is (for a child process to load). */
+export interface StarterFile {
+  /** "starter" (the committed file) or "your code" (the edited one). */
+  name: 'starter' | 'your code';
+  /** The file's path. */
+  path: string;
+}
+
 /**
- * The versions of the learner's file to measure: the committed starter, and the learner's file as
- * "your code" when it differs from it. `load` imports a module from a URL (pass
+ * The versions of the learner's file as files, for a script that hands a path to a child process (a
+ * worker forked per target): the committed starter, and the learner's file as "your code" when it
+ * differs from it. The committed starter is written beside the learner's file (so its relative imports
+ * resolve) and stays there until the result is disposed: `await using files = await starterFiles(url)`.
+ */
+export async function starterFiles(file: URL): Promise<{ versions: StarterFile[] } & AsyncDisposable> {
+  const path = fileURLToPath(file);
+  if (!starterEdited(path)) return { versions: [{ name: 'starter', path }], async [Symbol.asyncDispose]() {} };
+  const committed = execFileSync('git', ['show', `HEAD:./${basename(path)}`], {
+    cwd: dirname(path),
+    encoding: 'utf8',
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const beside = join(dirname(path), `.pristine-${process.pid}-${basename(path)}`);
+  writeFileSync(beside, committed);
+  return {
+    versions: [
+      { name: 'starter', path: beside },
+      { name: 'your code', path },
+    ],
+    async [Symbol.asyncDispose]() {
+      rmSync(beside, { force: true });
+    },
+  };
+}
+
+/**
+ * The versions of the learner's file to measure, as modules (see {@link starterFiles}); the committed
+ * starter's copy is removed once imported. `load` imports a module from a URL (pass
  * `(url) => import(url.href)`, so the import is resolved where the caller lives).
  *
  * ```ts
@@ -45,22 +80,8 @@ export function starterEdited(file: string | URL): boolean {
  * ```
  */
 export async function starterVersions<M>(file: URL, load: (url: URL) => Promise<M>): Promise<StarterVersion<M>[]> {
-  const path = fileURLToPath(file);
-  if (!starterEdited(path)) return [{ name: 'starter', module: await load(file) }];
-  const committed = execFileSync('git', ['show', `HEAD:./${basename(path)}`], {
-    cwd: dirname(path),
-    encoding: 'utf8',
-    maxBuffer: 16 * 1024 * 1024,
-  });
-  const beside = join(dirname(path), `.pristine-${process.pid}-${basename(path)}`);
-  writeFileSync(beside, committed);
-  try {
-    const pristine = await load(pathToFileURL(beside));
-    return [
-      { name: 'starter', module: pristine },
-      { name: 'your code', module: await load(file) },
-    ];
-  } finally {
-    rmSync(beside, { force: true });
-  }
+  await using files = await starterFiles(file);
+  const versions: StarterVersion<M>[] = [];
+  for (const { name, path } of files.versions) versions.push({ name, module: await load(pathToFileURL(path)) });
+  return versions;
 }

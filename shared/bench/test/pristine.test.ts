@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { starterEdited, starterVersions } from '../src/index.ts';
+import { starterEdited, starterFiles, starterVersions } from '../src/index.ts';
 
 const repo = mkdtempSync(join(tmpdir(), 'bench-pristine-'));
 afterAll(() => rmSync(repo, { recursive: true, force: true }));
@@ -44,6 +44,20 @@ describe('whose code a bench row ran', () => {
       ['starter', 'committed shared'],
       ['your code', 'edited'],
     ]);
+    expect(readdirSync(src).sort()).toEqual(['limiter.mjs', 'shared.mjs']);
+  });
+
+  it('as files for a child process: the committed copy lives beside the edited file until disposed', async () => {
+    writeFileSync(join(src, 'limiter.mjs'), "export const who = 'edited again';\n");
+    let pristine: string;
+    {
+      await using files = await starterFiles(file);
+      expect(files.versions.map((v) => v.name)).toEqual(['starter', 'your code']);
+      pristine = files.versions[0]!.path;
+      const [starter, yours] = await Promise.all(files.versions.map((v) => load(pathToFileURL(v.path))));
+      expect([starter!.who, yours!.who]).toEqual(['committed shared', 'edited again']);
+      expect(readdirSync(src)).toContain(pristine.slice(src.length + 1));
+    }
     expect(readdirSync(src).sort()).toEqual(['limiter.mjs', 'shared.mjs']);
   });
 
