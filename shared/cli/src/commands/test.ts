@@ -6,7 +6,7 @@
  * and an edited lab re-runs alone. `LABS_NO_CACHE=1` runs everything again.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { serviceFingerprint } from '@labs/services';
@@ -69,6 +69,35 @@ function lintTargets(root: string, lab: LabPackage): string[] {
     .map((file) => relative(root, join(lab.dir, file)));
 }
 
+/** Turbo's run summaries (`--summarize`), by file name. */
+export const summariesIn = (dir: string) => new Set(existsSync(dir) ? readdirSync(dir) : []);
+
+/**
+ * The tasks that failed in the turbo run that wrote a summary not in `before` (exit code not 0), by
+ * package name with the command it ran. A lab's package task may do more than `lab check` (a script
+ * that runs a second pass after it), so the lab's `.lab/check.json` alone cannot say its task held.
+ */
+export function failedTasks(dir: string, before: Set<string>): Map<string, string> {
+  const failed = new Map<string, string>();
+  for (const name of summariesIn(dir)) {
+    if (before.has(name) || !name.endsWith('.json')) continue;
+    try {
+      const summary = JSON.parse(readFileSync(join(dir, name), 'utf8')) as TurboSummary;
+      for (const task of summary.tasks ?? [])
+        if (task.execution && task.execution.exitCode !== 0)
+          failed.set(task.package, `${task.task} (${task.command}) exited ${task.execution.exitCode}`);
+    } catch {
+      // A summary being written or unreadable says nothing about the tasks.
+    }
+  }
+  return failed;
+}
+
+/** The part of turbo's run summary read here. */
+interface TurboSummary {
+  tasks?: { package: string; task: string; command: string; execution?: { exitCode: number | null } }[];
+}
+
 export async function test(names: string[] = []): Promise<number> {
   const root = repoRoot();
   const all = listLabs(root);
@@ -108,6 +137,8 @@ export async function test(names: string[] = []): Promise<number> {
     );
 
   const filters = names.length > 0 ? labs.map((l) => `--filter=${l.name}`) : [];
+  const summaries = join(root, '.turbo', 'runs');
+  const summariesBefore = summariesIn(summaries);
   const turbo = binOf(root, 'turbo', 'bin/turbo');
   const code = await run(
     turbo,
@@ -132,6 +163,7 @@ export async function test(names: string[] = []): Promise<number> {
     { LABS_SERVICES: await serviceFingerprint(), pnpm_config_reporter: 'silent' },
   );
 
+  const failed = failedTasks(summaries, summariesBefore);
   say('');
   say(c.bold('Lab contracts'));
   let broken = 0;
@@ -152,6 +184,12 @@ export async function test(names: string[] = []): Promise<number> {
     } else if (!result.ok) {
       broken++;
       say(`  ${c.red('✗')} ${lab.slug.padEnd(24)} ${result.problems.length} problem(s): ${result.problems[0]}`);
+    } else if (failed.has(lab.name)) {
+      // The contract held, but the lab's package task did more and that failed: not a pass.
+      broken++;
+      say(
+        `  ${c.red('✗')} ${lab.slug.padEnd(24)} the contract holds, but its package's ${failed.get(lab.name)} (its output is above)`,
+      );
     } else {
       const note = result.starterChanged
         ? c.yellow(' starter changed by you: solution verified, starter not checked')
@@ -182,12 +220,15 @@ export async function test(names: string[] = []): Promise<number> {
   }
   // A lab that could not run for want of a service is not a broken contract, but it is not verified
   // either: the run fails, and says which it is.
-  const failed = [
-    broken > 0 && `${broken} of ${labs.length} lab contracts broken`,
+  const labNames = new Set(labs.map((l) => l.name));
+  const others = [...failed.keys()].filter((name) => !labNames.has(name));
+  const why = [
+    broken > 0 && `${broken} of ${labs.length} labs failed`,
     unverified.length > 0 && `${unverified.length} not verified for want of a service (${unverified.join(', ')})`,
-    code !== 0 && broken === 0 && unverified.length === 0 && 'some checks failed (see above)',
+    others.length > 0 && `failed: ${others.map((name) => `${name} ${failed.get(name)}`).join(', ')}`,
+    code !== 0 && broken === 0 && unverified.length === 0 && others.length === 0 && 'some checks failed (see above)',
     lint !== 0 && 'format or lint problems',
   ].filter(Boolean);
-  say(c.red(`${failed.join('; ')}.`));
+  say(c.red(`${why.join('; ')}.`));
   return 1;
 }
