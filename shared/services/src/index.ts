@@ -38,6 +38,7 @@ export {
   withinDeadline,
 } from './clients.ts';
 export { committed, ensureTopics, lag, messagesIn } from './kafka-admin.ts';
+export { type AdminMessage, openRabbitAdmin, type RabbitAdmin } from './rabbit-admin.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';
 export { serviceFingerprint } from './fingerprint.ts';
