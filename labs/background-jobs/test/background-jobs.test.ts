@@ -107,12 +107,14 @@ async function workerHere(
     db?: pg.Pool;
     meetCopiesMs?: number;
     failAfterFirstEffect?: boolean;
+    hangAfter?: number;
   } = {},
 ) {
-  const { workMs = 2, db: given, meetCopiesMs, failAfterFirstEffect, ...rest } = overrides;
+  const { workMs = 2, db: given, meetCopiesMs, failAfterFirstEffect, hangAfter, ...rest } = overrides;
   const pool = given ?? createPgPool(databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
   if (!given) cleanups.push(() => pool.end());
-  const sender = createConfirmationSender({ workMs, meetCopiesMs, failAfterFirstEffect });
+  const sender = createConfirmationSender({ workMs, meetCopiesMs, failAfterFirstEffect, hangAfter });
+  cleanups.push(async () => sender.releaseHeld()); // cleanups run in reverse: held calls go on, then the worker stops
   const worker = await startWorker(settings(names, rest), { db: pool, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
   return Object.assign(sender, { worker, pool });
@@ -914,12 +916,23 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const jobs = makeJobs(60);
     await admin.publishJobs(names, jobs); // all waiting before the worker starts
     const prefetch = 5;
-    const sender = await workerHere(names, { prefetch, workMs: 5 });
-    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 15_000 });
+    // The worker holds every job it starts until released, so nothing it was given is acked yet: the
+    // queue's ready count then says exactly how many deliveries the broker let it have, whatever the
+    // machine's speed. Without a prefetch (or with jobs acked on receipt) the broker hands it all 60.
+    const sender = await workerHere(names, { prefetch, hangAfter: 0 });
+    const held = await waitFor(
+      async () => ({ inFlight: sender.stats.inFlight, ready: await readyIn(names.queue) }),
+      (s) => s.inFlight >= prefetch,
+      { timeoutMs: 10_000 },
+    );
+    const delivered = jobs.length - held.ready;
     expect(
-      sender.stats.maxInFlight,
-      `up to ${sender.stats.maxInFlight} jobs were in progress at once in one worker with a prefetch of ${prefetch}: the broker pushed it everything it had`,
+      delivered,
+      `the broker handed one worker with a prefetch of ${prefetch} ${delivered} of the ${jobs.length} jobs before it had finished any (${sender.stats.maxInFlight} in progress at once)`,
     ).toBeLessThanOrEqual(prefetch);
+    expect(sender.stats.maxInFlight, 'jobs in progress at once').toBeLessThanOrEqual(prefetch);
+    sender.releaseHeld();
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 15_000 });
     expect(notDone(counts), 'jobs never done').toBe(0);
   });
 
