@@ -150,13 +150,15 @@ const COMMAND_LIST: Command[] = [
     run: async ({ labs, args, values }) => {
       const lab = findLab(labs, args[0], 'bench');
       const startedAt = Date.now();
-      // The learner's edited src/ is not the starter: its rows say "your code" (the bench kit renames them).
+      // The learner's edited src/ is not the starter: every lab's bench measures it as "your code", with the
+      // committed starter beside it (the bench kit's starterVersions); LAB_STARTER_LABEL renames the rows of
+      // a bench that does not, so none shows the learner's code as the starter's.
       const edited = await starterChanged(lab);
       const { openReport, runLabScript } = await serveCommand();
       if (edited)
         say(
           c.yellow(
-            `Your ${lab.lab.exercise.join(', ')} differs from the starter: the rows it runs are labelled "your code". The starter's own figures are in the lab's README (or: git stash, bench, git stash pop).`,
+            `Your ${lab.lab.exercise.join(', ')} differs from the committed starter: the bench measures it as "your code", with the committed starter beside it.`,
           ),
         );
       // BENCH_CHECK: the bench kit's report makes the script exit non-zero when a target misses.
