@@ -160,11 +160,16 @@ export function mergeRounds(name: string, rounds: readonly LoadResult[]): LoadRe
 /**
  * `a`'s req/s over `b`'s, round by round (the rounds of {@link inRounds}, so each pair ran moments
  * apart), and the median of those ratios. One slow moment spoils one pair, not the figure: a median of
- * five pairs ignores the worst two, where a ratio of the sums would carry them.
+ * five pairs ignores the worst two, where a ratio of the sums would carry them. A round may also be a
+ * plain number (a pause, a count per second): then the numbers are compared.
  */
-export function pairedRatio(a: readonly LoadResult[], b: readonly LoadResult[]): { median: number; each: number[] } {
+export function pairedRatio(
+  a: readonly (LoadResult | number)[],
+  b: readonly (LoadResult | number)[],
+): { median: number; each: number[] } {
   if (a.length === 0 || a.length !== b.length) throw new Error(`pairedRatio: ${a.length} rounds against ${b.length}`);
-  const each = a.map((round, i) => round.rps / b[i]!.rps);
+  const figure = (round: LoadResult | number) => (typeof round === 'number' ? round : round.rps);
+  const each = a.map((round, i) => figure(round) / figure(b[i]!));
   const sorted = [...each].sort((x, y) => x - y);
   const middle = Math.floor(sorted.length / 2);
   const median = sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;

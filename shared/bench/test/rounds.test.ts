@@ -51,5 +51,7 @@ describe('measuring in rounds', () => {
     expect(median).toBe(0.9); // the slow second round does not drag it down
     expect(pairedRatio(rounds(1, 3), rounds(1, 1)).median).toBe(2);
     expect(() => pairedRatio(rounds(1), rounds(1, 1))).toThrow(/1 rounds against 2/);
+    // Rounds of a figure that is not a rate (a pause in ms): the numbers themselves are paired.
+    expect(pairedRatio([300, 6000, 250], [6000, 6000, 5000])).toEqual({ median: 0.05, each: [0.05, 1, 0.05] });
   });
 });
