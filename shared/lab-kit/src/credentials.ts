@@ -1,9 +1,27 @@
 /**
- * Credentials as input: the bearer token a request carries and the secret a server is configured
- * with, checked by zod like every other input, with the kit's one message style.
+ * Credentials as input: a login's username and password, the bearer token a request carries and the
+ * secret a server is configured with, checked by zod like every other input, in the kit's one style.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+
+const NON_EMPTY = 'must be a non-empty string';
+
+/**
+ * A login body, `{ "username": string, "password": string }`: the username trimmed (at most 64
+ * characters), the password kept as sent, and at most 1024 characters: long enough for any
+ * passphrase, short enough that nobody makes the server hash a megabyte. Anything but such an object
+ * (a form post, which express.json() leaves unparsed) is one issue that says what to send.
+ */
+export function loginInput() {
+  return z.object(
+    {
+      username: z.string({ error: NON_EMPTY }).trim().min(1, NON_EMPTY).max(64, 'must be at most 64 characters'),
+      password: z.string({ error: NON_EMPTY }).min(1, NON_EMPTY).max(1024, 'must be at most 1024 characters'),
+    },
+    { error: 'Send a JSON object: {"username": "...", "password": "..."} with Content-Type: application/json' },
+  );
+}
 
 /** RFC 6750's b64token: the characters a bearer token may have, `=` padding only at its end. */
 const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i;

@@ -27,9 +27,13 @@ export {
   slugOf,
 } from './manifest.ts';
 export { type LabAppOptions, labApp } from './app.ts';
+export { type JsonMessage, readJsonMessage } from './message.ts';
 export { boundedPool, failFastRedis, type PoolBounds } from './bounds.ts';
 export { ConfigError, describeIssues, parseInput, parseRequest, port, readConfig, wholeNumber } from './input.ts';
 export { createQuietly, type SetupSql, setupTransaction } from './setup.ts';
+export { bearerToken, loginInput, secretSetting } from './credentials.ts';
+export { type FailureReporterOptions, failureReporter } from './failures.ts';
+export { decodeSignedToken, issueSignedToken, SIGNED_TOKEN_TTL_SEC, verifySignedToken } from './signed-token.ts';
 export {
   atMostEvery,
   notFound,
@@ -49,5 +53,12 @@ export {
   SERVER_TIME_LIMITS,
   untilInterrupted,
 } from './server.ts';
+export {
+  type ClosableSocket,
+  closeWebSockets,
+  handshakeProblem,
+  refuseUpgrade,
+  type UpgradeRefusal,
+} from './upgrade.ts';
 export { z } from 'zod';
 export { meterSql, type SentSql, type SqlMeter, type SqlMeterOptions } from './sql-meter.ts';

@@ -2,9 +2,34 @@
 import { describe, expect, it } from 'vitest';
 import { isRedisOutage } from '@labs/services';
 import { z } from 'zod';
-import { bearerToken, secretSetting } from '../src/credentials.ts';
+import { bearerToken, loginInput, secretSetting } from '../src/credentials.ts';
 import { failureReporter } from '../src/failures.ts';
 import { ConfigError, readConfig } from '../src/input.ts';
+
+describe('loginInput', () => {
+  const schema = loginInput();
+
+  it('trims the username, keeps the password as sent', () => {
+    expect(schema.parse({ username: ' ada ', password: ' pass phrase ' })).toEqual({
+      username: 'ada',
+      password: ' pass phrase ',
+    });
+  });
+
+  it('names each field that is missing, empty, not text or too long; says what to send for anything else', () => {
+    const issues = (value: unknown) =>
+      schema.safeParse(value).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues({ username: '  ', password: 7 })).toEqual([
+      'username: must be a non-empty string',
+      'password: must be a non-empty string',
+    ]);
+    expect(issues({ username: 'u'.repeat(65), password: 'p'.repeat(1025) })).toEqual([
+      'username: must be at most 64 characters',
+      'password: must be at most 1024 characters',
+    ]);
+    expect(issues(undefined)?.[0]).toMatch(/^: Send a JSON object/);
+  });
+});
 
 describe('bearerToken', () => {
   const schema = bearerToken();
