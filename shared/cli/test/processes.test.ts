@@ -72,9 +72,9 @@ describe('pnpm lab serve', () => {
       expect(await listening(port)).toBe(true);
       serve.interrupt(how);
       await serve.result;
-      // The server notices within a second or so (a signal, or its parent gone); poll, do not sleep.
-      for (let i = 0; i < 100 && (await listening(port)); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(await listening(port)).toBe(false);
+      // The server notices (a signal, or its parent gone) and closes its port: wait for that, however long
+      // a busy machine takes; a server that never notices is a hang, which the test's timeout reports.
+      while (await listening(port)) await new Promise((r) => setTimeout(r, 100));
       expect(processesOf(join(repo, 'labs', 'rate-limiter'))).toEqual([]);
     });
   }
@@ -108,7 +108,7 @@ describe('pnpm lab bench', () => {
     const bench = startLab(['bench', 'rate-limiter'], { env: { ...env, BENCH_DURATION_SEC: '20' } });
     onTestFailed(() => bench.interrupt());
     // Progress dots mean autocannon is running against servers in a child process.
-    await bench.waitFor(/^ {2}bare +\./m, 60_000);
+    await bench.waitFor(/^ {2}bare +\./m);
     const running = processesOf(join(repo, 'labs', 'rate-limiter'));
     expect(running.some((line) => line.includes('load/bench.ts'))).toBe(true);
     expect(running.some((line) => line.includes('servers-child') && line.includes('load/servers.ts'))).toBe(true);
@@ -129,10 +129,10 @@ describe('pnpm lab <lab> --watch', () => {
     // An untracked file: saving it is a change in the lab, and it never touches the starter's files.
     const probe = join(repo, 'labs', 'rate-limiter', `watch-probe-${process.pid}.txt`);
     try {
-      await watch.waitFor(watching, 120_000);
+      await watch.waitFor(watching);
       expect(watch.output()).toMatch(/All \d+ tests pass/);
       writeFileSync(probe, 'saved\n');
-      await watch.waitFor(new RegExp(`watch-probe-${process.pid}\\.txt changed[\\s\\S]*${watching.source}`), 120_000);
+      await watch.waitFor(new RegExp(`watch-probe-${process.pid}\\.txt changed[\\s\\S]*${watching.source}`));
       expect(watch.output().match(watching)).toHaveLength(2);
     } finally {
       rmSync(probe, { force: true });
