@@ -23,6 +23,7 @@ import {
   type ConfirmationJob,
   DEAD_LETTER_HEADERS,
   decodeJob,
+  encodeJob,
   JOB_ROUTING_KEY,
   type JobQueueNames,
   jobQueueNames,
@@ -200,6 +201,27 @@ async function confirmations(jobs: readonly (ConfirmationJob | string)[]): Promi
   const ids = jobs.map((job) => (typeof job === 'string' ? job : job.jobId));
   return Object.fromEntries(await confirmationsPerJob(db, ids));
 }
+/**
+ * Publishes `job` as a producer that sets headers of its own (a trace id, say), confirmed: what the
+ * worker passes on must keep them, so a retried or parked job can still be traced to its request.
+ */
+async function publishWithHeaders(names: JobQueueNames, job: ConfirmationJob, headers: Record<string, string>) {
+  const connection = await amqp.connect(rabbit.url);
+  try {
+    const channel = await connection.createConfirmChannel();
+    channel.publish(names.exchange, JOB_ROUTING_KEY, encodeJob(job), {
+      persistent: true,
+      mandatory: true,
+      messageId: job.jobId,
+      contentType: 'application/json',
+      headers,
+    });
+    await channel.waitForConfirms();
+  } finally {
+    await connection.close();
+  }
+}
+
 const values = (counts: Record<string, number>) => Object.values(counts);
 const allDone = (counts: Record<string, number>) => values(counts).every((n) => n >= 1);
 const notDone = (counts: Record<string, number>) => values(counts).filter((n) => n === 0).length;
@@ -614,7 +636,10 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const sender = await workerHere(names);
     const good = makeJobs(10);
     const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] }); // no such product: fails every time
-    await admin.publishJobs(names, [...good.slice(0, 5), poison, ...good.slice(5)]);
+    const traceparent = `00-${randomUUID().replaceAll('-', '')}-00f067aa0ba902b7-01`;
+    await admin.publishJobs(names, good.slice(0, 5));
+    await publishWithHeaders(names, poison, { traceparent });
+    await admin.publishJobs(names, good.slice(5));
     const seen = await waitFor(
       async () => ({
         tries: sender.attemptsOf(poison.jobId).length,
@@ -650,6 +675,10 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       ATTEMPTS,
     );
     expect(dead[0]!.properties.deliveryMode, 'the dead letter is persistent (delivery mode 2)').toBe(2);
+    expect(
+      headers.traceparent,
+      "the producer's own header (a trace id), which every retry copy and the dead letter must carry",
+    ).toBe(traceparent);
     expect(seen.done, 'good jobs done').toBe(good.length);
     expect(
       await stopAndCountHeldClients(sender),
