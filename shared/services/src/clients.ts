@@ -3,6 +3,7 @@
  * service that goes away shows up as a fast, clear error instead of a hung request.
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import { Kafka, type KafkaConfig, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { SERVICES } from './kinds.ts';
 
@@ -16,6 +17,25 @@ export function createRedisClient(url: string, options: RedisOptions = {}): Redi
     retryStrategy: (times) => Math.min(times * 100, 2000),
     lazyConnect: false,
     ...options,
+  });
+}
+
+/**
+ * A kafkajs client for `brokers` ("host:port,host:port" as KAFKA_BROKERS says it, or a list). Quiet
+ * unless KAFKAJS_LOG_LEVEL says otherwise (kafkajs reads it itself): it logs the broker's retriable
+ * answers (a coordinator still loading) as errors, although it retries them. Retries start at 100 ms
+ * instead of 300 ms, so a consumer that keeps failing gives up and restarts in about a second, not ten.
+ */
+export function createKafkaClient(
+  brokers: string | readonly string[],
+  config: Omit<KafkaConfig, 'brokers'> = {},
+): Kafka {
+  const list = typeof brokers === 'string' ? brokers.split(',').map((broker) => broker.trim()) : [...brokers];
+  return new Kafka({
+    brokers: list,
+    logLevel: logLevel.NOTHING,
+    retry: { initialRetryTime: 100, retries: 5 },
+    ...config,
   });
 }
 

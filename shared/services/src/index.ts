@@ -25,6 +25,7 @@ export {
   type ResolveOptions,
 } from './resolve.ts';
 export {
+  createKafkaClient,
   createPgPool,
   createRedisClient,
   DeadlineError,

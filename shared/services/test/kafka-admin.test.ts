@@ -1,14 +1,23 @@
 /**
- * The Kafka admin reads against a real broker: topics made with their leaders, messages counted, and
- * a group's committed offsets and lag as a consumer works through a topic.
+ * Kafka against a real broker: a client made from a KAFKA_BROKERS string, and the admin reads (topics
+ * made with their leaders, messages counted, a group's committed offsets and lag as it commits).
  */
 import { randomBytes } from 'node:crypto';
-import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { Partitioners } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { committed, ensureTopics, lag, messagesIn, resolveService, stopServices } from '../src/index.ts';
+import {
+  committed,
+  createKafkaClient,
+  ensureTopics,
+  lag,
+  messagesIn,
+  resolveService,
+  stopServices,
+} from '../src/index.ts';
 
 const { url } = await resolveService('kafka', { log: null });
-const kafka = new Kafka({ clientId: 'kafka-admin-test', brokers: url.split(','), logLevel: logLevel.NOTHING });
+const kafka = createKafkaClient(url, { clientId: 'kafka-admin-test' }); // the KAFKA_BROKERS form: "host:port,..."
+
 const admin = kafka.admin();
 await admin.connect();
 const topic = `labs-kafka-admin-${randomBytes(4).toString('hex')}`;
