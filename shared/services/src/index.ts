@@ -38,7 +38,8 @@ export {
   type OutageSource,
   withinDeadline,
 } from './clients.ts';
-export { committed, ensureTopics, lag, messagesIn } from './kafka-admin.ts';
+export { committed, ensureTopics, lag, logConsumerEvents, messagesIn } from './kafka-admin.ts';
+export { requireServer } from './require-server.ts';
 export { type AdminMessage, openRabbitAdmin, type RabbitAdmin } from './rabbit-admin.ts';
 export { childServiceEnv } from './child-env.ts';
 export { databaseUrl, dropDatabase, ensureDatabase } from './databases.ts';

@@ -1,8 +1,9 @@
 /**
  * What a Kafka lab asks its cluster from outside its consumers, through a kafkajs admin client: topics
- * made and ready, how many messages a topic holds, and how far a consumer group has got (its lag).
+ * made and ready, how many messages a topic holds, and how far a consumer group has got (its lag); and
+ * what its consumers' groups do, for a log.
  */
-import type { Admin } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 
 /** How long a new topic's partitions may take to get their leaders before ensureTopics gives up. */
 const LEADERS_WITHIN_MS = 30_000;
@@ -65,4 +66,24 @@ export async function lag(admin: Admin, groupId: string, topic: string): Promise
     (sum, p) => sum + Math.max(0, Number(p.high) - Math.max(Number(p.low), done.get(p.partition) ?? -1)),
     0,
   );
+}
+
+/**
+ * Logs, for every consumer made from `kafka` from now on, when it joins its group (with the partitions
+ * it got) and when it crashes: what a Kafka lab's `lab serve` shows, so that a rebalance or a poison
+ * message can be seen as it happens.
+ */
+export function logConsumerEvents(kafka: Kafka, log: (line: string) => void): void {
+  const original = kafka.consumer.bind(kafka);
+  kafka.consumer = (config) => {
+    const consumer = original(config);
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      const partitions = Object.values(payload.memberAssignment).flat().sort();
+      log(`[group] a consumer joined ${payload.groupId}: partitions ${partitions.join(', ') || 'none'}`);
+    });
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      log(`[group] a consumer crashed${payload.restart ? ' (kafkajs restarts it)' : ''}: ${payload.error.message}`);
+    });
+    return consumer;
+  };
 }

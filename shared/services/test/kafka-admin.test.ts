@@ -10,6 +10,7 @@ import {
   createKafkaClient,
   ensureTopics,
   lag,
+  logConsumerEvents,
   messagesIn,
   resolveService,
   stopServices,
@@ -59,5 +60,22 @@ describe('Kafka admin reads', () => {
       partitions: rest.map((p) => ({ partition: p.partition, offset: p.high })),
     });
     expect(await lag(admin, groupId, topic)).toBe(0);
+  });
+
+  it("logs a consumer's joining its group, with the partitions it got", async () => {
+    const lines: string[] = [];
+    logConsumerEvents(kafka, (line) => lines.push(line));
+    const consumer = kafka.consumer({ groupId: `${groupId}-logged`, sessionTimeout: 6000, heartbeatInterval: 500 });
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: true });
+      const joined = new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve()));
+      await consumer.run({ eachMessage: async () => {} });
+      await joined;
+      expect(lines).toEqual([`[group] a consumer joined ${groupId}-logged: partitions 0, 1, 2`]);
+    } finally {
+      await consumer.disconnect();
+      await admin.deleteGroups([`${groupId}-logged`]).catch(() => undefined);
+    }
   });
 });
