@@ -1,26 +1,21 @@
-/**
- * The API under test: one limited endpoint and an unlimited health check. createApp never listens;
- * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are RFC 9457 problems.
- */
+/** The API under test, built by `server/lab.ts`: one limited endpoint and the kit's unlimited /health. */
 import { randomBytes } from 'node:crypto';
-import express, { type Express, type RequestHandler } from 'express';
-import { notFound, problemHandler } from '@labs/lab-kit';
+import type { Express, RequestHandler } from 'express';
+import { labApp } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
-import { rateLimit } from './middleware.ts';
 import type { RateLimiter } from './limiter.ts';
+import { type RateLimitMiddlewareOptions, rateLimit } from './middleware.ts';
 
-export interface AppDeps {
-  /** Absent: the same API with no limiting at all, the ceiling the load script measures against. */
-  limiter?: RateLimiter;
-  /** A limiter that comes as Express middleware (a peer library, as its users mount it), instead of `limiter`. */
-  limitWith?: RequestHandler;
-  limit: number;
-  windowMs: number;
-  /** The HMAC key that names API keys in Redis (middleware.ts); default: this process's own. */
+export interface AppDeps extends Omit<RateLimitMiddlewareOptions, 'limiter' | 'apiKeySecret'> {
+  /**
+   * What limits /api: a RateLimiter, or a peer library's Express middleware (as its users mount it).
+   * Absent: no limiting at all, the ceiling the load script measures against.
+   */
+  limiter?: RateLimiter | RequestHandler;
+  /** Default: this process's own (PROCESS_SECRET). */
   apiKeySecret?: string;
   /** Shown in responses so a learner can see which instance answered. */
   instance?: string;
-  onLimiterError?: (error: Error) => void;
   /** Where a bug's details go (the client gets a 500 without them); the log by default. */
   onUnexpectedError?: (error: Error) => void;
 }
@@ -29,26 +24,15 @@ export interface AppDeps {
 export const PROCESS_SECRET = randomBytes(32).toString('base64url');
 
 export function createApp(deps: AppDeps): Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true });
+  const { limiter, apiKeySecret = PROCESS_SECRET } = deps;
+  // The limiter fails open on a Redis outage (middleware.ts), so none reaches the problem handler from
+  // it; any other route that needed Redis would answer its outage with a 503, as every lab does.
+  const outages = [{ test: isRedisOutage, service: 'The rate limiter', retryAfterSec: 1 }];
+  return labApp({ name: 'rate-limiter', outages, log: deps.onUnexpectedError }, (app) => {
+    if (typeof limiter === 'function') app.use('/api', limiter);
+    else if (limiter) app.use('/api', rateLimit({ ...deps, limiter, apiKeySecret }));
+    app.get('/api/quote', (_req, res) => {
+      res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
+    });
   });
-  if (deps.limiter)
-    app.use('/api', rateLimit({ ...deps, limiter: deps.limiter, apiKeySecret: deps.apiKeySecret ?? PROCESS_SECRET }));
-  else if (deps.limitWith) app.use('/api', deps.limitWith);
-  app.get('/api/quote', (_req, res) => {
-    res.json({ quote: 'Measure, then optimise.', instance: deps.instance ?? 'app' });
-  });
-  app.use(notFound);
-  // The limiter fails open on a Redis outage (middleware.ts), so none reaches here from it; any other
-  // route that needed Redis would answer its outage with a 503, as every lab does.
-  app.use(
-    problemHandler({
-      outages: [{ test: isRedisOutage, service: 'The rate limiter', retryAfterSec: 1 }],
-      log: deps.onUnexpectedError ?? ((error) => console.error(`[rate-limiter] ${error.message}`)),
-      logOutage: (line) => console.warn(`[rate-limiter] ${line}`),
-    }),
-  );
-  return app;
 }

@@ -4,11 +4,10 @@
  * RATE_LIMIT_KEY_SECRET, the HMAC key that names API keys in Redis (default: one per process).
  */
 import type { RequestHandler } from 'express';
-import type { Redis } from 'ioredis';
 import { createRateLimiter } from '#rate-limiter';
-import { atMostEvery, defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { defineLab, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
-import type { RateLimiter } from './limiter.ts';
+import type { RateLimiter, RateLimiterOptions } from './limiter.ts';
 import { LIMITER_REDIS_OPTIONS } from './redis.ts';
 
 /**
@@ -18,18 +17,15 @@ import { LIMITER_REDIS_OPTIONS } from './redis.ts';
 const MAX_LIMIT = 1_000_000_000;
 const MAX_WINDOW_MS = 86_400_000;
 
-/** What a spec or load script may set instead of the configuration. */
-export interface RateLimiterLabOptions {
-  limit: number;
-  windowMs: number;
-  /** A fake clock (epoch ms) for the limiter. */
-  now: () => number;
+/**
+ * What a spec or load script may set instead of the configuration: the limiter's `limit`, `windowMs`,
+ * a fake clock `now`, a `prefix` (instances that share one share a limit; default: this start's own)
+ * and a Redis client of the caller's (one behind a stalling proxy, say; default: a new one).
+ */
+export interface RateLimiterLabOptions
+  extends Pick<RateLimiterOptions, 'limit' | 'windowMs' | 'now' | 'prefix' | 'redis'> {
   /** Shown in responses, so a learner sees which instance answered. */
   instance: string;
-  /** The key prefix; instances that share one share a limit. Default: this start's own. */
-  prefix: string;
-  /** A Redis client of the caller's (one behind a stalling proxy, say); default: a new one. */
-  redis: Redis;
   /**
    * What limits the API instead of #rate-limiter: another limiter (the starter and the solution side by
    * side), a peer library's Express middleware, or null for none at all (the load script's ceiling).
@@ -51,33 +47,21 @@ export default defineLab({
   async build(context, options: Partial<RateLimiterLabOptions>) {
     const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
     const windowMs = options.windowMs ?? context.config.RATE_LIMIT_WINDOW_MS;
-    const { limitWith } = options;
-    const limiting =
-      limitWith === null
-        ? {}
-        : typeof limitWith === 'function'
-          ? { limitWith }
-          : {
-              limiter:
-                limitWith ??
-                createRateLimiter({
-                  redis: options.redis ?? (await context.redis(LIMITER_REDIS_OPTIONS)),
-                  limit,
-                  windowMs,
-                  prefix: options.prefix ?? context.prefix,
-                  now: options.now,
-                }),
-            };
+    const ownLimiter = async () =>
+      createRateLimiter({
+        redis: options.redis ?? (await context.redis(LIMITER_REDIS_OPTIONS)),
+        limit,
+        windowMs,
+        prefix: options.prefix ?? context.prefix,
+        now: options.now,
+      });
+    const limitWith = options.limitWith === undefined ? await ownLimiter() : options.limitWith;
     const app = createApp({
-      ...limiting,
+      limiter: limitWith ?? undefined,
       limit,
       windowMs,
       instance: options.instance,
       apiKeySecret: context.config.RATE_LIMIT_KEY_SECRET,
-      // Failing open is the policy; saying so at most every 5 s keeps the log readable during an outage.
-      onLimiterError: atMostEvery(5000, (error: Error) =>
-        console.warn(`[rate-limiter] Redis unavailable, failing open: ${error.message}`),
-      ),
     });
     return {
       app,
@@ -86,8 +70,7 @@ export default defineLab({
         ...(context.config.RATE_LIMIT_KEY_SECRET
           ? []
           : [
-              'Note:  RATE_LIMIT_KEY_SECRET is not set, so API keys are hashed with a secret of this process alone:',
-              '       fine for one instance; instances that share a limit must share the secret.',
+              "Note:  RATE_LIMIT_KEY_SECRET is unset: API keys are hashed with this process's own secret (one instance only)",
             ]),
         `Try:   for i in $(seq 1 ${limit + 2}); do curl -s -o /dev/null -w '%{http_code} ' -H 'X-API-Key: demo' ${url}/api/quote; done; echo`,
       ],

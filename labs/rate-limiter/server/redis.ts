@@ -1,16 +1,12 @@
 /**
  * The Redis connection a rate limiter should get. A limiter sits in front of every request, so it must
- * never make a request wait long: commands time out after 250 ms, and while the connection is down
- * commands fail at once instead of queueing until it comes back.
+ * never make a request wait long: a decision waits at most LIMITER_TIMEOUT_MS, and none at all while
+ * Redis is down (the kit's failFastRedis: no offline queue, no retries).
  */
-import type { RedisOptions } from 'ioredis';
+import { failFastRedis } from '@labs/lab-kit';
 
 /** How long one rate-limit decision may wait for Redis. */
 export const LIMITER_TIMEOUT_MS = 250;
 
-/** The client options above, for `context.redis()` (a test's proxy in front of Redis: `url` too). */
-export const LIMITER_REDIS_OPTIONS: RedisOptions = {
-  commandTimeout: LIMITER_TIMEOUT_MS,
-  enableOfflineQueue: false,
-  maxRetriesPerRequest: 0,
-};
+/** For `context.redis()` (a test's proxy in front of Redis: `url` too) or `createRedisClient`. */
+export const LIMITER_REDIS_OPTIONS = failFastRedis(LIMITER_TIMEOUT_MS);
