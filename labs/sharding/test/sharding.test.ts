@@ -291,6 +291,78 @@ describe('baseline: what any shard router must do', () => {
   });
 });
 
+describe('baseline: a reshard that fails or hangs half way', () => {
+  it('a reshard that fails half way can be run again to the end, a write to a bucket held before its switch is answered within a bound, and nothing is lost', async () => {
+    // First reshard: the first bucket's copy fails (the spec's hook throws, as a target shard that goes
+    // away mid-copy would make it). It answers an error, and the bucket must be given back to its shard
+    // as it was: writes go on, and the next reshard can move it.
+    // Second reshard: the mover stops before its first switch and waits there (as when its process
+    // hangs) until a write to the moving tenant has been answered, or for 20 s. A router that holds
+    // writes to a switching bucket must give up on one after a bounded wait and say "try again" (a 503
+    // with Retry-After), not retry for as long as the move takes.
+    const ANSWER_BOUND_MS = 20_000;
+    type Held = { status: number | 'unanswered'; retryAfter: string | null };
+    let url = '';
+    let copyFailures = 0;
+    let held: Held | undefined;
+    const hooks: MoveHooks = {
+      async afterCopy() {
+        if (copyFailures++ === 0) throw new Error('the copy to the new shard failed (forced by the spec)');
+      },
+      async beforeSwitch(moving) {
+        if (held || copyFailures < 2 || moving.length === 0) return;
+        const write = fetch(`${url}/api/tenants/${moving[0]}/notes`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ notes: [{ body: 'written while the mover hangs' }] }),
+        }).then((res): Held => ({ status: res.status, retryAfter: res.headers.get('retry-after') }));
+        const unanswered: Held = { status: 'unanswered', retryAfter: null };
+        held = unanswered;
+        held = await Promise.race([
+          write,
+          new Promise<Held>((resolve) => setTimeout(() => resolve(unanswered), ANSWER_BOUND_MS)),
+        ]);
+      },
+    };
+    await using world = await openWorld([{ hooks }]);
+    [url] = world.urls as [string];
+    // Notes in about a third of the 256 buckets, so a bucket with a tenant to write to moves early.
+    const tenants = Array.from({ length: 80 }, (_, i) => `halfway-${i}`);
+    const written = new Map<string, string>();
+    const record = (notes: Note[]) => {
+      for (const note of notes) written.set(note.id, note.tenant);
+    };
+    for (const notes of await inParallel(tenants, 4, (tenant) => create(url, tenant, ['before']))) record(notes);
+
+    const failed = await call(url, 'POST', '/api/admin/shards');
+    expect(copyFailures, 'the copy hook ran, and failed once').toBeGreaterThan(0);
+    expect(failed.status, 'the reshard whose copy failed').not.toBe(201);
+    let refused = 0;
+    await inParallel(tenants, 4, async (tenant) => {
+      const reply = await call(url, 'POST', `/api/tenants/${tenant}/notes`, { notes: [{ body: 'between' }] });
+      if (reply.status === 201) record(reply.body.notes);
+      else refused++;
+    });
+    const again = await call(url, 'POST', '/api/admin/shards');
+    const read = new Set((await inParallel(tenants, 4, (tenant) => list(url, tenant))).flat().map((n) => n.id));
+    const lost = [...written.keys()].filter((id) => !read.has(id)).length;
+    const heldWrite =
+      held === undefined
+        ? 'none made'
+        : held.status === 201 || (held.status === 503 && held.retryAfter !== null)
+          ? 'answered'
+          : held.status === 'unanswered'
+            ? `no answer within ${ANSWER_BOUND_MS / 1000} s`
+            : `answered ${held.status} with Retry-After ${held.retryAfter}`;
+    expect(
+      { refused, retried: again.status, heldWrite, lost },
+      `after a reshard failed half way: ${refused} of ${tenants.length} writes refused; the reshard tried again ` +
+        `answered ${again.status} (${again.body?.detail ?? again.body?.title ?? 'no detail'}); the write made while ` +
+        `its mover hung before a switch: ${heldWrite}; ${lost} of ${written.size} acknowledged notes lost`,
+    ).toEqual({ refused: 0, retried: 201, heldWrite: 'answered', lost: 0 });
+  }, 120_000);
+});
+
 /** How long a request may take under a fault before the spec counts it unanswered. */
 const ANSWER_WITHIN_MS = 10_000;
 
@@ -781,7 +853,7 @@ describe('challenges: what hash % N gets wrong', () => {
       balance.even,
       `buckets per shard after the fifth joined: ${balance.perShard.join(', ')} (256 over 5 is 51 or 52 each)`,
     ).toBe(true);
-  });
+  }, 60_000);
 
   it('challenge: a reshard under concurrent writes loses no write and serves no stale or misplaced note', async () => {
     const tenants = Array.from({ length: 40 }, (_, i) => `busy-${i}`);
@@ -1037,6 +1109,27 @@ describe('challenges: what hash % N gets wrong', () => {
         `${duplicates} seen twice, ${foreign} not asked for`,
     ).toEqual({ missing: 0, duplicates: 0, foreign: 0 });
     expect(seen, 'the notes in page order: newest first, ties by id').toEqual(expectedIds);
+
+    // Tenants that all live on one shard: the page's only source must still tell whether more follow.
+    const candidates = Array.from({ length: 60 }, (_, i) => `page-one-${i}`);
+    const homes = await locate(one, candidates);
+    const together = candidates.filter((_, i) => homes[i]![0] === homes[0]![0]).slice(0, 3);
+    const theirs: Note[] = [];
+    for (const tenant of together) theirs.push(...(await create(one, tenant, ['a', 'b', 'c', 'd', 'e'])));
+    const walked: string[] = [];
+    let cursor: string | null = null;
+    let walks = 0;
+    do {
+      const query: string = `/api/notes?tenants=${together.join(',')}&limit=4${cursor ? `&after=${cursor}` : ''}`;
+      const page = await call(two, 'GET', query);
+      expect(page.status, JSON.stringify(page.body)).toBe(200);
+      walked.push(...page.body.notes.map((n: Note) => n.id));
+      cursor = page.body.next;
+    } while (cursor && ++walks < 20);
+    expect(
+      walked,
+      `pages of 4 over ${together.length} tenants on one shard (${theirs.length} notes): ${walked.length} seen`,
+    ).toEqual([...theirs].sort(newestFirst).map((n) => n.id));
   });
 
   it('challenge: a hot tenant split over buckets keeps every shard within 1.25x of the mean, and all its notes read back', async () => {
