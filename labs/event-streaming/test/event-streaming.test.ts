@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Kafka } from 'kafkajs';
+import { ConfigResourceTypes, type Kafka } from 'kafkajs';
 import type pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, startProjector } from '#event-pipeline';
@@ -889,6 +889,76 @@ describe('challenges: what the first version gets wrong', () => {
       `a header of the dead letter says why it failed ("${reason.slice(0, 60)}..."); headers: ${JSON.stringify(deadLetter.headers)}`,
     ).toBe(true);
   }, 40_000);
+
+  it('challenge: a poison message whose dead letter the broker refuses holds its partition: nothing is committed past it until the dead letter is stored', async () => {
+    // The dead-letter topic refuses every message for now (its largest message is smaller than any
+    // dead letter), as it would while it is full, misconfigured or not yet replicated. A consumer that
+    // commits past the poison without waiting for its dead letter has lost it for good: the topic
+    // moved on, and the copy was never stored. One partition, so offsets count messages in order.
+    const base = await scenario('dlt-refused');
+    const sc = { ...base, topic: kafka.topic('dlt-refused-1p'), deadLetterTopic: kafka.topic('dlt-refused-1p-dlt') };
+    await ensureTopics(admin, [sc.topic, sc.deadLetterTopic], 1);
+    const setLargestMessage = (bytes: number) =>
+      admin.alterConfigs({
+        validateOnly: false,
+        resources: [
+          {
+            type: ConfigResourceTypes.TOPIC,
+            name: sc.deadLetterTopic,
+            configEntries: [{ name: 'max.message.bytes', value: String(bytes) }],
+          },
+        ],
+      });
+    await setLargestMessage(16);
+    const accounts = sc.accounts(2);
+    const events = generateEvents(accounts, 10);
+    const half = events.length / 2;
+    await publish(sc, events.slice(0, half));
+    const raw = await kafka.producer();
+    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poisonValue(accounts[0]!) }] });
+    await publish(sc, events.slice(half));
+    const poisonOffset = half; // the first half is at offsets 0 to half - 1
+
+    const client = createKafka(kafka.brokers);
+    const crashes = countCrashes(client);
+    await using group = await projectors(sc, 1, client);
+    // Until the projector has met the refusal (kafkajs reports the batch's failure as a crash, and
+    // restarts it from the last commit), or the group has committed past the poison.
+    let committedThen = 0;
+    const met = await until(async () => {
+      committedThen = await committed(admin, sc.groupId, sc.topic);
+      return crashes.count > 0 || committedThen > poisonOffset;
+    }, 30_000);
+    expect(met, 'the projector neither failed on the refused dead letter nor committed within 30 s').toBe(true);
+    expect(
+      committedThen,
+      `the group committed offset ${committedThen} while the poison at offset ${poisonOffset} had no dead letter: it is lost`,
+    ).toBeLessThanOrEqual(poisonOffset);
+
+    // The dead-letter topic takes messages again, and a fresh projector (a consumer that met a
+    // non-retriable error stays stopped: its process would be restarted) resumes from the group's
+    // commit: the same poison is dead-lettered once, and every good event is applied once.
+    await setLargestMessage(1_048_588);
+    await group.stop();
+    await using fresh = await projectors(sc, 1);
+    const finished = await until(
+      async () =>
+        (await caughtUp(admin, sc.groupId, sc.topic)) &&
+        (await sc.stats()).distinctEvents === events.length &&
+        (await messagesIn(admin, sc.deadLetterTopic)) > 0,
+      30_000,
+    );
+    await fresh.stop();
+    const stats = await sc.stats();
+    expect(
+      {
+        applied: stats.distinctEvents,
+        duplicates: stats.duplicates,
+        deadLetters: await messagesIn(admin, sc.deadLetterTopic),
+      },
+      `once the dead-letter topic took messages again${finished ? '' : ' (and 30 s more)'}`,
+    ).toEqual({ applied: events.length, duplicates: 0, deadLetters: 1 });
+  }, 90_000);
 
   it('challenge: a worker stopped with SIGTERM leaves its group before it exits, so its partitions move at once', async () => {
     const sc = await scenario('sigterm');
