@@ -10,23 +10,18 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
+import { boundedPool } from '@labs/lab-kit';
 import { ORDER_REQUESTS_TABLE } from './idempotency.ts';
 import type { ConfirmationJob, SendConfirmation } from './jobs.ts';
 
 /**
  * The pool of the API and of every worker (the one `lab serve` runs beside it, and worker-process.ts).
  * Every statement here is a one-row lookup, a count over this run's jobs or a one-row insert, so
- * seconds already mean the database is in trouble: the server cancels a statement after 2 s (`statement_timeout`, which also ends a wait for a
- * lock), the client gives up after 2.5 s even when the server cannot answer at all (`query_timeout`: a
- * frozen host, a dropped network path), and waiting for a connection, new or from the pool, is bounded
- * at 2 s. The API answers each of these with a 503 (server/app.ts); the worker gives the job back to
- * the queue (the solution), so a job is never acked without its effect.
+ * seconds already mean the database is in trouble. The API answers a wait cut short with a 503
+ * (server/app.ts); the worker gives the job back to the queue (the solution), so a job is never acked
+ * without its effect.
  */
-export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
-  statement_timeout: 2000,
-  query_timeout: 2500,
-  connectionTimeoutMillis: 2000,
-};
+export const DATABASE_POOL_OPTIONS = boundedPool({ statementMs: 2000, answerMs: 2500, connectMs: 2000 });
 
 /** The products a confirmation can name. An order for anything else is a poison job (see below). */
 export const CATALOGUE: Readonly<Record<string, string>> = {
@@ -71,18 +66,6 @@ export function renderConfirmation(job: ConfirmationJob): string {
   return `Thank you for your order ${job.orderId}:\n${lines.join('\n')}`;
 }
 
-/** What one process's sender has seen. */
-export interface SenderStats {
-  /** Calls in total (attempts, including failed ones). */
-  calls: number;
-  /** Calls that threw. */
-  failures: number;
-  /** Calls in progress right now. */
-  inFlight: number;
-  /** The most calls in progress at once since the sender was made. */
-  maxInFlight: number;
-}
-
 /** How the sender behaves. */
 export interface SenderOptions {
   /** Time each confirmation takes before it is recorded (waiting on a provider, not CPU). */
@@ -113,41 +96,25 @@ export interface SenderOptions {
   failAfterFirstEffect?: boolean;
 }
 
-/** A sender of confirmations, with its stats and the times each job was tried. */
-export interface ConfirmationSender {
-  send: SendConfirmation;
-  readonly stats: SenderStats;
-  /** performance.now() of each attempt of `jobId`, oldest first. */
-  attemptsOf(jobId: string): number[];
-  /** Lets the calls held by `hangAfter` go on (and every later one). */
-  releaseHeld(): void;
-}
+/** What one process's sender has seen. */
+export type SenderStats = ReturnType<typeof createConfirmationSender>['stats'];
 
 /** Makes a sender: the effect every worker in the lab is given as `deps.sendConfirmation`. */
-export function createConfirmationSender(options: SenderOptions): ConfirmationSender {
-  const stats: SenderStats = { calls: 0, failures: 0, inFlight: 0, maxInFlight: 0 };
+export function createConfirmationSender(options: SenderOptions) {
+  // Calls in total (failed ones too), calls that threw, calls in progress, the most in progress at once.
+  const stats = { calls: 0, failures: 0, inFlight: 0, maxInFlight: 0 };
   const attempts = new Map<string, number[]>();
-  let releaseHeld = () => {};
-  const held = new Promise<void>((resolve) => {
-    releaseHeld = resolve;
-  });
+  const { promise: held, resolve: releaseHeld } = Promise.withResolvers<void>();
   /** Calls waiting for a copy of their job, by job id. */
   const waitingForCopy = new Map<string, () => void>();
   const meetCopy = async (jobId: string, ms: number) => {
     const waiting = waitingForCopy.get(jobId);
-    if (waiting) {
-      waiting(); // the copy that came first goes on, and so does this one
-      return;
-    }
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        waitingForCopy.delete(jobId);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      waitingForCopy.set(jobId, done);
-    });
+    waitingForCopy.delete(jobId);
+    if (waiting) return waiting(); // the copy that came first goes on, and so does this one
+    const met = Promise.withResolvers<void>();
+    waitingForCopy.set(jobId, met.resolve);
+    await Promise.race([met.promise, sleep(ms, undefined, { ref: false })]);
+    if (waitingForCopy.get(jobId) === met.resolve) waitingForCopy.delete(jobId); // no copy came
   };
   const send: SendConfirmation = async (db, job) => {
     stats.calls++;
@@ -176,7 +143,14 @@ export function createConfirmationSender(options: SenderOptions): ConfirmationSe
       stats.inFlight--;
     }
   };
-  return { send, stats, attemptsOf: (jobId) => attempts.get(jobId) ?? [], releaseHeld: () => releaseHeld() };
+  return {
+    send,
+    stats,
+    /** performance.now() of each attempt of `jobId`, oldest first. */
+    attemptsOf: (jobId: string) => attempts.get(jobId) ?? [],
+    /** Lets the calls held by `hangAfter` go on (and every later one). */
+    releaseHeld: () => releaseHeld(),
+  };
 }
 
 /** Confirmations per job id, for the given jobs (0 for a job never confirmed). */

@@ -13,8 +13,7 @@
  */
 import { hash } from 'node:crypto';
 import type pg from 'pg';
-import type { z } from '@labs/lab-kit';
-import { type ConfirmationJob, newJob, type orderInput } from './jobs.ts';
+import { type ConfirmationJob, newJob, type Order } from './jobs.ts';
 
 /** The header's value: 1-255 visible ASCII characters (a UUID, typically). */
 export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -34,11 +33,7 @@ export const ORDER_REQUESTS_TABLE = `
  * request). One statement, so two requests racing with one key get one job: the second waits on the
  * first's row and returns it.
  */
-export async function jobForKey(
-  db: pg.Pool,
-  key: string,
-  order: z.infer<typeof orderInput>,
-): Promise<ConfirmationJob | 'another order'> {
+export async function jobForKey(db: pg.Pool, key: string, order: Order): Promise<ConfirmationJob | 'another order'> {
   const fingerprint = hash('sha256', JSON.stringify(order), 'hex');
   const { rows } = await db.query<{ job: ConfirmationJob; fingerprint: string }>(
     // DO UPDATE with no change, not DO NOTHING: it returns the row that is there, so the stored job
@@ -48,7 +43,6 @@ export async function jobForKey(
      RETURNING job, fingerprint`,
     [key, fingerprint, newJob(order)],
   );
-  const row = rows[0];
-  if (!row) throw new Error('INSERT ... RETURNING returned no row');
+  const row = rows[0]!; // DO UPDATE: there is always a row
   return row.fingerprint === fingerprint ? row.job : 'another order';
 }

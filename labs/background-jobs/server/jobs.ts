@@ -29,6 +29,8 @@ export const orderInput = z.object({
   items: z.array(orderItem).min(1).max(50),
 });
 
+export type Order = z.infer<typeof orderInput>;
+
 /** A job: "send the confirmation of this order". `jobId` is its identity, the idempotency key. */
 export const confirmationJob = orderInput.extend({
   jobId: z.uuid(),
@@ -39,7 +41,7 @@ export const confirmationJob = orderInput.extend({
 export type ConfirmationJob = z.infer<typeof confirmationJob>;
 
 /** The job for an order just accepted: new ids, enqueued now. */
-export function newJob(order: z.infer<typeof orderInput>): ConfirmationJob {
+export function newJob(order: Order): ConfirmationJob {
   return { ...order, jobId: randomUUID(), orderId: randomUUID(), enqueuedAt: new Date().toISOString() };
 }
 

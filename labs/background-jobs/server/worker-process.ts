@@ -1,11 +1,8 @@
 /**
- * One worker in a process of its own: the process the spec kills with SIGKILL mid-batch, and the one
- * the load script runs. forkWorker() (worker-child.ts) starts it and talks to it over IPC:
- *
- *   parent -> { type: 'start', ... }   child -> { type: 'ready' } once it consumes, or { type: 'error' }
- *   parent -> { type: 'stats', id }    child -> { type: 'stats', id, stats }
- *   parent -> { type: 'release' }      the calls held by `hangAfter` go on
- *   parent -> { type: 'stop' }         child stops gracefully (worker.stop()) and exits 0
+ * One worker in a process of its own: the process the spec kills with SIGKILL mid-batch, and the ones
+ * the load script runs. forkWorker() (worker-child.ts) starts it with a WorkerInput, through the lab
+ * kit's child processes; it answers `stats` (its sender's numbers) and `release` (the calls held by
+ * `hangAfter` go on), and on `stop` stops its worker gracefully and exits.
  *
  * Which implementation runs: the lab's wrong fix under test (LAB_WRONG_FIX, as the spec's vitest config
  * does it), else the module the parent names (the load script compares two), else `#job-queue` as
@@ -13,20 +10,16 @@
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type pg from 'pg';
 import { atMostEvery } from '@labs/lab-kit';
+import { childInput, serveParent } from '@labs/lab-kit/child';
 import { createPgPool } from '@labs/services';
-import { type ConfirmationSender, createConfirmationSender, DATABASE_POOL_OPTIONS } from './confirmations.ts';
-import type { JobQueueModule, JobWorker, QueueSettings } from './jobs.ts';
+import { createConfirmationSender, DATABASE_POOL_OPTIONS, type SenderOptions } from './confirmations.ts';
+import type { JobQueueModule, QueueSettings } from './jobs.ts';
 
-/** What the parent sends to start the worker. */
-export interface StartWorkerMessage {
-  type: 'start';
+/** What the parent hands the worker. */
+export interface WorkerInput extends Pick<SenderOptions, 'workMs' | 'hangAfter' | 'hangAfterEffectToo'> {
   settings: Omit<QueueSettings, 'log'>;
   databaseUrl: string;
-  workMs: number;
-  hangAfter?: number;
-  hangAfterEffectToo?: boolean;
   /** An absolute path to a module implementing JobQueueModule. */
   module?: string;
   /**
@@ -36,58 +29,31 @@ export interface StartWorkerMessage {
   poolSize?: number;
 }
 
-const labDir = resolve(import.meta.dirname, '..');
+const input = childInput<WorkerInput>();
+if (!input) throw new Error('worker-process.ts is started by forkWorker() (server/worker-child.ts)');
+const wrongFix = process.env.LAB_WRONG_FIX;
+const file = wrongFix ? resolve(import.meta.dirname, '..', wrongFix) : input.module;
+const implementation: JobQueueModule = file ? await import(pathToFileURL(file).href) : await import('#job-queue');
 
-async function loadImplementation(modulePath: string | undefined): Promise<JobQueueModule> {
-  const wrongFix = process.env.LAB_WRONG_FIX;
-  if (wrongFix) return (await import(pathToFileURL(resolve(labDir, wrongFix)).href)) as JobQueueModule;
-  if (modulePath) return (await import(pathToFileURL(modulePath).href)) as JobQueueModule;
-  return await import('#job-queue');
-}
-
-const send = (message: unknown) => process.send?.(message);
-if (!process.send) throw new Error('worker-process.ts is started by forkWorker() (server/worker-child.ts)');
-
-let worker: JobWorker | undefined;
-let sender: ConfirmationSender | undefined;
-let pool: pg.Pool | undefined;
-
-type ParentMessage = StartWorkerMessage | { type: 'stats'; id: number } | { type: 'release' } | { type: 'stop' };
-
-process.on('message', async (message: ParentMessage) => {
-  try {
-    if (message.type === 'start') {
-      const implementation = await loadImplementation(message.module);
-      // The same timeouts as the API's pool: a stalled database fails a job (given back) instead of hanging it.
-      const log = (line: string) => process.stderr.write(`[worker ${process.pid}] ${line}\n`);
-      // A connection that dies (even mid-transaction) fails its job, which goes back to the queue; it
-      // must not kill the process: createPgPool gives every client an error listener, this one logs.
-      const connectionLost = atMostEvery(5000, (error: Error) => log(`a database connection failed: ${error.message}`));
-      const max = message.poolSize ?? 10;
-      pool = createPgPool(message.databaseUrl, { ...DATABASE_POOL_OPTIONS, max }, connectionLost);
-      sender = createConfirmationSender({
-        workMs: message.workMs,
-        hangAfter: message.hangAfter,
-        hangAfterEffectToo: message.hangAfterEffectToo,
-      });
-      worker = await implementation.startWorker(
-        { ...message.settings, log },
-        { db: pool, sendConfirmation: sender.send },
-      );
-      send({ type: 'ready' });
-    } else if (message.type === 'stats') {
-      send({ type: 'stats', id: message.id, stats: sender?.stats });
-    } else if (message.type === 'release') {
-      sender?.releaseHeld();
-    } else if (message.type === 'stop') {
-      await worker?.stop();
-      await pool?.end();
-      process.exit(0);
-    }
-  } catch (error) {
-    send({ type: 'error', message: (error as Error).message });
-    process.exit(1);
-  }
+const log = (line: string) => process.stderr.write(`[worker ${process.pid}] ${line}\n`);
+// The same timeouts as the API's pool: a stalled database fails a job (given back) instead of hanging it.
+// A connection that dies (even mid-transaction) fails its job, which goes back to the queue; it must
+// not kill the process: createPgPool gives every client an error listener, this one logs.
+const pool = createPgPool(
+  input.databaseUrl,
+  { ...DATABASE_POOL_OPTIONS, max: input.poolSize ?? 10 },
+  atMostEvery(5000, (error: Error) => log(`a database connection failed: ${error.message}`)),
+);
+const sender = createConfirmationSender(input); // its workMs, hangAfter and hangAfterEffectToo
+const worker = await implementation.startWorker(
+  { ...input.settings, log },
+  { db: pool, sendConfirmation: sender.send },
+);
+serveParent({
+  stats: () => sender.stats,
+  release: () => sender.releaseHeld(),
+  stop: async () => {
+    await worker.stop();
+    await pool.end();
+  },
 });
-// Without its parent (a test run stopped, a crashed load script) a worker must not live on.
-process.on('disconnect', () => process.exit(1));
