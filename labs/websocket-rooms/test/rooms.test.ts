@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import type { Every } from '../server/hub.ts';
-import roomsLab, { REDIS_COMMAND_TIMEOUT_MS } from '../server/lab.ts';
+import roomsLab, { REDIS_COMMAND_TIMEOUT_MS, type RoomsLabOptions } from '../server/lab.ts';
 import { CLOSE, compareIds, MAX_TEXT, type ServerFrame } from '../server/protocol.ts';
 import { issueToken } from '../server/token.ts';
 import { closeAllClients, connect, type TestClient, tryUpgrade, waitFor } from './ws-client.ts';
@@ -19,6 +19,8 @@ const SECRET = 'spec-secret-spec-secret-spec-secret';
 const ALLOWED_ORIGIN = 'https://rooms.example';
 const SEND_BUFFER_CAP = 64 * 1024;
 const HISTORY_MAX = 10;
+/** How long a room's history outlives its last post. */
+const HISTORY_TTL_SEC = 600;
 
 /** A heartbeat clock that moves only when the test says: each tick() is one interval on every instance. */
 function manualClock(): { every: Every; tick(): void } {
@@ -50,6 +52,7 @@ for (const instance of ['a', 'b', 'c'] as const) {
     heartbeatMs: 1000,
     sendBufferCap: SEND_BUFFER_CAP,
     historyMax: HISTORY_MAX,
+    historyTtlSec: HISTORY_TTL_SEC,
     maxPayload: 32 * 1024,
     tokenSecret: SECRET,
     allowedOrigins: [ALLOWED_ORIGIN],
@@ -80,13 +83,14 @@ const redisUrl = `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.p
 
 /**
  * Builds one more instance whose Redis connections go through `proxy` (its subscriber through
- * `subscriberProxy` when given); it reports to `logged`.
+ * `subscriberProxy` when given); it reports to `logged`. `overrides` replace the spec's settings.
  */
 async function instanceBehind(
   proxy: StallingProxy,
   instance: string,
   logged: string[],
   subscriberProxy: StallingProxy = proxy,
+  overrides: Partial<RoomsLabOptions> = {},
 ) {
   const built = await roomsLab.build(lab.context, {
     instance,
@@ -96,15 +100,29 @@ async function instanceBehind(
     heartbeatMs: 1000,
     sendBufferCap: SEND_BUFFER_CAP,
     historyMax: HISTORY_MAX,
+    historyTtlSec: HISTORY_TTL_SEC,
     tokenSecret: SECRET,
     allowedOrigins: [ALLOWED_ORIGIN],
     log: (line) => logged.push(line),
+    ...overrides,
   });
   const { url } = await lab.context.listen(built);
   return {
     url,
     connect: (user: string) => connect(`${url.replace(/^http/, 'ws')}/ws?token=${tokenFor(user)}`, { user }),
   };
+}
+
+/** The Redis keys the lab keeps for `room` (its history), found by the room's name among the key's parts. */
+async function keysOfRoom(room: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch.filter((key) => key.slice(prefix.length).split(':').includes(room)));
+  } while (cursor !== '0');
+  return keys;
 }
 
 /** How many channels the Redis connections of `instance` subscribe to, in all. */
@@ -807,7 +825,7 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ).toEqual(expected);
   });
 
-  it('challenge: a client whose last id was trimmed from history is told so with a gap frame', async () => {
+  it('challenge: a client whose last id was trimmed from history is told so with a gap frame, and one whose last id is still kept is not', async () => {
     const room = newRoom();
     const bob = await join('a', 'bob');
     await bob.join(room);
@@ -833,6 +851,7 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       type: 'gap',
       room,
       lastId,
+      detail: expect.stringMatching(/\w/),
     });
     const replayed = again.messages(room).map((m) => m.id);
     expect(replayed.length, 'what the room still keeps follows the gap').toBeGreaterThan(0);
@@ -840,6 +859,282 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     expect(
       replayed.every((id, i) => compareIds(id, lastId) > 0 && (i === 0 || compareIds(id, replayed[i - 1] ?? '') > 0)),
     ).toBe(true);
+
+    // The same trimmed history, resumed from a message it still keeps: nothing was lost, so no gap.
+    const recentId = bob.messages(room).at(-2)?.id ?? '';
+    const recent = await join('b', 'rita');
+    const recentFrames = await recent.join(room, recentId);
+    expect(
+      recentFrames.filter((f) => f.type === 'gap'),
+      `resuming after ${recentId}, the second newest message, from a history trimmed long before it: no gap frame`,
+    ).toEqual([]);
+    expect(texts(recent, room), 'what follows it: the newest message, once').toEqual([texts(bob, room).at(-1)]);
+  });
+
+  it('challenge: a client resuming from far back gets every message after its last id, however many, once each, in order', async () => {
+    // An instance whose rooms keep a long history (the others keep about ten): 450 messages of 1 KB
+    // after the client's last id, seven times the send-buffer cap and more than a reader should ask
+    // Redis for in one go. The client comes back on an instance whose commands take 100 ms to answer,
+    // and the room goes on while it reads: what is posted after its last read of the history reaches
+    // it only live, held back until the replay is done.
+    await using direct = await stallingProxy(redisUrl);
+    await using slowReads = await delayingProxy(redisUrl, { toClientMs: 100 });
+    const long = await instanceBehind(direct, 'long', [], direct, { historyMax: 1000 });
+    const reader = await instanceBehind(slowReads, 'reader', [], direct);
+    const room = newRoom();
+    const poster = await long.connect('paula');
+    await poster.join(room);
+    say(poster, room, 'last seen');
+    expect(await waitFor(() => poster.messages(room).length === 1)).toBe(true);
+    const lastId = poster.messages(room)[0]?.id ?? '';
+    const kilobyte = 'x'.repeat(1000);
+    for (let batch = 0; batch < 9; batch++) {
+      for (let n = 0; n < 50; n++) say(poster, room, `missed ${batch * 50 + n} ${kilobyte}`);
+      expect(await waitFor(() => poster.messages(room).length === 1 + (batch + 1) * 50)).toBe(true);
+    }
+    const back = await reader.connect('paula');
+    let joined = false;
+    const joining = back.join(room, lastId).finally(() => {
+      joined = true;
+    });
+    // One post at a time, each heard by its sender before the next, until the client is back in.
+    let during = 0;
+    while (!joined && during < 100) {
+      say(poster, room, `during ${++during}`);
+      expect(await waitFor(() => poster.messages(room).length === 451 + during)).toBe(true);
+    }
+    const frames = await joining;
+    expect(
+      frames.filter((f) => f.type === 'gap'),
+      'the history still holds every message: no gap',
+    ).toEqual([]);
+    say(poster, room, 'after');
+    expect(await waitFor(() => poster.messages(room).length === 452 + during)).toBe(true);
+    const expected = poster.messages(room).slice(1);
+    await waitFor(() => back.messages(room).length >= expected.length, 5000);
+    await back.roundTrip();
+    expect(back.closed, `${back.user}'s connection, reading all along`).toBeUndefined();
+    // Whole messages: id, sender, time and text, as the members who were there got them.
+    const line = (m: { id: string; from: string; at: number; text: string }) =>
+      `${m.id} ${m.from} ${m.at} ${m.text.slice(0, 12)}`;
+    const got = back.messages(room).map(line);
+    const wanted = expected.map(line);
+    const firstWrong = got.findIndex((m, i) => m !== wanted[i]);
+    expect(
+      got,
+      `resumed after 450 messages, with ${during} more posted while it read: received ${got.length} of ` +
+        `${wanted.length}${firstWrong >= 0 ? `, the first wrong at position ${firstWrong}` : ''}`,
+    ).toEqual(wanted);
+  });
+  it('challenge: members of an instance away from Redis for longer than the history reaches get a gap frame, then what the room keeps; after a short absence, no gap', async () => {
+    // As in the challenge above, instance "away" reaches Redis through two proxies that the test cuts
+    // and restores, while its member stays connected. Three absences: a short one in a room whose
+    // history was trimmed long before (nothing missed is lost: no gap), a long one while the room posts
+    // far more than its history keeps (a gap, then what it keeps), and one while 250 messages are
+    // posted by an instance that keeps a long history (all of them, however many reads that takes).
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const away = await instanceBehind(commands, 'away', [], subscriber);
+    const long = await instanceBehind(direct, 'keeper', [], direct, { historyMax: 1000 });
+    const room = newRoom();
+    const sender = await join('a', 'sal');
+    const keeper = await long.connect('kim');
+    const stayer = await away.connect('stu');
+    await sender.join(room);
+    await keeper.join(room);
+    await stayer.join(room);
+    const post = async (from: TestClient, count: number, label: string) => {
+      // Fifty at a time: a connection may have only so many frames waiting.
+      for (let sent = 0; sent < count; sent += 50) {
+        const before = from.messages(room).length;
+        const batch = Math.min(50, count - sent);
+        for (let n = 1; n <= batch; n++) say(from, room, `${label} ${sent + n}`);
+        expect(
+          await waitFor(() => from.messages(room).length === before + batch),
+          `${from.user} hears its own posts`,
+        ).toBe(true);
+      }
+    };
+    const absence = async (during: () => Promise<void>) => {
+      await Promise.all([commands.kill(), subscriber.kill()]);
+      expect(await waitFor(async () => (await connectionsNamed(redis, `${prefix}away:`)).length === 0)).toBe(true);
+      await during();
+      await Promise.all([commands.revive(), subscriber.revive()]);
+      const posted = sender.messages(room).length;
+      await waitFor(async () => (await subscriptionsOf('away')) > 0, 10_000);
+      // Everything posted so far has been handed on once the newest has.
+      const newest = sender.messages(room).at(-1)?.id;
+      await waitFor(() => stayer.messages(room).at(-1)?.id === newest, 10_000);
+      await stayer.roundTrip();
+      return posted;
+    };
+    const gaps = () => stayer.frames.filter((f) => f.type === 'gap');
+
+    await post(sender, 150, 'trimmed'); // the history now keeps about the last hundred
+    expect(await waitFor(() => stayer.messages(room).length === 150)).toBe(true);
+    await absence(() => post(sender, 3, 'short absence'));
+    expect(gaps(), 'gap frames after a short absence, nothing missed lost').toEqual([]);
+    expect(texts(stayer, room), 'after a short absence: every message, once, in order').toEqual(texts(sender, room));
+
+    const beforeLong = stayer.frames.length;
+    await absence(() => post(sender, 150, 'long absence'));
+    const afterLong = stayer.frames.slice(beforeLong);
+    const gapAt = afterLong.findIndex((f) => f.type === 'gap');
+    expect(gapAt, 'a gap frame after an absence longer than the history reaches').toBeGreaterThanOrEqual(0);
+    expect(afterLong[gapAt]).toMatchObject({ type: 'gap', room, detail: expect.stringMatching(/\w/) });
+    const resumed = afterLong
+      .slice(gapAt + 1)
+      .filter((f) => f.type === 'message')
+      .map((f) => (f.type === 'message' ? f.text : ''));
+    expect(
+      afterLong.slice(0, gapAt).filter((f) => f.type === 'message'),
+      'nothing before the gap frame',
+    ).toEqual([]);
+    expect(resumed.length, 'what the room still keeps follows the gap').toBeGreaterThan(0);
+    expect(resumed, 'in order, ending with the newest').toEqual(texts(sender, room).slice(-resumed.length));
+
+    const beforeMany = stayer.messages(room).length;
+    await absence(() => post(keeper, 250, 'many missed'));
+    expect(
+      texts(stayer, room).slice(beforeMany),
+      '250 messages posted while away, kept by the history: every one, once, in order',
+    ).toEqual(texts(keeper, room).slice(-250));
+    expect(stayer.closed, `${stayer.user}'s connection stays open`).toBeUndefined();
+  });
+
+  it('challenge: a member whose instance subscribes slowly gets every message posted while it joins and after, once each, in order', async () => {
+    // Instance "slow" sends its commands to Redis directly, but what its subscriber connection says
+    // takes 400 ms to arrive: a SUBSCRIBE is in force only then. What is posted before it is in force
+    // reaches the member only through the history; from its "joined" frame on, everything must come
+    // live. A hub that replays first and subscribes afterwards, or answers "joined" before its
+    // subscription is in force, loses what is posted in between, and here that is 400 ms of posts.
+    await using commands = await stallingProxy(redisUrl);
+    await using late = await delayingProxy(redisUrl, { toServiceMs: 400 });
+    const slow = await instanceBehind(commands, 'slow', [], late);
+    const room = newRoom();
+    const sender = await join('a', 'sid');
+    await sender.join(room);
+    say(sender, room, 'seen');
+    expect(await waitFor(() => sender.messages(room).length === 1)).toBe(true);
+    const lastId = sender.messages(room)[0]?.id ?? '';
+
+    const member = await slow.connect('mia');
+    let joined = false;
+    const joining = member.join(room, lastId).finally(() => {
+      joined = true;
+    });
+    // One post at a time, each heard by its sender before the next, until the member is in.
+    let during = 0;
+    while (!joined && during < 40) {
+      say(sender, room, `during ${++during}`);
+      expect(await waitFor(() => sender.messages(room).length === 1 + during)).toBe(true);
+    }
+    await joining;
+    for (let n = 1; n <= 3; n++) say(sender, room, `after ${n}`);
+    const expected = [...texts(sender, room).slice(1), 'after 1', 'after 2', 'after 3'];
+    expect(await waitFor(() => sender.messages(room).length === expected.length + 1)).toBe(true);
+    await waitFor(() => member.messages(room).length >= expected.length, 3000);
+    await member.roundTrip();
+    const got = texts(member, room);
+    const missing = expected.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${member.user}, resuming after "seen" on an instance 400 ms from its subscription, while ${during} messages ` +
+        `were posted: received ${got.length} of ${expected.length} (${missing.length} missing: ${missing.join(', ') || 'none'})`,
+    ).toEqual(expected);
+
+    // The member leaves while the room goes on: its UNSUBSCRIBE takes 400 ms to arrive, so posts already
+    // on their way reach the instance after it let the room go. They are dropped, and it serves on.
+    member.send({ type: 'leave', room });
+    await waitFor(() => member.frames.some((f) => f.type === 'left'));
+    for (let n = 1; n <= 3; n++) say(sender, room, `after leaving ${n}`);
+    expect(await waitFor(() => texts(sender, room).includes('after leaving 3'))).toBe(true);
+    const next = await slow.connect('max');
+    await next.join(room);
+    say(sender, room, 'still serving');
+    expect(
+      await waitFor(() => texts(next, room).includes('still serving'), 3000),
+      'the instance still serves the room',
+    ).toBe(true);
+  });
+
+  it('challenge: messages whose ids share a millisecond are ordered by sequence as a number (-9 before -10), for members and on resume', async () => {
+    const room = newRoom();
+    const amy = await join('a', 'amy');
+    const bo = await join('b', 'bo');
+    await amy.join(room);
+    await bo.join(room);
+    say(amy, room, 'first');
+    expect(await waitFor(() => bo.messages(room).length === 1), 'bo, on instance b, hears amy on instance a').toBe(
+      true,
+    );
+    // A stream entry's id is <milliseconds>-<sequence>, and XADD never goes back: with the room's last
+    // id set an hour ahead, every following post lands in that one millisecond, numbered 7, 8, 9, 10...
+    // ("...-10" sorts before "...-9" as text).
+    const streams = [];
+    for (const key of await keysOfRoom(room)) if ((await redis.type(key)) === 'stream') streams.push(key);
+    expect(streams, "the room's history, a Redis Stream").toHaveLength(1);
+    const ahead = Date.now() + 3_600_000;
+    await redis.xsetid(streams[0]!, `${ahead}-6`);
+    for (let n = 1; n <= 8; n++) say(amy, room, `same ms ${n}`);
+    const posted = ['first', ...Array.from({ length: 8 }, (_, i) => `same ms ${i + 1}`)];
+    await waitFor(() => amy.messages(room).length >= posted.length && bo.messages(room).length >= posted.length, 3000);
+    await Promise.all([amy.roundTrip(), bo.roundTrip()]);
+    expect(amy.messages(room).at(-1)?.id, 'the last post took the id after the one set').toBe(`${ahead}-14`);
+    for (const member of [amy, bo])
+      expect(texts(member, room), `${member.user}: every message, in order, ids ${ahead}-7 to -14 included`).toEqual(
+        posted,
+      );
+    // A client that saw up to ...-9 resumes, and the room goes on meanwhile.
+    const seen9 = `${ahead}-9`;
+    const back = await join('c', 'cy');
+    const resuming = back.join(room, seen9);
+    say(amy, room, 'same ms 9');
+    await resuming;
+    say(amy, room, 'same ms 10');
+    const expected = [...posted.slice(4), 'same ms 9', 'same ms 10'];
+    expect(await waitFor(() => amy.messages(room).length === posted.length + 2)).toBe(true);
+    await waitFor(() => back.messages(room).length >= expected.length, 3000);
+    await back.roundTrip();
+    expect(texts(back, room), `resumed after ${seen9}: what came after it, once each, in order`).toEqual(expected);
+  });
+
+  it("challenge: a room's history expires a set time after its last post, each post pushing that back; a resume after that gets a gap frame", async () => {
+    const room = newRoom();
+    const tia = await join('a', 'tia');
+    await tia.join(room);
+    say(tia, room, 'one');
+    expect(await waitFor(() => tia.messages(room).length === 1)).toBe(true);
+    const keys = await keysOfRoom(room);
+    expect(keys.length, `keys kept in Redis under the lab's prefix for ${room} (its history)`).toBeGreaterThan(0);
+    const ttls = () => Promise.all(keys.map(async (key) => `${key.slice(prefix.length)}: ${await redis.ttl(key)} s`));
+    const inRange = async () =>
+      (await Promise.all(keys.map((key) => redis.ttl(key)))).every(
+        (t) => t > HISTORY_TTL_SEC - 60 && t <= HISTORY_TTL_SEC,
+      );
+    expect(
+      await inRange(),
+      `time to live after a post, historyTtlSec being ${HISTORY_TTL_SEC} s: ${await ttls()}`,
+    ).toBe(true);
+    // As if most of that time had gone by in silence: the next post must give the room its whole time again.
+    for (const key of keys) await redis.expire(key, 30);
+    say(tia, room, 'two');
+    expect(await waitFor(() => tia.messages(room).length === 2)).toBe(true);
+    expect(
+      await inRange(),
+      `time to live after a post that came ${HISTORY_TTL_SEC - 30} s into the room's silence: ${await ttls()}`,
+    ).toBe(true);
+
+    // And once it has expired (here: deleted, as Redis would), a client resuming is told what it lost.
+    const lastId = tia.messages(room).at(-1)?.id ?? '';
+    await redis.del(...keys);
+    const back = await join('b', 'tia');
+    const frames = await back.join(room, lastId);
+    expect(
+      frames.find((f) => f.type === 'gap'),
+      `resuming after ${lastId} in a room whose history expired: a gap frame`,
+    ).toMatchObject({ type: 'gap', room, lastId, detail: expect.stringMatching(/\w/) });
   });
 
   it('challenge: an upgrade with no valid token (401) or from a foreign Origin (403) never becomes a WebSocket', async () => {
@@ -899,10 +1194,15 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ];
     const wrong: string[] = [];
     for (const { what, query, origin, status } of cases) {
-      const got = (await tryUpgrade(wsUrl('a', query), origin)).status;
+      const answer = await tryUpgrade(wsUrl('a', query), origin);
+      const got = answer.status;
       // 101 is the handshake succeeding: the request became a WebSocket.
       if (got !== status)
         wrong.push(`${what}: answered ${got}${got === 101 ? ' (became a WebSocket)' : ''}, expected ${status}`);
+      // A refusal says why: the origin it turned away, or what is wrong with the token.
+      const detail = got === 101 ? '' : String(JSON.parse(answer.body || '{}').detail ?? '');
+      if (got === 403 && !detail.includes(origin ?? '?')) wrong.push(`${what}: a 403 whose detail names no origin`);
+      if (got === 401 && !/\w/.test(detail)) wrong.push(`${what}: a 401 with no detail`);
     }
     expect(wrong, wrong.join('; ')).toEqual([]);
   });
