@@ -51,10 +51,15 @@ export const insertSql = (shard: Shard, notes: readonly NewNote[], gate = 'true'
   values: [notes.map((n) => n.id), notes.map((n) => n.tenant), notes.map((n) => n.bucket), notes.map((n) => n.body)],
 });
 
+/** Which of a tenant's notes a statement reads or changes: only those in `buckets`, when given. */
+type TenantNotes = { tenant: string; buckets?: readonly number[] };
+/** A page of the notes of several tenants (see pageSql). */
+type PageQuery = { tenants: readonly string[]; buckets?: readonly number[]; after?: Cursor; limit: number };
+
 /** Sets a note's body, if the tenant has it here (in `buckets`, when given). */
 export const updateSql = (
   shard: Shard,
-  change: { tenant: string; id: string; body: string; buckets?: readonly number[] },
+  change: TenantNotes & { id: string; body: string },
   gate = 'true',
 ): Statement => ({
   text: `UPDATE ${shard.table('notes')} SET body = $3, updated_at = now()
@@ -64,11 +69,7 @@ export const updateSql = (
 });
 
 /** A tenant's notes here, newest first (at most TENANT_LIST_LIMIT), only from `buckets` when given. */
-export const listSql = (
-  shard: Shard,
-  query: { tenant: string; buckets?: readonly number[] },
-  gate = 'true',
-): Statement => ({
+export const listSql = (shard: Shard, query: TenantNotes, gate = 'true'): Statement => ({
   text: `SELECT ${COLUMNS} FROM ${shard.table('notes')}
          WHERE tenant_id = $1 AND ($2::int[] IS NULL OR bucket = ANY($2)) AND ${gate}
          ${ORDER} LIMIT ${TENANT_LIST_LIMIT}`,
@@ -79,11 +80,7 @@ export const listSql = (
  * One keyset page of the notes of `tenants` here, newest first: at most `limit` notes strictly after
  * `after` in that order (created_at DESC, id DESC). Only from `buckets` when given.
  */
-export const pageSql = (
-  shard: Shard,
-  query: { tenants: readonly string[]; buckets?: readonly number[]; after?: Cursor; limit: number },
-  gate = 'true',
-): Statement => ({
+export const pageSql = (shard: Shard, query: PageQuery, gate = 'true'): Statement => ({
   text: `SELECT ${COLUMNS} FROM ${shard.table('notes')}
          WHERE tenant_id = ANY($1) AND ($2::int[] IS NULL OR bucket = ANY($2)) AND ${gate}
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::uuid))
@@ -120,36 +117,27 @@ export const byIds = (db: Queryable, shard: Shard, ids: readonly string[]) =>
 /** Writes `notes` here exactly as given (all columns, timestamps included), replacing any with the same id. */
 export async function upsert(db: Queryable, shard: Shard, notes: readonly Note[]): Promise<number> {
   if (notes.length === 0) return 0;
-  const column = <K extends keyof Note>(key: K) => notes.map((n) => n[key]);
+  const columns = ['id', 'tenant', 'bucket', 'body', 'createdAt', 'updatedAt'] as const;
   await run(db, shard, {
     text: `INSERT INTO ${shard.table('notes')} AS n (id, tenant_id, bucket, body, created_at, updated_at)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[])
            ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, bucket = excluded.bucket,
              body = excluded.body, created_at = excluded.created_at, updated_at = excluded.updated_at`,
-    values: [
-      column('id'),
-      column('tenant'),
-      column('bucket'),
-      column('body'),
-      column('createdAt'),
-      column('updatedAt'),
-    ],
+    values: columns.map((key) => notes.map((n) => n[key])),
   });
   return notes.length;
 }
 
+/** Deletes the notes here that match `where` (counted); returns how many there were. */
+async function remove(db: Queryable, shard: Shard, where: string, value: unknown): Promise<number> {
+  shard.ops++;
+  return (await db.query(`DELETE FROM ${shard.table('notes')} WHERE ${where}`, [value])).rowCount ?? 0;
+}
 /** Deletes the notes here with these ids; returns how many there were. */
-export async function deleteByIds(db: Queryable, shard: Shard, ids: readonly string[]): Promise<number> {
-  if (ids.length === 0) return 0;
-  shard.ops++;
-  return (await db.query(`DELETE FROM ${shard.table('notes')} WHERE id = ANY($1::uuid[])`, [ids])).rowCount ?? 0;
-}
-
+export const deleteByIds = async (db: Queryable, shard: Shard, ids: readonly string[]) =>
+  ids.length === 0 ? 0 : remove(db, shard, 'id = ANY($1::uuid[])', ids);
 /** Deletes every note of `bucket` here; returns how many there were. */
-export async function deleteBucket(db: Queryable, shard: Shard, bucket: number): Promise<number> {
-  shard.ops++;
-  return (await db.query(`DELETE FROM ${shard.table('notes')} WHERE bucket = $1`, [bucket])).rowCount ?? 0;
-}
+export const deleteBucket = (db: Queryable, shard: Shard, bucket: number) => remove(db, shard, 'bucket = $1', bucket);
 
 /** The number of `bucket`'s notes here and a digest of all their columns, in id order: equal on two shards holding the same rows. */
 export async function checksum(

@@ -14,7 +14,7 @@
  *   operations(name, started_at)       a lease, so only one reshard runs at a time across instances
  */
 import pg from 'pg';
-import { type LabContext, uniqueId } from '@labs/lab-kit';
+import { boundedPool, createQuietly, type LabContext, uniqueId } from '@labs/lab-kit';
 import { createPgPool, databaseUrl, dropDatabase, ensureDatabase, resolveService } from '@labs/services';
 
 /** One physical shard. */
@@ -53,16 +53,12 @@ export interface ShardSet {
 }
 
 /**
- * The fault policy of every pool the API uses: the server cancels a statement after 2.5 s, the client
- * gives up on a server that cannot answer at all (a frozen host) after 3 s, and waiting for a connection
- * is bounded at 3 s; each is a 503 with Retry-After. A request to a stalled shard is answered within one
- * wait plus one statement: about 3 s, up to 6 s after a queue of almost 3 s (README, "Under faults").
+ * The fault policy of every pool the API uses (the kit's boundedPool): 2.5 s for a statement, 3 s for a
+ * server that cannot answer at all, 3 s to wait for a connection; each is a 503 with Retry-After. A
+ * request to a stalled shard is answered within one wait plus one statement: about 3 s, up to 6 s after
+ * a queue of almost 3 s (README, "Under faults").
  */
-export const DATABASE_POOL_OPTIONS: pg.PoolConfig = {
-  statement_timeout: 2500,
-  query_timeout: 3000,
-  connectionTimeoutMillis: 3000,
-};
+export const DATABASE_POOL_OPTIONS = boundedPool({ statementMs: 2500, answerMs: 3000, connectMs: 3000 });
 
 /**
  * How to open a shard set: the shards created on the first start, the world's name (`starter`,
@@ -75,21 +71,8 @@ export type ConnectVia = (url: string, target: 'catalog' | number) => string;
 
 const q = (name: string) => pg.escapeIdentifier(name);
 
-/**
- * Runs DDL written with IF NOT EXISTS. Two processes creating the same table at once can still collide
- * in PostgreSQL's own catalog (a unique violation on pg_type, "already exists"): the loser's table
- * exists all the same, so it runs the DDL once more for whatever is left.
- */
-export async function createQuietly(db: pg.Pool | pg.PoolClient, sql: string): Promise<void> {
-  try {
-    await db.query(sql);
-  } catch (error) {
-    if (!['23505', '42P07', '42P06', '42710'].includes((error as { code?: string }).code ?? '')) throw error;
-    await db.query(sql);
-  }
-}
-
-const sets = new WeakMap<object, Promise<ShardSet>>();
+/** The kit's, for routers' DDL: IF NOT EXISTS that survives another instance creating the same at once. */
+export { createQuietly };
 
 /**
  * The shard set of `context` (one per lab start, shared by every app instance built on it, as separate
@@ -97,8 +80,7 @@ const sets = new WeakMap<object, Promise<ShardSet>>();
  * the catalog has none, then every shard's notes table; all dropped when the lab closes, except for serve.
  */
 export function shardSetFor(context: LabContext<unknown>, options: ShardSetOptions): Promise<ShardSet> {
-  if (!sets.has(context)) sets.set(context, openShardSet(context, options));
-  return sets.get(context)!;
+  return context.once('shard set', () => openShardSet(context, options));
 }
 
 async function openShardSet(context: LabContext<unknown>, options: ShardSetOptions): Promise<ShardSet> {
@@ -145,16 +127,9 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
   const shards = new Map<number, Shard>();
   const get = (id: number): Shard => {
     if (!shards.has(id)) {
-      const schema = schemaOf(id);
-      shards.set(id, {
-        id,
-        location: location(id),
-        get pool() {
-          return poolOf(id);
-        },
-        table: (name) => `${q(schema)}.${q(name)}`,
-        ops: 0,
-      });
+      const schema = q(schemaOf(id));
+      // A pool connects on its first query: one for a shard not yet built costs nothing.
+      shards.set(id, { id, location: location(id), pool: poolOf(id), table: (name) => `${schema}.${q(name)}`, ops: 0 });
     }
     return shards.get(id)!;
   };
