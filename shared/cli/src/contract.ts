@@ -24,6 +24,11 @@ export interface ContractResult {
   seconds?: Record<string, number>;
   /** Seconds from start to end of each spec run: `starter`, `solution`, and each wrong fix by its file. */
   runSeconds?: Record<string, number>;
+  /**
+   * When the runs went through one vitest process: their seconds summed per step (`environment`: the
+   * fork; `prepare`; `imports`: loading the spec and what it imports; `setup`; `tests`).
+   */
+  runSteps?: Record<string, number>;
   /** How many spec runs ran at once. */
   concurrency?: number;
   /** Set when the lab could not be verified at all here: which service it needs and how to get it. */

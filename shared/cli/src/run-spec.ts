@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
 import type { LabTarget } from '@labs/lab-kit';
 import type { LabPackage } from '@labs/lab-kit/manifest';
@@ -64,6 +65,8 @@ const plain = (s: string) => stripVTControlCharacters(s);
 
 /** Spec runs this process has started (each names its own report file). */
 let runs = 0;
+/** Batches this process has started (each names its own report file). */
+let batches = 0;
 
 /** Runs the spec of `lab` against `target`. Extra vitest arguments (e.g. a test name filter) may follow. */
 export async function runSpec(lab: LabPackage, target: Target, options: RunSpecOptions = {}): Promise<SpecRun> {
@@ -117,6 +120,11 @@ export async function runSpec(lab: LabPackage, target: Target, options: RunSpecO
     parsed = undefined;
   }
   rmSync(report, { force: true });
+  return specRunOf(target, parsed, output, code);
+}
+
+/** One run's outcome from its JSON report (undefined when vitest wrote none) and its console output. */
+function specRunOf(target: Target, parsed: JsonReport | undefined, output: string, code: number): SpecRun {
   const tests: TestOutcome[] = (parsed?.testResults ?? []).flatMap((file) =>
     file.assertionResults.map((t) => ({
       title: t.title,
@@ -133,6 +141,85 @@ export async function runSpec(lab: LabPackage, target: Target, options: RunSpecO
     return { target, tests, error: why.trim() };
   }
   return { target, tests };
+}
+
+/** One run of a {@link runSpecBatch}: its name, target, wrong fix and test-name filter. */
+export interface BatchRun {
+  /** Unique in the batch: `starter`, `solution`, a wrong fix's file. */
+  name: string;
+  target: Target;
+  /** A path in the lab that stands in for the exercise file. */
+  wrongFix?: string;
+  /** A vitest `-t` pattern: only the tests it matches run. */
+  pattern?: string;
+}
+
+/** The key of the batch runner's report when the lab's config made no projects of the runs (spec-batch.ts). */
+const UNSUPPORTED_BATCH = '(no projects)';
+
+/** Where the batch runner lives (run by Node, which strips its types). */
+const BATCH_RUNNER = fileURLToPath(new URL('./spec-batch.ts', import.meta.url));
+
+/**
+ * Runs several spec runs of `lab` in one vitest process (`spec-batch.ts`): one vitest project per run,
+ * each with its own aliases and environment, each spec file in a fork of its own. What a run would pay
+ * alone for vitest's start, the config and the global set-up is paid once. `LABS_SPEC_CONCURRENCY` forks
+ * run at once. Resolves with each run's outcome and its seconds per step (fork, imports, tests), by name,
+ * or with undefined when the lab's vitest config does not make a project per run (it is not the test
+ * kit's `defineLabConfig`): then each run needs a process of its own.
+ */
+export async function runSpecBatch(
+  lab: LabPackage,
+  runs: BatchRun[],
+  options: { env?: NodeJS.ProcessEnv } = {},
+): Promise<Map<string, SpecRun & { steps?: Record<string, number> }> | undefined> {
+  const outDir = join(lab.dir, '.lab');
+  mkdirSync(outDir, { recursive: true });
+  const report = join(outDir, `report-batch-${process.pid}-${++batches}.json`);
+  rmSync(report, { force: true });
+  const filters = Object.fromEntries(runs.flatMap((r) => (r.pattern === undefined ? [] : [[r.name, r.pattern]])));
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...options.env,
+    LAB_RUNS: JSON.stringify(runs.map(({ name, target, wrongFix }) => ({ name, target, wrongFix }))),
+    LAB_RUN_FILTERS: JSON.stringify(filters),
+    FORCE_COLOR: '0',
+  };
+  // The batch's runs say their own target and wrong fix; none inherits one meant for a single run.
+  delete env.LAB_TARGET;
+  delete env.LAB_WRONG_FIX;
+  let output = '';
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn(process.execPath, [BATCH_RUNNER, report], {
+      cwd: lab.dir,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('close', (c) => resolve(c ?? 1));
+    child.on('error', (err) => {
+      output += String(err);
+      resolve(1);
+    });
+  });
+  let parsed: Record<string, JsonReport & { steps?: Record<string, number> }> = {};
+  try {
+    parsed = JSON.parse(readFileSync(report, 'utf8'));
+  } catch {
+    // No report: the batch could not start (its output says why); each run says so below.
+  }
+  rmSync(report, { force: true });
+  if (parsed[UNSUPPORTED_BATCH]) return undefined;
+  return new Map(
+    runs.map((run) => {
+      const mine = parsed[run.name];
+      return [
+        run.name,
+        { ...specRunOf(run.target, mine, output, code), ...(mine?.steps ? { steps: mine.steps } : {}) },
+      ];
+    }),
+  );
 }
 
 /** The meaningful end of a noisy output, for error messages. */

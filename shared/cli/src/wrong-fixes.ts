@@ -56,7 +56,7 @@ export const withoutOpeningComment = (text: string) => text.replace(/^\/\*\*[\s\
  * header names (the solution or the starter, below their opening comment) and written beside it, so
  * its relative imports resolve; or undefined when it no longer applies.
  */
-function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): void } | undefined {
+export function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): void } | undefined {
   if (fix.file.endsWith('.ts')) return { path: fix.file, remove: () => {} };
   const text = readFileSync(join(lab.dir, fix.file), 'utf8');
   const exercise = lab.lab.exercise[0]!;
@@ -70,6 +70,17 @@ function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): 
   return { path, remove: () => rmSync(join(lab.dir, path), { force: true }) };
 }
 
+/** A vitest `-t` pattern for the tests `fix` names (a challenge with or without its `challenge: `). */
+export const catchingTests = (fix: WrongFix) =>
+  fix.catches.map((title) => `(challenge: )?${escapeRegExp(title)}`).join('|');
+
+/** The run of a patch that no longer applies: it could not be judged, which breaks the contract. */
+export const notApplied: SpecRun = {
+  target: 'starter',
+  tests: [],
+  error: 'the patch no longer applies to the solution',
+};
+
 /** The spec run against `fix` in place of the learner's file, limited to the tests it names. */
 export async function runWrongFix(
   lab: LabPackage,
@@ -77,12 +88,11 @@ export async function runWrongFix(
   options: { env?: NodeJS.ProcessEnv } = {},
 ): Promise<SpecRun> {
   const file = materialize(lab, fix);
-  if (!file) return { target: 'starter', tests: [], error: 'the patch no longer applies to the solution' };
-  const pattern = fix.catches.map((title) => `(challenge: )?${escapeRegExp(title)}`).join('|');
+  if (!file) return notApplied;
   try {
     return await runSpec(lab, 'starter', {
       env: { ...options.env, LAB_WRONG_FIX: file.path },
-      extraArgs: ['-t', pattern],
+      extraArgs: ['-t', catchingTests(fix)],
     });
   } finally {
     file.remove();

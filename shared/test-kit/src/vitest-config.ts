@@ -35,21 +35,60 @@ export function exerciseAliases(labDir: string, target: LabTarget, wrongFix = pr
   });
 }
 
-/** The lab's vitest config: exercise switch, shared services set up once, generous hook timeouts. */
+/** One spec run of a batch (`LAB_RUNS`): its name, the target, and the wrong fix standing in, if any. */
+export interface LabRun {
+  name: string;
+  target: LabTarget;
+  /** A path in the lab that replaces the exercise file, as `LAB_WRONG_FIX` does for a single run. */
+  wrongFix?: string;
+}
+
+/** The batch `lab check` asked for in `LAB_RUNS` (a JSON list of {@link LabRun}), if any. */
+function batchRuns(): LabRun[] | undefined {
+  const text = process.env.LAB_RUNS;
+  return text ? (JSON.parse(text) as LabRun[]) : undefined;
+}
+
+/**
+ * The lab's vitest config: exercise switch, shared services set up once, generous hook timeouts.
+ *
+ * With `LAB_RUNS` set (by `lab check`), the config holds one vitest project per run instead, each with
+ * its own aliases (its target, or its wrong fix in place of the exercise) and its own environment, so
+ * one vitest process runs a lab's starter, solution and wrong fixes: the process, its config and the
+ * global set-up are paid once per check instead of once per run. Each run's spec file still runs in a
+ * fork of its own (`pool: 'forks'`, isolated), so every run has its own module graph, as before.
+ */
 export function defineLabConfig(labDir = process.cwd(), extra: ViteUserConfig = {}): ViteUserConfig {
   const target = currentTarget();
+  const runs = batchRuns();
+  const test = {
+    include: ['test/**/*.test.ts'],
+    globalSetup: [fileURLToPath(new URL('./global-setup.ts', import.meta.url))],
+    // Tests that talk to real servers need more than the 5 s default, but never hang a run.
+    testTimeout: 20_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+    isolate: true,
+  } satisfies ViteUserConfig['test'];
+  if (runs)
+    return defineConfig({
+      ...extra,
+      test: {
+        ...test,
+        ...extra.test,
+        projects: runs.map((run) => ({
+          extends: true,
+          resolve: { alias: exerciseAliases(labDir, run.target, run.wrongFix ?? '') },
+          test: {
+            name: run.name,
+            env: { LAB_TARGET: run.target, ...(run.wrongFix ? { LAB_WRONG_FIX: run.wrongFix } : {}) },
+          },
+        })),
+      },
+    });
   return defineConfig({
     ...extra,
     resolve: { alias: exerciseAliases(labDir, target) },
-    test: {
-      include: ['test/**/*.test.ts'],
-      globalSetup: [fileURLToPath(new URL('./global-setup.ts', import.meta.url))],
-      // Tests that talk to real servers need more than the 5 s default, but never hang a run.
-      testTimeout: 20_000,
-      hookTimeout: 60_000,
-      pool: 'forks',
-      env: { LAB_TARGET: target },
-      ...extra.test,
-    },
+    test: { ...test, env: { LAB_TARGET: target }, ...extra.test },
   });
 }
