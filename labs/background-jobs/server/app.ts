@@ -1,7 +1,6 @@
 /**
  * The API: it accepts an order, queues "send the confirmation" as a job and answers 202 at once; the
- * work happens later, in a worker. createApp never listens; server/lab.ts builds it for `lab serve`,
- * the spec and the load script. Errors are RFC 9457 problems.
+ * work happens later, in a worker (server/lab.ts builds it).
  *
  * Under faults (see the README's "Under faults"): when the broker does not confirm a job in time, or
  * the database is down or stalled past the pool's timeouts (DATABASE_POOL_OPTIONS), the answer is a 503 with
