@@ -29,6 +29,11 @@ export interface RateLimiterOptions {
   prefix: string;
   /** A clock in epoch ms. Tests pass a fake one; without it, use the server's clock. */
   now?: () => number;
+  /**
+   * For a limiter that remembers denied clients in memory (to answer them without a round trip): the
+   * most it may remember at once. A limiter without such a memory ignores it.
+   */
+  maxDenied?: number;
 }
 
 /** Decides, per client id, whether one more request is allowed, and records it if so. */

@@ -10,6 +10,7 @@ import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRedisClient, resolveService } from '@labs/services';
 import { delayingProxy, keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
+import { createRateLimiter } from '#rate-limiter';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import { LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
@@ -322,6 +323,35 @@ describe('baseline: what any rate limiter must do', () => {
     ).toEqual([]);
   });
 
+  it('a limiter that remembers denied clients in memory remembers at most maxDenied of them', async () => {
+    // A local memory of denials (answering an abuser without a round trip) is optional, but one without
+    // a bound grows with every client ever denied: a flood of made-up API keys is a memory leak. Three
+    // clients are denied with maxDenied 2; asked again, at most two may be answered without Redis.
+    // (A limiter that asks Redis every time, or keeps nothing in Redis at all, has nothing to bound here.)
+    const client = await lab.context.redis(LIMITER_REDIS_OPTIONS);
+    const commands = vi.spyOn(client, 'sendCommand');
+    const limiter = createRateLimiter({
+      redis: client,
+      limit: 1,
+      windowMs: 60_000,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: STILL,
+      maxDenied: 2,
+    });
+    for (const id of ['first', 'second', 'third']) {
+      expect((await limiter.consume(id)).allowed, `${id}: its one request`).toBe(true);
+      expect((await limiter.consume(id)).allowed, `${id}: over its limit`).toBe(false);
+    }
+    if (commands.mock.calls.length === 0) return; // keeps nothing in Redis: another test's matter
+    const answeredLocally: string[] = [];
+    for (const id of ['third', 'second', 'first']) {
+      const before = commands.mock.calls.length;
+      expect((await limiter.consume(id)).allowed, `${id}: still over its limit`).toBe(false);
+      if (commands.mock.calls.length === before) answeredLocally.push(id);
+    }
+    expect(answeredLocally.length, `answered from memory with maxDenied 2: ${answeredLocally}`).toBeLessThanOrEqual(2);
+  });
+
   it('a bug in the limiter is a 500 that is logged, never a silently unlimited API', async () => {
     // Failing open is for an unreachable or slow Redis; a programming error must be seen, not hidden.
     const logged: string[] = [];
@@ -368,6 +398,34 @@ describe('baseline: what any rate limiter must do', () => {
       }
     } finally {
       silent.close();
+    }
+  });
+
+  it('a limiter that meets a Redis outage lets it reach the API, which reports it: no silent fail-open', async () => {
+    // Failing open is the API's policy, decided where the outage is reported (the middleware's
+    // onLimiterError, a warning in the log). A limiter that catches Redis's failure itself and answers
+    // "allowed" serves the same 200s, but nobody learns that the API has had no limit since Redis went.
+    // (A limiter that never asked this Redis met no failure: nothing to report.)
+    const client = createRedisClient('redis://127.0.0.1:1', LIMITER_REDIS_OPTIONS); // nothing listens
+    client.on('error', () => {}); // reconnect attempts are expected here
+    const commands = vi.spyOn(client, 'sendCommand');
+    const reported: string[] = [];
+    try {
+      const limiter = createRateLimiter({
+        redis: client,
+        limit: 5,
+        windowMs: 60_000,
+        prefix: `${lab.context.prefix}${++testNo}:`,
+      });
+      const app = createApp({ limiter, limit: 5, windowMs: 60_000, onLimiterError: (e) => reported.push(e.message) });
+      const { statuses } = await twoRequests((await lab.context.listen(app)).url);
+      expect(statuses, 'served without a limit (fail open)').toEqual([200, 200]);
+      const handshake = new Set(['hello', 'client', 'info', 'select', 'auth', 'ping']);
+      const asked = commands.mock.calls.filter(([command]) => !handshake.has(command.name.toLowerCase())).length;
+      if (asked > 0)
+        expect(reported.length, `Redis outages reported to the API, after ${asked} failed commands`).toBeGreaterThan(0);
+    } finally {
+      client.disconnect();
     }
   });
 
