@@ -145,6 +145,13 @@ async function openWorld(instances: Partial<ShardingLabOptions>[], opened?: Open
   }
 }
 
+/**
+ * The time a test on the shared world may take: whichever runs first builds that world (four shard
+ * databases and two instances), which took 16 s on the shared two-core machine at load 20, near the
+ * default 20 s (a run filtered to one challenge builds it inside that challenge).
+ */
+const SHARED_WORLD_TIMEOUT_MS = 60_000;
+
 // The shared world: the file's own lab start, which the test kit closes after the file and whose
 // invariants it checks after each test, with two instances, for every test that does not add a shard.
 // Built by the first test that needs it (a run filtered to one challenge may not).
@@ -161,134 +168,154 @@ async function sharedWorld() {
 }
 
 describe('baseline: what any shard router must do', () => {
-  it("writes a tenant's notes to the shard the router names, and reads them back from there", async () => {
-    await sharedWorld();
-    const written = await create(one, 'acme', ['first', 'second', 'third']);
-    const [[home]] = (await locate(one, ['acme'])) as [[number]];
-    expect(written.map((n) => n.shard)).toEqual([home, home, home]);
-    const where = await whereIs(one, 'acme');
-    expect(where.located).toEqual([home]);
-    expect(
-      Object.entries(where.rowsByShard).filter(([, rows]) => rows > 0),
-      'rows of acme per shard, counted on every shard',
-    ).toEqual([[String(home), 3]]);
+  it(
+    "writes a tenant's notes to the shard the router names, and reads them back from there",
+    async () => {
+      await sharedWorld();
+      const written = await create(one, 'acme', ['first', 'second', 'third']);
+      const [[home]] = (await locate(one, ['acme'])) as [[number]];
+      expect(written.map((n) => n.shard)).toEqual([home, home, home]);
+      const where = await whereIs(one, 'acme');
+      expect(where.located).toEqual([home]);
+      expect(
+        Object.entries(where.rowsByShard).filter(([, rows]) => rows > 0),
+        'rows of acme per shard, counted on every shard',
+      ).toEqual([[String(home), 3]]);
 
-    const read = await list(two, 'acme');
-    expect(read.map((n) => n.id)).toEqual([...written].sort(newestFirst).map((n) => n.id));
-    expect(read.every((n) => n.shard === home)).toBe(true);
+      const read = await list(two, 'acme');
+      expect(read.map((n) => n.id)).toEqual([...written].sort(newestFirst).map((n) => n.id));
+      expect(read.every((n) => n.shard === home)).toBe(true);
 
-    const changed = await call(two, 'PATCH', `/api/tenants/acme/notes/${written[1]!.id}`, { body: 'second, edited' });
-    expect(changed.status).toBe(200);
-    expect(changed.body.note).toMatchObject({ id: written[1]!.id, body: 'second, edited', shard: home });
-    expect((await list(one, 'acme')).find((n) => n.id === written[1]!.id)?.body).toBe('second, edited');
-    const missing = await call(one, 'PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', {
-      body: 'x',
-    });
-    expect(missing.status).toBe(404);
-    expect(missing.type).toMatch(/^application\/problem\+json/);
-  });
-
-  it('answers bad tenant ids and other bad input with a 400 problem', async () => {
-    await sharedWorld();
-    const bad: [string, string, unknown][] = [
-      ['POST', '/api/tenants/Not%20A%20Tenant/notes', { notes: [{ body: 'x' }] }],
-      ['POST', `/api/tenants/${'a'.repeat(65)}/notes`, { notes: [{ body: 'x' }] }],
-      ['POST', '/api/tenants/-dash-first/notes', { notes: [{ body: 'x' }] }],
-      ['GET', '/api/tenants/semi;colon/notes', undefined],
-      ['POST', '/api/tenants/acme/notes', { notes: [] }],
-      ['POST', '/api/tenants/acme/notes', { notes: [{ body: '' }] }],
-      ['POST', '/api/tenants/acme/notes', '{"notes": [{"body": "unfinished'],
-      ['PATCH', '/api/tenants/acme/notes/not-a-uuid', { body: 'x' }],
-      ['GET', '/api/notes?tenants=acme,Bad!', undefined],
-      ['GET', '/api/notes?tenants=acme&limit=0', undefined],
-      ['GET', '/api/notes?tenants=acme&after=not-a-cursor', undefined],
-      ['GET', '/api/notes', undefined],
-      ['POST', '/api/admin/placement', { tenants: 'acme' }],
-      ['PUT', '/api/admin/hot-tenants/acme', { fanout: 1000 }],
-      // PostgreSQL text cannot hold U+0000: refused before any shard sees it, never a 500 from inside one.
-      ['POST', '/api/tenants/acme/notes', { notes: [{ body: 'before\u0000after' }] }],
-      ['PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', { body: '\u0000' }],
-    ];
-    for (const [method, path, body] of bad) {
-      const reply = await call(one, method, path, body);
-      expect(reply.status, `${method} ${path}`).toBe(400);
-      expect(reply.type, `${method} ${path}`).toMatch(/^application\/problem\+json/);
-      expect(reply.body.detail, `${method} ${path}`).toBeTruthy();
-    }
-    const tenant = await call(one, 'GET', '/api/tenants/Not%20A%20Tenant/notes');
-    expect(tenant.body.detail).toMatch(/tenant: must be 1-64 characters/);
-    const nul = await call(one, 'POST', '/api/tenants/acme/notes', { notes: [{ body: 'a\u0000b' }] });
-    expect(nul.body.detail, 'the 400 names the NUL character').toMatch(/NUL/);
-  });
-
-  it('routes every tenant the same way on every instance and after a restart', async () => {
-    await sharedWorld();
-    const tenants = Array.from({ length: 500 }, (_, i) => `same-${i}`);
-    const fromOne = await locate(one, tenants);
-    expect(await locate(two, tenants), 'a second instance').toEqual(fromOne);
-    const restarted = await (await sharedWorld()).startAnother();
-    expect(await locate(restarted, tenants), 'an instance started later, from the catalog').toEqual(fromOne);
-    const [note] = await create(one, 'same-0', ['written through one instance']);
-    expect((await list(restarted, 'same-0')).map((n) => n.id)).toEqual([note!.id]);
-  });
-
-  it('a tenant split over several buckets is still one tenant: each of its notes can be read, paged and edited', async () => {
-    await sharedWorld();
-    // Its home bucket is 252, so its eight buckets run past the last one (255) and wrap to 0-3.
-    const orca = Array.from({ length: 1000 }, (_, i) => `orca-${i}`).find((t) => hash32(t) % 256 === 252)!;
-    // Every operation on a split tenant must reach all of its buckets, not only its home one: the
-    // notes it wrote are spread over them. (A router that ignores splits keeps it whole: fine here.)
-    // Both instances serve the tenant before the split, so whatever they remember of it is older than
-    // the split, as in every process running when an operator makes one; an instance started after it
-    // (`three`) knows it from the start. Notes written through any of them are read through the others.
-    const written: Note[] = [
-      ...(await create(one, orca, ['orca before'])),
-      ...(await create(two, orca, ['orca before, two'])),
-    ];
-    expect((await list(two, orca)).length + (await list(one, orca)).length).toBe(4);
-    expect((await call(one, 'PUT', `/api/admin/hot-tenants/${orca}`, { fanout: 8 })).status).toBe(200);
-    const three = await (await sharedWorld()).startAnother();
-    for (let i = 0; i < 24; i++) written.push(...(await create([one, two, three][i % 3]!, orca, [`orca ${i}`])));
-
-    const read = new Set((await list(two, orca)).map((n) => n.id));
-    const paged = new Set<string>();
-    let after: string | null = null;
-    let pages = 0;
-    do {
-      const page = await call(one, 'GET', `/api/notes?tenants=${orca}&limit=5${after ? `&after=${after}` : ''}`);
-      expect(page.status, JSON.stringify(page.body)).toBe(200);
-      for (const note of page.body.notes as Note[]) paged.add(note.id);
-      after = page.body.next;
-    } while (after && ++pages < 20);
-    let refusedEdits = 0;
-    for (const [i, note] of written.entries()) {
-      const edited = await call(i % 2 ? one : two, 'PATCH', `/api/tenants/${orca}/notes/${note.id}`, {
-        body: `${note.body}, edited`,
+      const changed = await call(two, 'PATCH', `/api/tenants/acme/notes/${written[1]!.id}`, { body: 'second, edited' });
+      expect(changed.status).toBe(200);
+      expect(changed.body.note).toMatchObject({ id: written[1]!.id, body: 'second, edited', shard: home });
+      expect((await list(one, 'acme')).find((n) => n.id === written[1]!.id)?.body).toBe('second, edited');
+      const missing = await call(one, 'PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', {
+        body: 'x',
       });
-      if (edited.status !== 200) refusedEdits++;
-    }
-    const bodies = new Map((await list(one, orca)).map((n) => [n.id, n.body]));
-    const counts = {
-      unread: written.filter((n) => !read.has(n.id)).length,
-      unpaged: written.filter((n) => !paged.has(n.id)).length,
-      refusedEdits,
-      notEdited: written.filter((n) => bodies.get(n.id) !== `${n.body}, edited`).length,
-    };
-    expect(
-      counts,
-      `of the ${written.length} notes of a tenant split over 8 buckets: ${counts.unread} missing from its list, ` +
-        `${counts.unpaged} from its pages, ${counts.refusedEdits} edits refused (404), ${counts.notEdited} not edited afterwards`,
-    ).toEqual({ unread: 0, unpaged: 0, refusedEdits: 0, notEdited: 0 });
-  });
+      expect(missing.status).toBe(404);
+      expect(missing.type).toMatch(/^application\/problem\+json/);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
 
-  it('spreads ordinary tenants evenly over the four shards', async () => {
-    await sharedWorld();
-    const tenants = Array.from({ length: 10_000 }, (_, i) => `tenant-${i}`);
-    const counts = [0, 0, 0, 0];
-    for (const [home] of await locate(one, tenants)) counts[home!]!++;
-    const worst = Math.max(...counts) / (tenants.length / 4);
-    expect(worst, `tenants per shard: ${counts.join(', ')}`).toBeLessThanOrEqual(1.1);
-  });
+  it(
+    'answers bad tenant ids and other bad input with a 400 problem',
+    async () => {
+      await sharedWorld();
+      const bad: [string, string, unknown][] = [
+        ['POST', '/api/tenants/Not%20A%20Tenant/notes', { notes: [{ body: 'x' }] }],
+        ['POST', `/api/tenants/${'a'.repeat(65)}/notes`, { notes: [{ body: 'x' }] }],
+        ['POST', '/api/tenants/-dash-first/notes', { notes: [{ body: 'x' }] }],
+        ['GET', '/api/tenants/semi;colon/notes', undefined],
+        ['POST', '/api/tenants/acme/notes', { notes: [] }],
+        ['POST', '/api/tenants/acme/notes', { notes: [{ body: '' }] }],
+        ['POST', '/api/tenants/acme/notes', '{"notes": [{"body": "unfinished'],
+        ['PATCH', '/api/tenants/acme/notes/not-a-uuid', { body: 'x' }],
+        ['GET', '/api/notes?tenants=acme,Bad!', undefined],
+        ['GET', '/api/notes?tenants=acme&limit=0', undefined],
+        ['GET', '/api/notes?tenants=acme&after=not-a-cursor', undefined],
+        ['GET', '/api/notes', undefined],
+        ['POST', '/api/admin/placement', { tenants: 'acme' }],
+        ['PUT', '/api/admin/hot-tenants/acme', { fanout: 1000 }],
+        // PostgreSQL text cannot hold U+0000: refused before any shard sees it, never a 500 from inside one.
+        ['POST', '/api/tenants/acme/notes', { notes: [{ body: 'before\u0000after' }] }],
+        ['PATCH', '/api/tenants/acme/notes/00000000-0000-4000-8000-000000000000', { body: '\u0000' }],
+      ];
+      for (const [method, path, body] of bad) {
+        const reply = await call(one, method, path, body);
+        expect(reply.status, `${method} ${path}`).toBe(400);
+        expect(reply.type, `${method} ${path}`).toMatch(/^application\/problem\+json/);
+        expect(reply.body.detail, `${method} ${path}`).toBeTruthy();
+      }
+      const tenant = await call(one, 'GET', '/api/tenants/Not%20A%20Tenant/notes');
+      expect(tenant.body.detail).toMatch(/tenant: must be 1-64 characters/);
+      const nul = await call(one, 'POST', '/api/tenants/acme/notes', { notes: [{ body: 'a\u0000b' }] });
+      expect(nul.body.detail, 'the 400 names the NUL character').toMatch(/NUL/);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
+
+  it(
+    'routes every tenant the same way on every instance and after a restart',
+    async () => {
+      await sharedWorld();
+      const tenants = Array.from({ length: 500 }, (_, i) => `same-${i}`);
+      const fromOne = await locate(one, tenants);
+      expect(await locate(two, tenants), 'a second instance').toEqual(fromOne);
+      const restarted = await (await sharedWorld()).startAnother();
+      expect(await locate(restarted, tenants), 'an instance started later, from the catalog').toEqual(fromOne);
+      const [note] = await create(one, 'same-0', ['written through one instance']);
+      expect((await list(restarted, 'same-0')).map((n) => n.id)).toEqual([note!.id]);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
+
+  it(
+    'a tenant split over several buckets is still one tenant: each of its notes can be read, paged and edited',
+    async () => {
+      await sharedWorld();
+      // Its home bucket is 252, so its eight buckets run past the last one (255) and wrap to 0-3.
+      const orca = Array.from({ length: 1000 }, (_, i) => `orca-${i}`).find((t) => hash32(t) % 256 === 252)!;
+      // Every operation on a split tenant must reach all of its buckets, not only its home one: the
+      // notes it wrote are spread over them. (A router that ignores splits keeps it whole: fine here.)
+      // Both instances serve the tenant before the split, so whatever they remember of it is older than
+      // the split, as in every process running when an operator makes one; an instance started after it
+      // (`three`) knows it from the start. Notes written through any of them are read through the others.
+      const written: Note[] = [
+        ...(await create(one, orca, ['orca before'])),
+        ...(await create(two, orca, ['orca before, two'])),
+      ];
+      expect((await list(two, orca)).length + (await list(one, orca)).length).toBe(4);
+      expect((await call(one, 'PUT', `/api/admin/hot-tenants/${orca}`, { fanout: 8 })).status).toBe(200);
+      const three = await (await sharedWorld()).startAnother();
+      for (let i = 0; i < 24; i++) written.push(...(await create([one, two, three][i % 3]!, orca, [`orca ${i}`])));
+
+      const read = new Set((await list(two, orca)).map((n) => n.id));
+      const paged = new Set<string>();
+      let after: string | null = null;
+      let pages = 0;
+      do {
+        const page = await call(one, 'GET', `/api/notes?tenants=${orca}&limit=5${after ? `&after=${after}` : ''}`);
+        expect(page.status, JSON.stringify(page.body)).toBe(200);
+        for (const note of page.body.notes as Note[]) paged.add(note.id);
+        after = page.body.next;
+      } while (after && ++pages < 20);
+      let refusedEdits = 0;
+      for (const [i, note] of written.entries()) {
+        const edited = await call(i % 2 ? one : two, 'PATCH', `/api/tenants/${orca}/notes/${note.id}`, {
+          body: `${note.body}, edited`,
+        });
+        if (edited.status !== 200) refusedEdits++;
+      }
+      const bodies = new Map((await list(one, orca)).map((n) => [n.id, n.body]));
+      const counts = {
+        unread: written.filter((n) => !read.has(n.id)).length,
+        unpaged: written.filter((n) => !paged.has(n.id)).length,
+        refusedEdits,
+        notEdited: written.filter((n) => bodies.get(n.id) !== `${n.body}, edited`).length,
+      };
+      expect(
+        counts,
+        `of the ${written.length} notes of a tenant split over 8 buckets: ${counts.unread} missing from its list, ` +
+          `${counts.unpaged} from its pages, ${counts.refusedEdits} edits refused (404), ${counts.notEdited} not edited afterwards`,
+      ).toEqual({ unread: 0, unpaged: 0, refusedEdits: 0, notEdited: 0 });
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
+
+  it(
+    'spreads ordinary tenants evenly over the four shards',
+    async () => {
+      await sharedWorld();
+      const tenants = Array.from({ length: 10_000 }, (_, i) => `tenant-${i}`);
+      const counts = [0, 0, 0, 0];
+      for (const [home] of await locate(one, tenants)) counts[home!]!++;
+      const worst = Math.max(...counts) / (tenants.length / 4);
+      expect(worst, `tenants per shard: ${counts.join(', ')}`).toBeLessThanOrEqual(1.1);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
 });
 
 describe('baseline: a reshard that fails or hangs half way', () => {
@@ -1062,105 +1089,113 @@ describe('challenges: what hash % N gets wrong', () => {
     expect(balance.even, `buckets per shard after the reshard with writers: ${balance.perShard.join(', ')}`).toBe(true);
   }, 90_000);
 
-  it('challenge: a page across shards holds exactly the notes of one big query, in order, with no duplicates across pages', async () => {
-    await sharedWorld();
-    const tenants = Array.from({ length: 10 }, (_, i) => `page-${i}`);
-    const written: Note[] = [];
-    // Two batches per tenant: the notes of one batch share a created_at, so ties must break by id.
-    for (const tenant of tenants) {
-      for (const batch of [1, 2])
-        written.push(
-          ...(await create(
-            one,
-            tenant,
-            ['w', 'x', 'y', 'z'].map((b) => `${b}${batch}`),
-          )),
-        );
-    }
-    const asked = tenants.slice(0, 8);
-    expect(
-      new Set((await locate(one, asked)).flat()).size,
-      'the tenants asked for live on several shards',
-    ).toBeGreaterThan(1);
-    const expectedIds = written
-      .filter((n) => asked.includes(n.tenant))
-      .sort(newestFirst)
-      .map((n) => n.id);
+  it(
+    'challenge: a page across shards holds exactly the notes of one big query, in order, with no duplicates across pages',
+    async () => {
+      await sharedWorld();
+      const tenants = Array.from({ length: 10 }, (_, i) => `page-${i}`);
+      const written: Note[] = [];
+      // Two batches per tenant: the notes of one batch share a created_at, so ties must break by id.
+      for (const tenant of tenants) {
+        for (const batch of [1, 2])
+          written.push(
+            ...(await create(
+              one,
+              tenant,
+              ['w', 'x', 'y', 'z'].map((b) => `${b}${batch}`),
+            )),
+          );
+      }
+      const asked = tenants.slice(0, 8);
+      expect(
+        new Set((await locate(one, asked)).flat()).size,
+        'the tenants asked for live on several shards',
+      ).toBeGreaterThan(1);
+      const expectedIds = written
+        .filter((n) => asked.includes(n.tenant))
+        .sort(newestFirst)
+        .map((n) => n.id);
 
-    const seen: string[] = [];
-    let after: string | null = null;
-    let pages = 0;
-    do {
-      const query: string = `/api/notes?tenants=${asked.join(',')}&limit=7${after ? `&after=${after}` : ''}`;
-      const page = await call(pages % 2 ? two : one, 'GET', query);
-      expect(page.status, JSON.stringify(page.body)).toBe(200);
-      expect(page.body.notes.length).toBeLessThanOrEqual(7);
-      seen.push(...page.body.notes.map((n: Note) => n.id));
-      after = page.body.next;
-    } while (after && ++pages < 50);
+      const seen: string[] = [];
+      let after: string | null = null;
+      let pages = 0;
+      do {
+        const query: string = `/api/notes?tenants=${asked.join(',')}&limit=7${after ? `&after=${after}` : ''}`;
+        const page = await call(pages % 2 ? two : one, 'GET', query);
+        expect(page.status, JSON.stringify(page.body)).toBe(200);
+        expect(page.body.notes.length).toBeLessThanOrEqual(7);
+        seen.push(...page.body.notes.map((n: Note) => n.id));
+        after = page.body.next;
+      } while (after && ++pages < 50);
 
-    const wanted = new Set(expectedIds);
-    const missing = expectedIds.filter((id) => !seen.includes(id)).length;
-    const duplicates = seen.length - new Set(seen).size;
-    const foreign = seen.filter((id) => !wanted.has(id)).length;
-    expect(
-      { missing, duplicates, foreign },
-      `walking the pages of 8 tenants on several shards: ${missing} of ${expectedIds.length} notes missing, ` +
-        `${duplicates} seen twice, ${foreign} not asked for`,
-    ).toEqual({ missing: 0, duplicates: 0, foreign: 0 });
-    expect(seen, 'the notes in page order: newest first, ties by id').toEqual(expectedIds);
+      const wanted = new Set(expectedIds);
+      const missing = expectedIds.filter((id) => !seen.includes(id)).length;
+      const duplicates = seen.length - new Set(seen).size;
+      const foreign = seen.filter((id) => !wanted.has(id)).length;
+      expect(
+        { missing, duplicates, foreign },
+        `walking the pages of 8 tenants on several shards: ${missing} of ${expectedIds.length} notes missing, ` +
+          `${duplicates} seen twice, ${foreign} not asked for`,
+      ).toEqual({ missing: 0, duplicates: 0, foreign: 0 });
+      expect(seen, 'the notes in page order: newest first, ties by id').toEqual(expectedIds);
 
-    // Tenants that all live on one shard: the page's only source must still tell whether more follow.
-    const candidates = Array.from({ length: 60 }, (_, i) => `page-one-${i}`);
-    const homes = await locate(one, candidates);
-    const together = candidates.filter((_, i) => homes[i]![0] === homes[0]![0]).slice(0, 3);
-    const theirs: Note[] = [];
-    for (const tenant of together) theirs.push(...(await create(one, tenant, ['a', 'b', 'c', 'd', 'e'])));
-    const walked: string[] = [];
-    let cursor: string | null = null;
-    let walks = 0;
-    do {
-      const query: string = `/api/notes?tenants=${together.join(',')}&limit=4${cursor ? `&after=${cursor}` : ''}`;
-      const page = await call(two, 'GET', query);
-      expect(page.status, JSON.stringify(page.body)).toBe(200);
-      walked.push(...page.body.notes.map((n: Note) => n.id));
-      cursor = page.body.next;
-    } while (cursor && ++walks < 20);
-    expect(
-      walked,
-      `pages of 4 over ${together.length} tenants on one shard (${theirs.length} notes): ${walked.length} seen`,
-    ).toEqual([...theirs].sort(newestFirst).map((n) => n.id));
-  });
+      // Tenants that all live on one shard: the page's only source must still tell whether more follow.
+      const candidates = Array.from({ length: 60 }, (_, i) => `page-one-${i}`);
+      const homes = await locate(one, candidates);
+      const together = candidates.filter((_, i) => homes[i]![0] === homes[0]![0]).slice(0, 3);
+      const theirs: Note[] = [];
+      for (const tenant of together) theirs.push(...(await create(one, tenant, ['a', 'b', 'c', 'd', 'e'])));
+      const walked: string[] = [];
+      let cursor: string | null = null;
+      let walks = 0;
+      do {
+        const query: string = `/api/notes?tenants=${together.join(',')}&limit=4${cursor ? `&after=${cursor}` : ''}`;
+        const page = await call(two, 'GET', query);
+        expect(page.status, JSON.stringify(page.body)).toBe(200);
+        walked.push(...page.body.notes.map((n: Note) => n.id));
+        cursor = page.body.next;
+      } while (cursor && ++walks < 20);
+      expect(
+        walked,
+        `pages of 4 over ${together.length} tenants on one shard (${theirs.length} notes): ${walked.length} seen`,
+      ).toEqual([...theirs].sort(newestFirst).map((n) => n.id));
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
 
-  it('challenge: a hot tenant split over buckets keeps every shard within 1.25x of the mean, and all its notes read back', async () => {
-    await sharedWorld();
-    // Ordinary tenants, twelve on each shard by the router's own placement, five notes each...
-    const candidates = Array.from({ length: 200 }, (_, i) => `cold-${i}`);
-    const perShard = new Map<number, string[]>();
-    for (const [i, [home]] of (await locate(one, candidates)).entries()) {
-      const picked = perShard.get(home!) ?? [];
-      if (picked.length < 12) perShard.set(home!, [...picked, candidates[i]!]);
-    }
-    const cold = [...perShard.values()].flat();
-    expect(cold, 'twelve ordinary tenants per shard').toHaveLength(48);
-    const before = await rowsPerShard(one);
-    await inParallel(cold, 4, (tenant) => create(one, tenant, ['1', '2', '3', '4', '5']));
-    // ...and one tenant, marked hot, writing as much as a third of all of them together.
-    const split = await call(one, 'PUT', '/api/admin/hot-tenants/whale', { fanout: 8 });
-    expect(split.status).toBe(200);
-    const whale = await inParallel(
-      Array.from({ length: 120 }, (_, i) => i),
-      4,
-      async (i) => (await create(i % 2 ? two : one, 'whale', [`hot ${i}`]))[0]!,
-    );
-    const after = await rowsPerShard(one);
-    const load = after.map((rows, i) => rows - before[i]!);
-    const mean = load.reduce((a, b) => a + b, 0) / load.length;
-    expect(
-      Math.max(...load) / mean,
-      `notes written per shard: ${load.join(', ')} (mean ${mean}); the busiest over the mean`,
-    ).toBeLessThanOrEqual(1.25);
-    const read = await list(two, 'whale');
-    expect(read.length, 'notes of the hot tenant read back').toBe(whale.length);
-  });
+  it(
+    'challenge: a hot tenant split over buckets keeps every shard within 1.25x of the mean, and all its notes read back',
+    async () => {
+      await sharedWorld();
+      // Ordinary tenants, twelve on each shard by the router's own placement, five notes each...
+      const candidates = Array.from({ length: 200 }, (_, i) => `cold-${i}`);
+      const perShard = new Map<number, string[]>();
+      for (const [i, [home]] of (await locate(one, candidates)).entries()) {
+        const picked = perShard.get(home!) ?? [];
+        if (picked.length < 12) perShard.set(home!, [...picked, candidates[i]!]);
+      }
+      const cold = [...perShard.values()].flat();
+      expect(cold, 'twelve ordinary tenants per shard').toHaveLength(48);
+      const before = await rowsPerShard(one);
+      await inParallel(cold, 4, (tenant) => create(one, tenant, ['1', '2', '3', '4', '5']));
+      // ...and one tenant, marked hot, writing as much as a third of all of them together.
+      const split = await call(one, 'PUT', '/api/admin/hot-tenants/whale', { fanout: 8 });
+      expect(split.status).toBe(200);
+      const whale = await inParallel(
+        Array.from({ length: 120 }, (_, i) => i),
+        4,
+        async (i) => (await create(i % 2 ? two : one, 'whale', [`hot ${i}`]))[0]!,
+      );
+      const after = await rowsPerShard(one);
+      const load = after.map((rows, i) => rows - before[i]!);
+      const mean = load.reduce((a, b) => a + b, 0) / load.length;
+      expect(
+        Math.max(...load) / mean,
+        `notes written per shard: ${load.join(', ')} (mean ${mean}); the busiest over the mean`,
+      ).toBeLessThanOrEqual(1.25);
+      const read = await list(two, 'whale');
+      expect(read.length, 'notes of the hot tenant read back').toBe(whale.length);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
 });
