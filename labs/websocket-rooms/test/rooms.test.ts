@@ -925,7 +925,7 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       `resumed after 450 messages, with ${during} more posted while it read: received ${got.length} of ` +
         `${wanted.length}${firstWrong >= 0 ? `, the first wrong at position ${firstWrong}` : ''}`,
     ).toEqual(wanted);
-  });
+  }, 60_000);
   it('challenge: members of an instance away from Redis for longer than the history reaches get a gap frame, then what the room keeps; after a short absence, no gap', async () => {
     // As in the challenge above, instance "away" reaches Redis through two proxies that the test cuts
     // and restores, while its member stays connected. Three absences: a short one in a room whose
@@ -1001,7 +1001,7 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       '250 messages posted while away, kept by the history: every one, once, in order',
     ).toEqual(texts(keeper, room).slice(-250));
     expect(stayer.closed, `${stayer.user}'s connection stays open`).toBeUndefined();
-  });
+  }, 60_000);
 
   it('challenge: a member whose instance subscribes slowly gets every message posted while it joins and after, once each, in order', async () => {
     // Instance "slow" sends its commands to Redis directly, but what its subscriber connection says
