@@ -387,7 +387,7 @@ describe('baseline: a reshard that fails or hangs half way', () => {
         `answered ${again.status} (${again.body?.detail ?? again.body?.title ?? 'no detail'}); the write made while ` +
         `its mover hung before a switch: ${heldWrite}; ${lost} of ${written.size} acknowledged notes lost`,
     ).toEqual({ refused: 0, retried: 201, heldWrite: 'answered', lost: 0 });
-  }, 120_000);
+  }, 180_000);
 });
 
 /** How long a request may take under a fault before the spec counts it unanswered. */
@@ -1087,7 +1087,7 @@ describe('challenges: what hash % N gets wrong', () => {
     ).toEqual({ ...Object.fromEntries(Object.keys(found).map((k) => [k, 0])), serverErrors: 0, refusedAfter: 0 });
     const balance = await bucketBalance(mover);
     expect(balance.even, `buckets per shard after the reshard with writers: ${balance.perShard.join(', ')}`).toBe(true);
-  }, 90_000);
+  }, 180_000);
 
   it(
     'challenge: a page across shards holds exactly the notes of one big query, in order, with no duplicates across pages',
