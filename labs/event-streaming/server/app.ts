@@ -1,11 +1,8 @@
-/**
- * The HTTP side of the lab: record account events (they are published to Kafka) and read the balances
- * the projectors keep. createApp never listens; `server/lab.ts` builds it for `lab serve` and the spec.
- */
-import express, { type Express } from 'express';
+/** The HTTP side: record account events (published to Kafka), read the balances the projectors keep. */
+import type { Express } from 'express';
 import type pg from 'pg';
-import { notFound, parseInput, problemHandler, ServiceDownError, sendProblem, z } from '@labs/lab-kit';
-import { ACCOUNT_ID, type AccountEvent, MAX_AMOUNT } from './events.ts';
+import { labApp, parseInput, ServiceDownError, sendProblem, z } from '@labs/lab-kit';
+import { eventSchema } from './events.ts';
 import { OUTAGES, RETRY_AFTER_SEC, withinDeadline } from './outages.ts';
 import type { Recorder } from './pipeline.ts';
 import { getAccount, projectionStats } from './projection.ts';
@@ -22,17 +19,12 @@ export interface AppDeps {
   pending(): Promise<number>;
   /** Messages the topic holds. */
   published(): Promise<number>;
-  /** Where an outage behind a 503 is reported, a line every 5 s at most (default: a warning). */
+  /** Where an outage behind a 503 is reported, a line every 5 s at most (default: the kit's warning). */
   onOutage?: (line: string) => void;
 }
 
-const accountId = z.string().regex(ACCOUNT_ID, 'must be 1-64 letters, digits, - or _');
-const newEvent = z.object({
-  accountId,
-  type: z.enum(['deposited', 'withdrawn']),
-  amount: z.number().int().min(1).max(MAX_AMOUNT),
-});
-const accountPath = z.object({ accountId });
+const newEvent = eventSchema.pick({ accountId: true, type: true, amount: true });
+const accountPath = z.object({ accountId: eventSchema.shape.accountId });
 /**
  * A client's name for one request, so that sending it again is recognised (RFC draft
  * "The Idempotency-Key HTTP Header Field"): printable ASCII, as a UUID or an order number is.
@@ -55,88 +47,69 @@ const MAYBE_RECORDED =
  * nothing new is applied).
  */
 export function createApp(deps: AppDeps): Express {
-  const { pool, recorder, onOutage = (line: string) => console.warn(`[event-streaming] ${line}`) } = deps;
-  const app = express();
-  app.disable('x-powered-by');
-  app.use(express.json({ limit: '16kb' }));
-
-  // Liveness: the process answers. It stays 200 while Kafka or PostgreSQL is away: restarting this
-  // instance would bring neither back, and balances are still served while Kafka is gone.
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true });
-  });
-
-  /**
-   * Records one event: numbered after the account's last one and published (by the recorder), answered
-   * 202 (applied later). With an Idempotency-Key the account has used before, the answer is the event
-   * recorded then; the same key with a different event is a client's mistake (422).
-   */
-  app.post('/api/events', async (req, res) => {
-    const input = parseInput(res, newEvent, req.body);
-    if (!input) return;
-    const headers = parseInput(res, z.object({ 'idempotency-key': idempotencyKey }), req.headers);
-    if (!headers) return;
-    const key = headers['idempotency-key'];
-    let event: AccountEvent;
-    try {
-      event = await recorder.record(input, key);
-    } catch (error) {
-      // A write given up on is not undone: the 503 says what is known, and how to retry safely.
-      const outage = OUTAGES.find((candidate) => candidate.test(error));
-      if (!outage) throw error;
-      throw new ServiceDownError(`${outage.service} is not answering: ${MAYBE_RECORDED}`, RETRY_AFTER_SEC, {
-        cause: error,
+  const { pool, recorder } = deps;
+  const frame = { name: 'event-streaming', json: { limit: '16kb' }, outages: OUTAGES, logOutage: deps.onOutage };
+  return labApp(frame, (app) => {
+    /**
+     * Records one event: numbered after the account's last one and published (by the recorder), answered
+     * 202 (applied later). With an Idempotency-Key the account has used before, the answer is the event
+     * recorded then; the same key with a different event is a client's mistake (422).
+     */
+    app.post('/api/events', async (req, res) => {
+      const input = parseInput(res, newEvent, req.body);
+      if (!input) return;
+      const headers = parseInput(res, z.object({ 'idempotency-key': idempotencyKey }), req.headers);
+      if (!headers) return;
+      const key = headers['idempotency-key'];
+      const event = await recorder.record(input, key).catch((error: unknown) => {
+        // A write given up on is not undone: the 503 says what is known, and how to retry safely.
+        const outage = OUTAGES.find((candidate) => candidate.test(error));
+        if (!outage) throw error;
+        throw new ServiceDownError(`${outage.service} is not answering: ${MAYBE_RECORDED}`, RETRY_AFTER_SEC, {
+          cause: error,
+        });
       });
-    }
-    if (event.type !== input.type || event.amount !== input.amount) {
-      sendProblem(
-        res,
-        422,
-        `Idempotency-Key ${key} was used for another event of account ${input.accountId} (${event.type} ${event.amount})`,
-      );
-      return;
-    }
-    res.status(202).json({ event });
-  });
+      if (event.type !== input.type || event.amount !== input.amount) {
+        const was = `${event.type} ${event.amount}`;
+        sendProblem(
+          res,
+          422,
+          `Idempotency-Key ${key} was used for another event of account ${input.accountId} (${was})`,
+        );
+        return;
+      }
+      res.status(202).json({ event });
+    });
 
-  app.get('/api/accounts/:accountId', async (req, res) => {
-    const path = parseInput(res, accountPath, req.params);
-    if (!path) return;
-    const account = await getAccount(pool, path.accountId);
-    if (!account) {
-      sendProblem(res, 404, `No event of account ${path.accountId} has been applied yet`);
-      return;
-    }
-    res.json(account);
-  });
+    app.get('/api/accounts/:accountId', async (req, res) => {
+      const path = parseInput(res, accountPath, req.params);
+      if (!path) return;
+      const account = await getAccount(pool, path.accountId);
+      if (!account) {
+        sendProblem(res, 404, `No event of account ${path.accountId} has been applied yet`);
+        return;
+      }
+      res.json(account);
+    });
 
-  /** What the projection holds: duplicates and out-of-order applications are the bugs made visible. */
-  app.get('/api/stats', async (_req, res) => {
-    const [stats, deadLettered, pending, published] = await Promise.all([
-      projectionStats(pool),
-      withinDeadline(deps.deadLettered(), 'counting the dead letters'),
-      withinDeadline(deps.pending(), "reading the group's lag"),
-      withinDeadline(deps.published(), 'counting the messages'),
-    ]);
-    res.json({ ...stats, deadLettered, pending, published });
-  });
+    /** What the projection holds: duplicates and out-of-order applications are the bugs made visible. */
+    app.get('/api/stats', async (_req, res) => {
+      const [stats, deadLettered, pending, published] = await Promise.all([
+        projectionStats(pool),
+        withinDeadline(deps.deadLettered(), 'counting the dead letters'),
+        withinDeadline(deps.pending(), "reading the group's lag"),
+        withinDeadline(deps.published(), 'counting the messages'),
+      ]);
+      res.json({ ...stats, deadLettered, pending, published });
+    });
 
-  app.post('/api/poison', async (req, res) => {
-    const input = parseInput(res, z.object({ accountId }), req.body ?? {});
-    if (!input) return;
-    await withinDeadline(deps.publishPoison(input.accountId), 'publishing the poison message');
-    res.status(202).json({ published: 'a message that is not an event', key: input.accountId });
+    app.post('/api/poison', async (req, res) => {
+      const input = parseInput(res, accountPath, req.body ?? {});
+      if (!input) return;
+      await withinDeadline(deps.publishPoison(input.accountId), 'publishing the poison message');
+      res.status(202).json({ published: 'a message that is not an event', key: input.accountId });
+    });
   });
-
-  app.use(notFound);
-  app.use(
-    problemHandler({
-      outages: OUTAGES,
-      log: (error) => console.error(`[event-streaming] ${error.message}`),
-      logOutage: onOutage,
-    }),
-  );
-  return app;
 }
 
 /**

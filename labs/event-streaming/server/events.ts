@@ -7,33 +7,20 @@ import { randomUUID } from 'node:crypto';
 import { describeIssues, z } from '@labs/lab-kit';
 
 /** One change to one account's balance, as published to Kafka (JSON in the message value). */
-export interface AccountEvent {
+export const eventSchema = z.object({
   /** Unique per event (a UUID): the same id twice is the same event delivered twice. */
-  id: string;
-  accountId: string;
-  /** 1, 2, 3, ... per account, in the order the account's owner recorded them. */
-  seq: number;
-  type: 'deposited' | 'withdrawn';
-  /** In cents, always positive; `type` says which way it moves the balance. */
-  amount: number;
-  /** When the event happened (ISO 8601): the start of the end-to-end lag the load script measures. */
-  at: string;
-}
-
-/** Account ids: what the API accepts in a path and what an event may carry. */
-export const ACCOUNT_ID = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** The most a single event may move (ten million in cents): a bound, so a sum can never overflow. */
-export const MAX_AMOUNT = 1_000_000_000;
-
-const eventSchema = z.object({
   id: z.uuid(),
-  accountId: z.string().regex(ACCOUNT_ID, 'must be 1-64 letters, digits, - or _'),
+  /** Also what the API accepts in a path. */
+  accountId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, - or _'),
+  /** 1, 2, 3, ... per account, in the order the account's owner recorded them. */
   seq: z.number().int().min(1),
   type: z.enum(['deposited', 'withdrawn']),
-  amount: z.number().int().min(1).max(MAX_AMOUNT),
+  /** In cents, always positive (`type` says which way it moves the balance), ten million at most, so a sum never overflows. */
+  amount: z.number().int().min(1).max(1_000_000_000),
+  /** When the event happened (ISO 8601): the start of the end-to-end lag the load script measures. */
   at: z.iso.datetime({ offset: true }),
 });
+export type AccountEvent = z.infer<typeof eventSchema>;
 
 /**
  * A message that can never become an event: not JSON, or JSON of the wrong shape. Reading it again
@@ -88,9 +75,8 @@ export function eventStream(accounts: readonly string[]): (count: number) => Acc
 }
 
 /** `perAccount` events for each of `accounts`, from the start of an {@link eventStream}. */
-export function generateEvents(accounts: readonly string[], perAccount: number): AccountEvent[] {
-  return eventStream(accounts)(accounts.length * perAccount);
-}
+export const generateEvents = (accounts: readonly string[], perAccount: number): AccountEvent[] =>
+  eventStream(accounts)(accounts.length * perAccount);
 
 /** The balance each account should end with once every event in `events` is applied exactly once. */
 export function expectedBalances(events: readonly AccountEvent[]): Map<string, number> {

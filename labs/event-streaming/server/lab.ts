@@ -4,27 +4,15 @@
  * 2), and serves the API that publishes events and reads balances.
  *
  * Names: `lab serve` uses fixed topic and group names (kept, like its database); a spec or load script
- * gets names of its own, and its topics are deleted when it closes.
- *
- * Faults: the API and the projectors get pools of their own, each with the timeouts of
- * server/outages.ts, and the API bounds its calls to Kafka (server/app.ts). The README's "Under
- * faults" says what each outage is answered with.
+ * gets names of its own, and its topics are deleted when it closes. Faults: server/outages.ts.
  */
 import { type Kafka, Partitioners } from 'kafkajs';
 import type pg from 'pg';
 import { createPublisher, createRecorder, startProjector } from '#event-pipeline';
 import { defineLab, uniqueId, wholeNumber, z } from '@labs/lab-kit';
-import { resolveService } from '@labs/services';
+import { logConsumerEvents, resolveService } from '@labs/services';
 import { createApp, poisonValue } from './app.ts';
-import {
-  brokerList,
-  consumerSettings,
-  createKafka,
-  ensureTopics,
-  lag,
-  logConsumerEvents,
-  messagesIn,
-} from './kafka.ts';
+import { consumerSettings, createKafka, ensureTopics, lag, messagesIn } from './kafka.ts';
 import { API_POOL_OPTIONS, PROJECTOR_POOL_OPTIONS, withinDeadline } from './outages.ts';
 import type { EventPipeline, Projector, Publisher } from './pipeline.ts';
 import { migrate, requirePostgresServer } from './projection.ts';
@@ -34,7 +22,7 @@ export interface EventStreamingLabOptions {
   /** Consumers of the group run in this process (0: none, start workers yourself). */
   projectors: number;
   /** The pipeline to run; default: the exercise, `#event-pipeline`. */
-  pipeline: Pick<EventPipeline, 'createPublisher' | 'createRecorder' | 'startProjector'>;
+  pipeline: Omit<EventPipeline, 'shutdownOnSignals'>;
   /**
    * The pool the API reads and numbers events through (a spec passes one behind a stalling proxy, or on
    * a closed port). Default: a new one on this start's database, with API_POOL_OPTIONS. The tables are
@@ -51,9 +39,9 @@ export interface EventStreamingLabOptions {
   onOutage: (line: string) => void;
 }
 
-export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
+export default defineLab({
   config: z.object({ PROJECTORS: wholeNumber({ fallback: 2, min: 0, max: 6 }) }),
-  async build(context, options) {
+  async build(context, options: Partial<EventStreamingLabOptions>) {
     const pipeline = options.pipeline ?? { createPublisher, createRecorder, startProjector };
     const count = options.projectors ?? context.config.PROJECTORS;
     const base = context.purpose === 'serve' ? 'labs-event-streaming' : `labs-event-streaming-${uniqueId()}`;
@@ -63,7 +51,7 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
 
     requirePostgresServer((await resolveService('postgres')).provider);
     const { url } = await resolveService('kafka');
-    const own = createKafka(brokerList(url));
+    const own = createKafka(url);
     const kafka = options.kafka ?? own;
     if (context.purpose === 'serve') logConsumerEvents(kafka, console.log);
     // Two pools: the projectors' transactions and the API's requests are bounded differently (see
@@ -82,13 +70,13 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
       await housekeeping.disconnect();
     });
     await ensureTopics(housekeeping, [topic, deadLetterTopic]);
+    const connected = async <T extends { connect(): Promise<void>; disconnect(): Promise<void> }>(client: T) => {
+      await client.connect();
+      context.onClose(() => client.disconnect());
+      return client;
+    };
     // What the API asks Kafka (the lag, the dead letters) goes through the API's client.
-    let admin = housekeeping;
-    if (kafka !== own) {
-      admin = kafka.admin();
-      await admin.connect();
-      context.onClose(() => admin.disconnect());
-    }
+    const admin = kafka === own ? housekeeping : await connected(kafka.admin());
 
     // onClose runs the last registered first: projectors stop before the topics go.
     const publisher = await pipeline.createPublisher(kafka, topic);
@@ -101,21 +89,12 @@ export default defineLab<{ PROJECTORS: number }, EventStreamingLabOptions>({
     };
     const recorder = await pipeline.createRecorder({ pool, publisher: bounded });
     context.onClose(() => recorder.close());
-    const raw = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-    await raw.connect();
-    context.onClose(() => raw.disconnect());
+    const raw = await connected(kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner }));
     const projectors: Projector[] = [];
     context.onClose(() => Promise.all(projectors.map((p) => p.stop())));
+    const projectorDeps = { kafka, pool: projectionPool, topic, deadLetterTopic };
     for (let i = 0; i < count; i++) {
-      projectors.push(
-        await pipeline.startProjector({
-          kafka,
-          pool: projectionPool,
-          topic,
-          deadLetterTopic,
-          consumer: consumerSettings(groupId),
-        }),
-      );
+      projectors.push(await pipeline.startProjector({ ...projectorDeps, consumer: consumerSettings(groupId) }));
     }
 
     const app = createApp({

@@ -61,10 +61,7 @@ export interface ProjectorDeps {
 
 /** A running consumer that keeps the projection up to date. */
 export interface Projector {
-  /**
-   * Stops consuming and releases everything it holds. Used by the spec, the load script and `lab serve`
-   * to end a run cleanly; a worker process also calls it when asked to stop over IPC.
-   */
+  /** Stops consuming and releases all it holds: a clean end (the spec, the load script, serve, a worker). */
   stop(): Promise<void>;
 }
 

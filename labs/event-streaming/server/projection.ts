@@ -8,7 +8,7 @@
  * where each entry came from in Kafka (for how long a partition paused).
  */
 import type pg from 'pg';
-import { type ProviderName, ServiceUnavailableError } from '@labs/services';
+import { type ProviderName, requireServer } from '@labs/services';
 import { type AccountEvent, signedAmount } from './events.ts';
 
 /** A pool or a client checked out of one (a transaction): anything that runs a query. */
@@ -22,19 +22,12 @@ export interface EventSource {
   offset: string;
 }
 
-/**
- * Refuses the embedded PostgreSQL (PGlite): it serves every connection through one session, a few
- * at a time, and this lab runs several consumers, in several processes, each with its own transactions.
- */
-export function requirePostgresServer(provider: ProviderName): void {
-  if (provider !== 'embedded') return;
-  throw new ServiceUnavailableError(
-    'postgres',
-    'The event-streaming lab needs a PostgreSQL server: its consumers run in several processes, each with ' +
-      'transactions of its own, which the embedded PGlite (one session) cannot serve. Start one: ' +
-      'docker compose up -d --wait postgres   (or: sudo apt-get install postgresql)',
+/** Refuses the embedded PostgreSQL (PGlite, one session): this lab runs consumers in several processes. */
+export const requirePostgresServer = (provider: ProviderName): void =>
+  requireServer(
+    { kind: 'postgres', provider },
+    'The event-streaming lab needs a PostgreSQL server: its consumers run in several processes, each with transactions of its own.',
   );
-}
 
 /** Creates the lab's tables if they are missing. Run once per database, before any projector starts. */
 export async function migrate(db: Queryable): Promise<void> {
@@ -116,23 +109,21 @@ export interface Account {
   outOfOrder: number;
 }
 
+const ACCOUNT_COLUMNS = `account_id AS "accountId", balance::float8 AS balance, last_seq AS "lastSeq",
+  events_applied AS "eventsApplied", out_of_order AS "outOfOrder"`;
+
 /** The account, or undefined when no event of it has been applied yet. */
 export async function getAccount(db: Queryable, accountId: string): Promise<Account | undefined> {
-  const { rows } = await db.query<Account>(
-    `SELECT account_id AS "accountId", balance::float8 AS balance, last_seq AS "lastSeq",
-            events_applied AS "eventsApplied", out_of_order AS "outOfOrder"
-       FROM accounts WHERE account_id = $1`,
-    [accountId],
-  );
+  const { rows } = await db.query<Account>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE account_id = $1`, [
+    accountId,
+  ]);
   return rows[0];
 }
 
 /** Every account whose id starts with `prefix`, by id. */
 export async function listAccounts(db: Queryable, prefix = ''): Promise<Account[]> {
   const { rows } = await db.query<Account>(
-    `SELECT account_id AS "accountId", balance::float8 AS balance, last_seq AS "lastSeq",
-            events_applied AS "eventsApplied", out_of_order AS "outOfOrder"
-       FROM accounts WHERE starts_with(account_id, $1) ORDER BY account_id`,
+    `SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE starts_with(account_id, $1) ORDER BY account_id`,
     [prefix],
   );
   return rows;

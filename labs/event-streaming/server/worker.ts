@@ -4,13 +4,15 @@
  *
  *   KAFKA_BROKERS=127.0.0.1:9092 PROJECTION_DATABASE_URL=postgres://... node server/worker.ts
  *
- * It prints "ready" once its consumer has joined the group. With an IPC channel (a parent that forked
- * it), the message "stop" stops it cleanly, and a parent that goes away ends it like a crash would.
+ * It prints "ready" once its consumer has joined the group. Started by startWorker (worker-process.ts),
+ * it answers its parent through the lab kit: a `stop` stops it cleanly, a parent that goes away ends
+ * it like a crash would.
  */
 import { pathToFileURL } from 'node:url';
 import { atMostEvery, readConfig, z } from '@labs/lab-kit';
+import { serveParent } from '@labs/lab-kit/child';
 import { createPgPool, resolveService } from '@labs/services';
-import { brokerList, consumerSettings, createKafka } from './kafka.ts';
+import { consumerSettings, createKafka } from './kafka.ts';
 import { PROJECTOR_POOL_OPTIONS } from './outages.ts';
 import type { EventPipeline } from './pipeline.ts';
 
@@ -26,11 +28,8 @@ const config = readConfig(
   }),
 );
 
-const pipeline = (
-  config.EVENT_PIPELINE_MODULE
-    ? await import(pathToFileURL(config.EVENT_PIPELINE_MODULE).href)
-    : await import('#event-pipeline')
-) as EventPipeline;
+const file = config.EVENT_PIPELINE_MODULE;
+const pipeline: EventPipeline = file ? await import(pathToFileURL(file).href) : await import('#event-pipeline');
 
 const { url } = await resolveService('kafka');
 // The projectors' timeouts (server/outages.ts): a database that stops answering fails a chunk, which
@@ -45,7 +44,7 @@ const pool = createPgPool(
   ),
 );
 const projector = await pipeline.startProjector({
-  kafka: createKafka(brokerList(url), `worker-${process.pid}`),
+  kafka: createKafka(url, `worker-${process.pid}`),
   pool,
   topic: config.EVENTS_TOPIC,
   deadLetterTopic: config.DEAD_LETTER_TOPIC,
@@ -53,14 +52,10 @@ const projector = await pipeline.startProjector({
 });
 pipeline.shutdownOnSignals(projector);
 
-if (process.send) {
-  process.on('message', async (message) => {
-    if (message !== 'stop') return;
+serveParent({
+  stop: async () => {
     await projector.stop();
     await pool.end();
-    process.exit(0);
-  });
-  // The parent is gone: stop as abruptly as a crash, since nobody is left to wait for a clean stop.
-  process.on('disconnect', () => process.exit(1));
-}
+  },
+});
 console.log('ready');
