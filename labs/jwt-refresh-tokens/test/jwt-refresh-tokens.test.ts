@@ -679,6 +679,26 @@ describe('challenges: refresh tokens', () => {
     expect((await second.refresh()).status).toBe(200);
   });
 
+  it('challenge: a tab that refreshes just after another, with the cookie both had, gets a cookie that keeps the session going', async () => {
+    // The order of "two tabs at once", forced: the first tab's refresh is answered, then the second tab,
+    // which sent the same cookie before that answer reached the jar, refreshes a second later (inside the
+    // racing-tabs grace). The browser keeps the cookie of the last answer, the second tab's: the session
+    // must go on with it once the grace is long over, not end as a reuse of the old generation.
+    const { app, tab: first } = await loggedIn();
+    const second = new Tab(app.url);
+    second.jar.cookie = first.jar.cookie;
+    expect(second.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await first.refresh()).status, 'the first tab').toBe(200);
+    app.clock.advance(1000);
+    expect((await second.refresh()).status, 'the second tab, a second later, with the cookie both had').toBe(200);
+    first.jar.cookie = second.jar.cookie;
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect((await first.refresh()).status, 'the session, minutes later, with the cookie the later answer set').toBe(
+      200,
+    );
+  });
+
   it('challenge: a thief who refreshes at the same moment as the user is still caught afterwards', async () => {
     const { app, tab } = await loggedIn();
     const thief = new Tab(app.url);
@@ -824,8 +844,13 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
     const cookie = tab.jar.cookie;
     // Idle for the whole refresh lifetime, and a minute: the session is over (the fake clock moves;
     // Redis's own expiry, in real time, has not come yet, so the token code must check the time itself).
-    app.clock.advance(TOKEN_DEFAULTS.refreshTtlSec * 1000 + MINUTE);
+    // At the very moment refreshTtlSec is up, it is over already (as the cookie's Max-Age is).
+    app.clock.advance(TOKEN_DEFAULTS.refreshTtlSec * 1000);
     tab.jar.cookie = cookie; // a browser would have dropped it (Max-Age); a thief's copy has no Max-Age
+    const atTheMoment = await tab.refresh();
+    expect(atTheMoment.status, `a refresh exactly ${TOKEN_DEFAULTS.refreshTtlSec} s after the last one`).toBe(401);
+    app.clock.advance(MINUTE);
+    tab.jar.cookie = cookie;
     const late = await tab.refresh();
     expect(late.status, `a refresh ${TOKEN_DEFAULTS.refreshTtlSec} s and a minute after the last one`).toBe(401);
     expect(late.json).toMatchObject({ code: 'expired', detail: expect.stringMatching(/\w/) });
