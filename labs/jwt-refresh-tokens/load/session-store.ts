@@ -8,9 +8,8 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import type { Redis } from 'ioredis';
 import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
-import { refuseLogin } from '../server/app.ts';
+import { loginBody, refuseLogin } from '../server/app.ts';
 import { toPublic, type UserStore } from '../server/users.ts';
-import { loginBody } from '../server/validation.ts';
 
 const SESSION_TTL_SEC = 14 * 24 * 60 * 60;
 

@@ -1,27 +1,16 @@
 /**
  * The API: POST /login, GET /me, POST /refresh, POST /logout, and the public keys. Routes, validation
- * and cookies live here; every token decision is made by the TokenService (src/tokens.ts, the part
- * the learner edits). createApp never listens; `server/lab.ts` builds it for `lab serve`, the spec and
- * the load script. Errors are RFC 9457 problems (`application/problem+json`).
+ * (zod, through the kit's `parseInput`) and cookies live here; every token decision is made by the
+ * TokenService (src/tokens.ts, the part the learner edits). createApp never listens: `server/lab.ts`
+ * builds it. Errors are RFC 9457 problems (`application/problem+json`).
  */
 import cookieParser from 'cookie-parser';
-import express, { type CookieOptions, type Express, type Request, type Response } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
+import type { CookieOptions, Express, Request, Response } from 'express';
+import { bearerToken, labApp, loginInput, parseInput, sendProblem, z } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
 import type { KeyRing } from './keys.ts';
 import { TokenError, type Credentials, type IssuedTokens, type TokenService } from './token-service.ts';
 import { toPublic, type UserStore } from './users.ts';
-import { credentialsInput, loginBody } from './validation.ts';
-
-export interface AppDeps {
-  tokens: TokenService;
-  users: UserStore;
-  keys: KeyRing;
-  /** Where a bug's details go (the client gets a 500 without them); the log by default, one line. */
-  onUnexpectedError?: (error: Error) => void;
-  /** Where Redis being down or too slow (a 503) is reported, a line at most every 5 s; default: nothing. */
-  onServiceDown?: (line: string) => void;
-}
 
 /** The refresh cookie's name. (`__Host-` would forbid the narrow Path below, so no prefix.) */
 export const REFRESH_COOKIE = 'refresh_token';
@@ -38,94 +27,87 @@ export const REFRESH_COOKIE_OPTIONS: CookieOptions = {
   path: '/refresh',
 };
 
+/** `{ "username", "password" }`: the username trimmed, both bounded (nobody makes us hash a megabyte). */
+export const loginBody = loginInput();
+
+/**
+ * What a request presents, from `{ authorization: req.get('authorization'), refreshCookie: <cookie> }`.
+ * A refresh cookie that is empty or not text (cookie-parser turns `j:{...}` into an object) counts as
+ * absent: the token code then answers 401, as for no cookie at all.
+ */
+const credentialsInput: z.ZodType<Credentials> = z
+  .object({
+    authorization: bearerToken(), // absent is fine (undefined), malformed is a 400
+    refreshCookie: z.unknown().transform((value) => (typeof value === 'string' && value !== '' ? value : undefined)),
+  })
+  .transform(({ authorization, refreshCookie }) => ({ accessToken: authorization, refreshToken: refreshCookie }));
+
 /** One answer for every login failure, so it never says whether the username exists. */
 export function refuseLogin(res: Response): void {
   sendProblem(res, 401, 'Wrong username or password', { code: 'invalid_credentials' });
 }
 
-export function createApp(deps: AppDeps): Express {
-  const {
-    tokens,
-    users,
-    keys,
-    onUnexpectedError = (error) => console.error(`[jwt-refresh-tokens] ${error.message}`),
-    onServiceDown = () => {},
-  } = deps;
-  const app = express();
-  app.disable('x-powered-by');
-  app.use(express.json({ limit: '4kb' }));
-  app.use(cookieParser());
-
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true });
-  });
-
-  // Public keys for other services that verify our tokens; a retired key stays listed only during its grace.
-  app.get('/.well-known/jwks.json', async (_req, res) => {
-    res.json(await keys.jwks());
-  });
-
-  app.post('/login', async (req, res) => {
-    const body = parseInput(res, loginBody, req.body);
-    if (!body) return;
-    const user = await users.verifyCredentials(body.username, body.password);
-    if (!user) return refuseLogin(res);
-    return sendTokens(res, await tokens.issue(user.id));
-  });
-
-  app.get('/me', async (req, res) => {
-    const credentials = credentialsOf(req, res);
-    if (!credentials) return;
-    if (!credentials.accessToken)
-      return unauthorized(res, new TokenError('missing', 'Send an access token: Authorization: Bearer <token>'));
-    try {
-      const claims = await tokens.verifyAccess(credentials.accessToken);
-      const user = users.findById(claims.sub);
-      if (!user) return unauthorized(res, new TokenError('invalid', 'The user of this token no longer exists'));
-      return res.json({ user: toPublic(user), session: claims.sid ?? null, expiresAt: claims.exp });
-    } catch (error) {
-      return unauthorized(res, error);
-    }
-  });
-
-  app.post('/refresh', async (req, res) => {
-    const credentials = credentialsOf(req, res);
-    if (!credentials) return;
-    try {
-      return sendTokens(res, await tokens.refresh(credentials));
-    } catch (error) {
-      // A refused token is dead: drop it. Any other error keeps the cookie (Redis down is a 503), so a
-      // passing outage does not log the user out.
-      if (error instanceof TokenError) res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
-      return unauthorized(res, error);
-    }
-  });
-
-  app.post('/logout', async (req, res) => {
-    const credentials = credentialsOf(req, res);
-    if (!credentials) return;
-    // Whatever happens next, the browser forgets the refresh cookie: page scripts cannot delete an
-    // httpOnly cookie, so only a response can (its Path is /refresh, but any response may clear it).
-    res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
-    try {
-      await tokens.logout(credentials);
-      return res.status(204).end();
-    } catch (error) {
-      return unauthorized(res, error);
-    }
-  });
-
+export function createApp(tokens: TokenService, users: UserStore, keys: KeyRing): Express {
   // Redis down or too slow is not a bug: a 503 with Retry-After, which a client can act on. Anything
   // else (a ReplyError from a broken script, a TypeError) is a bug: a 500, logged.
-  app.use(notFound);
-  app.use(
-    problemHandler({
-      outages: [{ test: isRedisOutage, service: 'The session store', retryAfterSec: 1 }],
-      log: onUnexpectedError,
-      logOutage: onServiceDown,
-    }),
-  );
-  return app;
+  const outages = [{ test: isRedisOutage, service: 'The session store', retryAfterSec: 1 }];
+  return labApp({ name: 'jwt-refresh-tokens', json: { limit: '4kb' }, outages }, (app) => {
+    app.use(cookieParser());
+    // Public keys for other services that verify our tokens; a retired key stays listed only during its grace.
+    app.get('/.well-known/jwks.json', async (_req, res) => {
+      res.json(await keys.jwks());
+    });
+
+    app.post('/login', async (req, res) => {
+      const body = parseInput(res, loginBody, req.body);
+      if (!body) return;
+      const user = await users.verifyCredentials(body.username, body.password);
+      if (!user) return refuseLogin(res);
+      return sendTokens(res, await tokens.issue(user.id));
+    });
+
+    app.get('/me', async (req, res) => {
+      const credentials = credentialsOf(req, res);
+      if (!credentials) return;
+      if (!credentials.accessToken)
+        return unauthorized(res, new TokenError('missing', 'Send an access token: Authorization: Bearer <token>'));
+      try {
+        const claims = await tokens.verifyAccess(credentials.accessToken);
+        const user = users.findById(claims.sub);
+        if (!user) return unauthorized(res, new TokenError('invalid', 'The user of this token no longer exists'));
+        return res.json({ user: toPublic(user), session: claims.sid ?? null, expiresAt: claims.exp });
+      } catch (error) {
+        return unauthorized(res, error);
+      }
+    });
+
+    app.post('/refresh', async (req, res) => {
+      const credentials = credentialsOf(req, res);
+      if (!credentials) return;
+      try {
+        return sendTokens(res, await tokens.refresh(credentials));
+      } catch (error) {
+        // A refused token is dead: drop it. Any other error keeps the cookie (Redis down is a 503), so a
+        // passing outage does not log the user out.
+        if (error instanceof TokenError) res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
+        return unauthorized(res, error);
+      }
+    });
+
+    app.post('/logout', async (req, res) => {
+      const credentials = credentialsOf(req, res);
+      if (!credentials) return;
+      // Whatever happens next, the browser forgets the refresh cookie: page scripts cannot delete an
+      // httpOnly cookie, so only a response can (its Path is /refresh, but any response may clear it).
+      res.clearCookie(REFRESH_COOKIE, REFRESH_COOKIE_OPTIONS);
+      try {
+        await tokens.logout(credentials);
+        return res.status(204).end();
+      } catch (error) {
+        return unauthorized(res, error);
+      }
+    });
+  });
 
   function sendTokens(res: Response, issued: IssuedTokens) {
     if (issued.refreshToken) {

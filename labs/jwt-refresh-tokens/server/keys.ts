@@ -22,66 +22,49 @@ export interface SigningKey {
   retiredAt?: number;
 }
 
-export interface KeyRing {
-  /** The key new tokens are signed with. */
-  current(): SigningKey;
-  /** A key by id, retired or not. */
-  find(kid: string): SigningKey | undefined;
-  /** Every key, newest first. */
-  all(): readonly SigningKey[];
-  /** Makes a fresh key current and retires the previous one now. Returns the new key. */
-  rotate(): SigningKey;
-  /**
-   * The public keys as a JSON Web Key Set, for `/.well-known/jwks.json`: the current key and the keys
-   * still in their grace. Other services trust whatever is listed, so a retired key must leave the list.
-   */
-  jwks(): Promise<{ keys: JWK[] }>;
-}
+/** The ring {@link createKeyRing} makes: what the token code (and a spec) may ask of it. */
+export type KeyRing = ReturnType<typeof createKeyRing>;
 
-export interface KeyRingOptions {
-  /** Epoch ms; tests pass a fake clock. */
-  now?: () => number;
-  /**
-   * How long the JWKS still lists a retired key, in ms. Match the token service's key grace (access
-   * token lifetime + clock tolerance); the default does for the default lifetimes.
-   */
-  retiredKeyGraceMs?: number;
-}
-
-export function createKeyRing(options: KeyRingOptions = {}): KeyRing {
+/**
+ * A ring with one fresh key. `now` (epoch ms; tests pass a fake clock) times retirements;
+ * `retiredKeyGraceMs` is how long the JWKS still lists a retired key: match the token service's key
+ * grace (access token lifetime + clock tolerance), as the default does for the default lifetimes.
+ */
+export function createKeyRing(options: { now?: () => number; retiredKeyGraceMs?: number } = {}) {
   const now = options.now ?? Date.now;
   const graceMs = options.retiredKeyGraceMs ?? (TOKEN_DEFAULTS.accessTtlSec + TOKEN_DEFAULTS.clockToleranceSec) * 1000;
   const keys: SigningKey[] = [];
 
   function generate(): SigningKey {
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const key: SigningKey = {
-      kid: `k-${randomBytes(6).toString('hex')}`,
-      alg: 'RS256',
-      privateKey,
-      publicKey,
-    };
+    const key: SigningKey = { kid: `k-${randomBytes(6).toString('hex')}`, alg: 'RS256', privateKey, publicKey };
     keys.unshift(key);
     return key;
   }
 
   generate();
   return {
-    current: () => keys[0]!,
-    find: (kid) => keys.find((k) => k.kid === kid),
-    all: () => keys,
-    rotate() {
+    /** The key new tokens are signed with. */
+    current: (): SigningKey => keys[0]!,
+    /** A key by id, retired or not. */
+    find: (kid: string) => keys.find((k) => k.kid === kid),
+    /** Every key, newest first. */
+    all: (): readonly SigningKey[] => keys,
+    /** Makes a fresh key current and retires the previous one now. Returns the new key. */
+    rotate(): SigningKey {
       const previous = keys[0]!;
       const next = generate();
       previous.retiredAt = now();
       return next;
     },
-    async jwks() {
+    /**
+     * The public keys as a JSON Web Key Set, for `/.well-known/jwks.json`: the current key and the keys
+     * still in their grace. Other services trust whatever is listed, so a retired key must leave the list.
+     */
+    async jwks(): Promise<{ keys: JWK[] }> {
       const published = keys.filter((k) => k.retiredAt === undefined || now() <= k.retiredAt + graceMs);
-      const list = await Promise.all(
-        published.map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: k.alg, use: 'sig' })),
-      );
-      return { keys: list };
+      const jwk = async (k: SigningKey) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: k.alg, use: 'sig' });
+      return { keys: await Promise.all(published.map(jwk)) };
     },
   };
 }

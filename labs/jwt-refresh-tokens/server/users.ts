@@ -24,14 +24,7 @@ export interface User {
   passwordHash: string;
 }
 
-/** What the API may show about a user: everything but the hash. */
-export type PublicUser = Omit<User, 'passwordHash'>;
-
-export interface UserStore {
-  /** The user when `password` is theirs; otherwise undefined, in about the same time either way. */
-  verifyCredentials(username: string, password: string): Promise<User | undefined>;
-  findById(id: string): User | undefined;
-}
+export type UserStore = Awaited<ReturnType<typeof createUserStore>>;
 
 /** The demo accounts `pnpm lab serve` prints. */
 export const DEMO_USERS = [
@@ -39,18 +32,18 @@ export const DEMO_USERS = [
   { id: 'u-2', username: 'grace', displayName: 'Grace Hopper', password: 'cobol-1959-compiler' },
 ] as const;
 
-export function toPublic(user: User): PublicUser {
+/** What the API may show about a user: everything but the hash. */
+export function toPublic(user: User): Omit<User, 'passwordHash'> {
   return { id: user.id, username: user.username, displayName: user.displayName };
 }
 
-export interface UserStoreOptions {
-  seed?: ReadonlyArray<{ id: string; username: string; displayName: string; password: string }>;
-  /** Called once per password hash computed at login (the load script counts them). */
-  onHash?: () => void;
-}
-
-/** Hashes the seed users' passwords (about 20 ms each) and returns the store. */
-export async function createUserStore(options: UserStoreOptions = {}): Promise<UserStore> {
+/**
+ * Hashes the seed users' passwords (about 20 ms each) and returns the store. `onHash` is called once
+ * per password hash computed at login (the load script counts them).
+ */
+export async function createUserStore(
+  options: { seed?: ReadonlyArray<Omit<User, 'passwordHash'> & { password: string }>; onHash?: () => void } = {},
+) {
   const { seed = DEMO_USERS, onHash = () => {} } = options;
   const users = await Promise.all(
     seed.map(async ({ password, ...rest }) => ({ ...rest, passwordHash: await hash(password, PASSWORD_HASH) })),
@@ -62,13 +55,14 @@ export async function createUserStore(options: UserStoreOptions = {}): Promise<U
   const decoy = await hash('decoy password that matches nothing', PASSWORD_HASH);
 
   return {
-    async verifyCredentials(username, password) {
+    /** The user when `password` is theirs; otherwise undefined, in about the same time either way. */
+    async verifyCredentials(username: string, password: string): Promise<User | undefined> {
       const user = byName.get(username.toLowerCase());
       // argon2 verify recomputes the hash and compares it in constant time.
       onHash();
       const ok = await verify(user?.passwordHash ?? decoy, password);
       return ok && user ? user : undefined;
     },
-    findById: (id) => byId.get(id),
+    findById: (id: string): User | undefined => byId.get(id),
   };
 }
