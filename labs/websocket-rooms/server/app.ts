@@ -3,11 +3,10 @@
  * hands out tokens, and a small page to try the rooms in two browser tabs. WebSockets are the
  * gateway's (server/gateway.ts), attached to the same server's 'upgrade' event. createApp never listens.
  */
-import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem, z } from '@labs/lab-kit';
+import type { Express } from 'express';
+import { labApp, parseInput, sendProblem, z } from '@labs/lab-kit';
 import { isRedisOutage } from '@labs/services';
-import type { Gateway } from './gateway.ts';
-import { RETRY_AFTER_SEC, WS_PATH } from './gateway.ts';
+import { type Gateway, RETRY_AFTER_SEC, WS_PATH } from './gateway.ts';
 import { PAGE } from './page.ts';
 import { issueToken, TOKEN_TTL_SEC } from './token.ts';
 
@@ -30,49 +29,39 @@ const tokenQuery = z.object({
 });
 
 export function createApp(deps: AppDeps): Express {
-  const app = express();
-  app.disable('x-powered-by');
-  // Liveness: the process answers. It stays 200 while Redis is away: restarting this instance would not
-  // bring Redis back, and its connected clients keep what works without it.
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true });
-  });
-  // Readiness: whether this instance should get new connections. Without Redis it cannot reach members
-  // on other instances nor resume anyone, so a load balancer that reads a 503 here sends new clients
-  // elsewhere. A stalled Redis costs this request one command timeout, never the stall; the outage is
-  // answered by problemHandler below (503, Retry-After).
-  app.get('/ready', async (_req, res) => {
-    await deps.checkRedis();
-    res.json({ ok: true });
-  });
-  app.get('/api/stats', (_req, res) => {
-    res.json(deps.gateway.stats());
-  });
-  if (deps.demoLogin) {
-    app.get('/', (_req, res) => {
-      res.type('html').send(PAGE);
+  const outages = [{ test: isRedisOutage, service: 'Redis', retryAfterSec: RETRY_AFTER_SEC }];
+  const { log } = deps;
+  const logs = log && { log: (error: Error) => log(error.stack ?? error.message), logOutage: log };
+  // GET /health (liveness) is the kit's: it stays 200 while Redis is away, since restarting this
+  // instance would not bring Redis back, and its connected clients keep what works without it.
+  return labApp({ name: 'websocket-rooms', outages, ...logs }, (app) => {
+    // Readiness: whether this instance should get new connections. Without Redis it cannot reach members
+    // on other instances nor resume anyone, so a load balancer that reads a 503 here sends new clients
+    // elsewhere. A stalled Redis costs this request one command timeout, never the stall; the outage is
+    // answered by the kit's problemHandler (503, Retry-After).
+    app.get('/ready', async (_req, res) => {
+      await deps.checkRedis();
+      res.json({ ok: true });
     });
-    app.get('/api/token', (req, res) => {
-      const query = parseInput(res, tokenQuery, req.query);
-      if (!query) return;
-      res.json({ token: issueToken(deps.tokenSecret, query.user), expiresInSec: TOKEN_TTL_SEC });
+    app.get('/api/stats', (_req, res) => {
+      res.json(deps.gateway.stats());
     });
-  }
-  // Reached only without an Upgrade header: upgrades go to the server's 'upgrade' event instead.
-  app.all(WS_PATH, (_req, res) => {
-    res.set('Upgrade', 'websocket');
-    sendProblem(res, 426, `${WS_PATH} speaks WebSocket only: send an Upgrade: websocket handshake`, {
-      title: 'Upgrade Required',
+    if (deps.demoLogin) {
+      app.get('/', (_req, res) => {
+        res.type('html').send(PAGE);
+      });
+      app.get('/api/token', (req, res) => {
+        const query = parseInput(res, tokenQuery, req.query);
+        if (!query) return;
+        res.json({ token: issueToken(deps.tokenSecret, query.user), expiresInSec: TOKEN_TTL_SEC });
+      });
+    }
+    // Reached only without an Upgrade header: upgrades go to the server's 'upgrade' event instead.
+    app.all(WS_PATH, (_req, res) => {
+      res.set('Upgrade', 'websocket');
+      sendProblem(res, 426, `${WS_PATH} speaks WebSocket only: send an Upgrade: websocket handshake`, {
+        title: 'Upgrade Required',
+      });
     });
   });
-  app.use(notFound);
-  const log = deps.log ?? ((message: string) => console.error(`[websocket-rooms] ${message}`));
-  app.use(
-    problemHandler({
-      outages: [{ test: isRedisOutage, service: 'Redis', retryAfterSec: RETRY_AFTER_SEC }],
-      log: (error) => log(error.stack ?? error.message),
-      logOutage: log,
-    }),
-  );
-  return app;
 }

@@ -4,53 +4,30 @@
  * connections); the spec and the load script build three on one context, as three processes behind a
  * load balancer would run.
  */
-import { randomBytes } from 'node:crypto';
-import type { RedisOptions } from 'ioredis';
 import { createRoomHub } from '#room-hub';
-import { defineLab, wholeNumber, z } from '@labs/lab-kit';
+import { defineLab, failFastRedis, secretSetting, wholeNumber, z } from '@labs/lab-kit';
 import { createApp } from './app.ts';
 import { createGateway, WS_PATH } from './gateway.ts';
-import { type Every, type HubOptions, type RoomHub, realClock } from './hub.ts';
+import { type HubOptions, type RoomHub, realClock } from './hub.ts';
 
 /** How long one Redis command may take before the frame (or request) waiting on it gives up. */
 export const REDIS_COMMAND_TIMEOUT_MS = 1000;
 
 /**
- * Both Redis connections of an instance (commands, subscriber). A client that posts a message or
- * joins a room is waiting for an answer, and a prompt "try again" serves it better than a long silence:
- *
- * - `commandTimeout`: a Redis that is connected but silent (frozen, a network path dropping packets)
- *   costs a command one second, not the length of the stall; the gateway then answers `unavailable`.
- * - `enableOfflineQueue: false`: while the connection is down a command fails at once instead of
- *   waiting for Redis to come back, and a message its sender was told failed is not posted behind its
- *   back minutes later.
- * - `maxRetriesPerRequest: 0`: a command in flight when the connection drops fails at once too,
- *   instead of being sent again after the reconnect (for the same reason).
- *
- * None of this stops reconnecting: ioredis keeps trying, and once connected it subscribes to every
- * channel again by itself (autoResubscribe), so an instance recovers without a restart.
+ * Both Redis connections of an instance (commands, subscriber) fail fast (the kit's failFastRedis: a
+ * command timeout, no offline queue, no retries). A client that posts a message or joins a room is
+ * waiting for an answer: a prompt `unavailable` serves it better than a long silence, and a message its
+ * sender was told failed must not be posted behind its back once Redis is back. None of this stops
+ * reconnecting: ioredis keeps trying, and subscribes to every channel again by itself
+ * (autoResubscribe), so an instance recovers without a restart.
  */
-export const ROOMS_REDIS_OPTIONS: RedisOptions = {
-  commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-  enableOfflineQueue: false,
-  maxRetriesPerRequest: 0,
-};
+export const ROOMS_REDIS_OPTIONS = failFastRedis(REDIS_COMMAND_TIMEOUT_MS);
 
-/** What a spec or load script may set instead of the configuration. */
-export interface RoomsLabOptions {
-  /** This instance's name (default "a"). */
-  instance: string;
+/** What a spec or load script may set instead of the configuration; the hub's settings as HubOptions says. */
+export interface RoomsLabOptions extends Omit<HubOptions, 'redis' | 'subscriber' | 'prefix'> {
   /** Which hub to run (the load script runs the starter and the solution side by side). */
   createHub: (options: HubOptions) => RoomHub;
-  /** The heartbeat's clock: the spec passes a manual one. */
-  every: Every;
-  heartbeatMs: number;
-  sendBufferCap: number;
-  historyMax: number;
-  historyTtlSec: number;
   maxPayload: number;
-  tokenSecret: string;
-  allowedOrigins: string[];
   /**
    * The Redis this instance connects to (default: the one the lab found). The spec points it at a
    * proxy it can stall or kill, to see what clients get while Redis is down or silent.
@@ -65,42 +42,23 @@ export interface RoomsLabOptions {
   log: (message: string) => void;
 }
 
-interface RoomsConfig {
-  WS_TOKEN_SECRET: string;
-  WS_ALLOWED_ORIGINS: string[];
-  WS_HEARTBEAT_MS: number;
-  WS_SEND_BUFFER_CAP: number;
-  WS_HISTORY_MAX: number;
-  WS_HISTORY_TTL_SEC: number;
-  WS_MAX_PAYLOAD: number;
-}
-
 /** A comma-separated list of browser origins, each written as the browser sends it (scheme://host[:port]). */
 const origins = z
   .string()
   .optional()
   .transform((raw, ctx) => {
-    const list = (raw ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    for (const origin of list) {
-      if (URL.canParse(origin) && new URL(origin).origin === origin) continue;
-      ctx.addIssue({ code: 'custom', message: `must list origins like https://app.example.com, got "${origin}"` });
-      return z.NEVER;
-    }
-    return list;
+    const list = (raw ?? '').split(',').map((origin) => origin.trim());
+    const bad = list.find((origin) => origin && !(URL.canParse(origin) && new URL(origin).origin === origin));
+    if (bad === undefined) return list.filter(Boolean);
+    ctx.addIssue({ code: 'custom', message: `must list origins like https://app.example.com, got "${bad}"` });
+    return z.NEVER;
   });
 
-export default defineLab<RoomsConfig, RoomsLabOptions>({
+export default defineLab({
   config: z.object({
     // Unset: a random key per start, so tokens from an earlier start stop working. Instances that
     // share clients must share the key.
-    WS_TOKEN_SECRET: z
-      .string()
-      .min(32, 'must be at least 32 characters')
-      .optional()
-      .transform((secret) => secret ?? randomBytes(32).toString('base64url')),
+    WS_TOKEN_SECRET: secretSetting({ randomIfUnset: true }),
     WS_ALLOWED_ORIGINS: origins,
     WS_HEARTBEAT_MS: wholeNumber({ fallback: 30_000, min: 100, max: 600_000 }),
     WS_SEND_BUFFER_CAP: wholeNumber({ fallback: 1_048_576, min: 16_384, max: 268_435_456 }),
@@ -109,7 +67,7 @@ export default defineLab<RoomsConfig, RoomsLabOptions>({
     WS_HISTORY_TTL_SEC: wholeNumber({ fallback: 86_400, min: 60, max: 2_592_000 }),
     WS_MAX_PAYLOAD: wholeNumber({ fallback: 65_536, min: 1024, max: 16_777_216 }),
   }),
-  async build(context, options) {
+  async build(context, options: Partial<RoomsLabOptions>) {
     const { config } = context;
     const instance = options.instance ?? 'a';
     const tokenSecret = options.tokenSecret ?? config.WS_TOKEN_SECRET;

@@ -22,15 +22,20 @@ export const messageId = z
   .string()
   .regex(/^\d{1,15}-\d{1,15}$/, 'must be a message id as the server sent it, like "1718000000000-0"');
 
-/** The frame types a client may send. */
-export const CLIENT_FRAME_TYPES = ['join', 'leave', 'send'] as const;
-
 /** Every frame a client may send. `.strict()`: an unknown field is a mistake worth reporting. */
-export const clientFrame = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('join'), room: roomName, lastId: messageId.optional() }).strict(),
-  z.object({ type: z.literal('leave'), room: roomName }).strict(),
-  z.object({ type: z.literal('send'), room: roomName, text: z.string().min(1).max(MAX_TEXT) }).strict(),
-]);
+export const clientFrame = z.discriminatedUnion(
+  'type',
+  [
+    z.object({ type: z.literal('join'), room: roomName, lastId: messageId.optional() }).strict(),
+    z.object({ type: z.literal('leave'), room: roomName }).strict(),
+    z.object({ type: z.literal('send'), room: roomName, text: z.string().min(1).max(MAX_TEXT) }).strict(),
+  ],
+  { error: 'must be an object whose type is join, leave or send' },
+);
+
+/** Whether `clientFrame` refused a frame for its type (none, or one nobody defined), not for its fields. */
+export const isUnknownType = (issue: z.core.$ZodIssue) =>
+  (issue.code === 'invalid_type' && issue.path.length === 0) || issue.code === 'invalid_union';
 export type ClientFrame = z.infer<typeof clientFrame>;
 
 /** One message in a room, as every member receives it (live, or replayed after a reconnect). */
