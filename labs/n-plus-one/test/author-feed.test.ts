@@ -205,6 +205,47 @@ describe('baseline: the feed is right, whatever loads it', () => {
     }
   });
 
+  it('index set-up resolves only once PostgreSQL has done it: held up by a write to posts, it waits', async ({
+    skip,
+  }) => {
+    // Start-up awaits ensureIndexes before it takes traffic. One that sends its CREATE INDEX and
+    // resolves without waiting for it lets the API serve feed queries with no index (and a failed
+    // creation becomes an unhandled rejection instead of a failed start). Forced, not timed: a session
+    // of the spec's own holds a write to posts open, which CREATE INDEX (even IF NOT EXISTS, on an
+    // index that exists) waits behind; while PostgreSQL shows it waiting, ensureIndexes must not have
+    // resolved. (A set-up that sends no DDL has nothing to wait for.)
+    if ((await resolveService('postgres')).provider === 'embedded') skip(); // one session at a time
+    const writer = await db.connect();
+    let settled = false;
+    let setup: Promise<void> | undefined;
+    /** Sessions of this database waiting for a lock in a CREATE INDEX. */
+    const waitingDdl = async () =>
+      (
+        await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%create%index%'`,
+        )
+      ).rows[0]!.n;
+    try {
+      await writer.query('BEGIN');
+      await writer.query('UPDATE posts SET title = title WHERE id = (SELECT min(id) FROM posts)');
+      setup = ensureIndexes(db).finally(() => {
+        settled = true;
+      });
+      let waiting = 0;
+      for (let polls = 0; polls < 100 && waiting === 0; polls++) {
+        waiting = await waitingDdl();
+        if (waiting === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      if (waiting > 0)
+        expect(settled, 'ensureIndexes had resolved while its CREATE INDEX still waited in PostgreSQL').toBe(false);
+    } finally {
+      await writer.query('COMMIT').catch(() => undefined);
+      writer.release();
+    }
+    await setup;
+  });
+
   it('an unknown path is a 404 problem', async () => {
     const res = await fetch(`${server.url}/api/author`);
     expect(res.status).toBe(404);
