@@ -1,13 +1,12 @@
 /**
- * The API: GET /api/authors?limit=N&after=ID, a page of authors with their latest posts. createApp
- * never listens; `server/lab.ts` builds it for `lab serve`, the spec and the load script. Errors are
- * RFC 9457 problems: PostgreSQL down or not answering in time (the pool's timeouts, APP_POOL_OPTIONS)
- * is a 503 with Retry-After, which a client can act on; anything else that goes wrong is a 500.
+ * The API: GET /api/authors?limit=N&after=ID, a page of authors with their latest posts, built by
+ * `server/lab.ts`. Errors are RFC 9457 problems: PostgreSQL down or not answering in time (the pool's
+ * bounds, APP_POOL_OPTIONS) is a 503 with Retry-After, which a client can act on; anything else a 500.
  */
-import express, { type Express } from 'express';
+import type { Express } from 'express';
 import type pg from 'pg';
 import { loadAuthorFeed } from '#author-feed';
-import { notFound, parseInput, problemHandler, wholeNumber, z } from '@labs/lab-kit';
+import { labApp, parseInput, wholeNumber, z } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
 import type { AuthorWithPosts, PageRequest } from './author-repository.ts';
 
@@ -17,7 +16,6 @@ export const DEFAULT_LIMIT = 20;
 export const MAX_LIMIT = 100;
 /** Seconds a client is asked to wait after a 503: about what the pool's timeouts let an outage cost. */
 export const RETRY_AFTER_SEC = 2;
-
 /** The largest author id (`authors.id` is an integer): a bigger `after` is a mistake, not an empty page. */
 export const MAX_AUTHOR_ID = 2_147_483_647;
 
@@ -34,11 +32,6 @@ export const pageQuery = z.object({
 /** How a page is loaded; the default is the lab's exercise (`#author-feed`). */
 export type FeedLoader = (db: pg.Pool, page: PageRequest) => Promise<AuthorWithPosts[]>;
 
-export interface AppDeps {
-  db: pg.Pool;
-  loadFeed?: FeedLoader;
-}
-
 /** The body of GET /api/authors. */
 export interface AuthorsPage {
   authors: AuthorWithPosts[];
@@ -46,30 +39,17 @@ export interface AuthorsPage {
   nextAfter: number | null;
 }
 
-export function createApp(deps: AppDeps): Express {
-  const { db, loadFeed = loadAuthorFeed } = deps;
-  const app = express();
-  app.disable('x-powered-by');
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true });
+export function createApp({ db, loadFeed = loadAuthorFeed }: { db: pg.Pool; loadFeed?: FeedLoader }): Express {
+  // An outage (refused, reset, timed out) is the database's state, not the request's fault.
+  const outages = [{ test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC }];
+  return labApp({ name: 'n-plus-one', outages }, (app) => {
+    app.get('/api/authors', async (req, res) => {
+      const page = parseInput(res, pageQuery, req.query);
+      if (!page) return; // a 400 problem naming the parameter, sent before any SQL
+      const authors = await loadFeed(db, page);
+      const last = authors.at(-1);
+      const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
+      res.json(body);
+    });
   });
-  app.get('/api/authors', async (req, res) => {
-    const page = parseInput(res, pageQuery, req.query);
-    if (!page) return; // a 400 problem naming the parameter, sent before any SQL
-    const authors = await loadFeed(db, page);
-    const last = authors.at(-1);
-    const body: AuthorsPage = { authors, nextAfter: last && authors.length === page.limit ? last.id : null };
-    res.json(body);
-  });
-  app.use(notFound);
-  // Express 5 passes a rejected handler here: an outage (refused, reset, timed out) is the database's
-  // state, not the request's fault, a 503 with Retry-After; a bug (SQL that does not parse) a logged 500.
-  app.use(
-    problemHandler({
-      outages: [{ test: isPostgresOutage, service: 'The database', retryAfterSec: RETRY_AFTER_SEC }],
-      log: (error) => console.error(`[n-plus-one] ${error.message}`),
-      logOutage: (line) => console.warn(`[n-plus-one] ${line}`),
-    }),
-  );
-  return app;
 }

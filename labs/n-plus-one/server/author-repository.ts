@@ -14,10 +14,7 @@ export interface Post {
   publishedAt: string;
 }
 
-export interface Author {
-  id: number;
-  name: string;
-}
+export type Author = { id: number; name: string };
 
 export interface AuthorWithPosts extends Author {
   /** The author's newest posts, newest first, at most LATEST_POSTS; [] for an author with none. */
@@ -25,26 +22,16 @@ export interface AuthorWithPosts extends Author {
 }
 
 /** Keyset pagination: the authors with an id above `after`, in id order, at most `limit` of them. */
-export interface PageRequest {
-  limit: number;
-  after: number;
-}
+export type PageRequest = { limit: number; after: number };
 
 /** One page of authors, without their posts: one query, whatever the page size. */
 export async function findAuthors(db: pg.Pool, page: PageRequest): Promise<Author[]> {
-  const { rows } = await db.query<Author>('SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2', [
-    page.after,
-    page.limit,
-  ]);
-  return rows;
+  const sql = 'SELECT id, name FROM authors WHERE id > $1 ORDER BY id LIMIT $2';
+  return (await db.query<Author>(sql, [page.after, page.limit])).rows;
 }
 
 /** A posts row as the queries select it: bigint ids come back from pg as strings, timestamps as Dates. */
-export interface PostRow {
-  id: string;
-  title: string;
-  published_at: Date;
-}
+export type PostRow = { id: string; title: string; published_at: Date };
 
 /** The API's shape of a posts row. */
 export function toPost(row: PostRow): Post {

@@ -5,6 +5,7 @@
  * the API's pool settings: how long it may wait on PostgreSQL.
  */
 import type pg from 'pg';
+import { boundedPool, setupTransaction } from '@labs/lab-kit';
 
 /** How big the dataset is. The same numbers always give the same rows. */
 export interface SeedOptions {
@@ -18,32 +19,20 @@ export interface SeedOptions {
 export const DEFAULT_SEED: SeedOptions = { authors: 5000, maxPostsPerAuthor: 40 };
 
 /**
- * The API's pool: every wait on PostgreSQL is bounded, so a database that is down or stalled costs a
- * request a few seconds and a 503, never a hang: opening or waiting for a connection (2 s), a statement
- * the server cancels (2 s, error 57014, the connection stays usable), and an answer that never comes
- * from a frozen server (3 s, longer than the server's own cancel; pg-pool then drops the connection).
+ * The API's pool (the kit's boundedPool): 2 s to open or wait for a connection, 2 s for a statement
+ * (the server cancels it, 57014, the connection stays usable), 3 s for an answer from a frozen server.
  * Seeding and index builds run longer than any request should, on a pool of their own without these.
  */
-export const APP_POOL_OPTIONS = {
-  connectionTimeoutMillis: 2000,
-  statement_timeout: 2000,
-  query_timeout: 3000,
-} as const satisfies pg.PoolConfig;
+export const APP_POOL_OPTIONS = boundedPool({ statementMs: 2000, answerMs: 3000, connectMs: 2000 });
 
 const SCHEMA = `
 DROP TABLE IF EXISTS posts;
 DROP TABLE IF EXISTS authors;
-CREATE TABLE authors (
-  id   integer PRIMARY KEY,
-  name text NOT NULL
-);
+CREATE TABLE authors (id integer PRIMARY KEY, name text NOT NULL);
 CREATE TABLE posts (
-  id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  author_id    integer NOT NULL REFERENCES authors (id),
-  title        text NOT NULL,
-  published_at timestamptz NOT NULL
-);
-`;
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, author_id integer NOT NULL REFERENCES authors (id),
+  title text NOT NULL, published_at timestamptz NOT NULL
+);`;
 
 /**
  * Drops and recreates the two tables and fills them. Publication times repeat across authors, so every
@@ -76,39 +65,22 @@ export async function seed(db: pg.Pool | pg.ClientBase, options: SeedOptions = D
  * Change the version when SCHEMA or seed() change, so kept databases are seeded again. (v2: the seed
  * no longer indexes posts.author_id; that is the learner's `ensureIndexes`.)
  */
-function datasetMark(options: SeedOptions): string {
-  return `n-plus-one dataset v2: ${options.authors} authors, at most ${options.maxPostsPerAuthor} posts each`;
-}
-
-/** Any fixed number: advisory locks are per database, and only seedOnce takes this one. */
-const SEED_LOCK = 2_026_112_501;
+const datasetMark = (options: SeedOptions) =>
+  `n-plus-one dataset v2: ${options.authors} authors, at most ${options.maxPostsPerAuthor} posts each`;
 
 /**
  * Seeds `db` unless it already holds this dataset; true if it seeded. For `lab serve`, whose database
- * is kept: a restart reuses the data, and two `serve`s started together take turns on an advisory lock
- * (held until the transaction ends), so the second finds the data in place instead of dropping the
- * tables the first is serving from. One transaction, so a seed stopped halfway leaves nothing behind.
+ * is kept: a restart reuses the data, and two `serve`s started together take turns (the kit's
+ * setupTransaction: one transaction under an advisory lock), so the second finds the data in place
+ * instead of dropping the tables the first is serving from, and a seed stopped halfway leaves nothing.
  */
-export async function seedOnce(db: pg.Pool, options: SeedOptions = DEFAULT_SEED): Promise<boolean> {
+export function seedOnce(db: pg.Pool, options: SeedOptions = DEFAULT_SEED): Promise<boolean> {
   const mark = datasetMark(options);
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SEED_LOCK]);
-    const { rows } = await client.query<{ mark: string | null }>(
-      "SELECT obj_description(to_regclass('posts'), 'pg_class') AS mark",
-    );
-    const missing = rows[0]?.mark !== mark;
-    if (missing) {
-      await seed(client, options);
-      await client.query(`COMMENT ON TABLE posts IS ${client.escapeLiteral(mark)}`);
-    }
-    await client.query('COMMIT');
-    return missing;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  return setupTransaction(db, 'labs:n-plus-one:seed', async (sql, client) => {
+    const { rows } = await sql("SELECT obj_description(to_regclass('posts'), 'pg_class') AS mark");
+    if (rows[0]?.mark === mark) return false;
+    await seed(client, options);
+    await sql(`COMMENT ON TABLE posts IS ${client.escapeLiteral(mark)}`);
+    return true;
+  });
 }

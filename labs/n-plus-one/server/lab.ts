@@ -3,7 +3,6 @@
  * here. Serving also seeds the dataset (once per database), runs the exercise's `ensureIndexes`, and
  * logs the SQL statements and rows per request.
  */
-import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import { ensureIndexes } from '#author-feed';
 import { defineLab } from '@labs/lab-kit';
@@ -13,10 +12,7 @@ import { logQueriesPerRequest } from './query-log.ts';
 
 /** What a spec or load script may set instead of the defaults. */
 export interface NPlusOneLabOptions {
-  /**
-   * The pool the app queries (one the caller seeded, indexed and meters); default: a new one on this
-   * start's database, with APP_POOL_OPTIONS.
-   */
+  /** The pool the app queries (one the caller seeded, indexed and meters); default: a new one, APP_POOL_OPTIONS. */
   db: pg.Pool;
   /** How a page is loaded (the load script compares several); default: the exercise, `#author-feed`. */
   loadFeed: FeedLoader;
@@ -40,18 +36,15 @@ export default defineLab<Record<string, never>, NPlusOneLabOptions>({
     ];
     // A spec or load script seeds and indexes its own (fresh, dropped afterwards) database and meters for itself.
     if (context.purpose !== 'serve') return { app, usage };
-
     // Seeding 100,000 rows and building an index take longer than the API's statement timeout allows,
     // so they get a connection of their own without it (closed by the pool once idle).
     const setup = await context.database({ max: 1 });
     const started = performance.now();
     const seeded = await seedOnce(setup, DEFAULT_SEED);
     await ensureIndexes(setup);
-    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    const took = `in ${((performance.now() - started) / 1000).toFixed(1)} s`;
     console.log(
-      seeded
-        ? `Seeded ${DEFAULT_SEED.authors} authors and their posts in ${seconds} s`
-        : `Reusing the ${DEFAULT_SEED.authors} authors and their posts already in the lab's database`,
+      `${seeded ? 'Seeded' : 'Reusing'} ${DEFAULT_SEED.authors} authors and their posts ${seeded ? took : "already in the lab's database"}`,
     );
     console.log(`Indexes on posts: ${await describeIndexes(setup)}`);
     return { app: logQueriesPerRequest(db, app), usage };

@@ -17,10 +17,9 @@ export function logQueriesPerRequest(db: pg.Pool, app: RequestListener): Request
   const sql = meterSql(db);
   return (req, res) => {
     if (req.url?.startsWith('/api/')) {
-      const before = { statements: sql.statements, rows: sql.rows };
+      const [statementsBefore, rowsBefore] = [sql.statements, sql.rows];
       res.once('finish', () => {
-        const statements = sql.statements - before.statements;
-        const rows = sql.rows - before.rows;
+        const [statements, rows] = [sql.statements - statementsBefore, sql.rows - rowsBefore];
         console.log(
           `${req.method} ${req.url} -> ${res.statusCode}, ${plural(statements, 'SQL statement', 'SQL statements')}, ${plural(rows, 'row', 'rows')}`,
         );
