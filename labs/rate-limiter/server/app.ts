@@ -12,8 +12,7 @@ export interface AppDeps extends Omit<RateLimitMiddlewareOptions, 'limiter' | 'a
    * Absent: no limiting at all, the ceiling the load script measures against.
    */
   limiter?: RateLimiter | RequestHandler;
-  /** Default: this process's own (PROCESS_SECRET). */
-  apiKeySecret?: string;
+  apiKeySecret?: string; // default: PROCESS_SECRET
   /** Shown in responses so a learner can see which instance answered. */
   instance?: string;
   /** Where a bug's details go (the client gets a 500 without them); the log by default. */

@@ -1,12 +1,8 @@
-/**
- * The rate-limiter lab, described once: `lab serve`, the spec and the load script all start it from
- * here. Config: RATE_LIMIT_MAX (default 10) requests per RATE_LIMIT_WINDOW_MS (default 60000);
- * RATE_LIMIT_KEY_SECRET, the HMAC key that names API keys in Redis (default: one per process).
- */
+/** The rate-limiter lab, described once: `lab serve`, the spec and the load script all start it from here. */
 import type { RequestHandler } from 'express';
 import { createRateLimiter } from '#rate-limiter';
-import { defineLab, wholeNumber, z } from '@labs/lab-kit';
-import { createApp } from './app.ts';
+import { defineLab, secretSetting, wholeNumber, z } from '@labs/lab-kit';
+import { type AppDeps, createApp } from './app.ts';
 import type { RateLimiter, RateLimiterOptions } from './limiter.ts';
 import { LIMITER_REDIS_OPTIONS } from './redis.ts';
 
@@ -23,9 +19,8 @@ const MAX_WINDOW_MS = 86_400_000;
  * and a Redis client of the caller's (one behind a stalling proxy, say; default: a new one).
  */
 export interface RateLimiterLabOptions
-  extends Pick<RateLimiterOptions, 'limit' | 'windowMs' | 'now' | 'prefix' | 'redis'> {
-  /** Shown in responses, so a learner sees which instance answered. */
-  instance: string;
+  extends Pick<RateLimiterOptions, 'limit' | 'windowMs' | 'now' | 'prefix' | 'redis'>,
+    Pick<AppDeps, 'instance'> {
   /**
    * What limits the API instead of #rate-limiter: another limiter (the starter and the solution side by
    * side), a peer library's Express middleware, or null for none at all (the load script's ceiling).
@@ -38,11 +33,7 @@ export default defineLab({
     RATE_LIMIT_MAX: wholeNumber({ fallback: 10, min: 1, max: MAX_LIMIT }),
     RATE_LIMIT_WINDOW_MS: wholeNumber({ fallback: 60_000, min: 1, max: MAX_WINDOW_MS }),
     // Names API keys in Redis (an HMAC); every instance that shares limits needs the same one.
-    RATE_LIMIT_KEY_SECRET: z
-      .string()
-      .optional()
-      .transform((secret) => (secret === '' ? undefined : secret))
-      .pipe(z.string().min(32, 'must be at least 32 characters (openssl rand -base64 32 makes one)').optional()),
+    RATE_LIMIT_KEY_SECRET: secretSetting(),
   }),
   async build(context, options: Partial<RateLimiterLabOptions>) {
     const limit = options.limit ?? context.config.RATE_LIMIT_MAX;
@@ -56,15 +47,14 @@ export default defineLab({
         now: options.now,
       });
     const limitWith = options.limitWith === undefined ? await ownLimiter() : options.limitWith;
-    const app = createApp({
-      limiter: limitWith ?? undefined,
-      limit,
-      windowMs,
-      instance: options.instance,
-      apiKeySecret: context.config.RATE_LIMIT_KEY_SECRET,
-    });
     return {
-      app,
+      app: createApp({
+        limiter: limitWith ?? undefined,
+        limit,
+        windowMs,
+        instance: options.instance,
+        apiKeySecret: context.config.RATE_LIMIT_KEY_SECRET,
+      }),
       usage: (url) => [
         `Limit: ${limit} requests per ${windowMs} ms per client (X-API-Key, else IP)`,
         ...(context.config.RATE_LIMIT_KEY_SECRET

@@ -72,9 +72,8 @@ export function rateLimit(options: RateLimitMiddlewareOptions): RequestHandler {
     res.setHeader('RateLimit-Policy', policy);
     res.setHeader('RateLimit', `"per-client";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`);
     if (decision.allowed) return next();
-    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
-    sendProblem(res, 429, `Over the limit of ${limit} requests per ${windowSeconds} s`, {
-      retryAfterMs: decision.retryAfterMs,
-    });
+    const { retryAfterMs } = decision;
+    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
+    sendProblem(res, 429, `Over the limit of ${limit} requests per ${windowSeconds} s`, { retryAfterMs });
   };
 }

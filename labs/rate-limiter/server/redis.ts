@@ -1,7 +1,6 @@
 /**
- * The Redis connection a rate limiter should get. A limiter sits in front of every request, so it must
- * never make a request wait long: a decision waits at most LIMITER_TIMEOUT_MS, and none at all while
- * Redis is down (the kit's failFastRedis: no offline queue, no retries).
+ * The Redis connection a rate limiter should get. A limiter sits in front of every request, so a
+ * decision waits at most LIMITER_TIMEOUT_MS, and not at all while Redis is down (failFastRedis).
  */
 import { failFastRedis } from '@labs/lab-kit';
 
