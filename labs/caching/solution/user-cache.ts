@@ -99,7 +99,8 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     } catch {
       // reported below
     }
-    // Stryker disable next-line StringLiteral,MethodExpression: the wording of a log line
+    // Stryker disable next-line StringLiteral: the wording of a log line
+    // Stryker disable next-line MethodExpression: how much of the entry a log line quotes
     onCacheError(new Error(`Not a cached user: ${JSON.stringify(cached.slice(0, 40))}`));
     return undefined;
   }
@@ -131,7 +132,6 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     // that, the key has been through a failed holder and maybe a second one: waiting longer would
     // queue this request behind a third, so it asks the database itself, once.
     const giveUpAt = performance.now() + LEASE_MS;
-    // Stryker disable next-line MethodExpression,ArithmeticOperator: how often a waiter polls is timing
     for (let pollMs = 2; ; pollMs = Math.min(pollMs * 2, 50)) {
       let state: number;
       let value: string;
@@ -146,7 +146,6 @@ export function createUserCache(options: UserCacheOptions): UserCache {
       if (filled !== undefined) return { user: filled, source: 'cache' };
       if (state === 2) return fillAsLeaseHolder(id, key, lease, token);
       // Another request (on any instance) is reading this user from the database: wait for its fill.
-      // Stryker disable next-line EqualityOperator: the same moment either way
       if (performance.now() > giveUpAt) return fromDatabase(id);
       await sleep(pollMs);
     }
@@ -161,7 +160,6 @@ export function createUserCache(options: UserCacheOptions): UserCache {
       await client.releaseLease(lease, token).catch(() => undefined);
       throw error;
     }
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: how much sooner a 404 expires is a choice
     const ttl = jittered(user === null ? missingTtlMs : ttlMs);
     try {
       // If a write deleted our lease meanwhile, what we read may be older than that write: not stored.

@@ -8,9 +8,10 @@
 import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createPgPool, createRedisClient } from '@labs/services';
 import { keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
+import { createUserCache } from '#user-cache';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
 import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
 import type { UserRepository } from '../server/user-repository.ts';
@@ -45,6 +46,8 @@ interface InstanceOptions {
   pool?: pg.Pool;
   /** Receives the Redis failures the cache reports. */
   onCacheError?: (error: Error) => void;
+  /** How long this instance's cache may remember a missing user (default: the cache's own choice). */
+  missingTtlMs?: number;
 }
 
 let clusterNo = 0;
@@ -91,6 +94,9 @@ function createCluster() {
         ttlMs,
         wrapRepository: wrap,
         onCacheError,
+        ...(options.missingTtlMs === undefined
+          ? {}
+          : { createCache: (o) => createUserCache({ ...o, missingTtlMs: options.missingTtlMs }) }),
         instance: `app-${++instanceNo}`,
         onError: () => {},
         onOutage: () => {},
@@ -453,13 +459,19 @@ describe('baseline: what any cache in front of the database must do', () => {
     expect(replaced).toMatchObject({ status: 200, body: { name: 'Grace B. Hopper', version: 2 } });
   });
 
-  it('gives every entry it stores a TTL of at most ttlMs', async () => {
+  it('gives every entry it stores a TTL of at most ttlMs, and a remembered 404 at most missingTtlMs', async () => {
+    // A 404 is remembered for less than an entry: a user created by something other than this cache's
+    // writes (a sign-up service, a migration) is seen once the shorter time is up.
     const cluster = createCluster();
-    const url = await cluster.start({ ttlMs: 20_000 });
+    const url = await cluster.start({ ttlMs: 20_000, missingTtlMs: 4_000 });
     for (const id of [10, 11, 12, 13, 14, 888_888]) await getUser(url, id); // a remembered 404 expires too
-    const ttls = await cluster.ttls();
+    const keys = await redis.keys(`${cluster.prefix}*`);
+    const ttls = await Promise.all(keys.map(async (key) => ({ key, ms: await redis.pttl(key) })));
     expect(ttls.length).toBeGreaterThanOrEqual(5);
-    for (const ttl of ttls) expect(ttl > 0 && ttl <= 20_000, `PTTL ${ttl}`).toBe(true);
+    for (const { key, ms } of ttls) {
+      const bound = key.includes('888888') ? 4_000 : 20_000;
+      expect(ms > 0 && ms <= bound, `${key.slice(cluster.prefix.length)}: PTTL ${ms}, at most ${bound}`).toBe(true);
+    }
   });
 
   it('a reader paused in its database read has nothing in Redis without an expiry (a lease of a holder that dies expires)', async () => {
@@ -484,6 +496,28 @@ describe('baseline: what any cache in front of the database must do', () => {
       read.release();
     }
     expect((await pending).status).toBe(200);
+  });
+
+  it('between any two of its Redis commands, a reader leaves nothing in Redis without an expiry', async () => {
+    // A process can die between any two commands, not only during its database read: a lease taken
+    // with SETNX and given its expiry by a second command is a lease for ever if the reader dies in
+    // between, and that user's readers then wait on it for good. So after every command a reader sends
+    // (before the reader may send the next), the keys under the prefix are checked for an expiry.
+    const cluster = createCluster();
+    const readerRedis = await lab.context.redis();
+    const send = readerRedis.sendCommand.bind(readerRedis);
+    const forever: string[] = [];
+    readerRedis.sendCommand = ((command: Parameters<Redis['sendCommand']>[0], stream?: unknown) => {
+      const reply = send(command, stream as never) as Promise<unknown>;
+      return reply.then(async (value) => {
+        for (const key of await keysWithoutExpiry(redis, cluster.prefix)) forever.push(`${key}, after ${command.name}`);
+        return value;
+      });
+    }) as Redis['sendCommand'];
+    const url = await cluster.start({ redis: readerRedis });
+    expect((await getUser(url, 46)).status, 'a cold read').toBe(200);
+    expect((await getUser(url, 888_887)).status, 'a missing user').toBe(404);
+    expect(forever, 'keys left without an expiry, and the command after which they were seen').toEqual([]);
   });
 
   it('a read whose database query fails leaves nothing in Redis: the next reader reads the database at once', async () => {
@@ -580,6 +614,57 @@ describe('baseline: what any cache in front of the database must do', () => {
       read.release();
     }
     expect((await pending).status).toBe(200);
+  });
+
+  it('a reader waiting for another reader to fill asks Redis a bounded number of times, and is answered soon after the fill', async () => {
+    // A reader that finds the user being read by another (a lease) waits for that fill by asking Redis
+    // again now and then: not in a tight loop (a few hundred commands a second per waiter turns a hot key
+    // into a Redis outage), and not ever more rarely (a pause that doubles without a cap answers up to a
+    // whole wait after the fill). Five readers start waiting 200 ms apart while the filling read is held
+    // for 2.1 s; at the fill, a pause that keeps doubling has some of them asleep for most of a second.
+    // The waiters are counted on their own connection, and timed from the filling reader's answer.
+    const cluster = createCluster();
+    const read = holdFirstCall('find', 'before');
+    const holder = await cluster.start({ wrap: read.wrap });
+    const waiterRedis = await lab.context.redis();
+    const commands = vi.spyOn(waiterRedis, 'sendCommand');
+    const waiter = await cluster.start({ redis: waiterRedis });
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    let filledAt = 0;
+    const filling = getUser(holder, 45).then((answer) => {
+      filledAt = performance.now();
+      return answer;
+    });
+    await read.reached;
+    const waiting: Promise<{ status: number; at: number }>[] = [];
+    try {
+      for (let n = 0; n < 5; n++) {
+        const sent = commands.mock.calls.length;
+        let answered = false;
+        waiting.push(
+          getUser(waiter, 45).then(({ status }) => {
+            answered = true;
+            return { status, at: performance.now() };
+          }),
+        );
+        // Its first look (a read, then whatever it does on a miss), then 200 ms before the next reader.
+        const looked = () => answered || commands.mock.calls.length >= sent + 2;
+        for (let waited = 0; !looked() && waited < 5000; waited += 5) await pause(5);
+        await pause(n < 4 ? 200 : 2100 - 4 * 200);
+      }
+    } finally {
+      read.release();
+    }
+    expect((await filling).status).toBe(200);
+    const answers = await Promise.all(waiting);
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+    const asked = commands.mock.calls.length;
+    expect(asked, `Redis commands of five waiting readers over about 2 s`).toBeLessThanOrEqual(300);
+    const late = answers.map((a) => Math.round(a.at - filledAt));
+    expect(
+      Math.max(...late),
+      `each waiting reader was answered this many ms after the filling one: ${late}`,
+    ).toBeLessThan(500);
   });
 
   it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
