@@ -1,21 +1,24 @@
 /**
- * The API under test: GET and PUT /users/:id over any UserCache. createApp never listens;
- * `server/lab.ts` builds it for `lab serve`, the spec and the load script. Input is checked with zod
- * schemas (users.ts), and every error is an RFC 9457 problem. The learner does not edit this file.
+ * The API under test, built by `server/lab.ts`: GET and PUT /users/:id over any UserCache. Input is
+ * checked with zod schemas (users.ts), and every error is an RFC 9457 problem. The learner does not
+ * edit this file.
  */
-import express, { type Express } from 'express';
-import { notFound, parseInput, problemHandler, sendProblem } from '@labs/lab-kit';
+import type { Express } from 'express';
+import { labApp, parseRequest, sendProblem } from '@labs/lab-kit';
 import { isPostgresOutage, isRedisOutage } from '@labs/services';
 import type { Lookup, UserCache } from './cache.ts';
 import { userInput, userParams } from './users.ts';
 
-/** What the routes are built from; lab.ts documents each (CachingLabOptions). */
+/** What the routes are built from. */
 export interface AppDeps {
   cache: UserCache;
-  /** Sent as X-Instance (default: `port-<its port>`). */
+  /** Sent as X-Instance, so a learner sees which instance answered (default: `port-<its port>`). */
   instance?: string;
+  /** Told of every read the API answered, and where from (the load script's hit ratio). */
   onLookup?: (lookup: Lookup) => void;
+  /** Receives the unexpected errors behind a 500. Default: the log. */
   onError?: (error: Error) => void;
+  /** Receives the outages behind a 503 (a service down or stalled), a line at most every 5 s. Default: a warning. */
   onOutage?: (line: string) => void;
 }
 
@@ -32,53 +35,33 @@ const OUTAGES = [
 ];
 
 export function createApp(deps: AppDeps): Express {
-  const {
-    cache,
-    onLookup = () => {},
-    onError = (e) => console.error(`[caching] ${e.message}`),
-    onOutage = (line) => console.warn(`[caching] ${line}`),
-  } = deps;
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag'); // an ETag would turn repeated reads into 304s and hide what the cache did
+  const { cache, onLookup = () => {}, onError: log, onOutage: logOutage } = deps;
   // strict: false lets a body of `null` (or 5, or "x") through the parser, so the schema can say that
   // the body must be an object; strict mode would call it invalid JSON, which it is not.
-  app.use(express.json({ limit: '10kb', strict: false }));
-  app.use((req, res, next) => {
-    res.set('X-Instance', deps.instance ?? `port-${req.socket.localPort}`);
-    next();
-  });
+  const json = { limit: '10kb', strict: false };
+  return labApp({ name: 'caching', json, outages: OUTAGES, log, logOutage }, (app) => {
+    app.disable('etag'); // an ETag would turn repeated reads into 304s and hide what the cache did
+    app.use((req, res, next) => {
+      res.set('X-Instance', deps.instance ?? `port-${req.socket.localPort}`);
+      next();
+    });
 
-  app.get('/health', (_req, res) => {
-    res.json({ ok: true, instance: res.get('X-Instance') });
-  });
+    // Express 5 passes a rejected handler to the problem handler: a failure is a 500 problem.
+    app.get('/users/:id', async (req, res) => {
+      const got = parseRequest(req, res, { params: userParams });
+      if (!got) return;
+      const lookup = await cache.get(got.params.id);
+      onLookup(lookup);
+      res.set('X-Cache', lookup.source === 'cache' ? 'hit' : 'miss');
+      if (lookup.user === null) return sendProblem(res, 404, `No user with id ${got.params.id}`);
+      res.json(lookup.user);
+    });
 
-  // Express 5 passes a rejected handler to the error handler below: a failure is a 500 problem.
-  app.get('/users/:id', async (req, res) => {
-    const params = parseInput(res, userParams, req.params);
-    if (!params) return;
-    const lookup = await cache.get(params.id);
-    onLookup(lookup);
-    res.set('X-Cache', lookup.source === 'cache' ? 'hit' : 'miss');
-    if (lookup.user === null) {
-      sendProblem(res, 404, `No user with id ${params.id}`);
-      return;
-    }
-    res.json(lookup.user);
+    app.put('/users/:id', async (req, res) => {
+      const got = parseRequest(req, res, { params: userParams, body: userInput });
+      if (!got) return;
+      const { user, created } = await cache.put(got.params.id, got.body);
+      res.status(created ? 201 : 200).json(user);
+    });
   });
-
-  app.put('/users/:id', async (req, res) => {
-    const params = parseInput(res, userParams, req.params);
-    if (!params) return;
-    const input = parseInput(res, userInput, req.body);
-    if (!input) return;
-    const { user, created } = await cache.put(params.id, input);
-    res.status(created ? 201 : 200).json(user);
-  });
-
-  app.use(notFound);
-  // Body-parser mistakes (invalid JSON, too large, an unknown charset) and undecodable URLs keep their
-  // 4xx; an outage is a 503 (OUTAGES); anything else is a 500 whose details go to onError only.
-  app.use(problemHandler({ outages: OUTAGES, log: onError, logOutage: onOutage }));
-  return app;
 }

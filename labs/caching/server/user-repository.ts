@@ -3,6 +3,7 @@
  * does not edit it. Every query goes through `db.query`, so a test or the load script can count them.
  */
 import type pg from 'pg';
+import { setupTransaction } from '@labs/lab-kit';
 import { presentUser, type User, type UserInput, type UserRow } from './users.ts';
 
 /** Reads and writes users in the shape of one schema version. */
@@ -16,9 +17,8 @@ export interface UserRepository {
 export function createUserRepository(db: pg.Pool, schemaVersion: number): UserRepository {
   return {
     async find(id) {
-      const { rows } = await db.query<UserRow>('SELECT id, name, email, version, updated_at FROM users WHERE id = $1', [
-        id,
-      ]);
+      const sql = 'SELECT id, name, email, version, updated_at FROM users WHERE id = $1';
+      const { rows } = await db.query<UserRow>(sql, [id]);
       return rows[0] ? presentUser(rows[0], schemaVersion) : null;
     },
     async save(id, { name, email }) {
@@ -38,46 +38,25 @@ export function createUserRepository(db: pg.Pool, schemaVersion: number): UserRe
 }
 
 /**
- * How long one statement of the preparation may take. Preparing is no request: seeding a million users,
- * or waiting for another process to finish preparing, takes longer than the API's pool allows a query
- * (server/lab.ts), so the preparation lifts those bounds for its own statements.
- */
-const PREPARE_TIMEOUT_MS = 300_000;
-
-/**
  * Creates the table and users 1..seedCount (those that do not exist yet) in one transaction, under an
- * advisory lock: two processes preparing one database at once (two `lab serve`s) take turns instead
- * of racing, because two concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog. Safe
- * to run again.
+ * advisory lock (the kit's setupTransaction), so two processes preparing one database at once (two
+ * `lab serve`s) take turns instead of racing; with bounds of its own, since seeding a million users
+ * takes longer than the API's pool allows a query. Safe to run again.
  */
-export async function prepareDatabase(pool: pg.Pool, seedCount: number): Promise<void> {
-  const client = await pool.connect();
-  // pg reads a per-query `query_timeout` (the client-side bound) though its types do not declare it.
-  const run = (text: string, values?: unknown[]) =>
-    client.query({ text, values, query_timeout: PREPARE_TIMEOUT_MS } as pg.QueryConfig);
-  try {
-    await run('BEGIN');
-    await run(`SET LOCAL statement_timeout = ${PREPARE_TIMEOUT_MS}`);
-    // Released by COMMIT or ROLLBACK: a crashed process never leaves it held.
-    await run(`SELECT pg_advisory_xact_lock(hashtext('labs:caching:prepare'))`);
-    await run(`CREATE TABLE IF NOT EXISTS users (
+export function prepareDatabase(pool: pg.Pool, seedCount: number): Promise<void> {
+  return setupTransaction(pool, 'labs:caching:prepare', async (sql) => {
+    await sql(`CREATE TABLE IF NOT EXISTS users (
       id integer PRIMARY KEY,
       name text NOT NULL,
       email text NOT NULL,
       version integer NOT NULL DEFAULT 1,
       updated_at timestamptz NOT NULL DEFAULT now()
     )`);
-    await run(
+    await sql(
       `INSERT INTO users (id, name, email)
        SELECT n, 'User ' || n, 'user' || n || '@example.com' FROM generate_series(1, $1::integer) AS n
        ON CONFLICT (id) DO NOTHING`,
       [seedCount],
     );
-    await run('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }

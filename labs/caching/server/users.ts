@@ -12,21 +12,10 @@ import { z } from '@labs/lab-kit';
 export const CURRENT_SCHEMA_VERSION = 2;
 
 /** A row of the `users` table. `version` goes up by one on every write. */
-export interface UserRow {
-  id: number;
-  name: string;
-  email: string;
-  version: number;
-  updated_at: Date;
-}
+export type UserRow = { id: number; name: string; email: string; version: number; updated_at: Date };
 
 /** A user as schema version 1 presented it. `version`: 1 when created, +1 per write. */
-export interface UserV1 {
-  id: number;
-  name: string;
-  email: string;
-  version: number;
-}
+export type UserV1 = { id: number; name: string; email: string; version: number };
 
 /** A user as schema version 2 (current) presents it. */
 export interface UserV2 extends UserV1 {
