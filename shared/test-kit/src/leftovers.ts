@@ -1,20 +1,29 @@
 /**
- * Databases a killed run left behind. A spec, a fixture or a load script drops the database it made
- * when it closes; a process killed first (SIGKILL, a mutation tester's timeout, a closed terminal before
- * the handler ran) never does, and its `labs_<slug>_test_<id>` or `labs_test_<id>` stays on the server
- * for good. The id starts with the creator's pid (the lab kit's `uniqueId`: the pid in base 36, then 8
- * hex digits), so a leftover can be told from a database in use: its creator is gone from this machine
- * and nobody is connected to it. Only a server on this machine is swept: on a server that several
- * machines share, a pid says nothing.
+ * What a killed run left behind. A spec, a fixture or a load script drops the database it made and
+ * deletes the Redis keys under its prefix when it closes; a process killed first (SIGKILL, a mutation
+ * tester's timeout, a closed terminal before the handler ran) never does, and its `labs_<slug>_test_<id>`
+ * or `labs_test_<id>` stays on the server for good, its `labs:<slug>:test:<id>:` keys until they expire
+ * (a room's history: a day). The id starts with the creator's pid (the lab kit's `uniqueId`: the pid in
+ * base 36, then 8 hex digits), so a leftover can be told from one in use: its creator is gone from this
+ * machine (and, for a database, nobody is connected to it). Only a server on this machine is swept: on a
+ * server that several machines share, a pid says nothing.
  */
+import { createRedisClient } from '@labs/services';
 import pg from 'pg';
 
 /** A database made for one run: `labs_[<slug>_]<test|bench>_<pid36><8 hex>[_<suffix>]`. */
 const RUN_DATABASE = /^labs_(?:.+_)?(?:test|bench)_([0-9a-z]+)(?:_.*)?$/;
 
+/** A run's Redis key prefix: `labs:test:<id>:` (a fixture's) or `labs:<slug>:<test|bench>:<id>:`. */
+const RUN_PREFIX = /^(labs:(?:test|[^:]+:(?:test|bench)):([0-9a-z]+):)/;
+
 /** The pid in a run database's name, or undefined for any other name. */
 export function creatorPid(name: string): number | undefined {
-  const id = RUN_DATABASE.exec(name)?.[1];
+  return pidOf(RUN_DATABASE.exec(name)?.[1]);
+}
+
+/** The pid a `uniqueId` starts with, or undefined when `id` is not one. */
+function pidOf(id: string | undefined): number | undefined {
   if (!id || id.length <= 8 || !/^[0-9a-f]{8}$/.test(id.slice(-8))) return undefined;
   const pid = Number.parseInt(id.slice(0, -8), 36);
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
@@ -64,5 +73,33 @@ export async function dropLeftoverDatabases(serverUrl: string): Promise<string[]
     return dropped;
   } finally {
     await admin.end();
+  }
+}
+
+/**
+ * Deletes the keys under run prefixes on the Redis of `url` whose creator is gone from this machine;
+ * resolves with the prefixes swept. Keys of a live run, of `lab serve` (`labs:<slug>:serve:`) and of
+ * anything else are left, and so is everything on a server of another machine.
+ */
+export async function deleteLeftoverKeys(url: string): Promise<string[]> {
+  if (!onThisMachine(url)) return [];
+  const redis = createRedisClient(url);
+  try {
+    const gone = new Map<string, boolean>();
+    const swept = new Set<string>();
+    for await (const keys of redis.scanStream({ match: 'labs:*', count: 500 }) as AsyncIterable<string[]>) {
+      const leftovers = keys.filter((key) => {
+        const [, prefix, id] = RUN_PREFIX.exec(key) ?? [];
+        const pid = pidOf(id);
+        if (!prefix || pid === undefined) return false;
+        if (!gone.has(prefix)) gone.set(prefix, !alive(pid));
+        if (gone.get(prefix)) swept.add(prefix);
+        return gone.get(prefix);
+      });
+      if (leftovers.length > 0) await redis.unlink(...leftovers);
+    }
+    return [...swept];
+  } finally {
+    redis.disconnect();
   }
 }

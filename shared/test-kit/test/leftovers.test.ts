@@ -6,8 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { dropDatabase, ensureDatabase, resolveService, stopServices } from '@labs/services';
-import { creatorPid, dropLeftoverDatabases } from '../src/leftovers.ts';
+import { createRedisClient, dropDatabase, ensureDatabase, resolveService, stopServices } from '@labs/services';
+import { creatorPid, deleteLeftoverKeys, dropLeftoverDatabases } from '../src/leftovers.ts';
 
 afterAll(stopServices);
 
@@ -61,4 +61,26 @@ describe('dropLeftoverDatabases', () => {
       await dropDatabase(svc.url, orphan);
     }
   }, 120_000); // a hang guard: the sweep drops whatever else killed runs left on this server too
+});
+
+describe('deleteLeftoverKeys', () => {
+  it("deletes the keys under a killed run's prefix, and keeps a live run's and serve's", async () => {
+    const svc = await resolveService('redis');
+    const redis = createRedisClient(svc.url);
+    const orphan = `labs:demo:test:${idOf(deadPid())}:`;
+    const live = `labs:demo:test:${idOf(process.pid)}:`;
+    const fixture = `labs:test:${idOf(deadPid())}:`;
+    const serve = `labs:demo-${randomBytes(4).toString('hex')}:serve:`;
+    try {
+      for (const prefix of [orphan, live, fixture, serve]) await redis.set(`${prefix}room:1`, 'x', 'EX', 60);
+      const swept = await deleteLeftoverKeys(svc.url);
+      expect(swept).toEqual(expect.arrayContaining([orphan, fixture]));
+      expect(swept).not.toContain(live);
+      expect(await redis.exists(`${orphan}room:1`, `${fixture}room:1`)).toBe(0);
+      expect(await redis.exists(`${live}room:1`, `${serve}room:1`)).toBe(2);
+    } finally {
+      await redis.del(...[orphan, live, fixture, serve].map((prefix) => `${prefix}room:1`));
+      redis.disconnect();
+    }
+  }, 120_000); // a hang guard, as above
 });
