@@ -1,17 +1,18 @@
 /**
  * The servers the load script measures, in their own process (forkServers): one world per router
- * (starter, solution), each four shards seeded with the same notes, and a control app the script asks
+ * (starter, your code when src/ was edited, solution), each four shards seeded with the same notes, and a control app the script asks
  * for what only this process can see: server-side latency of reads and writes, statements per shard,
- * rows per shard, how many acknowledged writes are still reachable, how many keys changed shard.
+ * rows per shard, how many acknowledged writes are still reachable, how many keys changed shard, and
+ * how many router calls are still running.
  */
 import type { RequestListener } from 'node:http';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
+import { starterEdited, starterVersions } from '@labs/bench';
 import { listen, openLab } from '@labs/lab-kit';
 import { stopServices } from '@labs/services';
 import { createShardRouter as solutionRouter } from '../solution/shard-router.ts';
-import { createShardRouter as starterRouter } from '../src/shard-router.ts';
 import lab from '../server/lab.ts';
 import * as notes from '../server/notes.ts';
 import type { RouterDeps, ShardRouter } from '../server/router.ts';
@@ -25,8 +26,26 @@ export interface BenchServerOptions {
   /** Keys whose placement is compared before and after the reshard. */
   keys: number;
   poolSize: number;
-  /** The worlds to start (default both): the distance run needs the solution's alone. */
-  worlds?: ('starter' | 'solution')[];
+  /** The worlds to start (default: every one of WORLDS). */
+  worlds?: string[];
+}
+
+/** The learner's file: when they have edited it, it runs as "your code" beside the committed starter. */
+const STARTER = new URL('../src/shard-router.ts', import.meta.url);
+
+/** The worlds in the order the table shows them: the starter, the learner's edited file, the solution. */
+export const WORLDS: readonly string[] = ['starter', ...(starterEdited(STARTER) ? ['your code'] : []), 'solution'];
+
+/** Each world's router: the committed starter (and the learner's edited one), the solution. */
+async function implementations(): Promise<Record<string, (deps: RouterDeps) => ShardRouter>> {
+  const starters = await starterVersions(
+    STARTER,
+    (url) => import(url.href) as Promise<typeof import('../src/shard-router.ts')>,
+  );
+  return {
+    ...Object.fromEntries(starters.map(({ name, module }) => [name, module.createShardRouter])),
+    solution: solutionRouter,
+  };
 }
 
 interface World {
@@ -35,8 +54,10 @@ interface World {
   read: RecordableHistogram;
   write: RecordableHistogram;
   opsAtReset: Map<number, number>;
-  /** Notes the router stored (its create returned), seeding included. */
+  /** Notes the router stored (its create returned), seeding included; creates still running. */
   committed: { n: number; pending: number };
+  /** Router calls still running, of any kind: a request the load generator gave up on still runs its statements. */
+  busy: { n: number };
   placementBefore: number[];
 }
 
@@ -53,21 +74,31 @@ async function inParallel(count: number, width: number, work: (i: number) => Pro
 }
 
 export async function start(options: BenchServerOptions) {
-  const implementations = { starter: starterRouter, solution: solutionRouter };
+  const routers = await implementations();
   const worlds = new Map<string, World>();
   const closers: (() => Promise<void>)[] = [];
   const urls: Record<string, string> = {};
 
-  const wanted = options.worlds ?? ['starter', 'solution'];
-  for (const [name, createRouter] of Object.entries(implementations).filter(([name]) =>
-    wanted.includes(name as 'starter' | 'solution'),
-  )) {
+  const wanted = options.worlds ?? WORLDS;
+  for (const [name, createRouter] of Object.entries(routers).filter(([name]) => wanted.includes(name))) {
     const opened = await openLab(lab, { purpose: 'bench' });
+    // The variant names the world's databases (or schemas): "your code" becomes your_code.
+    const variant = name.replace(/\W+/g, '_');
     const committed = { n: 0, pending: 0 };
+    const busy = { n: 0 };
+    /** `call`, counted in `busy` while it runs. */
+    const counted = async <T>(call: () => Promise<T>): Promise<T> => {
+      busy.n++;
+      try {
+        return await call();
+      } finally {
+        busy.n--;
+      }
+    };
     closers.push(() => opened.close());
     let router: ShardRouter | undefined;
     const { app } = await lab.build(opened.context, {
-      variant: name,
+      variant,
       poolSize: options.poolSize,
       // Every create the router finished counts as acknowledged: it returns after COMMIT, whether or
       // not the HTTP response still reached a client (the load generator stops mid-request).
@@ -78,18 +109,21 @@ export async function start(options: BenchServerOptions) {
           async create(tenant, bodies) {
             committed.pending++;
             try {
-              const created = await inner.create(tenant, bodies);
+              const created = await counted(() => inner.create(tenant, bodies));
               committed.n += created.length;
               return created;
             } finally {
               committed.pending--;
             }
           },
+          update: (tenant, id, body) => counted(() => inner.update(tenant, id, body)),
+          list: (tenant) => counted(() => inner.list(tenant)),
+          listAcross: (tenants, page) => counted(() => inner.listAcross(tenants, page)),
         };
         return router;
       },
     });
-    const shards = await shardSetFor(opened.context, { initial: 4, variant: name, poolSize: options.poolSize });
+    const shards = await shardSetFor(opened.context, { initial: 4, variant, poolSize: options.poolSize });
     const world: World = {
       router: router!,
       shards,
@@ -97,6 +131,7 @@ export async function start(options: BenchServerOptions) {
       write: createHistogram(),
       opsAtReset: new Map(),
       committed,
+      busy,
       placementBefore: [],
     };
     process.stderr.write(`  seeding ${name}: ${options.tenants} tenants x ${options.notesPerTenant} notes... `);
@@ -115,6 +150,10 @@ export async function start(options: BenchServerOptions) {
     world.write.reset();
     for (const shard of await world.shards.all()) world.opsAtReset.set(shard.id, shard.ops);
     res.json({ ok: true });
+  });
+  // Router calls still running: asks no database, so a count of round trips around it stays this world's.
+  control.get('/bench/:world/busy', (req, res) => {
+    res.json({ busy: worlds.get(req.params.world)!.busy.n });
   });
   control.get('/bench/:world/stats', async (req, res) => {
     const world = worlds.get(req.params.world)!;
