@@ -22,7 +22,8 @@ const loginBody = JSON.stringify({ username: ada.username, password: ada.passwor
 console.log(
   `JWT vs session load test: GET /me with ${ME_CONNECTIONS} connections, POST /login with ${LOGIN_CONNECTIONS}, ${DURATION_SEC} s per target (+${WARMUP_SEC} s warm-up for /me).`,
 );
-const report = createReport({ lab: 'jwt-refresh-tokens', dir: join(import.meta.dirname, '..') });
+// An edited src/ runs as "your code" beside the committed starter (servers.ts): rows say whose code they ran.
+const report = createReport({ lab: 'jwt-refresh-tokens', dir: join(import.meta.dirname, '..'), starterBeside: true });
 await using servers = await forkServers(new URL('./servers.ts', import.meta.url));
 
 /** What a client holds after logging in: the headers for /me, and the refresh cookie if it got one. */
@@ -158,7 +159,13 @@ report.table('POST /login: the deliberate cost of a memory-hard password hash', 
   lesson: 'hashes/login',
 });
 
-const [starter, solution, denyList, session] = meRows;
+const meRow = (name: string) => meRows.find((row) => row.name === name);
+const [starter, solution, denyList, session] = [
+  'starter',
+  'solution',
+  'solution + jti deny-list',
+  'server-side session',
+].map(meRow);
 const [, wrongPassword, unknownUser] = loginRows;
 if (starter && solution && denyList && session && wrongPassword && unknownUser) {
   report.target(
@@ -198,6 +205,8 @@ if (starter && solution && denyList && session && wrongPassword && unknownUser) 
       exactly: 200,
     },
   );
+  const yours = meRow('your code');
+  if (yours) report.figure('your code: status of /refresh after logout', Number(yours.values['/refresh after logout']));
   // Counted, not timed: equal work is what keeps the response time from revealing which usernames exist.
   report.target('argon2id hashes per failed login, known user', Number(wrongPassword.values['hashes/login']), {
     exactly: 1,

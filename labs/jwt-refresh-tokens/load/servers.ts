@@ -1,18 +1,18 @@
 /**
  * The servers the load script measures, started in their own process by forkServers():
- * the starter's and the solution's API, the solution plus a `jti` deny-list, and a server-side
+ * the starter's API (and the learner's, as "your code", when src/ was edited), the solution's, the solution plus a `jti` deny-list, and a server-side
  * session in Redis. Each has its own Redis connection, counted, so the table can show Redis
  * commands per request.
  */
 import type { RequestListener } from 'node:http';
 import express from 'express';
 import type { Redis } from 'ioredis';
+import { starterVersions } from '@labs/bench';
 import { openLab } from '@labs/lab-kit';
 import { stopServices } from '@labs/services';
 import jwtLab from '../server/lab.ts';
 import type { TokenService, TokenServiceOptions } from '../server/token-service.ts';
 import { createUserStore } from '../server/users.ts';
-import { createTokenService as starterTokens } from '../src/tokens.ts';
 import { createTokenService as solutionTokens } from '../solution/tokens.ts';
 import { withDenyList } from './deny-list.ts';
 import { createSessionApp } from './session-store.ts';
@@ -56,14 +56,20 @@ export async function start() {
     app.use(built.app);
     return app;
   };
-  const apps: Record<string, RequestListener> = {
-    starter: await tokenApp('starter', starterTokens),
+  // The committed starter, and the learner's src/ beside it as "your code" when they have edited it.
+  const starters = await starterVersions(
+    new URL('../src/tokens.ts', import.meta.url),
+    (url) => import(url.href) as Promise<typeof import('../src/tokens.ts')>,
+  );
+  const apps: Record<string, RequestListener> = {};
+  for (const { name, module } of starters) apps[name] = await tokenApp(name, module.createTokenService);
+  Object.assign(apps, {
     solution: await tokenApp('solution', solutionTokens),
     'solution + jti deny-list': await tokenApp('solution + jti deny-list', (options) =>
       withDenyList(solutionTokens(options), options.redis, `${prefix}deny:`),
     ),
     'server-side session': createSessionApp(await client('server-side session'), users, `${prefix}session:`),
-  };
+  });
   const urls: Record<string, string> = {};
   for (const [name, app] of Object.entries(apps)) urls[name] = (await lab.context.listen(app)).url;
   return { urls, stats: () => ({ ...counts }), close: () => lab.close().then(stopServices) };

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { benchDurationSec, createReport, forkServers, MESSAGES, type TableRow } from '@labs/bench';
 import { issueToken } from '../server/token.ts';
-import type { BenchServerOptions } from './servers.ts';
+import { type BenchServerOptions, TARGETS } from './servers.ts';
 import { runWsLoad } from './ws-load.ts';
 
 const DURATION_SEC = benchDurationSec(5);
@@ -31,10 +31,11 @@ console.log(
   `WebSocket rooms load test: 3 instances per target, ${CLIENTS} clients in ${ROOMS} rooms of ${CLIENTS / ROOMS}, ` +
     `${RATE} messages/s of ${MESSAGE_BYTES / 1024} KiB, ${DURATION_SEC} s per run; send-buffer cap ${SEND_BUFFER_CAP / 1024} KiB.`,
 );
-const report = createReport({ lab: 'websocket-rooms', dir: join(import.meta.dirname, '..') });
+// An edited src/ runs as "your code" beside the committed starter (servers.ts): rows say whose code they ran.
+const report = createReport({ lab: 'websocket-rooms', dir: join(import.meta.dirname, '..'), starterBeside: true });
 const rows: TableRow[] = [];
 const queuedPeak: Record<string, number> = {};
-for (const which of ['starter', 'solution'] as const) {
+for (const which of TARGETS) {
   const options: BenchServerOptions = { target: which, instances: 3, tokenSecret, sendBufferCap: SEND_BUFFER_CAP };
   await using servers = await forkServers(new URL('./servers.ts', import.meta.url), options);
   const urls = Object.values(servers.urls).map((url) => `${url.replace(/^http/, 'ws')}/ws`);
