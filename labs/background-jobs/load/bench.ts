@@ -20,7 +20,14 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { benchDurationSec, createReport, JOBS as JOB_COLUMNS, type TableRow, type Value } from '@labs/bench';
+import {
+  benchDurationSec,
+  createReport,
+  JOBS as JOB_COLUMNS,
+  starterFiles,
+  type TableRow,
+  type Value,
+} from '@labs/bench';
 import { openLab } from '@labs/lab-kit';
 import { resolveService, stopServices } from '@labs/services';
 import backgroundJobsLab from '../server/lab.ts';
@@ -41,13 +48,26 @@ const PREFETCH = 30;
 const SWEEP = [1, 10, 30, 50];
 /** Shorter than the lab's default (500/2000/8000), so the poison job is dead-lettered within the run. */
 const RETRY_DELAYS = [100, 400, 1600];
-const TARGETS = {
-  starter: fileURLToPath(new URL('../src/job-queue.ts', import.meta.url)),
+// The committed starter, and the learner's src/ beside it as "your code" when they have edited it: the
+// workers load their file by path, so the committed copy stays on disk until the run ends.
+await using starters = await starterFiles(new URL('../src/job-queue.ts', import.meta.url));
+/** Each target's job-queue module, by row name: starter (your code), solution. */
+const TARGETS: Record<string, string> = {
+  ...Object.fromEntries(starters.versions.map(({ name, path }) => [name, path])),
   solution: fileURLToPath(new URL('../solution/job-queue.ts', import.meta.url)),
 };
-type Target = keyof typeof TARGETS;
+type Target = string;
+/** The file of `target`'s job-queue module. */
+function moduleOf(target: Target): string {
+  const file = TARGETS[target];
+  if (!file) throw new Error(`no job-queue module is measured as "${target}"`);
+  return file;
+}
+/** The crash and poison runs' targets, in the tables' order. */
+const COMPARED = Object.keys(TARGETS);
 
-const report = createReport({ lab: 'background-jobs', dir: join(import.meta.dirname, '..') });
+// Rows say whose code they ran: an edited src/ is "your code", beside the committed starter.
+const report = createReport({ lab: 'background-jobs', dir: join(import.meta.dirname, '..'), starterBeside: true });
 const lab = await openLab(backgroundJobsLab, { purpose: 'bench' });
 const db = await lab.context.database();
 await migrate(db);
@@ -62,7 +82,7 @@ let runs = 0;
 async function inFreshQueues<T>(target: Target, work: (names: JobQueueNames, email: string) => Promise<T>): Promise<T> {
   const run = ++runs;
   const names = jobQueueNames((part) => `${lab.context.prefix}${run}.${part}`, RETRY_DELAYS);
-  const implementation = (await import(TARGETS[target])) as JobQueueModule;
+  const implementation = (await import(moduleOf(target))) as JobQueueModule;
   const publisher = await implementation.createPublisher({
     url,
     names,
@@ -91,7 +111,7 @@ async function startWorker(
     settings: { url, names, prefetch, retryDelaysMs: RETRY_DELAYS, publishTimeoutMs: 5000 },
     databaseUrl,
     workMs: WORK_MS,
-    module: TARGETS[target],
+    module: moduleOf(target),
     ...(poolSize === undefined ? {} : { poolSize }),
   });
   children.add(child);
@@ -229,12 +249,14 @@ try {
     `Background jobs load test: ${JOBS} jobs of ${WORK_MS} ms, workers in child processes, ${DURATION_SEC} s per sweep step.`,
   );
   console.log('Crash at halfway:');
-  const crash = [await crashRun('starter'), await crashRun('solution')];
+  const crash: TableRow[] = [];
+  for (const target of COMPARED) crash.push(await crashRun(target));
   console.log('Prefetch sweep (solution, one worker, a database connection for every job prefetch lets in):');
   const sweep: TableRow[] = [];
   for (const prefetch of SWEEP) sweep.push(await sweepRun(prefetch));
   console.log(`Poison job (retry delays ${RETRY_DELAYS.join('/')} ms):`);
-  const poison = [await poisonRun('starter'), await poisonRun('solution')];
+  const poison: TableRow[] = [];
+  for (const target of COMPARED) poison.push(await poisonRun(target));
 
   report.table(`Crash at halfway: ${JOBS} jobs, worker A killed (SIGKILL) at half, worker B finishes`, {
     columns: [
@@ -263,14 +285,18 @@ try {
     lesson: 'attempts',
   });
 
-  const [, solution] = crash;
+  const solution = crash.find((row) => row.name === 'solution');
   report.target('jobs the solution lost when its worker was killed', Number(solution?.values.lost), { exactly: 0 });
   report.target('duplicate confirmations the solution sent after the crash', Number(solution?.values.duplicates), {
     exactly: 0,
   });
-  report.target(`times the solution tried the poison job in ${DURATION_SEC} s`, Number(poison[1]?.values.attempts), {
-    atMost: RETRY_DELAYS.length + 1,
-  });
+  report.target(
+    `times the solution tried the poison job in ${DURATION_SEC} s`,
+    Number(poison.find((row) => row.name === 'solution')?.values.attempts),
+    {
+      atMost: RETRY_DELAYS.length + 1,
+    },
+  );
   const file = report.write({
     jobs: JOBS,
     workMs: WORK_MS,
