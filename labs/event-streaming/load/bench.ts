@@ -16,7 +16,7 @@
  */
 import { join } from 'node:path';
 import type pg from 'pg';
-import { benchDurationSec, createReport, EVENTS, type TableRow } from '@labs/bench';
+import { benchDurationSec, createReport, EVENTS, starterFiles, type TableRow } from '@labs/bench';
 import { uniqueId } from '@labs/lab-kit';
 import {
   childServiceEnv,
@@ -45,8 +45,12 @@ const WORKERS = 3;
 const PARTITIONS = 6;
 const ACCOUNTS = 50;
 const LAB_DIR = join(import.meta.dirname, '..');
-const TARGETS = {
-  starter: join(LAB_DIR, 'src', 'event-pipeline.ts'),
+// The committed starter, and the learner's src/ beside it as "your code" when they have edited it: the
+// workers load their file by path, so the committed copy stays on disk until the run ends.
+await using starters = await starterFiles(new URL('../src/event-pipeline.ts', import.meta.url));
+/** Each target's pipeline module, by row name: starter (your code), solution. */
+const TARGETS: Record<string, string> = {
+  ...Object.fromEntries(starters.versions.map(({ name, path }) => [name, path])),
   solution: join(LAB_DIR, 'solution', 'event-pipeline.ts'),
 };
 
@@ -79,15 +83,17 @@ async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<
 const seconds = (ms: number) => ms / 1000;
 
 /** One target's run: its figures, and its row in the table. */
-async function measure(name: keyof typeof TARGETS): Promise<TableRow> {
+async function measure(name: string, pipelineModule: string): Promise<TableRow> {
   process.stderr.write(`  ${name.padEnd(10)} `);
-  const pipeline = (await import(TARGETS[name])) as EventPipeline;
-  const topic = `labs-event-streaming-bench-${name}-${uniqueId()}`;
+  const pipeline = (await import(pipelineModule)) as EventPipeline;
+  // A topic's name and the accounts' ids say whose they are, in letters Kafka accepts ("your code": your-code).
+  const slug = name.replace(/\W+/g, '-');
+  const topic = `labs-event-streaming-bench-${slug}-${uniqueId()}`;
   const deadLetterTopic = `${topic}-dlt`;
   const groupId = `${topic}-projector`;
   topics.push(topic, deadLetterTopic);
   await ensureTopics(admin, [topic, deadLetterTopic], PARTITIONS);
-  const prefix = `${name}-`;
+  const prefix = `${slug}-`;
   const take = eventStream(Array.from({ length: ACCOUNTS }, (_, i) => `${prefix}acct-${i + 1}`));
   const stats = () => projectionStats(pool, prefix);
 
@@ -97,7 +103,7 @@ async function measure(name: keyof typeof TARGETS): Promise<TableRow> {
     for (let i = 0; i < WORKERS; i++) {
       workers.push(
         await startWorker({
-          pipelineModule: TARGETS[name],
+          pipelineModule,
           databaseUrl,
           topic,
           deadLetterTopic,
@@ -201,11 +207,12 @@ async function longestPause(db: pg.Pool, prefix: string, since: number, stoppedA
   return Number(rows[0]?.pause ?? 0);
 }
 
-const report = createReport({ lab: 'event-streaming', dir: LAB_DIR });
+// Rows say whose code they ran: an edited src/ is "your code", beside the committed starter.
+const report = createReport({ lab: 'event-streaming', dir: LAB_DIR, starterBeside: true });
 const rows: TableRow[] = [];
 try {
   console.log('Measuring:');
-  for (const name of Object.keys(TARGETS) as (keyof typeof TARGETS)[]) rows.push(await measure(name));
+  for (const [name, pipelineModule] of Object.entries(TARGETS)) rows.push(await measure(name, pipelineModule));
 } finally {
   await admin.deleteTopics({ topics }).catch(() => undefined);
   await admin.disconnect();
