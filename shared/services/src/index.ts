@@ -15,6 +15,7 @@ export { probe } from './probe.ts';
 export { PROVIDER_ORDER, type ProviderName, type ResolvedService } from './providers/types.ts';
 export { dockerEngineAnswers } from './providers/container.ts';
 export { freePort } from './providers/server-process.ts';
+export { processAlive } from './process-alive.ts';
 export { assembleKafka, cannotAssemble, kafkaIsAssembled, pinnedKafkaVersion } from './providers/kafka-assemble.ts';
 export {
   ServiceUnavailableError,

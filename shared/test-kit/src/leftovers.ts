@@ -8,7 +8,7 @@
  * machine (and, for a database, nobody is connected to it). Only a server on this machine is swept: on a
  * server that several machines share, a pid says nothing.
  */
-import { createRedisClient } from '@labs/services';
+import { createRedisClient, processAlive } from '@labs/services';
 import pg from 'pg';
 
 /** A database made for one run: `labs_[<slug>_]<test|bench>_<pid36><8 hex>[_<suffix>]`. */
@@ -27,16 +27,6 @@ function pidOf(id: string | undefined): number | undefined {
   if (!id || id.length <= 8 || !/^[0-9a-f]{8}$/.test(id.slice(-8))) return undefined;
   const pid = Number.parseInt(id.slice(0, -8), 36);
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
-}
-
-/** True while a process with this pid exists on this machine (EPERM: it does, as another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** True for a server on this machine (loopback, or a socket path). */
@@ -62,7 +52,7 @@ export async function dropLeftoverDatabases(serverUrl: string): Promise<string[]
     const dropped: string[] = [];
     for (const { datname } of rows) {
       const pid = creatorPid(datname);
-      if (pid === undefined || alive(pid)) continue;
+      if (pid === undefined || processAlive(pid)) continue;
       try {
         await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)}`);
         dropped.push(datname);
@@ -92,7 +82,7 @@ export async function deleteLeftoverKeys(url: string): Promise<string[]> {
         const [, prefix, id] = RUN_PREFIX.exec(key) ?? [];
         const pid = pidOf(id);
         if (!prefix || pid === undefined) return false;
-        if (!gone.has(prefix)) gone.set(prefix, !alive(pid));
+        if (!gone.has(prefix)) gone.set(prefix, !processAlive(pid));
         if (gone.get(prefix)) swept.add(prefix);
         return gone.get(prefix);
       });

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from 'node:path';
 import { promisify, stripVTControlCharacters } from 'node:util';
 import { findBinary } from './server-process.ts';
+import { processAlive } from '../process-alive.ts';
 
 /** What a learner installs when Java or Maven is missing. */
 export const JAVA_HINT = 'install a JDK 17+ and Maven: sudo apt-get install openjdk-17-jre-headless maven';
@@ -72,16 +73,6 @@ export async function cannotAssemble(java = findBinary('java')): Promise<string 
   return `Kafka runs on Java 17+ and is assembled by Maven (found: java ${major || 'none'}, mvn ${mvn ? 'yes' : 'none'}): ${JAVA_HINT}`;
 }
 
-/** True while the process `pid` exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Takes the lock folder, or waits for whoever holds it; resolves true when this process holds it. */
 async function lock(dir: string, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;
@@ -101,7 +92,7 @@ async function lock(dir: string, waitMs: number): Promise<boolean> {
     } catch {
       // gone already, or not written yet
     }
-    if (owner > 0 && !alive(owner)) rmSync(dir, { recursive: true, force: true });
+    if (owner > 0 && !processAlive(owner)) rmSync(dir, { recursive: true, force: true });
     else if (kafkaIsAssembled()) return false;
     else if (Date.now() > deadline) throw new Error(`another process has been assembling Kafka for ${waitMs / 1000} s`);
     else await new Promise((r) => setTimeout(r, 500));
