@@ -31,6 +31,7 @@ const runLab = later(async () => (await import('./commands/run.ts')).runLab);
 const test = later(async () => (await import('./commands/test.ts')).test);
 const watchLab = later(async () => (await import('./commands/watch.ts')).watchLab);
 const serveCommand = () => import('./commands/serve.ts');
+const runInSlot = later(async () => (await import('./slots.ts')).runInSlot);
 const starterChanged = later(async () => (await import('./contract.ts')).starterChanged);
 
 const OPTIONS = {
@@ -254,6 +255,15 @@ const COMMAND_LIST: Command[] = [
     // What turbo runs in each lab folder (`lab check`), or a lab authored by name.
     run: ({ args }) =>
       check(args[0] === undefined ? process.cwd() : findLab(loadLabs(repoRoot()).labs, args[0], 'check').dir),
+  },
+  {
+    name: 'slot',
+    help: [],
+    options: [],
+    args: Number.POSITIVE_INFINITY,
+    ownLabs: true,
+    // A shared package's tests, in a slot of `./lab test` (slots.ts).
+    run: ({ args }) => runInSlot(args),
   },
 ];
 

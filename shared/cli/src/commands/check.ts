@@ -9,6 +9,7 @@ import { type LabPackage, readLabPackage } from '@labs/lab-kit/manifest';
 import { type ContractResult, checkContract, notVerified } from '../contract.ts';
 import { type BatchRun, runSpec, runSpecBatch, type SpecRun } from '../run-spec.ts';
 import { findLabServices, needsLine, releaseServices } from '../services.ts';
+import { takeSlot } from '../slots.ts';
 import { typecheck } from '../typecheck.ts';
 import { catchingTests, listWrongFixes, materialize, notApplied, runWrongFix, type WrongFix } from '../wrong-fixes.ts';
 import { c, say } from '../ui.ts';
@@ -146,6 +147,8 @@ function lastRunSeconds(lab: LabPackage): Record<string, number> {
  * every test), then the wrong fixes, the longest last time first.
  */
 async function verify(lab: LabPackage): Promise<ContractResult> {
+  // Under `./lab test`, the longest checks start first (slots.ts); the wait is not this lab's time.
+  await takeSlot(lab.name);
   const seconds: Record<string, number> = {};
   const runSeconds: Record<string, number> = {};
   let since = performance.now();

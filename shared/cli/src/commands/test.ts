@@ -13,15 +13,19 @@ import { serviceFingerprint } from '@labs/services';
 import type { LabPackage } from '@labs/lab-kit/manifest';
 import { type ContractResult, starterChanged } from '../contract.ts';
 import { didYouMean, listLabs, repoRoot } from '../labs.ts';
+import { openSlots } from '../slots.ts';
 import { c, colourEnv, LAB, say, UserError } from '../ui.ts';
 
 /**
- * Tasks at a time. Each lab's check runs one spec run at a time by default (LABS_SPEC_CONCURRENCY in
- * check.ts), so three checks at once are three spec runs: a spec run uses a sixth to a third of a core
- * (the rest is waiting on servers and fault tests' bounded stalls). Six at once (two per check) is faster
- * but made one of three whole runs fail a bound of one service answer on two cores.
+ * Checks at a time: the slots `./lab test` hands out, the longest check first (slots.ts). Each lab's
+ * check runs one spec run at a time by default (LABS_SPEC_CONCURRENCY in check.ts), so three checks at
+ * once are three spec runs: a spec run uses a sixth to a third of a core (the rest is waiting on servers
+ * and fault tests' bounded stalls). Six at once (two per check) is faster but made one of three whole
+ * runs fail a bound of one service answer on two cores.
  */
-const CONCURRENCY = process.env.LABS_CONCURRENCY ?? '3';
+const CONCURRENCY = Math.max(1, Number(process.env.LABS_CONCURRENCY) || 3);
+/** Turbo starts every task at once (there are fewer than this) and the slots say which one runs. */
+const TURBO_TASKS = 64;
 
 /** Runs `command` with the terminal's output; resolves with its exit code. */
 function run(command: string, args: string[], cwd: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<number> {
@@ -140,6 +144,7 @@ export async function test(names: string[] = []): Promise<number> {
   const summaries = join(root, '.turbo', 'runs');
   const summariesBefore = summariesIn(summaries);
   const turbo = binOf(root, 'turbo', 'bin/turbo');
+  const slots = await openSlots(root, CONCURRENCY);
   const code = await run(
     turbo,
     [
@@ -147,7 +152,7 @@ export async function test(names: string[] = []): Promise<number> {
       'check',
       ...filters,
       '--continue',
-      `--concurrency=${CONCURRENCY}`,
+      `--concurrency=${TURBO_TASKS}`,
       // A replayed result shows only its last lines; a task that runs shows everything.
       '--output-logs=new-only',
       '--log-order=grouped',
@@ -160,8 +165,8 @@ export async function test(names: string[] = []): Promise<number> {
     // Part of each task's cache key (turbo.json): the servers the specs will meet, and their versions.
     // pnpm, which turbo runs each task's script through, stays silent: a failed check has said why
     // itself, so pnpm's own "[ELIFECYCLE] Command failed" line would only be noise under it.
-    { LABS_SERVICES: await serviceFingerprint(), pnpm_config_reporter: 'silent' },
-  );
+    { LABS_SERVICES: await serviceFingerprint(), pnpm_config_reporter: 'silent', ...slots.env },
+  ).finally(() => slots.close());
 
   const failed = failedTasks(summaries, summariesBefore);
   say('');
