@@ -243,7 +243,9 @@ describe('openLab', () => {
   });
 });
 
-describe('listen: time limits', () => {
+// The three limits are waited out side by side (each on a server of its own): one after another they
+// were 21 s of this package's run, spent waiting.
+describe.concurrent('listen: time limits', () => {
   /**
    * Opens a connection, sends `head` and then nothing more, and waits for the server to close it (or
    * `giveUpMs`). Returns when it closed (undefined if it did not) and what the server wrote.
