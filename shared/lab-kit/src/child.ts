@@ -51,6 +51,51 @@ export interface LabChild extends AsyncDisposable {
 const INPUT_VARIABLE = 'LABS_CHILD_INPUT';
 
 /**
+ * `lab mutate` reaches into children too. Stryker's instrumented code switches a mutant on when the
+ * process's `__stryker__.activeMutant` names it, and in a process of its own reads that from
+ * `__STRYKER_ACTIVE_MUTANT__`; it counts the mutants a test reached in `__stryker__.mutantCoverage`,
+ * which only the test's own process reports. So a child starts with its parent's active mutant, and
+ * sends what it reached (`{ type: 'mutant-coverage' }`) before each message and every quarter second;
+ * the parent counts it under the test that is running. Without Stryker, none of this happens.
+ */
+interface StrykerCoverage {
+  static: Record<string, number>;
+  perTest: Record<string, Record<string, number>>;
+}
+interface Stryker {
+  activeMutant?: string;
+  currentTestId?: string;
+  mutantCoverage?: StrykerCoverage;
+}
+const stryker = () => (globalThis as { __stryker__?: Stryker }).__stryker__;
+const ACTIVE_MUTANT_VARIABLE = '__STRYKER_ACTIVE_MUTANT__';
+
+/** In the parent: counts a child's coverage as the running test's (or as static, between tests). */
+function countChildCoverage(mutants: Record<string, number>) {
+  const ns = stryker();
+  if (!ns) return;
+  ns.mutantCoverage ??= { static: {}, perTest: {} };
+  const coverage = ns.mutantCoverage;
+  if (ns.currentTestId) coverage.perTest[ns.currentTestId] ??= {};
+  const counts = ns.currentTestId ? coverage.perTest[ns.currentTestId]! : coverage.static;
+  for (const [id, n] of Object.entries(mutants)) counts[id] = (counts[id] ?? 0) + n;
+}
+
+/** In the child: what it reached since the last call, moved out of its own counts. */
+function takeOwnCoverage(): Record<string, number> | undefined {
+  const coverage = stryker()?.mutantCoverage;
+  if (!coverage) return undefined;
+  const taken: Record<string, number> = {};
+  // Emptied in place: the instrumented code holds on to these objects, not to `mutantCoverage`.
+  for (const counts of [coverage.static, ...Object.values(coverage.perTest)])
+    for (const id of Object.keys(counts)) {
+      taken[id] = (taken[id] ?? 0) + counts[id]!;
+      delete counts[id];
+    }
+  return Object.keys(taken).length > 0 ? taken : undefined;
+}
+
+/**
  * Starts `entry` (a .ts or .js file) in a child Node process and resolves once it calls
  * {@link serveParent}; rejects, with the end of its stderr, when it exits or times out first.
  *
@@ -68,8 +113,16 @@ export async function startChild(entry: string, options: StartChildOptions = {})
   const child = fork(entry, [], {
     cwd: options.cwd,
     execArgv: options.execArgv ?? [],
-    env: { ...process.env, ...options.env, [INPUT_VARIABLE]: input },
+    env: {
+      ...process.env,
+      ...options.env,
+      [INPUT_VARIABLE]: input,
+      ...(stryker()?.activeMutant === undefined ? {} : { [ACTIVE_MUTANT_VARIABLE]: String(stryker()!.activeMutant) }),
+    },
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  });
+  child.on('message', (m: { type?: string; mutants?: Record<string, number> }) => {
+    if (m?.type === 'mutant-coverage' && m.mutants) countChildCoverage(m.mutants);
   });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -164,8 +217,17 @@ export type ParentHandlers = { stop(): unknown } & Record<string, (input?: unkno
  * parent, it does nothing.
  */
 export function serveParent(handlers: ParentHandlers): void {
-  const send = process.send?.bind(process);
-  if (!send) return;
+  const sendOnly = process.send?.bind(process);
+  if (!sendOnly) return;
+  const sendCoverage = () => {
+    const mutants = takeOwnCoverage();
+    if (mutants && process.connected) sendOnly({ type: 'mutant-coverage', mutants });
+  };
+  const send = (message: object) => {
+    sendCoverage();
+    sendOnly(message);
+  };
+  if (stryker()) setInterval(sendCoverage, 250).unref();
   process.on('message', async (message: { type: string; id?: number; input?: unknown }) => {
     if (message.type === 'stop') {
       const failed = await Promise.resolve(handlers.stop()).then(
@@ -175,6 +237,7 @@ export function serveParent(handlers: ParentHandlers): void {
           return true;
         },
       );
+      sendCoverage();
       process.exit(failed ? 1 : 0);
     }
     const handler = handlers[message.type];

@@ -53,3 +53,25 @@ describe('startChild', () => {
     );
   });
 });
+
+describe('startChild under Stryker (lab mutate)', () => {
+  it("runs the child with the parent's active mutant and counts what it reached under the running test", async () => {
+    const ns = { activeMutant: '7', currentTestId: 'the test', mutantCoverage: { static: {}, perTest: {} } };
+    (globalThis as { __stryker__?: unknown }).__stryker__ = ns;
+    try {
+      await using child = await startChild(FIXTURE);
+      expect(await child.ask('cover', ['12', '13'])).toBe('7');
+      expect(ns.mutantCoverage.perTest).toEqual({ 'the test': { '12': 1, '13': 1 } });
+      // Each reach is counted once: what was sent is not sent again.
+      await child.ask('cover', ['12']);
+      expect(ns.mutantCoverage.perTest).toEqual({ 'the test': { '12': 2, '13': 1 } });
+    } finally {
+      delete (globalThis as { __stryker__?: unknown }).__stryker__;
+    }
+  });
+
+  it('leaves the child without a mutant when none is active', async () => {
+    await using child = await startChild(FIXTURE);
+    expect(await child.ask('cover', ['12'])).toBeUndefined();
+  });
+});
