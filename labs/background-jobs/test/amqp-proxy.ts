@@ -8,7 +8,11 @@
  *   connections pass again, so a client that reconnects gets through.
  *
  * It reads just enough of AMQP 0-9-1's framing (type, channel, size, payload, end byte) to count the
- * basic.publish frames it drops, so a test can wait until the publishes it caused are really gone.
+ * basic.publish frames it drops, so a test can wait until the publishes it caused are really gone, and
+ * the basic.publish and basic.ack frames it passes on: a worker that acks a job only once it is done
+ * (or was done before), or once a copy of it is published (a retry, a dead letter), never sends more
+ * acks than it has done jobs and published copies, so a test can see a job acked and gone the moment
+ * the ack leaves, instead of waiting out a bound for a job that will never come back.
  */
 import { connect, createServer, type Socket } from 'node:net';
 
@@ -17,6 +21,10 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly url: string;
   /** basic.publish frames dropped while stalled. */
   readonly droppedPublishes: number;
+  /** basic.publish frames passed on to the broker. */
+  readonly publishes: number;
+  /** basic.ack frames passed on to the broker (an ack with `multiple` set counts once). */
+  readonly acks: number;
   stall(): void;
   cut(): void;
 }
@@ -25,29 +33,32 @@ const PROTOCOL_HEADER_BYTES = 8; // "AMQP" 0 0 9 1
 const FRAME_METHOD = 1;
 const BASIC_CLASS = 60;
 const BASIC_PUBLISH = 40;
+const BASIC_ACK = 80;
 
-/** Counts the basic.publish frames in a client's byte stream, chunk by chunk. */
-function publishCounter(): (chunk: Buffer) => number {
+/** Counts the basic.publish and basic.ack frames in a client's byte stream, chunk by chunk. */
+function frameCounter(): (chunk: Buffer) => { publishes: number; acks: number } {
   let pending = Buffer.alloc(0);
   let headerSeen = false;
   return (chunk) => {
     pending = Buffer.concat([pending, chunk]);
     if (!headerSeen) {
-      if (pending.length < PROTOCOL_HEADER_BYTES) return 0;
+      if (pending.length < PROTOCOL_HEADER_BYTES) return { publishes: 0, acks: 0 };
       pending = pending.subarray(PROTOCOL_HEADER_BYTES);
       headerSeen = true;
     }
     let publishes = 0;
+    let acks = 0;
     // A frame: type (1 byte), channel (2), payload size (4), payload, frame-end (1).
     while (pending.length >= 7) {
       const size = pending.readUInt32BE(3);
       if (pending.length < 7 + size + 1) break;
       if (pending[0] === FRAME_METHOD && size >= 4) {
         if (pending.readUInt16BE(7) === BASIC_CLASS && pending.readUInt16BE(9) === BASIC_PUBLISH) publishes++;
+        if (pending.readUInt16BE(7) === BASIC_CLASS && pending.readUInt16BE(9) === BASIC_ACK) acks++;
       }
       pending = pending.subarray(7 + size + 1);
     }
-    return publishes;
+    return { publishes, acks };
   };
 }
 
@@ -57,6 +68,8 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   const sockets = new Set<Socket>();
   let stalled = false;
   let droppedPublishes = 0;
+  let publishes = 0;
+  let acks = 0;
   let closed = false;
   const server = createServer((client) => {
     if (closed) {
@@ -64,7 +77,7 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
       return;
     }
     const upstream = connect(Number(broker.port || 5672), broker.hostname);
-    const countPublishes = publishCounter();
+    const countFrames = frameCounter();
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('error', () => {});
@@ -75,9 +88,13 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
       });
     }
     client.on('data', (chunk: Buffer) => {
-      const publishes = countPublishes(chunk);
-      if (stalled) droppedPublishes += publishes;
-      else upstream.write(chunk);
+      const counted = countFrames(chunk);
+      if (stalled) droppedPublishes += counted.publishes;
+      else {
+        publishes += counted.publishes;
+        acks += counted.acks;
+        upstream.write(chunk);
+      }
     });
     upstream.pipe(client);
   });
@@ -88,6 +105,12 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     url: proxied.toString(),
     get droppedPublishes() {
       return droppedPublishes;
+    },
+    get publishes() {
+      return publishes;
+    },
+    get acks() {
+      return acks;
     },
     stall() {
       stalled = true;
