@@ -75,6 +75,25 @@ function freshQueues(): JobQueueNames {
   return names;
 }
 
+/**
+ * A queue of the test's own, bound to the work exchange as the work queue is: it keeps a copy of every
+ * message routed to the work queue (published, back from a delay queue, or sent round again), so its
+ * depth counts them. Nothing consumes it; deleted after the test.
+ */
+async function routedCount(names: JobQueueNames): Promise<() => Promise<number>> {
+  const copies = rabbit.name(`${testNo}.routed`);
+  cleanups.push(() => admin.deleteAll([copies]));
+  const connection = await amqp.connect(rabbit.url);
+  try {
+    const channel = await connection.createChannel();
+    await channel.assertQueue(copies, { durable: false });
+    await channel.bindQueue(copies, names.exchange, JOB_ROUTING_KEY);
+  } finally {
+    await connection.close();
+  }
+  return () => readyIn(copies);
+}
+
 /** The learner's code logs what goes wrong; a test collects it instead of printing it. */
 const logged: string[] = [];
 const log = (line: string) => void logged.push(line);
@@ -799,9 +818,13 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const names = freshQueues();
     await declareQueues(names);
     const worker = await workerProcess(names, {});
+    const routed = await routedCount(names);
     const garbage = await publishMalformed(rabbit.url, { exchange: names.exchange, routingKey: JOB_ROUTING_KEY });
     const good = makeJobs(5);
     await admin.publishJobs(names, good);
+    // Each message is routed to the work queue once when published, and once more per retry at most: a
+    // count far past that is a message sent round again and again, which no wait would see parked.
+    const maxRouted = (garbage.length + good.length) * 2 * ATTEMPTS;
     const seen = await waitFor(
       async () => ({
         alive: await worker.stats().then(
@@ -810,13 +833,18 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
         ),
         dead: await readyIn(names.deadQueue),
         done: good.length - notDone(await confirmations(good)),
+        routed: await routed(),
       }),
-      (s) => !s.alive || (s.dead >= garbage.length && s.done === good.length),
+      (s) => !s.alive || (s.dead >= garbage.length && s.done === good.length) || s.routed > maxRouted,
       { timeoutMs: 15_000 },
     );
     expect(seen.alive, `the worker process died of a message that is not a job:\n${worker.output().slice(-1500)}`).toBe(
       true,
     );
+    expect(
+      seen.routed,
+      `messages routed to the work queue for ${garbage.length} that are not jobs and ${good.length} jobs (at most ${2 * ATTEMPTS} times each): what cannot be read is being sent round again`,
+    ).toBeLessThanOrEqual(maxRouted);
     expect(seen.done, 'good jobs done').toBe(good.length);
     const dead = await takeAll(rabbit.url, names.deadQueue);
     expect(dead.length, `messages in the dead-letter queue, of ${garbage.length} that are not jobs`).toBe(
