@@ -86,14 +86,39 @@ export interface SenderOptions {
    * Each call waits (up to this many ms) until another call for the same job id is in progress too:
    * two copies of a job delivered at once are then both inside the work together, the interleaving a
    * check-then-act dedupe gets wrong, forced instead of hoped for. A worker that lets only one copy
-   * through (a claim in the database) loses this long once per job. Only the spec sets it.
+   * through (a claim in the database) has the other copy waiting on this call's transaction instead:
+   * that ends the wait as well (they are inside the work together, one behind the other's lock).
+   * Only the spec sets it.
    */
   meetCopiesMs?: number;
+  /** With `meetCopiesMs`: only these jobs wait for a copy (every job when absent). */
+  meetCopiesOf?: ReadonlySet<string>;
   /**
    * Each job's first call fails after its confirmation is written: a provider that did the work and
    * then timed out. Whatever the call wrote must go with the failed attempt. Only the spec sets it.
    */
   failAfterFirstEffect?: boolean;
+}
+
+type Queryable = Parameters<SendConfirmation>[0];
+
+/**
+ * Resolves once another session waits on a lock that `db`'s transaction holds (checked every 20 ms),
+ * or never: when `db` is a pool rather than one connection, or once `signal` aborts. The check is a
+ * read of pg_stat_activity on the caller's own connection, so it takes no lock and changes nothing.
+ */
+async function waitedOn(db: Queryable, signal: AbortSignal): Promise<void> {
+  const pid = (db as { processID?: unknown }).processID;
+  if (typeof pid !== 'number') return new Promise<void>(() => {});
+  while (!signal.aborted) {
+    const { rows } = await db.query<{ waited: boolean }>(
+      'SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))) AS waited',
+      [pid],
+    );
+    if (rows[0]?.waited) return;
+    await sleep(20, undefined, { signal }).catch(() => undefined);
+  }
+  return new Promise<void>(() => {});
 }
 
 /** What one process's sender has seen. */
@@ -107,13 +132,15 @@ export function createConfirmationSender(options: SenderOptions) {
   const { promise: held, resolve: releaseHeld } = Promise.withResolvers<void>();
   /** Calls waiting for a copy of their job, by job id. */
   const waitingForCopy = new Map<string, () => void>();
-  const meetCopy = async (jobId: string, ms: number) => {
+  const meetCopy = async (db: Queryable, jobId: string, ms: number) => {
     const waiting = waitingForCopy.get(jobId);
     waitingForCopy.delete(jobId);
     if (waiting) return waiting(); // the copy that came first goes on, and so does this one
     const met = Promise.withResolvers<void>();
     waitingForCopy.set(jobId, met.resolve);
-    await Promise.race([met.promise, sleep(ms, undefined, { ref: false })]);
+    const stop = new AbortController();
+    await Promise.race([met.promise, sleep(ms, undefined, { ref: false }), waitedOn(db, stop.signal)]);
+    stop.abort();
     if (waitingForCopy.get(jobId) === met.resolve) waitingForCopy.delete(jobId); // no copy came
   };
   const send: SendConfirmation = async (db, job) => {
@@ -125,7 +152,9 @@ export function createConfirmationSender(options: SenderOptions) {
       const heldNo = options.hangAfter === undefined ? 0 : stats.calls - options.hangAfter;
       const holdAfterEffect = heldNo > 0 && options.hangAfterEffectToo === true && heldNo % 2 === 0;
       if (heldNo > 0 && !holdAfterEffect) await held;
-      if (options.meetCopiesMs !== undefined) await meetCopy(job.jobId, options.meetCopiesMs);
+      if (options.meetCopiesMs !== undefined && (options.meetCopiesOf?.has(job.jobId) ?? true)) {
+        await meetCopy(db, job.jobId, options.meetCopiesMs);
+      }
       if (options.workMs > 0) await sleep(options.workMs);
       const body = renderConfirmation(job);
       await db.query(

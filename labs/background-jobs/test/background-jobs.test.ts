@@ -126,14 +126,15 @@ async function workerHere(
     workMs?: number;
     db?: pg.Pool;
     meetCopiesMs?: number;
+    meetCopiesOf?: ReadonlySet<string>;
     failAfterFirstEffect?: boolean;
     hangAfter?: number;
   } = {},
 ) {
-  const { workMs = 2, db: given, meetCopiesMs, failAfterFirstEffect, hangAfter, ...rest } = overrides;
+  const { workMs = 2, db: given, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter, ...rest } = overrides;
   const pool = given ?? createPgPool(databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
   if (!given) cleanups.push(() => pool.end());
-  const sender = createConfirmationSender({ workMs, meetCopiesMs, failAfterFirstEffect, hangAfter });
+  const sender = createConfirmationSender({ workMs, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter });
   cleanups.push(async () => sender.releaseHeld()); // cleanups run in reverse: held calls go on, then the worker stops
   const worker = await startWorker(settings(names, rest), { db: pool, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
@@ -762,13 +763,15 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
     // Worker B gets the job again (the broker never heard it was done), and five jobs published
     // twice each, as a publisher does when it retries after a lost confirm. B's prefetch and pool hold
-    // all eleven messages at once, and its confirmations wait for the other copy of their job (up to
-    // 4 s): two copies in progress together is the case a dedupe must survive, so the test makes it
-    // happen every time instead of on a lucky run.
+    // all eleven messages at once, and the confirmation of a job published twice waits for the other
+    // copy (up to 4 s, or until that copy waits on its transaction): two copies in progress together is
+    // the case a dedupe must survive, so the test makes it happen every time instead of on a lucky run.
+    // (The redelivered job has no other copy on its way: A's is done.)
     const roomy = createPgPool(databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 20 });
     cleanups.push(() => roomy.end());
-    const b = await workerHere(names, { meetCopiesMs: 4000, prefetch: 20, db: roomy });
     const twice = makeJobs(5);
+    const meetCopiesOf = new Set(twice.map((job) => job.jobId));
+    const b = await workerHere(names, { meetCopiesMs: 4000, meetCopiesOf, prefetch: 20, db: roomy });
     await admin.publishJobs(names, [...twice, ...twice]);
     // Until B has taken every message, each job is confirmed and nothing is in progress; then B stops
     // (finishing what it holds), so a duplicate still on its way has landed when they are counted.
