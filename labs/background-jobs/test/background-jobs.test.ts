@@ -501,7 +501,7 @@ describe('baseline: under faults, every request is answered within a bound', () 
     // (connected, then silent), after the publisher connected. A publish waits for the broker's confirm
     // up to the publish timeout, reconnects included; then the API answers 503. The starter's 202 for a
     // job the stalled broker never got is what a challenge counts; here, only that nothing hangs.
-    const publishTimeoutMs = 5000;
+    const publishTimeoutMs = 2000; // the API's own is 5 s; a short one answers the stalled orders sooner
     const bound = publishTimeoutMs + 5000;
     const down = await stallingProxy(rabbit.url);
     const stalled = await stallingProxy(rabbit.url);
