@@ -160,3 +160,40 @@ export function holdFirstEvent(kafka: Kafka, accountId: string, others: number, 
     return producer;
   };
 }
+
+/**
+ * Counts the sends of every producer made from `kafka` from now on that carry an event `matches`:
+ * how many were started and how many kafkajs rejected (a rejected send is over: nothing of it reaches
+ * the topic later). How a spec sees that a publish met an outage, instead of waiting a fixed time.
+ */
+export function watchSends(
+  kafka: Kafka,
+  matches: (event: { accountId?: unknown; seq?: unknown }) => boolean,
+): { readonly started: number; readonly rejected: number } {
+  const seen = { started: 0, rejected: 0 };
+  const carries = (messages: { value: Buffer | string | null }[]) =>
+    messages.some((message) => {
+      try {
+        return matches(JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown });
+      } catch {
+        return false;
+      }
+    });
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = async (record) => {
+      if (!carries(record.messages)) return send(record);
+      seen.started += 1;
+      try {
+        return await send(record);
+      } catch (error) {
+        seen.rejected += 1;
+        throw error;
+      }
+    };
+    return producer;
+  };
+  return seen;
+}
