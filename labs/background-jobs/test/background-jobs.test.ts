@@ -133,11 +133,20 @@ async function workerHere(
 ) {
   const { workMs = 2, db: given, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter, ...rest } = overrides;
   const pool = given ?? createPgPool(databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
-  if (!given) cleanups.push(() => pool.end());
+  if (!given) {
+    cleanups.push(async () => {
+      // A client the stopped worker never gave back keeps end() waiting for ever: then the pool ends
+      // when it can (never, for a leaked client), and the next test does not wait for it.
+      const leaked = pool.totalCount - pool.idleCount;
+      const ended = pool.end();
+      if (leaked === 0) await ended;
+      else ended.catch(() => undefined);
+    });
+  }
   const sender = createConfirmationSender({ workMs, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter });
-  cleanups.push(async () => sender.releaseHeld()); // cleanups run in reverse: held calls go on, then the worker stops
   const worker = await startWorker(settings(names, rest), { db: pool, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
+  cleanups.push(async () => sender.releaseHeld()); // cleanups run in reverse: held calls go on, then the worker stops
   return Object.assign(sender, { worker, pool });
 }
 
