@@ -188,7 +188,11 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
      WHERE NOT EXISTS (SELECT 1 FROM ${catalog.table('shards')}) ON CONFLICT DO NOTHING`,
     [options.initial, `${base}_shard_`],
   );
-  for (const id of await ids(false)) await build(id);
+  // On a server, the shards' databases are created side by side (four CREATE DATABASE took 0.9 s one
+  // after another here, 0.4 s at once); the embedded engine takes one connection's statements at a time.
+  const existing = await ids(false);
+  if (oneDatabase) for (const id of existing) await build(id);
+  else await Promise.all(existing.map(build));
 
   /** Claims the next id in the catalog first, so two instances provisioning at once get different ids. */
   async function provision(): Promise<Shard> {
