@@ -381,7 +381,9 @@ function expectAnswered(fault: string, answers: Answer[], statuses: number[]): v
 }
 
 describe('baseline: under faults, every request is answered within a bound', () => {
-  it('answers 503 with Retry-After within a few seconds while PostgreSQL is down or stalled', async () => {
+  // This test and the next run side by side: each spends most of its time waiting for a deadline
+  // (PostgreSQL's 2.5 s, Kafka's 3 s), and they share nothing (each has its own proxies, pools and labs).
+  it.concurrent('answers 503 with Retry-After within a few seconds while PostgreSQL is down or stalled', async () => {
     // The API's pool settings (API_POOL_OPTIONS): statement, query and connection timeouts of a few
     // seconds, so a database that does not answer fails the request instead of hanging it. The pool is
     // the spec's, on this file's database (its tables exist), behind a closed port or a stalled proxy.
@@ -416,80 +418,7 @@ describe('baseline: under faults, every request is answered within a bound', () 
     }
   }, 60_000);
 
-  it("an event whose transaction commits after a later event's is still published and applied: the relay skips no row committed late", async () => {
-    // An outbox position is handed out when the row is written and seen by others when its transaction
-    // commits, so rows become visible out of position order. A trigger on the outbox holds one
-    // account's transaction after its row is written (position n) until this spec lets go; meanwhile
-    // another account records, commits (n + 1) and is published. A relay that remembers "published up
-    // to n + 1" and reads `position > last` never sees n. A recorder without an outbox meets no barrier.
-    await using running = await startPatient({ projectors: 1 });
-    const own = await running.context.database();
-    const [late, early] = ['commits-late', 'commits-early'];
-    const BARRIER = 80_999;
-    await own.query(`CREATE FUNCTION labs_hold_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN PERFORM pg_advisory_xact_lock_shared(${BARRIER}); RETURN NEW; END $$`);
-    await own.query(`CREATE TRIGGER labs_hold_outbox_row AFTER INSERT ON event_outbox FOR EACH ROW
-      WHEN (NEW.account_id = '${late}') EXECUTE FUNCTION labs_hold_outbox_row()`);
-    const post = (accountId: string) =>
-      ask(running.url, 'POST', '/api/events', { accountId, type: 'deposited', amount: 7 });
-    const holder = await own.connect();
-    let lateAnswer: Promise<Answer> | undefined;
-    try {
-      await holder.query('SELECT pg_advisory_lock($1)', [BARRIER]);
-      let answered = false;
-      lateAnswer = post(late).finally(() => {
-        answered = true;
-      });
-      // Until the held request waits at the barrier, or is answered without meeting it (no outbox).
-      await until(async () => answered || (await lockWaitsIn(own, true)) > 0, 5000, 20);
-      expect((await post(early)).status, 'the other account records meanwhile').toBe(202);
-      const published = await until(async () => (await accountAt(running.url, early)) !== undefined, 20_000);
-      expect(published, 'the other account, committed later, was applied within 20 s').toBe(true);
-    } finally {
-      await holder.query('SELECT pg_advisory_unlock_all()');
-      holder.release();
-    }
-    expect((await lateAnswer)?.status, 'the held request, once let go').toBe(202);
-    // The account's next event is the marker: recorded after the held one committed, and applied after
-    // it (an account's events in the order they were numbered). A relay that skipped the held row
-    // publishes the marker and never the row.
-    expect((await post(late)).status, "the account's next event").toBe(202);
-    let seen: Awaited<ReturnType<typeof accountAt>>;
-    const applied = await until(async () => {
-      seen = await accountAt(running.url, late);
-      return (seen?.eventsApplied ?? 0) >= 2 || (seen?.lastSeq ?? 0) >= 2;
-    }, 15_000);
-    expect(
-      applied && seen,
-      "the event committed after a later one was applied, before the account's next event (within 15 s)",
-    ).toMatchObject({ eventsApplied: 2, balance: 14 });
-  }, 60_000);
-
-  it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
-    // A recorder that throws a TypeError is a mistake in the code, not Kafka being away: a 503 would
-    // tell clients to retry something that fails every time, and hide it from whoever reads the log.
-    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
-    try {
-      const buggy = {
-        createPublisher,
-        createRecorder: async () => ({
-          record: async (): Promise<AccountEvent> => {
-            throw new TypeError("Cannot read properties of undefined (reading 'send')");
-          },
-          close: async () => {},
-        }),
-        startProjector,
-      };
-      await using running = await startLab(lab, { with: { projectors: 0, pipeline: buggy } });
-      const answer = await ask(running.url, 'POST', '/api/events', { accountId: 'bug', type: 'deposited', amount: 1 });
-      expect(answer).toMatchObject({ status: 500, retryAfter: null, type: expect.stringMatching(/problem\+json/) });
-      expect(logged.mock.calls.flat().join('\n'), 'the log says what went wrong').toMatch(/reading 'send'/);
-    } finally {
-      logged.mockRestore();
-    }
-  });
-
-  it('answers 503 with Retry-After naming Kafka within a few seconds while Kafka is down or stalled, and still serves balances', async () => {
+  it.concurrent('answers 503 with Retry-After naming Kafka within a few seconds while Kafka is down or stalled, and still serves balances', async () => {
     // Every connection of the lab's client goes through the proxy (throughProxy: the broker advertises
     // its own address, so a proxy that is only the bootstrap address would be bypassed). The API gives up
     // on Kafka after KAFKA_DEADLINE_MS; a balance is read from PostgreSQL alone and is still served.
@@ -574,6 +503,79 @@ describe('baseline: under faults, every request is answered within a bound', () 
     );
     for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
   }, 90_000);
+
+  it("an event whose transaction commits after a later event's is still published and applied: the relay skips no row committed late", async () => {
+    // An outbox position is handed out when the row is written and seen by others when its transaction
+    // commits, so rows become visible out of position order. A trigger on the outbox holds one
+    // account's transaction after its row is written (position n) until this spec lets go; meanwhile
+    // another account records, commits (n + 1) and is published. A relay that remembers "published up
+    // to n + 1" and reads `position > last` never sees n. A recorder without an outbox meets no barrier.
+    await using running = await startPatient({ projectors: 1 });
+    const own = await running.context.database();
+    const [late, early] = ['commits-late', 'commits-early'];
+    const BARRIER = 80_999;
+    await own.query(`CREATE FUNCTION labs_hold_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock_shared(${BARRIER}); RETURN NEW; END $$`);
+    await own.query(`CREATE TRIGGER labs_hold_outbox_row AFTER INSERT ON event_outbox FOR EACH ROW
+      WHEN (NEW.account_id = '${late}') EXECUTE FUNCTION labs_hold_outbox_row()`);
+    const post = (accountId: string) =>
+      ask(running.url, 'POST', '/api/events', { accountId, type: 'deposited', amount: 7 });
+    const holder = await own.connect();
+    let lateAnswer: Promise<Answer> | undefined;
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [BARRIER]);
+      let answered = false;
+      lateAnswer = post(late).finally(() => {
+        answered = true;
+      });
+      // Until the held request waits at the barrier, or is answered without meeting it (no outbox).
+      await until(async () => answered || (await lockWaitsIn(own, true)) > 0, 5000, 20);
+      expect((await post(early)).status, 'the other account records meanwhile').toBe(202);
+      const published = await until(async () => (await accountAt(running.url, early)) !== undefined, 20_000);
+      expect(published, 'the other account, committed later, was applied within 20 s').toBe(true);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()');
+      holder.release();
+    }
+    expect((await lateAnswer)?.status, 'the held request, once let go').toBe(202);
+    // The account's next event is the marker: recorded after the held one committed, and applied after
+    // it (an account's events in the order they were numbered). A relay that skipped the held row
+    // publishes the marker and never the row.
+    expect((await post(late)).status, "the account's next event").toBe(202);
+    let seen: Awaited<ReturnType<typeof accountAt>>;
+    const applied = await until(async () => {
+      seen = await accountAt(running.url, late);
+      return (seen?.eventsApplied ?? 0) >= 2 || (seen?.lastSeq ?? 0) >= 2;
+    }, 15_000);
+    expect(
+      applied && seen,
+      "the event committed after a later one was applied, before the account's next event (within 15 s)",
+    ).toMatchObject({ eventsApplied: 2, balance: 14 });
+  }, 60_000);
+
+  it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
+    // A recorder that throws a TypeError is a mistake in the code, not Kafka being away: a 503 would
+    // tell clients to retry something that fails every time, and hide it from whoever reads the log.
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      const buggy = {
+        createPublisher,
+        createRecorder: async () => ({
+          record: async (): Promise<AccountEvent> => {
+            throw new TypeError("Cannot read properties of undefined (reading 'send')");
+          },
+          close: async () => {},
+        }),
+        startProjector,
+      };
+      await using running = await startLab(lab, { with: { projectors: 0, pipeline: buggy } });
+      const answer = await ask(running.url, 'POST', '/api/events', { accountId: 'bug', type: 'deposited', amount: 1 });
+      expect(answer).toMatchObject({ status: 500, retryAfter: null, type: expect.stringMatching(/problem\+json/) });
+      expect(logged.mock.calls.flat().join('\n'), 'the log says what went wrong').toMatch(/reading 'send'/);
+    } finally {
+      logged.mockRestore();
+    }
+  });
 
   it('a worker survives its PostgreSQL connections being reset mid-transaction, and carries on', async () => {
     // A connection that dies is an 'error' event on its pg client; pg's pool listens only while the
