@@ -161,32 +161,24 @@ const ratioOf = (a: (LoadResult | number)[], b: (LoadResult | number)[]) => {
   return median;
 };
 // Ratios are medians of the rounds taken in turns (see pairedRatio): one slow moment spoils one pair.
-// Here they are figures, not targets. Every Redis limiter in this table makes one round trip per
-// request (a 1 ms emission interval leaves the solution's deny cache little to do), so against the
-// libraries it is a close race by design, and on a shared 2-core machine its rounds spread from 0.23x to
-// 4.95x in one run (load average 15): a target there would be a coin toss. The flood below, where the
-// deny cache is the difference, holds the solution to the libraries. Against the bare API the one Redis
-// round trip is CPU on the cores the load generator, the servers and Redis share: how busy the machine was.
-report.figure(
-  'solution ÷ rate-limiter-flexible req/s (median of rounds)',
-  ratioOf(roundsOf('solution'), roundsOf('rate-limiter-flexible')),
-  'x',
-);
-report.figure(
-  'solution ÷ express-rate-limit req/s (median of rounds)',
-  ratioOf(roundsOf('solution'), roundsOf('express-rate-limit')),
-  'x',
-);
-// The p99s too, round by round: a p99 depends on the moment it was measured in even more than req/s.
-const p99Pairs = roundsOf('solution').map(
-  (round, i) => round.p99Ms / Math.max(roundsOf('express-rate-limit')[i]!.p99Ms, 1e-9),
-);
-console.log(`  p99 rounds: ${p99Pairs.map((r) => r.toFixed(2)).join(', ')}`);
-report.figure(
-  'solution p99 ÷ express-rate-limit p99 (median of rounds)',
-  [...p99Pairs].sort((a, b) => a - b)[Math.floor(p99Pairs.length / 2)]!,
-  'x',
-);
+// Here they are figures, not targets (issue #25 asks for at least 1.0x each library, p99 no worse):
+// every Redis limiter in this table makes one script call per request (a 1 ms emission interval leaves
+// the deny cache nothing to do), so against the libraries it is a close race by design, and on a shared
+// 2-core machine it swings with the load (0.82x to 1.18x the libraries' req/s, medians of two runs of
+// one session). The README ("Why the ratios above are figures") has where the time goes, the designs
+// tried, and the one that won both runs: one call for a client's requests that arrive together.
+// Against the bare API the one round trip is CPU on the cores the load generator, the servers and Redis
+// share: how busy the machine was.
+for (const library of ['rate-limiter-flexible', 'express-rate-limit']) {
+  report.figure(
+    `solution ÷ ${library} req/s (median of rounds)`,
+    ratioOf(roundsOf('solution'), roundsOf(library)),
+    'x',
+  );
+  // The p99s too, round by round: a p99 depends on the moment it was measured in even more than req/s.
+  const p99s = (name: string) => roundsOf(name).map((round) => Math.max(round.p99Ms, 0.001));
+  report.figure(`solution p99 ÷ ${library} p99 (median of rounds)`, ratioOf(p99s('solution'), p99s(library)), 'x');
+}
 report.figure('solution ÷ bare req/s (median of rounds)', ratioOf(roundsOf('solution'), roundsOf('bare')), 'x');
 const solutionRow = rows[TARGETS.indexOf('solution')];
 report.target('requests the solution over-admitted', Number(solutionRow?.values['over-admitted']), { exactly: 0 });
