@@ -13,8 +13,8 @@
  *   4. verify   drain the log one last time, then compare row count and checksum on both sides;
  *   5. switch   the source gives the bucket up, the target takes it, the catalog points to it;
  *   6. clean    delete the bucket's rows from the source.
- * What makes it safe is a fence on each shard: a table of the buckets it owns, checked with FOR SHARE
- * in the same statement as every read and write. The catalog alone cannot be: reading it and then
+ * What makes it safe is a fence on each shard: a table of the buckets it owns, checked in the same
+ * statement as every read and write (a write locks the bucket rows FOR SHARE). The catalog alone cannot be: reading it and then
  * writing to a shard are two steps on two databases, and a switch can fall between them. With the
  * fence, an instance with an old map is turned away by the shard itself and asks the catalog again,
  * so the map can be cached: a request costs two round trips (the catalog's hot-tenant list, then one
@@ -25,7 +25,7 @@
  * reads ask all of them. Consecutive buckets start out on different shards, so a split tenant's
  * writes spread over the fleet instead of heating one shard.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ServiceDownError } from '@labs/lab-kit';
 import { hash32 } from '../server/hash.ts';
@@ -64,6 +64,14 @@ class SwitchFailed extends Error {
 }
 
 type BucketState = 'active' | 'copying' | 'frozen';
+
+/**
+ * The name of a prepared statement for `text`: PostgreSQL plans a named statement once per connection
+ * instead of on every request, and the fence's statement (four CTEs) costs more to plan than to run.
+ * One name per distinct text, from its hash: the embedded engine serves every connection in one
+ * session, where one name given two texts would clash.
+ */
+const statementName = (text: string) => `fence_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
 
 /** Newest first: created_at DESC, then id DESC (the tie-break that makes the order total). */
 const newestFirst = (a: Note, b: Note) =>
@@ -157,21 +165,19 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
     const writable = intent === 'write' ? `bool_and(state <> 'frozen')` : 'true';
     const log = `, logged AS (INSERT INTO ${shard.table('bucket_changes')} (bucket, note_id)
                    SELECT work.bucket, work.id FROM work, verdict WHERE work.bucket = ANY(verdict.copying))`;
-    // The statement below says FOR SHARE for a write; a read's drops it (see above).
-    const lock = intent === 'write' ? ' FOR SHARE' : '';
-    shard.ops++;
-    const { rows } = await shard.pool.query(
-      `WITH fence AS (
-         SELECT bucket, state FROM ${shard.table('owned_buckets')} WHERE bucket = ANY(${owned}) FOR SHARE),
+    // A write locks the bucket rows; a read does not (see above).
+    const lock = intent === 'write' ? 'FOR SHARE' : '';
+    const sql = `WITH fence AS (
+         SELECT bucket, state FROM ${shard.table('owned_buckets')} WHERE bucket = ANY(${owned}) ${lock}),
        verdict AS (
          SELECT count(*) = cardinality(${owned}) AND ${writable} AS ok, count(*)::int AS owned,
                 (count(*) FILTER (WHERE state = 'frozen'))::int AS frozen,
                 array_agg(bucket) FILTER (WHERE state = 'copying') AS copying
          FROM fence),
        work AS (${text}) ${intent === 'write' ? log : ''}
-       SELECT verdict.owned, verdict.frozen, work.* FROM verdict LEFT JOIN work ON true`.replace(' FOR SHARE', lock),
-      [...values, buckets],
-    );
+       SELECT verdict.owned, verdict.frozen, work.* FROM verdict LEFT JOIN work ON true`;
+    shard.ops++;
+    const { rows } = await shard.pool.query({ name: statementName(sql), text: sql, values: [...values, buckets] });
     const verdict = rows[0] as { owned: number; frozen: number };
     if (verdict.owned < buckets.length) throw new BucketBusy(buckets, 'moved');
     if (intent === 'write' && verdict.frozen > 0) throw new BucketBusy(buckets, 'frozen');
