@@ -712,15 +712,21 @@ describe('challenges: what the first version gets wrong', () => {
     const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
     expect(warm, `the worker applied the first events within 20 s: ${worker.stderr()}`).toBe(true);
 
-    // The crash lands at the worst moment, every run: this spec holds the accounts' rows, so the worker's
-    // next writes wait inside PostgreSQL, mid-chunk, when it is killed. Whatever it has committed by then
-    // (offsets, event ids marked as processed) must not outrun what the projection holds.
+    // The crash lands at the worst moment, every run: this spec holds one account's row, so the worker's
+    // writes wait inside PostgreSQL, mid-chunk, when it is killed. That account's events come last, in
+    // one send: its partition's batch holds 245 events of five other accounts before them, so the worker
+    // has written (and may commit) part of the batch before it waits. Whatever it has committed by then
+    // (offsets, event ids marked as processed) must not outrun what the projection holds, neither past
+    // the chunk it waits in nor past the part of the batch it wrote.
+    const held = `${sc.prefix}acct-12`;
     let atKill = { committed: 0, applied: 0 };
     const holder = await pool.connect();
     try {
       await holder.query('BEGIN');
-      await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+      await holder.query('SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE', [held]);
       const rest = next(12 * 49);
+      // Stable: each account's events keep their order; the held account's go to the end.
+      rest.sort((a, b) => Number(a.accountId === held) - Number(b.accountId === held));
       events.push(...rest);
       await publish(sc, rest);
       const waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
@@ -921,7 +927,7 @@ describe('challenges: what the first version gets wrong', () => {
     await publish(sc, events.slice(0, half));
     const poison = poisonValue(accounts[0]!);
     const raw = await kafka.producer();
-    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poison }] });
+    const [sent] = await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poison }] });
     // Then garbage of every kind real producers send (the test kit's: empty, not JSON, cut off, not
     // UTF-8, the wrong shape, null, a tombstone), on the same partition, before the second half.
     const garbage = await produceMalformed(createKafka(kafka.brokers), sc.topic, { key: accounts[0]! });
@@ -959,6 +965,12 @@ describe('challenges: what the first version gets wrong', () => {
       Object.values(deadLetter.headers).some((value) => value.includes(reason)),
       `a header of the dead letter says why it failed ("${reason.slice(0, 60)}..."); headers: ${JSON.stringify(deadLetter.headers)}`,
     ).toBe(true);
+    // ...and where it came from: whoever fixes the producer must find the original, and replay from there.
+    const origin = Object.values(deadLetter.headers);
+    expect(
+      [String(sent!.partition), String(sent!.baseOffset)].filter((coordinate) => !origin.includes(coordinate)),
+      `headers of the dead letter say the poison's partition (${sent!.partition}) and offset (${sent!.baseOffset}); headers: ${JSON.stringify(deadLetter.headers)}`,
+    ).toEqual([]);
   }, 40_000);
 
   it('challenge: a poison message whose dead letter the broker refuses holds its partition: nothing is committed past it until the dead letter is stored', async () => {
