@@ -68,10 +68,23 @@ type BucketState = 'active' | 'copying' | 'frozen';
 /**
  * The name of a prepared statement for `text`: PostgreSQL plans a named statement once per connection
  * instead of on every request, and the fence's statement (four CTEs) costs more to plan than to run.
- * One name per distinct text, from its hash: the embedded engine serves every connection in one
- * session, where one name given two texts would clash.
+ * One name per distinct text, from its hash, so one name never stands for two texts.
  */
 const statementName = (text: string) => `fence_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
+
+/**
+ * Runs `text` as a named statement. The embedded engine serves every client connection in one
+ * session, so another connection may have prepared that name already (error 42P05): the statement is
+ * the same (same name, same text), and it runs unnamed this once.
+ */
+async function prepared(shard: Shard, text: string, values: unknown[]) {
+  try {
+    return await shard.pool.query({ name: statementName(text), text, values });
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42P05') throw error;
+    return shard.pool.query(text, values);
+  }
+}
 
 /** Newest first: created_at DESC, then id DESC (the tie-break that makes the order total). */
 const newestFirst = (a: Note, b: Note) =>
@@ -177,7 +190,7 @@ export function createShardRouter({ shards, hooks }: RouterDeps): ShardRouter {
        work AS (${text}) ${intent === 'write' ? log : ''}
        SELECT verdict.owned, verdict.frozen, work.* FROM verdict LEFT JOIN work ON true`;
     shard.ops++;
-    const { rows } = await shard.pool.query({ name: statementName(sql), text: sql, values: [...values, buckets] });
+    const { rows } = await prepared(shard, sql, [...values, buckets]);
     const verdict = rows[0] as { owned: number; frozen: number };
     if (verdict.owned < buckets.length) throw new BucketBusy(buckets, 'moved');
     if (intent === 'write' && verdict.frozen > 0) throw new BucketBusy(buckets, 'frozen');
