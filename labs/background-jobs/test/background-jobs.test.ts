@@ -800,6 +800,14 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       `${extra} duplicate confirmation(s): the redelivered job was confirmed ${counts[redelivered.jobId]} time(s), the jobs published twice ${twice.map((job) => counts[job.jobId]).join(', ')} time(s)`,
     ).toBe(0);
     expect(notDone(counts), 'jobs never confirmed').toBe(0);
+    // A copy of a job already done is done too: acked, not a failure. Sent round the retries instead, it
+    // fails again on every try and lands in the dead-letter queue beside jobs that really failed. B has
+    // stopped (its jobs finished, their copies confirmed), so each such copy is still in one of these.
+    const sentRound = await waitingIn([names.queue, ...names.retryQueues, names.deadQueue]);
+    expect(
+      sentRound,
+      'copies of done jobs left in the work, retry or dead-letter queues: a duplicate was treated as a failed attempt',
+    ).toBe(0);
   });
 
   it('challenge: a confirmation is committed with its claim: a job that fails after writing it leaves none behind, and its retry confirms it once', async () => {
@@ -1023,6 +1031,36 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     expect(
       missing,
       `${missing} of ${later.length} jobs published after the worker's connection dropped were never done: nothing reconnected and consumed again`,
+    ).toBe(0);
+  });
+
+  it('challenge: a worker whose consumer the broker cancels (its queue deleted, then declared again) consumes again', async () => {
+    // RabbitMQ cancels a consumer when its queue goes (deleted by an operator, or lost with the node that
+    // held it) and leaves the channel and the connection up: the consumer's callback gets null. A worker
+    // that ignores it stays connected, looks healthy to every probe, and never takes a job again.
+    const names = freshQueues();
+    await declareQueues(names);
+    await workerHere(names);
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 1,
+      { timeoutMs: 5000 },
+    );
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).deleteQueue(names.queue);
+    } finally {
+      await connection.close();
+    }
+    await declareQueues(names);
+    const jobs = makeJobs(5);
+    await admin.publishJobs(names, jobs);
+    // Done, or out of time: a right worker reconnects (or consumes again) within its first retry delay.
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 10_000 });
+    const missing = notDone(counts);
+    expect(
+      missing,
+      `${missing} of ${jobs.length} jobs published after the worker's queue was declared again were never done: its cancelled consumer was never replaced`,
     ).toBe(0);
   });
 
