@@ -2,9 +2,9 @@
  * Service resolution, path by path. Each provider is forced with LABS_PROVIDER so every path runs here,
  * whatever else the machine has. Tests assert what answers, not how fast.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,13 @@ import {
 } from '../src/index.ts';
 import { findBinary } from '../src/providers/server-process.ts';
 
+/** Owner processes started by a test, and their private temporary folders: gone after each test. */
+const owners: ChildProcess[] = [];
+const ownerTmps: string[] = [];
 afterEach(async () => {
+  // An owner a failed test did not kill would keep its server, and this run's stderr, open for good.
+  for (const owner of owners.splice(0)) if (owner.exitCode === null && owner.signalCode === null) owner.kill('SIGKILL');
+  for (const dir of ownerTmps.splice(0)) rmSync(dir, { recursive: true, force: true });
   await stopServices();
   vi.unstubAllEnvs();
 });
@@ -168,7 +174,12 @@ for (const { kind, binary, dirs, standardPort } of BROKER_BINARIES) {
  * exit handlers: only the watchdog can stop its server and remove its folder.
  */
 async function ownerOf(kind: 'redis' | 'postgres') {
-  const before = new Set(readdirSync(tmpdir()));
+  // A temporary folder of its own (TMPDIR), so the folders it makes are told apart from those that
+  // other tests and other runs on this machine make at the same time; PostgreSQL (run as the postgres
+  // user under root) must be able to enter it.
+  const tmp = mkdtempSync(join(tmpdir(), 'owner-tmp-'));
+  chmodSync(tmp, 0o755);
+  ownerTmps.push(tmp);
   const owner = spawn(
     process.execPath,
     [
@@ -179,11 +190,12 @@ async function ownerOf(kind: 'redis' | 'postgres') {
        console.log(svc.url);
        setInterval(() => {}, 1000);`,
     ],
-    { env: { ...process.env, LABS_PROVIDER: `${kind}:binary` }, stdio: ['ignore', 'pipe', 'inherit'] },
+    { env: { ...process.env, TMPDIR: tmp, LABS_PROVIDER: `${kind}:binary` }, stdio: ['ignore', 'pipe', 'inherit'] },
   );
+  owners.push(owner);
   const [line] = (await once(createInterface({ input: owner.stdout! }), 'line')) as [string];
-  const folders = readdirSync(tmpdir()).filter((f) => f.startsWith('labs-') && !before.has(f));
-  return { owner, port: Number(new URL(line).port), folders: folders.map((f) => join(tmpdir(), f)) };
+  const folders = readdirSync(tmp).filter((f) => f.startsWith('labs-'));
+  return { owner, port: Number(new URL(line).port), folders: folders.map((f) => join(tmp, f)) };
 }
 
 /** Polls `check` every 250 ms for up to 10 s (the watchdog looks once a second, then allows a 5 s shutdown). */
