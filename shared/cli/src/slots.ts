@@ -13,6 +13,13 @@ import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
+/**
+ * The first slots are handed out this long after the first task asks: turbo starts the tasks together,
+ * but each loads the command line (and a shared package runs its compiler) before it asks, so without
+ * the wait the quickest to start would go first, not the longest.
+ */
+const GATHER_MS = 2_000;
+
 /** Seconds per task (package name), longest first; a task not named waits behind those that are. */
 type Seconds = Record<string, number>;
 
@@ -44,8 +51,11 @@ export async function openSlots(root: string, limit: number): Promise<Slots> {
   const took: Seconds = {};
   const waiting: { name: string; socket: Socket }[] = [];
   let running = 0;
+  let gathered = false;
+  let gathering: NodeJS.Timeout | undefined;
 
   const next = () => {
+    if (!gathered) return;
     waiting.sort((a, b) => (expected[b.name] ?? 0) - (expected[a.name] ?? 0));
     while (running < limit && waiting.length > 0) {
       const { name, socket } = waiting.shift()!;
@@ -70,6 +80,10 @@ export async function openSlots(root: string, limit: number): Promise<Slots> {
       socket.off('data', onData);
       const entry = { name: asked.trim(), socket };
       waiting.push(entry);
+      gathering ??= setTimeout(() => {
+        gathered = true;
+        next();
+      }, GATHER_MS);
       // A task that gives up while it waits (Ctrl-C) leaves the queue.
       socket.once('close', () => {
         const at = waiting.indexOf(entry);
@@ -88,6 +102,7 @@ export async function openSlots(root: string, limit: number): Promise<Slots> {
     env: { LABS_SLOTS: path },
     waiting: () => waiting.length,
     close: async () => {
+      clearTimeout(gathering);
       await new Promise<void>((resolve) => server.close(() => resolve()));
       rmSync(path, { force: true });
       // Only tasks that ran: a result turbo replayed from its cache says nothing about the time.

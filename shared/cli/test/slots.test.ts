@@ -63,6 +63,18 @@ describe('lab test slots', () => {
     ]);
   });
 
+  it('the tasks that ask together go longest first, though a slot is free when the first one asks', async () => {
+    root = mkdtempSync(join(tmpdir(), 'labs-slots-'));
+    slots = await openSlots(root, 1);
+    const path = slots.env.LABS_SLOTS;
+    const granted: string[] = [];
+    const quick = ask(path, '@labs/bench', granted);
+    const long = ask(path, '@labs/background-jobs', granted);
+    (await long).destroy();
+    (await quick).destroy();
+    expect(granted).toEqual(['@labs/background-jobs', '@labs/bench']);
+  });
+
   it('a task that gives up while it waits leaves the queue without taking a slot', async () => {
     root = mkdtempSync(join(tmpdir(), 'labs-slots-'));
     slots = await openSlots(root, 1);
