@@ -8,6 +8,7 @@
  * time on this machine (`node_modules/.cache/labs/task-seconds.json`), or on a first run the figures
  * measured for a fresh clone (`task-seconds.json` beside this package).
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -148,7 +149,6 @@ export function askSlot(path: string, name: string): Promise<Socket | undefined>
 export async function runInSlot(command: string[], dir = process.cwd()): Promise<number> {
   const { name } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name: string };
   await takeSlot(name);
-  const { spawn } = await import('node:child_process');
   return await new Promise<number>((resolve) => {
     const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit' });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);
