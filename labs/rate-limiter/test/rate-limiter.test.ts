@@ -8,11 +8,12 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createRedisClient, resolveService } from '@labs/services';
+import { createRedisClient, isRedisOutage, resolveService } from '@labs/services';
 import { delayingProxy, keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
 import { createRateLimiter } from '#rate-limiter';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
+import type { Decision } from '../server/limiter.ts';
 import { LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
@@ -350,6 +351,78 @@ describe('baseline: what any rate limiter must do', () => {
       if (commands.mock.calls.length === before) answeredLocally.push(id);
     }
     expect(answeredLocally.length, `answered from memory with maxDenied 2: ${answeredLocally}`).toBeLessThanOrEqual(2);
+  });
+
+  it('many clients bursting in the same turn are each admitted exactly the limit, each told what remains', async () => {
+    // A limiter may decide requests that arrive together in one call (one script call per client per
+    // turn of the event loop), but not more loosely: eight clients each send seven requests in one
+    // synchronous loop, interleaved, and each must get exactly its own limit of four. A batch that
+    // admits all it holds once the first fits, or one batch for every client of the turn, miscounts.
+    const limit = 4;
+    const limiter = createRateLimiter({
+      redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
+      limit,
+      windowMs: 60_000,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: STILL,
+    });
+    const clients = Array.from({ length: 8 }, (_, c) => `together-${c}`);
+    const asked: { client: string; decision: Promise<Decision> }[] = [];
+    for (let request = 0; request < 7; request++)
+      for (const client of clients) asked.push({ client, decision: limiter.consume(client) });
+    const decisions = await Promise.all(asked.map(async ({ client, decision }) => ({ client, ...(await decision) })));
+    const perClient = Object.fromEntries(
+      clients.map((client) => {
+        const own = decisions.filter((d) => d.client === client);
+        const admitted = own.filter((d) => d.allowed);
+        const told = admitted.map((d) => d.remaining).sort((a, b) => a - b);
+        return [client, `${admitted.length} admitted, told ${told.join(',')} remain`];
+      }),
+    );
+    expect(perClient, `7 requests from each client in one turn, limit ${limit}`).toEqual(
+      Object.fromEntries(clients.map((client) => [client, '4 admitted, told 0,1,2,3 remain'])),
+    );
+  });
+
+  it('every request is answered when Redis fails in the middle of deciding them', async () => {
+    // Requests that wait on one shared call (a batch, a coalesced lookup) all need its outcome: when
+    // that call fails, each must get the failure (the middleware then fails open), none may be left
+    // waiting for ever. Five clients send four requests each in one turn while Redis is silent; once
+    // the limiter has sent something, the connection is cut. Every one of the 20 must settle.
+    await using proxy = await stallingProxy(redisUrl);
+    const client = await lab.context.redis({ url: proxy.url, ...LIMITER_REDIS_OPTIONS });
+    const commands = vi.spyOn(client, 'sendCommand');
+    const limiter = createRateLimiter({
+      redis: client,
+      limit: 2,
+      windowMs: 60_000,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: STILL,
+    });
+    proxy.stall();
+    const outcome: Record<string, number> = {};
+    const count = (what: string) => {
+      outcome[what] = (outcome[what] ?? 0) + 1;
+    };
+    const asked: Promise<void>[] = [];
+    for (let request = 0; request < 4; request++)
+      for (let c = 0; c < 5; c++)
+        asked.push(
+          limiter.consume(`failing-${c}`).then(
+            () => count('answered'),
+            (error) => count(isRedisOutage(error) ? 'told of the outage' : `failed otherwise: ${error}`),
+          ),
+        );
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    // Mid-flight: the limiter has sent its commands (a limiter that keeps nothing in Redis never does).
+    for (let waited = 0; commands.mock.calls.length === 0 && waited < 1000; waited += 10) await pause(10);
+    await proxy.kill();
+    // Generous: the command timeout is 250 ms, and a reset fails what is in flight at once; what has not
+    // settled after eight timeouts never will.
+    await Promise.race([Promise.all(asked), pause(8 * LIMITER_TIMEOUT_MS)]);
+    const settled = Object.values(outcome).reduce((a, b) => a + b, 0);
+    expect(20 - settled, `requests never answered (of 20: ${JSON.stringify(outcome)})`).toBe(0);
+    expect(Object.keys(outcome).filter((what) => what.startsWith('failed otherwise'))).toEqual([]);
   });
 
   it('a bug in the limiter is a 500 that is logged, never a silently unlimited API', async () => {
