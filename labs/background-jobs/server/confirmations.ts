@@ -83,6 +83,13 @@ export interface SenderOptions {
    */
   hangAfterEffectToo?: boolean;
   /**
+   * The first call for each of these jobs hangs inside its transaction (after the claim, before the
+   * effect) until `releaseHeld()`, whatever `hangAfter` says: chosen jobs kept in progress while the
+   * test does something around them (gives another job back, cuts the broker connection). A later
+   * delivery of the same job is not held; it meets the first one's claim instead. Only the spec sets it.
+   */
+  holdJobs?: ReadonlySet<string>;
+  /**
    * Each call waits (up to this many ms) until another call for the same job id is in progress too:
    * two copies of a job delivered at once are then both inside the work together, the interleaving a
    * check-then-act dedupe gets wrong, forced instead of hoped for. A worker that lets only one copy
@@ -151,7 +158,8 @@ export function createConfirmationSender(options: SenderOptions) {
     try {
       const heldNo = options.hangAfter === undefined ? 0 : stats.calls - options.hangAfter;
       const holdAfterEffect = heldNo > 0 && options.hangAfterEffectToo === true && heldNo % 2 === 0;
-      if (heldNo > 0 && !holdAfterEffect) await held;
+      const chosen = options.holdJobs?.has(job.jobId) === true && attempts.get(job.jobId)?.length === 1;
+      if ((heldNo > 0 && !holdAfterEffect) || chosen) await held;
       if (options.meetCopiesMs !== undefined && (options.meetCopiesOf?.has(job.jobId) ?? true)) {
         await meetCopy(db, job.jobId, options.meetCopiesMs);
       }

@@ -13,6 +13,14 @@
  * (or was done before), or once a copy of it is published (a retry, a dead letter), never sends more
  * acks than it has done jobs and published copies, so a test can see a job acked and gone the moment
  * the ack leaves, instead of waiting out a bound for a job that will never come back.
+ *
+ * It also keeps the broker's side of every consumer's books, per connection and channel, as the broker
+ * keeps them: each basic.deliver (its delivery tag and the message's id), each ack, nack or reject the
+ * client sends, and each channel the broker closes. So a test can count how often each job was
+ * delivered, and see a settlement that names a delivery its channel does not hold: settled already,
+ * never made, or made on another channel (a tag is only a number, counted afresh on every channel).
+ * The broker answers such a settlement by closing the channel (PRECONDITION_FAILED, unknown delivery
+ * tag), which the books record too.
  */
 import { connect, createServer, type Socket } from 'node:net';
 
@@ -25,40 +33,155 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly publishes: number;
   /** basic.ack frames passed on to the broker (an ack with `multiple` set counts once). */
   readonly acks: number;
+  /** basic.deliver frames the broker sent for the message with this id, over every connection. */
+  deliveriesOf(messageId: string): number;
+  /** Settlements that named no delivery their channel held unsettled (see ledger()). */
+  readonly strayedSettlements: readonly string[];
+  /** The channels the broker closed, each as "<code> <text>" (a client's own close is not counted). */
+  readonly channelsClosedByBroker: readonly string[];
   stall(): void;
   cut(): void;
 }
 
 const PROTOCOL_HEADER_BYTES = 8; // "AMQP" 0 0 9 1
 const FRAME_METHOD = 1;
+const FRAME_HEADER = 2;
+const CHANNEL_CLASS = 20;
+const CHANNEL_OPEN = 10;
+const CHANNEL_CLOSE = 40;
 const BASIC_CLASS = 60;
 const BASIC_PUBLISH = 40;
+const BASIC_DELIVER = 60;
 const BASIC_ACK = 80;
+const BASIC_REJECT = 90;
+const BASIC_NACK = 120;
+/** The message-id property's bit in a content header's property flags (AMQP 0-9-1, 4.2.6.1). */
+const MESSAGE_ID_FLAG = 1 << 7;
 
-/** Counts the basic.publish and basic.ack frames in a client's byte stream, chunk by chunk. */
-function frameCounter(): (chunk: Buffer) => { publishes: number; acks: number } {
+/** One frame: its type, channel and payload. */
+interface Frame {
+  type: number;
+  channel: number;
+  payload: Buffer;
+}
+
+/** Splits a byte stream into frames, chunk by chunk (`skip`: bytes before the first frame). */
+function frameReader(skip: number): (chunk: Buffer) => Frame[] {
   let pending = Buffer.alloc(0);
-  let headerSeen = false;
+  let skipped = skip === 0;
   return (chunk) => {
     pending = Buffer.concat([pending, chunk]);
-    if (!headerSeen) {
-      if (pending.length < PROTOCOL_HEADER_BYTES) return { publishes: 0, acks: 0 };
-      pending = pending.subarray(PROTOCOL_HEADER_BYTES);
-      headerSeen = true;
+    if (!skipped) {
+      if (pending.length < skip) return [];
+      pending = pending.subarray(skip);
+      skipped = true;
     }
-    let publishes = 0;
-    let acks = 0;
+    const frames: Frame[] = [];
     // A frame: type (1 byte), channel (2), payload size (4), payload, frame-end (1).
     while (pending.length >= 7) {
       const size = pending.readUInt32BE(3);
       if (pending.length < 7 + size + 1) break;
-      if (pending[0] === FRAME_METHOD && size >= 4) {
-        if (pending.readUInt16BE(7) === BASIC_CLASS && pending.readUInt16BE(9) === BASIC_PUBLISH) publishes++;
-        if (pending.readUInt16BE(7) === BASIC_CLASS && pending.readUInt16BE(9) === BASIC_ACK) acks++;
-      }
+      frames.push({ type: pending[0]!, channel: pending.readUInt16BE(1), payload: pending.subarray(7, 7 + size) });
       pending = pending.subarray(7 + size + 1);
     }
-    return { publishes, acks };
+    return frames;
+  };
+}
+
+/** A method frame's class and method ids, or undefined for any other frame. */
+const methodOf = (frame: Frame) =>
+  frame.type === FRAME_METHOD && frame.payload.length >= 4
+    ? { classId: frame.payload.readUInt16BE(0), methodId: frame.payload.readUInt16BE(2) }
+    : undefined;
+
+/** The message id in a content header frame's properties (undefined when it has none). */
+function messageIdOf(payload: Buffer): string | undefined {
+  // class (2), weight (2), body size (8), property flags (2), then each property that is present.
+  const flags = payload.readUInt16BE(12);
+  if (!(flags & MESSAGE_ID_FLAG)) return undefined;
+  let at = 14;
+  const shortString = () => {
+    const length = payload[at]!;
+    at += 1 + length;
+    return payload.toString('utf8', at - length, at);
+  };
+  // Before message-id, in order: content-type, content-encoding (short strings), headers (a table with
+  // a 4-byte length), delivery-mode, priority (an octet each), correlation-id, reply-to, expiration.
+  if (flags & (1 << 15)) shortString();
+  if (flags & (1 << 14)) shortString();
+  if (flags & (1 << 13)) at += 4 + payload.readUInt32BE(at);
+  if (flags & (1 << 12)) at += 1;
+  if (flags & (1 << 11)) at += 1;
+  for (const bit of [10, 9, 8]) if (flags & (1 << bit)) shortString();
+  return shortString();
+}
+
+/** One connection's books (see ledger()). */
+interface Ledger {
+  /** A frame the broker sent. */
+  fromBroker(frame: Frame): void;
+  /** A frame the client sent (and the broker received). */
+  fromClient(frame: Frame): void;
+}
+
+/**
+ * One connection's deliveries, as the broker keeps them: per channel, the tags it has delivered and
+ * not yet had settled. A settlement with `multiple` settles every unsettled tag up to its own (all of
+ * them for tag 0); one that settles nothing named a delivery the channel does not hold. What it sees
+ * goes into the proxy's counts: deliveries per message id, settlements that strayed, channels closed.
+ */
+function ledger(deliveries: Map<string, number>, strayed: string[], closedByBroker: string[]): Ledger {
+  const open = new Map<number, Set<number>>();
+  /** Per channel, the tag of a basic.deliver whose content header has not arrived yet. */
+  const awaitingHeader = new Map<number, number>();
+  const tagsOf = (channel: number) => {
+    const tags = open.get(channel) ?? new Set<number>();
+    open.set(channel, tags);
+    return tags;
+  };
+  const kinds: Record<number, string> = { [BASIC_ACK]: 'ack', [BASIC_NACK]: 'nack', [BASIC_REJECT]: 'reject' };
+  return {
+    fromBroker(frame) {
+      const method = methodOf(frame);
+      if (method?.classId === BASIC_CLASS && method.methodId === BASIC_DELIVER) {
+        // consumer-tag (a short string), then the delivery tag.
+        awaitingHeader.set(frame.channel, Number(frame.payload.readBigUInt64BE(4 + 1 + frame.payload[4]!)));
+      } else if (frame.type === FRAME_HEADER && awaitingHeader.has(frame.channel)) {
+        const tag = awaitingHeader.get(frame.channel)!;
+        awaitingHeader.delete(frame.channel);
+        const id = messageIdOf(frame.payload) ?? '(no message id)';
+        deliveries.set(id, (deliveries.get(id) ?? 0) + 1);
+        tagsOf(frame.channel).add(tag);
+      } else if (method?.classId === CHANNEL_CLASS && method.methodId === CHANNEL_CLOSE) {
+        // reply-code (2), reply-text (a short string). The broker requeues what the channel held.
+        const code = frame.payload.readUInt16BE(4);
+        closedByBroker.push(`${code} ${frame.payload.toString('utf8', 7, 7 + frame.payload[6]!)}`);
+        open.delete(frame.channel);
+      }
+    },
+    fromClient(frame) {
+      const method = methodOf(frame);
+      if (method?.classId === CHANNEL_CLASS && method.methodId === CHANNEL_OPEN) {
+        open.set(frame.channel, new Set()); // a channel number used again counts its tags afresh
+        return;
+      }
+      const kind = method?.classId === BASIC_CLASS ? kinds[method.methodId] : undefined;
+      if (kind === undefined) return;
+      // delivery-tag (8 bytes), then a byte of bits: `multiple` first (basic.reject has none).
+      const tag = Number(frame.payload.readBigUInt64BE(4));
+      const multiple = kind !== 'reject' && (frame.payload[12]! & 1) === 1;
+      const tags = tagsOf(frame.channel);
+      let settled = 0;
+      for (const held of [...tags]) {
+        if (held === tag || (multiple && (tag === 0 || held < tag))) {
+          tags.delete(held);
+          settled++;
+        }
+      }
+      if (settled === 0) {
+        strayed.push(`${kind} of delivery tag ${tag}${multiple ? ' (multiple)' : ''} on channel ${frame.channel}`);
+      }
+    },
   };
 }
 
@@ -71,13 +194,18 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   let publishes = 0;
   let acks = 0;
   let closed = false;
+  const deliveries = new Map<string, number>();
+  const strayed: string[] = [];
+  const closedByBroker: string[] = [];
   const server = createServer((client) => {
     if (closed) {
       client.destroy();
       return;
     }
     const upstream = connect(Number(broker.port || 5672), broker.hostname);
-    const countFrames = frameCounter();
+    const clientFrames = frameReader(PROTOCOL_HEADER_BYTES);
+    const brokerFrames = frameReader(0);
+    const books = ledger(deliveries, strayed, closedByBroker);
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('error', () => {});
@@ -88,15 +216,24 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
       });
     }
     client.on('data', (chunk: Buffer) => {
-      const counted = countFrames(chunk);
-      if (stalled) droppedPublishes += counted.publishes;
+      const frames = clientFrames(chunk);
+      const isBasic = (frame: Frame, methodId: number) => {
+        const method = methodOf(frame);
+        return method?.classId === BASIC_CLASS && method.methodId === methodId;
+      };
+      const published = frames.filter((frame) => isBasic(frame, BASIC_PUBLISH)).length;
+      if (stalled) droppedPublishes += published;
       else {
-        publishes += counted.publishes;
-        acks += counted.acks;
+        publishes += published;
+        acks += frames.filter((frame) => isBasic(frame, BASIC_ACK)).length;
+        for (const frame of frames) books.fromClient(frame);
         upstream.write(chunk);
       }
     });
-    upstream.pipe(client);
+    upstream.on('data', (chunk: Buffer) => {
+      for (const frame of brokerFrames(chunk)) books.fromBroker(frame);
+      client.write(chunk);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const proxied = new URL(brokerUrl);
@@ -112,6 +249,10 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     get acks() {
       return acks;
     },
+    deliveriesOf: (messageId) => deliveries.get(messageId) ?? 0,
+    strayedSettlements: strayed,
+    channelsClosedByBroker: closedByBroker,
+
     stall() {
       stalled = true;
     },

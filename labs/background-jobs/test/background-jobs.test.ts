@@ -129,9 +129,19 @@ async function workerHere(
     meetCopiesOf?: ReadonlySet<string>;
     failAfterFirstEffect?: boolean;
     hangAfter?: number;
+    holdJobs?: ReadonlySet<string>;
   } = {},
 ) {
-  const { workMs = 2, db: given, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter, ...rest } = overrides;
+  const {
+    workMs = 2,
+    db: given,
+    meetCopiesMs,
+    meetCopiesOf,
+    failAfterFirstEffect,
+    hangAfter,
+    holdJobs,
+    ...rest
+  } = overrides;
   const pool = given ?? createPgPool(databaseUrl, { ...DATABASE_POOL_OPTIONS, max: 10 });
   if (!given) {
     cleanups.push(async () => {
@@ -143,7 +153,14 @@ async function workerHere(
       else ended.catch(() => undefined);
     });
   }
-  const sender = createConfirmationSender({ workMs, meetCopiesMs, meetCopiesOf, failAfterFirstEffect, hangAfter });
+  const sender = createConfirmationSender({
+    workMs,
+    meetCopiesMs,
+    meetCopiesOf,
+    failAfterFirstEffect,
+    hangAfter,
+    holdJobs,
+  });
   const worker = await startWorker(settings(names, rest), { db: pool, sendConfirmation: sender.send });
   cleanups.push(() => worker.stop());
   cleanups.push(async () => sender.releaseHeld()); // cleanups run in reverse: held calls go on, then the worker stops
@@ -883,15 +900,22 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
   });
 
-  it('challenge: a failed job is let go only once its retry copy is queued: with its retry queue gone it stays, and is parked once the queue is back', async () => {
+  it('challenge: a failed job is let go only once its retry copy is queued, and given back alone: with its retry queue gone it stays, and is parked once the queue is back', async () => {
     // A failed job's retry copy must be with the broker before the original is acked. Here the first
     // retry queue is gone, so the broker cannot take the copy (mandatory: it comes back unroutable). A
     // worker that waits for the copy's confirm gives the job back and tries again; one that acks the
     // original without waiting has lost the job. Then the queues are declared again, as the learner's
     // code declares them, and the job goes its way to the dead-letter queue.
+    // Four good jobs, delivered before the failing one, are held in progress while it is given back:
+    // a give-back must return that one delivery, not every earlier one still in progress (a nack with
+    // `allUpTo`), which the broker would deliver again while the first copies are still at work. The
+    // worker talks through a proxy that keeps the broker's books: deliveries per job, and acks that
+    // name a delivery its channel no longer holds (the broker closes the channel for those).
     const names = freshQueues();
     await declareQueues(names);
-    const sender = await workerHere(names);
+    const proxy = await brokerProxy();
+    const beside = makeJobs(4);
+    const sender = await workerHere(names, { url: proxy.url, holdJobs: new Set(beside.map((job) => job.jobId)) });
     const connection = await amqp.connect(rabbit.url);
     try {
       await (await connection.createChannel()).deleteQueue(names.retryQueues[0]!);
@@ -899,13 +923,21 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       await connection.close();
     }
     const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] });
-    await admin.publishJobs(names, [poison]);
+    await admin.publishJobs(names, [...beside, poison]);
     // The third try comes after two pauses (a second each in the solution, about 2 s in all): 6 s leave
-    // room for a busy machine, and a job acked without its copy has no third try at any time.
+    // room for a busy machine, and a job acked without its copy has no third try at any time. The jobs
+    // beside it are let go once it was given back the first time (its second try has begun).
+    const started = performance.now();
+    await waitFor(
+      () => sender.attemptsOf(poison.jobId).length,
+      (n) => n >= 2,
+      { timeoutMs: 6000 },
+    );
+    sender.releaseHeld();
     const tries = await waitFor(
       () => sender.attemptsOf(poison.jobId).length,
       (n) => n >= 3,
-      { timeoutMs: 6000 },
+      { timeoutMs: Math.max(0, started + 6000 - performance.now()) },
     );
     expect(
       tries,
@@ -928,6 +960,19 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       { timeoutMs: 15_000 },
     );
     expect(dead, 'the job in the dead-letter queue once its retry copies could be queued').toBe(1);
+    // Stopped, the worker has finished and settled everything it held: the books are complete.
+    await waitFor(() => confirmations(beside), allDone, { timeoutMs: 10_000 });
+    await sender.worker.stop();
+    expect(
+      beside.map((job) => proxy.deliveriesOf(job.jobId)),
+      'deliveries of the four jobs in progress while the failed job was given back: a give-back returns that job alone; the others, given back with it, were delivered again while still at work',
+    ).toEqual([1, 1, 1, 1]);
+    expect(
+      proxy.strayedSettlements,
+      'acks and nacks naming a delivery their channel no longer held (settled already, or given back)',
+    ).toEqual([]);
+    expect(proxy.channelsClosedByBroker, 'channels the broker closed under the worker').toEqual([]);
+    expect(values(await confirmations(beside)), 'confirmations of the jobs beside it').toEqual([1, 1, 1, 1]);
   });
 
   it('challenge: a short retry delay is not held up behind a long one that started first', async () => {
@@ -1012,13 +1057,27 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
   });
 
-  it('challenge: a worker whose connection drops reconnects and does the jobs published afterwards', async () => {
+  it('challenge: a worker whose connection drops reconnects, does the jobs published afterwards, and settles the jobs it held across the drop once, on the channel that delivered them', async () => {
+    // Two jobs are in progress (held inside their transactions) when the connection drops. Their
+    // deliveries died with their channel: the broker requeues them and, once the worker is back, delivers
+    // them again on a new channel, where they wait on the first copies' claims. When the first copies
+    // finish, there is nothing left for them to ack: a delivery tag is a number counted afresh on every
+    // channel, so their tags said on the new channel name other deliveries there (acked already, or not
+    // yet: the wrong job), or none, and the broker closes the channel (PRECONDITION_FAILED). The worker
+    // talks through a proxy that keeps the broker's books, so each such ack is seen.
     const names = freshQueues();
     const proxy = await brokerProxy();
-    await workerHere(names, { url: proxy.url });
+    const across = makeJobs(2);
+    const sender = await workerHere(names, { url: proxy.url, holdJobs: new Set(across.map((job) => job.jobId)) });
     const first = makeJobs(3);
-    await admin.publishJobs(names, first);
-    expect(values(await waitFor(() => confirmations(first), allDone, { timeoutMs: 10_000 }))).toEqual([1, 1, 1]);
+    await admin.publishJobs(names, [...first, ...across]);
+    const before = await waitFor(
+      async () => ({ counts: await confirmations(first), inFlight: sender.stats.inFlight }),
+      (s) => allDone(s.counts) && s.inFlight >= across.length,
+      { timeoutMs: 10_000 },
+    );
+    expect(values(before.counts)).toEqual([1, 1, 1]);
+    expect(before.inFlight, 'jobs in progress when the connection drops').toBe(across.length);
     proxy.cut();
     const later = makeJobs(5);
     await admin.publishJobs(names, later);
@@ -1032,6 +1091,24 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       missing,
       `${missing} of ${later.length} jobs published after the worker's connection dropped were never done: nothing reconnected and consumed again`,
     ).toBe(0);
+    // The held jobs, requeued when their connection went, are delivered again on the new channel. Then
+    // the first copies go on; then the worker stops, finishing and settling what it holds, so the books
+    // are complete.
+    const redelivered = await waitFor(
+      () => across.map((job) => proxy.deliveriesOf(job.jobId)),
+      (n) => n.every((deliveries) => deliveries >= 2),
+      { timeoutMs: 10_000 },
+    );
+    expect(redelivered, 'deliveries of the jobs held across the drop, before they are let go').toEqual([2, 2]);
+    sender.releaseHeld();
+    await waitFor(() => confirmations(across), allDone, { timeoutMs: 10_000 });
+    await sender.worker.stop();
+    expect(
+      proxy.strayedSettlements,
+      'acks naming a delivery their channel did not hold (a tag from the channel that delivered the job, said on another)',
+    ).toEqual([]);
+    expect(proxy.channelsClosedByBroker, 'channels the broker closed under the worker').toEqual([]);
+    expect(values(await confirmations(across)), 'confirmations of the jobs held across the drop').toEqual([1, 1]);
   });
 
   it('challenge: a worker whose consumer the broker cancels (its queue deleted, then declared again) consumes again', async () => {
