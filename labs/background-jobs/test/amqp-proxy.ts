@@ -39,6 +39,8 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly strayedSettlements: readonly string[];
   /** The channels the broker closed, each as "<code> <text>" (a client's own close is not counted). */
   readonly channelsClosedByBroker: readonly string[];
+  /** The heartbeat interval (s) each connection settled on with the broker (connection.tune-ok), in order. */
+  readonly heartbeats: readonly number[];
   stall(): void;
   cut(): void;
 }
@@ -46,6 +48,8 @@ export interface AmqpProxy extends AsyncDisposable {
 const PROTOCOL_HEADER_BYTES = 8; // "AMQP" 0 0 9 1
 const FRAME_METHOD = 1;
 const FRAME_HEADER = 2;
+const CONNECTION_CLASS = 10;
+const CONNECTION_TUNE_OK = 31;
 const CHANNEL_CLASS = 20;
 const CHANNEL_OPEN = 10;
 const CHANNEL_CLOSE = 40;
@@ -197,6 +201,7 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   const deliveries = new Map<string, number>();
   const strayed: string[] = [];
   const closedByBroker: string[] = [];
+  const heartbeats: number[] = [];
   const server = createServer((client) => {
     if (closed) {
       client.destroy();
@@ -226,7 +231,14 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
       else {
         publishes += published;
         acks += frames.filter((frame) => isBasic(frame, BASIC_ACK)).length;
-        for (const frame of frames) books.fromClient(frame);
+        for (const frame of frames) {
+          books.fromClient(frame);
+          const method = methodOf(frame);
+          // channel-max (2 bytes), frame-max (4), heartbeat (2): what the client accepted.
+          if (method?.classId === CONNECTION_CLASS && method.methodId === CONNECTION_TUNE_OK) {
+            heartbeats.push(frame.payload.readUInt16BE(10));
+          }
+        }
         upstream.write(chunk);
       }
     });
@@ -252,6 +264,7 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     deliveriesOf: (messageId) => deliveries.get(messageId) ?? 0,
     strayedSettlements: strayed,
     channelsClosedByBroker: closedByBroker,
+    heartbeats,
 
     stall() {
       stalled = true;

@@ -110,6 +110,22 @@ function settings(names: JobQueueNames, overrides: Partial<QueueSettings> = {}):
   };
 }
 
+/** Declares the exchange and the work queue again as durable: 'agreed', or why the broker refused. */
+async function declaredDurable(names: JobQueueNames): Promise<string> {
+  const connection = await amqp.connect(rabbit.url);
+  try {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {}); // a refusal closes the channel; the declaration rejects with it too
+    await channel.assertExchange(names.exchange, 'direct', { durable: true });
+    await channel.assertQueue(names.queue, { durable: true });
+    return 'agreed';
+  } catch (error) {
+    return (error as Error).message;
+  } finally {
+    await connection.close();
+  }
+}
+
 /** Declares the queues the way the API does (the learner's publisher), so jobs can wait before any worker. */
 async function declareQueues(names: JobQueueNames): Promise<void> {
   const publisher = await createPublisher(settings(names));
@@ -297,6 +313,9 @@ describe('baseline: what any version must do', () => {
     expect(values(counts), 'confirmations per job').toEqual([1, 1, 1, 1, 1]);
     const status = (await (await fetch(`${url}/jobs/${ids[0]}`)).json()) as { status: string; confirmations: number };
     expect(status).toMatchObject({ status: 'done', confirmations: 1 });
+    // Durable, so a broker restart keeps them (and the persistent jobs in the queue): declared again as
+    // durable, the broker agrees; a transient one it refuses (PRECONDITION_FAILED, inequivalent arg).
+    expect(await declaredDurable(names), 'the exchange and the work queue, declared again as durable').toBe('agreed');
   });
 
   it('refuses a malformed order with a 4xx problem, and queues nothing for it', async () => {
@@ -1016,23 +1035,30 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
   it('challenge: jobs accepted while the broker connection drops are never lost, and publishing resumes', async () => {
     const names = freshQueues();
     const proxy = await brokerProxy();
-    // A 3 s publish timeout (the API's own is 5 s): the stall below lasts only until ten publishes
-    // are seen dropped, and a right publisher reconnects after its first delay (100 ms).
+    // A 3 s publish timeout (the API's own is 5 s): the stall below lasts only until the publishes
+    // are seen dropped, and a right publisher reconnects after its first delay (100 ms). A second
+    // instance of the API, hasty, waits only 300 ms for a confirm: its orders time out during the
+    // stall, and a timeout is not a confirm.
     const url = await api(names, { amqpUrl: proxy.url, publishTimeoutMs: 3000 });
+    const hastyUrl = await api(names, { amqpUrl: proxy.url, publishTimeoutMs: 300 });
     const before = await Promise.all(range(3).map(() => postOrder(url)));
-    // The network path stalls: what the API sends goes nowhere. Ten orders come in; then the
-    // connection drops for good (and new connections work again).
+    // The network path stalls: what the APIs send goes nowhere. Ten orders come in, and three to the
+    // hasty instance, answered when its timeout passes; then the connection drops for good (and new
+    // connections work again).
     proxy.stall();
     const during = range(10).map(() => postOrder(url));
+    const timedOut = await Promise.all(range(3).map(() => postOrder(hastyUrl)));
     await waitFor(
       () => proxy.droppedPublishes,
-      (n) => n >= 10,
+      (n) => n >= 13,
       { timeoutMs: 5000 },
     );
     proxy.cut();
     const answered = await Promise.all(during);
     const after = await Promise.all(range(3).map(() => postOrder(url)));
-    const accepted = [...before, ...answered, ...after].filter((a) => a.status === 202).map((a) => a.json.jobId);
+    const accepted = [...before, ...answered, ...timedOut, ...after]
+      .filter((a) => a.status === 202)
+      .map((a) => a.json.jobId);
     await waitFor(
       () => readyIn(names.queue),
       (n) => n >= accepted.length,
@@ -1046,8 +1072,12 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const lost = accepted.filter((id) => !queued.has(id as string)).length;
     expect(
       lost,
-      `${lost} of the ${accepted.length} jobs the API answered 202 for are not in the queue (${missing(before)} answered before the connection stalled, ${missing(answered)} while it was stalled): "queued" was said before the broker had them`,
+      `${lost} of the ${accepted.length} jobs the API answered 202 for are not in the queue (${missing(before)} answered before the connection stalled, ${missing(answered)} while it was stalled, ${missing(timedOut)} when the hasty instance's confirm timeout passed): "queued" was said before the broker had them`,
     ).toBe(0);
+    expect(
+      answered.map((a) => a.status),
+      'orders whose publish was in flight when the connection dropped (unconfirmed: published again once the publisher has reconnected)',
+    ).toEqual(range(10).map(() => 202));
     expect(
       after.map((a) => a.status),
       'orders sent after the connection came back (the publisher must reconnect)',
@@ -1055,6 +1085,43 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     expect(transient, 'jobs queued as transient messages (lost if the broker restarts): publish them persistent').toBe(
       0,
     );
+  });
+
+  it('challenge: an order is accepted only once a queue holds its job: with the work queue gone it is a 503, tried again at a pace, and with the exchange gone too the publisher declares them again', async () => {
+    // The broker confirms a message no queue takes (it routed it nowhere and is done with it): only a
+    // `mandatory` publish comes back (basic.return) first. With the work queue deleted, an order must
+    // not be a 202; the publisher may try again until its timeout, but paced (each try is a round
+    // trip the broker answers at once, so an unpaced retry loops), counted at a proxy. Then the exchange
+    // goes too: publishing to it makes the broker close the publisher's channel, with its connection
+    // still up; a publisher that only watches its connection never publishes again, one that sets up
+    // again declares the exchange and the queue, and the next order is queued.
+    const names = freshQueues();
+    const proxy = await brokerProxy();
+    const publishTimeoutMs = 1000;
+    const url = await api(names, { amqpUrl: proxy.url, publishTimeoutMs });
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).deleteQueue(names.queue);
+      const published = proxy.publishes;
+      const unroutable = await answerBy(publishTimeoutMs + 5000, 'POST', `${url}/orders`, ORDER);
+      const tries = proxy.publishes - published;
+      expect(unroutable.status, 'an order while no queue takes its job (the broker drops it)').toBe(503);
+      // Retried with growing pauses (25, 50, 75 ms, ...), a publisher fits 9 tries in 1 s; an unpaced
+      // one as many as round trips allow. A busy machine only slows a loop down.
+      expect(tries, `publishes of one order in its ${publishTimeoutMs} ms while no queue took it`).toBeLessThanOrEqual(
+        20,
+      );
+      await (await connection.createChannel()).deleteExchange(names.exchange);
+    } finally {
+      await connection.close();
+    }
+    const again = await answerBy(publishTimeoutMs + 5000, 'POST', `${url}/orders`, ORDER);
+    expect(again.status, 'an order once the exchange was gone too (the publisher must set up again)').toBe(202);
+    const queued = await takeAll(rabbit.url, names.queue);
+    expect(
+      queued.map((message) => decodeJob(message.content).jobId),
+      'jobs in the work queue: the accepted one',
+    ).toEqual([again.json.jobId]);
   });
 
   it('challenge: a worker whose connection drops reconnects, does the jobs published afterwards, and settles the jobs it held across the drop once, on the channel that delivered them', async () => {
@@ -1091,6 +1158,14 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       missing,
       `${missing} of ${later.length} jobs published after the worker's connection dropped were never done: nothing reconnected and consumed again`,
     ).toBe(0);
+    // Both of the worker's connections asked for a heartbeat: a connection that dies without a word (a
+    // NAT or firewall forgetting it) is noticed within two missed beats, instead of RabbitMQ's 60 s
+    // (or never, with heartbeats off).
+    expect(proxy.heartbeats.length, "the worker's connections").toBeGreaterThanOrEqual(2);
+    expect(
+      proxy.heartbeats.filter((seconds) => seconds === 0 || seconds > 30),
+      'heartbeats (s) of the worker connections that were off, or longer than 30 s',
+    ).toEqual([]);
     // The held jobs, requeued when their connection went, are delivered again on the new channel. Then
     // the first copies go on; then the worker stops, finishing and settling what it holds, so the books
     // are complete.
