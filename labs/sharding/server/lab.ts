@@ -21,6 +21,11 @@ export interface ShardingLabOptions {
   poolSize: number;
   /** Rewrites the URL the catalog's or a shard's pool connects to (a fault proxy); read by a context's first build. */
   connectVia: ConnectVia;
+  /**
+   * Rewrites the URLs this instance alone connects to: it gets pools of its own for the shards (or the
+   * catalog) this changes, so a proxy stands in front of one instance while its world connects as before.
+   */
+  ownConnectionsVia: ConnectVia;
 }
 
 export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
@@ -28,12 +33,13 @@ export default defineLab<{ SHARDS: number }, ShardingLabOptions>({
   async build(context, options) {
     // Every instance built on one context shares its shards and catalog, as processes share servers;
     // each gets a router of its own, so nothing but the catalog can make them agree.
-    const shards = await shardSetFor(context, {
+    const world = await shardSetFor(context, {
       initial: context.config.SHARDS,
       variant: options.variant ?? context.target,
       poolSize: options.poolSize ?? 4,
       connectVia: options.connectVia,
     });
+    const shards = options.ownConnectionsVia ? world.through(options.ownConnectionsVia) : world;
     const router = (options.createRouter ?? createShardRouter)({ shards, hooks: options.hooks ?? {} });
     await router.prepare();
     const where = (await shards.list()).map((s) => s.location).join(', ');

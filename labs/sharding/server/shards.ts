@@ -50,6 +50,11 @@ export interface ShardSet {
   register(shard: Shard): Promise<void>;
   /** Runs `work` holding lease `name` (one holder in all instances; one older than 15 min was a crashed holder's), else undefined. */
   exclusive<T>(name: string, work: () => Promise<T>): Promise<{ result: T } | undefined>;
+  /**
+   * The same catalog and shards, reached through connections of their own wherever `via` rewrites the
+   * URL: one instance behind a proxy while the rest of its world connects as before.
+   */
+  through(via: ConnectVia): ShardSet;
 }
 
 /**
@@ -117,12 +122,13 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
     pool: apiPool(via(probeUrl, 'catalog'), oneDatabase ? 1 : options.poolSize),
     table: (name) => `${q(catalogSchema)}.${q(name)}`,
   };
+  /** Where shard `id` lives, before any rewrite. */
+  const shardUrl = (id: number) => (oneDatabase ? probeUrl : databaseUrl(svc.url, location(id)));
+  /** A pool of the API's for a shard at `url`: a connection of its own on the embedded engine. */
+  const shardPool = (url: string) =>
+    oneDatabase ? apiPool(url, 1) : apiPool(url, options.poolSize, { idleTimeoutMillis: 5000 });
   const poolOf = (id: number) =>
-    oneDatabase
-      ? via(probeUrl, id) === probeUrl
-        ? catalog.pool
-        : apiPool(via(probeUrl, id), 1)
-      : apiPool(via(databaseUrl(svc.url, location(id)), id), options.poolSize, { idleTimeoutMillis: 5000 });
+    oneDatabase && via(probeUrl, id) === probeUrl ? catalog.pool : shardPool(via(shardUrl(id), id));
 
   const shards = new Map<number, Shard>();
   const get = (id: number): Shard => {
@@ -207,13 +213,36 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
     return get(rows[0]!.id);
   }
 
-  return {
+  /** The set as one instance sees it through `rewrite`: the shards and catalog it changes get pools of their own. */
+  function through(rewrite: ConnectVia): ShardSet {
+    const own = new Map<number, Shard>();
+    const ownGet = (id: number): Shard => {
+      const url = rewrite(shardUrl(id), id);
+      if (url === shardUrl(id)) return get(id);
+      if (!own.has(id)) own.set(id, { ...get(id), pool: shardPool(url), ops: 0 });
+      return own.get(id)!;
+    };
+    const catalogUrl = rewrite(probeUrl, 'catalog');
+    const ownCatalog =
+      catalogUrl === probeUrl ? catalog : { ...catalog, pool: apiPool(catalogUrl, oneDatabase ? 1 : options.poolSize) };
+    return {
+      ...set,
+      catalog: ownCatalog,
+      get: ownGet,
+      list: async () => (await ids(true, ownCatalog.pool)).map(ownGet),
+      all: async () => (await ids(false, ownCatalog.pool)).map(ownGet),
+      provision: async () => ownGet((await provision()).id),
+    };
+  }
+
+  const set: ShardSet = {
     catalog,
     embedded: oneDatabase,
     get,
     list: async () => (await ids(true)).map(get),
     all: async () => (await ids(false)).map(get),
     provision,
+    through,
     async register(shard) {
       await catalog.pool.query(`UPDATE ${catalog.table('shards')} SET in_service = true WHERE id = $1`, [shard.id]);
     },
@@ -231,4 +260,5 @@ async function openShardSet(context: LabContext<unknown>, options: ShardSetOptio
       }
     },
   };
+  return set;
 }
