@@ -4,12 +4,15 @@
  * count messages, pings, heartbeat intervals and connections; none measures speed. The heartbeat runs
  * on a manual clock: one tick is one interval.
  */
-import { request } from 'node:http';
+import { IncomingMessage, request } from 'node:http';
+import { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
-import type { Every } from '../server/hub.ts';
+import { createRoomHub } from '#room-hub';
+import type { Client, Every, HubOptions, RoomHub } from '../server/hub.ts';
 import roomsLab, { REDIS_COMMAND_TIMEOUT_MS, type RoomsLabOptions } from '../server/lab.ts';
 import { CLOSE, compareIds, MAX_TEXT, type ServerFrame } from '../server/protocol.ts';
 import { issueToken } from '../server/token.ts';
@@ -23,7 +26,7 @@ const HISTORY_MAX = 10;
 const HISTORY_TTL_SEC = 600;
 
 /** A heartbeat clock that moves only when the test says: each tick() is one interval on every instance. */
-function manualClock(): { every: Every; tick(): void } {
+function manualClock(): { every: Every; tick(): void; scheduled(): number } {
   const callbacks = new Set<() => void>();
   return {
     every: (_ms, fn) => {
@@ -33,6 +36,8 @@ function manualClock(): { every: Every; tick(): void } {
     tick: () => {
       for (const fn of [...callbacks]) fn();
     },
+    /** How many callbacks run on each tick: one per instance whose hub keeps a heartbeat. */
+    scheduled: () => callbacks.size,
   };
 }
 
@@ -160,6 +165,39 @@ async function keysOfRoom(room: string): Promise<string[]> {
 /** How many channels the Redis connections of `instance` subscribe to, in all. */
 const subscriptionsOf = async (instance: string) =>
   (await connectionsNamed(redis, `${prefix}${instance}:`)).reduce((sum, c) => sum + c.subscriptions, 0);
+
+/**
+ * Builds one more instance on a direct Redis connection and hands back its hub as the lab built it,
+ * the options it was given, and the gateway's Client for each user that connected to it.
+ */
+async function instanceWithHub(proxy: StallingProxy, instance: string) {
+  let built: { hub: RoomHub; options: HubOptions; listeners: Record<string, number> } | undefined;
+  const clientsByUser = new Map<string, Client>();
+  const x = await instanceBehind(proxy, instance, [], proxy, {
+    createHub: (options) => {
+      // What was on the connections before the hub was built: close() must leave exactly that.
+      const listeners = listenersOn(options);
+      const hub = createRoomHub(options);
+      built = { hub, options, listeners };
+      return {
+        ...hub,
+        connect(client) {
+          clientsByUser.set(client.user, client);
+          hub.connect(client);
+        },
+      };
+    },
+  });
+  if (!built) throw new Error('the lab built no hub');
+  return { x, ...built, clientOf: (user: string) => clientsByUser.get(user) as Client };
+}
+/** The listeners a hub may add to its Redis connections, by event. */
+const listenersOn = ({ subscriber, redis: commands }: HubOptions) => ({
+  'subscriber message': subscriber.listenerCount('message'),
+  'subscriber close': subscriber.listenerCount('close'),
+  'subscriber ready': subscriber.listenerCount('ready'),
+  'commands ready': commands.listenerCount('ready'),
+});
 
 afterEach(async () => {
   await closeAllClients();
@@ -357,6 +395,67 @@ describe('baseline: what an instance holds on to', () => {
   });
 });
 
+describe('baseline: what a hub lets go of', () => {
+  it('a client it is told is gone is pinged no more, terminated never, sent nothing, and its rooms are let go', async () => {
+    // The gateway says a client is gone once its socket has closed, when nothing the hub still does to
+    // it would show. Here the hub is told while the socket is open, so whatever it goes on doing to
+    // that client (a ping or a terminate each heartbeat, a room's messages) arrives and is counted.
+    await using direct = await stallingProxy(redisUrl);
+    const { x, hub, clientOf } = await instanceWithHub(direct, 'forgets');
+    const [shared, alone] = [newRoom(), newRoom()];
+    const stays = await x.connect('stays');
+    const gone = await x.connect('gone');
+    await stays.join(shared);
+    await gone.join(shared);
+    await gone.join(alone);
+    /**
+     * One heartbeat interval, and both clients' pongs read by the server (two round trips each; a
+     * client the hub terminated answers none, and the assertions below say so).
+     */
+    const interval = async () => {
+      clock.tick();
+      for (const client of [stays, gone]) {
+        await client.roundTrip().catch(() => undefined);
+        await client.roundTrip().catch(() => undefined);
+      }
+    };
+    await interval();
+    const pingsBefore = gone.pings;
+
+    hub.disconnect(clientOf('gone'));
+    await interval();
+    await interval();
+    expect(gone.closed, 'the forgotten client was terminated or closed by the hub').toBeUndefined();
+    say(stays, shared, 'after gone left');
+    expect(await waitFor(() => texts(stays, shared).includes('after gone left'))).toBe(true);
+    await gone.roundTrip();
+    expect(gone.pings - pingsBefore, 'pings the forgotten client received in 2 intervals').toBe(0);
+    expect(texts(gone, shared), 'messages the forgotten client was sent').toEqual([]);
+    expect(
+      await waitFor(async () => (await subscriptionsOf('forgets')) <= 1, 3000),
+      `channels the instance subscribes to with one room left (${await subscriptionsOf('forgets')})`,
+    ).toBe(true);
+  });
+
+  it('once closed, it leaves no heartbeat and no listener on the Redis connections it was given', async () => {
+    await using direct = await stallingProxy(redisUrl);
+    const scheduledBefore = clock.scheduled();
+    const { x, hub, options, listeners } = await instanceWithHub(direct, 'closes');
+    // At work first: a member in a room, a message through it.
+    const room = newRoom();
+    const member = await x.connect('last');
+    await member.join(room);
+    say(member, room, 'one');
+    expect(await waitFor(() => texts(member, room).includes('one'))).toBe(true);
+
+    await hub.close();
+    expect(clock.scheduled(), 'heartbeats still scheduled on the clock').toBe(scheduledBefore);
+    expect(listenersOn(options), 'listeners on its Redis connections, by event, against before it was built').toEqual(
+      listeners,
+    );
+  });
+});
+
 describe('baseline: under faults, every request is answered within a bound', () => {
   // A Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s), and a frame waits on one command at a
   // time, so each answer below comes within about a second. The bound is five times that: the machine
@@ -487,6 +586,10 @@ describe('baseline: under faults, every request is answered within a bound', () 
     for (const client of [member, leaver, joiner, resumer]) {
       expect(client.closed, `${client.user}'s connection, Redis ${fault}`).toBeUndefined();
     }
+    expect(
+      resumer.frames.filter((f) => f.type === 'gap'),
+      `${resumer.user}'s resume, Redis ${fault}: a history that could not be read is not a history found lost (no gap frame)`,
+    ).toEqual([]);
     expect(
       logged.filter((line) => !line.includes('Redis is not answering')),
       'an outage is logged as one, never as a bug',
@@ -928,6 +1031,35 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       `resuming after ${recentId}, the second newest message, from a history trimmed long before it: no gap frame`,
     ).toEqual([]);
     expect(texts(recent, room), 'what follows it: the newest message, once').toEqual([texts(bob, room).at(-1)]);
+
+    // Resumed from the oldest message the trimmed history still keeps: nothing after it is lost.
+    const [stream] = await keysOfRoom(room);
+    const [[oldestId] = ['']] = await redis.xrange(stream ?? '', '-', '+', 'COUNT', 1);
+    const fromOldest = await join('a', 'otto');
+    const oldestFrames = await fromOldest.join(room, oldestId);
+    expect(
+      oldestFrames.filter((f) => f.type === 'gap'),
+      `resuming after ${oldestId}, the oldest message the trimmed history keeps: no gap frame`,
+    ).toEqual([]);
+    const kept = (await redis.xrange(stream ?? '', `(${oldestId}`, '+')).map(([id]) => id);
+    expect(
+      fromOldest.messages(room).map((m) => m.id),
+      'what follows the oldest kept message: every one, once, in order',
+    ).toEqual(kept);
+
+    // A room whose history was never trimmed, resumed from before its first message: nothing was lost.
+    const untrimmed = newRoom();
+    await bob.join(untrimmed);
+    for (let n = 1; n <= 3; n++) say(bob, untrimmed, `kept ${n}`);
+    expect(await waitFor(() => bob.messages(untrimmed).length === 3)).toBe(true);
+    const firstMs = Number((bob.messages(untrimmed)[0]?.id ?? '1-0').split('-')[0]);
+    const early = await join('b', 'eve');
+    const earlyFrames = await early.join(untrimmed, `${firstMs - 1}-0`);
+    expect(
+      earlyFrames.filter((f) => f.type === 'gap'),
+      'resuming from before the first message of a history never trimmed: no gap frame',
+    ).toEqual([]);
+    expect(texts(early, untrimmed), 'and every message of it, once, in order').toEqual(['kept 1', 'kept 2', 'kept 3']);
   });
 
   it('challenge: a client resuming from far back gets every message after its last id, however many, once each, in order', async () => {
@@ -986,6 +1118,133 @@ describe('challenges: what the in-memory starter gets wrong', () => {
         `${wanted.length}${firstWrong >= 0 ? `, the first wrong at position ${firstWrong}` : ''}`,
     ).toEqual(wanted);
   }, 60_000);
+  it('challenge: a client that stops reading while it resumes a history of megabytes gets all of it once it reads again, and is never closed for it', async () => {
+    // 500 messages of 15 KB after its last id: 7.5 MB, far more than the kernel's socket buffers take
+    // for a client that does not read, so most of the replay waits in the server. A replay must wait
+    // for the client there (the heartbeat is what ends a client that never reads again), not send on
+    // until the cap meant for live messages closes it: then it resumes, and is closed again.
+    await using direct = await stallingProxy(redisUrl);
+    const long = await instanceBehind(direct, 'bulky', [], direct, { historyMax: 1000 });
+    const queuedOnBulky = async () =>
+      ((await (await fetch(`${long.url}/api/stats`)).json()) as GatewayStats).maxBufferedBytes;
+    const room = newRoom();
+    const poster = await long.connect('bea');
+    await poster.join(room);
+    say(poster, room, 'last seen');
+    expect(await waitFor(() => poster.messages(room).length === 1)).toBe(true);
+    const lastId = poster.messages(room)[0]?.id ?? '';
+    const bulk = 'x'.repeat(15_000);
+    for (let batch = 0; batch < 10; batch++) {
+      for (let n = 0; n < 50; n++) say(poster, room, `bulk ${batch * 50 + n} ${bulk}`);
+      expect(await waitFor(() => poster.messages(room).length === 1 + (batch + 1) * 50)).toBe(true);
+    }
+
+    const back = await long.connect('bea');
+    const joining = back.join(room, lastId).catch((error: Error) => error);
+    back.pause(); // asked to resume, then stopped reading
+    // Until the kernel's buffers are full and the server holds more than half the cap for it (or closed it).
+    await waitFor(async () => back.closed !== undefined || (await queuedOnBulky()) > SEND_BUFFER_CAP / 2, 3000);
+    back.resume();
+    await joining;
+    const expected = texts(poster, room).slice(1);
+    const heardMarker = back.closed ? () => true : postMarker(back, room);
+    await waitFor(() => posts(back, room).length >= expected.length || heardMarker(), 5000);
+    expect(back.closed, `${back.user}'s connection, closed while it resumed`).toBeUndefined();
+    const got = texts(back, room);
+    expect(got.length, `messages after ${lastId} received once it read again, of ${expected.length}`).toBe(
+      expected.length,
+    );
+    expect(got, 'every one, once, in order').toEqual(expected);
+  }, 60_000);
+
+  it('challenge: members of an instance whose subscriber comes back slowly get every message posted while it was away and after, once each, in order; a room left meanwhile is let go', async () => {
+    // Instance "resub" reaches Redis through two proxies, one per connection. Its commands' answers take
+    // 200 ms to come back, so its catch-up reads the history slowly while the room goes on: what is
+    // posted after its last read reaches the member only live, held back until the catch-up is done.
+    // Only the subscriber's path is cut (the members' WebSockets stay open), and when it returns, what
+    // the subscriber sends takes 400 ms to arrive: its SUBSCRIBE is in force only then. The room is new
+    // when the member joins (its history starts while the subscriber is away), and the sender's
+    // instance keeps a long history, so everything missed is still there to read.
+    await using commands = await delayingProxy(redisUrl, { toClientMs: 200 });
+    await using subscriber = await delayingProxy(redisUrl, {});
+    await using direct = await stallingProxy(redisUrl);
+    const x = await instanceBehind(commands, 'resub', [], subscriber);
+    const long = await instanceBehind(direct, 'resub-keeper', [], direct, { historyMax: 1000 });
+    const [room, left, probe] = [newRoom(), newRoom(), newRoom()];
+    const sender = await long.connect('rex');
+    const stayer = await x.connect('ray');
+    const leaver = await x.connect('lou');
+    // First, in a room of its own, whether the member hears the other instance at all (the starter fails
+    // here, without the long wait below for a post that never comes).
+    await sender.join(probe);
+    await stayer.join(probe);
+    say(sender, probe, 'probe');
+    expect(await waitFor(() => texts(sender, probe).includes('probe'))).toBe(true);
+    const heardProbeMarker = postMarker(stayer, probe);
+    await waitFor(() => texts(stayer, probe).includes('probe') || heardProbeMarker(), 3000);
+    expect(texts(stayer, probe), `${stayer.user} on instance resub hears a post from another instance`).toEqual([
+      'probe',
+    ]);
+    stayer.send({ type: 'leave', room: probe });
+    expect(await waitFor(() => stayer.frames.some((f) => f.type === 'left' && f.room === probe))).toBe(true);
+    await sender.join(room);
+    await stayer.join(room);
+    await leaver.join(left);
+
+    /**
+     * Cuts the subscriber's path, runs `whileAway` and posts three messages, then restores the path (its
+     * commands 400 ms late from then on) and posts one message at a time, each heard by its sender
+     * before the next, until the member hears one of them: its instance is back and has caught up. The
+     * posts span the reconnect and the catch-up's reads. Three more after, then every post is counted.
+     */
+    const awayAndBack = async (absence: string, whileAway: () => Promise<void> = async () => undefined) => {
+      subscriber.setDelay({});
+      await subscriber.kill();
+      expect(
+        await waitFor(async () => (await connectionsNamed(redis, `${prefix}resub:subscriber`)).length === 0),
+        "resub's subscriber connection is gone",
+      ).toBe(true);
+      await whileAway();
+      const before = posts(sender, room).length;
+      for (let n = 1; n <= 3; n++) say(sender, room, `${absence}: while away ${n}`);
+      expect(await waitFor(() => posts(sender, room).length === before + 3)).toBe(true);
+      subscriber.setDelay({ toServiceMs: 400 });
+      await subscriber.revive();
+      let during = 0;
+      while (during < 1000 && !texts(stayer, room).some((text) => text.startsWith(`${absence}: during`))) {
+        say(sender, room, `${absence}: during ${++during}`);
+        expect(await waitFor(() => posts(sender, room).length === before + 3 + during)).toBe(true);
+      }
+      for (let n = 1; n <= 3; n++) say(sender, room, `${absence}: after ${n}`);
+      expect(await waitFor(() => posts(sender, room).length === before + 6 + during)).toBe(true);
+      const posted = texts(sender, room);
+      const heardMarker = postMarker(stayer, room);
+      await waitFor(() => posts(stayer, room).length >= posted.length || heardMarker(), 5000);
+      await stayer.roundTrip();
+      const got = texts(stayer, room);
+      const missing = posted.filter((text) => !got.includes(text));
+      expect(
+        got,
+        `${stayer.user}, on an instance whose subscriber was away (${absence}) and came back 400 ms late, received ` +
+          `${got.length} of ${posted.length} (${missing.length} missing: ${missing.slice(0, 10).join(', ') || 'none'})`,
+      ).toEqual(posted);
+    };
+
+    // First absence: a member of another room here leaves it meanwhile (leaving needs no Redis: it is
+    // answered), and the room must cost the instance nothing once its subscriber is back.
+    await awayAndBack('first', async () => {
+      leaver.send({ type: 'leave', room: left });
+      expect(await waitFor(() => leaver.frames.some((f) => f.type === 'left'))).toBe(true);
+    });
+    expect(
+      await waitFor(async () => (await subscriptionsOf('resub')) <= 1, 3000),
+      `channels resub subscribes to with members in 1 room, one room left while its subscriber was away: ${await subscriptionsOf('resub')}`,
+    ).toBe(true);
+    // Second absence, with no room to let go: nothing else on the subscriber's connection comes between
+    // its reconnect and its catch-up.
+    await awayAndBack('second');
+  }, 60_000);
+
   it('challenge: members of an instance away from Redis for longer than the history reaches get a gap frame, then what the room keeps; after a short absence, no gap', async () => {
     // As in the challenge above, instance "away" reaches Redis through two proxies that the test cuts
     // and restores, while its member stays connected. Three absences: a short one in a room whose
@@ -1065,6 +1324,26 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       texts(stayer, room).slice(beforeMany),
       '250 messages posted while away, kept by the history: every one, once, in order',
     ).toEqual(texts(keeper, room).slice(-250));
+
+    // A last absence in which nothing is posted in the room and its history expires (deleted here, as
+    // Redis would): nothing was missed, so no gap frame. A post in a room joined later marks the end
+    // of the catch-up, which goes through the rooms in the order they were opened.
+    const side = newRoom();
+    await sender.join(side);
+    await stayer.join(side);
+    const gapsBefore = gaps().length;
+    await absence(async () => {
+      await redis.del(...(await keysOfRoom(room)));
+      say(sender, side, 'elsewhere');
+      expect(await waitFor(() => texts(sender, side).includes('elsewhere'))).toBe(true);
+    });
+    expect(await waitFor(() => texts(stayer, side).includes('elsewhere'), 10_000), 'the later room caught up').toBe(
+      true,
+    );
+    expect(
+      gaps().slice(gapsBefore),
+      'gap frames after an absence in which nothing was posted and the history expired',
+    ).toEqual([]);
     expect(stayer.closed, `${stayer.user}'s connection stays open`).toBeUndefined();
   }, 60_000);
 
@@ -1274,6 +1553,28 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       if (got === 401 && !/\w/.test(detail)) wrong.push(`${what}: a 401 with no detail`);
     }
     expect(wrong, wrong.join('; ')).toEqual([]);
+  });
+
+  it("challenge: on a TLS connection the server's own origin is https://, and the same host over http:// is foreign", async () => {
+    // No server in this spec speaks TLS, so the hub is asked directly, as the gateway asks it, with a
+    // request on a TLS socket: Node's own objects, never connected (admit reads only whether it is encrypted).
+    await using direct = await stallingProxy(redisUrl);
+    const { hub } = await instanceWithHub(direct, 'tls');
+    const host = 'rooms.internal:8443';
+    const answers: string[] = [];
+    for (const origin of [`https://${host}`, `http://${host}`]) {
+      const socket = new TLSSocket(new Socket());
+      const req = new IncomingMessage(socket as unknown as Socket);
+      req.headers = { host, origin };
+      req.url = `/ws?token=${issueToken(SECRET, 'tess')}`;
+      const admission = await hub.admit(req);
+      answers.push(`${origin}: ${admission.ok ? 'admitted' : admission.status}`);
+      socket.destroy();
+    }
+    expect(answers, `a request to ${host} over TLS, by Origin`).toEqual([
+      `https://${host}: admitted`,
+      `http://${host}: 403`,
+    ]);
   });
 });
 
