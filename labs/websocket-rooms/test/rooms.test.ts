@@ -1483,6 +1483,19 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       frames.find((f) => f.type === 'gap'),
       `resuming after ${lastId} in a room whose history expired: a gap frame`,
     ).toMatchObject({ type: 'gap', room, lastId, detail: expect.stringMatching(/\w/) });
+
+    // Kept but emptied (XTRIM to nothing, as someone clearing the room might): the same, a gap frame.
+    say(tia, room, 'three');
+    expect(await waitFor(() => tia.messages(room).length === 3)).toBe(true);
+    const threeId = tia.messages(room).at(-1)?.id ?? '';
+    const [history] = await keysOfRoom(room);
+    await redis.xtrim(history ?? '', 'MAXLEN', 0);
+    const cleared = await join('c', 'tia');
+    const clearedFrames = await cleared.join(room, threeId);
+    expect(
+      clearedFrames.find((f) => f.type === 'gap'),
+      `resuming after ${threeId} in a room whose history was emptied: a gap frame`,
+    ).toMatchObject({ type: 'gap', room, lastId: threeId });
   });
 
   it('challenge: an upgrade with no valid token (401) or from a foreign Origin (403) never becomes a WebSocket', async () => {
