@@ -20,6 +20,13 @@ import {
   starterEdited,
   type TableRow,
 } from '@labs/bench';
+
+/** The middle value (the mean of the middle two for an even count). */
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 import type { BenchServerOptions } from './servers.ts';
 
 const DURATION_SEC = benchDurationSec(5);
@@ -104,8 +111,14 @@ async function redisCalls(target: string): Promise<number> {
   return (await servers.stats())[`${target}.redisCalls`] ?? 0;
 }
 
+/** The servers' process's CPU time so far, in µs (servers.ts). */
+async function serverCpuUs(): Promise<number> {
+  return (await servers.stats()).serverCpuUs ?? 0;
+}
+
 const mainRounds = await inRounds(TARGETS, ROUNDS, async (target) => {
   const calls = await redisCalls(target);
+  const cpu = await serverCpuUs();
   const result = await track(target, () =>
     runLoad({
       name: target,
@@ -116,7 +129,11 @@ const mainRounds = await inRounds(TARGETS, ROUNDS, async (target) => {
       headers: { 'x-api-key': `bench-${target}` },
     }),
   );
-  return { result, redisCalls: (await redisCalls(target)) - calls };
+  return {
+    result,
+    redisCalls: (await redisCalls(target)) - calls,
+    cpuUsPerRequest: ((await serverCpuUs()) - cpu) / Math.max(1, result.requests),
+  };
 });
 const rows: TableRow[] = TARGETS.map((target) => {
   const measured = mainRounds.get(target)!;
@@ -137,6 +154,7 @@ const rows: TableRow[] = TARGETS.map((target) => {
     allowed: target === 'bare' ? '-' : allowed,
     'over-admitted': target === 'bare' ? '-' : Math.max(0, admitted - allowed),
     'Redis calls per request': target === 'bare' ? '-' : redisCalls / result.requests,
+    'server CPU per request': median(measured.map((m) => m.cpuUsPerRequest)),
   });
 });
 
@@ -148,6 +166,7 @@ report.table('Rate limiter: three instances, one shared limit', {
     { name: 'allowed' },
     { name: 'over-admitted' },
     { name: 'Redis calls per request' },
+    { name: 'server CPU per request', unit: 'µs' },
   ],
   rows,
   lesson: 'over-admitted',
@@ -161,24 +180,38 @@ const ratioOf = (a: (LoadResult | number)[], b: (LoadResult | number)[]) => {
   return median;
 };
 // Ratios are medians of the rounds taken in turns (see pairedRatio): one slow moment spoils one pair.
-// Here they are figures, not targets (issue #25 asks for at least 1.0x each library, p99 no worse):
-// every Redis limiter in this table makes one script call per request (a 1 ms emission interval leaves
-// the deny cache nothing to do), so against the libraries it is a close race by design, and on a shared
-// 2-core machine it swings with the load (0.82x to 1.18x the libraries' req/s, medians of two runs of
-// one session). The README ("Why the ratios above are figures") has where the time goes, the designs
-// tried, and the one that won both runs: one call for a client's requests that arrive together.
-// Against the bare API the one round trip is CPU on the cores the load generator, the servers and Redis
-// share: how busy the machine was.
+// Against the libraries a team could install, targets (issue #25): at least 1.0x each one's req/s, with
+// a p99 no worse. Each library makes one script call per request; the solution makes one per client per
+// turn of the event loop (the table's last column), which is where it wins. While every limiter made a
+// call per request this was a coin toss on a shared 2-core machine (0.82x to 1.18x), and the targets
+// were figures; the README ("Where the main table's time goes") has the measurements per design.
+// Against the bare API the round trips are CPU on the cores the load generator, the servers and Redis
+// share: how busy the machine was, so that ratio stays a figure.
 for (const library of ['rate-limiter-flexible', 'express-rate-limit']) {
-  report.figure(
+  report.target(
     `solution ÷ ${library} req/s (median of rounds)`,
     ratioOf(roundsOf('solution'), roundsOf(library)),
+    { atLeast: 1 },
     'x',
   );
-  // The p99s too, round by round: a p99 depends on the moment it was measured in even more than req/s.
+  // The p99s too, round by round: a limiter that won on req/s by making some requests wait would not count.
   const p99s = (name: string) => roundsOf(name).map((round) => Math.max(round.p99Ms, 0.001));
-  report.figure(`solution p99 ÷ ${library} p99 (median of rounds)`, ratioOf(p99s('solution'), p99s(library)), 'x');
+  report.target(
+    `solution p99 ÷ ${library} p99 (median of rounds)`,
+    ratioOf(p99s('solution'), p99s(library)),
+    { atMost: 1 },
+    'x',
+  );
 }
+// What each request cost the servers' process in CPU, round by round: where the req/s ratios come from,
+// and what a busy machine leaves standing when it drowns them (the README's figures per design).
+const cpuOf = (name: string) => mainRounds.get(name)!.map((m) => m.cpuUsPerRequest);
+for (const library of ['rate-limiter-flexible', 'express-rate-limit'])
+  report.figure(
+    `solution ÷ ${library} server CPU per request (median of rounds)`,
+    ratioOf(cpuOf('solution'), cpuOf(library)),
+    'x',
+  );
 report.figure('solution ÷ bare req/s (median of rounds)', ratioOf(roundsOf('solution'), roundsOf('bare')), 'x');
 const solutionRow = rows[TARGETS.indexOf('solution')];
 report.target('requests the solution over-admitted', Number(solutionRow?.values['over-admitted']), { exactly: 0 });

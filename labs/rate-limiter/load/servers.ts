@@ -146,5 +146,16 @@ export async function start(options: BenchServerOptions) {
       }
     }
   }
-  return { urls, stats: () => counts, close: () => lab.close().then(stopServices) };
+  // The servers' process's CPU time (user + system, µs) beside the counts: only the target under load is
+  // busy in a round, so its growth over a round, per request, is what that target's requests cost the
+  // servers, a figure that a busy machine slows down far less than it slows req/s.
+  const serverCpuUs = () => {
+    const { user, system } = process.cpuUsage();
+    return user + system;
+  };
+  return {
+    urls,
+    stats: () => ({ ...counts, serverCpuUs: serverCpuUs() }),
+    close: () => lab.close().then(stopServices),
+  };
 }
