@@ -369,7 +369,7 @@ describe('baseline: what any rate limiter must do', () => {
     // admits all it holds once the first fits, or one batch for every client of the turn, miscounts.
     const limit = 4;
     const limiter = createRateLimiter({
-      redis: await lab.context.redis(LIMITER_REDIS_OPTIONS),
+      redis: await lab.context.redis(COUNTING_REDIS_OPTIONS),
       limit,
       windowMs: 60_000,
       prefix: `${lab.context.prefix}${++testNo}:`,
