@@ -13,7 +13,7 @@ import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, use
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import { createRoomHub } from '#room-hub';
 import type { Client, Every, HubOptions, RoomHub } from '../server/hub.ts';
-import roomsLab, { REDIS_COMMAND_TIMEOUT_MS, type RoomsLabOptions } from '../server/lab.ts';
+import roomsLab, { REDIS_COMMAND_TIMEOUT_MS, ROOMS_REDIS_OPTIONS, type RoomsLabOptions } from '../server/lab.ts';
 import { CLOSE, compareIds, MAX_TEXT, type ServerFrame } from '../server/protocol.ts';
 import { issueToken } from '../server/token.ts';
 import { closeAllClients, connect, type TestClient, tryUpgrade, waitFor } from './ws-client.ts';
@@ -1348,35 +1348,50 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   }, 60_000);
 
   it('challenge: a member whose instance subscribes slowly gets every message posted while it joins and after, once each, in order', async () => {
-    // Instance "slow" sends its commands to Redis directly, but what its subscriber connection says
-    // takes 400 ms to arrive: a SUBSCRIBE is in force only then. What is posted before it is in force
-    // reaches the member only through the history; from its "joined" frame on, everything must come
+    // Instance "slow" sends its commands to Redis directly, but its subscriber connection is stalled
+    // while the member joins: its SUBSCRIBE waits in the proxy, so it cannot be in force. What is posted
+    // then reaches the member only through the history; from its "joined" frame on, everything must come
     // live. A hub that replays first and subscribes afterwards, or answers "joined" before its
-    // subscription is in force, loses what is posted in between, and here that is 400 ms of posts.
+    // subscription is in force, has read the history before the posts below, and loses them every run.
     await using commands = await stallingProxy(redisUrl);
-    await using late = await delayingProxy(redisUrl, { toServiceMs: 400 });
-    const slow = await instanceBehind(commands, 'slow', [], late);
+    await using subscriber = await stallingProxy(redisUrl);
+    // The SUBSCRIBE is held for seconds (below), past the lab's one-second command timeout, which would
+    // fail the join instead: this hub's subscriber is a connection of the spec's own, on the lab's
+    // options with a timeout as long as the test's.
+    const held = await lab.context.redis({
+      ...ROOMS_REDIS_OPTIONS,
+      commandTimeout: 20_000,
+      url: subscriber.url,
+      connectionName: `${prefix}slow:held-subscriber`,
+    });
+    const slow = await instanceBehind(commands, 'slow', [], commands, {
+      createHub: (options) => createRoomHub({ ...options, subscriber: held }),
+    });
     const room = newRoom();
     const sender = await join('a', 'sid');
     await sender.join(room);
     say(sender, room, 'seen');
     expect(await waitFor(() => sender.messages(room).length === 1)).toBe(true);
     const lastId = sender.messages(room)[0]?.id ?? '';
+    say(sender, room, 'before');
+    expect(await waitFor(() => sender.messages(room).length === 2)).toBe(true);
 
     const member = await slow.connect('mia');
-    let joined = false;
-    const joining = member.join(room, lastId).finally(() => {
-      joined = true;
-    });
-    // One post at a time, each heard by its sender before the next, until the member is in.
-    let during = 0;
-    while (!joined && during < 40) {
-      say(sender, room, `during ${++during}`);
-      expect(await waitFor(() => sender.messages(room).length === 1 + during)).toBe(true);
-    }
-    await joining;
+    subscriber.stall();
+    member.send({ type: 'join', room, lastId });
+    // A hub that reads the history before its subscription is in force sends "before" now, and has read
+    // all it will read: what is posted from here on is not in that read. A right hub sends nothing until
+    // it is subscribed, so this wait runs out (it is right either way).
+    await waitFor(() => texts(member, room).includes('before'), 3000);
+    for (let n = 1; n <= 3; n++) say(sender, room, `during ${n}`);
+    expect(await waitFor(() => sender.messages(room).length === 5)).toBe(true);
+    subscriber.resume(); // the SUBSCRIBE reaches Redis only now, after every "during" post
+    expect(
+      await waitFor(() => member.frames.some((f) => f.type === 'joined' && f.room === room)),
+      `${member.user}'s "joined" frame`,
+    ).toBe(true);
     for (let n = 1; n <= 3; n++) say(sender, room, `after ${n}`);
-    const expected = [...texts(sender, room).slice(1), 'after 1', 'after 2', 'after 3'];
+    const expected = ['before', 'during 1', 'during 2', 'during 3', 'after 1', 'after 2', 'after 3'];
     expect(await waitFor(() => sender.messages(room).length === expected.length + 1)).toBe(true);
     const heardMarker = postMarker(member, room);
     await waitFor(() => posts(member, room).length >= expected.length || heardMarker(), 3000);
@@ -1385,16 +1400,18 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     const missing = expected.filter((text) => !got.includes(text));
     expect(
       got,
-      `${member.user}, resuming after "seen" on an instance 400 ms from its subscription, while ${during} messages ` +
+      `${member.user}, resuming after "seen" on an instance whose SUBSCRIBE was held while "during" 1 to 3 ` +
         `were posted: received ${got.length} of ${expected.length} (${missing.length} missing: ${missing.join(', ') || 'none'})`,
     ).toEqual(expected);
 
-    // The member leaves while the room goes on: its UNSUBSCRIBE takes 400 ms to arrive, so posts already
-    // on their way reach the instance after it let the room go. They are dropped, and it serves on.
+    // The member leaves while the room goes on, its UNSUBSCRIBE held on the way: what is posted meanwhile
+    // reaches the instance after it let the room go. It is dropped, and the instance serves on.
+    subscriber.stall();
     member.send({ type: 'leave', room });
     await waitFor(() => member.frames.some((f) => f.type === 'left'));
     for (let n = 1; n <= 3; n++) say(sender, room, `after leaving ${n}`);
     expect(await waitFor(() => texts(sender, room).includes('after leaving 3'))).toBe(true);
+    subscriber.resume();
     const next = await slow.connect('max');
     await next.join(room);
     say(sender, room, 'still serving');
