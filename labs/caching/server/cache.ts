@@ -40,6 +40,13 @@ export interface UserCacheOptions {
   ttlMs: number;
   /** How long "there is no such user" may be remembered (for caches that remember it). */
   missingTtlMs?: number;
+  /**
+   * How long a reader that missed may hold a user's fill lease (for caches that take one): a holder
+   * that dies blocks that user this long. Default: the cache's own choice, longer than any sane
+   * database read. A test that holds a database read on purpose lengthens it, so that a busy machine
+   * cannot stretch the hold past the lease.
+   */
+  leaseMs?: number;
   /** Called when Redis fails; a cache that survives it answers from the database instead. */
   onCacheError?: (error: Error) => void;
 }

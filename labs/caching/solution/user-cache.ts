@@ -76,6 +76,7 @@ export const LEASE_MS = 3000;
 export function createUserCache(options: UserCacheOptions): UserCache {
   const { repository, redis, prefix, schemaVersion, ttlMs, onCacheError = () => {} } = options;
   const missingTtlMs = options.missingTtlMs ?? Math.min(ttlMs, 30_000);
+  const leaseMs = options.leaseMs ?? LEASE_MS;
   // Defined on the connection (again, if another cache shares it: the same scripts).
   redis.defineCommand('readOrLease', { numberOfKeys: 2, lua: READ_OR_LEASE });
   redis.defineCommand('fillIfLeased', { numberOfKeys: 2, lua: FILL_IF_LEASED });
@@ -128,16 +129,16 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     }
     const lease = leaseOf(key);
     const token = randomUUID();
-    // A lease holder's read ends within the pool's bounds (server/lab.ts), well inside LEASE_MS. Past
+    // A lease holder's read ends within the pool's bounds (server/lab.ts), well inside the lease. Past
     // that, the key has been through a failed holder and maybe a second one: waiting longer would
     // queue this request behind a third, so it asks the database itself, once.
-    const giveUpAt = performance.now() + LEASE_MS;
+    const giveUpAt = performance.now() + leaseMs;
     for (let pollMs = 2; ; pollMs = Math.min(pollMs * 2, 50)) {
       let state: number;
       let value: string;
       try {
         // Read again and take the lease if the entry is still missing, in one step.
-        [state, value] = await client.readOrLease(key, lease, token, LEASE_MS);
+        [state, value] = await client.readOrLease(key, lease, token, leaseMs);
       } catch (error) {
         onCacheError(error as Error);
         return fromDatabase(id);
@@ -156,7 +157,7 @@ export function createUserCache(options: UserCacheOptions): UserCache {
     try {
       user = await repository.find(id);
     } catch (error) {
-      // Hand the lease back at once, so the waiters do not wait LEASE_MS for a read that failed.
+      // Hand the lease back at once, so the waiters do not wait out the lease for a read that failed.
       await client.releaseLease(lease, token).catch(() => undefined);
       throw error;
     }
