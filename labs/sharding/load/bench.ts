@@ -145,19 +145,32 @@ for (const phase of ['zipf: one bucket per tenant', 'zipf: top 3 split x8']) {
 }
 
 // Every router's shards a network hop away (a smaller world each, seeded through the proxy): the steady
-// state, where a request costs its round trips. The routers take turns in short rounds (starter,
-// solution, starter, ...), and the target is the median of the rounds' paired ratios of req/s, so a slow
-// moment of a shared machine spoils one pair, not the figure. The proxy counts the messages the servers
+// state, where a request costs its round trips. The routers take turns in one-second rounds, the order
+// flipping from pair to pair (starter then solution, solution then starter, ...), and the target is
+// the median of the pairs' ratios of req/s, so a slow moment of a shared machine spoils one pair, not
+// the figure, and a drift across the phase favours neither router. The proxy counts the messages the servers
 // sent and waited on: each round's count, taken once the round's router calls have all returned, gives
 // round trips per request from these worlds' connections alone, whatever else uses the same PostgreSQL.
 // The bound is that many round trips at the delay the proxy applied; its share of the p50 near 1 means
 // the wire is the request's whole cost.
 const FAR: Distances = { postgres: 1 };
-/** Rounds per router, taken in turns, and their length (at least 2 s: a p50 needs a few hundred requests). */
-const ROUNDS = 5;
-const ROUND_SEC = Math.max(2, Math.round(DURATION_SEC / 2));
+/**
+ * Rounds per router, taken in turns, and their length. Short and many: at load 12 to 23, five rounds of
+ * 3 s gave pairs from 0.45x to 1.97x (a median of 0.78x where the sums gave 1.06x), and fifteen rounds
+ * of 1 s pairs from 0.47x to 3.72x: on a machine that busy the speed changes from one second to the
+ * next, and the more pairs, the less one unlucky stretch moves the median (README: the runs at 31). A
+ * round is still a hundred requests or more (about 130 to 1,100 req/s at load 12 to 23), and a world
+ * waits at most two rounds between its own, well inside the 5 s after which a shard pool closes an idle
+ * connection (the connections each world opened are counted).
+ */
+const ROUNDS = 31;
+const ROUND_SEC = 1;
 /** The steady-state goal: the fence may cost the solution at most a fifth of the starter's req/s. */
 const STEADY_GOAL = 0.8;
+// The big worlds are measured: their connections go back to the server before the small worlds open
+// theirs. Both at once, on a PostgreSQL other work shares, ran out of connections once ("sorry, too
+// many clients already" while seeding the small worlds, load 20).
+await servers.close();
 {
   await using far = report.distance(await withDistance(FAR));
   console.log(
@@ -169,7 +182,10 @@ const STEADY_GOAL = 0.8;
   const distantControl = distant.urls.control!;
   const someTenant = () => seededTenant(Math.floor(Math.random() * small.tenants));
   for (const world of worlds) await load(`${world} (warm-up)`, distant.urls[world]!, someTenant, 1);
-  const chunks = async () => (await far.stats()).postgres?.upstream.chunks ?? 0;
+  const proxied = async () => {
+    const postgres = (await far.stats()).postgres;
+    return { chunks: postgres?.upstream.chunks ?? 0, connections: postgres?.accepted ?? 0 };
+  };
   /**
    * Waits until `world` runs no router call: autocannon stops at its deadline, but requests it gave up
    * on still run their statements, and those are the round's round trips too.
@@ -184,23 +200,31 @@ const STEADY_GOAL = 0.8;
     }
     throw new Error(`${world}: router calls still running 5 s after the load stopped`);
   };
-  const trips = new Map(worlds.map((w) => [w, { chunks: 0, requests: 0 }]));
-  const rounds = await inRounds(worlds, ROUNDS, async (world) => {
-    const before = await chunks();
+  const trips = new Map(worlds.map((w) => [w, { chunks: 0, requests: 0, connections: 0 }]));
+  const measure = async (world: string) => {
+    const before = await proxied();
     const result = await load(`${world} ${far.label}`, distant.urls[world]!, someTenant, ROUND_SEC);
     await settled(world);
+    const after = await proxied();
     const counted = trips.get(world)!;
-    counted.chunks += (await chunks()) - before;
+    counted.chunks += after.chunks - before.chunks;
+    counted.connections += after.connections - before.connections;
     counted.requests += result.requests;
     return result;
-  });
+  };
+  // ABBA: each pair's order is the previous pair's reversed.
+  const rounds = new Map(worlds.map((w) => [w, [] as LoadResult[]]));
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? worlds : [...worlds].reverse();
+    for (const [world, results] of await inRounds(order, 1, measure)) rounds.get(world)!.push(...results);
+  }
   await far.applied();
   const appliedMs = far.record?.services.postgres?.appliedMeanDelayMs ?? 0;
   console.log(`  the proxy applied ${appliedMs.toFixed(2)} ms each way on average`);
   const round2 = (n: number) => Math.round(n * 100) / 100;
   for (const world of worlds) {
     const merged = mergeRounds(`${world} ${far.label}`, rounds.get(world)!);
-    const { chunks: sent, requests } = trips.get(world)!;
+    const { chunks: sent, requests, connections } = trips.get(world)!;
     const roundTrips = sent / Math.max(1, requests);
     const boundMs = roundTrips * 2 * appliedMs;
     const s = await (await fetch(`${distantControl}/bench/${encodeURIComponent(world)}/stats`)).json();
@@ -208,6 +232,14 @@ const STEADY_GOAL = 0.8;
     report.figure(`${world}: round trips per request ${far.label} (counted by the proxy)`, round2(roundTrips));
     report.figure(`${world}: round-trip bound per request ${far.label}`, boundMs, 'ms');
     report.figure(`${world}: the bound's share of its p50 ${far.label}`, boundMs / Math.max(merged.p50Ms, 1e-9), 'x');
+    // Its pools should stay open across the rounds: a connection opened in a round is a reconnect it paid for.
+    report.figure(`${world}: database connections opened during its ${ROUNDS} rounds ${far.label}`, connections);
+    console.log(
+      `  ${world} req/s, round by round: ${rounds
+        .get(world)!
+        .map((r) => Math.round(r.rps))
+        .join(', ')}`,
+    );
   }
   const steady = pairedRatio(rounds.get('solution')!, rounds.get('starter')!);
   console.log(`  solution ÷ starter req/s, round by round: ${steady.each.map((r) => r.toFixed(2)).join(', ')}`);
