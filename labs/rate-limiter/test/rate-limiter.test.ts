@@ -24,7 +24,6 @@ const { url: redisUrl } = await resolveService('redis');
 /** A client of the spec's own, to read what the limiter keeps in Redis. */
 const redis = await lab.context.redis();
 
-/** One instance of the lab's app with `options`, listening on a free port until the file ends. */
 /**
  * Redis options for instances whose decisions a test counts. The lab's own 250 ms command timeout makes a
  * decision that waits longer fail open (the outage policy), and on a busy machine a burst's decisions can
@@ -33,6 +32,10 @@ const redis = await lab.context.redis();
  */
 const COUNTING_REDIS_OPTIONS = { ...LIMITER_REDIS_OPTIONS, commandTimeout: 30_000 };
 
+/**
+ * One instance of the lab's app with `options`, listening on a free port until the file ends; its Redis
+ * client counts (COUNTING_REDIS_OPTIONS) unless `options.redis` gives one.
+ */
 async function startInstance(options: Partial<RateLimiterLabOptions>): Promise<string> {
   const redis = options.redis ?? (await lab.context.redis(COUNTING_REDIS_OPTIONS));
   const { app } = await rateLimiterLab.build(lab.context, { ...options, redis });
