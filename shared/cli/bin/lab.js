@@ -2,7 +2,7 @@
 // Node runs the TypeScript command line as it is (type stripping): no build step, no loader. An older
 // Node cannot even load it, so the one version rule (.nvmrc) is checked here, in plain JavaScript.
 import { readFileSync } from 'node:fs';
-import { enableCompileCache } from 'node:module';
+import nodeModule from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const wanted = Number(
@@ -32,5 +32,5 @@ process.on('warning', (warning) => {
 process.env.NODE_COMPILE_CACHE ??= fileURLToPath(
   new URL('../../../node_modules/.cache/labs/node-compile', import.meta.url),
 );
-enableCompileCache(process.env.NODE_COMPILE_CACHE);
+nodeModule.enableCompileCache(process.env.NODE_COMPILE_CACHE);
 await import('../src/main.ts');

@@ -8,6 +8,9 @@ import { currentTarget, type LabTarget } from '@labs/lab-kit';
 import { defineConfig, type ViteUserConfig } from 'vitest/config';
 import { readLabPackage } from './lab-manifest.ts';
 
+/** The shared packages' sources, wherever the repository is (vitest matches module paths). */
+const SHARED_SOURCES = /\/shared\/(lab-kit|services|test-kit|bench)\/src\//;
+
 /**
  * Turns the lab's package.json `imports` into vite aliases for one target: the entry's `lab-solution`
  * path for the solution, its `default` path otherwise. Node reads the same field with
@@ -69,6 +72,12 @@ export function defineLabConfig(labDir = process.cwd(), extra: ViteUserConfig = 
     hookTimeout: 60_000,
     pool: 'forks',
     isolate: true,
+    // The shared packages are loaded by Node itself (it strips their types), like the libraries in
+    // node_modules, instead of through vitest's transform: no spec swaps them, and each spec run's fork
+    // then pays native, cached loading for them, and the check's main process serves one module graph
+    // less per run. Measured on two cores, a whole cache-off `./lab test` fell from 544-561 s of CPU and
+    // 296-306 s to 457 s and 260 s; rate-limiter's check from 19.8 s of CPU to 17.2 s.
+    server: { deps: { external: [SHARED_SOURCES] } },
   } satisfies ViteUserConfig['test'];
   if (runs)
     return defineConfig({
