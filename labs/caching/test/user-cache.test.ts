@@ -481,6 +481,17 @@ describe('baseline: what any cache in front of the database must do', () => {
       const bound = key.includes('888888') ? 4_000 : 20_000;
       expect(ms > 0 && ms <= bound, `${key.slice(cluster.prefix.length)}: PTTL ${ms}, at most ${bound}`).toBe(true);
     }
+    // Left to choose how long a 404 is remembered, a cache still keeps nothing longer than ttlMs: a
+    // default picked for long TTLs (30 s) must not outlive a short one.
+    const defaults = createCluster();
+    const short = await defaults.start({ ttlMs: 5_000 });
+    for (const id of [15, 888_887]) await getUser(short, id);
+    const chosen = await redis.keys(`${defaults.prefix}*`);
+    expect(chosen.length).toBeGreaterThanOrEqual(1);
+    for (const key of chosen) {
+      const ms = await redis.pttl(key);
+      expect(ms > 0 && ms <= 5_000, `${key.slice(defaults.prefix.length)}: PTTL ${ms}, at most ttlMs 5000`).toBe(true);
+    }
   });
 
   it('a reader paused in its database read has nothing in Redis without an expiry (a lease of a holder that dies expires)', async () => {

@@ -84,6 +84,10 @@ export function strykerConfig(lab: MutatedLab): Record<string, unknown> {
     mutate: lab.lab.exercise.map(solutionFile),
     coverageAnalysis: 'perTest',
     concurrency: 1,
+    // A mutant that makes its tests outlast their time on the unmutated code by this factor (plus
+    // timeoutMS) counts as killed. Stryker's 1.5 is too tight on a shared machine: a test that takes
+    // twice as long under load would count as a kill it never made.
+    timeoutFactor: 3,
     incremental: true,
     incrementalFile: INCREMENTAL_FILE,
     reporters: ['progress-append-only', 'json'],
