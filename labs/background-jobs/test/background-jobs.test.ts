@@ -1330,3 +1330,34 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     ).toBeLessThanOrEqual(2);
   });
 });
+
+describe('baseline: what a broker restart keeps', () => {
+  it('the retry and dead-letter queues are durable too: a job waiting for its next try, or parked, survives a broker restart', async () => {
+    // A transient queue is gone after a broker restart, and the persistent messages in it with it: a
+    // job waiting out its retry delay, or parked for a human to look at, is lost by a routine restart.
+    // Declared again as durable (without its arguments), the broker agrees, or refuses over an
+    // argument (a TTL it was declared with); it refuses over 'durable' only for a transient queue.
+    const names = freshQueues();
+    await declareQueues(names);
+    await workerHere(names); // the worker's declarations too, where it makes its own
+    for (const queue of [...names.retryQueues, names.deadQueue]) {
+      const answer = await declaredDurableQueue(queue);
+      expect(answer, `${queue}, declared again as durable`).not.toMatch(/'durable'/);
+    }
+  });
+});
+
+/** Declares `queue` again as durable, with no arguments: 'agreed', or why the broker refused. */
+async function declaredDurableQueue(queue: string): Promise<string> {
+  const connection = await amqp.connect(rabbit.url);
+  try {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {}); // a refusal closes the channel; the declaration rejects with it too
+    await channel.assertQueue(queue, { durable: true });
+    return 'agreed';
+  } catch (error) {
+    return (error as Error).message;
+  } finally {
+    await connection.close();
+  }
+}

@@ -821,6 +821,23 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
     return forms;
   }
 
+  it('challenge: a session Redis has already let expire stays gone: logging out of it or refreshing it writes nothing that lives for ever', async () => {
+    // Redis drops an idle session by itself (its expiry), while the browser still holds both tokens;
+    // the user then logs out, or a tab refreshes. A write that runs whether or not the session is still
+    // there (an HSET of "revoked" on a missing key, say) creates the key again, now with no expiry: one
+    // immortal key per such logout.
+    const { app, tab } = await loggedIn();
+    const cookie = tab.jar.cookie;
+    const stored = await redis.keys(`${app.prefix}*`);
+    expect(stored.length, 'the session kept nothing in Redis under the token code prefix').toBeGreaterThan(0);
+    await redis.del(...stored); // what Redis's own expiry does to an idle session
+    const out = await tab.send('POST', '/logout');
+    expect(out.status, 'logout of a session Redis has dropped').toBeLessThan(500);
+    tab.jar.cookie = cookie;
+    expect((await tab.refresh()).status, 'a refresh of a session Redis has dropped').toBe(401);
+    expect(await keysWithoutExpiry(redis, app.prefix), 'keys written for a dropped session, kept for ever').toEqual([]);
+  });
+
   it('challenge: every stored credential is a keyed hash: no refresh secret, nor an unkeyed digest of one, in Redis', async () => {
     // A copy of Redis (a backup, a replica, a support dump) must not be a set of live sessions.
     const { app, tab } = await loggedIn();

@@ -271,7 +271,7 @@ describe('baseline: the feed is right, whatever loads it', () => {
     }
   });
 
-  it('two posts of one author published at the same moment come newest id first, on every page', async () => {
+  it('two posts of one author published at the same moment come newest id first, on every page, whatever plan PostgreSQL picks', async () => {
     // Publication times are not unique: without `id` as the tie-breaker in every ORDER BY, which of two
     // posts at the same moment is "newer" is up to the plan (an index's order, a sort that is not
     // stable), and a page may show either or both. Each of the first ten authors with posts gets a
@@ -281,17 +281,37 @@ describe('baseline: the feed is right, whatever loads it', () => {
        SELECT author_id, 'Same moment', max(published_at) FROM posts WHERE author_id <= 11 GROUP BY author_id
        RETURNING id, author_id`,
     );
+    // The same API on connections that may not scan an index in its order: PostgreSQL then reads the
+    // posts and sorts them, and a sort leaves ties in the order it read them (here the older post
+    // first). The index scan alone would hide a missing tie-breaker: an index on (author_id,
+    // published_at DESC, id DESC) hands ties over newest id first whatever the ORDER BY says, until
+    // the planner picks another plan (new statistics, a bigger table, the index rebuilt).
+    const sortingPool = createPgPool(db.options.connectionString!, { max: 2 });
+    sortingPool.on('connect', (client) => {
+      client.query('SET enable_indexscan = off').catch(() => undefined);
+      client.query('SET enable_indexonlyscan = off').catch(() => undefined);
+    });
+    const sorting = await lab.context.listen((await nPlusOneLab.build(lab.context, { db: sortingPool })).app);
     try {
       expect(rows.length).toBeGreaterThanOrEqual(10);
-      const { body } = await getAuthors('?limit=11');
-      for (const author of (body as AuthorsPage).authors.filter((a) => a.latestPosts.length > 0))
-        expect(
-          author.latestPosts[0]?.title,
-          `author ${author.id}: the newest post, of two at ${author.latestPosts[0]?.publishedAt}`,
-        ).toBe('Same moment');
-      expect(body).toEqual(await expectedPage({ limit: 11, after: 0 }));
+      const expected = await expectedPage({ limit: 11, after: 0 });
+      for (const [url, plan] of [
+        [server.url, 'the plan PostgreSQL picks'],
+        [sorting.url, 'index scans switched off'],
+      ] as const) {
+        const body = (await (await fetch(`${url}/api/authors?limit=11`)).json()) as AuthorsPage;
+        for (const author of body.authors.filter((a) => a.latestPosts.length > 0))
+          expect(
+            author.latestPosts[0]?.title,
+            `author ${author.id} (${plan}): the newest post, of two at ${author.latestPosts[0]?.publishedAt}`,
+          ).toBe('Same moment');
+        expect(body, plan).toEqual(expected);
+      }
     } finally {
       await db.query('DELETE FROM posts WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
+      // On the embedded engine every connection is one session: the settings must not outlive the test.
+      await sortingPool.query('RESET enable_indexscan; RESET enable_indexonlyscan').catch(() => undefined);
+      await sortingPool.end();
     }
   });
 
@@ -515,7 +535,7 @@ describe('challenges: what the lazy-loading starter gets wrong', () => {
     ).toBe(true);
   });
 
-  it('challenge: a page finds its posts through an index on author_id, never a Seq Scan on posts (EXPLAIN of its SQL)', async () => {
+  it('challenge: a page finds its posts through an index on author_id, never a Seq Scan on posts, and in the order it keeps them (EXPLAIN of its SQL)', async () => {
     const { status, sent } = await getAuthors('?limit=10');
     expect(status).toBe(200);
     const indexes = await postsIndexes();
@@ -564,6 +584,7 @@ interface PlanNode {
   'Index Name'?: string;
   'Index Cond'?: string;
   Filter?: string;
+  'Sort Key'?: string[];
   Plans?: PlanNode[];
 }
 
@@ -615,6 +636,16 @@ async function postsReadsWithoutIndex(statement: SentSql, indexes: Map<string, s
           `${scan['Node Type']} using ${scan['Index Name']}${scan['Index Cond'] ? ` (Index Cond: ${scan['Index Cond']})` : ''}${node.Filter ? ` (Filter: ${node.Filter})` : ''}, an index that does not lead with author_id`,
         );
     }
+    // A per-author LIMIT over a Sort of posts: the index finds an author's posts but not in the page's
+    // order, so every post of the author is read and sorted to keep the newest few (an index on
+    // author_id alone). An index that ends in the ORDER BY's columns hands them over in order, and the
+    // LIMIT stops after the few it keeps.
+    const sorted = node['Node Type'] === 'Limit' ? node.Plans?.find((n) => n['Node Type'] === 'Sort') : undefined;
+    const sortedPosts = sorted?.Plans?.find((n) => n['Relation Name'] === 'posts');
+    if (sorted && sortedPosts)
+      problems.push(
+        `Limit over a Sort (${sorted['Sort Key']?.join(', ') ?? 'keys unknown'}) of a ${sortedPosts['Node Type']} on posts${sortedPosts['Index Name'] ? ` using ${sortedPosts['Index Name']}` : ''}: every post of the author read and sorted to keep a few; the index does not serve the ORDER BY`,
+      );
     for (const child of node.Plans ?? []) visit(child);
   };
   visit(plan);

@@ -219,15 +219,18 @@ export type ParentHandlers = { stop(): unknown } & Record<string, (input?: unkno
 export function serveParent(handlers: ParentHandlers): void {
   const sendOnly = process.send?.bind(process);
   if (!sendOnly) return;
-  const sendCoverage = () => {
-    const mutants = takeOwnCoverage();
-    if (mutants && process.connected) sendOnly({ type: 'mutant-coverage', mutants });
-  };
+  /** Sends what this process reached; resolves once the message has left (or there was none). */
+  const sendCoverage = () =>
+    new Promise<void>((resolve) => {
+      const mutants = takeOwnCoverage();
+      if (mutants && process.connected) sendOnly({ type: 'mutant-coverage', mutants }, undefined, {}, () => resolve());
+      else resolve();
+    });
   const send = (message: object) => {
-    sendCoverage();
+    void sendCoverage();
     sendOnly(message);
   };
-  if (stryker()) setInterval(sendCoverage, 250).unref();
+  if (stryker()) setInterval(() => void sendCoverage(), 250).unref();
   process.on('message', async (message: { type: string; id?: number; input?: unknown }) => {
     if (message.type === 'stop') {
       const failed = await Promise.resolve(handlers.stop()).then(
@@ -237,7 +240,10 @@ export function serveParent(handlers: ParentHandlers): void {
           return true;
         },
       );
-      sendCoverage();
+      // Waited for: an IPC message still queued when the process exits is lost, and with it the
+      // coverage of the stop path, so Stryker would never run the tests that stop a worker against
+      // a mutant of it.
+      await sendCoverage();
       process.exit(failed ? 1 : 0);
     }
     const handler = handlers[message.type];
