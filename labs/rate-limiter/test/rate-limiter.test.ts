@@ -237,6 +237,38 @@ describe('baseline: what any rate limiter must do', () => {
     expect(justAfter, 'admitted a quarter of a millisecond after each turn (1 = admitted)').toEqual(Array(10).fill(1));
   });
 
+  it('a denial is remembered from when the limiter asked, not from when Redis answered: a wait that ended while the answer was on its way is over', async () => {
+    // Redis decides at the moment the limiter asks; its answer arrives a round trip later, which under
+    // load can be tens of milliseconds. "Denied for 0.25 ms more" is 0.25 ms from the asking: counted
+    // from the answer's arrival instead, the limiter denies a client whose turn has already come, by a
+    // whole round trip every time. The answer here is held in a proxy while 100 ms pass on the clock.
+    await using proxy = await delayingProxy(redisUrl, { delayMs: 0, jitterMs: 0, seed: 1 });
+    const client = await lab.context.redis({ url: proxy.url, ...COUNTING_REDIS_OPTIONS });
+    let clock = MINUTE_T0;
+    const url = await startInstance({
+      redis: client,
+      limit: 1,
+      windowMs: 60_000,
+      now: () => clock,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+    });
+    expect(await burst([url], 1, 'far-away')).toEqual({ 200: 1 });
+    const turn = MINUTE_T0 + 60_000;
+    clock = turn - 0.25;
+    proxy.stall();
+    const early = burst([url], 1, 'far-away');
+    // Once the question has left the limiter, time passes on its way (however slow the machine is).
+    for (let waited = 0; proxy.inFlight().toService === 0 && waited < 10_000; waited += 5)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    clock = turn + 100;
+    proxy.resume();
+    expect(await early, 'asked a quarter of a millisecond before its turn').toEqual({ 429: 1 });
+    expect(
+      await burst([url], 1, 'far-away'),
+      'asked 100 ms after its turn (the answer that denied it took 100 ms to arrive)',
+    ).toEqual({ 200: 1 });
+  });
+
   it('Retry-After equals the exact wait, within a second, for a limit above 1', async () => {
     // Not the time until the whole allowance is back, nor a constant: a client that waits what it was
     // told is admitted, and one that comes a second sooner is not. Five requests per 10 s: each client
