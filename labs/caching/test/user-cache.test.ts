@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
+import calculateSlot from 'cluster-key-slot';
 import { createPgPool, createRedisClient } from '@labs/services';
 import { keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
 import { createUserCache } from '#user-cache';
@@ -295,6 +296,60 @@ function failNthCommand(n: number, client: Redis) {
   return { client, failed: () => sent >= n };
 }
 
+/** A command an instance sent on its own Redis connection: its name, the keys it names, what it went out in. */
+interface SentCommand {
+  name: string;
+  keys: string[];
+  /** The pipeline or MULTI transaction it was sent in (one per batch), or undefined when sent alone. */
+  batch: unknown;
+}
+
+/**
+ * Records what an instance sends on `client`: each command's name and its keys as ioredis reads them
+ * (Command#getKeys(), which knows where the keys of every command are, a script's EVAL or EVALSHA
+ * included), and the Lua of every script it defines or sends whole. A script runs its own commands
+ * inside Redis, where a connection never sees them, so its source is kept to be read.
+ */
+function recordCommands(client: Redis) {
+  const sent: SentCommand[] = [];
+  const scripts: string[] = [];
+  let transaction: object | undefined; // a MULTI sent command by command, outside a pipeline
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+    const [command, stream] = args;
+    const name = command.name.toLowerCase();
+    if (name === 'multi' && stream === undefined) transaction = {};
+    sent.push({ name, keys: command.getKeys().map(String), batch: stream ?? transaction });
+    if (name === 'exec' || name === 'discard') transaction = undefined;
+    if (name === 'eval') scripts.push(String(command.args[0]));
+    if (name === 'script' && String(command.args[0]).toLowerCase() === 'load') scripts.push(String(command.args[1]));
+    return send(...args);
+  }) as Redis['sendCommand'];
+  const define = client.defineCommand.bind(client);
+  client.defineCommand = ((name, definition) => {
+    scripts.push(definition.lua);
+    define(name, definition);
+  }) as Redis['defineCommand'];
+  return { client, sent, scripts };
+}
+
+/**
+ * One instance's ordinary traffic, recorded on its own connection: a cold read (a miss and its fill),
+ * a hit, a missing user twice (a 404, then a remembered one), a write, and the read after it.
+ */
+async function recordedTraffic(id: number) {
+  const cluster = createCluster();
+  const recording = recordCommands(await lab.context.redis());
+  const url = await cluster.start({ redis: recording.client });
+  expect((await getUser(url, id)).status, 'a cold read').toBe(200);
+  expect((await getUser(url, id)).status, 'a read of a cached user').toBe(200);
+  for (let i = 0; i < 2; i++) expect((await getUser(url, 888_886)).status, 'a missing user').toBe(404);
+  expect((await putUser(url, id, { name: 'Recorded', email: `user${id}@example.com` })).status, 'a write').toBe(200);
+  expect((await getUser(url, id)).status, 'the read after the write').toBe(200);
+  expect(recording.sent.length, 'commands recorded on the instance').toBeGreaterThan(0);
+  return { ...recording, prefix: cluster.prefix };
+}
+
 /** Polls `check` every 10 ms until it is true; fails, naming `what`, after 5 s. */
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -538,6 +593,38 @@ describe('baseline: what any cache in front of the database must do', () => {
     expect((await getUser(url, 46)).status, 'a cold read').toBe(200);
     expect((await getUser(url, 888_887)).status, 'a missing user').toBe(404);
     expect(forever, 'keys left without an expiry, and the command after which they were seen').toEqual([]);
+  });
+
+  it('sends Redis no command that walks the keyspace (KEYS, SCAN), in a script or not, on a read, a 404 or a write', async () => {
+    // KEYS and SCAN cost time in proportion to every key Redis holds, not to one user's: on a request
+    // path they make each request as slow as the whole keyspace is big, and KEYS blocks Redis, which
+    // runs one command at a time, for every client meanwhile. A cache knows the names of its keys
+    // (key formats are what its versions agree on), so it never has to search for them.
+    const { sent, scripts } = await recordedTraffic(81);
+    const walking = sent.filter(({ name }) => name === 'keys' || name === 'scan').map(({ name }) => name);
+    expect(walking, 'keyspace walks sent by the instance').toEqual([]);
+    const inScripts = scripts.filter((lua) => /redis\.p?call\(\s*['"](keys|scan)['"]/i.test(lua));
+    expect(inScripts, 'scripts of the instance that walk the keyspace inside Redis').toEqual([]);
+  });
+
+  it('names keys of one Redis Cluster slot in each command and each pipeline or transaction it sends', async () => {
+    // On Redis Cluster a command, a script or a transaction may only touch keys of one hash slot: one
+    // that names keys of two slots fails with CROSSSLOT (and a pipeline's commands go to one node).
+    // A user's entry, its lease and its other schema versions' keys must share a slot (a hash tag,
+    // the part of a key in {braces}, decides it), or the scripts and the write's DEL fail on every
+    // call, and the cache is silently off. The slot is computed as ioredis's cluster client does.
+    const { sent, prefix } = await recordedTraffic(82);
+    const batches = new Map<unknown, SentCommand[]>();
+    for (const command of sent) {
+      const batch = command.batch ?? command; // a command sent alone is a batch of its own
+      batches.set(batch, [...(batches.get(batch) ?? []), command]);
+    }
+    const crossSlot = [...batches.values()]
+      .filter((commands) => new Set(commands.flatMap((c) => c.keys).map((key) => calculateSlot(key))).size > 1)
+      .map((commands) =>
+        commands.map((c) => `${c.name.toUpperCase()} ${c.keys.map((key) => key.slice(prefix.length)).join(' ')}`),
+      );
+    expect(crossSlot, 'commands (or batches of them) whose keys are in more than one slot').toEqual([]);
   });
 
   it('a read whose database query fails leaves nothing in Redis: the next reader reads the database at once', async () => {
@@ -978,6 +1065,71 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     }
   });
 
+  it('challenge: a reader that reads the database without the lease (it gave up waiting, or Redis failed it) stores nothing older than a write', async () => {
+    // The lease guards the fill of the reader that holds it (the race challenges above). A reader can
+    // reach the database two other ways: it waited for another reader's fill as long as a lease lasts
+    // and gave up, or Redis failed one of its commands. If such a reader then stores what it read, a
+    // write that committed between its read and its store must stop it the same way: a plain SET puts
+    // back the row the write replaced, until the TTL, and that happens when the database is slow,
+    // which is when lease holders overrun and writes pile up.
+    //
+    // 1. The waiter that gives up. Reader A takes the lease and is held in its database read (its lease
+    // lasts 30 s: it does not run out here). Reader C, on an instance whose lease is 300 ms, waits
+    // that long for A's fill, gives up, reads the database and is held once it has read. A write then
+    // commits and invalidates, and only then do C and A go on.
+    const cluster = createCluster();
+    const readA = holdFirstCall('find');
+    const readC = holdFirstCall('find');
+    const a = await cluster.start({ wrap: readA.wrap, leaseMs: 30_000 });
+    const c = await cluster.start({ wrap: readC.wrap, leaseMs: 300 });
+    const writer = await cluster.start();
+    const first = getUser(a, 47);
+    await readA.reached; // A holds the lease and version 1, not yet stored
+    const third = getUser(c, 47);
+    await readC.reached; // C gave up on A's fill and read version 1 itself, not yet stored
+    expect((await putUser(writer, 47, { name: 'Written while C read', email: 'user47@example.com' })).status).toBe(200);
+    readC.release();
+    await third; // it may answer version 1: it began before the write finished
+    readA.release();
+    await first;
+    for (const url of [a, c, writer]) {
+      const { body } = await getUser(url, 47);
+      expect(
+        `${body.name}, version ${body.version}`,
+        'reader C read the database while A held the key (a cache with a lease: once C gave up waiting), before a write, and its row was stored after the write',
+      ).toBe('Written while C read, version 2');
+    }
+    // 2. The reader that Redis failed: its 1st Redis command fails (a timeout, a failover), then (a new
+    // instance) its 2nd, and so on; it is held once it has read the database, a write commits, and it
+    // goes on. Until a read sends fewer commands than that.
+    for (let n = 1; n <= 6; n++) {
+      const id = 70 + n;
+      const failing = failNthCommand(n, await lab.context.redis());
+      const read = holdFirstCall('find');
+      const next = createCluster();
+      const reader = await next.start({ redis: failing.client, wrap: read.wrap, onCacheError: () => {} });
+      const other = await next.start();
+      const pending = getUser(reader, id);
+      const readDatabase = await Promise.race([read.reached.then(() => true), pending.then(() => false)]);
+      if (readDatabase) {
+        expect((await putUser(other, id, { name: 'Written mid-read', email: `user${id}@example.com` })).status).toBe(
+          200,
+        );
+        read.release();
+      }
+      await pending;
+      const failed = failing.failed();
+      if (readDatabase) {
+        const { body } = await getUser(other, id);
+        expect(
+          `${body.name}, version ${body.version}`,
+          `a reader whose Redis command #${n} failed read the database before a write, and its row was stored after it`,
+        ).toBe('Written mid-read, version 2');
+      }
+      if (!failed) break; // this read sent fewer than n commands: every step has been tried
+    }
+  });
+
   it('challenge: 200 concurrent reads of a cold key, over two instances, cause one database read', async () => {
     // The database read is held until all 200 requests have arrived, so every one of them finds the
     // key cold, however fast the first read would have been. On a busy machine 200 arrivals can take
@@ -1002,6 +1154,71 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     expect(cluster.reads, `${cluster.reads} database reads for 200 concurrent requests`).toBe(1);
     const misses = results.filter((r) => r.cache === 'miss').length;
     expect(misses, 'answers with X-Cache: miss (a miss is an answer the database gave)').toBe(cluster.reads);
+  });
+
+  it('challenge: a reader whose lease ran out leaves the lease of the reader that took it next alone', async () => {
+    // A lease is its holder's alone, and only while it lasts. Reader A's database read outlasts its
+    // lease (a slow query, a GC pause); reader B takes the lease and reads the database in turn. A
+    // then fails, or answers late: whatever it does to the lease now (a DEL or a SET without checking
+    // its token) takes it from B, and the next reader takes the key again and reads the database too,
+    // and the one after it if that read is slow: one more database read per lease, exactly while the
+    // database is struggling. Counted: once A is done, ten readers of that user cause no database read
+    // of their own, and they are answered with B's fill.
+    const closedPort = new URL(databaseUrl);
+    closedPort.host = '127.0.0.1:1'; // nothing listens there: every query fails at once
+    const down = createPgPool(closedPort.toString(), DATABASE_POOL_OPTIONS);
+    try {
+      for (const [outcome, id] of [
+        ['fails', 48],
+        ['answers late', 49],
+      ] as const) {
+        const cluster = createCluster();
+        // A's lease lasts 200 ms and its read is held before its query for longer; B's lease lasts 30 s.
+        const readA = holdFirstCall('find', 'before');
+        const readB = holdFirstCall('find');
+        const a = await cluster.start({
+          wrap: readA.wrap,
+          leaseMs: 200,
+          ...(outcome === 'fails' ? { pool: down } : {}),
+        });
+        const b = await cluster.start({ wrap: readB.wrap, leaseMs: 30_000 });
+        const readersRedis = await lab.context.redis();
+        const commands = vi.spyOn(readersRedis, 'sendCommand');
+        const readers = await cluster.start({ redis: readersRedis, leaseMs: 30_000 });
+        const first = getUser(a, id);
+        await readA.reached; // A took the lease; its read is held
+        const second = getUser(b, id);
+        await readB.reached; // B took the lease once A's ran out, and has read the database
+        readA.release();
+        expect((await first).status, `A, whose read ${outcome}`).toBe(outcome === 'fails' ? 503 : 200);
+        const readsBefore = cluster.reads;
+        let answered = 0;
+        const later = Array.from({ length: 10 }, () =>
+          getUser(readers, id).then((answer) => {
+            answered += 1;
+            return answer;
+          }),
+        );
+        try {
+          // Every reader has asked Redis at least twice (a read, then a lease it did not get), or one of
+          // them has already been answered (it took the key and read the database itself).
+          await until(async () => answered > 0 || commands.mock.calls.length >= 20, 'the ten readers to look');
+          await readersRedis.ping(); // answered once Redis has run every command sent before it
+        } finally {
+          readB.release();
+        }
+        expect((await second).status).toBe(200);
+        const answers = await Promise.all(later);
+        expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 10 }, () => 200));
+        expect(
+          cluster.reads - readsBefore,
+          `database reads by ten readers while B was reading the user, after A's read ${outcome}`,
+        ).toBe(0);
+        expect((await getUser(readers, id)).cache, "the next read, after B's fill").toBe('hit');
+      }
+    } finally {
+      await down.end();
+    }
   });
 
   it('challenge: after a deployment (schema version bumped), no entry of the old version is served', async () => {
