@@ -7,8 +7,10 @@
 import { IncomingMessage, request } from 'node:http';
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import { createRoomHub } from '#room-hub';
@@ -168,11 +170,12 @@ const subscriptionsOf = async (instance: string) =>
 
 /**
  * Builds one more instance on a direct Redis connection and hands back its hub as the lab built it,
- * the options it was given, and the gateway's Client for each user that connected to it.
+ * the options it was given, and the gateway's Client for each user that connected to it (held weakly:
+ * the spec must not be what keeps a disconnected client in memory).
  */
 async function instanceWithHub(proxy: StallingProxy, instance: string) {
   let built: { hub: RoomHub; options: HubOptions; listeners: Record<string, number> } | undefined;
-  const clientsByUser = new Map<string, Client>();
+  const clientsByUser = new Map<string, WeakRef<Client>>();
   const x = await instanceBehind(proxy, instance, [], proxy, {
     createHub: (options) => {
       // What was on the connections before the hub was built: close() must leave exactly that.
@@ -182,14 +185,20 @@ async function instanceWithHub(proxy: StallingProxy, instance: string) {
       return {
         ...hub,
         connect(client) {
-          clientsByUser.set(client.user, client);
+          clientsByUser.set(client.user, new WeakRef(client));
           hub.connect(client);
         },
       };
     },
   });
   if (!built) throw new Error('the lab built no hub');
-  return { x, ...built, clientOf: (user: string) => clientsByUser.get(user) as Client };
+  return {
+    x,
+    ...built,
+    clientOf: (user: string) => clientsByUser.get(user)?.deref() as Client,
+    /** A weak reference to `user`'s Client: cleared once nothing holds the Client and V8 collects it. */
+    refOf: (user: string) => clientsByUser.get(user) as WeakRef<Client>,
+  };
 }
 /** The listeners a hub may add to its Redis connections, by event. */
 const listenersOn = ({ subscriber, redis: commands }: HubOptions) => ({
@@ -435,6 +444,56 @@ describe('baseline: what a hub lets go of', () => {
       await waitFor(async () => (await subscriptionsOf('forgets')) <= 1, 3000),
       `channels the instance subscribes to with one room left (${await subscriptionsOf('forgets')})`,
     ).toBe(true);
+  });
+
+  it('a client that disconnected is held by nothing in the hub: once its socket is gone, it can be garbage-collected', async () => {
+    // What a hub keeps per client (its rooms, "answered the last ping", a listener, a pending replay)
+    // must go with the client: held anywhere, every connection ever made stays in memory with its
+    // socket and buffers until the process runs out. The spec holds the gateway's Client only through a
+    // WeakRef, closes the client, and asks V8 to collect: a Client still reachable is held by the hub.
+    await using direct = await stallingProxy(redisUrl);
+    const { x, refOf } = await instanceWithHub(direct, 'lets-go');
+    const room = newRoom();
+    const stays = await x.connect('stays');
+    const goes = await x.connect('goes');
+    await stays.join(room);
+    await goes.join(room);
+    const interval = async () => {
+      clock.tick();
+      for (const client of [stays, goes]) {
+        if (client.closed) continue;
+        await client.roundTrip();
+        await client.roundTrip(); // its pong has been read by the server
+      }
+    };
+    // Everything a hub may note per client: a ping and its pong, a message, a resume.
+    await interval();
+    say(goes, room, 'before going');
+    expect(await waitFor(() => texts(stays, room).includes('before going'))).toBe(true);
+    const resumeFrom = goes.messages(room)[0]?.id ?? '0-0';
+    goes.send({ type: 'leave', room });
+    await goes.join(room, resumeFrom);
+    const ref = refOf('goes');
+    expect(ref.deref(), "the gateway's Client for the client that will go").toBeDefined();
+
+    await goes.close();
+    const connections = async () => ((await (await fetch(`${x.url}/api/stats`)).json()) as GatewayStats).connections;
+    expect(await waitFor(async () => (await connections()) === 1), 'the server let go of the socket').toBe(true);
+    // A hub may tidy up on its next heartbeat: two intervals pass before anything is counted.
+    await interval();
+    await interval();
+    const collect = collectGarbage();
+    let collected = false;
+    for (let attempt = 0; attempt < 10 && !collected; attempt++) {
+      // A WeakRef's target stays alive until the task that read it ends: collect in a task of its own.
+      await new Promise((resolve) => setImmediate(resolve));
+      collect();
+      await new Promise((resolve) => setImmediate(resolve));
+      collected = ref.deref() === undefined;
+    }
+    expect(collected, 'the disconnected Client was garbage-collected (still reachable: something keeps it)').toBe(true);
+    say(stays, room, 'still serving');
+    expect(await waitFor(() => texts(stays, room).includes('still serving')), 'the instance serves on').toBe(true);
   });
 
   it('once closed, it leaves no heartbeat and no listener on the Redis connections it was given', async () => {
@@ -1142,19 +1201,110 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     const back = await long.connect('bea');
     const joining = back.join(room, lastId).catch((error: Error) => error);
     back.pause(); // asked to resume, then stopped reading
+    // What the server holds for it, at most, while it reads nothing: the cap is the server's memory
+    // bound whatever writes to the client, the replay included (plus the one frame sent just under it).
+    let peakQueued = 0;
+    const queued = async () => {
+      const bytes = await queuedOnBulky();
+      peakQueued = Math.max(peakQueued, bytes);
+      return bytes;
+    };
     // Until the kernel's buffers are full and the server holds more than half the cap for it (or closed it).
-    await waitFor(async () => back.closed !== undefined || (await queuedOnBulky()) > SEND_BUFFER_CAP / 2, 3000);
+    await waitFor(async () => back.closed !== undefined || (await queued()) > SEND_BUFFER_CAP / 2, 3000);
+    // A replay that waits for the client stops there; one that sends on queues the rest of the history
+    // (megabytes) within moments, and stays queued while the client reads nothing. A right hub makes
+    // this wait run out (it is right either way).
+    const oneFrame = 16 * 1024; // a 15 KB message, as a frame
+    await waitFor(async () => back.closed !== undefined || (await queued()) > SEND_BUFFER_CAP + oneFrame, 2000);
     back.resume();
     await joining;
     const expected = texts(poster, room).slice(1);
     const heardMarker = back.closed ? () => true : postMarker(back, room);
     await waitFor(() => posts(back, room).length >= expected.length || heardMarker(), 5000);
     expect(back.closed, `${back.user}'s connection, closed while it resumed`).toBeUndefined();
+    expect(
+      peakQueued,
+      `bytes the server queued for ${back.user} while it read nothing of its replay (cap ${SEND_BUFFER_CAP / 1024} KiB)`,
+    ).toBeLessThanOrEqual(SEND_BUFFER_CAP + oneFrame);
     const got = texts(back, room);
     expect(got.length, `messages after ${lastId} received once it read again, of ${expected.length}`).toBe(
       expected.length,
     );
     expect(got, 'every one, once, in order').toEqual(expected);
+  }, 60_000);
+
+  it('challenge: a member that stops reading while its instance catches up from the history is queued no more than the cap', async () => {
+    // The catch-up after a Redis reconnect writes to members as the replay and live messages do, and the
+    // send-buffer cap bounds what the server holds for one client whatever writes it. Instance "catcher"
+    // loses its subscriber while its member has stopped reading; 500 messages of 15 KB (7.5 MB, more than
+    // the kernel's socket buffers take) are posted meanwhile, then the subscriber comes back and the
+    // instance reads them from the history. Closed with 4008 (it resumes from its last id) or sent
+    // everything as it reads: either is a right answer; megabytes queued in the server are not.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const catcher = await instanceBehind(commands, 'catcher', [], subscriber);
+    const keeper = await instanceBehind(direct, 'catcher-keeper', [], direct, { historyMax: 1000 });
+    const catcherStats = async () => (await (await fetch(`${catcher.url}/api/stats`)).json()) as GatewayStats;
+    const room = newRoom();
+    const poster = await keeper.connect('pia');
+    const member = await catcher.connect('moe');
+    await poster.join(room);
+    await member.join(room);
+    say(poster, room, 'before');
+    expect(await waitFor(() => texts(poster, room).includes('before'))).toBe(true);
+    const heardMarker = postMarker(member, room);
+    await waitFor(() => texts(member, room).includes('before') || heardMarker(), 3000);
+    expect(texts(member, room), `${member.user} on instance catcher hears a post from another instance`).toEqual([
+      'before',
+    ]);
+    await waitFor(heardMarker); // nothing of the room's past is left on its way to the member
+
+    member.pause(); // it reads nothing from here on
+    await subscriber.kill();
+    expect(await waitFor(async () => (await subscriptionsOf('catcher')) === 0), "catcher's subscriber is gone").toBe(
+      true,
+    );
+    const bulk = 'x'.repeat(15_000);
+    for (let batch = 0; batch < 10; batch++) {
+      for (let n = 0; n < 50; n++) say(poster, room, `away ${batch * 50 + n} ${bulk}`);
+      expect(await waitFor(() => posts(poster, room).length === 1 + (batch + 1) * 50)).toBe(true);
+    }
+    await subscriber.revive();
+    expect(await waitFor(async () => (await subscriptionsOf('catcher')) > 0, 5000), 'catcher subscribed again').toBe(
+      true,
+    );
+    // The catch-up runs now. A hub that sends on regardless queues megabytes within moments; one that
+    // closes the member at the cap (it is then no longer open) or waits for it does not, and this wait
+    // runs out (it is right either way).
+    let peakQueued = 0;
+    const oneFrame = 16 * 1024; // a 15 KB message, as a frame
+    await waitFor(async () => {
+      const { open, maxBufferedBytes } = await catcherStats();
+      peakQueued = Math.max(peakQueued, maxBufferedBytes);
+      return open === 0 || maxBufferedBytes > SEND_BUFFER_CAP + oneFrame;
+    }, 3000);
+    expect(
+      peakQueued,
+      `bytes the server queued for ${member.user}, who read nothing while its instance caught up 7.5 MB (cap ${SEND_BUFFER_CAP / 1024} KiB)`,
+    ).toBeLessThanOrEqual(SEND_BUFFER_CAP + oneFrame);
+
+    member.resume();
+    const missed = texts(poster, room).slice(1);
+    await waitFor(() => member.closed !== undefined || posts(member, room).length >= 1 + missed.length, 10_000);
+    const got = texts(member, room).slice(1);
+    if (member.closed === undefined) {
+      expect(
+        got.length,
+        `${member.user}, not closed, received ${got.length} of the ${missed.length} messages posted while its instance was away`,
+      ).toBe(missed.length);
+      expect(got, 'every one, once, in order').toEqual(missed);
+    } else {
+      expect(member.closed.code, `${member.user} was closed while its instance caught up`).toBe(CLOSE.SLOW_CONSUMER);
+      expect(got, 'what it got before the close: the first messages missed, once each, in order').toEqual(
+        missed.slice(0, got.length),
+      );
+    }
   }, 60_000);
 
   it('challenge: members of an instance whose subscriber comes back slowly get every message posted while it was away and after, once each, in order; a room left meanwhile is let go', async () => {
@@ -1585,6 +1735,31 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     expect(wrong, wrong.join('; ')).toEqual([]);
   });
 
+  it('challenge: a token is checked again on every upgrade: one accepted before it expired is refused after', async () => {
+    // A hub may remember what it verified, but a token's expiry (and any revocation) must still decide
+    // each new upgrade: an instance that trusts a token it accepted once lets it in for as long as the
+    // process lives. The instance's clock is moved, not waited for: only Date is faked, the spec's
+    // timers and sockets run as ever.
+    const token = tokenFor('otis');
+    const first = await tryUpgrade(wsUrl('a', `?token=${token}`));
+    const answers = [`before it expired: ${first.status}`];
+    const { exp } = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { exp: number };
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      // One second past its expiry: a remembered verification that itself lasts a while is still fresh.
+      vi.setSystemTime(exp * 1000 + 1000);
+      answers.push(`after it expired: ${(await tryUpgrade(wsUrl('a', `?token=${token}`))).status}`);
+      // The same user with a token issued now: the clock moved, the hub still admits.
+      answers.push(`a new token then: ${(await tryUpgrade(wsUrl('a', `?token=${tokenFor('otis')}`))).status}`);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(
+      answers,
+      `the same token, before and after its expiry (101: it became a WebSocket): ${answers.join('; ')}`,
+    ).toEqual(['before it expired: 101', 'after it expired: 401', 'a new token then: 101']);
+  });
+
   it("challenge: on a TLS connection the server's own origin is https://, and the same host over http:// is foreign", async () => {
     // No server in this spec speaks TLS, so the hub is asked directly, as the gateway asks it, with a
     // request on a TLS socket: Node's own objects, never connected (admit reads only whether it is encrypted).
@@ -1607,6 +1782,17 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ]);
   });
 });
+
+/**
+ * V8's collector, on demand: `gc` when the process was started with --expose-gc, else the flag is set
+ * now and `gc` taken from a fresh context (the flag only adds it to contexts created after it is set).
+ */
+function collectGarbage(): () => void {
+  const exposed = (globalThis as { gc?: () => void }).gc;
+  if (typeof exposed === 'function') return exposed;
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
 
 /** The Redis connections whose name starts with `prefix`, with how many channels each subscribes to. */
 async function connectionsNamed(client: Redis, prefix: string): Promise<{ id: string; subscriptions: number }[]> {
