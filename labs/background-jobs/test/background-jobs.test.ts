@@ -1361,3 +1361,169 @@ async function declaredDurableQueue(queue: string): Promise<string> {
     await connection.close();
   }
 }
+
+describe('challenges: every way out of the queue is confirmed, bounded and kept', { timeout: 60_000 }, () => {
+  it(`challenge: a job on its last attempt is let go only once its dead letter is queued: with the dead-letter queue gone it stays, and is parked once the queue is back`, async () => {
+    // The dead letter is the job's last copy: the original may be acked only once the broker has
+    // confirmed it, as for a retry copy. Here the dead-letter queue is gone, so the broker cannot take
+    // it (mandatory: it comes back unroutable); a worker that acks without waiting for the confirm, or
+    // sends the dead letter without awaiting it, has lost the job on its last attempt.
+    const names = freshQueues();
+    await declareQueues(names);
+    const sender = await workerHere(names);
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).deleteQueue(names.deadQueue);
+    } finally {
+      await connection.close();
+    }
+    const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] });
+    await admin.publishJobs(names, [poison]);
+    // Its attempts, then its last one again: kept, given back, and tried once more. A job acked without
+    // its dead letter has no attempt after its last, at any time.
+    const tries = await waitFor(
+      () => sender.attemptsOf(poison.jobId).length,
+      (n) => n > ATTEMPTS,
+      { timeoutMs: 15_000 },
+    );
+    expect(
+      tries,
+      `attempts of a job whose dead letter the broker could not take (${ATTEMPTS}, and gone: it was acked without its dead letter)`,
+    ).toBeGreaterThan(ATTEMPTS);
+    await declareQueues(names);
+    const dead = await waitFor(
+      () => readyIn(names.deadQueue),
+      (n) => n >= 1,
+      { timeoutMs: 15_000 },
+    );
+    expect(dead, 'the job in the dead-letter queue once it could be queued').toBe(1);
+  });
+
+  it('challenge: a worker that reconnected still has no more jobs in flight than its prefetch', async () => {
+    // The prefetch belongs to a channel: every channel the worker opens after a dropped connection needs
+    // it set again before it consumes. Set only on the first, the worker comes back from its first
+    // network blip with no bound at all: the broker hands it the whole backlog.
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    const prefetch = 5;
+    const sender = await workerHere(names, { url: proxy.url, prefetch, hangAfter: 0 }); // every job held
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 1,
+      { timeoutMs: 10_000 },
+    );
+    proxy.cut();
+    // Back: a second connection through the proxy has been set up, and it consumes (the first is gone).
+    const back = await waitFor(
+      async () => ({ connections: proxy.heartbeats.length, consumers: await consumersOf(names.queue) }),
+      (s) => s.connections >= 2 && s.consumers === 1,
+      { timeoutMs: 10_000 },
+    );
+    expect(back.connections, 'connections the worker set up through the proxy').toBeGreaterThanOrEqual(2);
+    expect(back.consumers, 'consumers of the work queue after the drop').toBe(1);
+    const jobs = makeJobs(40);
+    await admin.publishJobs(names, jobs);
+    const held = await waitFor(
+      async () => ({ inFlight: sender.stats.inFlight, ready: await readyIn(names.queue) }),
+      (s) => s.inFlight >= prefetch,
+      { timeoutMs: 10_000 },
+    );
+    const delivered = jobs.length - held.ready;
+    expect(
+      delivered,
+      `the broker handed a worker with a prefetch of ${prefetch}, back from a dropped connection, ${delivered} of ${jobs.length} jobs before it had finished any`,
+    ).toBeLessThanOrEqual(prefetch);
+    sender.releaseHeld();
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 20_000 });
+    expect(notDone(counts), 'jobs never done').toBe(0);
+  });
+
+  it('challenge: a stopped worker stops within its grace even when a job never finishes, and that job goes back to the queue', async () => {
+    // A deploy stops the worker and waits for it. A job that hangs (a call with no timeout, a lock
+    // never granted) must not hold the stop for ever: after its grace the worker closes anyway, and
+    // the broker puts the unfinished job back for another worker. A stop that waits without a bound is
+    // killed by the orchestrator instead, with everything in progress at that moment.
+    const names = freshQueues();
+    await declareQueues(names);
+    const stuck = makeJob();
+    const sender = await workerHere(names, { holdJobs: new Set([stuck.jobId]) });
+    await admin.publishJobs(names, [stuck]);
+    await waitFor(
+      () => sender.stats.inFlight,
+      (n) => n >= 1,
+      { timeoutMs: 10_000 },
+    );
+    const boundMs = 30_000; // the solution's grace is 10 s
+    const outcome = await Promise.race([
+      sender.worker.stop().then(() => 'stopped'),
+      sleep(boundMs).then(() => 'still stopping'),
+    ]);
+    expect(outcome, `stop() with one job that never finishes, after ${boundMs / 1000} s`).toBe('stopped');
+    const back = await waitFor(
+      () => readyIn(names.queue),
+      (n) => n >= 1,
+      { timeoutMs: 10_000 },
+    );
+    expect(back, 'the unfinished job, back in the queue for another worker').toBe(1);
+  });
+});
+
+describe('baseline: a stalled database is an outage too, and an order leaves nothing behind', {
+  timeout: 60_000,
+}, () => {
+  it('an API that accepts many orders adds no listener per order: no emitter warns of a leak', async () => {
+    // A listener added per request (a 'return' or 'error' handler on the shared channel, say) is a
+    // leak: memory and work that grow with every order until the process restarts. Node warns once an
+    // emitter has more than ten listeners for one event; a hundred orders through one API must not
+    // set that warning off.
+    const names = freshQueues();
+    const url = await api(names);
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    try {
+      for (let round = 0; round < 10; round++) {
+        const answers = await Promise.all(range(10).map(() => postOrder(url)));
+        expect(answers.map((answer) => answer.status)).toEqual(Array(10).fill(202));
+      }
+      await sleep(50); // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(
+      warnings.filter((w) => w.startsWith('MaxListenersExceededWarning')),
+      'listener leaks Node warned of',
+    ).toEqual([]);
+  });
+  it('while PostgreSQL is stalled (a timeout, not a refusal), a job keeps its attempts and is done once it answers', async () => {
+    // An outage is not only "connection refused": a database that hangs (a lock pile-up, a failover in
+    // progress, a network path that drops packets) answers with timeouts, the connect timeout or the
+    // query timeout. A worker that counts only refusals as an outage spends the job's attempts on them
+    // and parks a good job as failed. The worker's pool gives up connecting after 300 ms here, so each
+    // try is short; the database stays stalled until the job has come back more times than it has
+    // attempts (or was parked), whatever the machine's speed.
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    const database = await stallingProxy(databaseUrl);
+    cleanups.push(async () => database[Symbol.asyncDispose]());
+    const slow = createPgPool(database.url, { ...DATABASE_POOL_OPTIONS, connectionTimeoutMillis: 300 });
+    cleanups.push(() => slow.end());
+    await workerHere(names, { url: proxy.url, db: slow });
+    database.stall();
+    const job = makeJob();
+    await admin.publishJobs(names, [job]);
+    const seen = await waitFor(
+      async () => ({ deliveries: proxy.deliveriesOf(job.jobId), parked: await readyIn(names.deadQueue) }),
+      (s) => s.deliveries > ATTEMPTS || s.parked > 0,
+      { timeoutMs: 30_000 },
+    );
+    database.resume();
+    expect(seen.parked, `jobs dead-lettered while the database timed out (after ${seen.deliveries} deliveries)`).toBe(
+      0,
+    );
+    const counts = await waitFor(() => confirmations([job]), allDone, { timeoutMs: 15_000 });
+    expect(values(counts), 'confirmations of the job once the database answered').toEqual([1]);
+  });
+});
