@@ -9,10 +9,10 @@
  * Each test has its own topic, group and account ids (`scenario`), on this file's own database.
  */
 import { randomUUID } from 'node:crypto';
-import { ConfigResourceTypes, type Kafka } from 'kafkajs';
+import { ConfigResourceTypes, type Kafka, Partitioners } from 'kafkajs';
 import type pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { createPublisher, startProjector } from '#event-pipeline';
+import { createPublisher, createRecorder, startProjector } from '#event-pipeline';
 import { openLab, startLab } from '@labs/lab-kit';
 import { createPgPool, resolveService } from '@labs/services';
 import { produceMalformed, stallingProxy, useKafka, useLab, usePostgres } from '@labs/test-kit';
@@ -33,12 +33,15 @@ import type { Projector } from '../server/pipeline.ts';
 import { listAccounts, migrate, projectionStats, requirePostgresServer } from '../server/projection.ts';
 import {
   countCrashes,
+  atFirstFailure,
   countFailures,
   holdFirstEvent,
+  holdSends,
   members,
   startWorker,
   throughProxy,
   until,
+  watchPartitions,
   watchSends,
 } from './helpers.ts';
 
@@ -121,15 +124,17 @@ async function lockWaitsIn(db: pg.Pool, advisoryOnly = false): Promise<number> {
 /**
  * The lab, started with an API pool patient enough for a barrier: a statement may wait 20 s (the lab's
  * own 2 s would cancel it while the spec holds the interleaving it wants). Everything else as startLab.
+ * `pool` changes the API pool's settings further.
  */
-async function startPatient(options: Partial<EventStreamingLabOptions>) {
+async function startPatient(options: Partial<EventStreamingLabOptions>, pool: pg.PoolConfig = {}) {
+  return startWithPool(options, { statement_timeout: 20_000, query_timeout: 25_000, ...pool });
+}
+
+/** The lab, started with the API pool's settings changed by `settings`. Everything else as startLab. */
+async function startWithPool(options: Partial<EventStreamingLabOptions>, settings: pg.PoolConfig) {
   const opened = await openLab(lab);
   try {
-    const pool = await opened.context.database({
-      ...API_POOL_OPTIONS,
-      statement_timeout: 20_000,
-      query_timeout: 25_000,
-    });
+    const pool = await opened.context.database({ ...API_POOL_OPTIONS, ...settings });
     const { url } = await opened.context.listen(await lab.build(opened.context, { ...options, pool }));
     return Object.assign(opened, { url });
   } catch (error) {
@@ -268,6 +273,62 @@ describe('baseline: what every version of the pipeline does', () => {
     expect(reads, 'both reads were made').toBe(2);
     expect(pending, 'messages the group has not committed').toBeGreaterThanOrEqual(0);
   }, 40_000);
+
+  it("a backlog larger than the topic's largest message is still published: no send carries more than the broker takes", async () => {
+    // After Kafka has been away, or slow, what waits to be published can be any size, and a broker
+    // refuses a batch larger than the topic's max.message.bytes, every time it is sent. The topic here
+    // takes batches of up to 256 KB (a quarter of Kafka's default), one partition, and 2,000 events
+    // (about 450 KB) are recorded while the first send is held: a recorder that publishes a bounded
+    // number of events at a time (hundreds) gets them all through; one that sends the whole backlog at
+    // once is refused for ever. A recorder that publishes in the request waits in the request instead.
+    const topic = kafka.topic('backlog-1p');
+    await ensureTopics(admin, [topic], 1);
+    await admin.alterConfigs({
+      validateOnly: false,
+      resources: [
+        {
+          type: ConfigResourceTypes.TOPIC,
+          name: topic,
+          configEntries: [{ name: 'max.message.bytes', value: String(256 * 1024) }],
+        },
+      ],
+    });
+    const client = createKafka(kafka.brokers);
+    const sends = holdSends(client, () => true);
+    const publisher = await createPublisher(client, topic);
+    const logged: string[] = [];
+    const recorder = await createRecorder({ pool, publisher, log: (line) => logged.push(line) });
+    const accounts = Array.from({ length: 10 }, (_, i) => `backlog-acct-${i + 1}`);
+    const total = 2000;
+    const WRITERS = 8;
+    let recorded = 0;
+    try {
+      let next = 0;
+      const writing = Promise.all(
+        Array.from({ length: WRITERS }, async () => {
+          for (let i = next++; i < total; i = next++) {
+            await recorder.record({ accountId: accounts[i % accounts.length]!, type: 'deposited', amount: 1 });
+            recorded += 1;
+          }
+        }),
+      );
+      // Until the backlog is recorded (the first send still held), or every writer waits in a send of
+      // its own (a recorder that publishes in the request).
+      const built = await until(() => recorded === total || sends.held >= WRITERS, 60_000);
+      expect(built, `${recorded} of ${total} events recorded within 60 s`).toBe(true);
+      sends.release();
+      await writing;
+      const published = await until(async () => (await messagesIn(admin, topic)) >= total, 30_000);
+      expect(
+        published,
+        `${await messagesIn(admin, topic)} of ${total} recorded events on the topic within 30 s${logged.length > 0 ? ` (the recorder said: ${logged.at(-1)!.slice(0, 160)})` : ''}`,
+      ).toBe(true);
+    } finally {
+      sends.release();
+      await recorder.close();
+      await publisher.close();
+    }
+  }, 120_000);
 
   it('answers bad input with a 4xx problem, never a stack trace', async () => {
     await using running = await startLab(lab, { with: { projectors: 0 } });
@@ -504,15 +565,20 @@ describe('baseline: under faults, every request is answered within a bound', () 
     for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
   }, 90_000);
 
-  it("an event whose transaction commits after a later event's is still published and applied: the relay skips no row committed late", async () => {
+  it("an event whose transaction commits after a later event's is still published and applied: the relay skips no row committed late, and marks none it has not sent", async () => {
     // An outbox position is handed out when the row is written and seen by others when its transaction
     // commits, so rows become visible out of position order. A trigger on the outbox holds one
     // account's transaction after its row is written (position n) until this spec lets go; meanwhile
-    // another account records, commits (n + 1) and is published. A relay that remembers "published up
-    // to n + 1" and reads `position > last` never sees n. A recorder without an outbox meets no barrier.
-    await using running = await startPatient({ projectors: 1 });
-    const own = await running.context.database();
+    // another account records and commits (n + 1), and the send that carries it is held too. The held
+    // row commits while that send waits for Kafka: a relay that remembers "published up to n + 1" and
+    // reads `position > last` never sees n, and one that then marks more than the rows it read (every
+    // unpublished row up to n + 1) marks n published without ever sending it. A recorder without an
+    // outbox meets no barrier, and its own request waits for the held send.
+    const client = createKafka(kafka.brokers, 'commits-late');
     const [late, early] = ['commits-late', 'commits-early'];
+    const earlySends = holdSends(client, (event) => event.accountId === early);
+    await using running = await startPatient({ projectors: 1, kafka: client });
+    const own = await running.context.database();
     const BARRIER = 80_999;
     await own.query(`CREATE FUNCTION labs_hold_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_advisory_xact_lock_shared(${BARRIER}); RETURN NEW; END $$`);
@@ -520,27 +586,34 @@ describe('baseline: under faults, every request is answered within a bound', () 
       WHEN (NEW.account_id = '${late}') EXECUTE FUNCTION labs_hold_outbox_row()`);
     const post = (accountId: string) =>
       ask(running.url, 'POST', '/api/events', { accountId, type: 'deposited', amount: 7 });
-    const holder = await own.connect();
     let lateAnswer: Promise<Answer> | undefined;
+    let earlyAnswer: Promise<Answer> | undefined;
     try {
-      await holder.query('SELECT pg_advisory_lock($1)', [BARRIER]);
-      let answered = false;
-      lateAnswer = post(late).finally(() => {
-        answered = true;
-      });
-      // Until the held request waits at the barrier, or is answered without meeting it (no outbox).
-      await until(async () => answered || (await lockWaitsIn(own, true)) > 0, 5000, 20);
-      expect((await post(early)).status, 'the other account records meanwhile').toBe(202);
-      const published = await until(async () => (await accountAt(running.url, early)) !== undefined, 20_000);
-      expect(published, 'the other account, committed later, was applied within 20 s').toBe(true);
+      const holder = await own.connect();
+      try {
+        await holder.query('SELECT pg_advisory_lock($1)', [BARRIER]);
+        let answered = false;
+        lateAnswer = post(late).finally(() => {
+          answered = true;
+        });
+        // Until the held request waits at the barrier, or is answered without meeting it (no outbox).
+        await until(async () => answered || (await lockWaitsIn(own, true)) > 0, 5000, 20);
+        earlyAnswer = post(early);
+        const sending = await until(() => earlySends.held > 0, 20_000);
+        expect(sending, "the other account's event, committed later, was being sent within 20 s").toBe(true);
+      } finally {
+        await holder.query('SELECT pg_advisory_unlock_all()');
+        holder.release();
+      }
+      // The held row is committed (answered) while the send of the later one still waits for Kafka.
+      expect((await lateAnswer)?.status, 'the held request, once let go').toBe(202);
     } finally {
-      await holder.query('SELECT pg_advisory_unlock_all()');
-      holder.release();
+      earlySends.release();
     }
-    expect((await lateAnswer)?.status, 'the held request, once let go').toBe(202);
+    expect((await earlyAnswer)?.status, 'the other account records meanwhile').toBe(202);
     // The account's next event is the marker: recorded after the held one committed, and applied after
-    // it (an account's events in the order they were numbered). A relay that skipped the held row
-    // publishes the marker and never the row.
+    // it (an account's events in the order they were numbered). A relay that skipped the held row, or
+    // marked it published unsent, publishes the marker and never the row.
     expect((await post(late)).status, "the account's next event").toBe(202);
     let seen: Awaited<ReturnType<typeof accountAt>>;
     const applied = await until(async () => {
@@ -551,6 +624,8 @@ describe('baseline: under faults, every request is answered within a bound', () 
       applied && seen,
       "the event committed after a later one was applied, before the account's next event (within 15 s)",
     ).toMatchObject({ eventsApplied: 2, balance: 14 });
+    const other = await until(async () => (await accountAt(running.url, early)) !== undefined, 15_000);
+    expect(other, 'the other account, committed later, was applied within 15 s').toBe(true);
   }, 60_000);
 
   it('answers a bug with a logged 500, never a 503: only an outage asks the client to come back', async () => {
@@ -576,6 +651,43 @@ describe('baseline: under faults, every request is answered within a bound', () 
       logged.mockRestore();
     }
   });
+
+  it('a request that fails inside its transaction gives its pool no broken connection: the requests after it are recorded', async () => {
+    // A connection handed back to the pool in the middle of a failed transaction answers every later
+    // statement with "current transaction is aborted" (25P02), for whichever request gets it next: one
+    // failure becomes a run of 500s. The API's pool has two connections here, and the send of one
+    // account's event is held, so a recorder that publishes from a transaction (a relay) keeps one of
+    // them busy: the requests after the failure get the very connection the failed one gave back. The
+    // failure itself: a trigger answers one account's numbering as a statement timeout does (57014), in
+    // the middle of the request's transaction, at once instead of after two seconds of waiting.
+    const client = createKafka(kafka.brokers, 'clean-pool');
+    const busy = holdSends(client, (event) => event.accountId === 'pool-busy');
+    await using running = await startWithPool({ projectors: 0, kafka: client }, { max: 2 });
+    const own = await running.context.database();
+    await own.query(`CREATE FUNCTION labs_time_out_numbering() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = 'query_canceled'; END $$`);
+    await own.query(`CREATE TRIGGER labs_time_out_numbering BEFORE INSERT OR UPDATE ON account_sequences
+      FOR EACH ROW WHEN (NEW.account_id = 'pool-fails') EXECUTE FUNCTION labs_time_out_numbering()`);
+    const post = (accountId: string) =>
+      ask(running.url, 'POST', '/api/events', { accountId, type: 'deposited', amount: 5 });
+    let busyAnswer: Promise<Answer> | undefined;
+    const after: Answer[] = [];
+    try {
+      busyAnswer = post('pool-busy');
+      const sending = await until(() => busy.held > 0, 20_000);
+      expect(sending, "an event's send was held within 20 s").toBe(true);
+      const failed = await post('pool-fails');
+      expect(failed.status, `the request made to fail: ${JSON.stringify(failed)}`).toBe(503);
+      for (let i = 1; i <= 5; i++) after.push(await post(`pool-after-${i}`));
+    } finally {
+      busy.release();
+    }
+    expect(
+      after.map((a) => a.status),
+      `five requests for other accounts after the failed one: ${JSON.stringify(after.map((a) => a.detail ?? a.status))}`,
+    ).toEqual(Array(5).fill(202));
+    await busyAnswer;
+  }, 40_000);
 
   it('a worker survives its PostgreSQL connections being reset mid-transaction, and carries on', async () => {
     // A connection that dies is an 'error' event on its pg client; pg's pool listens only while the
@@ -700,6 +812,38 @@ describe('challenges: what the first version gets wrong', () => {
     expect(
       stats.outOfOrder,
       `${stats.outOfOrder} events were applied after a later event of the same account (${events.length} events, 5 accounts, 3 partitions)`,
+    ).toBe(0);
+  }, 30_000);
+
+  it("challenge: each account's events go to the partition a Java client's default partitioner picks for the account id, so every producer of the topic keeps its order", async () => {
+    // Order is kept per partition, and the partition is a hash of the key. Every producer that writes
+    // an account's events (a Java service, Kafka Connect, a backfill job, the next version of this one)
+    // must hash the account id the same way, or its events land on another partition and the account's
+    // order is gone. Kafka's Java client hashes with murmur2, and so does kafkajs' DefaultPartitioner,
+    // the oracle here; its LegacyPartitioner does not. One event per send, so the broker's answer
+    // names each event's partition.
+    const sc = await scenario('partitioner');
+    const events = generateEvents(sc.accounts(12), 2);
+    const client = createKafka(kafka.brokers);
+    const placed = watchPartitions(client);
+    const publisher = await createPublisher(client, sc.topic);
+    try {
+      for (const event of events) await publisher.publish([event]);
+    } finally {
+      await publisher.close();
+    }
+    const [metadata] = (await admin.fetchTopicMetadata({ topics: [sc.topic] })).topics;
+    const java = Partitioners.DefaultPartitioner();
+    const javaPicks = (accountId: string) =>
+      java({ topic: sc.topic, partitionMetadata: metadata!.partitions, message: { key: accountId, value: null } });
+    const elsewhere = placed.filter(({ value, partition }) => {
+      const event = JSON.parse(value) as AccountEvent;
+      return partition !== javaPicks(event.accountId);
+    });
+    expect(placed.length, 'events whose partition the broker named').toBe(events.length);
+    expect(
+      elsewhere.length,
+      `${elsewhere.length} of ${events.length} events went to another partition than a Java client's default partitioner picks for their account id (12 accounts, 3 partitions)`,
     ).toBe(0);
   }, 30_000);
 
@@ -1201,6 +1345,62 @@ describe('challenges: what the first version gets wrong', () => {
       `a header of the dead letter says why it failed (PostgreSQL's "out of range"); headers: ${JSON.stringify(deadLetter.headers)}`,
     ).toBe(true);
   }, 40_000);
+
+  it('challenge: PostgreSQL going down while an event that always fails is being tried sends no good event to the dead letters: once it is back, only that event is one', async () => {
+    // The tries of an event that fails on its own are a path to the dead letters, and an outage can
+    // start while they run. The database goes away at the very moment the projector first meets the
+    // bad event's failure, before that failure reaches the projector's code: every try that follows,
+    // of the chunk or of its events one at a time, meets the outage. An outage is nobody's fault among
+    // the events, so it is waited out: once the database is back, every good event is applied and only
+    // the bad one is a dead letter.
+    const sc = await scenario('unappliable-outage');
+    const accounts = sc.accounts(3);
+    const events = generateEvents(accounts, 10);
+    const half = events.length / 2;
+    await publish(sc, events.slice(0, half));
+    const bad: AccountEvent = {
+      id: randomUUID(),
+      accountId: accounts[0]!,
+      seq: 3_000_000_000, // does not fit the projection's integer column: refused every time
+      type: 'deposited',
+      amount: 1,
+      at: new Date().toISOString(),
+    };
+    const raw = await kafka.producer();
+    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: JSON.stringify(bad) }] });
+    await publish(sc, events.slice(half));
+
+    const proxy = await stallingProxy(database.url);
+    const db = createPgPool(proxy.url, PROJECTOR_POOL_OPTIONS);
+    const failures = countFailures(db);
+    atFirstFailure(db, () => proxy.kill());
+    const client = createKafka(kafka.brokers);
+    const crashes = countCrashes(client);
+    try {
+      await using group = await projectors(sc, 1, client, db);
+      // Down until the projector has given up on its batch (kafkajs restarts it), or has sent something
+      // to the dead letters, or has failed twenty times: longer than any bounded retry of one event.
+      const deadLetters = () => messagesIn(admin, sc.deadLetterTopic);
+      await until(async () => crashes.count > 0 || failures.count >= 20 || (await deadLetters()) > 0, 15_000);
+      const duringOutage = await deadLetters();
+      await proxy.revive();
+      const finished = await until(
+        async () => (await caughtUp(admin, sc.groupId, sc.topic)) && (await deadLetters()) > 0,
+        30_000,
+      );
+      const applied = await appliedOf(events);
+      const dead = await deadLetters();
+      await group.stop();
+      expect(
+        { applied, deadLetters: dead },
+        `${duringOutage} messages dead-lettered while PostgreSQL was down (${failures.count} failed queries); once it was back${finished ? '' : ' (and 30 s more)'}, ${applied} of ${events.length} good events applied and ${dead} dead letters`,
+      ).toEqual({ applied: events.length, deadLetters: 1 });
+    } finally {
+      await proxy.kill();
+      await db.end();
+    }
+    expect(await appliedOf([bad]), 'the bad event is not in the projection').toBe(0);
+  }, 90_000);
 
   for (const fault of ['down', 'stalled'] as const) {
     it(`challenge: while PostgreSQL is ${fault}, the group commits nothing the projection lacks, and once it is back every event is applied once`, async () => {

@@ -197,3 +197,88 @@ export function watchSends(
   };
   return seen;
 }
+
+/**
+ * Holds back every send of every producer made from `kafka` from now on that carries an event
+ * `matches`, until `release()`: the send is made, and acknowledged, only then. `held` counts the sends
+ * that have started waiting. How a spec keeps a publisher inside its send (a relay between reading the
+ * outbox and marking what it sent, with its connection in use) for exactly as long as it needs.
+ */
+export function holdSends(
+  kafka: Kafka,
+  matches: (event: { accountId?: unknown; seq?: unknown }) => boolean,
+): { readonly held: number; release(): void } {
+  let release = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const seen = { held: 0, release: () => release() };
+  const carries = (messages: { value: Buffer | string | null }[]) =>
+    messages.some((message) => {
+      try {
+        return matches(JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown });
+      } catch {
+        return false;
+      }
+    });
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = async (record) => {
+      if (carries(record.messages)) {
+        seen.held += 1;
+        await released;
+      }
+      return send(record);
+    };
+    return producer;
+  };
+  return seen;
+}
+
+/**
+ * Where each message of every producer made from `kafka` from now on went: its value and the partition
+ * the broker's answer names (sends of one message only, so the answer's one partition is the
+ * message's). What the producer's partitioner chose, read from the broker instead of from the code.
+ */
+export function watchPartitions(kafka: Kafka): { value: string; partition: number }[] {
+  const seen: { value: string; partition: number }[] = [];
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = async (record) => {
+      const result = await send(record);
+      if (record.messages.length === 1 && result.length === 1)
+        seen.push({ value: String(record.messages[0]!.value), partition: result[0]!.partition });
+      return result;
+    };
+    return producer;
+  };
+  return seen;
+}
+
+/**
+ * Runs `action` at the first query on `pool` that fails from now on, before the failure reaches the
+ * code that sent it: whatever that code does next (retry, fall back, give up) meets the world `action`
+ * made. How a spec takes the database away at the exact moment a projector first meets a failure.
+ */
+export function atFirstFailure(pool: pg.Pool, action: () => Promise<void>): void {
+  let first: Promise<void> | undefined;
+  const wrapped = new WeakSet<object>();
+  pool.on('acquire', (client) => {
+    if (wrapped.has(client)) return;
+    wrapped.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      const result = query(...args);
+      if (!(result instanceof Promise)) return result;
+      return result.catch(async (error: unknown) => {
+        first ??= action();
+        await first;
+        throw error;
+      });
+    };
+  });
+}
