@@ -5,7 +5,7 @@
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import type { Admin, ISocketFactory, Kafka } from 'kafkajs';
+import type { Admin, ISocketFactory, Kafka, Producer } from 'kafkajs';
 import type pg from 'pg';
 import { currentTarget } from '@labs/lab-kit';
 import { exerciseAliases } from '@labs/test-kit/vitest';
@@ -161,40 +161,53 @@ export function holdFirstEvent(kafka: Kafka, accountId: string, others: number, 
   };
 }
 
+/** Which events a send is looked at for, by their account and sequence number. */
+type EventMatch = (event: { accountId?: unknown; seq?: unknown }) => boolean;
+
+/** True when one of `messages` is an event `matches` (a value that is not JSON is no event). */
+const carriesEvent = (messages: { value: Buffer | string | null }[], matches: EventMatch) =>
+  messages.some((message) => {
+    try {
+      return matches(JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown });
+    } catch {
+      return false;
+    }
+  });
+
+/**
+ * Puts `around` in the way of every send, of every producer made from `kafka` from now on, that carries
+ * an event `matches`; other sends go straight through. `around` makes the send by calling `send`.
+ */
+function interceptSends(
+  kafka: Kafka,
+  matches: EventMatch,
+  around: (send: () => ReturnType<Producer['send']>) => ReturnType<Producer['send']>,
+): void {
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = (record) => (carriesEvent(record.messages, matches) ? around(() => send(record)) : send(record));
+    return producer;
+  };
+}
+
 /**
  * Counts the sends of every producer made from `kafka` from now on that carry an event `matches`:
  * how many were started and how many kafkajs rejected (a rejected send is over: nothing of it reaches
  * the topic later). How a spec sees that a publish met an outage, instead of waiting a fixed time.
  */
-export function watchSends(
-  kafka: Kafka,
-  matches: (event: { accountId?: unknown; seq?: unknown }) => boolean,
-): { readonly started: number; readonly rejected: number } {
+export function watchSends(kafka: Kafka, matches: EventMatch): { readonly started: number; readonly rejected: number } {
   const seen = { started: 0, rejected: 0 };
-  const carries = (messages: { value: Buffer | string | null }[]) =>
-    messages.some((message) => {
-      try {
-        return matches(JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown });
-      } catch {
-        return false;
-      }
-    });
-  const original = kafka.producer.bind(kafka);
-  kafka.producer = (config) => {
-    const producer = original(config);
-    const send = producer.send.bind(producer);
-    producer.send = async (record) => {
-      if (!carries(record.messages)) return send(record);
-      seen.started += 1;
-      try {
-        return await send(record);
-      } catch (error) {
-        seen.rejected += 1;
-        throw error;
-      }
-    };
-    return producer;
-  };
+  interceptSends(kafka, matches, async (send) => {
+    seen.started += 1;
+    try {
+      return await send();
+    } catch (error) {
+      seen.rejected += 1;
+      throw error;
+    }
+  });
   return seen;
 }
 
@@ -204,36 +217,17 @@ export function watchSends(
  * that have started waiting. How a spec keeps a publisher inside its send (a relay between reading the
  * outbox and marking what it sent, with its connection in use) for exactly as long as it needs.
  */
-export function holdSends(
-  kafka: Kafka,
-  matches: (event: { accountId?: unknown; seq?: unknown }) => boolean,
-): { readonly held: number; release(): void } {
+export function holdSends(kafka: Kafka, matches: EventMatch): { readonly held: number; release(): void } {
   let release = () => {};
   const released = new Promise<void>((resolve) => {
     release = resolve;
   });
   const seen = { held: 0, release: () => release() };
-  const carries = (messages: { value: Buffer | string | null }[]) =>
-    messages.some((message) => {
-      try {
-        return matches(JSON.parse(String(message.value)) as { accountId?: unknown; seq?: unknown });
-      } catch {
-        return false;
-      }
-    });
-  const original = kafka.producer.bind(kafka);
-  kafka.producer = (config) => {
-    const producer = original(config);
-    const send = producer.send.bind(producer);
-    producer.send = async (record) => {
-      if (carries(record.messages)) {
-        seen.held += 1;
-        await released;
-      }
-      return send(record);
-    };
-    return producer;
-  };
+  interceptSends(kafka, matches, async (send) => {
+    seen.held += 1;
+    await released;
+    return send();
+  });
   return seen;
 }
 
