@@ -11,7 +11,7 @@ import type pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
 import calculateSlot from 'cluster-key-slot';
 import { createPgPool, createRedisClient } from '@labs/services';
-import { keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
+import { expectNoProcessDied, keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
 import { createUserCache } from '#user-cache';
 import { RETRY_AFTER_SEC } from '../server/app.ts';
 import cachingLab, { CACHE_REDIS_OPTIONS, DATABASE_POOL_OPTIONS } from '../server/lab.ts';
@@ -163,23 +163,24 @@ function gate() {
  * Holds the first call of one repository method, after the database has answered it (or, with
  * `at: 'before'`, before the query is sent): `reached` resolves there, and the call goes on once
  * `release()` is called. A request paused at the chosen point of a race; later calls pass straight through.
+ * With `nth`, the nth call of the wrapped repository is the one held instead (1 = the first): two holds
+ * wrapped around one instance's repository pause two of its requests, each at its own gate.
  */
-function holdFirstCall(method: 'find' | 'save', at: 'before' | 'after' = 'after') {
+function holdFirstCall(method: 'find' | 'save', at: 'before' | 'after' = 'after', nth = 1) {
   const reached = gate();
   const released = gate();
-  let held = false;
+  let calls = 0;
   const hold = async () => {
-    if (held) return;
-    held = true;
     reached.open();
     await released.opened;
   };
   const wrap = (repository: UserRepository): UserRepository => {
     const original = repository[method] as (...args: unknown[]) => Promise<unknown>;
     const holding = async (...args: unknown[]) => {
-      if (at === 'before') await hold();
+      const held = ++calls === nth;
+      if (held && at === 'before') await hold();
       const result = await original.apply(repository, args);
-      if (at === 'after') await hold();
+      if (held && at === 'after') await hold();
       return result;
     };
     return { ...repository, [method]: holding };
@@ -188,8 +189,8 @@ function holdFirstCall(method: 'find' | 'save', at: 'before' | 'after' = 'after'
 }
 
 /**
- * Holds a reader between two of its cache commands: once the reader's database read has answered,
- * its `n`-th Redis command (1 = the first after the read) and everything it sends after it wait until
+ * Holds a reader between two of its cache commands: once the reader's database read has answered (or
+ * failed), its `n`-th Redis command (1 = the first after the read) and everything it sends after it wait until
  * `release()`. `reached` resolves once Redis has run every command the reader sent before the held one
  * (a PING on the same connection answers only after them); `release()` sends the held commands in
  * their order and lets the rest through. A pipeline (MULTI ... EXEC) is written in one piece, so it
@@ -206,9 +207,11 @@ function holdNthCommandAfterRead(n: number) {
   const wrap = (repository: UserRepository): UserRepository => ({
     ...repository,
     async find(id) {
-      const user = await repository.find(id);
-      afterRead = true;
-      return user;
+      try {
+        return await repository.find(id);
+      } finally {
+        afterRead = true; // what a reader does with its lease once its read failed counts too
+      }
     },
   });
   const instrument = (client: Redis): Redis => {
@@ -347,7 +350,7 @@ async function recordedTraffic(id: number) {
   expect((await putUser(url, id, { name: 'Recorded', email: `user${id}@example.com` })).status, 'a write').toBe(200);
   expect((await getUser(url, id)).status, 'the read after the write').toBe(200);
   expect(recording.sent.length, 'commands recorded on the instance').toBeGreaterThan(0);
-  return { ...recording, prefix: cluster.prefix };
+  return { ...recording, prefix: cluster.prefix, url };
 }
 
 /** Polls `check` every 10 ms until it is true; fails, naming `what`, after 5 s. */
@@ -547,6 +550,24 @@ describe('baseline: what any cache in front of the database must do', () => {
       const ms = await redis.pttl(key);
       expect(ms > 0 && ms <= 5_000, `${key.slice(defaults.prefix.length)}: PTTL ${ms}, at most ttlMs 5000`).toBe(true);
     }
+    // And a read never lengthens an entry's life (no sliding expiry, on a hit or on a remembered 404):
+    // the TTL is the bound on staleness when everything else fails, a write whose DEL Redis refused or a
+    // user created by other code, and an entry that each read extends lives as long as it is read. Every
+    // key is cut to 9 s, under anything a cache filling for 60 s (a 404 for 20 s) may give, and read again.
+    const reads = createCluster();
+    const again = await reads.start({ ttlMs: 60_000, missingTtlMs: 20_000 });
+    for (const id of [16, 17, 888_889]) await getUser(again, id);
+    const cut = await redis.keys(`${reads.prefix}*`);
+    expect(cut.length).toBeGreaterThanOrEqual(2);
+    for (const key of cut) await redis.pexpire(key, 9_000);
+    for (const id of [16, 17, 888_889, 16, 17, 888_889]) await getUser(again, id);
+    for (const id of [16, 17]) expect((await getUser(again, id)).cache, `user ${id}, read again`).toBe('hit');
+    for (const key of cut) {
+      const ms = await redis.pttl(key);
+      expect(ms <= 9_000, `${key.slice(reads.prefix.length)}: PTTL ${ms} after hits, cut to 9000 before them`).toBe(
+        true,
+      );
+    }
   });
 
   it('a reader paused in its database read has nothing in Redis without an expiry (a lease of a holder that dies expires)', async () => {
@@ -613,7 +634,7 @@ describe('baseline: what any cache in front of the database must do', () => {
     // A user's entry, its lease and its other schema versions' keys must share a slot (a hash tag,
     // the part of a key in {braces}, decides it), or the scripts and the write's DEL fail on every
     // call, and the cache is silently off. The slot is computed as ioredis's cluster client does.
-    const { sent, prefix } = await recordedTraffic(82);
+    const { sent, prefix, url } = await recordedTraffic(82);
     const batches = new Map<unknown, SentCommand[]>();
     for (const command of sent) {
       const batch = command.batch ?? command; // a command sent alone is a batch of its own
@@ -625,6 +646,18 @@ describe('baseline: what any cache in front of the database must do', () => {
         commands.map((c) => `${c.name.toUpperCase()} ${c.keys.map((key) => key.slice(prefix.length)).join(' ')}`),
       );
     expect(crossSlot, 'commands (or batches of them) whose keys are in more than one slot').toEqual([]);
+    // And the tag is the user's, not one shared by every user (`{users}`, a version, the prefix): the
+    // slot decides the node, so a tag every key shares puts the whole cache, and every request's Redis
+    // traffic, on one node of the cluster, however many nodes it has. Eight users' entries are read
+    // in, and their keys must fall in several slots.
+    for (let id = 83; id <= 89; id++) expect((await getUser(url, id)).status, `a read of user ${id}`).toBe(200);
+    const keys = await redis.keys(`${prefix}*`);
+    expect(keys.length, 'keys under the prefix once eight users were read').toBeGreaterThanOrEqual(8);
+    const slots = new Set(keys.map((key) => calculateSlot(key)));
+    expect(
+      slots.size,
+      `slots of the keys of eight users or more, for keys like ${keys.slice(0, 2).map((key) => key.slice(prefix.length))}`,
+    ).toBeGreaterThanOrEqual(5);
   });
 
   it('a read whose database query fails leaves nothing in Redis: the next reader reads the database at once', async () => {
@@ -671,28 +704,37 @@ describe('baseline: what any cache in front of the database must do', () => {
     // writer commits version 2 and invalidates; reader B misses, takes whatever A held on the key,
     // reads version 2, held. Then A goes on: what it read is older than the write, whoever holds the
     // key now. Then B. The cache must end with version 2. (A cache that never invalidates passes: B's
-    // fill comes last. This is about what a guard on the fill must compare.)
-    const cluster = createCluster();
-    const readA = holdFirstCall('find');
-    const readB = holdFirstCall('find');
-    const a = await cluster.start({ wrap: readA.wrap });
-    const b = await cluster.start({ wrap: readB.wrap });
-    const writer = await cluster.start();
-    const first = getUser(a, 38);
-    await readA.reached; // A holds version 1, not yet stored
-    expect((await putUser(writer, 38, { name: 'Before B read', email: 'user38@example.com' })).status).toBe(200);
-    const second = getUser(b, 38);
-    await readB.reached; // B holds version 2, not yet stored
-    readA.release();
-    await first; // it may answer version 1: it began before the write finished
-    readB.release();
-    expect((await second).body).toMatchObject({ version: 2 });
-    for (const url of [a, b, writer]) {
-      const { body } = await getUser(url, 38);
-      expect(
-        `${body.name}, version ${body.version}`,
-        'the reader that read before the write stored its row over the lease of the reader that read after it',
-      ).toBe('Before B read, version 2');
+    // fill comes last. This is about what a guard on the fill must compare.) Twice: A and B on two
+    // instances, then both on one instance. A lease is one read's, not one process's: with a token per
+    // instance (or per connection), B's lease carries A's token and A's old row passes the check.
+    for (const [readers, id] of [
+      ['on two instances', 38],
+      ['on one instance', 31],
+    ] as const) {
+      const cluster = createCluster();
+      const readA = holdFirstCall('find');
+      const readB = holdFirstCall('find', 'after', readers === 'on one instance' ? 2 : 1);
+      const a = await cluster.start({
+        wrap: readers === 'on one instance' ? (r) => readB.wrap(readA.wrap(r)) : readA.wrap,
+      });
+      const b = readers === 'on one instance' ? a : await cluster.start({ wrap: readB.wrap });
+      const writer = await cluster.start();
+      const first = getUser(a, id);
+      await readA.reached; // A holds version 1, not yet stored
+      expect((await putUser(writer, id, { name: 'Before B read', email: `user${id}@example.com` })).status).toBe(200);
+      const second = getUser(b, id);
+      await readB.reached; // B holds version 2, not yet stored
+      readA.release();
+      await first; // it may answer version 1: it began before the write finished
+      readB.release();
+      expect((await second).body).toMatchObject({ version: 2 });
+      for (const url of [a, b, writer]) {
+        const { body } = await getUser(url, id);
+        expect(
+          `${body.name}, version ${body.version}`,
+          `readers ${readers}: the reader that read before the write stored its row over the lease of the reader that read after it`,
+        ).toBe('Before B read, version 2');
+      }
     }
   });
 
@@ -1164,57 +1206,94 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     // and the one after it if that read is slow: one more database read per lease, exactly while the
     // database is struggling. Counted: once A is done, ten readers of that user cause no database read
     // of their own, and they are answered with B's fill.
+    //
+    // The lease can also run out between two of A's Redis commands after its read: a token read with
+    // GET and a DEL (or a SET) sent next is two round trips, and B may take the key in between. So A
+    // is then held before its 1st Redis command after its read, its lease is made to run out there (it
+    // is deleted, as its expiry would) and B takes the key; then (a new A) before its 2nd, and so on,
+    // until A sends no more commands.
     const closedPort = new URL(databaseUrl);
     closedPort.host = '127.0.0.1:1'; // nothing listens there: every query fails at once
     const down = createPgPool(closedPort.toString(), DATABASE_POOL_OPTIONS);
-    try {
-      for (const [outcome, id] of [
-        ['fails', 48],
-        ['answers late', 49],
-      ] as const) {
-        const cluster = createCluster();
+    /**
+     * A's lease runs out during its read (`gap` undefined) or just before its Redis command #gap after
+     * its read; B takes the key, ten readers come. False when A sent fewer than `gap` commands.
+     */
+    async function leaseTakenFromA(outcome: 'fails' | 'answers late', id: number, gap?: number): Promise<boolean> {
+      const cluster = createCluster();
+      const pool = outcome === 'fails' ? { pool: down } : {};
+      const readB = holdFirstCall('find');
+      const b = await cluster.start({ wrap: readB.wrap, leaseMs: 30_000 });
+      const readersRedis = await lab.context.redis();
+      const commands = vi.spyOn(readersRedis, 'sendCommand');
+      const readers = await cluster.start({ redis: readersRedis, leaseMs: 30_000 });
+      let first: Promise<{ status: number }>;
+      let second: Promise<{ status: number; body: Record<string, unknown> }>;
+      let releaseA: () => void;
+      if (gap === undefined) {
         // A's lease lasts 200 ms and its read is held before its query for longer; B's lease lasts 30 s.
         const readA = holdFirstCall('find', 'before');
-        const readB = holdFirstCall('find');
-        const a = await cluster.start({
-          wrap: readA.wrap,
-          leaseMs: 200,
-          ...(outcome === 'fails' ? { pool: down } : {}),
-        });
-        const b = await cluster.start({ wrap: readB.wrap, leaseMs: 30_000 });
-        const readersRedis = await lab.context.redis();
-        const commands = vi.spyOn(readersRedis, 'sendCommand');
-        const readers = await cluster.start({ redis: readersRedis, leaseMs: 30_000 });
-        const first = getUser(a, id);
+        const a = await cluster.start({ wrap: readA.wrap, leaseMs: 200, ...pool });
+        first = getUser(a, id);
         await readA.reached; // A took the lease; its read is held
-        const second = getUser(b, id);
+        second = getUser(b, id);
         await readB.reached; // B took the lease once A's ran out, and has read the database
-        readA.release();
-        expect((await first).status, `A, whose read ${outcome}`).toBe(outcome === 'fails' ? 503 : 200);
-        const readsBefore = cluster.reads;
-        let answered = 0;
-        const later = Array.from({ length: 10 }, () =>
-          getUser(readers, id).then((answer) => {
-            answered += 1;
-            return answer;
-          }),
-        );
-        try {
-          // Every reader has asked Redis at least twice (a read, then a lease it did not get), or one of
-          // them has already been answered (it took the key and read the database itself).
-          await until(async () => answered > 0 || commands.mock.calls.length >= 20, 'the ten readers to look');
-          await readersRedis.ping(); // answered once Redis has run every command sent before it
-        } finally {
-          readB.release();
+        releaseA = readA.release;
+      } else {
+        const hold = holdNthCommandAfterRead(gap);
+        const redisA = hold.instrument(await lab.context.redis());
+        const a = await cluster.start({ wrap: hold.wrap, redis: redisA, leaseMs: 30_000, ...pool });
+        first = getUser(a, id);
+        if (!(await Promise.race([hold.reached.then(() => true), first.then(() => false)]))) {
+          hold.release();
+          return false;
         }
-        expect((await second).status).toBe(200);
-        const answers = await Promise.all(later);
-        expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 10 }, () => 200));
-        expect(
-          cluster.reads - readsBefore,
-          `database reads by ten readers while B was reading the user, after A's read ${outcome}`,
-        ).toBe(0);
-        expect((await getUser(readers, id)).cache, "the next read, after B's fill").toBe('hit');
+        // A's lease runs out here: all this cold user has in Redis is A's lease, and it goes.
+        const leased = await redis.keys(`${cluster.prefix}*`);
+        if (leased.length > 0) await redis.del(...leased);
+        second = getUser(b, id);
+        await readB.reached; // B took the lease, and has read the database
+        releaseA = hold.release;
+      }
+      const when = gap === undefined ? 'during its read' : `before its Redis command #${gap} after its read`;
+      releaseA();
+      expect((await first).status, `A, whose read ${outcome}, its lease run out ${when}`).toBe(
+        outcome === 'fails' ? 503 : 200,
+      );
+      const readsBefore = cluster.reads;
+      let answered = 0;
+      const later = Array.from({ length: 10 }, () =>
+        getUser(readers, id).then((answer) => {
+          answered += 1;
+          return answer;
+        }),
+      );
+      try {
+        // Every reader has asked Redis at least twice (a read, then a lease it did not get), or one of
+        // them has already been answered (it took the key and read the database itself).
+        await until(async () => answered > 0 || commands.mock.calls.length >= 20, 'the ten readers to look');
+        await readersRedis.ping(); // answered once Redis has run every command sent before it
+      } finally {
+        readB.release();
+      }
+      expect((await second).status).toBe(200);
+      const answers = await Promise.all(later);
+      expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 10 }, () => 200));
+      expect(
+        cluster.reads - readsBefore,
+        `database reads by ten readers while B was reading the user, after A's read ${outcome} (its lease run out ${when})`,
+      ).toBe(0);
+      expect((await getUser(readers, id)).cache, "the next read, after B's fill").toBe('hit');
+      return true;
+    }
+    try {
+      await leaseTakenFromA('fails', 48);
+      await leaseTakenFromA('answers late', 49);
+      for (const [outcome, firstId] of [
+        ['fails', 91],
+        ['answers late', 95],
+      ] as const) {
+        for (let gap = 1; gap <= 4; gap++) if (!(await leaseTakenFromA(outcome, firstId + gap - 1, gap))) break;
       }
     } finally {
       await down.end();
@@ -1242,6 +1321,28 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
       name: 'Written by v1',
       version: 3,
     });
+    // A reader of either deployment may be in its database read when an instance of the other one
+    // writes: the write must stop that reader's fill as it stops its own version's (its lease goes with
+    // its entry), or the reader stores the row from before the write after the write has answered, and
+    // its deployment serves it until the TTL. The reader is held once it has read version 1.
+    for (const [readerVersion, writer, id] of [
+      [CURRENT_SCHEMA_VERSION - 1, after, 39],
+      [CURRENT_SCHEMA_VERSION, before, 40],
+    ] as const) {
+      const read = holdFirstCall('find');
+      const reader = await cluster.start({ schemaVersion: readerVersion, wrap: read.wrap });
+      const name = `Written by v${writer === after ? CURRENT_SCHEMA_VERSION : CURRENT_SCHEMA_VERSION - 1}`;
+      const pending = getUser(reader, id);
+      await read.reached; // the reader holds version 1, not yet stored
+      expect((await putUser(writer, id, { name, email: `user${id}@example.com` })).status).toBe(200);
+      read.release();
+      await pending; // it may answer version 1: it began before the write finished
+      const { body } = await getUser(reader, id);
+      expect(
+        `${body.name}, version ${body.version}`,
+        `a v${readerVersion} reader that read before a write by the other deployment stored its row after the write`,
+      ).toBe(`${name}, version 2`);
+    }
   });
 
   it('challenge: repeated reads of a missing id reach the database once', async () => {
@@ -1409,6 +1510,27 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
       );
       expect(await getUser(url, 37), 'the next read').toMatchObject({ status: 200, cache: 'hit', body: { id: 37 } });
       expect(cluster.reads, 'database reads: the first fill and one per corrupt entry replaced').toBe(2 + round);
+    }
+    // And a Redis failure on any command of a read that meets a corrupt entry (its DEL included) is
+    // handled as on a cold read: answered from the database, reported. A command sent and not awaited
+    // ("fire and forget") has nobody to hear it fail: its rejection is unhandled, and an unhandled
+    // rejection ends a Node process, every request in flight with it. Command #n of such a read fails,
+    // for each n in turn (a new instance each time), until a read sends fewer.
+    for (let n = 1; n <= 6; n++) {
+      const id = 140 + n;
+      const next = createCluster();
+      expect((await getUser(await next.start(), id)).status, `user ${id}, read in`).toBe(200);
+      for (const key of await redis.keys(`${next.prefix}*`)) await redis.set(key, '{"id":', 'KEEPTTL');
+      const reported: Error[] = [];
+      const failing = failNthCommand(n, await lab.context.redis());
+      const url = await next.start({ redis: failing.client, onCacheError: (error) => reported.push(error) });
+      expect(await getUser(url, id), `a read of a corrupt entry whose Redis command #${n} failed`).toMatchObject({
+        status: 200,
+        body: { id, name: `User ${id}` },
+      });
+      expectNoProcessDied(); // an unhandled rejection: "this test process left a promise rejection unhandled"
+      if (!failing.failed()) break; // this read sent fewer than n commands: every step has been tried
+      expect(reported.length, `failures reported by a read whose Redis command #${n} failed`).toBeGreaterThan(0);
     }
   });
 });

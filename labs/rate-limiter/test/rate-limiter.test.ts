@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRedisClient, isRedisOutage, resolveService } from '@labs/services';
 import { delayingProxy, keysWithoutExpiry, recordCredential, stallingProxy, useLab } from '@labs/test-kit';
 import { createRateLimiter } from '#rate-limiter';
+import { scriptCacheProxy } from './script-cache-proxy.ts';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
 import type { Decision } from '../server/limiter.ts';
@@ -196,9 +197,12 @@ describe('baseline: what any rate limiter must do', () => {
 
   it('admits exactly the limit when 100 requests hit one instance at once', async () => {
     // One Node process runs one handler at a time, so even the Map is race-free here. A Redis
-    // limiter written as GET-then-SET is not: this test catches that mistake.
-    const [url] = await startInstances(1, 40, 60_000);
-    expect(await burst([url!], 100)).toEqual({ 200: 40, 429: 60 });
+    // limiter written as GET-then-SET is not: this test catches that mistake. And 42 a minute does not
+    // divide the minute (1428.57... ms, 1428571.43 µs each): a limiter that rounds its interval up and
+    // then takes the burst as the whole window, not the limit times that interval, fits only 41 in it,
+    // stricter than the policy it advertises for every limit that does not divide its window.
+    const [url] = await startInstances(1, 42, 60_000);
+    expect(await burst([url!], 100)).toEqual({ 200: 42, 429: 58 });
   });
 
   it('a client that keeps retrying while denied is admitted again once the window allows it', async () => {
@@ -267,6 +271,45 @@ describe('baseline: what any rate limiter must do', () => {
       await burst([url], 1, 'far-away'),
       'asked 100 ms after its turn (the answer that denied it took 100 ms to arrive)',
     ).toEqual({ 200: 1 });
+  });
+
+  it("a denial kept in memory ends when Redis's would, whatever the app server's wall clock says: 30 s behind Redis, or stepped back a minute", async () => {
+    // A limiter that answers repeat denials from memory holds each one until a moment of its own. That
+    // moment must be a duration Redis gave, counted on a clock that only moves forward, as time passes
+    // here (performance.now()). The app server's wall clock is neither: it is tens of seconds off
+    // Redis's on a drifting host, and NTP or an operator steps it, backwards too; a moment of Redis's
+    // compared with it, or a wait timed on it, holds a denied client back by the skew or the step. The
+    // limiter reads Redis's clock; Date plays the app server's; each client is denied once, waits its
+    // Retry-After for real (under 200 ms: one request per 200 ms), and must then be admitted.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    /** Sets the app server's wall clock to the real time plus `offsetMs`. */
+    const wallClock = (offsetMs: number) => vi.setSystemTime(performance.timeOrigin + performance.now() + offsetMs);
+    const limiter = createRateLimiter({
+      redis: await lab.context.redis(COUNTING_REDIS_OPTIONS),
+      limit: 1,
+      windowMs: 200,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+    });
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const outcome: Record<string, string> = {};
+    for (const [client, whenDenied, whenBack] of [
+      ['30 s behind Redis throughout', -30_000, -30_000],
+      ['stepped back a minute while the client waited', 0, -60_000],
+    ] as const) {
+      wallClock(whenDenied);
+      // Two in one turn: one admitted, one denied, whatever the machine's speed.
+      const [first, second] = await Promise.all([limiter.consume(client), limiter.consume(client)]);
+      expect([first.allowed, second.allowed], `${client}: the limit is 1`).toEqual([true, false]);
+      // Its Retry-After, and a millisecond more (a timer may fire up to 1 ms early): Redis admits it by then.
+      const back = performance.now() + second.retryAfterMs + 1;
+      while (performance.now() < back) await pause(back - performance.now());
+      wallClock(whenBack);
+      outcome[client] = (await limiter.consume(client)).allowed ? 'admitted' : 'still denied';
+    }
+    expect(outcome, 'a client that waited its Retry-After, with the app server clock').toEqual({
+      '30 s behind Redis throughout': 'admitted',
+      'stepped back a minute while the client waited': 'admitted',
+    });
   });
 
   it('Retry-After equals the exact wait, within a second, for a limit above 1', async () => {
@@ -546,24 +589,52 @@ describe('baseline: what any rate limiter must do', () => {
     }
   });
 
-  it('fails open within the command timeout when a connected Redis stops answering', async () => {
+  it('fails open within the command timeout when a connected Redis stops answering, and charges each request once', async () => {
+    // A stalled Redis has not lost what it was sent: once it answers again it runs every command that
+    // waited, the ones whose callers timed out too. So a decision that timed out must not be asked
+    // again ("retry once"): the request would wait two timeouts, and be charged twice when Redis
+    // wakes up: a client that made three requests pays for five. (Redis TIME: one back per 2 minutes.)
     await using proxy = await stallingProxy(redisUrl);
     const client = createRedisClient(proxy.url, LIMITER_REDIS_OPTIONS);
     client.on('error', () => {});
     try {
       if (client.status !== 'ready') await once(client, 'ready');
+      const limit = 5;
+      const prefix = `${lab.context.prefix}stalled:`;
+      const url = await startInstance({ redis: client, limit, windowMs: 600_000, prefix });
+      // The client has been served once (the limiter is warm: whatever it sets up on a connection is done).
+      const warm = await fetch(`${url}/api/quote`);
+      await warm.arrayBuffer();
+      expect(warm.status).toBe(200);
       proxy.stall();
-      const url = await startInstance({
-        redis: client,
-        limit: 5,
-        windowMs: 60_000,
-        prefix: `${lab.context.prefix}stalled:`,
-      });
       // Each request waits at most LIMITER_TIMEOUT_MS for Redis, then is served without a limit.
       const { statuses, ms } = await twoRequests(url);
       expect(statuses).toEqual([200, 200]);
       expect(ms, `two requests took ${Math.round(ms)} ms with a ${LIMITER_TIMEOUT_MS} ms timeout each`).toBeLessThan(
         2 * LIMITER_TIMEOUT_MS + 1000,
+      );
+      // Redis runs what waited; once a PING sent after it is answered, all of it has run (on a busy
+      // machine the PING may outlast the lab's 250 ms timeout: it is sent again).
+      proxy.resume();
+      const pinged = () =>
+        client
+          .ping()
+          .then(() => true)
+          .catch(() => false);
+      while (!(await pinged()));
+      // Three requests so far, each charged at most once: of a burst of the limit, at least two are
+      // admitted. Counted by another instance on the same keyspace, whose client waits as long as it takes.
+      const counting = await startInstance({ limit, windowMs: 600_000, prefix });
+      const counted = await Promise.all(
+        Array.from({ length: limit }, async () => {
+          const res = await fetch(`${counting}/api/quote`);
+          await res.arrayBuffer();
+          return res.status;
+        }),
+      );
+      const admitted = counted.filter((status) => status === 200).length;
+      expect(admitted, `admitted of ${limit} after 3 requests, 2 of them during the stall`).toBeGreaterThanOrEqual(
+        limit - 3,
       );
     } finally {
       client.disconnect();
@@ -572,12 +643,15 @@ describe('baseline: what any rate limiter must do', () => {
 
   it('survives Redis being reset, refused and stalled under concurrent load: every client answered 200 or 429 throughout', async () => {
     // Twenty clients keep calling while Redis's connection is cut mid-command (a reset), stays refused,
-    // comes back, and then stalls. Failing open is the policy, so every answer is a 200 or a 429; every
-    // client keeps being answered while Redis is down and while it is stalled (a limiter that waited for
-    // Redis would answer nobody until it came back); nothing escapes as an unhandled rejection or
-    // exception that would kill a real server; and once Redis answers again, the limit holds again.
+    // comes back restarted (its script cache empty: an EVALSHA of a script not sent whole since is
+    // answered NOSCRIPT, which is no outage), and then stalls. Failing open is the policy, so every
+    // answer is a 200 or a 429; every client keeps being answered while Redis is down and while it is
+    // stalled (a limiter that waited for Redis would answer nobody until it came back); nothing escapes
+    // as an unhandled rejection or exception that would kill a real server; and once Redis answers
+    // again, the limit holds again.
     await using proxy = await stallingProxy(redisUrl);
-    const client = await lab.context.redis({ url: proxy.url, ...LIMITER_REDIS_OPTIONS });
+    await using scripts = await scriptCacheProxy(proxy.url);
+    const client = await lab.context.redis({ url: scripts.url, ...LIMITER_REDIS_OPTIONS });
     const prefix = `${lab.context.prefix}${++testNo}:`;
     const limit = 5;
     const url = await startInstance({ redis: client, limit, windowMs: 60_000, now: STILL, prefix });
@@ -613,6 +687,7 @@ describe('baseline: what any rate limiter must do', () => {
       for (let attempt = 0; attempt < 50; attempt++) {
         const counts = await burst([url], limit + 3, `${label}-${attempt}`);
         if (counts[429] === 3 && counts[200] === limit) return true;
+        if (Object.keys(counts).some((status) => status !== '200' && status !== '429')) return false; // a bug: no use waiting
         await pause(100);
       }
       return false;
@@ -622,9 +697,10 @@ describe('baseline: what any rate limiter must do', () => {
     try {
       await pause(200);
       await proxy.kill(); // every connection reset, commands in flight among them; then refused
+      scripts.forgetScripts(); // what a restarted Redis has lost
       phases['every client answered while Redis is down'] = await everyClientAnsweredTwice();
       await proxy.revive();
-      phases['the limit holds once Redis is back'] = await limitingHolds('after-restart');
+      phases['the limit holds once Redis is back, its scripts forgotten'] = await limitingHolds('after-restart');
       proxy.stall();
       phases['every client answered while Redis is stalled'] = await everyClientAnsweredTwice();
       proxy.resume();

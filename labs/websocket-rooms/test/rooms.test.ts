@@ -27,19 +27,31 @@ const HISTORY_MAX = 10;
 /** How long a room's history outlives its last post. */
 const HISTORY_TTL_SEC = 600;
 
-/** A heartbeat clock that moves only when the test says: each tick() is one interval on every instance. */
-function manualClock(): { every: Every; tick(): void; scheduled(): number } {
-  const callbacks = new Set<() => void>();
+/**
+ * The heartbeat interval every instance is given. Not a round number: a hub that schedules its heartbeat
+ * at a figure of its own (the ws README's 30 s, a second) instead of this one is seen doing so.
+ */
+const HEARTBEAT_MS = 1250;
+
+/**
+ * A heartbeat clock that moves only when the test says: each tick() is one interval on every instance.
+ * It runs every callback on each tick, whatever interval it was scheduled at, and remembers that
+ * interval: a real clock would run the callback that often, so the spec checks it was heartbeatMs.
+ */
+function manualClock(): { every: Every; tick(): void; scheduled(): number; intervals(): number[] } {
+  const callbacks = new Map<() => void, number>();
   return {
-    every: (_ms, fn) => {
-      callbacks.add(fn);
+    every: (ms, fn) => {
+      callbacks.set(fn, ms);
       return () => callbacks.delete(fn);
     },
     tick: () => {
-      for (const fn of [...callbacks]) fn();
+      for (const fn of [...callbacks.keys()]) fn();
     },
     /** How many callbacks run on each tick: one per instance whose hub keeps a heartbeat. */
     scheduled: () => callbacks.size,
+    /** The interval, in ms, each callback scheduled now asked for. */
+    intervals: () => [...callbacks.values()],
   };
 }
 
@@ -56,7 +68,7 @@ for (const instance of ['a', 'b', 'c'] as const) {
   const built = await roomsLab.build(lab.context, {
     instance,
     every: clock.every,
-    heartbeatMs: 1000,
+    heartbeatMs: HEARTBEAT_MS,
     sendBufferCap: SEND_BUFFER_CAP,
     historyMax: HISTORY_MAX,
     historyTtlSec: HISTORY_TTL_SEC,
@@ -136,7 +148,7 @@ async function instanceBehind(
     redisUrl: proxy.url,
     subscriberRedisUrl: subscriberProxy.url,
     every: clock.every,
-    heartbeatMs: 1000,
+    heartbeatMs: HEARTBEAT_MS,
     sendBufferCap: SEND_BUFFER_CAP,
     historyMax: HISTORY_MAX,
     historyTtlSec: HISTORY_TTL_SEC,
@@ -207,6 +219,36 @@ const listenersOn = ({ subscriber, redis: commands }: HubOptions) => ({
   'subscriber ready': subscriber.listenerCount('ready'),
   'commands ready': commands.listenerCount('ready'),
 });
+
+/**
+ * Watches every command `redis` sends (a pipeline's and a script's too) until its reply comes, and
+ * tells the largest reply so far, in bytes. For a read of a room's history that is what matters: one
+ * command that brings back everything missed grows with the backlog (up to `historyMax`, ten million
+ * allowed), and while Redis writes it nothing else is served, the instance holds all of it at once,
+ * and past the one-second command timeout the read fails every time it is tried. Pages stay small.
+ */
+function largestReply(redis: Redis): () => number {
+  let largest = 0;
+  const sizeOf = (reply: unknown): number => {
+    if (typeof reply === 'string') return Buffer.byteLength(reply);
+    if (Buffer.isBuffer(reply)) return reply.length;
+    if (Array.isArray(reply)) return reply.reduce((sum: number, part) => sum + sizeOf(part), 0);
+    return 0;
+  };
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = (command, ...rest) => {
+    command.promise.then(
+      (reply) => {
+        largest = Math.max(largest, sizeOf(reply));
+      },
+      () => undefined, // a failed command is the hub's to handle
+    );
+    return send(command, ...rest);
+  };
+  return () => largest;
+}
+/** How many bytes `texts` take in UTF-8: what a reply carrying them all carries at least. */
+const bytesOf = (texts: string[]) => texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
 
 afterEach(async () => {
   await closeAllClients();
@@ -967,11 +1009,23 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ).toBe(true);
     expect(healthy.closed, 'the client that answers every ping stays connected').toBeUndefined();
     expect(healthy.pings, `pings the healthy client received in ${intervals} intervals`).toBe(intervals);
+    // An interval is what the operator configured (WS_HEARTBEAT_MS, set below the idle timeout of the
+    // proxies in between), not a figure of the hub's own: the manual clock ran each heartbeat once per
+    // tick above, and a real one runs it at the interval it asked for.
+    expect(
+      clock.intervals().filter((ms) => ms !== HEARTBEAT_MS),
+      `intervals the instances' heartbeats were scheduled at, other than the heartbeatMs they were given (${HEARTBEAT_MS} ms)`,
+    ).toEqual([]);
   });
 
   it('challenge: a client that stops reading is closed with 4008 once its send buffer passes the cap, and the others get everything', async () => {
-    const room = newRoom();
-    const slow = await join('a', 'sloth');
+    // The slow client is named as an identity provider may name a person (32 characters, 62 bytes in
+    // UTF-8), in a room with the longest name allowed. A close reason is at most 123 bytes, and ws throws
+    // on a longer one: a reason built from who the client is or where it is would be too long for some
+    // clients. For them close() throws, on every message: the socket is never closed, and each message
+    // is lost for the members after it in the room.
+    const room = `${newRoom()}-`.padEnd(64, 'x');
+    const slow = await join('a', 'Ярослава Кузнецова-Добровольская');
     const fast = await join('a', 'swift');
     await slow.join(room);
     await fast.join(room);
@@ -1183,7 +1237,14 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     // for the client there (the heartbeat is what ends a client that never reads again), not send on
     // until the cap meant for live messages closes it: then it resumes, and is closed again.
     await using direct = await stallingProxy(redisUrl);
-    const long = await instanceBehind(direct, 'bulky', [], direct, { historyMax: 1000 });
+    let largestBulkyReply = () => 0;
+    const long = await instanceBehind(direct, 'bulky', [], direct, {
+      historyMax: 1000,
+      createHub: (options) => {
+        largestBulkyReply = largestReply(options.redis);
+        return createRoomHub(options);
+      },
+    });
     const queuedOnBulky = async () =>
       ((await (await fetch(`${long.url}/api/stats`)).json()) as GatewayStats).maxBufferedBytes;
     const room = newRoom();
@@ -1231,19 +1292,31 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       expected.length,
     );
     expect(got, 'every one, once, in order').toEqual(expected);
+    expect(
+      largestBulkyReply(),
+      `the largest reply bulky's command connection got from Redis, in bytes, replaying ${bytesOf(expected)} bytes ` +
+        'of messages: the history is read a page at a time, never all of it in one command',
+    ).toBeLessThan(bytesOf(expected));
   }, 60_000);
 
-  it('challenge: a member that stops reading while its instance catches up from the history is queued no more than the cap', async () => {
+  it('challenge: a member that stops reading while its instance catches up from the history is queued no more than the cap, and the history is read a page at a time', async () => {
     // The catch-up after a Redis reconnect writes to members as the replay and live messages do, and the
     // send-buffer cap bounds what the server holds for one client whatever writes it. Instance "catcher"
     // loses its subscriber while its member has stopped reading; 500 messages of 15 KB (7.5 MB, more than
     // the kernel's socket buffers take) are posted meanwhile, then the subscriber comes back and the
     // instance reads them from the history. Closed with 4008 (it resumes from its last id) or sent
-    // everything as it reads: either is a right answer; megabytes queued in the server are not.
+    // everything as it reads: either is a right answer; megabytes queued in the server are not. Nor are
+    // they in one reply from Redis: what the instance missed is read a page at a time, like a replay.
     await using commands = await stallingProxy(redisUrl);
     await using subscriber = await stallingProxy(redisUrl);
     await using direct = await stallingProxy(redisUrl);
-    const catcher = await instanceBehind(commands, 'catcher', [], subscriber);
+    let largestCatcherReply = () => 0;
+    const catcher = await instanceBehind(commands, 'catcher', [], subscriber, {
+      createHub: (options) => {
+        largestCatcherReply = largestReply(options.redis);
+        return createRoomHub(options);
+      },
+    });
     const keeper = await instanceBehind(direct, 'catcher-keeper', [], direct, { historyMax: 1000 });
     const catcherStats = async () => (await (await fetch(`${catcher.url}/api/stats`)).json()) as GatewayStats;
     const room = newRoom();
@@ -1305,6 +1378,12 @@ describe('challenges: what the in-memory starter gets wrong', () => {
         missed.slice(0, got.length),
       );
     }
+    // Either way it read what it handed on from the history first: a page at a time, or all in one reply.
+    expect(
+      largestCatcherReply(),
+      `the largest reply catcher's command connection got from Redis, in bytes, catching up ${bytesOf(missed)} ` +
+        'bytes of messages: the history is read a page at a time, never all of it in one command',
+    ).toBeLessThan(bytesOf(missed));
   }, 60_000);
 
   it('challenge: members of an instance whose subscriber comes back slowly get every message posted while it was away and after, once each, in order; a room left meanwhile is let go', async () => {
