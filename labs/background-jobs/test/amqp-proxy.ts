@@ -13,6 +13,8 @@
  * (or was done before), or once a copy of it is published (a retry, a dead letter), never sends more
  * acks than it has done jobs and published copies, so a test can see a job acked and gone the moment
  * the ack leaves, instead of waiting out a bound for a job that will never come back.
+ * And it reads each passed-on message's delivery mode: a message not marked persistent is dropped by a
+ * broker restart even from a durable queue, and a retry copy or a dead letter is the job's only copy.
  *
  * It also keeps the broker's side of every consumer's books, per connection and channel, as the broker
  * keeps them: each basic.deliver (its delivery tag and the message's id), each ack, nack or reject the
@@ -31,6 +33,11 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly droppedPublishes: number;
   /** basic.publish frames passed on to the broker. */
   readonly publishes: number;
+  /**
+   * Messages passed on to the broker that were not marked persistent (delivery mode 2), each by its
+   * message id: a broker restart drops them, even from a durable queue.
+   */
+  readonly transientPublishes: readonly string[];
   /** basic.ack frames passed on to the broker (an ack with `multiple` set counts once). */
   readonly acks: number;
   /** basic.deliver frames the broker sent for the message with this id, over every connection. */
@@ -98,26 +105,25 @@ const methodOf = (frame: Frame) =>
     ? { classId: frame.payload.readUInt16BE(0), methodId: frame.payload.readUInt16BE(2) }
     : undefined;
 
-/** The message id in a content header frame's properties (undefined when it has none). */
-function messageIdOf(payload: Buffer): string | undefined {
-  // class (2), weight (2), body size (8), property flags (2), then each property that is present.
+/** The properties of a content header frame a test reads: the delivery mode and the message id. */
+function propertiesOf(payload: Buffer): { deliveryMode?: number; messageId?: string } {
+  // class (2), weight (2), body size (8), property flags (2), then each property that is present, in
+  // order: content-type, content-encoding (short strings), headers (a table with a 4-byte length),
+  // delivery-mode, priority (an octet each), correlation-id, reply-to, expiration, message-id.
   const flags = payload.readUInt16BE(12);
-  if (!(flags & MESSAGE_ID_FLAG)) return undefined;
   let at = 14;
   const shortString = () => {
     const length = payload[at]!;
     at += 1 + length;
     return payload.toString('utf8', at - length, at);
   };
-  // Before message-id, in order: content-type, content-encoding (short strings), headers (a table with
-  // a 4-byte length), delivery-mode, priority (an octet each), correlation-id, reply-to, expiration.
   if (flags & (1 << 15)) shortString();
   if (flags & (1 << 14)) shortString();
   if (flags & (1 << 13)) at += 4 + payload.readUInt32BE(at);
-  if (flags & (1 << 12)) at += 1;
+  const deliveryMode = flags & (1 << 12) ? payload[at++] : undefined;
   if (flags & (1 << 11)) at += 1;
   for (const bit of [10, 9, 8]) if (flags & (1 << bit)) shortString();
-  return shortString();
+  return { deliveryMode, messageId: flags & MESSAGE_ID_FLAG ? shortString() : undefined };
 }
 
 /** One connection's books (see ledger()). */
@@ -153,7 +159,7 @@ function ledger(deliveries: Map<string, number>, strayed: string[], closedByBrok
       } else if (frame.type === FRAME_HEADER && awaitingHeader.has(frame.channel)) {
         const tag = awaitingHeader.get(frame.channel)!;
         awaitingHeader.delete(frame.channel);
-        const id = messageIdOf(frame.payload) ?? '(no message id)';
+        const id = propertiesOf(frame.payload).messageId ?? '(no message id)';
         deliveries.set(id, (deliveries.get(id) ?? 0) + 1);
         tagsOf(frame.channel).add(tag);
       } else if (method?.classId === CHANNEL_CLASS && method.methodId === CHANNEL_CLOSE) {
@@ -202,6 +208,7 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   const strayed: string[] = [];
   const closedByBroker: string[] = [];
   const heartbeats: number[] = [];
+  const transient: string[] = [];
   const server = createServer((client) => {
     if (closed) {
       client.destroy();
@@ -211,6 +218,8 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     const clientFrames = frameReader(PROTOCOL_HEADER_BYTES);
     const brokerFrames = frameReader(0);
     const books = ledger(deliveries, strayed, closedByBroker);
+    /** Channels whose last frame from the client was a basic.publish: its content header comes next. */
+    const publishing = new Set<number>();
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('error', () => {});
@@ -233,6 +242,11 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
         acks += frames.filter((frame) => isBasic(frame, BASIC_ACK)).length;
         for (const frame of frames) {
           books.fromClient(frame);
+          if (isBasic(frame, BASIC_PUBLISH)) publishing.add(frame.channel);
+          else if (frame.type === FRAME_HEADER && publishing.delete(frame.channel)) {
+            const { deliveryMode, messageId = '(no message id)' } = propertiesOf(frame.payload);
+            if (deliveryMode !== 2) transient.push(messageId);
+          }
           const method = methodOf(frame);
           // channel-max (2 bytes), frame-max (4), heartbeat (2): what the client accepted.
           if (method?.classId === CONNECTION_CLASS && method.methodId === CONNECTION_TUNE_OK) {
@@ -261,6 +275,7 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     get acks() {
       return acks;
     },
+    transientPublishes: transient,
     deliveriesOf: (messageId) => deliveries.get(messageId) ?? 0,
     strayedSettlements: strayed,
     channelsClosedByBroker: closedByBroker,

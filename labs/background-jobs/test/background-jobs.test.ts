@@ -347,6 +347,33 @@ describe('baseline: what any version must do', () => {
     expect(ready, 'jobs in the queue after 7 bad orders and 1 good one').toBe(1);
     expect((await fetch(`${url}/jobs/not-a-uuid`)).status).toBe(400);
   });
+
+  it('two workers on one queue share its jobs', async () => {
+    // Competing consumers: how a fleet scales, and how a deploy replaces one worker with another. A
+    // worker that consumes exclusively ("so no two workers take one job": the broker already gives each
+    // delivery to one consumer) refuses every other, which then cannot start or never gets a job.
+    const names = freshQueues();
+    await declareQueues(names);
+    const first = await workerHere(names, { workMs: 20 });
+    const second = await Promise.race([workerHere(names, { workMs: 20 }), sleep(10_000).then(() => 'not started')]);
+    expect(
+      typeof second === 'string' ? 'not started within 10 s' : 'started',
+      'a second worker on the queue the first one consumes',
+    ).toBe('started');
+    const consumers = await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n >= 2,
+      { timeoutMs: 5000 },
+    );
+    expect(consumers, 'consumers on the work queue with two workers running').toBe(2);
+    const jobs = makeJobs(40);
+    await admin.publishJobs(names, jobs);
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 15_000 });
+    expect(notDone(counts), 'jobs not done').toBe(0);
+    // The broker hands deliveries to its consumers in turn: each worker gets about half.
+    const shares = [first, second as typeof first].map((worker) => worker.stats.calls);
+    expect(Math.min(...shares), `jobs done by each of the two workers: ${shares.join(' and ')}`).toBeGreaterThan(0);
+  });
 });
 
 /** A request that must be answered by `deadlineMs`: its status ('unanswered' if not), time and 503 headers. */
@@ -739,7 +766,9 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
 
   it(`challenge: a poison job reaches the dead-letter queue after ${ATTEMPTS} attempts, with growing delays, and every other job is done`, async () => {
     const names = freshQueues();
-    const sender = await workerHere(names);
+    // Through a proxy that reads the delivery mode of everything the worker publishes.
+    const proxy = await brokerProxy();
+    const sender = await workerHere(names, { url: proxy.url });
     const good = makeJobs(10);
     const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] }); // no such product: fails every time
     const traceparent = `00-${randomUUID().replaceAll('-', '')}-00f067aa0ba902b7-01`;
@@ -781,6 +810,12 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       ATTEMPTS,
     );
     expect(dead[0]!.properties.deliveryMode, 'the dead letter is persistent (delivery mode 2)').toBe(2);
+    // A retry copy is the job's only copy while it waits out its delay, in a durable queue: published
+    // transient, a broker restart in that window drops it.
+    expect(
+      proxy.transientPublishes,
+      "messages the worker published as transient (retry copies, dead letters): a broker restart drops them, and each is the job's only copy",
+    ).toEqual([]);
     expect(
       headers.traceparent,
       "the producer's own header (a trace id), which every retry copy and the dead letter must carry",
@@ -836,6 +871,17 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       `${extra} duplicate confirmation(s): the redelivered job was confirmed ${counts[redelivered.jobId]} time(s), the jobs published twice ${twice.map((job) => counts[job.jobId]).join(', ')} time(s)`,
     ).toBe(0);
     expect(notDone(counts), 'jobs never confirmed').toBe(0);
+    // The sender stands for a mail provider: a call it got was an email sent, even if the database
+    // rolled back the row recording it. So a job is looked up before its effect, never after: the
+    // redelivered job (done by A) needs no call from B, and each job published twice one.
+    const calls = {
+      redelivered: b.attemptsOf(redelivered.jobId).length,
+      twice: twice.map((job) => b.attemptsOf(job.jobId).length),
+    };
+    expect(
+      calls,
+      "worker B's calls to the sender per job: a copy of a done job that calls it and then rolls the row back has still sent the email",
+    ).toEqual({ redelivered: 0, twice: twice.map(() => 1) });
     // A copy of a job already done is done too: acked, not a failure. Sent round the retries instead, it
     // fails again on every try and lands in the dead-letter queue beside jobs that really failed. B has
     // stopped (its jobs finished, their copies confirmed), so each such copy is still in one of these.
@@ -982,6 +1028,13 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     // Stopped, the worker has finished and settled everything it held: the books are complete.
     await waitFor(() => confirmations(beside), allDone, { timeoutMs: 10_000 });
     await sender.worker.stop();
+    // Parked once and nowhere else: a copy the broker refused once is not refused for ever. A publisher
+    // that still counts a copy as returned once its queue is back gives the job back after every try
+    // while the copies it published meanwhile go their way: the job multiplies.
+    expect(
+      { elsewhere: await waitingIn([names.queue, ...names.retryQueues]), parked: await readyIn(names.deadQueue) },
+      'copies of the failed job once the worker has stopped: parked once, and waiting nowhere else',
+    ).toEqual({ elsewhere: 0, parked: 1 });
     expect(
       beside.map((job) => proxy.deliveriesOf(job.jobId)),
       'deliveries of the four jobs in progress while the failed job was given back: a give-back returns that job alone; the others, given back with it, were delivered again while still at work',
@@ -1067,6 +1120,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const taken = await takeAll(rabbit.url, names.queue);
     const queued = new Set(taken.map((m) => decodeJob(m.content).jobId));
     const transient = taken.filter((m) => m.properties.deliveryMode !== 2).length;
+    const untyped = taken.filter((m) => m.properties.contentType !== 'application/json').length;
     const missing = (answers: typeof before) =>
       answers.filter((a) => a.status === 202 && !queued.has(a.json.jobId as string)).length;
     const lost = accepted.filter((id) => !queued.has(id as string)).length;
@@ -1085,6 +1139,16 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     expect(transient, 'jobs queued as transient messages (lost if the broker restarts): publish them persistent').toBe(
       0,
     );
+    expect(
+      untyped,
+      'jobs queued without their content type (application/json), which a consumer in another language reads first',
+    ).toBe(0);
+    // The API's connections asked for a heartbeat too: a publisher is not always busy (a quiet night), and
+    // one whose connection died without a word finds out only when an order's publish times out.
+    expect(
+      proxy.heartbeats.filter((seconds) => seconds === 0 || seconds > 30),
+      "heartbeats (s) of the API's publisher connections that were off, or longer than 30 s",
+    ).toEqual([]);
   });
 
   it('challenge: an order is accepted only once a queue holds its job: with the work queue gone it is a 503, tried again at a pace, and with the exchange gone too the publisher declares them again', async () => {
@@ -1397,6 +1461,41 @@ describe('challenges: every way out of the queue is confirmed, bounded and kept'
       { timeoutMs: 15_000 },
     );
     expect(dead, 'the job in the dead-letter queue once it could be queued').toBe(1);
+    await sender.worker.stop();
+    expect(
+      { elsewhere: await waitingIn([names.queue, ...names.retryQueues]), parked: await readyIn(names.deadQueue) },
+      'copies of the job once the worker has stopped: parked once (a dead letter refused once is not refused for ever), and waiting nowhere else',
+    ).toEqual({ elsewhere: 0, parked: 1 });
+  });
+
+  it(`challenge: a failing job is parked after ${ATTEMPTS} attempts even when each attempt is made by another worker`, async () => {
+    // Workers come and go (a deploy, autoscaling, a crash), and a retry copy comes back to whichever
+    // worker is there. So the attempt count travels with the job (a header on its copy), not in a
+    // worker's memory: counted per worker, every new worker starts again at one, and a poison job
+    // circles for ever. Here each worker makes one try and is stopped; the next one takes the copy.
+    const names = freshQueues();
+    await declareQueues(names);
+    const poison = makeJob({ items: [{ sku: 'gone', quantity: 1 }] });
+    await admin.publishJobs(names, [poison]);
+    const triesPerWorker: number[] = [];
+    let parked = 0;
+    while (parked === 0 && triesPerWorker.reduce((sum, n) => sum + n, 0) <= ATTEMPTS) {
+      const sender = await workerHere(names);
+      await waitFor(
+        () => sender.attemptsOf(poison.jobId).length,
+        (n) => n >= 1,
+        { timeoutMs: 10_000 },
+      );
+      // stop() lets the try finish: its retry copy (or dead letter) confirmed, the original acked.
+      await sender.worker.stop();
+      triesPerWorker.push(sender.attemptsOf(poison.jobId).length);
+      if (triesPerWorker.at(-1) === 0) break; // this worker never got the job: said below
+      parked = await readyIn(names.deadQueue);
+    }
+    expect(
+      { parked, tries: triesPerWorker.reduce((sum, n) => sum + n, 0) },
+      `the poison job's tries by each new worker: ${triesPerWorker.join(', ')}; it must be parked after ${ATTEMPTS} in all`,
+    ).toEqual({ parked: 1, tries: ATTEMPTS });
   });
 
   it('challenge: a worker that reconnected still has no more jobs in flight than its prefetch', async () => {
@@ -1495,6 +1594,32 @@ describe('baseline: a stalled database is an outage too, and an order leaves not
       warnings.filter((w) => w.startsWith('MaxListenersExceededWarning')),
       'listener leaks Node warned of',
     ).toEqual([]);
+  });
+  it('a database connection that goes silent for good is thrown away after its timeout, never used again: the worker goes on with a new one', async () => {
+    // A NAT or firewall forgets an idle connection: no reset, nothing passes any more, while new
+    // connections work. The query on it times out (the pool's query timeout); a client given back to the
+    // pool as healthy after that is handed out again, each job's try on it times out too, and the worker
+    // never does another job. The pool here holds one connection, so the next try gets whatever the
+    // last one gave back.
+    const names = freshQueues();
+    await declareQueues(names);
+    const database = await stallingProxy(databaseUrl);
+    cleanups.push(async () => database[Symbol.asyncDispose]());
+    const single = createPgPool(database.url, { ...DATABASE_POOL_OPTIONS, max: 1 });
+    cleanups.push(() => single.end());
+    await workerHere(names, { db: single });
+    const first = makeJob();
+    await admin.publishJobs(names, [first]);
+    await waitFor(() => confirmations([first]), allDone, { timeoutMs: 10_000 });
+    database.strand();
+    const later = makeJobs(3);
+    await admin.publishJobs(names, later);
+    // One try times out (2.5 s), the job comes back after its pause (1 s) and meets a new connection.
+    const counts = await waitFor(() => confirmations(later), allDone, { timeoutMs: 20_000 });
+    expect(
+      notDone(counts),
+      `jobs not done in 20 s after the worker's one database connection went silent (its pool holds one: a client given back after a timeout is handed out again)`,
+    ).toBe(0);
   });
   it('while PostgreSQL is stalled (a timeout, not a refusal), a job keeps its attempts and is done once it answers', async () => {
     // An outage is not only "connection refused": a database that hangs (a lock pile-up, a failover in

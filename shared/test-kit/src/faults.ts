@@ -6,6 +6,9 @@
  * - stalled: connections stay open and new ones are accepted, but nothing passes either way; bytes
  *   wait in the proxy, as they would in the kernel buffers of a frozen server (SIGSTOP, a lock
  *   pile-up, a network path that drops packets), and flow again on resume();
+ * - stranded: the connections open now go silent for good, with no reset, while new connections pass:
+ *   a NAT or firewall that forgot them, a peer that vanished. Only a client that times out a silent
+ *   connection and then throws it away (never hands it out again) recovers;
  * - killed: every connection is closed and new ones are refused, as with a server that crashed;
  *   revive() then listens on the same port again, as the server does once restarted;
  * - delayed ({@link delayingProxy}): every chunk waits a fixed time, plus a jitter drawn from a seeded
@@ -31,6 +34,11 @@ export interface StallingProxy extends AsyncDisposable {
   stall(): void;
   /** Passes what was held, and everything after it. */
   resume(): void;
+  /**
+   * The connections open now pass nothing more, either way, for good (what they send is dropped, and
+   * nothing closes them); new connections pass as before.
+   */
+  strand(): void;
   /** Closes every connection and refuses new ones. */
   kill(): Promise<void>;
   /**
@@ -111,6 +119,8 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
   const targetPort = Number(target.port) || DEFAULT_PORTS[target.protocol] || 0;
   const sockets = new Set<Socket>();
   const held: (() => void)[] = [];
+  /** Sockets of stranded connections: what arrives on them is dropped. */
+  const stranded = new WeakSet<Socket>();
   let stalled = false;
   let delay = { ...options };
   let random = seededRandom(options.seed ?? 1);
@@ -140,7 +150,15 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
       if (!to.destroyed) to.write(chunk);
       settle();
     };
-    const pass = (chunk: Buffer) => (stalled ? held.push(write(chunk)) : write(chunk)());
+    const drop = () => {
+      inFlight[direction]--;
+      settle();
+    };
+    const pass = (chunk: Buffer) => {
+      if (stranded.has(from)) drop();
+      else if (stalled) held.push(write(chunk));
+      else write(chunk)();
+    };
     const schedule = () => {
       if (scheduled || queue.length === 0) return;
       scheduled = true;
@@ -217,6 +235,9 @@ export async function delayingProxy(serviceUrl: string, options: DelayOptions): 
       stalled = true;
     },
     resume,
+    strand() {
+      for (const socket of sockets) stranded.add(socket);
+    },
     kill,
     revive,
     setDelay(next) {
