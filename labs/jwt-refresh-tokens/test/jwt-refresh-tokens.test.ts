@@ -7,6 +7,7 @@
 import { createHash, createPublicKey, sign as rsaSign } from 'node:crypto';
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
+import { formatWithOptions } from 'node:util';
 import type { Redis } from 'ioredis';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -16,6 +17,7 @@ import {
   expectNoCredentialAtRest,
   keysWithoutExpiry,
   recordCredential,
+  recordedCredentials,
   stallingProxy,
   useLab,
 } from '@labs/test-kit';
@@ -95,6 +97,49 @@ async function meWith(app: TestApp, token: string): Promise<number> {
   const res = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${token}` } });
   await res.arrayBuffer();
   return res.status;
+}
+
+/**
+ * A refresh token and each of its parts long enough to be a secret (16 characters) that no access token
+ * discloses anyway (`disclosed`: their claims; a session id in `sid` is no secret). Each one alone, with
+ * what the access token shows, rebuilds the refresh token.
+ */
+function refreshSecrets(refreshToken: string, disclosed: string[]): { value: string; what: string }[] {
+  const parts = refreshToken
+    .split(/[^A-Za-z0-9_+/=-]+/)
+    .filter((part) => part.length >= 16 && !disclosed.some((claim) => claim.includes(part)));
+  return [
+    { value: refreshToken, what: 'the refresh token' },
+    ...parts.map((part, i) => ({ value: part, what: `part ${i + 1} of the refresh token` })),
+  ];
+}
+
+/** Every credential a Tab of this file was handed (helpers.ts records them), refresh tokens with their secret parts. */
+function handedOutSecrets(): { value: string; what: string }[] {
+  const handed = recordedCredentials();
+  const accessTokens = handed.filter((c) => c.what === 'an access token');
+  const disclosed = accessTokens.flatMap((c) => Object.values(decodeJwt(c.value)).map(String));
+  return handed.flatMap((c) => (c.what === 'the refresh cookie' ? refreshSecrets(c.value, disclosed) : [c]));
+}
+
+/**
+ * Captures, until the test ends, everything the process writes to a log: every console method and the
+ * standard streams (a logger that bypasses console writes there). Returns a function giving it all as
+ * text, objects rendered whole (no depth limit, no long string cut or folded).
+ */
+function captureLogs(): () => string {
+  const written: string[] = [];
+  const options = { depth: Infinity, breakLength: Infinity, maxStringLength: Infinity, maxArrayLength: Infinity };
+  for (const method of ['log', 'info', 'warn', 'error', 'debug', 'trace'] as const)
+    vi.spyOn(console, method).mockImplementation((...args: unknown[]) => {
+      written.push(formatWithOptions(options, ...args));
+    });
+  for (const stream of [process.stdout, process.stderr])
+    vi.spyOn(stream, 'write').mockImplementation(((chunk: string | Uint8Array) => {
+      written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+      return true;
+    }) as typeof stream.write);
+  return () => written.join('\n');
 }
 
 describe('baseline: logging in and using an access token', () => {
@@ -185,7 +230,15 @@ describe('baseline: logging in and using an access token', () => {
   });
 
   it('rejects an expired access token', async () => {
-    const { app, tab } = await loggedIn();
+    const app = await startApp();
+    const tab = new Tab(app.url);
+    const { json } = await tab.login(ada.username, ada.password);
+    // The app was built with a lifetime other than the default: the token and the answer must both say it.
+    const { iat, exp } = decodeJwt(tab.accessToken!);
+    expect(
+      { lifetime: exp! - iat!, expiresIn: json.expiresIn },
+      `the access token's exp - iat, and expiresIn, with accessTtlSec set to ${ACCESS_TTL_SEC}`,
+    ).toEqual({ lifetime: ACCESS_TTL_SEC, expiresIn: ACCESS_TTL_SEC });
     app.clock.advance(PAST_ACCESS_EXPIRY);
     const res = await tab.send('GET', '/me');
     expect(res.status).toBe(401);
@@ -222,32 +275,88 @@ describe('baseline: logging in and using an access token', () => {
   it('a forged or tampered access token logs nobody out: a 401, and the session lives on', async () => {
     // Logout accepts an expired access token (an idle user must be able to end the session), but only
     // one whose signature, key and claims hold: otherwise anyone who learned a session id could end it.
+    // The forgeries come twice: under the current key's kid, then under the kid of a retired key whose
+    // grace is over. That key is refused before any signature is checked, and the refusal must not turn
+    // into "a token from before the rotation, so read its session id anyway".
     const { app, tab } = await loggedIn();
-    const claims = realClaims(app, tab);
-    const header = decodeProtectedHeader(tab.accessToken!);
-    const [, , signature] = tab.accessToken!.split('.');
     const stranger = createKeyRing({ now: app.clock.now });
-    const forged = {
-      'tampered payload, the real signature': `${base64url(header)}.${base64url({ ...claims, jti: 'x' })}.${signature}`,
-      'signed by another key under our kid': await new SignJWT(claims)
-        .setProtectedHeader({ ...header, alg: 'RS256' })
-        .sign(stranger.current().privateKey),
-      'expired, signed by another key': await new SignJWT({
-        ...claims,
-        iat: claims.iat! - 3600,
-        exp: claims.iat! - 1800,
-      })
-        .setProtectedHeader({ ...header, alg: 'RS256' })
-        .sign(stranger.current().privateKey),
-      'alg none': `${base64url({ ...header, alg: 'none' })}.${base64url(claims)}.`,
+    /** Forgeries of the tab's access token as it is now, each sent to /logout; the names of those not refused. */
+    const notRefused = async (under: string) => {
+      const claims = realClaims(app, tab);
+      const header = decodeProtectedHeader(tab.accessToken!);
+      const [, , signature] = tab.accessToken!.split('.');
+      const forged = {
+        'tampered payload, the real signature': `${base64url(header)}.${base64url({ ...claims, jti: 'x' })}.${signature}`,
+        'signed by another key': await new SignJWT(claims)
+          .setProtectedHeader({ ...header, alg: 'RS256' })
+          .sign(stranger.current().privateKey),
+        'expired, signed by another key': await new SignJWT({
+          ...claims,
+          iat: claims.iat! - 3600,
+          exp: claims.iat! - 1800,
+        })
+          .setProtectedHeader({ ...header, alg: 'RS256' })
+          .sign(stranger.current().privateKey),
+        'alg none': `${base64url({ ...header, alg: 'none' })}.${base64url(claims)}.`,
+      };
+      const accepted: string[] = [];
+      for (const [name, token] of Object.entries(forged)) {
+        const res = await fetch(`${app.url}/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+        await res.arrayBuffer();
+        if (res.status !== 401) accepted.push(`${name}, ${under}: ${res.status}`);
+      }
+      return accepted;
     };
-    for (const [name, token] of Object.entries(forged)) {
-      const res = await fetch(`${app.url}/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
-      await res.arrayBuffer();
-      expect(res.status, name).toBe(401);
-    }
+    expect(await notRefused('under our kid'), 'forged logouts not refused').toEqual([]);
+    // A refresh cookie sent to /logout names its family too, but only a tag this server made proves it:
+    // the session id (any access token's `sid`) with a made-up tag is no credential.
+    const madeUp = `${String(decodeJwt(tab.accessToken!).sid)}.0.${'A'.repeat(42)}w`;
+    const byCookie = await fetch(`${app.url}/logout`, {
+      method: 'POST',
+      headers: { cookie: `refresh_token=${madeUp}` },
+    });
+    await byCookie.arrayBuffer();
+    expect(byCookie.status, 'a logout with a made-up refresh cookie naming the session').toBe(401);
     expect(await tab.me(), 'the access token still works').toBe(200);
     expect((await tab.refresh()).status, 'the session lives on after forged logouts').toBe(200);
+    // The tab's access token was signed by the key about to retire; its grace (one access lifetime plus
+    // the skew) is over once PAST_ACCESS_EXPIRY has passed.
+    app.keys.rotate();
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    expect(await notRefused('under a retired kid past its grace'), 'forged logouts not refused').toEqual([]);
+    // Where the server issued a refresh cookie (the starter issues none), the session still refreshes.
+    if (tab.jar.cookie)
+      expect((await tab.refresh()).status, 'the session lives on after forged logouts under a retired kid').toBe(200);
+  });
+
+  it('logs no credential it hands out: no token, nor the secret part of a refresh token, in any line', async () => {
+    // A log goes further than Redis: to a log service, to everyone who can search it, kept for months. A
+    // token in a line ("which session got which tokens", an error that prints the request) is a live
+    // session for whoever reads it. Every route and every refresh verdict runs once below while all the
+    // process writes is captured: the other tests check the statuses, this one only reads the logs.
+    const logged = captureLogs();
+    const { app, tab } = await loggedIn();
+    await tab.me();
+    const racing = new Tab(app.url); // a second tab, about to send the login's cookie a second late
+    const thief = new Tab(app.url); // and someone who copied it, to use it much later
+    racing.jar.cookie = thief.jar.cookie = tab.jar.cookie;
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    await tab.refresh(); // rotated
+    app.clock.advance(1000);
+    await racing.refresh(); // a racing tab, answered with the current token
+    app.clock.advance(MINUTE);
+    await thief.refresh(); // a replay: the family is revoked
+    await tab.refresh(); // refused: revoked
+    const idle = new Tab(app.url);
+    await idle.login(grace.username, grace.password);
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    await (await idle.send('POST', '/logout')).arrayBuffer(); // with an expired access token
+    const text = logged();
+    const found = handedOutSecrets().filter((secret) => text.includes(secret.value));
+    expect(
+      found.map((secret) => secret.what),
+      'credentials handed to the tabs, found in what the server logged',
+    ).toEqual([]);
   });
 
   for (const fault of ['down', 'stalled'] as const) {
@@ -409,6 +518,62 @@ describe('baseline: logging in and using an access token', () => {
     expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
   });
 
+  it('a login, refresh or logout whose Redis connection drops after any of its writes leaves no key without an expiry', async () => {
+    // A session written in two commands (the family, then its expiry) is half written when the connection
+    // drops between them, as it may at any moment: the request fails, and the family stays for ever. The
+    // requests go to a second instance whose Redis client the test cuts after their first writes (none,
+    // one, two): whatever a request has written when it is cut off must be safe to leave as it is.
+    const app = await startApp();
+    const held = await lab.context.redis();
+    const hold = holdWrites(held);
+    const other = await startTwin(lab, app, { redis: held });
+    /** Sends a request with the connection cut after its first `writes` writes; its status. */
+    const cutAfter = async (writes: number, request: () => Promise<number>) => {
+      hold.hold(writes);
+      const status = request();
+      try {
+        await Promise.race([hold.reached, status]); // the request tried one write more than it was let through
+      } finally {
+        hold.fail();
+      }
+      return status;
+    };
+    const answers: Record<string, number[]> = { login: [], refresh: [], logout: [] };
+    for (const writes of [0, 1, 2]) {
+      const login = async () => (await new Tab(other.url).login(ada.username, ada.password)).status;
+      answers.login!.push(await cutAfter(writes, login));
+      // A session logged in whole, then refreshed and ended through the instance that gets cut off.
+      const tab = new Tab(app.url);
+      expect((await tab.login(ada.username, ada.password)).status).toBe(200);
+      const there = new Tab(other.url, tab.jar);
+      there.accessToken = tab.accessToken;
+      answers.refresh!.push(await cutAfter(writes, async () => (await there.refresh()).status));
+      answers.logout!.push(
+        await cutAfter(writes, async () => {
+          const res = await there.send('POST', '/logout');
+          await res.arrayBuffer();
+          return res.status;
+        }),
+      );
+    }
+    expect(
+      answers.login!.filter((status) => status !== 200 && status !== 503),
+      'logins',
+    ).toEqual([]);
+    expect(
+      answers.refresh!.filter((status) => status !== 200 && status !== 503),
+      'refreshes',
+    ).toEqual([]);
+    expect(
+      answers.logout!.filter((status) => status !== 204 && status !== 503),
+      'logouts',
+    ).toEqual([]);
+    expect(
+      await keysWithoutExpiry(redis, app.prefix),
+      `keys left with no expiry by requests cut off after 0, 1 and 2 writes (${JSON.stringify(answers)})`,
+    ).toEqual([]);
+  });
+
   it('publishes the current key in the JWKS, and a retired one only during its grace period', async () => {
     const app = await startApp();
     const kids = async () =>
@@ -525,11 +690,20 @@ describe('challenges: refresh tokens', () => {
     const { app, tab } = await loggedIn();
     const idle = new Tab(app.url); // a second browser, about to sit idle past its access token's expiry
     expect((await idle.login(grace.username, grace.password)).status).toBe(200);
+    // Another tab sent the login's cookie just as this one refreshed: inside the racing-tabs grace that
+    // copy would be answered with the current token. Then the user logs out.
+    const racing = tab.jar.cookie;
+    expect((await tab.refresh()).status, 'a refresh just before logging out').toBe(200);
     const copied = tab.jar.cookie;
     const out = await tab.send('POST', '/logout');
     expect(out.status).toBe(204);
     expect(copied, 'login set no refresh_token cookie to revoke (issue() returned no refreshToken)').toBeDefined();
     expect(tab.jar.cookie, 'logout should clear the cookie').toBeUndefined();
+    // The racing tab's request lands a second after the logout, still inside the grace: a revoked
+    // family answers nobody, not even a racing tab (else it hands out a fresh access token after logout).
+    tab.jar.cookie = racing;
+    app.clock.advance(1000);
+    expect((await tab.refresh()).status, 'the previous generation, within the grace, after logout').toBe(401);
     // Someone who copied the refresh cookie (and the access token) earlier tries to carry on.
     tab.jar.cookie = copied;
     app.clock.advance(MINUTE);
@@ -629,6 +803,50 @@ describe('challenges: refresh tokens', () => {
       app.clock.advance(MINUTE);
       expect((await tab.refresh()).status, 'logout said 204, yet the session lives on').toBe(401);
     }
+  });
+
+  it("challenge: a replay is answered 'reused' only once its family is revoked: a revocation Redis never got is no such answer", async () => {
+    // The replay reaches a second instance whose Redis client the test cuts after the request's first
+    // writes (none, one, two), as a dropped connection would. A 503 is honest: nothing was decided, and
+    // the thief may try again. A 401 "reused" tells the user their session was ended for safety; if the
+    // revocation never reached Redis (sent apart from the verdict, its failure ignored), the thief's
+    // copy of the session lives on behind that answer.
+    const app = await startApp();
+    const held = await lab.context.redis();
+    const hold = holdWrites(held);
+    const other = await startTwin(lab, app, { redis: held });
+    const outcomes: { writesFirst: number; replay: string; userAfter: number }[] = [];
+    for (const writesFirst of [0, 1, 2]) {
+      const tab = new Tab(app.url);
+      expect((await tab.login(ada.username, ada.password)).status).toBe(200);
+      const thief = new Tab(other.url);
+      thief.jar.cookie = tab.jar.cookie;
+      expect(thief.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+      app.clock.advance(PAST_ACCESS_EXPIRY);
+      expect((await tab.refresh()).status, 'the user rotates the token').toBe(200);
+      app.clock.advance(MINUTE); // past the racing-tabs grace: the thief's copy is a replay
+      hold.hold(writesFirst);
+      const replay = thief.refresh();
+      try {
+        await Promise.race([hold.reached, replay]); // the replay tried one write more than it was let through
+      } finally {
+        hold.fail();
+      }
+      const { status, json } = await replay;
+      app.clock.advance(MINUTE);
+      outcomes.push({
+        writesFirst,
+        replay: `${status} ${json.code ?? ''}`.trim(),
+        userAfter: (await tab.refresh()).status,
+      });
+    }
+    const wrong = outcomes.filter(
+      ({ replay, userAfter }) => !(replay === '503' || (replay === '401 reused' && userAfter === 401)),
+    );
+    expect(
+      wrong,
+      `replays cut off after their first writes: each must be a 503, or a 401 "reused" after which the user's newest token is refused too (${JSON.stringify(outcomes)})`,
+    ).toEqual([]);
   });
 
   it("challenge: a refresh token with one character changed is refused, and ends nobody's session", async () => {
@@ -805,12 +1023,7 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
    * those, in hex, base64 or base64url. A keyed hash (an HMAC with the server's secret) is none of them.
    */
   function secretForms(refreshToken: string, accessToken: string) {
-    const disclosed = Object.values(decodeJwt(accessToken)).map(String);
-    const parts = refreshToken
-      .split(/[^A-Za-z0-9_+/=-]+/)
-      .filter((part) => part.length >= 16 && !disclosed.some((claim) => claim.includes(part)));
-    const forms = [{ value: refreshToken, what: 'the refresh token' }];
-    for (const [i, part] of parts.entries()) forms.push({ value: part, what: `part ${i + 1} of the refresh token` });
+    const forms = refreshSecrets(refreshToken, Object.values(decodeJwt(accessToken)).map(String));
     for (const { value, what } of [...forms])
       for (const algorithm of ['sha256', 'sha1'])
         for (const encoding of ['hex', 'base64', 'base64url'] as const)
@@ -924,10 +1137,18 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
       const thief = new Tab(app.url);
       thief.jar.cookie = tab.jar.cookie; // generation 0
       app.clock.advance(PAST_ACCESS_EXPIRY);
-      for (let r = 1; r <= rotations; r++) expect((await tab.refresh()).status, `rotation ${r}`).toBe(200);
+      const racing = new Tab(app.url); // a tab that will send the generation just rotated
+      for (let r = 1; r <= rotations; r++) {
+        racing.jar.cookie = tab.jar.cookie;
+        expect((await tab.refresh()).status, `rotation ${r}`).toBe(200);
+      }
       app.clock.advance(1000);
       const stale = await thief.refresh();
       expect(stale.status, `generation 0, 1 s after the rotation to generation ${rotations}`).toBe(401);
+      // Still inside the grace, the generation just rotated would be a racing tab's; but the family is
+      // revoked now, and a revoked family answers nobody.
+      const raced = await racing.refresh();
+      expect(raced.status, `generation ${rotations - 1}, within the grace, once the family is revoked`).toBe(401);
       app.clock.advance(1000);
       expect((await tab.refresh()).status, 'the reuse should have revoked the whole family').toBe(401);
     }
@@ -984,5 +1205,23 @@ describe('challenges: verifying access tokens', () => {
     const late = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${await forge()}` } });
     expect(late.status, 'the retired key still verifies after its grace period').toBe(401);
     expect(await late.json()).toMatchObject({ code: 'invalid', detail: expect.stringMatching(/\w/) });
+    // What a token says about itself cannot reopen the grace: whoever holds the leaked key writes any
+    // `iat` they like. One "issued" a second before the retirement, expiring minutes from now, is as
+    // forged as the rest; only the verifier's own clock decides when the key's grace is over.
+    const backdated = await new SignJWT({ ...realClaims(app, tab), iat: Math.floor(old.retiredAt! / 1000) - 1 })
+      .setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'RS256', kid: old.kid })
+      .sign(old.privateKey);
+    expect(
+      await meWith(app, backdated),
+      'a token of the retired key dated before its retirement, after the grace',
+    ).toBe(401);
+    // Nor may logout take the session from what the retired key signed: that session lives on.
+    const out = await fetch(`${app.url}/logout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await forge()}` },
+    });
+    await out.arrayBuffer();
+    expect(out.status, 'a logout with a token of the retired key, after its grace').toBe(401);
+    expect((await tab.refresh()).status, 'the session named by that token, refreshed afterwards').toBe(200);
   });
 });
