@@ -159,6 +159,30 @@ async function appliedOf(events: readonly AccountEvent[]): Promise<number> {
   return rows[0]!.n;
 }
 
+/**
+ * Publishes `events` with one more between their halves that every version parses and PostgreSQL
+ * refuses every time: its number does not fit the projection's integer column (a producer that counts
+ * past 2^31). Keyed like the first event's account, so good events sit behind it on its partition.
+ * Returns that event.
+ */
+async function publishAroundUnappliable(sc: Scenario, events: readonly AccountEvent[]): Promise<AccountEvent> {
+  const half = events.length / 2;
+  await publish(sc, events.slice(0, half));
+  const accountId = events[0]!.accountId;
+  const bad: AccountEvent = {
+    id: randomUUID(),
+    accountId,
+    seq: 3_000_000_000,
+    type: 'deposited',
+    amount: 1,
+    at: new Date().toISOString(),
+  };
+  const raw = await kafka.producer();
+  await raw.send({ topic: sc.topic, messages: [{ key: accountId, value: JSON.stringify(bad) }] });
+  await publish(sc, events.slice(half));
+  return bad;
+}
+
 /** Publishes `events` with the pipeline's publisher, in sends of `perSend`. */
 async function publish(sc: Scenario, events: readonly AccountEvent[], perSend = events.length): Promise<void> {
   const publisher = await createPublisher(createKafka(kafka.brokers), sc.topic);
@@ -1307,22 +1331,7 @@ describe('challenges: what the first version gets wrong', () => {
     const sc = await scenario('unappliable');
     const accounts = sc.accounts(3);
     const events = generateEvents(accounts, 20);
-    const half = events.length / 2;
-    // An event every version parses, which PostgreSQL refuses every time: its number does not fit the
-    // projection's integer column (a producer that counts past 2^31). Keyed like the first account's
-    // events, in the middle of the stream, so good events sit behind it on its partition.
-    await publish(sc, events.slice(0, half));
-    const bad: AccountEvent = {
-      id: randomUUID(),
-      accountId: accounts[0]!,
-      seq: 3_000_000_000,
-      type: 'deposited',
-      amount: 1,
-      at: new Date().toISOString(),
-    };
-    const raw = await kafka.producer();
-    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: JSON.stringify(bad) }] });
-    await publish(sc, events.slice(half));
+    const bad = await publishAroundUnappliable(sc, events);
 
     const client = createKafka(kafka.brokers);
     const crashes = countCrashes(client);
@@ -1386,19 +1395,7 @@ describe('challenges: what the first version gets wrong', () => {
     const sc = await scenario('unappliable-outage');
     const accounts = sc.accounts(3);
     const events = generateEvents(accounts, 10);
-    const half = events.length / 2;
-    await publish(sc, events.slice(0, half));
-    const bad: AccountEvent = {
-      id: randomUUID(),
-      accountId: accounts[0]!,
-      seq: 3_000_000_000, // does not fit the projection's integer column: refused every time
-      type: 'deposited',
-      amount: 1,
-      at: new Date().toISOString(),
-    };
-    const raw = await kafka.producer();
-    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: JSON.stringify(bad) }] });
-    await publish(sc, events.slice(half));
+    const bad = await publishAroundUnappliable(sc, events);
 
     const proxy = await stallingProxy(database.url);
     const db = createPgPool(proxy.url, PROJECTOR_POOL_OPTIONS);
