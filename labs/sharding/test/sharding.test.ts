@@ -333,6 +333,160 @@ describe('baseline: what any shard router must do', () => {
     },
     SHARED_WORLD_TIMEOUT_MS,
   );
+
+  it(
+    "reads take no lock: a tenant is listed and paged while another session holds its shard's other tables against writers",
+    async ({ skip }) => {
+      // A mover's switch, an operator's repair, a long migration: a transaction may hold a router's own
+      // tables on a shard (who owns what, a change log) against writers for a while. Writes to that
+      // shard then wait, as they must; reads need not. A read that checks ownership in the same
+      // statement as it reads the notes sees both in one snapshot, and a plain SELECT takes only the
+      // lock that EXCLUSIVE lets through. One that locks the ownership rows (FOR SHARE) or writes
+      // anything (a change-log entry) queues behind the holder, and every read of the shard stalls
+      // with it until its statement timeout: the spec holds EXCLUSIVE on every table but the notes.
+      const svc = await resolveService('postgres');
+      // The held lock is a session of the spec's own beside the API's: the embedded engine serves one at a time.
+      if (svc.provider === 'embedded') skip();
+      await sharedWorld();
+      const tenant = 'unlocked-reader';
+      const ids = (await create(one, tenant, ['a', 'b', 'c'])).sort(newestFirst).map((n) => n.id);
+      const [[home]] = (await locate(one, [tenant])) as [[number]];
+      const shardList = (await call(one, 'GET', '/api/admin/shards')).body.shards as { id: number; location: string }[];
+      const database = shardList.find((s) => s.id === home)!.location;
+      const db = new pg.Client({ connectionString: databaseUrl(svc.url, database) });
+      await db.connect();
+      await using _release: AsyncDisposable = {
+        [Symbol.asyncDispose]: async () => {
+          await db.query('ROLLBACK').catch(() => undefined);
+          await db.end();
+        },
+      };
+      await db.query('BEGIN');
+      // Every table on the shard but the notes: the router's own (none, for a router that keeps none there).
+      const { rows: tables } = await db.query<{ name: string }>(
+        `SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND tablename <> 'notes'`,
+      );
+      for (const { name } of tables) await db.query(`LOCK TABLE ${name} IN EXCLUSIVE MODE`);
+      const [listed, paged] = await Promise.all([
+        ask(two, 'GET', `/api/tenants/${tenant}/notes`),
+        ask(two, 'GET', `/api/notes?tenants=${tenant}&limit=10`),
+      ]);
+      await db.query('COMMIT');
+      const read = (a: Answer) => [
+        a.status,
+        a.status === 200 ? (a.body.notes as Note[]).map((n) => n.id) : a.body?.detail,
+      ];
+      expect(
+        { list: read(listed), page: read(paged) },
+        `a list and a page of ${tenant} while ${tables.map((t) => t.name).join(', ') || 'no table'} on its shard ` +
+          'were held in EXCLUSIVE mode (writers wait, plain reads pass)',
+      ).toEqual({ list: [200, ids], page: [200, ids] });
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
+
+  it(
+    'serves a shard session that already holds the names of the statements the router prepares (a pooler or the embedded engine shares sessions)',
+    async ({ skip }) => {
+      // A named (prepared) statement is planned once per session, and the client library remembers
+      // which names it prepared on each connection. Behind a pooler in transaction mode, or on the
+      // embedded engine (one session for every connection), a connection can meet a session where
+      // another connection already prepared that name: PostgreSQL answers 42P05, "prepared statement
+      // already exists". The spec makes such a session: it copies every statement prepared on the
+      // tenant's shard into a fresh session of the very pool the API uses, the only one left in it.
+      const svc = await resolveService('postgres');
+      // There it is met for real on every run: the one session holds every name already.
+      if (svc.provider === 'embedded') skip();
+      const world = await sharedWorld();
+      const tenant = 'named-twice';
+      // Every kind of statement the API sends, so each has been prepared, if the router prepares any.
+      const [first] = await create(one, tenant, ['before']);
+      await call(one, 'PATCH', `/api/tenants/${tenant}/notes/${first!.id}`, { body: 'edited before' });
+      await list(one, tenant);
+      await call(one, 'GET', `/api/notes?tenants=${tenant}&limit=5`);
+      const [[home]] = (await locate(one, [tenant])) as [[number]];
+      const { pool } = (await world.shards()).get(home);
+      // Both sessions of the pool (two connections each), what was prepared on them, then both ended.
+      const sessions = [await pool.connect(), await pool.connect()];
+      const prepared = new Map<string, { statement: string; types: string[] }>();
+      for (const session of sessions) {
+        const { rows } = await session.query<{ name: string; statement: string; types: string[] }>(
+          'SELECT name, statement, parameter_types::text[] AS types FROM pg_prepared_statements',
+        );
+        for (const row of rows) prepared.set(row.name, row);
+      }
+      for (const session of sessions) session.release(true);
+      const fresh = await pool.connect();
+      for (const [name, { statement, types }] of prepared)
+        await fresh.query(`PREPARE ${pg.escapeIdentifier(name)} (${types.join(', ')}) AS ${statement}`);
+      fresh.release();
+
+      const answers = [
+        await ask(two, 'POST', `/api/tenants/${tenant}/notes`, { notes: [{ body: 'after' }] }),
+        await ask(two, 'PATCH', `/api/tenants/${tenant}/notes/${first!.id}`, { body: 'edited after' }),
+        await ask(two, 'GET', `/api/tenants/${tenant}/notes`),
+        await ask(two, 'GET', `/api/notes?tenants=${tenant}&limit=5`),
+      ];
+      expect(
+        answers.map((a) => [a.request, a.status, a.status === 200 || a.status === 201 ? '' : a.body?.detail]),
+        `requests served by a session that already held the ${prepared.size} statements prepared on shard ${home}`,
+      ).toEqual(answers.map((a) => [a.request, a.request.startsWith('POST') ? 201 : 200, '']));
+      expect((answers[2]!.body.notes as Note[]).map((n) => n.body).sort()).toEqual(['after', 'edited after']);
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
+
+  it(
+    'an instance that loses the catalog in the middle of its first request serves again once the catalog is back',
+    async ({ skip }) => {
+      // A router may keep what it reads from the catalog (a bucket map, say) and read it once for many
+      // requests. What it must not keep is a failed read: an instance that remembers the error (or
+      // nothing, in its place) fails every request after it until it is restarted. The spec starts an
+      // instance whose own connections to the catalog pass through a proxy, lets its first request's
+      // first catalog statement through and back, and cuts the connection when the next one is sent.
+      const svc = await resolveService('postgres');
+      // The held statement is a session of its own beside the API's: the embedded engine serves one at a time.
+      if (svc.provider === 'embedded') skip();
+      await using proxy = await delayingProxy(svc.url, {});
+      const world = await sharedWorld();
+      const late = await world.startAnother({
+        ownConnectionsVia: (url, target) => (target === 'catalog' ? proxy.via(url) : url),
+      });
+      const tenant = 'catalog-cut';
+      const ids = (await create(one, tenant, ['a', 'b'])).sort(newestFirst).map((n) => n.id);
+      const passOne = async (direction: 'toService' | 'toClient') => {
+        const held = await pollUntil(async () => proxy.inFlight()[direction] > 0);
+        proxy.resume();
+        proxy.stall();
+        return held;
+      };
+      proxy.stall();
+      const first = ask(late, 'GET', `/api/tenants/${tenant}/notes`);
+      let cut = false;
+      if ((await passOne('toService')) && (await passOne('toClient'))) {
+        // The first statement's answer has gone back; the next statement of the request is held here.
+        cut = await pollUntil(async () => proxy.inFlight().toService > 0);
+      }
+      if (cut) await proxy.kill();
+      else proxy.resume(); // a router that reads the catalog once per request: nothing to cut
+      const during = await first;
+      await proxy.revive();
+      const after = await ask(late, 'GET', `/api/tenants/${tenant}/notes`);
+      expect(
+        {
+          during: during.status === 200 || isOutage(during),
+          after: [
+            after.status,
+            after.status === 200 ? (after.body.notes as Note[]).map((n) => n.id) : after.body?.detail,
+          ],
+        },
+        `the request cut off from the catalog (${cut ? 'at its second catalog statement' : 'not cut'}) answered ` +
+          `${during.status}; the next, with the catalog back, ${after.status}`,
+      ).toEqual({ during: true, after: [200, ids] });
+    },
+    SHARED_WORLD_TIMEOUT_MS,
+  );
 });
 
 /** How long a request may take under a fault before the spec counts it unanswered. */
@@ -434,10 +588,13 @@ function countConnects(pool: pg.Pool): { readonly count: number } & Disposable {
 
 /**
  * The requests of the down-or-stalled fault test that need its down shard: two tenants' three each,
- * two pages, the admin view and the split tenant's three; and the connections they may ask of it.
+ * two pages, the admin view and the split tenant's three; and the connections they may ask of it: one
+ * each, and a second for a third of them. A router that tries a failed statement again now and then
+ * stays within it; one that sends every failed statement twice asks about twice as many (21 to 23
+ * where the solution asks 11 or 12).
  */
 const DOWN_SHARD_REQUESTS = 12;
-const DOWN_SHARD_ATTEMPTS = 2 * DOWN_SHARD_REQUESTS;
+const DOWN_SHARD_ATTEMPTS = DOWN_SHARD_REQUESTS + DOWN_SHARD_REQUESTS / 3;
 
 /** `answers` as [request, status] pairs, for a message that shows what came back. */
 const summary = (answers: Answer[]) => JSON.stringify(answers.map((a) => [a.request, a.status]));
@@ -534,7 +691,7 @@ sideBySide('baseline: under faults, every request is answered within a bound', (
     stalled.stall();
     await down.kill();
     // Every connection the API asks of the down shard's pool from now on, refused or not: a statement
-    // each. A request that needs the shard should try it once (or twice), then answer 503 and let the
+    // each. A request that needs the shard should try it once (a few may try twice), then answer 503 and let the
     // client come back after Retry-After; one that retries inside the request hammers a database that
     // is trying to come back, for as long as it waits, times every client.
     const downAttempts = countConnects((await world.shards()).get(1).pool);
@@ -594,7 +751,7 @@ sideBySide('baseline: under faults, every request is answered within a bound', (
     expect(
       downAttempts.count,
       `connections asked of the down shard's pool by the ${DOWN_SHARD_REQUESTS} requests that need it ` +
-        `(at most ${DOWN_SHARD_ATTEMPTS}: one try each, and room for a retry)`,
+        `(at most ${DOWN_SHARD_ATTEMPTS}: one try each, and a second for a third of them)`,
     ).toBeLessThanOrEqual(DOWN_SHARD_ATTEMPTS);
 
     // Once the shard answers again, so does the API: no restart, no stuck connection.
@@ -1020,6 +1177,92 @@ sideBySide('baseline: a reshard that fails or hangs half way', () => {
   }, 180_000);
 });
 
+sideBySide('baseline: a bucket written as fast as it moves', () => {
+  it('a move whose bucket is written as fast as it catches up still freezes the bucket: the catch-up does not chase writes for ever', async ({
+    skip,
+  }) => {
+    // A mover catches up with the writes logged while it copied, and again with those logged while it
+    // caught up, until few are left; then it freezes the bucket and applies the rest. A bucket that
+    // gets as many writes per pass as the pass applies never gets there: the mover must stop after a
+    // bounded number of passes and freeze anyway (a longer pause, once), or it chases the writes for as
+    // long as they come. The spec paces the writes itself: the mover's connections to the new shard pass
+    // through a proxy, and while each of its statements there is held, another instance writes a batch
+    // of 25 notes to the moving tenant. A batch refused, or still unanswered after 1.5 s (held by a
+    // frozen bucket, which waits for the very statement the spec holds), ends the chase: the spec then
+    // lets the mover go on, well within its statements' 3 s.
+    const svc = await resolveService('postgres');
+    // The held statements are a session of the mover's beside the writer's: the embedded engine serves one at a time.
+    if (svc.provider === 'embedded') skip();
+    const proxy = await delayingProxy(svc.url, {});
+    await using _proxy: AsyncDisposable = { [Symbol.asyncDispose]: () => proxy.kill() };
+    /** More rounds than any bounded catch-up needs: a mover still catching up after these chases the writes. */
+    const ROUNDS = 12;
+    const tenants = Array.from({ length: 40 }, (_, i) => `keep-pace-${i}`);
+    let writer = '';
+    let paced: string | undefined;
+    let driving: Promise<void> = Promise.resolve();
+    let accepted = 0;
+    /** Batches the spec stopped waiting for: answered once the mover has gone on. */
+    const late: Promise<unknown>[] = [];
+    const batch = (tenant: string, round: number) =>
+      ask(writer, 'POST', `/api/tenants/${tenant}/notes`, {
+        notes: Array.from({ length: 25 }, (_, i) => ({ body: `round ${round}, note ${i}` })),
+      });
+    /** Waits (a bounded while) for a chunk held in `direction`, then lets what is held through and holds what follows. */
+    const passHeld = async (direction: 'toService' | 'toClient') => {
+      const held = await pollUntil(async () => proxy.inFlight()[direction] > 0, 5000);
+      proxy.resume();
+      proxy.stall();
+      return held;
+    };
+    const hooks: MoveHooks = {
+      async afterCopy(moving) {
+        const tenant = moving.find((t) => tenants.includes(t));
+        if (paced || !tenant) return;
+        paced = tenant;
+        // Enough changes for a first catch-up pass...
+        if ((await batch(tenant, 0)).status !== 201) return;
+        proxy.stall();
+        driving = (async () => {
+          try {
+            for (let round = 1; round <= ROUNDS; round++) {
+              // ...and as many again while each of the mover's statements on the new shard is held.
+              if (!(await pollUntil(async () => proxy.inFlight().toService > 0, 5000))) return;
+              const written = batch(tenant, round);
+              late.push(written);
+              const answer = await Promise.race([
+                written,
+                new Promise<'held'>((resolve) => setTimeout(() => resolve('held'), 1500)),
+              ]);
+              if (answer === 'held' || answer.status !== 201) return;
+              accepted++;
+              if (!(await passHeld('toService')) || !(await passHeld('toClient'))) return;
+            }
+          } finally {
+            proxy.resume();
+          }
+        })();
+      },
+    };
+    await using world = await openWorld([
+      { hooks, ownConnectionsVia: (url, target) => (target === 4 ? proxy.via(url) : url) },
+      {},
+    ]);
+    await using _cutFirst = cutOnFailure(proxy);
+    const [mover] = world.urls as [string, string];
+    [, writer] = world.urls as [string, string];
+    for (const tenant of tenants) await create(mover, tenant, ['before']);
+    const reshard = await call(mover, 'POST', '/api/admin/shards');
+    await driving;
+    await Promise.all(late);
+    expect(
+      { reshard: reshard.status, chased: accepted >= ROUNDS },
+      `${paced ?? 'no tenant of the spec'} moved while written 25 notes at a time: ${accepted} batches taken ` +
+        `between the mover's statements on the new shard before its bucket froze (the reshard answered ${reshard.status})`,
+    ).toEqual({ reshard: 201, chased: false });
+  }, 60_000);
+});
+
 sideBySide('baseline: a read that races a switch', () => {
   it('a read that races a switch and its clean-up returns every note of the tenant or a retryable error', async ({
     skip,
@@ -1159,6 +1402,73 @@ sideBySide('challenges: what hash % N gets wrong, on worlds of their own', () =>
       balance.even,
       `buckets per shard after the fifth joined: ${balance.perShard.join(', ')} (256 over 5 is 51 or 52 each)`,
     ).toBe(true);
+  }, 60_000);
+
+  it('challenge: a reshard switches a bucket only to a copy that matches, and one whose new shard goes down at a switch answers 503 and keeps the notes on the old shard', async () => {
+    // Two reshards of one world. In the first, the spec spoils the copy of the first bucket that holds
+    // one of its tenants (a row on the new shard that the old one does not have, as a half-applied
+    // change or a bug in the copy would leave): a router that compares the copy with its source before
+    // it switches stops there, and the row is never served. In the second, the new shard sits behind a
+    // proxy the spec kills at the first switch of one of its tenants: the copy is done and the target
+    // is gone. Whatever the mover has done to the bucket by then, the notes it deletes from the old
+    // shard must be ones the new shard has taken over: a switch that carries on past a failure deletes
+    // the only copy the fleet can reach (the only one at all, if the new shard never comes back). The
+    // reshard failed for an outage: a 503 with Retry-After, not a 201.
+    const svc = await resolveService('postgres');
+    await using target = await stallingProxy(svc.url);
+    const tenants = Array.from({ length: 40 }, (_, i) => `cut-off-${i}`);
+    let url = '';
+    let shardSet: () => Promise<ShardSet> = () => Promise.reject(new Error('no world yet'));
+    let phase: 'spoil' | 'cut' = 'spoil';
+    let spoiled: string | undefined;
+    let moving: { tenant: string; from: number } | undefined;
+    const hooks: MoveHooks = {
+      async afterCopy(tenantsMoving) {
+        const tenant = tenantsMoving.find((t) => tenants.includes(t));
+        if (phase !== 'spoil' || spoiled || !tenant) return;
+        spoiled = tenant;
+        // On the shard being added (the highest id), in the tenant's bucket (`hash32(tenant) % 256`).
+        const world = await shardSet();
+        const added = (await world.all()).reduce((a, b) => (b.id > a.id ? b : a));
+        await added.pool.query(
+          `INSERT INTO ${added.table('notes')} (id, tenant_id, bucket, body) VALUES ($1, $2, $3, 'only in the copy')`,
+          [randomUUID(), tenant, hash32(tenant) % 256],
+        );
+      },
+      async beforeSwitch(tenantsMoving) {
+        const tenant = tenantsMoving.find((t) => tenants.includes(t));
+        if (phase !== 'cut' || moving || !tenant) return;
+        const [[from]] = (await locate(url, [tenant])) as [[number]];
+        moving = { tenant, from };
+        await target.kill();
+      },
+    };
+    // Every shard added (4, 5) is reached through the proxy.
+    await using world = await openWorld([
+      { hooks, connectVia: (u, shard) => (shard !== 'catalog' && shard >= 4 ? target.via(u) : u) },
+    ]);
+    await using _cutFirst = cutOnFailure(target);
+    [url] = world.urls as [string];
+    shardSet = world.shards;
+    const written = new Map<string, number>();
+    for (const tenant of tenants) written.set(tenant, (await create(url, tenant, ['a', 'b'])).length);
+
+    const first = await ask(url, 'POST', '/api/admin/shards');
+    expect(spoiled, 'a copy of one of the tenants was spoiled (the spec needs one)').toBeDefined();
+    const servedSpoiled = (await list(url, spoiled!)).filter((n) => n.body === 'only in the copy').length;
+    phase = 'cut';
+    const second = await ask(url, 'POST', '/api/admin/shards');
+    await target.revive();
+    expect(moving, 'a switch of one of the tenants began in the second reshard (the spec needs one)').toBeDefined();
+    const { tenant, from } = moving!;
+    const kept = (await whereIs(url, tenant)).rowsByShard[from];
+    expect(
+      { first: first.status === 201 ? 'switched' : 'stopped', servedSpoiled, second: isOutage(second), kept },
+      `the reshard whose copy of ${spoiled} did not match its source answered ${first.status}, and ${spoiled}'s ` +
+        `list then had ${servedSpoiled} note(s) only that copy had; the one whose new shard went down at ` +
+        `${tenant}'s switch answered ${second.status}, with ${kept} of ${tenant}'s ${written.get(tenant)} notes still ` +
+        `on shard ${from}, which served them`,
+    ).toEqual({ first: 'stopped', servedSpoiled: 0, second: true, kept: written.get(tenant) });
   }, 60_000);
 
   it('challenge: a reshard under concurrent writes loses no write and serves no stale or misplaced note', async () => {
