@@ -29,7 +29,8 @@ export async function until(check: () => Promise<boolean> | boolean, timeoutMs: 
   for (;;) {
     if (await check()) return true;
     if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
+    // timers/promises, which a test's fake clock (vi.useFakeTimers) leaves running.
+    await sleep(everyMs);
   }
 }
 
@@ -60,6 +61,39 @@ export function countCrashes(kafka: Kafka): { readonly count: number; readonly l
       seen.count += 1;
       seen.last = event.payload.error.message;
     });
+    return consumer;
+  };
+  return seen;
+}
+
+/**
+ * Counts the times the handler (eachBatch or eachMessage) of every consumer made from `kafka` from now
+ * on threw: kafkajs retries a batch whose handler failed, often without a crash to show for it, so a
+ * handler that fails once and then passes leaves no other trace. The real client, instrumented from outside.
+ */
+export function countHandlerErrors(kafka: Kafka): { readonly count: number; readonly last?: string } {
+  const seen = { count: 0, last: undefined as string | undefined };
+  const counted =
+    <T extends unknown[]>(handler: (...args: T) => Promise<void>) =>
+    async (...args: T) => {
+      try {
+        await handler(...args);
+      } catch (error) {
+        seen.count += 1;
+        seen.last = (error as Error).message;
+        throw error;
+      }
+    };
+  const original = kafka.consumer.bind(kafka);
+  kafka.consumer = (config) => {
+    const consumer = original(config);
+    const run = consumer.run.bind(consumer);
+    consumer.run = (options) =>
+      run({
+        ...options,
+        ...(options?.eachBatch ? { eachBatch: counted(options.eachBatch) } : {}),
+        ...(options?.eachMessage ? { eachMessage: counted(options.eachMessage) } : {}),
+      });
     return consumer;
   };
   return seen;
@@ -228,6 +262,44 @@ export function holdSends(kafka: Kafka, matches: EventMatch): { readonly held: n
     await released;
     return send();
   });
+  return seen;
+}
+
+/**
+ * Counts the sends of every producer made from `kafka` from now on (`sends`), and those that carried no
+ * message at all (`empty`): a send with nothing to send is a round trip for nothing.
+ */
+export function countSends(kafka: Kafka): { readonly sends: number; readonly empty: number } {
+  const seen = { sends: 0, empty: 0 };
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    const send = producer.send.bind(producer);
+    producer.send = (record) => {
+      seen.sends += 1;
+      if (record.messages.length === 0) seen.empty += 1;
+      return send(record);
+    };
+    return producer;
+  };
+  return seen;
+}
+
+/** How many producers were made from `kafka` from now on, and how many of them connected and disconnected. */
+export function watchProducers(kafka: Kafka): { made: number; connected: number; disconnected: number } {
+  const seen = { made: 0, connected: 0, disconnected: 0 };
+  const original = kafka.producer.bind(kafka);
+  kafka.producer = (config) => {
+    const producer = original(config);
+    seen.made += 1;
+    producer.on(producer.events.CONNECT, () => {
+      seen.connected += 1;
+    });
+    producer.on(producer.events.DISCONNECT, () => {
+      seen.disconnected += 1;
+    });
+    return producer;
+  };
   return seen;
 }
 

@@ -230,7 +230,16 @@ export function serveParent(handlers: ParentHandlers): void {
     void sendCoverage();
     sendOnly(message);
   };
-  if (stryker()) setInterval(() => void sendCoverage(), 250).unref();
+  if (stryker()) {
+    setInterval(() => void sendCoverage(), 250).unref();
+    // A child that ends itself (its own SIGTERM handler calling process.exit) has no time to wait for
+    // a message to leave. One small message on an idle IPC socket is written at once, so this still
+    // reports the shutdown path; a busier channel may lose it, and then Stryker only misses coverage.
+    process.once('exit', () => {
+      const mutants = takeOwnCoverage();
+      if (mutants && process.connected) sendOnly({ type: 'mutant-coverage', mutants });
+    });
+  }
   process.on('message', async (message: { type: string; id?: number; input?: unknown }) => {
     if (message.type === 'stop') {
       const failed = await Promise.resolve(handlers.stop()).then(
