@@ -4,7 +4,7 @@
  * two servers whose clocks disagree, a fake Date); nothing is timed. The forged tokens are signed with
  * the lab's real key wherever only the claims or the header should give them away.
  */
-import { createHash, createPublicKey, sign as rsaSign } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, randomBytes, sign as rsaSign } from 'node:crypto';
 import { once } from 'node:events';
 import { type AddressInfo, createServer } from 'node:net';
 import { formatWithOptions } from 'node:util';
@@ -122,24 +122,52 @@ function handedOutSecrets(): { value: string; what: string }[] {
   return handed.flatMap((c) => (c.what === 'the refresh cookie' ? refreshSecrets(c.value, disclosed) : [c]));
 }
 
+/** What the process wrote to a log during a test (see `captureLogs`). */
+interface CapturedLogs {
+  /** All of it as text, objects rendered whole (no depth limit, no long string cut or folded). */
+  text(): string;
+  /** The calls of the console methods named, each with its arguments as given. */
+  calls(...methods: ConsoleMethod[]): unknown[][];
+}
+
+type ConsoleMethod = (typeof CONSOLE_METHODS)[number];
+const CONSOLE_METHODS = ['log', 'info', 'warn', 'error', 'debug', 'trace'] as const;
+
 /**
  * Captures, until the test ends, everything the process writes to a log: every console method and the
- * standard streams (a logger that bypasses console writes there). Returns a function giving it all as
- * text, objects rendered whole (no depth limit, no long string cut or folded).
+ * standard streams (a logger that bypasses console writes there). Nothing of it reaches the terminal.
  */
-function captureLogs(): () => string {
+function captureLogs(): CapturedLogs {
   const written: string[] = [];
   const options = { depth: Infinity, breakLength: Infinity, maxStringLength: Infinity, maxArrayLength: Infinity };
-  for (const method of ['log', 'info', 'warn', 'error', 'debug', 'trace'] as const)
+  const spies = CONSOLE_METHODS.map((method) =>
     vi.spyOn(console, method).mockImplementation((...args: unknown[]) => {
       written.push(formatWithOptions(options, ...args));
-    });
+    }),
+  );
   for (const stream of [process.stdout, process.stderr])
     vi.spyOn(stream, 'write').mockImplementation(((chunk: string | Uint8Array) => {
       written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
       return true;
     }) as typeof stream.write);
-  return () => written.join('\n');
+  return {
+    text: () => written.join('\n'),
+    calls: (...methods) => methods.flatMap((method) => spies[CONSOLE_METHODS.indexOf(method)]!.mock.calls),
+  };
+}
+
+/**
+ * Fails when `logs` hold any credential a Tab of this file was handed, or the secret part of a refresh
+ * token: a log goes to a log service, to everyone who can search it, kept for months.
+ */
+function expectNoCredentialLogged(logs: CapturedLogs): void {
+  const text = logs.text();
+  const secrets = handedOutSecrets();
+  const found = secrets.filter((secret) => text.includes(secret.value));
+  expect(
+    found.map((secret) => secret.what),
+    `${found.length} of the ${secrets.length} credentials (and secret parts) handed to the tabs found in what the server logged`,
+  ).toEqual([]);
 }
 
 describe('baseline: logging in and using an access token', () => {
@@ -351,16 +379,11 @@ describe('baseline: logging in and using an access token', () => {
     await idle.login(grace.username, grace.password);
     app.clock.advance(PAST_ACCESS_EXPIRY);
     await (await idle.send('POST', '/logout')).arrayBuffer(); // with an expired access token
-    const text = logged();
-    const found = handedOutSecrets().filter((secret) => text.includes(secret.value));
-    expect(
-      found.map((secret) => secret.what),
-      'credentials handed to the tabs, found in what the server logged',
-    ).toEqual([]);
+    expectNoCredentialLogged(logged);
   });
 
   for (const fault of ['down', 'stalled'] as const) {
-    it(`answers /login and /refresh with a 503 and Retry-After while Redis is ${fault}, promptly, logging one line`, async () => {
+    it(`answers /login and /refresh with a 503 and Retry-After while Redis is ${fault}, promptly, logging one line and no credential`, async () => {
       // Down: a port nothing listens on. Stalled: the test kit's proxy, connected and then silent, so
       // only the client's command timeout (1 s, createRedisClient's) can end the wait.
       let faulty: Redis;
@@ -375,24 +398,22 @@ describe('baseline: logging in and using an access token', () => {
       }
       faulty.on('error', () => {}); // reconnect attempts are expected here
       lab.context.onClose(() => faulty.disconnect());
-      const app = await startAppOn(lab, { redis: faulty, users });
-      const logged = [
-        vi.spyOn(console, 'error').mockImplementation(() => {}),
-        vi.spyOn(console, 'warn').mockImplementation(() => {}),
-      ];
-      const login = () =>
-        fetch(`${app.url}/login`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ username: ada.username, password: ada.password }),
-        });
-      const refresh = () => fetch(`${app.url}/refresh`, { method: 'POST', headers: { cookie: 'refresh_token=r-1' } });
+      // Real credentials: Ada logs in through a healthy instance, then her browser talks to another
+      // instance of the same deployment (its secret and keys) whose Redis is at fault. A made-up cookie
+      // is refused before it reaches Redis, so it would never meet the outage, nor any code that logs it.
+      const { app: healthy, tab } = await loggedIn();
+      const app = await startTwin(lab, healthy, { redis: faulty });
+      const there = new Tab(app.url, tab.jar);
+      there.accessToken = tab.accessToken;
+      const logged = captureLogs();
+      const login = () => new Tab(app.url).send('POST', '/login', { username: ada.username, password: ada.password });
+      const refresh = () => there.send('POST', '/refresh');
       // Token code that needs no Redis on a route answers as it always does there; code that does must
       // say "come back soon" (a 503 a client can act on), never a 500, and within a few seconds.
       const late: string[] = [];
       for (const [path, send, withoutRedis] of [
         ['/login', login, 200],
-        ['/refresh', refresh, 401],
+        ['/refresh', refresh, 200],
       ] as const) {
         for (let i = 0; i < 2; i++) {
           const sent = performance.now();
@@ -400,7 +421,7 @@ describe('baseline: logging in and using an access token', () => {
           if (performance.now() - sent > 5000) late.push(path);
           expect([withoutRedis, 503], `${path} answered ${res.status}`).toContain(res.status);
           if (res.status !== 503) {
-            await res.arrayBuffer();
+            recordCredential(((await res.json()) as { accessToken?: string }).accessToken, 'an access token');
             continue;
           }
           expect(Number(res.headers.get('retry-after')), path).toBeGreaterThanOrEqual(1);
@@ -410,7 +431,9 @@ describe('baseline: logging in and using an access token', () => {
         }
       }
       expect(late, 'requests answered after more than 5 s').toEqual([]);
-      const lines = logged.flatMap((spy) => spy.mock.calls);
+      // The outage's line names the store, never the credentials of the request it cut short.
+      expectNoCredentialLogged(logged);
+      const lines = logged.calls('error', 'warn');
       expect(lines.length, 'one line per outage, not one per request').toBeLessThanOrEqual(1);
       expect(
         lines.flat().every((part) => typeof part === 'string'),
@@ -425,12 +448,13 @@ describe('baseline: logging in and using an access token', () => {
     // Retry-After that names the session store, within a few seconds; nothing escapes as an unhandled
     // rejection or exception that would kill a real server. No honest session is lost: a refresh whose
     // answer was cut off after Redis rotated the family is retried with the same cookie, which the
-    // racing-tabs grace answers, and once Redis is back every browser refreshes again.
+    // racing-tabs grace answers, and once Redis is back every browser refreshes again. And none of the
+    // credentials the browsers hold shows up in what the server logs about the outage.
     await using proxy = await stallingProxy(
       `redis://${redis.options.host ?? '127.0.0.1'}:${redis.options.port ?? 6379}`,
     );
     const app = await startAppOn(lab, { redis: await lab.context.redis({ url: proxy.url }), users });
-    vi.spyOn(console, 'warn').mockImplementation(() => {}); // the outage's one line every 5 s
+    const logged = captureLogs(); // the outage's one line every 5 s, and whatever else the server writes
     const escaped: unknown[] = [];
     const onEscape = (error: unknown) => escaped.push(error);
     process.on('unhandledRejection', onEscape);
@@ -438,8 +462,11 @@ describe('baseline: logging in and using an access token', () => {
     const seen: Record<string, number> = {};
     const wrong: string[] = [];
     let stop = false;
-    /** A login the first time, a refresh (with whatever the tab holds) after that; true when it succeeded. */
-    const step = async (tab: Tab): Promise<boolean> => {
+    /**
+     * A login the first time, a refresh (with whatever the tab holds) after that; true when it succeeded.
+     * `who` names the browser in what goes wrong.
+     */
+    const step = async (tab: Tab, who: string): Promise<boolean> => {
       const path = tab.jar.cookie || tab.accessToken ? '/refresh' : '/login';
       const sent = performance.now();
       const res = await tab.send(
@@ -452,7 +479,7 @@ describe('baseline: logging in and using an access token', () => {
       const outcome = `${path} ${res.status}`;
       seen[outcome] = (seen[outcome] ?? 0) + 1;
       // An outage is answered within a few seconds (a success may wait for the CPU: logins hash a password).
-      if (res.status === 503 && ms > 5000) wrong.push(`${outcome} after ${Math.round(ms)} ms`);
+      if (res.status === 503 && ms > 5000) wrong.push(`${who}: ${outcome} after ${Math.round(ms)} ms`);
       if (res.status === 200) {
         tab.accessToken = body.accessToken;
         recordCredential(tab.accessToken, 'an access token');
@@ -460,61 +487,72 @@ describe('baseline: logging in and using an access token', () => {
       }
       const retryAfter = Number(res.headers.get('retry-after'));
       if (res.status !== 503 || !(retryAfter >= 1) || !/session store/.test(body.detail ?? ''))
-        wrong.push(`${outcome}, Retry-After ${retryAfter}: ${body.detail}`);
+        wrong.push(`${who}: ${outcome}, Retry-After ${retryAfter}: ${body.detail}`);
       return false;
     };
     const tabs = Array.from({ length: 20 }, () => new Tab(app.url));
     const answered = tabs.map(() => 0);
     const browsing = tabs.map(async (tab, i) => {
       while (!stop) {
-        await step(tab);
+        await step(tab, `browser ${i + 1}`);
         answered[i]! += 1;
       }
     });
     const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    /** Waits (up to 15 s) until every browser has had another answer; says whether they all did. */
-    const everyBrowserAnswered = async () => {
+    const problems: string[] = [];
+    /** Waits (up to 15 s) until every browser has had another answer; notes those that had none. */
+    const everyBrowserAnswers = async (phase: string) => {
       const before = [...answered];
-      for (let waited = 0; waited < 15_000; waited += 50) {
-        if (answered.every((n, i) => n > before[i]!)) return true;
-        await pause(50);
-      }
-      return false;
+      const silent = () => answered.flatMap((n, i) => (n > before[i]! ? [] : [i + 1]));
+      for (let waited = 0; waited < 15_000 && silent().length > 0; waited += 50) await pause(50);
+      const left = silent();
+      if (left.length > 0)
+        problems.push(
+          `${phase}: ${left.length} of ${tabs.length} browsers got no answer within 15 s (browsers ${left.join(', ')})`,
+        );
     };
-    /** Until a fresh login succeeds (bounded: the client's reconnects back off to 2 s). */
-    const backAgain = async () => {
-      for (let attempt = 0; attempt < 50; attempt++) {
-        if (await step(new Tab(app.url))) return true;
+    /** Until a fresh login succeeds (bounded: the client's reconnects back off to 2 s); notes when none did. */
+    const loginsSucceed = async (phase: string) => {
+      for (let attempt = 1; attempt <= 50; attempt++) {
+        if (await step(new Tab(app.url), `${phase}, login ${attempt}`)) return;
         await pause(100);
       }
-      return false;
+      problems.push(`${phase}: none of 50 fresh logins succeeded, 100 ms apart`);
     };
-    const phases: Record<string, boolean> = {};
     try {
       await pause(300);
       await proxy.kill(); // every connection reset, scripts in flight among them; then refused
-      phases['every browser answered while Redis is down'] = await everyBrowserAnswered();
+      await everyBrowserAnswers('while Redis is down');
       await proxy.revive();
-      phases['logins succeed once Redis is back'] = await backAgain();
+      await loginsSucceed('once Redis is back');
       proxy.stall();
-      phases['every browser answered while Redis is stalled'] = await everyBrowserAnswered();
+      await everyBrowserAnswers('while Redis is stalled');
       proxy.resume();
-      phases['logins succeed once Redis answers again'] = await backAgain();
+      await loginsSucceed('once Redis answers again');
     } finally {
       stop = true;
       await Promise.all(browsing);
       process.off('unhandledRejection', onEscape);
       process.off('uncaughtException', onEscape);
     }
-    expect(phases).toEqual(Object.fromEntries(Object.keys(phases).map((phase) => [phase, true])));
-    expect(
-      wrong,
-      `answers other than a prompt 200 or a 503 naming the session store (${JSON.stringify(seen)})`,
-    ).toEqual([]);
+    const answeredWrong = [...wrong]; // before the check below, whose failures count as lost sessions
     // Every browser that holds a cookie still has its session: nothing Redis accepted, or answered, is lost.
     const lost: number[] = [];
-    for (const [i, tab] of tabs.entries()) if (tab.jar.cookie && !(await step(tab))) lost.push(i);
-    expect(lost, `browsers whose session did not survive the faults (${JSON.stringify(seen)})`).toEqual([]);
+    for (const [i, tab] of tabs.entries())
+      if (tab.jar.cookie && !(await step(tab, `browser ${i + 1}, after the faults`))) lost.push(i + 1);
+    const answers = Object.values(seen).reduce((sum, n) => sum + n, 0);
+    const tally = `of ${answers} answers: ${JSON.stringify(seen)}`;
+    expectNoCredentialLogged(logged);
+    // The messages say it all on their first line, which is what `lab check` shows.
+    expect(problems, `${problems.length} of 4 phases of the faults went wrong: ${problems.join('; ')}`).toEqual([]);
+    expect(
+      answeredWrong.slice(0, 10),
+      `${answeredWrong.length} answers, to ${new Set(answeredWrong.map((line) => line.split(':')[0])).size} browsers or logins, were not a prompt 200 or a 503 naming the session store (${tally}); the first: ${answeredWrong[0]}`,
+    ).toEqual([]);
+    expect(
+      lost,
+      `${lost.length} of ${tabs.length} browsers lost their session to the faults: browsers ${lost.join(', ')} (${tally})`,
+    ).toEqual([]);
     expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
   });
 
@@ -772,6 +810,68 @@ describe('challenges: refresh tokens', () => {
     let user = await tab.refresh();
     for (let attempt = 0; attempt < 5 && user.status === 503; attempt++) user = await tab.refresh();
     expect(user.status, 'the user refreshes after the edited copies were tried').toBe(200);
+  });
+
+  it('challenge: an instance without a configured refreshSecret tags with a random one of its own: no other instance, nor a guessable secret, makes a token it accepts', async () => {
+    // A fallback secret written in the source ("a dev default"), derived from what a deployment shows
+    // (its key prefix, its issuer) or left empty is the same in every process that runs the code, so
+    // anyone who reads the code can tag a refresh token, or look one up. Three instances share one
+    // Redis keyspace, as the instances of a deployment would: A and B with no secret configured (each
+    // must then make a random one), C with a secret of its own. Any secret that is not the configured
+    // one or freshly random shows as one of them accepting another's token, whether the secret tags
+    // the token or keys a hash of it stored in Redis (B finds what A stored under the same key).
+    expect(
+      lab.context.config.REFRESH_SECRET,
+      'REFRESH_SECRET is set in this environment, so no instance here runs without a secret: unset it',
+    ).toBeUndefined();
+    const a = await startAppOn(lab, { redis, users, refreshSecret: undefined });
+    const instances = {
+      'A (no secret configured)': a,
+      'B (no secret configured)': await startTwin(lab, a),
+      'C (a secret of its own)': await startTwin(lab, a, { refreshSecret: randomBytes(32).toString('base64url') }),
+    };
+    const tabs = Object.entries(instances).map(([name, app]) => ({ name, tab: new Tab(app.url) }));
+    for (const { name, tab } of tabs) {
+      expect((await tab.login(ada.username, ada.password)).status, `login at ${name}`).toBe(200);
+      expect(tab.jar.cookie, `login at ${name} set no refresh_token cookie`).toBeDefined();
+    }
+    /** The status of a refresh with `token` at `url`; a 503 (Redis slow on a busy machine) is asked again. */
+    const refreshAt = async (url: string, token: string) => {
+      let res: Response | undefined;
+      for (let attempt = 0; attempt < 5 && (!res || res.status === 503); attempt++) {
+        res = await fetch(`${url}/refresh`, {
+          method: 'POST',
+          headers: { cookie: `refresh_token=${encodeURIComponent(token)}` },
+        });
+        recordCredential(((await res.json()) as { accessToken?: string }).accessToken, 'an access token');
+      }
+      return res!.status;
+    };
+    // Secrets someone who read the code or the configuration would try first. The solution's tag is an
+    // HMAC-SHA256 of what precedes it: the same token with the tag remade under each guess.
+    const [first] = tabs;
+    const token = first!.tab.jar.cookie!.value;
+    const body = token.slice(0, token.lastIndexOf('.'));
+    const guesses = ['', a.prefix, lab.context.prefix, TOKEN_DEFAULTS.issuer, TOKEN_DEFAULTS.audience, 'secret'];
+    guesses.push('changeme', 'dev', 'refresh-secret', 'jwt-refresh-tokens', 'backend-labs');
+    const forged: string[] = [];
+    for (const guess of guesses) {
+      const tag = createHmac('sha256', guess).update(body).digest('base64url');
+      if ((await refreshAt(a.url, `${body}.${tag}`)) !== 401) forged.push(JSON.stringify(guess));
+    }
+    expect(forged, `guessed secrets that tagged a refresh token A accepted (of ${guesses.length} tried)`).toEqual([]);
+    const accepted: string[] = [];
+    for (const from of tabs)
+      for (const [to, app] of Object.entries(instances))
+        if (from.name !== to && (await refreshAt(app.url, from.tab.jar.cookie!.value)) !== 401)
+          accepted.push(`${from.name}'s token refreshed at ${to}`);
+    expect(accepted, 'refresh tokens one instance made that another accepted (of 6 tried)').toEqual([]);
+    // The tokens were genuine, and nothing above ended a session: each refreshes where it was made.
+    for (const { name, tab } of tabs) {
+      let own = await tab.refresh();
+      for (let attempt = 0; attempt < 5 && own.status === 503; attempt++) own = await tab.refresh();
+      expect(own.status, `${name}'s own token, refreshed there`).toBe(200);
+    }
   });
 
   it('challenge: logout answers 204 only once the session is revoked: a revocation Redis never got is not a success', async () => {
