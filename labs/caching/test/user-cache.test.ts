@@ -378,6 +378,12 @@ async function recordedTraffic(id: number) {
   return { ...recording, prefix: cluster.prefix, url };
 }
 
+/** Every key under `prefix` (named without it) with its PTTL: -1 is no expiry, -2 gone since it was listed. */
+async function expiries(prefix: string): Promise<{ key: string; ms: number }[]> {
+  const keys = await redis.keys(`${prefix}*`);
+  return Promise.all(keys.map(async (key) => ({ key: key.slice(prefix.length), ms: await redis.pttl(key) })));
+}
+
 /** Polls `check` every 10 ms until it is true; fails, naming `what`, after 5 s. */
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -592,6 +598,43 @@ describe('baseline: what any cache in front of the database must do', () => {
       expect(ms <= 9_000, `${key.slice(reads.prefix.length)}: PTTL ${ms} after hits, cut to 9000 before them`).toBe(
         true,
       );
+    }
+    // Every bound above is whole seconds, so a cache that stores its expiries in seconds (`EX`, rounded
+    // up) keeps each of them while it overshoots what it was asked by up to a second: a TTL of 200 ms
+    // lives 1 s, and jitter below a second is rounded away. The class is any stored expiry longer than
+    // asked (rounded up, in the wrong unit, jitter added on top). So bounds that are not whole seconds,
+    // each key's PTTL read right after the request that stored it: what a reader takes before its
+    // database read (a lease) at most leaseMs, an entry at most ttlMs, a 404 at most missingTtlMs.
+    const exact = createCluster();
+    const held = holdFirstCall('find', 'before');
+    const fractional = await exact.start({ wrap: held.wrap, ttlMs: 2_500, missingTtlMs: 1_500, leaseMs: 1_200 });
+    const leased = getUser(fractional, 18);
+    await held.reached;
+    try {
+      for (const { key, ms } of await expiries(exact.prefix))
+        expect(
+          ms !== -1 && ms <= 1_200,
+          `${key}, taken before the database read: PTTL ${ms}, at most leaseMs 1200`,
+        ).toBe(true);
+    } finally {
+      held.release();
+    }
+    expect((await leased).status, 'the held read of user 18').toBe(200);
+    for (const id of [19, 888_890]) await getUser(fractional, id);
+    const stored = await expiries(exact.prefix);
+    expect(stored.length, 'keys stored for users 18 and 19 (and missing user 888890)').toBeGreaterThanOrEqual(2);
+    for (const { key, ms } of stored) {
+      const [bound, name] = key.includes('888890') ? [1_500, 'missingTtlMs'] : [2_500, 'ttlMs'];
+      expect(ms > 0 && ms <= bound, `${key}: PTTL ${ms}, at most ${name} ${bound}`).toBe(true);
+    }
+    // And a cache of 200 ms, a user and a 404, each read the moment its request is answered (-2: gone
+    // already, which is no longer than asked).
+    const brief = createCluster();
+    const fleeting = await brief.start({ ttlMs: 200 });
+    for (const id of [20, 888_891]) {
+      await getUser(fleeting, id);
+      for (const { key, ms } of await expiries(brief.prefix))
+        expect(ms !== -1 && ms <= 200, `${key}: PTTL ${ms} right after it was stored, at most ttlMs 200`).toBe(true);
     }
   });
 
@@ -839,6 +882,52 @@ describe('baseline: what any cache in front of the database must do', () => {
       Math.max(...late),
       `each waiting reader was answered this many ms after the filling one: ${late}`,
     ).toBeLessThan(500);
+  });
+
+  it('a reader waiting on a reader that died reads the database itself once what that reader took has expired, and fills the entry', async () => {
+    // A reader can die in its database read (a crash, a deploy, an OOM kill) holding whatever it took
+    // on the key (a lease). That expires by itself, and then a reader waiting for its fill must take the
+    // key over: take the lease, read the database, fill. A waiter that only watches for the entry once
+    // someone else held the lease waits for a fill that never comes, until its own give-up time (30 s
+    // here: the waiting instance's lease), and so does every reader of that user after it. Reader A is
+    // held before its query and let go only at the end; once the waiter has looked, what A took is made
+    // to run out (deleted, as its expiry would), and the waiter is counted, not timed: its Redis commands
+    // from then on, the database reads, and the next read of the user.
+    const cluster = createCluster();
+    const dead = holdFirstCall('find', 'before');
+    const holder = await cluster.start({ wrap: dead.wrap, leaseMs: 30_000 });
+    const waiterRedis = await lab.context.redis();
+    const commands = vi.spyOn(waiterRedis, 'sendCommand');
+    const waiter = await cluster.start({ redis: waiterRedis, leaseMs: 30_000 });
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const abandoned = getUser(holder, 51);
+    await dead.reached;
+    try {
+      const taken = await redis.keys(`${cluster.prefix}*`); // what A took before its read: the user is cold
+      const sent = commands.mock.calls.length;
+      let answer: Awaited<ReturnType<typeof getUser>> | undefined;
+      const waiting = getUser(waiter, 51).then((a) => (answer = a));
+      waiting.catch(() => {}); // a waiter still waiting when this test fails is not a second failure
+      // Its first look (a read, then whatever it does on a miss), or its answer.
+      await until(async () => answer !== undefined || commands.mock.calls.length >= sent + 2, 'the waiter to look');
+      if (taken.length > 0) await redis.del(...taken); // A is dead: what it took runs out here
+      const before = commands.mock.calls.length;
+      // Twenty more looks is a second of polling or more: time enough to see the key free and take it.
+      for (let i = 0; answer === undefined && commands.mock.calls.length < before + 20 && i < 2000; i++) await pause(5);
+      expect(
+        answer,
+        `the waiter, ${commands.mock.calls.length - before} Redis commands after what the dead reader took ran out: ` +
+          `still waiting for a fill nobody will make (it never took the key itself); database reads ${cluster.reads}`,
+      ).toBeDefined();
+      await waiting;
+      expect(answer, 'the waiter').toMatchObject({ status: 200, cache: 'miss', body: { id: 51 } });
+      expect(cluster.reads, "database reads while reader A is dead: the waiter's own").toBe(1);
+      expect((await getUser(waiter, 51)).cache, "the next read, after the waiter's fill").toBe('hit');
+      expect(cluster.reads, 'database reads after the next read').toBe(1);
+    } finally {
+      dead.release();
+    }
+    expect((await abandoned).status, 'reader A, let go at last').toBe(200);
   });
 
   it('reads the database again once an entry has expired (real time: Redis keeps its own clock)', async () => {
