@@ -54,6 +54,14 @@ type PostingRedis = Redis & {
 /** History is replayed in pages of this many entries, so one resume never asks Redis for everything at once. */
 const REPLAY_PAGE = 200;
 
+/**
+ * The most live messages a room holds while it waits to catch up. Everything held is in the history
+ * too (appended before it was published): holding only keeps the order. While the subscriber is back
+ * and the command connection is not, no catch-up can run, and a busy room would hold every message
+ * for as long as that lasts. Past this many, the room lets what it held go and reads the history again.
+ */
+const HELD_MAX = REPLAY_PAGE;
+
 interface Member {
   client: Client;
   /** While the member catches up from history, live messages wait here; undefined once it is live. */
@@ -79,6 +87,8 @@ interface Room {
    * (delivered first, they would move `lastId` past what was missed); undefined otherwise.
    */
   held: MessageFrame[] | undefined;
+  /** Set when `held` passed HELD_MAX and was emptied: what it held must be read from the history again. */
+  heldLetGo: boolean;
 }
 
 /** A flat [name, value, name, value, ...] reply (stream fields, XINFO) as a Map. */
@@ -156,7 +166,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
     if (!room) return; // unsubscribed a moment ago
     const { id, from, text, at } = JSON.parse(payload) as { id: string; from: string; text: string; at: string };
     const frame: MessageFrame = { type: 'message', room: room.name, id, from, text, at: Number(at) };
-    if (room.held) room.held.push(frame);
+    if (room.held) hold(room, room.held, frame);
     else toMembers(room, frame);
   };
   // The subscriber is ioredis: after a dropped connection it reconnects and, with autoResubscribe (on by
@@ -206,6 +216,19 @@ export function createRoomHub(options: HubOptions): RoomHub {
   subscriber.on('ready', onReady);
   options.redis.on('ready', onReady);
 
+  /**
+   * Holds `frame` for `room` until it has caught up, at most HELD_MAX frames. Past that the held ones are
+   * let go: each is newer than the last id handed on, so a read of the history that starts after this
+   * moment returns it (or a gap frame says it was trimmed), and the catch-up makes sure one does.
+   */
+  function hold(room: Room, held: MessageFrame[], frame: MessageFrame): void {
+    if (held.length >= HELD_MAX) {
+      held.length = 0;
+      room.heldLetGo = true;
+    }
+    held.push(frame);
+  }
+
   async function catchUpRooms(): Promise<void> {
     // Stryker disable next-line BooleanLiteral: left true, the next 'ready' runs one more catch-up, which finds nothing after the last id handed on
     missed = false; // a drop from here on sets it again
@@ -235,6 +258,21 @@ export function createRoomHub(options: HubOptions): RoomHub {
     // Stryker disable next-line AssignmentOperator: what it held so far was published before the reads below, which return it (or a gap frame covers it)
     room.held ??= [];
     const dropsBefore = drops;
+    do {
+      // Held messages let go during this read were all published before the next one begins: it gets them.
+      room.heldLetGo = false;
+      await readMissed(room);
+      // Lost again meanwhile: keep holding until the next catch-up, which starts where this one ended.
+      if (drops !== dropsBefore) return;
+    } while (room.heldLetGo);
+    // What arrived live meanwhile, in order; ids already sent from the history are skipped.
+    const held = room.held;
+    room.held = undefined;
+    for (const frame of held) toMembers(room, frame);
+  }
+
+  /** Hands `room`'s members what its history holds after the last id handed on (a gap frame first if trimmed). */
+  async function readMissed(room: Room): Promise<void> {
     const from = room.lastId;
     const { lost, oldestId } = await historyReach(room.history, from);
     let start = `(${from}`;
@@ -249,15 +287,9 @@ export function createRoomHub(options: HubOptions): RoomHub {
       const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
       for (const [id, fields] of page) toMembers(room, messageFrame(room.name, id, fields));
       const last = page.at(-1);
-      if (!last || page.length < REPLAY_PAGE) break;
+      if (!last || page.length < REPLAY_PAGE) return;
       start = `(${last[0]}`;
     }
-    // Lost again meanwhile: keep holding until the next catch-up, which starts where this one ended.
-    if (drops !== dropsBefore) return;
-    // What arrived live meanwhile, in order; ids already sent from the history are skipped.
-    const held = room.held;
-    room.held = undefined;
-    for (const frame of held) toMembers(room, frame);
   }
 
   function openRoom(name: string): Room {
@@ -272,6 +304,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
         members: new Map(),
         lastId: '0-0',
         held: undefined,
+        heldLetGo: false,
         // Where a catch-up would start if nothing arrives before the subscriber drops: the newest entry now.
         subscribed: subscriber.subscribe(channel).then(async () => {
           const [newest] = await redis.xrevrange(history, '+', '-', 'COUNT', 1);

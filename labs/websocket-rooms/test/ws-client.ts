@@ -52,9 +52,15 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, timeo
   }
 }
 
-/** Opens a WebSocket to `url` (ws://host/ws?token=...) and waits for the server's welcome frame. */
-export async function connect(url: string, options: { user?: string; origin?: string } = {}): Promise<TestClient> {
-  const ws = new WebSocket(url, { origin: options.origin });
+/**
+ * Opens a WebSocket to `url` (ws://host/ws?token=...), with `headers` on its upgrade request, and waits
+ * for the server's welcome frame.
+ */
+export async function connect(
+  url: string,
+  options: { user?: string; origin?: string; headers?: Record<string, string> } = {},
+): Promise<TestClient> {
+  const ws = new WebSocket(url, { origin: options.origin, headers: options.headers });
   const frames: ServerFrame[] = [];
   let pings = 0;
   let closed: Closed | undefined;
