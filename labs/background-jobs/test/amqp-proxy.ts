@@ -23,6 +23,10 @@
  * never made, or made on another channel (a tag is only a number, counted afresh on every channel).
  * The broker answers such a settlement by closing the channel (PRECONDITION_FAILED, unknown delivery
  * tag), which the books record too.
+ *
+ * And it can make the broker close a client's channels while their connection lives on, as it does for
+ * a channel error: closeChannels() sends on each, as if from the client, an ack of a delivery tag the
+ * channel never had, which the broker answers by closing that channel (PRECONDITION_FAILED).
  */
 import { connect, createServer, type Socket } from 'node:net';
 
@@ -50,6 +54,12 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly heartbeats: readonly number[];
   stall(): void;
   cut(): void;
+  /**
+   * The broker closes every channel the clients have open (PRECONDITION_FAILED, unknown delivery tag),
+   * their connections untouched: a channel error, as a client's own mistake or an operator's action
+   * would cause. The books count the closes (channelsClosedByBroker), not the acks that caused them.
+   */
+  closeChannels(): void;
 }
 
 const PROTOCOL_HEADER_BYTES = 8; // "AMQP" 0 0 9 1
@@ -60,6 +70,9 @@ const CONNECTION_TUNE_OK = 31;
 const CHANNEL_CLASS = 20;
 const CHANNEL_OPEN = 10;
 const CHANNEL_CLOSE = 40;
+const FRAME_END = 0xce;
+/** A delivery tag no channel of a test ever reaches. */
+const UNKNOWN_DELIVERY_TAG = 999_999_999n;
 const BASIC_CLASS = 60;
 const BASIC_PUBLISH = 40;
 const BASIC_DELIVER = 60;
@@ -76,11 +89,14 @@ interface Frame {
   payload: Buffer;
 }
 
-/** Splits a byte stream into frames, chunk by chunk (`skip`: bytes before the first frame). */
-function frameReader(skip: number): (chunk: Buffer) => Frame[] {
+/**
+ * Splits a byte stream into frames, chunk by chunk (`skip`: bytes before the first frame); `aligned()`
+ * says whether the bytes read so far end on a frame's end, where a frame of our own may be slipped in.
+ */
+function frameReader(skip: number): ((chunk: Buffer) => Frame[]) & { aligned(): boolean } {
   let pending = Buffer.alloc(0);
   let skipped = skip === 0;
-  return (chunk) => {
+  const read = (chunk: Buffer) => {
     pending = Buffer.concat([pending, chunk]);
     if (!skipped) {
       if (pending.length < skip) return [];
@@ -97,6 +113,22 @@ function frameReader(skip: number): (chunk: Buffer) => Frame[] {
     }
     return frames;
   };
+  return Object.assign(read, { aligned: () => skipped && pending.length === 0 });
+}
+
+/** basic.ack of `tag` on `channel`, not `multiple`: delivery-tag (8 bytes), then a byte of bits. */
+function ackFrame(channel: number, tag: bigint): Buffer {
+  const payload = Buffer.alloc(4 + 8 + 1);
+  payload.writeUInt16BE(BASIC_CLASS, 0);
+  payload.writeUInt16BE(BASIC_ACK, 2);
+  payload.writeBigUInt64BE(tag, 4);
+  const frame = Buffer.alloc(7 + payload.length + 1);
+  frame[0] = FRAME_METHOD;
+  frame.writeUInt16BE(channel, 1);
+  frame.writeUInt32BE(payload.length, 3);
+  payload.copy(frame, 7);
+  frame[frame.length - 1] = FRAME_END;
+  return frame;
 }
 
 /** A method frame's class and method ids, or undefined for any other frame. */
@@ -209,6 +241,8 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   const closedByBroker: string[] = [];
   const heartbeats: number[] = [];
   const transient: string[] = [];
+  /** Per connection: makes the broker close the channels its client has open (see closeChannels()). */
+  const channelClosers = new Set<() => void>();
   const server = createServer((client) => {
     if (closed) {
       client.destroy();
@@ -220,11 +254,26 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     const books = ledger(deliveries, strayed, closedByBroker);
     /** Channels whose last frame from the client was a basic.publish: its content header comes next. */
     const publishing = new Set<number>();
+    /** Channels the client has opened and neither side has closed since. */
+    const openChannels = new Set<number>();
+    /** A closeChannels() waiting for the client's bytes to reach a frame's end. */
+    let closePending = false;
+    const closeOpenChannels = () => {
+      closePending = !clientFrames.aligned();
+      if (closePending) return;
+      for (const channel of openChannels) upstream.write(ackFrame(channel, UNKNOWN_DELIVERY_TAG));
+    };
+    channelClosers.add(closeOpenChannels);
+    const isChannelClose = (frame: Frame) => {
+      const method = methodOf(frame);
+      return method?.classId === CHANNEL_CLASS && method.methodId === CHANNEL_CLOSE;
+    };
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on('error', () => {});
       socket.on('close', () => {
         sockets.delete(socket);
+        channelClosers.delete(closeOpenChannels);
         client.destroy();
         upstream.destroy();
       });
@@ -252,12 +301,18 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
           if (method?.classId === CONNECTION_CLASS && method.methodId === CONNECTION_TUNE_OK) {
             heartbeats.push(frame.payload.readUInt16BE(10));
           }
+          if (method?.classId === CHANNEL_CLASS && method.methodId === CHANNEL_OPEN) openChannels.add(frame.channel);
+          else if (isChannelClose(frame)) openChannels.delete(frame.channel);
         }
         upstream.write(chunk);
+        if (closePending) closeOpenChannels();
       }
     });
     upstream.on('data', (chunk: Buffer) => {
-      for (const frame of brokerFrames(chunk)) books.fromBroker(frame);
+      for (const frame of brokerFrames(chunk)) {
+        books.fromBroker(frame);
+        if (isChannelClose(frame)) openChannels.delete(frame.channel);
+      }
       client.write(chunk);
     });
   });
@@ -287,6 +342,9 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     cut() {
       for (const socket of sockets) socket.destroy();
       stalled = false;
+    },
+    closeChannels() {
+      for (const close of channelClosers) close();
     },
     async [Symbol.asyncDispose]() {
       // Stop accepting first: a client that reconnects at once must not slip in after the sockets go.

@@ -5,6 +5,7 @@
  * wait at least their delay. Crashes are real: a worker in a child process killed with SIGKILL, and
  * connections cut by a TCP proxy in front of the real RabbitMQ.
  */
+import { AsyncLocalStorage, createHook } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -1650,5 +1651,263 @@ describe('baseline: a stalled database is an outage too, and an order leaves not
     );
     const counts = await waitFor(() => confirmations([job]), allDone, { timeoutMs: 15_000 });
     expect(values(counts), 'confirmations of the job once the database answered').toEqual([1]);
+  });
+});
+
+describe('baseline: what a worker and a publisher keep when they stop, close or reconnect', () => {
+  it('a heartbeat the broker URL names is the one the connections use', async () => {
+    // A default heartbeat is for a URL that names none: an operator who set one in the URL (shorter, to
+    // notice a dead peer sooner behind a load balancer that drops idle connections) must get that one.
+    const names = freshQueues();
+    const proxy = await brokerProxy();
+    const url = new URL(proxy.url);
+    url.searchParams.set('heartbeat', '7');
+    const publisher = await createPublisher(settings(names, { url: url.toString() }));
+    cleanups.push(() => publisher.close());
+    await workerHere(names, { url: url.toString() });
+    expect(
+      proxy.heartbeats,
+      'heartbeats (s) of the publisher and worker connections, with heartbeat=7 in the URL',
+    ).toEqual([7, 7]);
+  });
+
+  it('a confirmed publish leaves no timer running behind it', async () => {
+    // A publish waits for its confirm up to the publish timeout. A timer for that timeout left running
+    // once the confirm came is held for the whole timeout: a busy API holds one per order of the last
+    // few seconds (thousands), and a process that has closed everything cannot exit until the last one
+    // fires. Counted: the timers set while ten orders are published and the publisher closes (theirs
+    // only: a publisher another test left behind may set timers meanwhile), still set afterwards.
+    const names = freshQueues();
+    const publisher = await createPublisher(settings(names));
+    cleanups.push(() => publisher.close());
+    const ours = new AsyncLocalStorage<true>();
+    const running = new Set<number>();
+    const timers = createHook({
+      init(id, type) {
+        if (type === 'Timeout' && ours.getStore()) running.add(id);
+      },
+      destroy(id) {
+        running.delete(id); // fired, or cleared
+      },
+    });
+    timers.enable();
+    try {
+      await ours.run(true, async () => {
+        await Promise.all(range(10).map(() => publisher.publish(makeJob())));
+        await publisher.close();
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      timers.disable();
+    }
+    expect(running.size, 'timers set by 10 confirmed publishes and a close, still running after them').toBe(0);
+  });
+
+  it('a publisher that is closed ends the publishes still trying at once, instead of at their timeout', async () => {
+    // An API shutting down closes its publisher. A publish still trying then (no queue took its job, so
+    // it is tried again until its timeout) can never succeed: it must end now, so its order is answered
+    // and the shutdown is not held up for the whole publish timeout (10 s here).
+    const names = freshQueues();
+    const proxy = await brokerProxy();
+    const publisher = await createPublisher(settings(names, { url: proxy.url, publishTimeoutMs: 10_000 }));
+    cleanups.push(() => publisher.close());
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).deleteQueue(names.queue);
+    } finally {
+      await connection.close();
+    }
+    const before = proxy.publishes;
+    let settled = false;
+    const publishing = publisher.publish(makeJob()).then(
+      () => 'queued',
+      () => 'refused',
+    );
+    void publishing.finally(() => {
+      settled = true;
+    });
+    await waitFor(
+      () => proxy.publishes - before,
+      (tries) => tries >= 3 || settled,
+      { timeoutMs: 5000 },
+    );
+    await publisher.close();
+    const boundMs = 3000;
+    const outcome = await Promise.race([publishing, sleep(boundMs).then(() => 'still trying')]);
+    expect(outcome, `a publish that was trying when its publisher closed, ${boundMs} ms after the close`).not.toBe(
+      'still trying',
+    );
+  });
+
+  it('a worker stopped while the broker is unreachable stops at once, without an error', async () => {
+    // A deploy can stop a worker during a broker outage. With nothing to cancel or close on the broker,
+    // stop() has nothing to wait for: it must end (and end the reconnect attempts), not fail or hang.
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    const sender = await workerHere(names, { url: proxy.url });
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 1,
+      { timeoutMs: 5000 },
+    );
+    await proxy[Symbol.asyncDispose](); // its connections closed, and new ones refused from now on
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 0,
+      { timeoutMs: 5000 },
+    );
+    const boundMs = 5000;
+    const outcome = await Promise.race([
+      sender.worker.stop().then(
+        () => 'stopped',
+        (error: Error) => `failed: ${error.message}`,
+      ),
+      sleep(boundMs).then(() => `still stopping after ${boundMs} ms`),
+    ]);
+    expect(outcome, 'stop() of a worker whose broker is unreachable').toBe('stopped');
+  });
+
+  it('a worker whose connection comes back while it is stopping does not consume again', async () => {
+    // stop() waits for the jobs in progress. If the connection drops meanwhile and comes back, the
+    // worker sets up again; consuming again then takes jobs from the queue into a worker that is about
+    // to close, where each waits for the grace period to end and goes back to the queue.
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    const stuck = makeJob();
+    const sender = await workerHere(names, { url: proxy.url, holdJobs: new Set([stuck.jobId]) });
+    await admin.publishJobs(names, [stuck]);
+    await waitFor(
+      () => sender.stats.inFlight,
+      (n) => n >= 1,
+      { timeoutMs: 10_000 },
+    );
+    let stopped = false;
+    const stopping = sender.worker.stop().finally(() => {
+      stopped = true;
+    });
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 0,
+      { timeoutMs: 5000 },
+    );
+    proxy.cut();
+    // Back: a second connection (a right worker reconnects after its first delay, 100 ms); then a
+    // second to see whether it consumes (a worker that does consumes at once).
+    await waitFor(
+      () => proxy.heartbeats.length,
+      (n) => n >= 2 || stopped,
+      { timeoutMs: 5000 },
+    );
+    const consumers = await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n > 0 || stopped,
+      { timeoutMs: 1000 },
+    );
+    sender.releaseHeld();
+    await stopping;
+    // The held job ends too (a version that stopped at once still has it in progress).
+    await waitFor(
+      () => sender.stats.inFlight,
+      (n) => n === 0,
+      { timeoutMs: 5000 },
+    );
+    expect(consumers, 'consumers of the work queue while the worker was stopping, back from a dropped connection').toBe(
+      0,
+    );
+  });
+  it('a worker and a publisher whose set-up the broker refuses keep trying without dying, and start once it is put right', async () => {
+    // The broker refuses to declare a queue that exists with other arguments (PRECONDITION_FAILED) by
+    // closing the channel that asked, in the middle of the set-up: here an operator has declared the
+    // dead-letter queue by hand, transient. A version that declares it can only try again later, as
+    // after a dropped connection, and must live to do so: once the queue is put right (deleted, and
+    // declared again as the version declares it), it starts, and jobs flow. (An exception its handlers
+    // throw meanwhile is an uncaught one in this process, which the kit's invariants report.)
+    const names = freshQueues();
+    const connection = await amqp.connect(rabbit.url);
+    try {
+      await (await connection.createChannel()).assertQueue(names.deadQueue, { durable: false });
+    } finally {
+      await connection.close();
+    }
+    // One proxy each, to count each one's refused set-ups.
+    const proxies = { worker: await brokerProxy(), publisher: await brokerProxy() };
+    // Started, or failed to: either ends the wait below.
+    const settled = { worker: false, publisher: false };
+    const worker = workerHere(names, { url: proxies.worker.url });
+    const publisher = createPublisher(settings(names, { url: proxies.publisher.url }));
+    void publisher.then((made) => cleanups.push(() => made.close()));
+    const settle = (which: keyof typeof settled) => () => {
+      settled[which] = true;
+    };
+    void worker.then(settle('worker'), settle('worker'));
+    void publisher.then(settle('publisher'), settle('publisher'));
+    // Each refused set-up is a channel the broker closed: two of each, or both started (a version that
+    // does not declare that queue).
+    await waitFor(
+      () => ({
+        worker: settled.worker || proxies.worker.channelsClosedByBroker.length >= 2,
+        publisher: settled.publisher || proxies.publisher.channelsClosedByBroker.length >= 2,
+      }),
+      (refused) => refused.worker && refused.publisher,
+      { timeoutMs: 10_000 },
+    );
+    const fixing = await amqp.connect(rabbit.url);
+    try {
+      await (await fixing.createChannel()).deleteQueue(names.deadQueue);
+    } finally {
+      await fixing.close();
+    }
+    const boundMs = 10_000;
+    const ready = await Promise.race([
+      Promise.all([worker, publisher]).then(
+        ([sender, made]) => ({ sender, made }),
+        (error: Error) => `failed: ${error.message.slice(0, 1500)}`,
+      ),
+      sleep(boundMs).then(() => `not started ${boundMs} ms after the queue was put right`),
+    ]);
+    if (typeof ready === 'string') expect.fail(`the worker and the publisher, after refused set-ups: ${ready}`);
+    const jobs = makeJobs(3);
+    for (const job of jobs) await ready.made.publish(job);
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 10_000 });
+    expect(notDone(counts), 'jobs published once the worker and the publisher started').toBe(0);
+  });
+});
+
+describe('challenges: a channel can die alone', { timeout: 60_000 }, () => {
+  it('challenge: a worker whose channel the broker closes, its connection still up, sets up again and consumes', async () => {
+    // RabbitMQ answers a channel-level error by closing that channel, not the connection: an ack naming
+    // a delivery the channel does not hold (a bug, or a tag from before a reconnect), a queue declared
+    // with other arguments, a publish to an exchange that is gone. The consumer dies with its channel,
+    // and the connection, the only thing amqplib's recovery watches, stays up: a worker that does not
+    // notice is connected, looks healthy to every probe, and never takes a job again. The proxy makes
+    // the broker close the worker's channel (an ack of a delivery tag it never had).
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    await workerHere(names, { url: proxy.url });
+    await waitFor(
+      () => consumersOf(names.queue),
+      (n) => n === 1,
+      { timeoutMs: 5000 },
+    );
+    proxy.closeChannels();
+    const closed = await waitFor(
+      () => proxy.channelsClosedByBroker.length,
+      (n) => n >= 1,
+      { timeoutMs: 5000 },
+    );
+    expect(closed, 'channels the broker closed under the worker').toBeGreaterThanOrEqual(1);
+    const jobs = makeJobs(5);
+    await admin.publishJobs(names, jobs);
+    // Done, or out of time: a right worker sets up again at once, or after its first reconnect delay
+    // (100 ms in the solution): 5 s leave room for a busy machine.
+    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 5000 });
+    const missing = notDone(counts);
+    expect(
+      missing,
+      `${missing} of ${jobs.length} jobs published after the broker closed the worker's channel were never done: nothing set up a channel and consumed again`,
+    ).toBe(0);
   });
 });
