@@ -290,6 +290,9 @@ const allDone = (counts: Record<string, number>) => values(counts).every((n) => 
 const notDone = (counts: Record<string, number>) => values(counts).filter((n) => n === 0).length;
 const duplicates = (counts: Record<string, number>) => values(counts).reduce((sum, n) => sum + Math.max(0, n - 1), 0);
 const consumersOf = async (queue: string) => (await admin.queueState(queue))?.consumers ?? 0;
+/** Polls the consumers of `queue` until `wanted` holds of their number (or the time is up); resolves with the last. */
+const consumersReach = (queue: string, wanted: (consumers: number) => boolean, timeoutMs = 5000) =>
+  waitFor(() => consumersOf(queue), wanted, { timeoutMs });
 const readyIn = async (queue: string) => (await admin.queueState(queue))?.messages ?? 0;
 /** Messages waiting in `queues` together (a queue that does not exist holds none). */
 const waitingIn = async (queues: readonly string[]) => {
@@ -361,11 +364,7 @@ describe('baseline: what any version must do', () => {
       typeof second === 'string' ? 'not started within 10 s' : 'started',
       'a second worker on the queue the first one consumes',
     ).toBe('started');
-    const consumers = await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n >= 2,
-      { timeoutMs: 5000 },
-    );
+    const consumers = await consumersReach(names.queue, (n) => n >= 2);
     expect(consumers, 'consumers on the work queue with two workers running').toBe(2);
     const jobs = makeJobs(40);
     await admin.publishJobs(names, jobs);
@@ -720,11 +719,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
     expect(stuck.calls, 'worker A got stuck mid-batch').toBeGreaterThan(40);
     await a.kill();
-    const consumers = await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 0,
-      { timeoutMs: 10_000 },
-    );
+    const consumers = await consumersReach(names.queue, (n) => n === 0, 10_000);
     // The broker requeues a dead consumer's unacked deliveries in the step that removes the consumer, so
     // every job A had not acked is waiting again now: a job neither done nor waiting (in the work queue
     // or a retry queue) was acked before it was done, and no worker will ever see it again. Counted at
@@ -839,11 +834,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     await admin.publishJobs(names, [redelivered]);
     await waitFor(() => confirmations([redelivered]), allDone, { timeoutMs: 10_000 });
     await a.kill();
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 0,
-      { timeoutMs: 10_000 },
-    );
+    await consumersReach(names.queue, (n) => n === 0, 10_000);
     // Worker B gets the job again (the broker never heard it was done), and five jobs published
     // twice each, as a publisher does when it retries after a lost confirm. B's prefetch and pool hold
     // all eleven messages at once, and the confirmation of a job published twice waits for the other
@@ -1257,11 +1248,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const names = freshQueues();
     await declareQueues(names);
     await workerHere(names);
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 1,
-      { timeoutMs: 5000 },
-    );
+    await consumersReach(names.queue, (n) => n === 1);
     const connection = await amqp.connect(rabbit.url);
     try {
       await (await connection.createChannel()).deleteQueue(names.queue);
@@ -1325,11 +1312,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     );
     const stopped = worker.stop();
     // Once it has stopped consuming (or closed), the jobs in progress may go on.
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 0,
-      { timeoutMs: 10_000 },
-    );
+    await consumersReach(names.queue, (n) => n === 0, 10_000);
     worker.release();
     await stopped;
     const counts = await confirmations(jobs);
@@ -1508,11 +1491,7 @@ describe('challenges: every way out of the queue is confirmed, bounded and kept'
     const proxy = await brokerProxy();
     const prefetch = 5;
     const sender = await workerHere(names, { url: proxy.url, prefetch, hangAfter: 0 }); // every job held
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 1,
-      { timeoutMs: 10_000 },
-    );
+    await consumersReach(names.queue, (n) => n === 1, 10_000);
     proxy.cut();
     // Back: a second connection through the proxy has been set up, and it consumes (the first is gone).
     const back = await waitFor(
@@ -1746,17 +1725,9 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
     await declareQueues(names);
     const proxy = await brokerProxy();
     const sender = await workerHere(names, { url: proxy.url });
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 1,
-      { timeoutMs: 5000 },
-    );
+    await consumersReach(names.queue, (n) => n === 1);
     await proxy[Symbol.asyncDispose](); // its connections closed, and new ones refused from now on
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 0,
-      { timeoutMs: 5000 },
-    );
+    await consumersReach(names.queue, (n) => n === 0);
     const boundMs = 5000;
     const outcome = await Promise.race([
       sender.worker.stop().then(
@@ -1787,11 +1758,7 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
     const stopping = sender.worker.stop().finally(() => {
       stopped = true;
     });
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 0,
-      { timeoutMs: 5000 },
-    );
+    await consumersReach(names.queue, (n) => n === 0);
     proxy.cut();
     // Back: a second connection (a right worker reconnects after its first delay, 100 ms); then a
     // second to see whether it consumes (a worker that does consumes at once).
@@ -1800,11 +1767,7 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
       (n) => n >= 2 || stopped,
       { timeoutMs: 5000 },
     );
-    const consumers = await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n > 0 || stopped,
-      { timeoutMs: 1000 },
-    );
+    const consumers = await consumersReach(names.queue, (n) => n > 0 || stopped, 1000);
     sender.releaseHeld();
     await stopping;
     // The held job ends too (a version that stopped at once still has it in progress).
@@ -1887,11 +1850,7 @@ describe('challenges: a channel can die alone', { timeout: 60_000 }, () => {
     await declareQueues(names);
     const proxy = await brokerProxy();
     await workerHere(names, { url: proxy.url });
-    await waitFor(
-      () => consumersOf(names.queue),
-      (n) => n === 1,
-      { timeoutMs: 5000 },
-    );
+    await consumersReach(names.queue, (n) => n === 1);
     proxy.closeChannels();
     const closed = await waitFor(
       () => proxy.channelsClosedByBroker.length,
