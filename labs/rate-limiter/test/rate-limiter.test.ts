@@ -648,7 +648,9 @@ describe('baseline: what any rate limiter must do', () => {
     // answer is a 200 or a 429; every client keeps being answered while Redis is down and while it is
     // stalled (a limiter that waited for Redis would answer nobody until it came back); nothing escapes
     // as an unhandled rejection or exception that would kill a real server; and once Redis answers
-    // again, the limit holds again.
+    // again, the limit holds again. That last is checked with the twenty clients held back: their
+    // requests share this process with the proxies, and on a loaded machine (load 16) they kept every
+    // command past the limiter's 250 ms, so it failed open, as it should, and the limit never showed.
     await using proxy = await stallingProxy(redisUrl);
     await using scripts = await scriptCacheProxy(proxy.url);
     const client = await lab.context.redis({ url: scripts.url, ...LIMITER_REDIS_OPTIONS });
@@ -664,8 +666,11 @@ describe('baseline: what any rate limiter must do', () => {
     const answered = Array<number>(20).fill(0);
     let stop = false;
     let sent = 0;
+    /** While set, the clients wait for it before their next request. */
+    let heldBack: Promise<void> | undefined;
     const clientLoop = async (i: number) => {
       while (!stop) {
+        if (heldBack) await heldBack;
         const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': `load-${i}-${sent++}` } });
         await res.arrayBuffer();
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
@@ -673,24 +678,40 @@ describe('baseline: what any rate limiter must do', () => {
       }
     };
     const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    /** Waits (up to 10 s) until every client has had two more answers; says whether they all did. */
+    /**
+     * Waits until every client has had two more answers; says whether they all did within 30 s. A
+     * limiter that waits for Redis answers nobody before Redis is back, however long that takes; the
+     * solution's clients are answered within a second or two, even on a loaded machine.
+     */
     const everyClientAnsweredTwice = async () => {
       const before = [...answered];
-      for (let waited = 0; waited < 10_000; waited += 50) {
+      for (let waited = 0; waited < 30_000; waited += 50) {
         if (answered.every((n, i) => n >= before[i]! + 2)) return true;
         await pause(50);
       }
       return false;
     };
-    /** Limiting is back when a fresh client's burst is cut at the limit (bounded: reconnects back off to 2 s). */
+    /**
+     * Limiting is back when a fresh client's burst is cut at the limit (bounded: reconnects back off to
+     * 2 s). The twenty clients are held back meanwhile (see above).
+     */
     const limitingHolds = async (label: string) => {
-      for (let attempt = 0; attempt < 50; attempt++) {
-        const counts = await burst([url], limit + 3, `${label}-${attempt}`);
-        if (counts[429] === 3 && counts[200] === limit) return true;
-        if (Object.keys(counts).some((status) => status !== '200' && status !== '429')) return false; // a bug: no use waiting
-        await pause(100);
+      let release = () => {};
+      heldBack = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      try {
+        for (let attempt = 0; attempt < 50; attempt++) {
+          const counts = await burst([url], limit + 3, `${label}-${attempt}`);
+          if (counts[429] === 3 && counts[200] === limit) return true;
+          if (Object.keys(counts).some((status) => status !== '200' && status !== '429')) return false; // a bug: no use waiting
+          await pause(100);
+        }
+        return false;
+      } finally {
+        heldBack = undefined;
+        release();
       }
-      return false;
     };
     const clients = answered.map((_, i) => clientLoop(i));
     const phases: Record<string, boolean> = {};
@@ -721,9 +742,9 @@ describe('baseline: what any rate limiter must do', () => {
       `statuses: ${JSON.stringify(statuses)}`,
     ).toEqual([]);
     expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
-    // Its own waits are bounded (10 s per outage phase, 50 bursts per recovery): the test's bound is their
+    // Its own waits are bounded (30 s per outage phase, 50 bursts per recovery): the test's bound is their
     // sum, not the kit's 20 s, which a busy machine (load average 15) ran out of.
-  }, 90_000);
+  }, 150_000);
 });
 
 describe('challenges: what the in-memory starter gets wrong', () => {
