@@ -24,8 +24,9 @@ export type Cursor = Pick<Note, 'createdAt' | 'id'>;
 export type NotePage = { notes: Note[]; next: Cursor | null };
 
 /**
- * What adding a shard did: the shard added, the rows copied to it and the buckets moved (0 for a router
- * without buckets), and the longest time writes to any part of the data waited while it switched, in ms.
+ * What adding a shard did: the shard added, the rows copied to it (those whose tenants it now serves) and
+ * the buckets moved (0 for a router without buckets), and the longest time writes to any part of the data
+ * waited while it switched, in ms (0 for a router that never holds a write; never more than the reshard took).
  */
 export type ReshardReport = { shard: number; rowsMoved: number; bucketsMoved: number; pauseMs: number };
 
