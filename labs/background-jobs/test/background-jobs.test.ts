@@ -301,6 +301,22 @@ const waitingIn = async (queues: readonly string[]) => {
   return waiting;
 };
 
+/**
+ * What happens to a job once its dead letter is parked: parked means done, so the worker tries it no
+ * more. One that still takes the broker's confirm of a copy for a refusal (a refusal remembered too
+ * long) gives the job back and tries it again within milliseconds, parking another copy each time.
+ * Counted over the next 3 s: a right version's count stays where it is, so its wait is the whole 3 s,
+ * a bound on a negative, not a speed. Read as soon as the dead letter is seen, before anything else.
+ */
+async function afterParked(sender: { attemptsOf(jobId: string): number[] }, jobId: string, names: JobQueueNames) {
+  const parkedAt = sender.attemptsOf(jobId).length;
+  return await waitFor(
+    async () => ({ tries: sender.attemptsOf(jobId).length - parkedAt, parked: await readyIn(names.deadQueue) }),
+    (s) => s.tries > 0 || s.parked > 1,
+    { timeoutMs: 3000 },
+  );
+}
+
 describe('baseline: what any version must do', () => {
   it('POST /orders answers 202 with a job id, and each job is done exactly once', async () => {
     const names = freshQueues();
@@ -1017,6 +1033,13 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       { timeoutMs: 15_000 },
     );
     expect(dead, 'the job in the dead-letter queue once its retry copies could be queued').toBe(1);
+    expect(
+      await afterParked(sender, poison.jobId, names),
+      'tries of the job after it was parked, and its copies parked',
+    ).toEqual({
+      tries: 0,
+      parked: 1,
+    });
     // Stopped, the worker has finished and settled everything it held: the books are complete.
     await waitFor(() => confirmations(beside), allDone, { timeoutMs: 10_000 });
     await sender.worker.stop();
@@ -1445,6 +1468,13 @@ describe('challenges: every way out of the queue is confirmed, bounded and kept'
       { timeoutMs: 15_000 },
     );
     expect(dead, 'the job in the dead-letter queue once it could be queued').toBe(1);
+    expect(
+      await afterParked(sender, poison.jobId, names),
+      'tries of the job after it was parked, and its copies parked',
+    ).toEqual({
+      tries: 0,
+      parked: 1,
+    });
     await sender.worker.stop();
     expect(
       { elsewhere: await waitingIn([names.queue, ...names.retryQueues]), parked: await readyIn(names.deadQueue) },
