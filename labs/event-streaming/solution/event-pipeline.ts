@@ -247,7 +247,10 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
     eachBatchAutoResolve: false,
     eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
       for (let start = 0; start < batch.messages.length; start += CHUNK) {
-        // Stopping, or the partition was taken away by a rebalance: leave the rest to the next owner.
+        // Stopping: leave the rest to the next owner. isStale() is not a rebalance (in kafkajs 2 it turns
+        // true only once consumer.seek() moved this partition, and this file never seeks; it stays so a
+        // seek added later cannot write a batch fetched before it). A rebalance reaches this member as
+        // an error from heartbeat() or from the commit below, which ends the batch.
         if (!isRunning() || isStale()) return;
         const chunk = batch.messages.slice(start, start + CHUNK);
         await applyChunk(chunk, batch.partition);

@@ -550,6 +550,77 @@ describe('baseline: what every version of the pipeline does', () => {
     expect(await messagesIn(admin, topic), 'messages on the topic for 2 events').toBe(2);
   }, 60_000);
 
+  it("a backlog of several relay rounds, which the table stores in another order than it was written, is published in position order: each account's events applied in order, once", async () => {
+    // While Kafka is away the outbox grows past one relay round. PostgreSQL hands back a table's rows
+    // in the order they lie on disk, which stops being the order they were written as soon as a row is
+    // updated (its new version goes wherever there is room) or written into space a VACUUM freed: a
+    // relay that reads the backlog without ORDER BY position then sends an account's later events
+    // before its earlier ones. Here an instance whose publisher fails accepts the backlog (Kafka away),
+    // the spec rewrites each account's first rows without changing them, which moves them to the end of
+    // the table, and the next instance's relay publishes it all once Kafka is back. A recorder that
+    // publishes in the request refuses the events while its publisher fails: no backlog to keep in order.
+    const sc = await scenario('backlog-order');
+    const opened = await openLab(lab);
+    const db = await opened.context.database(); // a fresh outbox: its rows lie in the order they were written
+    await migrate(db);
+    const brokenPublisher = await createPublisher(createKafka(kafka.brokers, 'backlog-order-broken'), sc.topic);
+    await brokenPublisher.close(); // every send it is asked for fails
+    const client = createKafka(kafka.brokers, 'backlog-order');
+    const publisher = await createPublisher(client, sc.topic);
+    const accounts = sc.accounts(3);
+    const total = 240; // a backlog of several rounds for a relay that sends a hundred at a time
+    const accepted: AccountEvent[] = [];
+    let recorder: Recorder | undefined;
+    try {
+      const broken = await createRecorder({ pool: db, publisher: brokenPublisher, log: () => {} });
+      try {
+        for (let i = 0; i < total; i++) {
+          const input = { accountId: accounts[i % accounts.length]!, type: 'deposited' as const, amount: 1 };
+          const event = await broken.record(input).catch(() => undefined);
+          if (!event) break; // refused: it publishes in the request
+          accepted.push(event);
+        }
+      } finally {
+        await broken.close();
+      }
+      if (accepted.length === 0) return;
+      expect(accepted.length, 'events accepted while Kafka was away').toBe(total);
+
+      // Each account's first five events, rewritten as they are: their live versions move past the rest.
+      await db.query(`UPDATE event_outbox SET event = event WHERE position IN (
+        SELECT position FROM event_outbox WHERE published_at IS NULL ORDER BY position LIMIT 15)`);
+      // Rows that lie on disk after a later row of their own account: what a read in disk order sends late.
+      const { rows } = await db.query<{ waiting: number; misplaced: number }>(
+        `SELECT count(*)::int AS waiting, count(*) FILTER (WHERE position < later)::int AS misplaced
+           FROM (SELECT position, max(position) OVER (PARTITION BY account_id ORDER BY ctid
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS later
+                   FROM event_outbox WHERE published_at IS NULL) AS on_disk`,
+      );
+      // A recorder that keeps its backlog elsewhere has nothing here to move; this outbox's must be moved.
+      if (rows[0]!.waiting > 0)
+        expect(rows[0], 'outbox rows waiting, and how many lie on disk after a later row of their account').toEqual({
+          waiting: total,
+          misplaced: 15,
+        });
+
+      await using group = await projectors(sc, 1, createKafka(kafka.brokers), db);
+      recorder = await createRecorder({ pool: db, publisher });
+      const stats = () => projectionStats(db, sc.prefix);
+      const done = await until(async () => (await stats()).distinctEvents >= total, 30_000);
+      await group.stop();
+      const seen = await stats();
+      expect(done, `${seen.distinctEvents} of ${total} events applied within 30 s of Kafka's return`).toBe(true);
+      expect(
+        { outOfOrder: seen.outOfOrder, duplicates: seen.duplicates, onTheTopic: await messagesIn(admin, sc.topic) },
+        'events applied after a later event of their account, applied twice, and messages on the topic',
+      ).toEqual({ outOfOrder: 0, duplicates: 0, onTheTopic: total });
+    } finally {
+      await recorder?.close();
+      await publisher.close();
+      await opened.close();
+    }
+  }, 90_000);
+
   it('closing the publisher disconnects its producer', async () => {
     // A producer left connected keeps its sockets and its timers: the process that closed everything
     // does not exit, and the broker keeps a client that is gone.
