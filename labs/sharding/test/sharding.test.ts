@@ -2153,3 +2153,58 @@ describe('baseline: what the API reports, counted', () => {
     SHARED_WORLD_TIMEOUT_MS,
   );
 });
+
+describe('challenges: a copy is checked before it is served', () => {
+  it("challenge: a copy that differs from its source only in a note's body is never switched to: every note reads back as it was written", async () => {
+    // A copy can hold every row and still be wrong: an edit the catch-up missed, a row changed on the new
+    // shard by a bug or by hand. Right after the first copy of a move, the spec changes the body of one
+    // note of a moving tenant wherever a copy of it lies (every shard but the one that serves the tenant
+    // now), keeping every count as it was. A mover that compares the rows themselves, not only how many
+    // there are, finds the difference and does not switch; one that counts switches, and the new shard
+    // serves the changed body while the right one is deleted with the clean-up. Whatever the reshard
+    // answers, every note must read back as it was written.
+    const tenants = Array.from({ length: 60 }, (_, i) => `spoiled-body-${i}`);
+    const written = new Map<string, Note>();
+    let url = '';
+    let shardSet: () => Promise<ShardSet> = () => Promise.reject(new Error('no world yet'));
+    let spoiled: { tenant: string; rows: number } | undefined;
+    const hooks: MoveHooks = {
+      async afterCopy(moving) {
+        const tenant = moving.find((t) => tenants.includes(t));
+        if (spoiled || !tenant) return;
+        const [[home]] = (await locate(url, [tenant])) as [[number]];
+        const id = [...written.values()].find((n) => n.tenant === tenant)!.id;
+        let rows = 0;
+        for (const shard of await (await shardSet()).all()) {
+          if (shard.id === home) continue;
+          const result = await shard.pool.query(
+            `UPDATE ${shard.table('notes')} SET body = 'changed in the copy' WHERE id = $1`,
+            [id],
+          );
+          rows += result.rowCount ?? 0;
+        }
+        spoiled = { tenant, rows };
+      },
+    };
+    await using world = await openWorld([{ hooks }]);
+    [url] = world.urls as [string];
+    shardSet = world.shards;
+    for (const notes of await inParallel(tenants, 4, (tenant) =>
+      create(url, tenant, ['as written', 'also as written']),
+    ))
+      for (const note of notes) written.set(note.id, note);
+    const reshard = await call(url, 'POST', '/api/admin/shards');
+    expect(
+      spoiled?.rows,
+      `copies of a note of ${spoiled?.tenant ?? 'no tenant'} changed by the spec (the spec needs one)`,
+    ).toBe(1);
+    const read = (await inParallel(tenants, 4, (tenant) => list(url, tenant))).flat();
+    const changed = read.filter((n) => n.body !== written.get(n.id)?.body).length;
+    const lost = [...written.keys()].filter((id) => !read.some((n) => n.id === id)).length;
+    expect(
+      { changed, lost },
+      `after a reshard (answered ${reshard.status}) whose copy of one note of ${spoiled?.tenant} had another body: ` +
+        `${changed} notes read back with a body they were not written with, ${lost} of ${written.size} lost`,
+    ).toEqual({ changed: 0, lost: 0 });
+  }, 120_000);
+});
