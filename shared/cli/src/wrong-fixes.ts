@@ -9,7 +9,9 @@
  * A wrong fix is either a whole file (`name.ts`) or, when it is the reference solution (or the
  * starter) with one mistake (or one mend), that change alone: `name.patch`, a unified diff against
  * that file's code below its opening comment, after a preamble that says why it is wrong. A patch reads as the bug itself and
- * cannot drift from the solution unnoticed: one that no longer applies breaks the contract.
+ * cannot drift from the solution unnoticed: one that no longer applies breaks the contract. A patch
+ * may also name a whole-file wrong fix of the same folder as its base: a second mistake in the same
+ * other design, written as the one line it changes instead of a copy of the whole file.
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -53,15 +55,18 @@ export const withoutOpeningComment = (text: string) => text.replace(/^\/\*\*[\s\
 
 /**
  * The wrong fix as a file the spec can import: a `.ts` as it is; a `.patch` applied to the file its
- * header names (the solution or the starter, below their opening comment) and written beside it, so
- * its relative imports resolve; or undefined when it no longer applies.
+ * header names (the solution, the starter or a whole-file wrong fix, below their opening comment) and
+ * written beside it, so its relative imports resolve; or undefined when it no longer applies.
  */
 export function materialize(lab: LabPackage, fix: WrongFix): { path: string; remove(): void } | undefined {
   if (fix.file.endsWith('.ts')) return { path: fix.file, remove: () => {} };
   const text = readFileSync(join(lab.dir, fix.file), 'utf8');
   const exercise = lab.lab.exercise[0]!;
   const named = parsePatch(text)[0]?.oldFileName?.replace(/^a\//, '');
-  const base = named === exercise ? exercise : solutionFile(exercise);
+  const base =
+    named === exercise || (named?.startsWith('test/wrong-fixes/') && named.endsWith('.ts'))
+      ? named
+      : solutionFile(exercise);
   const source = withoutOpeningComment(readFileSync(join(lab.dir, base), 'utf8'));
   const patched = applyPatch(source, text);
   if (patched === false) return undefined;
@@ -78,7 +83,7 @@ export const catchingTests = (fix: WrongFix) =>
 export const notApplied: SpecRun = {
   target: 'starter',
   tests: [],
-  error: 'the patch no longer applies to the solution',
+  error: 'the patch no longer applies to the file it names',
 };
 
 /** The spec run against `fix` in place of the learner's file, limited to the tests it names. */

@@ -243,10 +243,9 @@ describe('check: wrong fixes', () => {
     const dir = join(root, 'labs', 'demo', 'test', 'wrong-fixes');
     mkdirSync(dir, { recursive: true });
     const caught = join(dir, 'abs.ts');
-    writeFileSync(
-      caught,
-      '// Counts every number by its size: negatives still count.\n// @catches ignores negative numbers\nexport const count = (xs: number[]) => xs.map(Math.abs).filter((x) => x > 0).length;\n',
-    );
+    const abs =
+      '// Counts every number by its size: negatives still count.\n// @catches ignores negative numbers\nexport const count = (xs: number[]) => xs.map(Math.abs).filter((x) => x > 0).length;\n';
+    writeFileSync(caught, abs);
     try {
       const ok = await run(['check']);
       expect(ok.stdout, ok.out).toContain('1 wrong fixes caught');
@@ -263,8 +262,18 @@ describe('check: wrong fixes', () => {
         join(dir, 'not-zero.patch'),
         `Counts everything but zeros.\n@catches ignores negative numbers\n\n${patch}`,
       );
+      // A second mistake in the whole-file wrong fix's design: a patch that names it as its base.
+      writeFileSync(
+        join(dir, 'abs-and-zeros.patch'),
+        `Counts zeros too.\n@catches ignores negative numbers\n\n${createTwoFilesPatch(
+          'a/test/wrong-fixes/abs.ts',
+          'b/test/wrong-fixes/abs.ts',
+          abs,
+          abs.replace('x > 0', 'x >= 0'),
+        )}`,
+      );
       const patched = await run(['check']);
-      expect(patched.stdout, patched.out).toContain('2 wrong fixes caught');
+      expect(patched.stdout, patched.out).toContain('3 wrong fixes caught');
       writeFileSync(
         join(dir, 'stale.patch'),
         `@catches ignores negative numbers\n\n${patch.replaceAll('x > 0', 'x >= 1')}`,
@@ -276,6 +285,7 @@ describe('check: wrong fixes', () => {
       );
       rmSync(join(dir, 'stale.patch'));
       rmSync(join(dir, 'not-zero.patch'));
+      rmSync(join(dir, 'abs-and-zeros.patch'));
       const escaped = join(dir, 'really-right.ts');
       writeFileSync(escaped, `// @catches ignores negative numbers\n${SOLUTION}`);
       const broken = await run(['check']);
