@@ -3,7 +3,8 @@
  * tests fail on the starter's plain cache-aside and pass on the solution. Tests count database reads
  * (every SELECT the pool sends to PostgreSQL, through the test kit's meterSql) and drive races with
  * gates, never with sleeps. Only the fault tests read the clock: answering promptly while a service is
- * down or stalled is the behaviour they check, so each bounds a request's time generously.
+ * down or stalled is the behaviour they check, so each bounds a request's time generously; and the
+ * test of the cache's own lease, whose length against the slowest read the pool allows is what it checks.
  */
 import { once } from 'node:events';
 import type { Redis } from 'ioredis';
@@ -1310,6 +1311,39 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
     expect(cluster.reads, `${cluster.reads} database reads for 200 concurrent requests`).toBe(1);
     const misses = results.filter((r) => r.cache === 'miss').length;
     expect(misses, 'answers with X-Cache: miss (a miss is an answer the database gave)').toBe(cluster.reads);
+  });
+
+  it("challenge: with the cache's own lease, readers that come while a cold read is as slow as the pool allows wait for it: one database read", async () => {
+    // A lease is how long the first reader may keep the others waiting. It must outlive any read the
+    // pool lets run (statement_timeout: PostgreSQL cancels a statement after it), or it runs out while
+    // the database is merely slow: the next reader takes it and reads too, the first reader's fill is
+    // refused, and a slow database gets every request, the stampede the lease is there to stop. The
+    // first read is held for all but 500 ms of statement_timeout (the clock sets how slow the read
+    // is; the count decides), and readers come, over both instances, all through it. A cache that
+    // renews its lease while the read runs passes too.
+    const statementMs = Number(DATABASE_POOL_OPTIONS.statement_timeout);
+    const slowReadMs = statementMs - 500;
+    const cluster = createCluster();
+    const read = holdFirstCall('find', 'before');
+    const urls = [await cluster.start({ wrap: read.wrap }), await cluster.start({ wrap: read.wrap })];
+    const first = getUser(urls[0]!, 24);
+    await read.reached;
+    const heldAt = performance.now();
+    const readers: ReturnType<typeof getUser>[] = [];
+    for (let i = 0; performance.now() - heldAt < slowReadMs; i++) {
+      readers.push(getUser(urls[i % 2]!, 24));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    read.release();
+    const results = await Promise.all([first, ...readers]);
+    expect(
+      results.filter((r) => r.status !== 200 || r.body.id !== 24).map((r) => r.status),
+      'answers other than user 24',
+    ).toEqual([]);
+    expect(
+      cluster.reads,
+      `${cluster.reads} database reads for ${results.length} readers of one cold user, the first read taking ${slowReadMs} ms (statement_timeout ${statementMs} ms)`,
+    ).toBe(1);
   });
 
   it('challenge: a reader whose lease ran out leaves the lease of the reader that took it next alone', async () => {
