@@ -241,6 +241,54 @@ describe('baseline: what any rate limiter must do', () => {
     expect(justAfter, 'admitted a quarter of a millisecond after each turn (1 = admitted)').toEqual(Array(10).fill(1));
   });
 
+  it('a client that spends every turn as it comes never gets one before the policy gives it, for a limit that does not divide its window, over twenty windows', async () => {
+    // The other half of "admitted just after its turn": never before it. 42 a minute gives a turn every
+    // 1,428,571.43 µs, which is no whole number of µs or ms. A limiter that rounds the interval down (or
+    // the burst, the stored TAT, the clock) lets each turn in a fraction of a µs early, and a client that
+    // keeps spending its turns carries the error from one turn to the next. So the client spends its
+    // burst, then asks for a whole limit at once at the last whole µs before each turn's exact moment:
+    // every turn of the first window, then every 41st for twenty windows more (41 turns come in less
+    // than a window, so its allowance never fills up again). After t µs the policy gives at most
+    // limit + floor(t × limit / window) requests. A stricter limiter (one that rounds up, a fixed window,
+    // a sliding log) stays under that, and passes.
+    const limit = 42;
+    const windowUs = 60_000_000;
+    let clock = MINUTE_T0;
+    const limiter = createRateLimiter({
+      redis: await lab.context.redis(COUNTING_REDIS_OPTIONS),
+      limit,
+      windowMs: windowUs / 1000,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: () => clock,
+    });
+    /** Asks for `n` requests in one synchronous loop, at the clock as it stands; how many were admitted. */
+    const ask = async (n: number) =>
+      (await Promise.all(Array.from({ length: n }, () => limiter.consume('steady')))).filter((d) => d.allowed).length;
+    let admitted = await ask(limit);
+    expect(admitted, 'the first burst of the limit').toBe(limit);
+    const turns = [
+      ...Array.from({ length: limit }, (_, i) => i + 1),
+      ...Array.from({ length: 20 }, (_, j) => limit + 41 * (j + 1)),
+    ];
+    const early: string[] = [];
+    for (const turn of turns) {
+      // Turn k comes k × window / limit µs after the burst. Ask at the last whole µs before it, as ms
+      // with 3 decimals (exact enough at this epoch: a limiter that reads µs from it gets this µs back).
+      const atUs = Math.floor((turn * windowUs - 1) / limit);
+      clock = MINUTE_T0 + atUs / 1000;
+      admitted += await ask(limit);
+      const allowed = limit + Math.floor((atUs * limit) / windowUs);
+      if (admitted > allowed)
+        early.push(`${admitted} admitted ${atUs} µs after the burst, where the policy gives at most ${allowed}`);
+    }
+    expect(
+      early,
+      `limit ${limit} a minute: turns taken early at ${early.length} of ${turns.length} asks, the first: ${early[0]}`,
+    ).toEqual([]);
+    // And the clock moved for the limiter: twenty windows on, the client has had turns back.
+    expect(admitted, `admitted in all, over ${turns.length} asks after the burst`).toBeGreaterThan(limit);
+  });
+
   it('a denial is remembered from when the limiter asked, not from when Redis answered: a wait that ended while the answer was on its way is over', async () => {
     // Redis decides at the moment the limiter asks; its answer arrives a round trip later, which under
     // load can be tens of milliseconds. "Denied for 0.25 ms more" is 0.25 ms from the asking: counted
