@@ -4,6 +4,8 @@
  * count messages, pings, heartbeat intervals and connections; none measures speed. The heartbeat runs
  * on a manual clock: one tick is one interval.
  */
+import { createHook } from 'node:async_hooks';
+import type { EventEmitter } from 'node:events';
 import { IncomingMessage, request } from 'node:http';
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -492,6 +494,71 @@ describe('baseline: what an instance holds on to', () => {
       await subscriptionsOf('c'),
       'channels instance c subscribes to after its Redis connections dropped and came back, with members in 1 room',
     ).toBeLessThanOrEqual(1);
+  });
+
+  it('a connection that stays open gains nothing per heartbeat or per message: after ten more intervals of traffic, its socket, the Redis connections, the clock and the timers hold what they held after the first two', async () => {
+    // A connection lives for hours. Whatever a hub adds on every ping, pong, post or join (a listener on
+    // the socket or on a Redis connection, a timer) and never takes away grows for as long as it stays
+    // open, and the tests that count what a disconnected client leaves behind never see it: it goes
+    // with the socket. Node warns at the eleventh listener for one event (MaxListenersExceededWarning),
+    // long after memory began to grow. Counted after two intervals, so what a hub sets up once per
+    // connection or per room is there in both counts; then ten more, each with a heartbeat, a post, and
+    // a room joined with a last id, posted to and left.
+    await using direct = await stallingProxy(redisUrl);
+    const { x, options, clientOf } = await instanceWithHub(direct, 'stays-open');
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (warning.name === 'MaxListenersExceededWarning') warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const timers = watchTimers();
+    try {
+      const member = await x.connect('steady');
+      const [room, visited] = [newRoom(), newRoom()];
+      await member.join(room);
+      const { socket } = clientOf('steady');
+      let rounds = 0;
+      const heardBack = async (where: string, text: string) => {
+        say(member, where, text);
+        expect(await waitFor(() => texts(member, where).includes(text)), `${text} heard back in ${where}`).toBe(true);
+      };
+      /** One heartbeat interval (its pong read by the server: two round trips), and traffic. */
+      const interval = async () => {
+        clock.tick();
+        await member.roundTrip();
+        await member.roundTrip();
+        await heardBack(room, `round ${++rounds}`);
+        await member.join(visited, member.messages(visited).at(-1)?.id ?? '0-0');
+        await heardBack(visited, `visit ${rounds}`);
+        member.send({ type: 'leave', room: visited });
+        expect(await waitFor(() => member.frames.filter((f) => f.type === 'left').length === rounds)).toBe(true);
+      };
+      /** Listeners by emitter and event, heartbeats on the clock, timers neither fired nor cleared. */
+      const held = async () => {
+        await timers.settled();
+        return {
+          ...listenersByEvent('socket', socket),
+          ...listenersByEvent('commands', options.redis),
+          ...listenersByEvent('subscriber', options.subscriber),
+          'heartbeats on the clock': clock.scheduled(),
+          'timers pending': timers.pending(),
+        };
+      };
+      await interval();
+      await interval();
+      const early = await held();
+      for (let i = 0; i < 10; i++) await interval();
+      expect(
+        await held(),
+        `what the connection's socket, the instance's Redis connections, the clock and the timers hold after ${rounds} ` +
+          'heartbeat intervals of traffic, against after the first 2',
+      ).toEqual(early);
+      expect(warnings, `warnings while one connection stayed open: ${warnings.join('; ')}`).toEqual([]);
+      expect(member.closed, 'the connection that answered every ping and read everything').toBeUndefined();
+    } finally {
+      timers.stop();
+      process.off('warning', onWarning);
+    }
   });
 });
 
@@ -1928,6 +1995,7 @@ describe('challenges: what the in-memory starter gets wrong', () => {
   it('challenge: an upgrade with no valid token (401) or from a foreign Origin (403) never becomes a WebSocket', async () => {
     const valid = issueToken(SECRET, 'ivy');
     const forged = `${Buffer.from(JSON.stringify({ sub: 'admin', exp: 4_000_000_000 })).toString('base64url')}.${valid.split('.')[1]}`;
+    const own = new URL(instances.a); // http://127.0.0.1:<the port it listens on>
     const cases: { what: string; query: string; origin?: string; status: number }[] = [
       { what: 'a valid token', query: `?token=${valid}`, status: 101 },
       { what: 'a valid token from an allowed Origin', query: `?token=${valid}`, origin: ALLOWED_ORIGIN, status: 101 },
@@ -1979,6 +2047,20 @@ describe('challenges: what the in-memory starter gets wrong', () => {
         origin: instances.a.replace(/^http:/, 'https:'),
         status: 403,
       },
+      // The port is part of the origin on our own host too: an app on another port of this host (a
+      // user-content server, an admin tool) is another site, and its pages must not connect as their visitor.
+      {
+        what: "the server's own host on another port",
+        query: `?token=${valid}`,
+        origin: `http://${own.hostname}:${own.port === '8080' ? 8081 : 8080}`,
+        status: 403,
+      },
+      {
+        what: "the server's own host with no port (http's default, 80)",
+        query: `?token=${valid}`,
+        origin: `http://${own.hostname}`,
+        status: 403,
+      },
     ];
     const wrong: string[] = [];
     for (const { what, query, origin, status } of cases) {
@@ -2020,28 +2102,65 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     ).toEqual(['before it expired: 101', 'after it expired: 401', 'a new token then: 101']);
   });
 
-  it("challenge: on a TLS connection the server's own origin is https://, and the same host over http:// is foreign", async () => {
+  it("challenge: on a TLS connection the server's own origin is https:// with the Host's port, and the same host over http:// or on another port is foreign", async () => {
     // No server in this spec speaks TLS, so the hub is asked directly, as the gateway asks it, with a
     // request on a TLS socket: Node's own objects, never connected (admit reads only whether it is encrypted).
+    // An origin is compared whole: scheme, host and port. A port left out is the scheme's default (443
+    // for https): a Host with no port is reached on 443, so https://rooms.internal is its origin and
+    // https://rooms.internal:8443 another.
     await using direct = await stallingProxy(redisUrl);
     const { hub } = await instanceWithHub(direct, 'tls');
-    const host = 'rooms.internal:8443';
+    const cases: { host: string; origin: string; answer: string }[] = [
+      { host: 'rooms.internal:8443', origin: 'https://rooms.internal:8443', answer: 'admitted' },
+      { host: 'rooms.internal:8443', origin: 'http://rooms.internal:8443', answer: '403' },
+      { host: 'rooms.internal:8443', origin: 'https://rooms.internal:9443', answer: '403' },
+      { host: 'rooms.internal:8443', origin: 'https://rooms.internal', answer: '403' },
+      { host: 'rooms.internal', origin: 'https://rooms.internal', answer: 'admitted' },
+      { host: 'rooms.internal', origin: 'https://rooms.internal:8443', answer: '403' },
+    ];
     const answers: string[] = [];
-    for (const origin of [`https://${host}`, `http://${host}`]) {
+    for (const { host, origin } of cases) {
       const socket = new TLSSocket(new Socket());
       const req = new IncomingMessage(socket as unknown as Socket);
       req.headers = { host, origin };
       req.url = `/ws?token=${issueToken(SECRET, 'tess')}`;
       const admission = await hub.admit(req);
-      answers.push(`${origin}: ${admission.ok ? 'admitted' : admission.status}`);
+      answers.push(`Host ${host}, Origin ${origin}: ${admission.ok ? 'admitted' : admission.status}`);
       socket.destroy();
     }
-    expect(answers, `a request to ${host} over TLS, by Origin`).toEqual([
-      `https://${host}: admitted`,
-      `http://${host}: 403`,
-    ]);
+    expect(answers, 'requests over TLS, by Host and Origin').toEqual(
+      cases.map(({ host, origin, answer }) => `Host ${host}, Origin ${origin}: ${answer}`),
+    );
   });
 });
+
+/** The listeners on `emitter`, by event, each key prefixed with `name`. */
+const listenersByEvent = (name: string, emitter: EventEmitter) =>
+  Object.fromEntries(emitter.eventNames().map((event) => [`${name} ${String(event)}`, emitter.listenerCount(event)]));
+
+/**
+ * Watches the timers created from now on (setTimeout, setInterval, unref'd ones too) and tells how many
+ * are pending: neither fired nor cleared. Node reports a timer's creation and its end to async_hooks.
+ */
+function watchTimers() {
+  const pending = new Set<number>();
+  const hook = createHook({
+    init: (id, type) => {
+      if (type === 'Timeout') pending.add(id);
+    },
+    destroy: (id) => {
+      pending.delete(id);
+    },
+  }).enable();
+  return {
+    pending: () => pending.size,
+    /** Node reports ends in a batch after the current turn: two turns of the event loop later, all are in. */
+    settled: async () => {
+      for (let turn = 0; turn < 2; turn++) await new Promise((resolve) => setImmediate(resolve));
+    },
+    stop: () => void hook.disable(),
+  };
+}
 
 /**
  * V8's collector, on demand: `gc` when the process was started with --expose-gc, else the flag is set
