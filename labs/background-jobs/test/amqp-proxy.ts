@@ -27,6 +27,12 @@
  * And it can make the broker close a client's channels while their connection lives on, as it does for
  * a channel error: closeChannels() sends on each, as if from the client, an ack of a delivery tag the
  * channel never had, which the broker answers by closing that channel (PRECONDITION_FAILED).
+ *
+ * And it can stop reading: after pauseReading() it reads nothing its clients send until
+ * resumeReading(), as a broker under a memory or disk alarm stops reading from publishing connections.
+ * Unlike stall(), nothing is lost: what a client writes fills the kernel's buffers between it and the
+ * proxy, then backs up into the client's own process, and all of it passes on, in order, once reading
+ * resumes.
  */
 import { connect, createServer, type Socket } from 'node:net';
 
@@ -54,6 +60,9 @@ export interface AmqpProxy extends AsyncDisposable {
   readonly heartbeats: readonly number[];
   stall(): void;
   cut(): void;
+  /** Reads nothing from the clients, new ones included, until resumeReading(); the broker's side flows. */
+  pauseReading(): void;
+  resumeReading(): void;
   /**
    * The broker closes every channel the clients have open (PRECONDITION_FAILED, unknown delivery tag),
    * their connections untouched: a channel error, as a client's own mistake or an operator's action
@@ -232,6 +241,9 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
   const broker = new URL(brokerUrl);
   const sockets = new Set<Socket>();
   let stalled = false;
+  let reading = true;
+  /** The clients' sockets, which pauseReading() and resumeReading() pause and resume. */
+  const clients = new Set<Socket>();
   let droppedPublishes = 0;
   let publishes = 0;
   let acks = 0;
@@ -249,6 +261,9 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
       return;
     }
     const upstream = connect(Number(broker.port || 5672), broker.hostname);
+    clients.add(client);
+    client.on('close', () => clients.delete(client));
+    if (!reading) client.pause();
     const clientFrames = frameReader(PROTOCOL_HEADER_BYTES);
     const brokerFrames = frameReader(0);
     const books = ledger(deliveries, strayed, closedByBroker);
@@ -342,6 +357,14 @@ export async function amqpProxy(brokerUrl: string): Promise<AmqpProxy> {
     cut() {
       for (const socket of sockets) socket.destroy();
       stalled = false;
+    },
+    pauseReading() {
+      reading = false;
+      for (const client of clients) client.pause();
+    },
+    resumeReading() {
+      reading = true;
+      for (const client of clients) client.resume();
     },
     closeChannels() {
       for (const close of channelClosers) close();

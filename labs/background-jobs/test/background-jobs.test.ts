@@ -7,6 +7,8 @@
  */
 import { AsyncLocalStorage, createHook } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqp from 'amqplib';
@@ -32,7 +34,7 @@ import {
 } from '../server/jobs.ts';
 import { forkWorker } from '../server/worker-child.ts';
 import { amqpProxy } from './amqp-proxy.ts';
-import { makeJob, makeJobs, range, takeAll, waitFor } from './helpers.ts';
+import { makeJob, makeJobs, range, takeAll, waitFor, waitUntilSteady } from './helpers.ts';
 
 // One lab context (its own database, dropped at the end; the kit's invariants checked after each test)
 // and one set of queue names for this file.
@@ -327,6 +329,61 @@ async function parkedThenLeftAlone(
   );
 }
 
+/**
+ * Watches amqplib in this process until the test ends: the bytes of message content handed to a
+ * channel's publish() for `exchange` (a confirm channel's publish goes through the same method), and
+ * the bytes written to the sockets opened from now on to `port` (amqplib writes its frames there). What
+ * was handed and not yet written waits in amqplib's buffers, in the process's memory.
+ */
+async function watchAmqplib(exchange: string, port: number) {
+  // amqplib exports no channel class: its prototype is taken from a channel of our own.
+  const probe = await amqp.connect(rabbit.url);
+  const channels = Object.getPrototypeOf(await probe.createChannel()) as {
+    publish(exchange: string, routingKey: string, content: Buffer, ...rest: unknown[]): boolean;
+  };
+  await probe.close();
+  const publish = channels.publish;
+  let handed = 0;
+  channels.publish = function (this: unknown, to, routingKey, content, ...rest) {
+    if (to === exchange) handed += content.length;
+    return publish.call(this, to, routingKey, content, ...rest);
+  };
+  // Node announces each client socket it creates on this diagnostics channel.
+  const sockets: Socket[] = [];
+  const opened = (message: unknown) => void sockets.push((message as { socket: Socket }).socket);
+  subscribe('net.client.socket', opened);
+  cleanups.push(async () => {
+    channels.publish = publish;
+    unsubscribe('net.client.socket', opened);
+  });
+  return {
+    get handed() {
+      return handed;
+    },
+    get written() {
+      return sockets
+        .filter((socket) => socket.remotePort === port)
+        .reduce((sum, socket) => sum + socket.bytesWritten, 0);
+    },
+  };
+}
+
+/** The largest order the API takes: 50 lines, each with a 40-character product code. */
+const LARGE_ORDER = range(50).map((i) => ({ sku: `mug-${i}-`.padEnd(40, 'x'), quantity: 99 }));
+
+/**
+ * Publishes `count` fresh jobs (confirmed, so they are in the queue) and waits for a worker to do them,
+ * up to 5 s; returns how many it did not do. For a worker that has just lost its connection or its
+ * channel: a right one is back at once, or after its first reconnect delay (100 ms with amqplib 2's
+ * recovery and the solution's), and 5 s leave room for a busy machine.
+ */
+async function publishAndCountNotDone(names: JobQueueNames, count: number): Promise<number> {
+  const jobs = makeJobs(count);
+  await admin.publishJobs(names, jobs);
+  const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 5000 });
+  return notDone(counts);
+}
+
 describe('baseline: what any version must do', () => {
   it('POST /orders answers 202 with a job id, and each job is done exactly once', async () => {
     const names = freshQueues();
@@ -385,7 +442,13 @@ describe('baseline: what any version must do', () => {
     const names = freshQueues();
     await declareQueues(names);
     const first = await workerHere(names, { workMs: 20 });
-    const second = await Promise.race([workerHere(names, { workMs: 20 }), sleep(10_000).then(() => 'not started')]);
+    // The second worker connects through a proxy: one that never starts leaves the spec no handle to
+    // stop it, and it would go on declaring this test's queues after they are deleted; the proxy, closed
+    // after the test, refuses it from then on.
+    const second = await Promise.race([
+      workerHere(names, { workMs: 20, url: (await brokerProxy()).url }),
+      sleep(10_000).then(() => 'not started'),
+    ]);
     expect(
       typeof second === 'string' ? 'not started within 10 s' : 'started',
       'a second worker on the queue the first one consumes',
@@ -1204,6 +1267,72 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     ).toEqual([again.json.jobId]);
   });
 
+  it('challenge: a publisher whose broker stops reading buffers a bounded number of jobs, not every one it is given, and loses none once the broker reads again', async () => {
+    // A broker under a memory or disk alarm stops reading from the connections that publish (a
+    // congested network does much the same). What the publisher writes backs up: into the kernel's
+    // socket buffers (a few MB), then into amqplib's buffer for the channel, whose publish() returns
+    // false once it holds 2,048 frames (1,024 of the jobs below, two frames each) and emits 'drain'
+    // when it has room again. A publisher that goes on publishing regardless keeps every job it is
+    // given in the process's memory for as long as the broker reads nothing, orders it has already
+    // answered 503 included: an API taking orders all the while grows until it is killed, and every
+    // job it held goes with it. Here the proxy reads nothing from the publisher while 6,000 large jobs
+    // (20 MB) are published at once. Counted, once it stops growing: the bytes handed to amqplib's
+    // publish() and not yet written to its socket. At most 2,048 jobs' worth: twice what amqplib takes
+    // before its publish() says false, so a publisher that waits for 'drain', or caps its jobs in
+    // flight, passes; one that hands amqplib every job holds about 5,000 of them (the kernel took
+    // the rest).
+    const names = freshQueues();
+    const proxy = await brokerProxy();
+    const amqplib = await watchAmqplib(names.exchange, Number(new URL(proxy.url).port));
+    const publisher = await createPublisher(settings(names, { url: proxy.url, publishTimeoutMs: 30_000 }));
+    cleanups.push(() => publisher.close());
+    cleanups.push(async () => proxy.resumeReading()); // a failed test's publisher closes as it would
+    const jobs = range(6000).map(() => makeJob({ items: LARGE_ORDER }));
+    const jobBytes = encodeJob(jobs[0]!).length;
+    const bound = 2048 * jobBytes;
+    const asJobs = (bytes: number) => `${Math.round(bytes / jobBytes)} jobs (${(bytes / 1e6).toFixed(1)} MB)`;
+    proxy.pauseReading();
+    const before = { handed: amqplib.handed, written: amqplib.written };
+    const outcomes = jobs.map((job) =>
+      publisher.publish(job).then(
+        () => 'queued' as const,
+        () => 'refused' as const,
+      ),
+    );
+    const held = await waitUntilSteady(() => amqplib.handed - before.handed - (amqplib.written - before.written), {
+      steadyMs: 1000,
+      timeoutMs: 10_000,
+    });
+    const written = amqplib.written - before.written;
+    // The count tells only if the kernel took less than the 6,000 jobs minus the bound: Linux lets a
+    // socket's send buffer grow to net.ipv4.tcp_wmem's maximum (4 MB by default), and a receive buffer
+    // that nothing reads keeps its first size (128 kB). A kernel that takes more needs more jobs.
+    expect(
+      written,
+      `the publisher's socket took ${asJobs(written)} while the broker read nothing (the kernel's buffers hold them): with that much room, a publisher that hands amqplib every job could stay under the bound (the test needs more jobs)`,
+    ).toBeLessThan(jobs.length * jobBytes - bound);
+    expect(
+      held,
+      `${asJobs(held)} handed to amqplib's publish() and not yet written to its socket, of ${jobs.length} jobs published while the broker read nothing (its socket took ${asJobs(written)}): at most ${asJobs(bound)}. A publisher that goes on when publish() returns false holds every job it is given`,
+    ).toBeLessThanOrEqual(bound);
+    // The broker reads again: every job whose publish said "queued" must be in the queue (a publish
+    // may be refused instead, which the API answers with a 503).
+    proxy.resumeReading();
+    const settled = await Promise.all(outcomes);
+    const queued = jobs.filter((_, i) => settled[i] === 'queued').map((job) => job.jobId);
+    await waitFor(
+      () => readyIn(names.queue),
+      (n) => n >= queued.length,
+      { timeoutMs: 10_000 },
+    );
+    const inQueue = new Set((await takeAll(rabbit.url, names.queue)).map((m) => decodeJob(m.content).jobId));
+    const lost = queued.filter((id) => !inQueue.has(id)).length;
+    expect(
+      lost,
+      `${lost} of the ${queued.length} jobs whose publish resolved are not in the queue once the broker read again`,
+    ).toBe(0);
+  });
+
   it('challenge: a worker whose connection drops reconnects, does the jobs published afterwards, and settles the jobs it held across the drop once, on the channel that delivered them', async () => {
     // Two jobs are in progress (held inside their transactions) when the connection drops. Their
     // deliveries died with their channel: the broker requeues them and, once the worker is back, delivers
@@ -1226,16 +1355,13 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     expect(values(before.counts)).toEqual([1, 1, 1]);
     expect(before.inFlight, 'jobs in progress when the connection drops').toBe(across.length);
     proxy.cut();
-    const later = makeJobs(5);
-    await admin.publishJobs(names, later);
-    // Done, or out of time. The proxy lets new connections through at once, so a right version's first
-    // reconnect gets through: it waits only its first delay (100 ms with amqplib 2's recovery and the
-    // solution's; the whole test takes under a second here), and 5 s leave room for a busy machine.
-    const counts = await waitFor(() => confirmations(later), allDone, { timeoutMs: 5000 });
-    const missing = notDone(counts);
+    // The proxy lets new connections through at once, so a right version's first reconnect gets
+    // through (the whole test takes under a second here).
+    const later = 5;
+    const missing = await publishAndCountNotDone(names, later);
     expect(
       missing,
-      `${missing} of ${later.length} jobs published after the worker's connection dropped were never done: nothing reconnected and consumed again`,
+      `${missing} of ${later} jobs published after the worker's connection dropped were never done: nothing reconnected and consumed again`,
     ).toBe(0);
     // Both of the worker's connections asked for a heartbeat: a connection that dies without a word (a
     // NAT or firewall forgetting it) is noticed within two missed beats, instead of RabbitMQ's 60 s
@@ -1880,15 +2006,11 @@ describe('challenges: a channel can die alone', { timeout: 60_000 }, () => {
       { timeoutMs: 5000 },
     );
     expect(closed, 'channels the broker closed under the worker').toBeGreaterThanOrEqual(1);
-    const jobs = makeJobs(5);
-    await admin.publishJobs(names, jobs);
-    // Done, or out of time: a right worker sets up again at once, or after its first reconnect delay
-    // (100 ms in the solution): 5 s leave room for a busy machine.
-    const counts = await waitFor(() => confirmations(jobs), allDone, { timeoutMs: 5000 });
-    const missing = notDone(counts);
+    const jobs = 5;
+    const missing = await publishAndCountNotDone(names, jobs);
     expect(
       missing,
-      `${missing} of ${jobs.length} jobs published after the broker closed the worker's channel were never done: nothing set up a channel and consumed again`,
+      `${missing} of ${jobs} jobs published after the broker closed the worker's channel were never done: nothing set up a channel and consumed again`,
     ).toBe(0);
   });
 });

@@ -67,5 +67,29 @@ export async function waitFor<T>(
   return value;
 }
 
+/**
+ * Polls `read` until its value has stayed the same for `steadyMs`, or `timeoutMs` passes; returns the
+ * last value. For a count that grows and must level off rather than reach a goal (the bytes a process
+ * holds while nothing drains them): a wait that ends early reads it before it has grown further, so a
+ * version whose count levels off cannot fail by it, and one that grows for ever is read at its highest
+ * when the time is up.
+ */
+export async function waitUntilSteady(
+  read: () => number,
+  options: { steadyMs: number; timeoutMs: number; pollMs?: number },
+): Promise<number> {
+  const { steadyMs, timeoutMs, pollMs = 50 } = options;
+  const started = performance.now();
+  let value = read();
+  let since = started;
+  while (performance.now() - since < steadyMs && performance.now() - started < timeoutMs) {
+    await sleep(pollMs);
+    const next = read();
+    if (next !== value) since = performance.now();
+    value = next;
+  }
+  return value;
+}
+
 /** Numbers 0..count-1, for building requests. */
 export const range = (count: number) => Array.from({ length: count }, (_, i) => i);
