@@ -31,10 +31,17 @@ export interface RateLimiterOptions {
   now?: () => number;
   /**
    * For a limiter that remembers denied clients in memory (to answer them without a round trip): the
-   * most it may remember at once. A limiter without such a memory ignores it.
+   * most it may remember at once; without it, at most {@link DEFAULT_MAX_DENIED}. A limiter without
+   * such a memory ignores it.
    */
   maxDenied?: number;
 }
+
+/**
+ * The most denied clients a limiter may remember when its options do not say (the API builds its
+ * limiter so): a flood of made-up API keys must not grow the process's memory without a bound.
+ */
+export const DEFAULT_MAX_DENIED = 10_000;
 
 /** Decides, per client id, whether one more request is allowed, and records it if so. */
 export interface RateLimiter {

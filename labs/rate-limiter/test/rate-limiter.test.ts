@@ -14,7 +14,7 @@ import { createRateLimiter } from '#rate-limiter';
 import { scriptCacheProxy } from './script-cache-proxy.ts';
 import rateLimiterLab, { type RateLimiterLabOptions } from '../server/lab.ts';
 import { createApp } from '../server/app.ts';
-import type { Decision } from '../server/limiter.ts';
+import { DEFAULT_MAX_DENIED, type Decision } from '../server/limiter.ts';
 import { LIMITER_REDIS_OPTIONS, LIMITER_TIMEOUT_MS } from '../server/redis.ts';
 
 // The lab as `lab serve` starts it, with this file's own key prefix; every instance below is built on it.
@@ -486,6 +486,43 @@ describe('baseline: what any rate limiter must do', () => {
       if (commands.mock.calls.length === before) answeredLocally.push(id);
     }
     expect(answeredLocally.length, `answered from memory with maxDenied 2: ${answeredLocally}`).toBeLessThanOrEqual(2);
+  });
+
+  it(`a limiter that remembers denied clients in memory and is given no maxDenied remembers at most ${DEFAULT_MAX_DENIED.toLocaleString('en')} of them`, async () => {
+    // The API builds its limiter without maxDenied (server/lab.ts), so the default is what production
+    // runs with: it must be a bound too (server/limiter.ts states it), or a flood of made-up API keys is
+    // a memory leak all the same. One client more than the bound is denied; asked again, at most the
+    // bound may be answered without Redis.
+    const client = await lab.context.redis(LIMITER_REDIS_OPTIONS);
+    const commands = vi.spyOn(client, 'sendCommand');
+    const limiter = createRateLimiter({
+      redis: client,
+      limit: 1,
+      windowMs: 60_000,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: STILL,
+    });
+    const ids = Array.from({ length: DEFAULT_MAX_DENIED + 1 }, (_, i) => `flood-${i}`);
+    /** Each id asks once, a thousand ids to a turn; how many were admitted. */
+    const askAll = async () => {
+      let allowed = 0;
+      for (let i = 0; i < ids.length; i += 1000) {
+        const decisions = await Promise.all(ids.slice(i, i + 1000).map((id) => limiter.consume(id)));
+        allowed += decisions.filter((d) => d.allowed).length;
+      }
+      return allowed;
+    };
+    expect(await askAll(), 'each made-up client: its one request').toBe(ids.length);
+    expect(await askAll(), 'each made-up client: over its limit').toBe(0);
+    if (commands.mock.calls.length === 0) return; // keeps nothing in Redis: another test's matter
+    const before = commands.mock.calls.length;
+    expect(await askAll(), 'each made-up client, asked again: still over its limit').toBe(0);
+    const viaRedis = commands.mock.calls.length - before;
+    const answeredLocally = ids.length - viaRedis;
+    expect(
+      answeredLocally,
+      `of ${ids.length} denied clients asked again, ${answeredLocally} answered from memory (${viaRedis} Redis commands): the default may remember at most ${DEFAULT_MAX_DENIED}`,
+    ).toBeLessThanOrEqual(DEFAULT_MAX_DENIED);
   });
 
   it('many clients bursting in the same turn are each admitted exactly the limit, each told what remains', async () => {
