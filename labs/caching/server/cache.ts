@@ -38,7 +38,11 @@ export interface UserCacheOptions {
   schemaVersion: number;
   /** How long an entry may live in the cache, at most. */
   ttlMs: number;
-  /** How long "there is no such user" may be remembered (for caches that remember it). */
+  /**
+   * How long "there is no such user" may be remembered (for caches that remember it). Default: the
+   * cache's own choice, at most `ttlMs` and at most 30 s, so a user created by something other than
+   * this cache's writes (a sign-up service, an import) is found within 30 s.
+   */
   missingTtlMs?: number;
   /**
    * How long a reader that missed may hold a user's fill lease (for caches that take one): a holder

@@ -582,6 +582,18 @@ describe('baseline: what any cache in front of the database must do', () => {
       const ms = await redis.pttl(key);
       expect(ms > 0 && ms <= 5_000, `${key.slice(defaults.prefix.length)}: PTTL ${ms}, at most ttlMs 5000`).toBe(true);
     }
+    // Nor, where entries live long, longer than 30 s (server/cache.ts states it): the API never passes
+    // missingTtlMs, so its default is how long a user another service created stays "not found".
+    const long = createCluster();
+    const hour = await long.start({ ttlMs: 3_600_000 });
+    await getUser(hour, 888_886);
+    for (const key of await redis.keys(`${long.prefix}*`)) {
+      const ms = await redis.pttl(key);
+      expect(
+        ms > 0 && ms <= 30_000,
+        `${key.slice(long.prefix.length)}: PTTL ${ms}, a 404 remembered by default with ttlMs an hour: at most 30000`,
+      ).toBe(true);
+    }
     // And a read never lengthens an entry's life (no sliding expiry, on a hit or on a remembered 404):
     // the TTL is the bound on staleness when everything else fails, a write whose DEL Redis refused or a
     // user created by other code, and an entry that each read extends lives as long as it is read. Every
