@@ -11,7 +11,9 @@
  * - One request, one event: a client's Idempotency-Key is stored with the event, in the same
  *   transaction; the same key again finds that event instead of recording another.
  * - Nothing lost: the offsets the group commits only ever cover events already written to PostgreSQL.
- *   A crash replays from the last commit instead of skipping past it: at-least-once delivery.
+ *   A crash replays from the last commit instead of skipping past it: at-least-once delivery. Each
+ *   commit is awaited: one the group refuses (it rebalanced, or went on without this member during a
+ *   long chunk) ends the batch, and the consumer rejoins; the partition's next reader replays the chunk.
  * - Nothing twice: each chunk of events is applied in one PostgreSQL transaction that also records the
  *   event ids in `processed_events`; an id already there is skipped. At-least-once delivery plus an
  *   idempotent effect is "exactly once" in effect, without Kafka transactions.
@@ -30,7 +32,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { EachBatchPayload, Kafka, KafkaJSError, KafkaJSProtocolError, KafkaMessage, Producer } from 'kafkajs';
 import { Partitioners } from 'kafkajs';
 import { atMostEvery } from '@labs/lab-kit';
 import { isPostgresOutage } from '@labs/services';
@@ -256,16 +258,39 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
         await applyChunk(chunk, batch.partition);
         const last = chunk.at(-1)!;
         resolveOffset(last.offset);
-        // The committed offset is the next message to read, hence + 1.
-        await consumer.commitOffsets([
-          { topic: batch.topic, partition: batch.partition, offset: (BigInt(last.offset) + 1n).toString() },
-        ]);
+        // The committed offset is the next message to read, hence + 1. Awaited: a commit the group
+        // refuses ends the batch here, instead of failing later where nobody is listening.
+        await commit(batch.topic, batch.partition, (BigInt(last.offset) + 1n).toString());
         // A long batch must keep telling the coordinator this member is alive; a heartbeat is also how
         // it learns of a rebalance (kafkajs then throws, and rejoins the group).
         await heartbeat();
       }
     },
   });
+
+  /**
+   * The broker's answers to a commit that mean "rejoin the group": it is rebalancing, this member's
+   * generation is gone, or the member itself is. kafkajs rejoins on each of them when they reach it.
+   */
+  const REJOIN = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
+
+  /**
+   * Commits `offset` (the next message to read) for `partition`. The group refuses it when it moved on
+   * while the chunk was being written (a rebalance, or this member left behind because its session ran
+   * out): the chunk is in PostgreSQL anyway, and the partition's next reader replays it from the last
+   * commit, which the ids absorb. kafkajs hands such a refusal back wrapped in an error it treats as
+   * fatal, and would stop this consumer for good; the broker's own answer, thrown instead, is one it
+   * knows: it rejoins the group and carries on.
+   */
+  async function commit(topicName: string, partition: number, offset: string): Promise<void> {
+    try {
+      await consumer.commitOffsets([{ topic: topicName, partition, offset }]);
+    } catch (error) {
+      // kafkajs' wrapper keeps the broker's answer as its cause.
+      const answer = (error as KafkaJSError).cause as Partial<KafkaJSProtocolError> | undefined;
+      throw answer?.type !== undefined && REJOIN.has(answer.type) ? answer : error;
+    }
+  }
 
   /** Dead-letters the poison, then applies the rest in one transaction, each event at most once. */
   async function applyChunk(messages: KafkaMessage[], partition: number): Promise<void> {

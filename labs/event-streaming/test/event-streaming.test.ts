@@ -38,12 +38,14 @@ import {
   countFailures,
   countHandlerErrors,
   countSends,
+  countUnhandledRejections,
   holdFirstEvent,
   holdSends,
   members,
   startWorker,
   throughProxy,
   until,
+  watchConsumers,
   watchPartitions,
   watchProducers,
   watchSends,
@@ -663,6 +665,101 @@ describe('baseline: what every version of the pipeline does', () => {
       expect(((await res.json()) as { detail: string }).detail).toMatch(detail);
     }
   });
+
+  it('a projector whose offset commit the group refuses (the group rebalanced without it while its chunk waited in PostgreSQL) lives on, rejoins its group, and every event is applied once', async () => {
+    // A member inside a long chunk sends no heartbeat. A second projector joins the group; the
+    // rebalance waits for the first one only as long as its session (6 s), then hands every partition
+    // to the newcomer. This spec holds the accounts' rows all that time, so the first projector is
+    // still writing its chunk when the group moves on without it: once the rows are let go, the chunk
+    // commits in PostgreSQL and the offsets after it are refused (the group no longer knows the
+    // member), every run. The newcomer reads the same events from the last commit meanwhile.
+    const sc = await scenario('commit-refused');
+    const next = eventStream(sc.accounts(3));
+    const events = next(3); // one per account first: the accounts' rows exist
+    // Patient enough for the barrier: the projectors' own 3 s would cancel the held statement first.
+    const patient = createPgPool(database.url, {
+      ...PROJECTOR_POOL_OPTIONS,
+      statement_timeout: 20_000,
+      query_timeout: 25_000,
+    });
+    const firstClient = createKafka(kafka.brokers);
+    const first = watchConsumers(firstClient);
+    const secondClient = createKafka(kafka.brokers);
+    const second = watchConsumers(secondClient);
+    using unhandled = countUnhandledRejections();
+    try {
+      await publish(sc, events);
+      await using held = await projectors(sc, 1, firstClient, patient);
+      const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
+      expect(warm, 'the first projector applied the first events within 20 s').toBe(true);
+
+      let waiting = false;
+      let joined = false;
+      let joining: ReturnType<typeof projectors> | undefined;
+      const holder = await pool.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+        const during = next(30);
+        events.push(...during);
+        await publish(sc, during);
+        waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
+        if (waiting) {
+          joining = projectors(sc, 1, secondClient, patient);
+          joined = await until(() => second.joins > 0, 20_000);
+        }
+      } finally {
+        await holder.query('ROLLBACK');
+        holder.release();
+      }
+      await using newcomer = await joining;
+      expect(waiting, 'the first projector was writing (waiting for the rows this spec holds) within 15 s').toBe(true);
+      expect(joined, 'the second projector joined the group within 20 s').toBe(true);
+
+      // Settled: both projectors are members again, and every event, those published now included, is
+      // applied and committed.
+      const after = next(30);
+      events.push(...after);
+      await publish(sc, after);
+      let state = { members: 0, applied: 0, caughtUp: false };
+      const settled = await until(
+        async () => {
+          state = {
+            members: await members(admin, sc.groupId),
+            applied: await appliedOf(events),
+            caughtUp: await caughtUp(admin, sc.groupId, sc.topic),
+          };
+          return state.members === 2 && state.applied === events.length && state.caughtUp;
+        },
+        30_000,
+        200,
+      );
+      await newcomer?.stop();
+      await held.stop();
+      const commits = `${first.refusedCommits} of the first projector's commits refused${first.lastRefusal ? ` (${first.lastRefusal.slice(0, 120)})` : ''}, ${second.refusedCommits} of the newcomer's`;
+      expect(
+        unhandled.count,
+        `promise rejections nobody handled in the projectors' process (one ends a worker): ${unhandled.count}${unhandled.last ? `, the last: ${unhandled.last.slice(0, 120)}` : ''}; ${commits}`,
+      ).toBe(0);
+      expect(
+        state.members,
+        `members of the group once it had settled${settled ? '' : ' (and 30 s more)'}: the first projector's consumer crashed ${first.crashes} times and was restarted ${first.restarts}; ${commits}`,
+      ).toBe(2);
+      const stats = await sc.stats();
+      expect(
+        { applied: stats.distinctEvents, duplicates: stats.duplicates },
+        `${events.length} events, 30 of them written by a member the group had left behind; ${commits}`,
+      ).toEqual({ applied: events.length, duplicates: 0 });
+      expect(await sc.balances()).toEqual(expectedBalances(events));
+      // What the group holds afterwards: an offset past every message, so a restart replays nothing.
+      expect(
+        await committed(admin, sc.groupId, sc.topic),
+        "the group's committed offsets, summed over the partitions (the topic holds that many messages)",
+      ).toBe(await messagesIn(admin, sc.topic));
+    } finally {
+      await patient.end();
+    }
+  }, 90_000);
 });
 
 /**

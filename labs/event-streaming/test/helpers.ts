@@ -67,6 +67,59 @@ export function countCrashes(kafka: Kafka): { readonly count: number; readonly l
 }
 
 /**
+ * What happened to the group membership and the commits of every consumer made from `kafka` from now
+ * on: how often one joined its group (GROUP_JOIN), how often kafkajs gave up on one (CRASH, and
+ * whether it restarted it), and how many of the commits the code asked for (`consumer.commitOffsets`)
+ * were refused, with the last reason. The promise the code gets back rejects as before, so a commit
+ * nobody awaits is still a rejection nobody handles. The real client, instrumented from outside.
+ */
+export function watchConsumers(kafka: Kafka): {
+  readonly joins: number;
+  readonly crashes: number;
+  readonly restarts: number;
+  readonly refusedCommits: number;
+  readonly lastRefusal?: string;
+} {
+  const seen = { joins: 0, crashes: 0, restarts: 0, refusedCommits: 0, lastRefusal: undefined as string | undefined };
+  const original = kafka.consumer.bind(kafka);
+  kafka.consumer = (config) => {
+    const consumer = original(config);
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      seen.joins += 1;
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      seen.crashes += 1;
+      if (event.payload.restart) seen.restarts += 1;
+    });
+    const commit = consumer.commitOffsets.bind(consumer);
+    consumer.commitOffsets = (offsets) =>
+      commit(offsets).catch((error: Error) => {
+        seen.refusedCommits += 1;
+        // kafkajs' wrapper, and the broker's answer inside it (its `type`, when it is one).
+        const answer = (error as { cause?: { type?: string; name?: string } }).cause;
+        seen.lastRefusal = `${error.name}${answer ? ` (${answer.type ?? answer.name})` : ''}: ${error.message}`;
+        throw error;
+      });
+    return consumer;
+  };
+  return seen;
+}
+
+/**
+ * Counts the promise rejections nobody handled in this process from now on, until disposed (the test
+ * kit watches for them too, after each test; this is for a test that asserts on them itself).
+ */
+export function countUnhandledRejections(): { readonly count: number; readonly last?: string } & Disposable {
+  const seen = { count: 0, last: undefined as string | undefined };
+  const listener = (reason: unknown) => {
+    seen.count += 1;
+    seen.last = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
+  };
+  process.on('unhandledRejection', listener);
+  return Object.assign(seen, { [Symbol.dispose]: () => void process.off('unhandledRejection', listener) });
+}
+
+/**
  * Counts the times the handler (eachBatch or eachMessage) of every consumer made from `kafka` from now
  * on threw: kafkajs retries a batch whose handler failed, often without a crash to show for it, so a
  * handler that fails once and then passes leaves no other trace. The real client, instrumented from outside.
