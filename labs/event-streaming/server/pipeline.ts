@@ -40,6 +40,13 @@ export interface Recorder {
   close(): Promise<void>;
 }
 
+/**
+ * The most database connections a recorder with nothing to record may take a second, for what it runs
+ * in the background (a relay looking at an outbox): every API instance runs one, idle most of the day,
+ * against the database its requests need.
+ */
+export const IDLE_CHECKOUTS_PER_SEC = 10;
+
 /** What a projector is given. */
 export interface ProjectorDeps {
   /** A kafkajs client for the lab's broker (logging and retries set by the lab). */
