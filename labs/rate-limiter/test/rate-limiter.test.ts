@@ -459,11 +459,11 @@ describe('baseline: what any rate limiter must do', () => {
     ).toEqual([]);
   });
 
-  it('a limiter that remembers denied clients in memory remembers at most maxDenied of them', async () => {
-    // A local memory of denials (answering an abuser without a round trip) is optional, but one without
-    // a bound grows with every client ever denied: a flood of made-up API keys is a memory leak. Three
-    // clients are denied with maxDenied 2; asked again, at most two may be answered without Redis.
-    // (A limiter that asks Redis every time, or keeps nothing in Redis at all, has nothing to bound here.)
+  /**
+   * A limiter of one request a minute on a stopped clock, on a Redis connection of its own whose
+   * commands are counted (`commands`): a denial answered from memory sends none.
+   */
+  const oneRequestAMinute = async (options: { maxDenied?: number } = {}) => {
     const client = await lab.context.redis(LIMITER_REDIS_OPTIONS);
     const commands = vi.spyOn(client, 'sendCommand');
     const limiter = createRateLimiter({
@@ -472,8 +472,17 @@ describe('baseline: what any rate limiter must do', () => {
       windowMs: 60_000,
       prefix: `${lab.context.prefix}${++testNo}:`,
       now: STILL,
-      maxDenied: 2,
+      ...options,
     });
+    return { limiter, commands };
+  };
+
+  it('a limiter that remembers denied clients in memory remembers at most maxDenied of them', async () => {
+    // A local memory of denials (answering an abuser without a round trip) is optional, but one without
+    // a bound grows with every client ever denied: a flood of made-up API keys is a memory leak. Three
+    // clients are denied with maxDenied 2; asked again, at most two may be answered without Redis.
+    // (A limiter that asks Redis every time, or keeps nothing in Redis at all, has nothing to bound here.)
+    const { limiter, commands } = await oneRequestAMinute({ maxDenied: 2 });
     for (const id of ['first', 'second', 'third']) {
       expect((await limiter.consume(id)).allowed, `${id}: its one request`).toBe(true);
       expect((await limiter.consume(id)).allowed, `${id}: over its limit`).toBe(false);
@@ -493,15 +502,7 @@ describe('baseline: what any rate limiter must do', () => {
     // runs with: it must be a bound too (server/limiter.ts states it), or a flood of made-up API keys is
     // a memory leak all the same. One client more than the bound is denied; asked again, at most the
     // bound may be answered without Redis.
-    const client = await lab.context.redis(LIMITER_REDIS_OPTIONS);
-    const commands = vi.spyOn(client, 'sendCommand');
-    const limiter = createRateLimiter({
-      redis: client,
-      limit: 1,
-      windowMs: 60_000,
-      prefix: `${lab.context.prefix}${++testNo}:`,
-      now: STILL,
-    });
+    const { limiter, commands } = await oneRequestAMinute();
     const ids = Array.from({ length: DEFAULT_MAX_DENIED + 1 }, (_, i) => `flood-${i}`);
     /** Each id asks once, a thousand ids to a turn; how many were admitted. */
     const askAll = async () => {
