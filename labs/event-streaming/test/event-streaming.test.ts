@@ -640,11 +640,15 @@ describe('baseline: what every version of the pipeline does', () => {
                    FROM event_outbox WHERE published_at IS NULL) AS on_disk`,
       );
       // A recorder that keeps its backlog elsewhere has nothing here to move; this outbox's must be moved.
-      if (rows[0]!.waiting > 0)
-        expect(rows[0], 'outbox rows waiting, and how many lie on disk after a later row of their account').toEqual({
-          waiting: total,
-          misplaced: 15,
-        });
+      // At least the fifteen rewritten; where the new versions land is PostgreSQL's choice (a page with
+      // room), so one more row may end up behind a later one too.
+      if (rows[0]!.waiting > 0) {
+        expect(rows[0]!.waiting, 'outbox rows waiting').toBe(total);
+        expect(
+          rows[0]!.misplaced,
+          'outbox rows that lie on disk after a later row of their account',
+        ).toBeGreaterThanOrEqual(15);
+      }
 
       await using group = await projectors(sc, 1, createKafka(kafka.brokers), db);
       recorder = await createRecorder({ pool: db, publisher });
