@@ -238,8 +238,20 @@ export async function kafkaBinary(): Promise<Attempt> {
     { cwd: dir, dir: folder },
   );
   try {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
     await waitForServer('kafka', port, proc.child, READY_TIMEOUT_MS, proc.log);
-    await untilClientsAreServed(`127.0.0.1:${port}`);
+    // Answering on its port is not yet serving clients: on two busy cores a broker has refused
+    // kafkajs' connections for longer than its retries after that. Asked again while the JVM lives.
+    for (;;) {
+      try {
+        await untilClientsAreServed(`127.0.0.1:${port}`);
+        break;
+      } catch (error) {
+        if (proc.child.exitCode !== null) throw new Error(`exited with code ${proc.child.exitCode}: ${proc.log()}`);
+        if (Date.now() > deadline) throw new Error(`${(error as Error).message}: ${proc.log()}`);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
   } catch (err) {
     await proc.stop();
     return skip(`${name} ${(err as Error).message}`);
