@@ -118,6 +118,31 @@ async function lockWaits(): Promise<number> {
   return rows[0]!.n;
 }
 
+/**
+ * Holds the rows of `sc`'s accounts in a transaction of the spec's own, publishes `more`, and waits up
+ * to 15 s for a projector to wait for those rows: it is then inside its batch, mid-chunk. If one does,
+ * runs `whileHeld`; the rows are let go afterwards whatever happened. Resolves with whether a projector
+ * was seen waiting.
+ */
+async function whileAccountsHeld(
+  sc: Scenario,
+  more: readonly AccountEvent[],
+  whileHeld: () => Promise<void>,
+): Promise<boolean> {
+  const holder = await pool.connect();
+  try {
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
+    await publish(sc, more);
+    const waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
+    if (waiting) await whileHeld();
+    return waiting;
+  } finally {
+    await holder.query('ROLLBACK');
+    holder.release();
+  }
+}
+
 /** Connections of `db`'s database waiting for a lock (`advisory`: only the spec's advisory barrier). */
 async function lockWaitsIn(db: pg.Pool, advisoryOnly = false): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
@@ -738,25 +763,14 @@ describe('baseline: what every version of the pipeline does', () => {
       const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
       expect(warm, 'the first projector applied the first events within 20 s').toBe(true);
 
-      let waiting = false;
       let joined = false;
       let joining: ReturnType<typeof projectors> | undefined;
-      const holder = await pool.connect();
-      try {
-        await holder.query('BEGIN');
-        await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
-        const during = next(30);
-        events.push(...during);
-        await publish(sc, during);
-        waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
-        if (waiting) {
-          joining = projectors(sc, 1, secondClient, patient);
-          joined = await until(() => second.joins > 0, 20_000);
-        }
-      } finally {
-        await holder.query('ROLLBACK');
-        holder.release();
-      }
+      const during = next(30);
+      events.push(...during);
+      const waiting = await whileAccountsHeld(sc, during, async () => {
+        joining = projectors(sc, 1, secondClient, patient);
+        joined = await until(() => second.joins > 0, 20_000);
+      });
       await using newcomer = await joining;
       expect(waiting, 'the first projector was writing (waiting for the rows this spec holds) within 15 s').toBe(true);
       expect(joined, 'the second projector joined the group within 20 s').toBe(true);
@@ -1721,20 +1735,12 @@ describe('challenges: what the first version gets wrong', () => {
     try {
       const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
       expect(warm, 'the projector applied the first events within 20 s').toBe(true);
-      const holder = await pool.connect();
-      try {
-        await holder.query('BEGIN');
-        await holder.query('SELECT 1 FROM accounts WHERE starts_with(account_id, $1) FOR UPDATE', [sc.prefix]);
-        const batch = next(300);
-        events.push(...batch);
-        await publish(sc, batch);
-        const waiting = await until(async () => (await lockWaits()) > 0, 15_000, 20);
-        expect(waiting, 'the projector was writing (waiting for the rows this spec holds) within 15 s').toBe(true);
+      const batch = next(300);
+      events.push(...batch);
+      const waiting = await whileAccountsHeld(sc, batch, async () => {
         stopping = group.stop();
-      } finally {
-        await holder.query('ROLLBACK');
-        holder.release();
-      }
+      });
+      expect(waiting, 'the projector was writing (waiting for the rows this spec holds) within 15 s').toBe(true);
       await stopping;
     } finally {
       await group.stop();
