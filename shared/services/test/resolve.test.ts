@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,9 @@ import {
   stopServices,
   type ResolvedService,
 } from '../src/index.ts';
-import { findBinary } from '../src/providers/server-process.ts';
+import { onFreshPorts } from '../src/providers/binary.ts';
+import { findBinary, freePort } from '../src/providers/server-process.ts';
+import { skip, type Attempt } from '../src/providers/types.ts';
 
 /** Owner processes started by a test, and their private temporary folders: gone after each test. */
 const owners: ChildProcess[] = [];
@@ -146,6 +148,53 @@ describe('the embedded provider', () => {
     expect(await probe('postgres', '127.0.0.1', Number(port), 500)).toBe(false);
   });
 });
+
+describe('freePort', () => {
+  // A port from the ephemeral range can become some outgoing connection's source port in the seconds
+  // before a slow server (RabbitMQ) binds it: CI saw could_not_start_listener once for that.
+  it.skipIf(!existsSync(EPHEMERAL_RANGE))(
+    'picks ports below the range outgoing connections use, free to listen on',
+    async () => {
+      const [floor] = readFileSync(EPHEMERAL_RANGE, 'utf8').trim().split(/\s+/).map(Number);
+      const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+      for (const port of ports) {
+        expect(port).toBeLessThan(floor!);
+        expect(await probe('redis', '127.0.0.1', port, 300)).toBe(false);
+      }
+    },
+  );
+});
+
+describe('a server that lost its port before binding it', () => {
+  const answers = (reasons: string[]) => {
+    let calls = 0;
+    const start = async (): Promise<Attempt> => {
+      const reason = reasons[calls++];
+      return reason === undefined ? { ok: true, service: {} as ResolvedService } : skip(reason);
+    };
+    return { start, calls: () => calls };
+  };
+
+  it('is started again on new ports, up to three times in all', async () => {
+    const twice = answers([
+      'rabbitmq-server exited with code 0: {could_not_start_listener,127.0.0.1,38269,...}',
+      'redis-server exited with code 1: Could not create server TCP listening socket: Address already in use',
+    ]);
+    expect((await onFreshPorts(twice.start)).ok).toBe(true);
+    expect(twice.calls()).toBe(3);
+    const always = answers(Array(5).fill('postgres exited with code 1: could not bind IPv4 address: EADDRINUSE'));
+    expect((await onFreshPorts(always.start)).ok).toBe(false);
+    expect(always.calls()).toBe(3);
+  });
+
+  it('is not started again for any other failure', async () => {
+    const other = answers(['rabbitmq-server did not answer within 45 s']);
+    expect(await onFreshPorts(other.start)).toEqual(skip('rabbitmq-server did not answer within 45 s'));
+    expect(other.calls()).toBe(1);
+  });
+});
+
+const EPHEMERAL_RANGE = '/proc/sys/net/ipv4/ip_local_port_range';
 
 /** Servers the binary provider starts beside any system one: each answers its protocol on a port of its own, then stops. */
 const BROKER_BINARIES = [

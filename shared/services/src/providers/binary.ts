@@ -169,12 +169,27 @@ async function rabbitmqBinary(): Promise<Attempt> {
 export const fromBinary: Provider = async (kind) => {
   switch (kind) {
     case 'redis':
-      return redisBinary();
+      return onFreshPorts(redisBinary);
     case 'postgres':
-      return postgresBinary();
+      return onFreshPorts(postgresBinary);
     case 'rabbitmq':
-      return rabbitmqBinary();
+      return onFreshPorts(rabbitmqBinary);
     case 'kafka':
-      return kafkaBinary();
+      return onFreshPorts(kafkaBinary);
   }
 };
+
+/** How each server says another process took its port between our choosing it and its own bind. */
+const PORT_TAKEN = /could_not_start_listener|eaddrinuse|address already in use|BindException/i;
+
+/**
+ * Starts a server again on newly chosen ports when it lost the ones it was given: rare since
+ * {@link freePort} keeps out of the range outgoing connections use, but another program may still pick
+ * the same port in the seconds before a slow server binds it.
+ */
+export async function onFreshPorts(start: () => Promise<Attempt>, tries = 3): Promise<Attempt> {
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await start();
+    if (outcome.ok || attempt === tries || !PORT_TAKEN.test(outcome.reason)) return outcome;
+  }
+}

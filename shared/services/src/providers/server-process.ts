@@ -5,7 +5,7 @@
  * even when it is killed outright (a watchdog outlives it, see {@link watchOwner}).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -18,12 +18,42 @@ export function findBinary(name: string, extraDirs: string[] = []): string | und
   return dirs.map((dir) => join(dir, name)).find((file) => existsSync(file));
 }
 
-/** A TCP port nobody is listening on right now. */
-export function freePort(): Promise<number> {
+/**
+ * A TCP port nobody is listening on right now, picked below the kernel's ephemeral range. A server we
+ * start binds its port seconds after we chose it (RabbitMQ takes ten), and a port from that range can
+ * meanwhile become the source port of any outgoing connection on the machine (our labs make thousands),
+ * which fails the server's bind. Ports below the range are only ever taken on purpose.
+ */
+export async function freePort(): Promise<number> {
+  const floor = ephemeralFloor();
+  if (floor > LOWEST_PICKED + 1000) {
+    for (let tries = 0; tries < 50; tries++) {
+      const port = LOWEST_PICKED + Math.floor(Math.random() * (floor - LOWEST_PICKED));
+      if (await listenAndRelease(port).catch(() => undefined)) return port;
+    }
+  }
+  return listenAndRelease(0); // the kernel's choice: an odd port range, or a crowded machine
+}
+
+/** Below this are the well-known and registered ports other software expects to find free. */
+const LOWEST_PICKED = 10_000;
+
+/** First port of the range Linux hands out to outgoing connections; elsewhere the IANA one. */
+function ephemeralFloor(): number {
+  try {
+    const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/);
+    return Number(low) || 49_152;
+  } catch {
+    return 49_152; // macOS and Windows start their ephemeral range here
+  }
+}
+
+/** Listens on `port` (0: any) on 127.0.0.1 and closes again; resolves the port it got. */
+function listenAndRelease(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(port, '127.0.0.1', () => {
       const address = server.address();
       server.close(() =>
         typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
