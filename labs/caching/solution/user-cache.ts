@@ -147,6 +147,7 @@ export function createUserCache(options: UserCacheOptions): UserCache {
       if (filled !== undefined) return { user: filled, source: 'cache' };
       if (state === 2) return fillAsLeaseHolder(id, key, lease, token);
       // Another request (on any instance) is reading this user from the database: wait for its fill.
+      // Mutation survivor: `>=` is the same moment on a fractional clock; a mark would hide `<=`, killed.
       if (performance.now() > giveUpAt) return fromDatabase(id);
       await sleep(pollMs);
     }

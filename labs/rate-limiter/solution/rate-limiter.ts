@@ -139,6 +139,8 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
         // Stryker disable next-line BlockStatement: the deny cache switched off
         if (admitted < waiting.length) {
           // Bounded: past the cap, the oldest entry goes first (a Map iterates in insertion order).
+          // Mutation survivor: made `true` or `<`, the cache keeps one entry; smaller is allowed, and its
+          // `false` sibling (no bound at all) is killed, so no mark.
           if (deniedUntil.size >= maxDenied) deniedUntil.delete(deniedUntil.keys().next().value!);
           const exactWaitMs = retryAfterUs / 1000;
           // Stryker disable next-line ArithmeticOperator: a retry moment already past is no cache
@@ -158,9 +160,11 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
     consume(clientId: string): Promise<Decision> {
       const denied = deniedUntil.get(clientId);
       // Stryker disable next-line BlockStatement: the deny cache switched off
+      // Mutation survivor: made `false`, the deny cache is off, a valid limiter; `true` is killed (a crash).
       if (denied !== undefined) {
         const at = localNow();
         const wait = Math.ceil(denied.retryAt - at);
+        // Mutation survivor: made `false`, the cache is never answered from; `true` is killed (a wait of 0).
         if (wait > 0)
           return Promise.resolve({
             allowed: false,
@@ -176,6 +180,7 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
       // the same; the bench counts the calls): the mutant that only switches it off is marked. The test
       // below made `true` does that too, but `false` is a crash, so that line has no mark.
       let waiting = batches.get(clientId);
+      // Mutation survivor: made `true`, every request opens its own batch (batching off, as above).
       if (waiting === undefined) {
         waiting = [];
         // Stryker disable next-line CallExpression: batching switched off (no request finds the batch)
