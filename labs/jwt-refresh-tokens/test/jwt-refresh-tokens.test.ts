@@ -244,7 +244,7 @@ describe('baseline: logging in and using an access token', () => {
     expect(stored).not.toContain(ada.password);
   });
 
-  it('refuses /me without a token, with a malformed header, and with a tampered token', async () => {
+  it('refuses /me without a token, with a malformed header, with a tampered token, and with a token under a kid it never issued', async () => {
     const { app, tab } = await loggedIn();
     const none = await fetch(`${app.url}/me`);
     expect(none.status).toBe(401);
@@ -255,6 +255,16 @@ describe('baseline: logging in and using an access token', () => {
     const [header, , signature] = tab.accessToken!.split('.');
     const payload = base64url({ ...realClaims(app, tab), sub: grace.id });
     expect(await meWith(app, `${header}.${payload}.${signature}`)).toBe(401);
+    // A token naming a key this API never had (another deployment's, or a kid made up): there is no key
+    // to check it with, which is the client's problem, not the server's. A 401 with its reason, like any
+    // refused token; never a 500 from code that took the kid for one of ours.
+    const stranger = createKeyRing().current();
+    const foreign = await new SignJWT(realClaims(app, tab))
+      .setProtectedHeader({ ...decodeProtectedHeader(tab.accessToken!), alg: 'RS256', kid: stranger.kid })
+      .sign(stranger.privateKey);
+    const res = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${foreign}` } });
+    expect(res.status, 'a token under a kid this API never issued').toBe(401);
+    expect(await res.json()).toMatchObject({ code: 'invalid', detail: expect.stringMatching(/\w/) });
   });
 
   it('rejects an expired access token', async () => {
@@ -949,7 +959,7 @@ describe('challenges: refresh tokens', () => {
     ).toEqual([]);
   });
 
-  it("challenge: a refresh token with one character changed is refused, and ends nobody's session", async () => {
+  it("challenge: a refresh token with one character changed or added is refused, and ends nobody's session", async () => {
     // Whatever a refresh token is made of, the server must recognise only what it issued: a changed
     // character is a forgery (its tag, its id or its counter no longer match), refused as invalid, and
     // it must not touch the session it seems to name (else anyone could end sessions by guessing).
@@ -972,13 +982,19 @@ describe('challenges: refresh tokens', () => {
     const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
     const last = current!.at(-1)!;
     forged.push(current!.slice(0, -1) + (BASE64URL[BASE64URL.indexOf(last) ^ 1] ?? 'A'));
-    for (const token of forged) {
+    // And the whole token with a character added before or after it: a pattern that finds a token
+    // somewhere in the text (no `^`, or no `$`) takes the one inside and accepts text it never issued.
+    forged.push(`0${current!}`, `${current!}A`);
+    for (const [i, token] of forged.entries()) {
       const res = await fetch(`${app.url}/refresh`, {
         method: 'POST',
         headers: { cookie: `refresh_token=${encodeURIComponent(token)}` },
       });
       const body = (await res.json()) as { code?: string };
-      expect([res.status, body.code], 'a refresh token with one character changed').toEqual([401, 'invalid']);
+      expect(
+        [res.status, body.code],
+        `a refresh token with one character changed or added (forgery ${i + 1} of ${forged.length})`,
+      ).toEqual([401, 'invalid']);
     }
     app.clock.advance(MINUTE);
     expect((await tab.refresh()).status, 'the forgeries ended the session they named').toBe(200);
@@ -1147,7 +1163,14 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
     const out = await tab.send('POST', '/logout');
     expect(out.status, 'logout of a session Redis has dropped').toBeLessThan(500);
     tab.jar.cookie = cookie;
-    expect((await tab.refresh()).status, 'a refresh of a session Redis has dropped').toBe(401);
+    const refreshed = await tab.refresh();
+    expect(refreshed.status, 'a refresh of a session Redis has dropped').toBe(401);
+    // Refused with its reason, as every 401 here is: a code that sends the client to the login (the
+    // server cannot tell a dropped session from one it never had: invalid, or expired, or revoked).
+    expect(refreshed.json, 'the refusal of a dropped session').toMatchObject({
+      code: expect.stringMatching(/^(invalid|expired|revoked)$/),
+      detail: expect.stringMatching(/\w/),
+    });
     expect(await keysWithoutExpiry(redis, app.prefix), 'keys written for a dropped session, kept for ever').toEqual([]);
   });
 
@@ -1256,12 +1279,24 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
 });
 
 describe('challenges: verifying access tokens', () => {
-  it('challenge: an access token a few seconds past its expiry still works (clock skew), not minutes', async () => {
+  it('challenge: an access token a few seconds past its expiry still works (clock skew), up to clockToleranceSec and no further', async () => {
     const { app, tab } = await loggedIn();
     app.clock.advance((ACCESS_TTL_SEC + 10) * 1000); // this server's clock may run ahead of the signer's
     expect(await tab.me(), '10 s past exp, within any sensible clock tolerance').toBe(200);
     app.clock.advance(MINUTE + CLOCK_TOLERANCE_SEC * 1000);
     expect(await tab.me(), 'well past exp and the tolerance').toBe(401);
+    // The allowance is a setting, not a number in the code: a deployment whose clocks are kept close
+    // sets clockToleranceSec to 5, and a token 10 s past its exp is expired there. (The other apps of
+    // this spec allow 30 s, the default, so a tolerance fixed at the default shows only here.)
+    const strict = await startAppOn(lab, { redis, users, clockToleranceSec: 5 });
+    const user = new Tab(strict.url);
+    expect((await user.login(ada.username, ada.password)).status).toBe(200);
+    strict.clock.advance((ACCESS_TTL_SEC + 3) * 1000);
+    expect(await user.me(), '3 s past exp, with clockToleranceSec 5').toBe(200);
+    strict.clock.advance(7000);
+    const late = await user.send('GET', '/me');
+    expect(late.status, '10 s past exp, with clockToleranceSec 5').toBe(401);
+    expect(await late.json()).toMatchObject({ code: 'expired', detail: expect.stringMatching(/\w/) });
   });
 
   it('challenge: a token signed with our key but for another audience, issuer or type is rejected', async () => {
