@@ -292,8 +292,6 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
   async function commit(topicName: string, partition: number, offset: string): Promise<void> {
     try {
       await consumer.commitOffsets([{ topic: topicName, partition, offset }]);
-      // Mutation survivor: the catch emptied swallows the refusal, and the heartbeat() after it, due after the spec's
-      // long hold, meets the same answer and rejoins; a test needs a refusal while no heartbeat is due yet.
     } catch (error) {
       // kafkajs' wrapper keeps the broker's answer as its cause.
       const answer = (error as KafkaJSError).cause as Partial<KafkaJSProtocolError> | undefined;

@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConfigResourceTypes, type Kafka, Partitioners } from 'kafkajs';
+import { ConfigResourceTypes, type ConsumerConfig, type Kafka, Partitioners } from 'kafkajs';
 import type pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createPublisher, createRecorder, startProjector } from '#event-pipeline';
@@ -225,8 +225,17 @@ async function publish(sc: Scenario, events: readonly AccountEvent[], perSend = 
   }
 }
 
-/** `count` projectors of the scenario's group in this process (on `db`), stopped on dispose. */
-async function projectors(sc: Scenario, count: number, client: Kafka = createKafka(kafka.brokers), db = pool) {
+/**
+ * `count` projectors of the scenario's group in this process (on `db`), stopped on dispose. `settings`
+ * changes the lab's consumer timings.
+ */
+async function projectors(
+  sc: Scenario,
+  count: number,
+  client: Kafka = createKafka(kafka.brokers),
+  db = pool,
+  settings: Partial<ConsumerConfig> = {},
+) {
   const running: Projector[] = [];
   const group = {
     async stop() {
@@ -236,7 +245,7 @@ async function projectors(sc: Scenario, count: number, client: Kafka = createKaf
   };
   try {
     for (let i = 0; i < count; i++) {
-      const consumer = consumerSettings(sc.groupId);
+      const consumer = { ...consumerSettings(sc.groupId), ...settings };
       running.push(
         await startProjector({
           kafka: client,
@@ -815,6 +824,78 @@ describe('baseline: what every version of the pipeline does', () => {
         await committed(admin, sc.groupId, sc.topic),
         "the group's committed offsets, summed over the partitions (the topic holds that many messages)",
       ).toBe(await messagesIn(admin, sc.topic));
+    } finally {
+      await patient.end();
+    }
+  }, 90_000);
+
+  it('a projector whose offset commit the group refuses asks for no other commit before it has rejoined, even while no heartbeat is due: the refusal ends its batch', async () => {
+    // The test above lets a member's session run out, so its next heartbeat() is due at once and brings
+    // the same news as the refusal. Here the first projector heartbeats once a minute (with a session
+    // long enough for that), and the group gives a member 3 s to rejoin when a rebalance starts. The
+    // spec holds the account's row while that projector writes the first chunk of a batch, a second
+    // projector joins, and the group goes on without the first after those 3 s; then more events are
+    // published, a batch after it. Let go, the first one commits its chunk in PostgreSQL and the group
+    // refuses the offsets; its next heartbeat is not due for the rest of the minute, so only the refusal
+    // can tell it the partition is no longer its own. One that goes on writes the rest of its batch, or
+    // the next batch, as a member the group no longer has, and asks for another commit, refused too.
+    // A version that commits by itself (auto-commit) is told by kafkajs and asks for none.
+    const sc = await scenario('commit-refused-quiet');
+    const next = eventStream(sc.accounts(1));
+    const events = next(1); // the account's row exists before the spec holds it
+    const patient = createPgPool(database.url, {
+      ...PROJECTOR_POOL_OPTIONS,
+      statement_timeout: 20_000,
+      query_timeout: 25_000,
+    });
+    const firstClient = createKafka(kafka.brokers);
+    const first = watchConsumers(firstClient);
+    const secondClient = createKafka(kafka.brokers);
+    const second = watchConsumers(secondClient);
+    try {
+      await publish(sc, events);
+      await using held = await projectors(sc, 1, firstClient, patient, {
+        sessionTimeout: 90_000,
+        heartbeatInterval: 60_000,
+        rebalanceTimeout: 3000,
+      });
+      const warm = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
+      expect(warm, 'the first projector applied the first event within 20 s').toBe(true);
+
+      let joined = false;
+      let joining: ReturnType<typeof projectors> | undefined;
+      const during = next(150); // one send, so one batch; the solution's chunks are 100 events
+      const later = next(20); // and a batch after it
+      events.push(...during, ...later);
+      const waiting = await whileAccountsHeld(sc, during, async () => {
+        joining = projectors(sc, 1, secondClient, patient, { rebalanceTimeout: 3000 });
+        joined = await until(() => second.joins > 0, 20_000);
+        if (joined) await publish(sc, later);
+      });
+      await using newcomer = await joining;
+      expect(waiting, 'the first projector was writing (waiting for the row this spec holds) within 15 s').toBe(true);
+      expect(joined, 'the second projector joined the group within 20 s').toBe(true);
+
+      // Until the first projector has rejoined, or has had a second commit refused, or (a version that
+      // asks for no commit itself) every event is applied and committed.
+      const rejoined = () => first.refusedAtJoins.some((refused) => refused > 0);
+      const settled = await until(
+        async () =>
+          rejoined() ||
+          first.refusedCommits > 1 ||
+          (first.commits === 0 &&
+            (await appliedOf(events)) === events.length &&
+            (await caughtUp(admin, sc.groupId, sc.topic))),
+        30_000,
+        100,
+      );
+      await newcomer?.stop();
+      await held.stop();
+      const refusedBeforeRejoining = first.refusedAtJoins.find((refused) => refused > 0) ?? first.refusedCommits;
+      expect(
+        refusedBeforeRejoining,
+        `the first projector's commits refused before it rejoined its group${settled ? '' : ' (it had not within 30 s)'}: after the first refusal it went on (the rest of its batch, or the next) as a member the group no longer had, and asked for more; ${first.commits} commits asked in all${first.lastRefusal ? `, the last refusal: ${first.lastRefusal.slice(0, 120)}` : ''}`,
+      ).toBeLessThanOrEqual(1);
     } finally {
       await patient.end();
     }

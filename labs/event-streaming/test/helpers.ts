@@ -69,37 +69,52 @@ export function countCrashes(kafka: Kafka): { readonly count: number; readonly l
 /**
  * What happened to the group membership and the commits of every consumer made from `kafka` from now
  * on: how often one joined its group (GROUP_JOIN), how often kafkajs gave up on one (CRASH, and
- * whether it restarted it), and how many of the commits the code asked for (`consumer.commitOffsets`)
- * were refused, with the last reason. The promise the code gets back rejects as before, so a commit
- * nobody awaits is still a rejection nobody handles. The real client, instrumented from outside.
+ * whether it restarted it), how many commits the code asked for (`consumer.commitOffsets`) and how
+ * many of those were refused, with the last reason, and how many had been refused when each join
+ * happened. The promise the code gets back rejects as before, so a commit nobody awaits is still a
+ * rejection nobody handles. The real client, instrumented from outside.
  */
 export function watchConsumers(kafka: Kafka): {
   readonly joins: number;
   readonly crashes: number;
   readonly restarts: number;
+  readonly commits: number;
   readonly refusedCommits: number;
   readonly lastRefusal?: string;
+  /** `refusedCommits` at each GROUP_JOIN, in order. */
+  readonly refusedAtJoins: readonly number[];
 } {
-  const seen = { joins: 0, crashes: 0, restarts: 0, refusedCommits: 0, lastRefusal: undefined as string | undefined };
+  const seen = {
+    joins: 0,
+    crashes: 0,
+    restarts: 0,
+    commits: 0,
+    refusedCommits: 0,
+    lastRefusal: undefined as string | undefined,
+    refusedAtJoins: [] as number[],
+  };
   const original = kafka.consumer.bind(kafka);
   kafka.consumer = (config) => {
     const consumer = original(config);
     consumer.on(consumer.events.GROUP_JOIN, () => {
       seen.joins += 1;
+      seen.refusedAtJoins.push(seen.refusedCommits);
     });
     consumer.on(consumer.events.CRASH, (event) => {
       seen.crashes += 1;
       if (event.payload.restart) seen.restarts += 1;
     });
     const commit = consumer.commitOffsets.bind(consumer);
-    consumer.commitOffsets = (offsets) =>
-      commit(offsets).catch((error: Error) => {
+    consumer.commitOffsets = (offsets) => {
+      seen.commits += 1;
+      return commit(offsets).catch((error: Error) => {
         seen.refusedCommits += 1;
         // kafkajs' wrapper, and the broker's answer inside it (its `type`, when it is one).
         const answer = (error as { cause?: { type?: string; name?: string } }).cause;
         seen.lastRefusal = `${error.name}${answer ? ` (${answer.type ?? answer.name})` : ''}: ${error.message}`;
         throw error;
       });
+    };
     return consumer;
   };
   return seen;
