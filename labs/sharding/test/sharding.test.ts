@@ -2304,3 +2304,105 @@ sideBySide('baseline: a reshard that answers is done', () => {
     ).toEqual({ reshard: 201, leftBehind: 0 });
   }, 120_000);
 });
+
+sideBySide('challenges: a mover that outlives its lease', () => {
+  it('challenge: a reshard whose mover outlives its lease beside a second reshard moves no bucket twice: every note, and a write made between their switches, reads back', async () => {
+    // One reshard at a time: the API takes a lease first, and takes over one older than 15 minutes
+    // (its holder crashed). A holder that was only paused (a long GC, a VM migrated, a network cut)
+    // then wakes up beside a second mover, and both may reach the same bucket. What keeps them apart is
+    // on the shards: each step of a move changes the bucket's state there only from the state it
+    // expects, and stops the move when the change finds nothing to change. The spec forces the meeting:
+    // once the first mover has copied its first bucket, it ages that mover's lease past 15 minutes and
+    // starts a second reshard on another instance; it holds the first mover before that bucket's switch
+    // until the second has answered or reached another bucket (or 15 s, for a router that makes the
+    // second wait). Then a third instance reads the bucket's tenant (learning where the bucket is at
+    // that moment, if it keeps a map) and, once both reshards have answered, writes to it.
+    const tenants: string[] = [];
+    const byBucket = new Map<number, string>();
+    for (let i = 0; byBucket.size < 256; i++) {
+      const tenant = `outlived-${i}`;
+      if (!byBucket.has(hash32(tenant) % 256)) byBucket.set(hash32(tenant) % 256, tenant);
+    }
+    tenants.push(...byBucket.values());
+    let [first, second, third] = ['', '', ''];
+    let shardSet: () => Promise<ShardSet> = () => Promise.reject(new Error('no world yet'));
+    /** The tenant of the first bucket the first mover copied: the bucket both movers may reach. */
+    let contested: string | undefined;
+    let secondReshard: Promise<Reply> | undefined;
+    let secondAnswered = false;
+    let secondMovedOn = false;
+    let held = false;
+    /** Whatever went wrong inside the spec's own hooks (they must not fail a move themselves). */
+    const hookErrors: string[] = [];
+    const firstHooks: MoveHooks = {
+      async afterCopy(moving) {
+        const tenant = moving.find((t) => tenants.includes(t));
+        if (contested || !tenant) return;
+        contested = tenant;
+        try {
+          // The lease, aged as if its holder had been silent for 16 minutes: the next reshard takes over.
+          const { catalog } = await shardSet();
+          await catalog.pool.query(
+            `UPDATE ${catalog.table('operations')} SET started_at = now() - interval '16 minutes' WHERE name = 'reshard'`,
+          );
+          secondReshard = call(second, 'POST', '/api/admin/shards').finally(() => {
+            secondAnswered = true;
+          });
+        } catch (error) {
+          hookErrors.push(`aging the lease: ${(error as Error).message}`);
+        }
+      },
+      async beforeSwitch(moving) {
+        if (held || !contested || !moving.includes(contested)) return;
+        held = true;
+        await pollUntil(async () => secondAnswered || secondMovedOn, 15_000);
+        const read = await call(third, 'GET', `/api/tenants/${contested}/notes`).catch((error: Error) => error);
+        if (read instanceof Error || read.status !== 200) {
+          hookErrors.push(`the third instance's read: ${read instanceof Error ? read.message : read.status}`);
+        }
+      },
+    };
+    // The second mover has moved on once its hooks name a bucket other than the contested one.
+    const movedOn = async (moving: string[]) => {
+      if (contested && moving.some((t) => tenants.includes(t)) && !moving.includes(contested)) secondMovedOn = true;
+    };
+    const secondHooks: MoveHooks = { afterCopy: movedOn, beforeSwitch: movedOn };
+    await using world = await openWorld([{ hooks: firstHooks }, { hooks: secondHooks }, {}]);
+    [first, second, third] = world.urls as [string, string, string];
+    shardSet = world.shards;
+    const written = new Map<string, string>();
+    for (const notes of await inParallel(tenants, 4, (tenant) => create(first, tenant, ['before both reshards'])))
+      for (const note of notes) written.set(note.id, note.tenant);
+
+    const firstReshard = await call(first, 'POST', '/api/admin/shards');
+    const secondAnswer = await secondReshard;
+    expect(
+      { contested: contested !== undefined, secondStarted: secondAnswer !== undefined, held, hookErrors },
+      'the first mover copied a bucket of the spec, a second reshard started then, and the first was held before that switch',
+    ).toEqual({ contested: true, secondStarted: true, held: true, hookErrors: [] });
+    // Written through the instance that last learned where the contested bucket was, between the switches.
+    const late = await call(third, 'POST', `/api/tenants/${contested}/notes`, {
+      notes: [{ body: 'after both reshards' }],
+    });
+    if (late.status === 201) for (const note of late.body.notes as Note[]) written.set(note.id, note.tenant);
+    // Read back through an instance started now: it knows only what the catalog says.
+    const reader = await world.startAnother();
+    const reads = await inParallel(tenants, 4, (tenant) => call(reader, 'GET', `/api/tenants/${tenant}/notes`));
+    const unread = reads.filter((r) => r.status !== 200).length;
+    const read = new Set(reads.flatMap((r) => (r.status === 200 ? (r.body.notes as Note[]) : [])).map((n) => n.id));
+    const lost = [...written.keys()].filter((id) => !read.has(id)).length;
+    const lateWrite =
+      late.status !== 201
+        ? `answered ${late.status}`
+        : (late.body.notes as Note[]).every((n) => read.has(n.id))
+          ? 'read back'
+          : 'lost';
+    expect(
+      { lateWrite, lost, unread },
+      `two reshards that met at ${contested}'s bucket (the first answered ${firstReshard.status}, the second ` +
+        `${secondAnswer?.status} ${JSON.stringify(secondAnswer?.body?.detail ?? '')}): a write to ${contested} made ` +
+        `through an instance that read it between the two movers' switches was ${lateWrite}; ${lost} of ` +
+        `${written.size} acknowledged notes lost, ${unread} of ${tenants.length} tenants not readable`,
+    ).toEqual({ lateWrite: 'read back', lost: 0, unread: 0 });
+  }, 180_000);
+});
