@@ -745,7 +745,7 @@ describe('baseline: what every version of the pipeline does', () => {
     }
   });
 
-  it('a projector whose offset commit the group refuses (the group rebalanced without it while its chunk waited in PostgreSQL) lives on, rejoins its group, and every event is applied once', async () => {
+  it('a projector whose offset commit the group refuses (the group rebalanced without it while its chunk waited in PostgreSQL) lives on, rejoins its group, and loses no event', async () => {
     // A member inside a long chunk sends no heartbeat. A second projector joins the group; the
     // rebalance waits for the first one only as long as its session (6 s), then hands every partition
     // to the newcomer. This spec holds the accounts' rows all that time, so the first projector is
@@ -813,12 +813,15 @@ describe('baseline: what every version of the pipeline does', () => {
         state.members,
         `members of the group once it had settled${settled ? '' : ' (and 30 s more)'}: the first projector's consumer crashed ${first.crashes} times and was restarted ${first.restarts}; ${commits}`,
       ).toBe(2);
+      // Every event applied; how many times is the challenges' question (a replay, two consumers with the
+      // same events at once), not this baseline's: a version that commits by itself as soon as a message
+      // is in memory (the starter) applies a few twice here when the rebalance lands between a message
+      // and its commit, which the machine's load decides (one run in a few at load 15).
       const stats = await sc.stats();
       expect(
-        { applied: stats.distinctEvents, duplicates: stats.duplicates },
-        `${events.length} events, 30 of them written by a member the group had left behind; ${commits}`,
-      ).toEqual({ applied: events.length, duplicates: 0 });
-      expect(await sc.balances()).toEqual(expectedBalances(events));
+        stats.distinctEvents,
+        `events applied of ${events.length}, 30 of them written by a member the group had left behind; ${commits}`,
+      ).toBe(events.length);
       // What the group holds afterwards: an offset past every message, so a restart replays nothing.
       expect(
         await committed(admin, sc.groupId, sc.topic),
