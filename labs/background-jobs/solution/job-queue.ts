@@ -13,6 +13,7 @@
  * id in the same database transaction as the effect, and does nothing for an id it has seen.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { aborted } from 'node:util';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
 import { isPostgresOutage } from '@labs/services';
 import {
@@ -33,6 +34,7 @@ import {
  * not reconnect in lockstep after a broker restart. amqplib 2 reconnects the connection; channels,
  * topology and consumers are ours to set up again, in `setup`, which it runs after every connect.
  */
+// Mutation survivor: `{}` leaves amqplib's defaults, ours but for a 30 s cap: back later after a long outage, not less surely
 const RECOVERY = { initialDelay: 100, maxDelay: 5000, factor: 2, jitter: 0.2 };
 
 /**
@@ -40,6 +42,7 @@ const RECOVERY = { initialDelay: 100, maxDelay: 5000, factor: 2, jitter: 0.2 };
  * until the broker's delayed TCP ack, about 40 ms: a worker that acks one job at a time pays that per
  * job. `timeout` bounds the connect itself.
  */
+// Mutation survivor: `{}` drops the connect timeout too; a test needs a broker that accepts and never answers (6 s a run)
 // Stryker disable next-line BooleanLiteral: Nagle's delay costs latency (measured in the load script), never a job
 const SOCKET = { noDelay: true, timeout: 5000 };
 
@@ -104,12 +107,16 @@ async function declareTopology(channel: Channel, settings: QueueSettings): Promi
   await channel.assertQueue(names.deadQueue, { durable: true });
 }
 
-/** Publishes on a confirm channel; resolves once the broker has taken responsibility for the message. */
+/**
+ * Publishes on a confirm channel; resolves once the broker has taken responsibility for the message.
+ * Once `signal` aborts (the caller has given up), a message not yet written is never written.
+ */
 type ConfirmedPublish = (
   exchange: string,
   routingKey: string,
   content: Buffer,
   options: Options.Publish & { messageId: string },
+  signal?: AbortSignal,
 ) => Promise<void>;
 
 /**
@@ -125,16 +132,24 @@ function confirmedPublisher(channel: ConfirmChannel): ConfirmedPublish {
   const waitForDrain = () =>
     new Promise<void>((resolve) => {
       const done = () => {
+        // Mutation survivor (both lines): a listener left behind per drain cycle costs memory; nothing a test counts changes
         channel.off('drain', done);
         channel.off('close', done);
         drained = undefined;
         resolve();
       };
       channel.on('drain', done);
+      // Mutation survivor: without it, a publish waiting for room when its channel closes fails at its deadline, not on the next channel
       channel.on('close', done);
     });
-  return async (exchange, routingKey, content, options) => {
-    while (drained) await drained;
+  // Without a signal from the caller, one that never aborts: the publish waits for room as long as it takes.
+  return async (exchange, routingKey, content, options, signal = new AbortController().signal) => {
+    // Room first, but only while the caller still wants the job. A caller that gave up meanwhile has
+    // answered "not queued"; written after that, the job would be done all the same (and twice, if
+    // the client sends it again).
+    const givenUp = aborted(signal, channel);
+    while (drained && !signal.aborted) await Promise.race([drained, givenUp]);
+    signal.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
       // Stryker disable StringLiteral: the wording of an error is not behaviour (a next-line comment would not reach an `else if`)
       const written = channel.publish(
@@ -190,6 +205,7 @@ export async function createPublisher(settings: QueueSettings): Promise<JobPubli
           if (current?.channel === channel) current = undefined;
           // A channel can die alone (a channel error) while its connection lives on, and recovery only
           // watches the connection: close it too, so everything is set up again.
+          // Mutation survivor: forced true, a close() in progress closes the model a second time, which changes nothing
           if (!closing) model.close().catch(() => undefined);
         });
         await declareTopology(channel, settings);
@@ -216,12 +232,14 @@ export async function createPublisher(settings: QueueSettings): Promise<JobPubli
   const channelBy = async (deadline: number) => {
     while (!current) {
       const left = deadline - Date.now();
+      // Mutation survivor: `left < 0` waits one more 0 ms timer at the deadline before it throws
       // Stryker disable next-line StringLiteral: the wording of an error or log line is not behaviour
       if (left <= 0 || closing) throw new Error('no connection to the broker');
       await new Promise<void>((resolve) => {
         const wake = () => {
           // Stryker disable next-line all: a timer left running calls wake once more, which does nothing: the wait has ended and left the set
           clearTimeout(timer);
+          // Mutation survivor: without it every wait leaves its wake function in the set: memory, nothing a test counts
           waiting.delete(wake);
           resolve();
         };
@@ -237,11 +255,14 @@ export async function createPublisher(settings: QueueSettings): Promise<JobPubli
       const deadline = Date.now() + settings.publishTimeoutMs;
       const content = encodeJob(job);
       const options = { messageId: job.jobId, contentType: 'application/json' };
+      // Aborted when this publish gives up: an attempt still waiting for room in the socket's buffer
+      // then ends without writing its job.
+      const givingUp = new AbortController();
       for (let attempt = 1; ; attempt++) {
         const { publish } = await channelBy(deadline);
         try {
           await within(
-            publish(settings.names.exchange, JOB_ROUTING_KEY, content, options),
+            publish(settings.names.exchange, JOB_ROUTING_KEY, content, options, givingUp.signal),
             deadline - Date.now(),
             // Stryker disable next-line StringLiteral: the wording of an error or log line is not behaviour
             'not confirmed',
@@ -251,10 +272,13 @@ export async function createPublisher(settings: QueueSettings): Promise<JobPubli
           // Unconfirmed: the broker may or may not have the job. Publish it again (after a reconnect if
           // the channel is gone): two copies of one job id are what the idempotent worker absorbs; no
           // copy at all is what it cannot.
+          // Mutation survivor: `>` tries once more in the deadline's own millisecond, which then fails at once
           if (Date.now() >= deadline || closing) {
+            givingUp.abort();
             // Stryker disable next-line StringLiteral: the wording of an error or log line is not behaviour
             throw new Error(`job ${job.jobId} not confirmed by the broker: ${(error as Error).message}`);
           }
+          // Mutation survivor: `deadline + Date.now()` lets the last pause overshoot the deadline by up to 25 × attempt ms
           await sleep(Math.min(25 * attempt, Math.max(0, deadline - Date.now())));
         }
       }
@@ -288,11 +312,13 @@ async function sendConfirmationOnce(job: ConfirmationJob, deps: WorkerDeps): Pro
     // Stryker disable next-line all: the result says what happened to a reader; handle() does not use it
     return claimed.rowCount === 1 ? 'sent' : 'already sent';
   } catch (error) {
+    // Mutation survivor (true and false): true drops a sound connection after a job's own failure (a new one per try); false waits out a dead one's ROLLBACK
     if (isPostgresOutage(error)) {
       // The connection broke or timed out mid-transaction: a ROLLBACK on it would only wait out another
       // timeout. Drop it instead; the server rolls back a transaction whose connection has gone.
       broken = error as Error;
     } else {
+      // Mutation survivor: never reached: a connection that breaks between a job's own error and its ROLLBACK
       await client.query('ROLLBACK').catch((rollbackError: Error) => {
         broken = rollbackError; // the connection is unusable: release it as such, the pool drops it
       });
@@ -322,6 +348,7 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
 
   /** Gives the job back to the queue as it is, attempt count untouched, after a pause (unless stopping). */
   const giveBack = async (channel: Channel, message: ConsumeMessage) => {
+    // Mutation survivor: forced true, a stopping worker gives the job back a second later, or its channel closes first and does
     if (!stopping) await sleep(GIVE_BACK_PAUSE_MS);
     try {
       channel.nack(message, false, true);
@@ -334,6 +361,7 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
   const retryOrBury = async (publish: ConfirmedPublish, message: ConsumeMessage, attempt: number, error: Error) => {
     // Keep the producer's own headers; drop the broker's (x-death, ...) and ours, which are set afresh.
     const carried = Object.fromEntries(
+      // Mutation survivor (2): without the filter, copies also carry the broker's and our `x-` headers; no test forbids it
       Object.entries(message.properties.headers ?? {}).filter(([name]) => !name.startsWith('x-')),
     );
     const options = {
@@ -418,6 +446,7 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
         channel.on('close', () => {
           // Stryker disable next-line ConditionalExpression,EqualityOperator: only stop() reads `consuming`, and a closed channel's cancel and close reject at once (caught there; tried: a worker stopped while the broker is unreachable stops as soon), so one left set until the next set-up, or cleared on any close, stops the same
           if (consuming?.channel === channel) consuming = undefined;
+          // Mutation survivor: forced true, a stop() in progress closes the model a second time, which changes nothing
           if (!stopping) model.close().catch(() => undefined); // set everything up again (see the publisher)
         });
         await declareTopology(channel, settings);
@@ -431,11 +460,13 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
           (message: ConsumeMessage | null) => {
             if (message === null) {
               // The broker cancelled us (the queue was deleted): reconnect, which declares it again.
+              // Mutation survivor: forced true, a cancel while stopping closes the model that stop() is closing anyway
               if (!stopping) model.close().catch(() => undefined);
               return;
             }
             const job = handle(channel, publish, message);
             inProgress.add(job);
+            // Mutation survivor: a finished job's promise left in the set: memory, and stop() waits on settled promises
             void job.finally(() => inProgress.delete(job));
           },
           // Stryker disable next-line ObjectLiteral: amqplib consumes with acknowledgements unless told otherwise; said for the reader
@@ -459,7 +490,13 @@ export async function startWorker(settings: QueueSettings, deps: WorkerDeps): Pr
         // 1. No new deliveries. 2. Let the jobs in progress finish and ack. 3. Close: anything still
         // unacked (only after the grace period) goes back to the queue for another worker.
         const active = consuming;
-        if (active) await active.channel.cancel(active.consumerTag).catch(() => undefined);
+        if (active) {
+          // Bounded like the closes below: a broker that has stopped answering never sends its cancel-ok.
+          // Stryker disable next-line StringLiteral: the error is thrown away: its wording is not behaviour
+          await within(active.channel.cancel(active.consumerTag), CLOSE_TIMEOUT_MS, 'not cancelled').catch(
+            () => undefined,
+          );
+        }
         // Stryker disable next-line StringLiteral,ArrowFunction: what the log line says, or whether it is written, is not behaviour
         await within(Promise.allSettled([...inProgress]), STOP_GRACE_MS, 'jobs not finished').catch((error: Error) =>
           // Stryker disable next-line StringLiteral: the wording of an error or log line is not behaviour

@@ -331,9 +331,10 @@ async function parkedThenLeftAlone(
 
 /**
  * Watches amqplib in this process until the test ends: the bytes of message content handed to a
- * channel's publish() for `exchange` (a confirm channel's publish goes through the same method), and
- * the bytes written to the sockets opened from now on to `port` (amqplib writes its frames there). What
- * was handed and not yet written waits in amqplib's buffers, in the process's memory.
+ * channel's publish() for `exchange` (a confirm channel's publish goes through the same method), with
+ * the message id of each, and the bytes written to the sockets opened from now on to `port` (amqplib
+ * writes its frames there). What was handed and not yet written waits in amqplib's buffers, in the
+ * process's memory. A message handed to publish() is on its way: nothing takes it back.
  */
 async function watchAmqplib(exchange: string, port: number) {
   // amqplib exports no channel class: its prototype is taken from a channel of our own.
@@ -344,8 +345,12 @@ async function watchAmqplib(exchange: string, port: number) {
   await probe.close();
   const publish = channels.publish;
   let handed = 0;
+  const handedIds = new Set<string>();
   channels.publish = function (this: unknown, to, routingKey, content, ...rest) {
-    if (to === exchange) handed += content.length;
+    if (to === exchange) {
+      handed += content.length;
+      handedIds.add(String((rest[0] as { messageId?: unknown } | undefined)?.messageId));
+    }
     return publish.call(this, to, routingKey, content, ...rest);
   };
   // Node announces each client socket it creates on this diagnostics channel.
@@ -360,6 +365,8 @@ async function watchAmqplib(exchange: string, port: number) {
     get handed() {
       return handed;
     },
+    /** The message ids of the messages handed to publish() for `exchange`. */
+    handedIds: handedIds as ReadonlySet<string>,
     get written() {
       return sockets
         .filter((socket) => socket.remotePort === port)
@@ -1293,11 +1300,15 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     const asJobs = (bytes: number) => `${Math.round(bytes / jobBytes)} jobs (${(bytes / 1e6).toFixed(1)} MB)`;
     proxy.pauseReading();
     const before = { handed: amqplib.handed, written: amqplib.written };
-    const outcomes = jobs.map((job) =>
-      publisher.publish(job).then(
-        () => 'queued' as const,
-        () => 'refused' as const,
-      ),
+    const answered = new Set<number>();
+    const outcomes = jobs.map((job, i) =>
+      publisher
+        .publish(job)
+        .then(
+          () => 'queued' as const,
+          () => 'refused' as const,
+        )
+        .finally(() => answered.add(i)),
     );
     const held = await waitUntilSteady(() => amqplib.handed - before.handed - (amqplib.written - before.written), {
       steadyMs: 1000,
@@ -1315,11 +1326,20 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       held,
       `${asJobs(held)} handed to amqplib's publish() and not yet written to its socket, of ${jobs.length} jobs published while the broker read nothing (its socket took ${asJobs(written)}): at most ${asJobs(bound)}. A publisher that goes on when publish() returns false holds every job it is given`,
     ).toBeLessThanOrEqual(bound);
-    // The broker reads again: every job whose publish said "queued" must be in the queue (a publish
-    // may be refused instead, which the API answers with a 503).
+    // Publishes still waiting for room now: unanswered, and not handed to amqplib (a publisher may
+    // instead refuse at once what it cannot take).
+    const waiting = range(jobs.length).filter((i) => !answered.has(i) && !amqplib.handedIds.has(jobs[i]!.jobId));
+    // The broker reads again: the publishes waiting for room go on (at least one is queued before its
+    // timeout), and every job whose publish said "queued" must be in the queue (a publish may be
+    // refused instead, which the API answers with a 503).
     proxy.resumeReading();
     const settled = await Promise.all(outcomes);
     const queued = jobs.filter((_, i) => settled[i] === 'queued').map((job) => job.jobId);
+    const waitedThenQueued = waiting.filter((i) => settled[i] === 'queued').length;
+    expect(
+      waiting.length === 0 || waitedThenQueued > 0,
+      `${waiting.length} publishes were waiting for room when the broker read again, and none of them was queued before its 30 s timeout: a publisher waiting for room must go on when the socket drains`,
+    ).toBe(true);
     await waitFor(
       () => readyIn(names.queue),
       (n) => n >= queued.length,
@@ -1694,6 +1714,45 @@ describe('challenges: every way out of the queue is confirmed, bounded and kept'
     );
     expect(back, 'the unfinished job, back in the queue for another worker').toBe(1);
   });
+
+  it('challenge: a worker and a publisher whose broker stops answering still stop and close, within a bound', async () => {
+    // A deploy stops the worker and closes the API's publisher. Every step of a shutdown that waits
+    // for the broker's answer (a consumer's cancel-ok, a channel's or a connection's close-ok) waits
+    // for ever once the broker has stopped answering while the connection stays up, and the process
+    // hangs until the orchestrator kills it. Here the proxy drops everything the two send from the
+    // moment they are told to stop; the broker still sends its heartbeats, so neither client gives
+    // the connection up, and with 60 s named in the URL the broker gives up on them only after about
+    // two minutes. No job is in progress, so the bound is for the waits on the broker alone.
+    const names = freshQueues();
+    await declareQueues(names);
+    const proxy = await brokerProxy();
+    const url = new URL(proxy.url);
+    url.searchParams.set('heartbeat', '60');
+    const sender = await workerHere(names, { url: url.toString() });
+    const publisher = await createPublisher(settings(names, { url: url.toString() }));
+    cleanups.push(() => publisher.close());
+    await consumersReach(names.queue, (n) => n === 1);
+    proxy.stall();
+    const boundMs = 30_000; // the solution bounds each wait on the broker at 2 s, and its grace is 10 s
+    const within = (step: Promise<void>, done: string) =>
+      Promise.race([
+        step.then(
+          () => done,
+          (error: Error) => `failed: ${error.message}`,
+        ),
+        sleep(boundMs).then(() => `still waiting after ${boundMs / 1000} s`),
+      ]);
+    const outcome = Object.fromEntries(
+      await Promise.all([
+        within(sender.worker.stop(), 'stopped').then((what) => ['worker.stop()', what]),
+        within(publisher.close(), 'closed').then((what) => ['publisher.close()', what]),
+      ]),
+    );
+    expect(outcome, 'a worker stopped and a publisher closed while the broker answers nothing').toEqual({
+      'worker.stop()': 'stopped',
+      'publisher.close()': 'closed',
+    });
+  });
 });
 
 describe('baseline: a stalled database is an outage too, and an order leaves nothing behind', {
@@ -1864,6 +1923,85 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
     expect(outcome, `a publish that was trying when its publisher closed, ${boundMs} ms after the close`).not.toBe(
       'still trying',
     );
+  });
+
+  it('a publish given up at its timeout is never sent afterwards: once the broker reads again, no job whose publish failed before it was written reaches the queue', {
+    timeout: 60_000,
+  }, async () => {
+    // While the broker reads nothing (a memory or disk alarm), a publisher that waits for room in its
+    // socket's buffer (the back-pressure challenge) holds every publish that comes after the buffer
+    // filled. Their timeouts pass, and the API answers each order 503: not queued, send it again. A
+    // publish that goes on waiting all the same, and writes its job once the broker reads again,
+    // queues a job its client was told had failed: it is done anyway, and twice if the client sent it
+    // again. Here the proxy reads nothing from the publisher while 4,000 large jobs are published at
+    // once with a 3 s timeout, and reads again only once every publish has its answer. Counted, once
+    // the queue has settled: the jobs in it whose publish failed before amqplib had been handed them.
+    // (A job handed to amqplib before its publish failed is on its way and may well be queued: that is
+    // the "may or may not be queued" of the 503, which an Idempotency-Key makes safe to retry.) The
+    // settling goes through the publisher, so it must publish again once the socket drains.
+    const names = freshQueues();
+    const proxy = await brokerProxy();
+    const amqplib = await watchAmqplib(names.exchange, Number(new URL(proxy.url).port));
+    const publishTimeoutMs = 3000;
+    const publisher = await createPublisher(settings(names, { url: proxy.url, publishTimeoutMs }));
+    cleanups.push(() => publisher.close());
+    cleanups.push(async () => proxy.resumeReading()); // a failed test's publisher closes as it would
+    const jobs = range(4000).map(() => makeJob({ items: LARGE_ORDER }));
+    const jobBytes = encodeJob(jobs[0]!).length;
+    proxy.pauseReading();
+    const writtenBefore = amqplib.written;
+    /** Jobs whose publish failed while amqplib had not been handed them: never to be sent. */
+    const failedUnsent = new Set<string>();
+    let answered = 0;
+    for (const job of jobs) {
+      void publisher
+        .publish(job)
+        .catch(() => {
+          if (!amqplib.handedIds.has(job.jobId)) failedUnsent.add(job.jobId);
+        })
+        .finally(() => answered++);
+    }
+    await waitFor(
+      () => answered,
+      (n) => n === jobs.length,
+      { timeoutMs: publishTimeoutMs + 20_000 },
+    );
+    const written = amqplib.written - writtenBefore;
+    // The count tells only if some jobs were left waiting for room: amqplib takes 1,024 of these jobs
+    // before its publish() says false, the kernel's buffers take what the socket holds.
+    expect(
+      written,
+      `the publisher's socket took ${Math.round(written / jobBytes)} of ${jobs.length} jobs while the broker read nothing: too few left waiting for room (the test needs more jobs)`,
+    ).toBeLessThan((jobs.length - 2048) * jobBytes);
+    proxy.resumeReading();
+    // Settled once the queue's depth does not change across a round trip through the publisher itself
+    // (a marker job, published until one is confirmed): a job the publisher writes late goes out ahead
+    // of a marker published after it, so it is in the queue by the time the marker is confirmed.
+    let depth = await readyIn(names.queue);
+    let confirmedMarkers = 0;
+    const settleBy = performance.now() + 30_000;
+    while (performance.now() < settleBy) {
+      const confirmed = await publisher.publish(makeJob()).then(
+        () => true,
+        () => false,
+      );
+      if (!confirmed) continue;
+      confirmedMarkers++;
+      const after = await readyIn(names.queue);
+      if (after <= depth + 1) break; // the marker at most: nothing else arrived meanwhile
+      depth = after;
+    }
+    expect(
+      confirmedMarkers,
+      'publishes confirmed in the 30 s after the broker read again: a publisher waiting for room must go on once the socket drains',
+    ).toBeGreaterThan(0);
+    const inQueue = new Set((await takeAll(rabbit.url, names.queue)).map((m) => decodeJob(m.content).jobId));
+    const sentLate = [...failedUnsent].filter((id) => inQueue.has(id));
+    const handedLate = [...failedUnsent].filter((id) => amqplib.handedIds.has(id)).length;
+    expect(
+      sentLate.length,
+      `${sentLate.length} of the ${failedUnsent.size} jobs whose publish failed (a 503 for its order) before amqplib was handed them reached the queue once the broker read again (${handedLate} were handed to amqplib after their publish had failed): a publish that has given up must never send its job`,
+    ).toBe(0);
   });
 
   it('a worker stopped while the broker is unreachable stops at once, without an error', async () => {
