@@ -152,17 +152,16 @@ describe('the embedded provider', () => {
 describe('freePort', () => {
   // A port from the ephemeral range can become some outgoing connection's source port in the seconds
   // before a slow server (RabbitMQ) binds it: CI saw could_not_start_listener once for that.
-  it.skipIf(!existsSync(EPHEMERAL_RANGE))(
-    'picks ports below the range outgoing connections use, free to listen on',
-    async () => {
-      const [floor] = readFileSync(EPHEMERAL_RANGE, 'utf8').trim().split(/\s+/).map(Number);
-      const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
-      for (const port of ports) {
-        expect(port).toBeLessThan(floor!);
-        expect(await probe('redis', '127.0.0.1', port, 300)).toBe(false);
-      }
-    },
-  );
+  // A machine whose range starts low (some containers hand out almost every port) leaves nothing below
+  // it to pick: freePort then takes the kernel's choice, and this test has nothing to check.
+  const floor = existsSync(EPHEMERAL_RANGE) ? Number(readFileSync(EPHEMERAL_RANGE, 'utf8').trim().split(/\s+/)[0]) : 0;
+  it.skipIf(!(floor > 11_000))('picks ports below the range outgoing connections use, free to listen on', async () => {
+    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+    for (const port of ports) {
+      expect(port).toBeLessThan(floor);
+      expect(await probe('redis', '127.0.0.1', port, 300)).toBe(false);
+    }
+  });
 });
 
 describe('a server that lost its port before binding it', () => {
