@@ -226,6 +226,28 @@ async function publish(sc: Scenario, events: readonly AccountEvent[], perSend = 
 }
 
 /**
+ * What the two refused-commit baselines start from: a pool patient enough for the spec's barrier (the
+ * projectors' own 3 s would cancel the held statement first), and two Kafka clients whose consumers
+ * are watched (joins, commits asked, commits refused).
+ */
+function twoWatchedProjectorsSetUp() {
+  const patient = createPgPool(database.url, {
+    ...PROJECTOR_POOL_OPTIONS,
+    statement_timeout: 20_000,
+    query_timeout: 25_000,
+  });
+  const firstClient = createKafka(kafka.brokers);
+  const secondClient = createKafka(kafka.brokers);
+  return {
+    patient,
+    firstClient,
+    first: watchConsumers(firstClient),
+    secondClient,
+    second: watchConsumers(secondClient),
+  };
+}
+
+/**
  * `count` projectors of the scenario's group in this process (on `db`), stopped on dispose. `settings`
  * changes the lab's consumer timings.
  */
@@ -755,16 +777,7 @@ describe('baseline: what every version of the pipeline does', () => {
     const sc = await scenario('commit-refused');
     const next = eventStream(sc.accounts(3));
     const events = next(3); // one per account first: the accounts' rows exist
-    // Patient enough for the barrier: the projectors' own 3 s would cancel the held statement first.
-    const patient = createPgPool(database.url, {
-      ...PROJECTOR_POOL_OPTIONS,
-      statement_timeout: 20_000,
-      query_timeout: 25_000,
-    });
-    const firstClient = createKafka(kafka.brokers);
-    const first = watchConsumers(firstClient);
-    const secondClient = createKafka(kafka.brokers);
-    const second = watchConsumers(secondClient);
+    const { patient, firstClient, first, secondClient, second } = twoWatchedProjectorsSetUp();
     using unhandled = countUnhandledRejections();
     try {
       await publish(sc, events);
@@ -846,15 +859,7 @@ describe('baseline: what every version of the pipeline does', () => {
     const sc = await scenario('commit-refused-quiet');
     const next = eventStream(sc.accounts(1));
     const events = next(1); // the account's row exists before the spec holds it
-    const patient = createPgPool(database.url, {
-      ...PROJECTOR_POOL_OPTIONS,
-      statement_timeout: 20_000,
-      query_timeout: 25_000,
-    });
-    const firstClient = createKafka(kafka.brokers);
-    const first = watchConsumers(firstClient);
-    const secondClient = createKafka(kafka.brokers);
-    const second = watchConsumers(secondClient);
+    const { patient, firstClient, first, secondClient, second } = twoWatchedProjectorsSetUp();
     try {
       await publish(sc, events);
       await using held = await projectors(sc, 1, firstClient, patient, {

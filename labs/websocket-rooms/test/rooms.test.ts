@@ -330,6 +330,35 @@ async function catchingUpInstance(instance: string, subscriber: StallingProxy, c
   };
 }
 
+/**
+ * Where the two catch-up challenges start: an instance built by {@link catchingUpInstance} (named
+ * `name`), a poster on an instance of its own that keeps a thousand messages, and one member in a new
+ * room who has heard a first post, 'before'. `post` sends as the poster and notes what was sent, in order.
+ */
+async function catchingUpRoom(
+  name: string,
+  users: { member: string; poster: string },
+  proxies: { commands: StallingProxy; subscriber: StallingProxy; direct: StallingProxy },
+) {
+  const hub = await catchingUpInstance(name, proxies.subscriber, proxies.commands);
+  const poster = await instanceWithHub(proxies.direct, `${name}-poster`, proxies.direct, { historyMax: 1000 });
+  const sender = { id: 0, user: users.poster, socket: undefined } as unknown as Client;
+  const room = newRoom();
+  const member = await hub.x.connect(users.member);
+  await member.join(room);
+  const posted: string[] = [];
+  const post = async (text: string) => {
+    await poster.hub.send(sender, room, text);
+    posted.push(text);
+  };
+  await post('before');
+  expect(
+    await waitFor(() => texts(member, room).includes('before')),
+    `${member.user} on instance ${name} hears a post from another instance`,
+  ).toBe(true);
+  return { hub, room, history: `${prefix}room:${room}:history`, member, posted, post };
+}
+
 afterEach(async () => {
   await closeAllClients();
   // Every socket gone on the servers' side too, so no test counts another's connections.
@@ -1729,23 +1758,14 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     await using commands = await stallingProxy(redisUrl);
     await using subscriber = await stallingProxy(redisUrl);
     await using direct = await stallingProxy(redisUrl);
-    const overlap = await catchingUpInstance('overlap', subscriber, commands);
-    const poster = await instanceWithHub(direct, 'overlap-poster', direct, { historyMax: 1000 });
-    const sender = { id: 0, user: 'opal', socket: undefined } as unknown as Client;
-    const room = newRoom();
-    const history = `${prefix}room:${room}:history`;
-    const member = await overlap.x.connect('otto');
-    await member.join(room);
-    const posted: string[] = [];
-    const post = async (text: string) => {
-      await poster.hub.send(sender, room, text);
-      posted.push(text);
-    };
-    await post('before');
-    expect(
-      await waitFor(() => texts(member, room).includes('before')),
-      `${member.user} on instance overlap hears a post from another instance`,
-    ).toBe(true);
+    const {
+      hub: overlap,
+      room,
+      history,
+      member,
+      posted,
+      post,
+    } = await catchingUpRoom('overlap', { member: 'otto', poster: 'opal' }, { commands, subscriber, direct });
 
     /** One absence of the subscriber, three posts while away, and `during` run in the catch-up's read. */
     const catchUp = async (label: string, during: () => Promise<void>) => {
@@ -1806,23 +1826,14 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     await using commands = await stallingProxy(redisUrl);
     await using subscriber = await stallingProxy(redisUrl);
     await using direct = await stallingProxy(redisUrl);
-    const twice = await catchingUpInstance('twice', subscriber, commands);
-    const poster = await instanceWithHub(direct, 'twice-poster', direct, { historyMax: 1000 });
-    const sender = { id: 0, user: 'tia', socket: undefined } as unknown as Client;
-    const room = newRoom();
-    const history = `${prefix}room:${room}:history`;
-    const member = await twice.x.connect('ted');
-    await member.join(room);
-    const posted: string[] = [];
-    const post = async (text: string) => {
-      await poster.hub.send(sender, room, text);
-      posted.push(text);
-    };
-    await post('before');
-    expect(
-      await waitFor(() => texts(member, room).includes('before')),
-      `${member.user} on instance twice hears a post from another instance`,
-    ).toBe(true);
+    const {
+      hub: twice,
+      room,
+      history,
+      member,
+      posted,
+      post,
+    } = await catchingUpRoom('twice', { member: 'ted', poster: 'tia' }, { commands, subscriber, direct });
 
     await twice.dropSubscriber();
     for (let n = 1; n <= 3; n++) await post(`first absence ${n}`);
