@@ -217,8 +217,7 @@ export function createRoomHub(options: HubOptions): RoomHub {
     void catchUpRooms().finally(() => {
       catchingUp = false;
       if (tryAgain) {
-        // Mutation survivor: left true, every later catch-up is followed by one more try; with nothing missed that returns
-        // at once, but after a failed try it retries without waiting for a 'ready' (no test holds a connection down after a retry)
+        // Cleared first: if this try fails too, it waits for the next 'ready' instead of trying again at once.
         tryAgain = false;
         onReady();
       }

@@ -280,9 +280,14 @@ async function catchingUpInstance(instance: string, subscriber: StallingProxy, c
   let armed: { commands: string[]; key: string; during: () => Promise<void> } | undefined;
   let failure: unknown;
   let stepsIn = 0;
+  /** Commands that failed, by each key (or other argument) they named. */
+  const failedNaming = new Map<string, number>();
   const send = connection.sendCommand.bind(connection);
   connection.sendCommand = (command, ...rest) => {
     const reply = send(command, ...rest);
+    command.promise.catch(() => {
+      for (const arg of new Set(command.args.map(String))) failedNaming.set(arg, (failedNaming.get(arg) ?? 0) + 1);
+    });
     const hook = armed;
     if (!hook?.commands.includes(command.name) || !command.args.some((arg) => String(arg) === hook.key)) return reply;
     armed = undefined;
@@ -307,6 +312,20 @@ async function catchingUpInstance(instance: string, subscriber: StallingProxy, c
     },
     /** How many reads the spec stepped into, and the first failure of a `during`, if any. */
     hooked: () => ({ stepsIn, failure }),
+    /** How many of the hub's commands naming `key` failed (a command sent while the connection is down fails at once). */
+    failuresNaming: (key: string) => failedNaming.get(key) ?? 0,
+    /** Cuts the command connection's path and resolves once ioredis has seen it close. */
+    dropCommands: async () => {
+      const lost = once(connection, 'close');
+      await commands.kill();
+      await lost;
+    },
+    /** Restores the command connection's path and resolves once it is ready again (the hub's listeners ran). */
+    restoreCommands: async () => {
+      const back = once(connection, 'ready');
+      await commands.revive();
+      await back;
+    },
     /** Cuts the subscriber's path and resolves once the hub has been told (its 'close' listeners ran). */
     dropSubscriber: async () => {
       const lost = once(lines, 'close');
@@ -1860,6 +1879,69 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       got,
       `${member.user} received ${got.length} of ${posted.length} (${missing.length} missing: ${missing.join(', ') || 'none'}): ` +
         "its instance's subscriber dropped again and came back while the first catch-up read the history",
+    ).toEqual(posted);
+    expect(member.closed, `${member.user}'s connection stays open`).toBeUndefined();
+  }, 60_000);
+
+  it('challenge: a catch-up that fails because Redis is still away is tried again once Redis is back, not over and over meanwhile; members then get every message, once each, in order', async () => {
+    // Instance "retry" loses its subscriber, three messages are posted, and the subscriber comes back:
+    // the catch-up reads the room's history. The spec steps in at that read: the subscriber drops and
+    // comes back again (its 'ready' arrives while this catch-up runs, so one more is due after it), and
+    // then the hub's command connection goes down, so that next catch-up fails. While Redis is away
+    // every command fails at once (the hub's connections queue nothing): a hub that answers a failed
+    // try with another at once spins, sending the same failing reads as fast as it can, on every
+    // instance that lost Redis, just when Redis is struggling. A failed try waits for a connection to
+    // come back ('ready'); a timer with a back-off would do too, and the bound leaves room for one.
+    await using commands = await stallingProxy(redisUrl);
+    await using subscriber = await stallingProxy(redisUrl);
+    await using direct = await stallingProxy(redisUrl);
+    const {
+      hub: retry,
+      room,
+      history,
+      member,
+      posted,
+      post,
+    } = await catchingUpRoom('retry', { member: 'rex', poster: 'rue' }, { commands, subscriber, direct });
+
+    await retry.dropSubscriber();
+    for (let n = 1; n <= 3; n++) await post(`first absence ${n}`);
+    let stepped = false;
+    retry.duringNextReply(READS, history, async () => {
+      await retry.dropSubscriber();
+      await post('second absence');
+      await retry.restoreSubscriber();
+      await retry.dropCommands();
+      stepped = true;
+    });
+    await retry.restoreSubscriber();
+    expect(
+      await waitFor(() => stepped, 10_000),
+      "the spec stepped into the catch-up's read of the room's history",
+    ).toBe(true);
+    expect(retry.hooked().failure, 'what the spec did during the read').toBeUndefined();
+    const failedBefore = retry.failuresNaming(history);
+    // Fifty round trips on the subscriber's connection, which is up: a hub that retries at once gets
+    // through about as many tries meanwhile (each one subscribes again first, then fails its read).
+    const ROUND_TRIPS = 50;
+    for (let n = 0; n < ROUND_TRIPS; n++) await retry.heardAll();
+    const failedWhileDown = retry.failuresNaming(history) - failedBefore;
+    await post('while the command connection was down');
+    await retry.heardAll();
+    await retry.restoreCommands();
+    await waitFor(() => texts(member, room).at(-1) === posted.at(-1), 10_000);
+    await member.roundTrip();
+    expect(
+      failedWhileDown,
+      `reads of the history that failed while the command connection was down, during ${ROUND_TRIPS} round trips ` +
+        'to Redis on the subscriber: a catch-up that failed must wait for the connection (or a back-off), not try again at once',
+    ).toBeLessThanOrEqual(5);
+    const got = texts(member, room);
+    const missing = posted.filter((text) => !got.includes(text));
+    expect(
+      got,
+      `${member.user} received ${got.length} of ${posted.length} (${missing.length} missing: ${missing.join(', ') || 'none'}): ` +
+        "the instance's catch-up failed while its command connection was down, and that connection came back",
     ).toEqual(posted);
     expect(member.closed, `${member.user}'s connection stays open`).toBeUndefined();
   }, 60_000);
