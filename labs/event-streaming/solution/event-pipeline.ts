@@ -279,6 +279,8 @@ export async function startProjector(deps: ProjectorDeps): Promise<Projector> {
    */
   // Mutation survivor: the first name emptied: a group answers a commit with REBALANCE_IN_PROGRESS only between the
   // member's JoinGroup and its SyncGroup, where kafkajs never commits; a test would need a broker made to answer so.
+  // Mutation survivor: the second name emptied: a stale generation is refused only to a member that commits after a
+  // rebalance it took part in and before its own rejoin; the spec's refusals are all UNKNOWN_MEMBER_ID (a dropped member).
   const REJOIN = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 
   /**
