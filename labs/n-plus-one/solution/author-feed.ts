@@ -20,6 +20,7 @@
  */
 import DataLoader from 'dataloader';
 import type pg from 'pg';
+import { createQuietly } from '@labs/lab-kit';
 import {
   findAuthors,
   LATEST_POSTS,
@@ -43,7 +44,13 @@ import {
  * to run on every start; it compares names only, so changing the columns means a new name.
  */
 export async function ensureIndexes(db: pg.Pool): Promise<void> {
-  await db.query('CREATE INDEX IF NOT EXISTS posts_author_latest ON posts (author_id, published_at DESC, id DESC)');
+  // IF NOT EXISTS looks for the name before it builds, so two instances starting together can both
+  // build, and the second to finish fails on PostgreSQL's catalog (a duplicate key in pg_class) with the
+  // index there all the same. createQuietly runs the statement once more after that error: a no-op now.
+  await createQuietly(
+    db,
+    'CREATE INDEX IF NOT EXISTS posts_author_latest ON posts (author_id, published_at DESC, id DESC)',
+  );
 }
 
 /**
