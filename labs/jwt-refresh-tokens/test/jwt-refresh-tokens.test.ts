@@ -284,7 +284,7 @@ describe('baseline: logging in and using an access token', () => {
     expect(await res.json()).toMatchObject({ status: 401, code: 'expired', detail: expect.stringMatching(/\w/) });
   });
 
-  it('still accepts a token signed by the previous key right after a key rotation', async () => {
+  it('still accepts a token signed by the previous key right after a key rotation, and signs with the new one from then on', async () => {
     const { app, tab } = await loggedIn();
     app.keys.rotate();
     app.clock.advance(MINUTE);
@@ -292,6 +292,21 @@ describe('baseline: logging in and using an access token', () => {
     const second = new Tab(app.url);
     expect((await second.login(grace.username, grace.password)).status).toBe(200);
     expect(await second.me()).toBe(200);
+    // Once the old key's grace is over, what the API hands out must still work: a token signed after
+    // the rotation is the new key's. Code that looked the signing key up once, when it started, keeps
+    // signing with the retired one, and every login and refresh from then on is refused at once.
+    app.clock.advance(PAST_ACCESS_EXPIRY);
+    const later = new Tab(app.url);
+    expect((await later.login(grace.username, grace.password)).status).toBe(200);
+    expect(await later.me(), "a login's token, after the old key's grace: still signed with the retired key?").toBe(
+      200,
+    );
+    if (tab.jar.cookie) {
+      expect((await tab.refresh()).status).toBe(200);
+      expect(await tab.me(), "a refresh's token, after the old key's grace: still signed with the retired key?").toBe(
+        200,
+      );
+    }
   });
 
   it('answers /refresh and /logout without any credentials, or with made-up ones, with a 401', async () => {
@@ -566,7 +581,7 @@ describe('baseline: logging in and using an access token', () => {
     expect(escaped.map(String), 'errors that escaped every handler').toEqual([]);
   });
 
-  it('a login, refresh or logout whose Redis connection drops after any of its writes leaves no key without an expiry', async () => {
+  it('a login, refresh or logout whose Redis connection drops after any of its writes leaves no key without an expiry, and answers no login 200 without its session', async () => {
     // A session written in two commands (the family, then its expiry) is half written when the connection
     // drops between them, as it may at any moment: the request fails, and the family stays for ever. The
     // requests go to a second instance whose Redis client the test cuts after their first writes (none,
@@ -587,9 +602,17 @@ describe('baseline: logging in and using an access token', () => {
       return status;
     };
     const answers: Record<string, number[]> = { login: [], refresh: [], logout: [] };
+    const sessionless: number[] = []; // the cuts after which a login said 200 without its session in Redis
     for (const writes of [0, 1, 2]) {
-      const login = async () => (await new Tab(other.url).login(ada.username, ada.password)).status;
+      const newcomer = new Tab(other.url);
+      const login = async () => (await newcomer.login(ada.username, ada.password)).status;
       answers.login!.push(await cutAfter(writes, login));
+      // A 200 says the session exists. A login that swallowed the failed write (or never waited for it)
+      // hands out a cookie for a session Redis never got: the user is thrown out at the first refresh.
+      if (answers.login!.at(-1) === 200 && newcomer.jar.cookie) {
+        const back = new Tab(app.url, newcomer.jar);
+        if ((await back.refresh()).status !== 200) sessionless.push(writes);
+      }
       // A session logged in whole, then refreshed and ended through the instance that gets cut off.
       const tab = new Tab(app.url);
       expect((await tab.login(ada.username, ada.password)).status).toBe(200);
@@ -607,6 +630,10 @@ describe('baseline: logging in and using an access token', () => {
     expect(
       answers.login!.filter((status) => status !== 200 && status !== 503),
       'logins',
+    ).toEqual([]);
+    expect(
+      sessionless,
+      'logins answered 200, cut off after these numbers of writes, whose refresh cookie then found no session',
     ).toEqual([]);
     expect(
       answers.refresh!.filter((status) => status !== 200 && status !== 503),
@@ -716,10 +743,21 @@ describe('challenges: refresh tokens', () => {
     const stolen = new Tab(app.url); // the thief copied the cookie, not the access token
     stolen.jar.cookie = tab.jar.cookie;
     expect(stolen.jar.cookie, 'login set no refresh_token cookie (issue() returned no refreshToken)').toBeDefined();
+    const copy = stolen.jar.cookie;
     expect((await tab.refresh()).status).toBe(200); // the user rotates it
-    app.clock.advance(MINUTE);
+    // The thief tries a second later, inside the racing-tabs grace (where a thief looks like a racing tab,
+    // so its answer is not checked), then again with the same copy just after the grace ends. The grace
+    // runs from the rotation: a request inside it must not move it on, or whoever keeps replaying the
+    // copy every few seconds is handed fresh tokens for as long as the user leaves the session idle.
+    app.clock.advance(1000);
+    await stolen.refresh();
+    stolen.jar.cookie = copy;
+    app.clock.advance(TOKEN_DEFAULTS.refreshRaceGraceMs);
     const replay = await stolen.refresh();
-    expect(replay.status).toBe(401);
+    expect(
+      replay.status,
+      'the copy, replayed again as the grace counted from the rotation ends (a racing request must not extend it)',
+    ).toBe(401);
     expect(replay.json, 'the replay is named as such').toMatchObject({
       code: 'reused',
       detail: expect.stringMatching(/\w/),
@@ -985,6 +1023,10 @@ describe('challenges: refresh tokens', () => {
     // And the whole token with a character added before or after it: a pattern that finds a token
     // somewhere in the text (no `^`, or no `$`) takes the one inside and accepts text it never issued.
     forged.push(`0${current!}`, `${current!}A`);
+    // And a zero put in front of each number that stands alone (after a separator): the same number to
+    // Number(), but not the text the server wrote, so "1" and "01" would both be the current generation.
+    for (const match of current!.matchAll(/(?<=[^A-Za-z0-9])\d/g))
+      forged.push(`${current!.slice(0, match.index)}0${current!.slice(match.index)}`);
     for (const [i, token] of forged.entries()) {
       const res = await fetch(`${app.url}/refresh`, {
         method: 'POST',
@@ -1172,6 +1214,31 @@ describe('challenges: what a session leaves in Redis, and for how long', () => {
       detail: expect.stringMatching(/\w/),
     });
     expect(await keysWithoutExpiry(redis, app.prefix), 'keys written for a dropped session, kept for ever').toEqual([]);
+    // The same, with Redis dropping the session while the request is on its way: a logout, then a refresh,
+    // reach a second instance whose writes the test holds; the session goes while the first write waits.
+    // "Check that it exists, then write" in two round trips writes into the gap and creates the key again.
+    const held = await lab.context.redis();
+    const hold = holdWrites(held);
+    const other = await startTwin(lab, app, { redis: held });
+    const immortal: string[] = []; // each request's keys left without an expiry, looked for before the next one
+    for (const path of ['/logout', '/refresh']) {
+      const late = new Tab(app.url);
+      expect((await late.login(ada.username, ada.password)).status).toBe(200);
+      const there = new Tab(other.url, late.jar);
+      there.accessToken = late.accessToken;
+      hold.hold();
+      const sent = there.send('POST', path);
+      try {
+        await Promise.race([hold.reached, sent]); // the request's first write waits
+        await redis.del(...(await redis.keys(`${app.prefix}*`))); // and Redis lets the session expire meanwhile
+      } finally {
+        hold.release();
+      }
+      const res = await sent;
+      await res.arrayBuffer();
+      for (const key of await keysWithoutExpiry(redis, app.prefix)) immortal.push(`${path} (${res.status}): ${key}`);
+    }
+    expect(immortal, "keys written for a session Redis dropped between the request's read and its write").toEqual([]);
   });
 
   it('challenge: every stored credential is a keyed hash: no refresh secret, nor an unkeyed digest of one, in Redis', async () => {
@@ -1336,9 +1403,20 @@ describe('challenges: verifying access tokens', () => {
     // An honest token the old key signed as it retired lives its whole life: the grace outlasts it.
     app.clock.advance((ACCESS_TTL_SEC - 10) * 1000);
     expect(await meWith(app, signedAtRotation), 'a token signed as its key retired, 10 s before its exp').toBe(200);
-    app.clock.advance(PAST_ACCESS_EXPIRY + MINUTE); // every honest token of the old key has expired by now
+    // A second after that token's exp and the skew allowance, the key has no honest token left to check,
+    // and the JWKS has stopped listing it (other services no longer trust it): neither may this API. A
+    // grace taken from the defaults (300 s tokens) instead of accessTtlSec would still be open here.
+    app.clock.advance((10 + CLOCK_TOLERANCE_SEC + 1) * 1000);
+    const jwks = (await (await fetch(`${app.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
+    expect(
+      jwks.keys.map((k) => k.kid),
+      'the JWKS lists the retired key past its grace',
+    ).not.toContain(old.kid);
     const late = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${await forge()}` } });
-    expect(late.status, 'the retired key still verifies after its grace period').toBe(401);
+    expect(
+      late.status,
+      'the retired key still verifies a second after its grace (accessTtlSec + clockToleranceSec), which the JWKS no longer lists',
+    ).toBe(401);
     expect(await late.json()).toMatchObject({ code: 'invalid', detail: expect.stringMatching(/\w/) });
     // What a token says about itself cannot reopen the grace: whoever holds the leaked key writes any
     // `iat` they like. One "issued" a second before the retirement, expiring minutes from now, is as
