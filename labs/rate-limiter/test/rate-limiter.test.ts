@@ -397,17 +397,20 @@ describe('baseline: what any rate limiter must do', () => {
     );
   });
 
-  it('while a client stays denied, every denial names the same moment to come back, and the same reset', async () => {
+  it('while a client stays denied, every denial names the same moment to come back, and the same reset, and none names one before its turn', async () => {
     // Nothing is admitted in between, so the moment the client may come back (and the moment its whole
     // allowance is back) does not move: each denial's Retry-After and RateLimit t count down to it. A
     // limiter that answers repeat denials from a local cache must say exactly what Redis would; whole
-    // seconds, rounded up, put every answer within a second after the true moment.
+    // seconds, rounded up, put every answer within a second after the true moment, never before it: a
+    // client that comes back at the earliest moment any denial named is admitted. One denial is asked for
+    // at a quarter of a millisecond before a whole second of waiting is left (for GCRA, whose turn here
+    // is 2 s in): a wait rounded down to whole milliseconds there reads as one second, not two.
     const T0 = 1_700_000_000_000;
     let clock = T0;
     const [url] = await startInstances(1, 5, 10_000, () => clock);
     expect(await burst([url!], 5, 'impatient')).toEqual({ 200: 5 });
     const moments: { at: number; status: number; comeBack: number; reset: number }[] = [];
-    for (const at of [100, 500, 900, 1600]) {
+    for (const at of [100, 500, 900, 999.75, 1600]) {
       clock = T0 + at;
       const res = await fetch(`${url}/api/quote`, { headers: { 'x-api-key': 'impatient' } });
       await res.arrayBuffer();
@@ -429,6 +432,12 @@ describe('baseline: what any rate limiter must do', () => {
         1000,
       );
     }
+    const earliest = Math.min(...moments.map((m) => m.comeBack));
+    clock = T0 + earliest;
+    expect(
+      await burst([url!], 1, 'impatient'),
+      `back at the earliest moment a denial named, ${earliest} ms after spending the limit: ${JSON.stringify(moments)}`,
+    ).toEqual({ 200: 1 });
   });
 
   it('a limit finer than one request per millisecond (2,000 a second) serves requests, not errors', async () => {
@@ -436,6 +445,43 @@ describe('baseline: what any rate limiter must do', () => {
     // client must still get a valid expiry (a TTL rounded down to 0 ms is an error from Redis, a 500).
     const [url] = await startInstances(1, 2000, 1000);
     expect(await burst([url!], 30, 'fine-grained')).toEqual({ 200: 30 });
+  });
+
+  it('a limit finer than one request per millisecond gives back what it promises: 2 a millisecond, 200 in 100 ms', async () => {
+    // Counting time per request in whole milliseconds (the interval, the stored TAT) looks precise enough,
+    // until the policy's interval is shorter than one: 2,000 a second then refills at 1,000 a second, half
+    // what the RateLimit-Policy header promises. So the client spends its burst of 20,000 a millisecond
+    // before a window boundary and asks for 400 a hundred milliseconds later: the policy has given back
+    // 200 by then. (Spent before the boundary, so a fixed window, which gives it all back there, is no
+    // stricter. Ten-second windows: Redis keeps the TAT for that long in real time, well past this test.)
+    const limit = 20_000;
+    const windowMs = 10_000;
+    let clock = MINUTE_T0 - 1;
+    const limiter = createRateLimiter({
+      redis: await lab.context.redis(COUNTING_REDIS_OPTIONS),
+      limit,
+      windowMs,
+      prefix: `${lab.context.prefix}${++testNo}:`,
+      now: () => clock,
+    });
+    /** Asks for `n` requests, a thousand to a turn of the event loop, at the clock as it stands; how many were admitted. */
+    const ask = async (n: number) => {
+      let admitted = 0;
+      for (let asked = 0; asked < n; asked += 1000) {
+        const decisions = await Promise.all(
+          Array.from({ length: Math.min(1000, n - asked) }, () => limiter.consume('fine-rate')),
+        );
+        admitted += decisions.filter((d) => d.allowed).length;
+      }
+      return admitted;
+    };
+    expect(await ask(limit), 'the first burst of the limit').toBe(limit);
+    clock = MINUTE_T0 + 99;
+    const back = (limit * 100) / windowMs;
+    expect(
+      await ask(2 * back),
+      `admitted of ${2 * back} asked 100 ms after spending a burst of ${limit} per ${windowMs} ms (the policy gives back ${back}: is time per request counted in whole ms?)`,
+    ).toBeGreaterThanOrEqual(back);
   });
 
   it('every key the limiter writes expires, within two windows', async () => {
@@ -557,6 +603,38 @@ describe('baseline: what any rate limiter must do', () => {
     expect(perClient, `7 requests from each client in one turn, limit ${limit}`).toEqual(
       Object.fromEntries(clients.map((client) => [client, '4 admitted, told 0,1,2,3 remain'])),
     );
+  });
+
+  it("two limiters in one process, each with its own prefix and policy, never share a client's allowance", async () => {
+    // An API often limits one client twice: a strict limit on a costly route (logins) beside a loose one
+    // on the rest, on one Redis connection. What each limiter keeps is its own: its keys in Redis (under
+    // its prefix), the requests waiting for its decision, the clients it remembers as denied. Kept in the
+    // module, or under a key without the prefix, one limiter decides for the other. One client asks both,
+    // interleaved, in one turn, then the loose one again in a later turn.
+    const client = await lab.context.redis(COUNTING_REDIS_OPTIONS);
+    const [strict, loose] = [1, 5].map((limit) =>
+      createRateLimiter({
+        redis: client,
+        limit,
+        windowMs: 60_000,
+        prefix: `${lab.context.prefix}${++testNo}:`,
+        now: STILL,
+      }),
+    );
+    /** How many of `decisions` were admitted. */
+    const admitted = async (decisions: Promise<Decision>[]) =>
+      (await Promise.all(decisions)).filter((d) => d.allowed).length;
+    const asked: { strict: Promise<Decision>[]; loose: Promise<Decision>[] } = { strict: [], loose: [] };
+    for (let request = 0; request < 3; request++) {
+      asked.strict.push(strict!.consume('two-limits'));
+      asked.loose.push(loose!.consume('two-limits'));
+    }
+    const together = { strict: await admitted(asked.strict), loose: await admitted(asked.loose) };
+    const looseLater = await admitted(Array.from({ length: 3 }, () => loose!.consume('two-limits')));
+    expect(
+      { ...together, looseLater },
+      'admitted of 3 asked of each (limits 1 and 5), then of 3 more asked of the loose one: does one limiter decide for the other?',
+    ).toEqual({ strict: 1, loose: 3, looseLater: 2 });
   });
 
   it('every request is answered when Redis fails in the middle of deciding them', async () => {
