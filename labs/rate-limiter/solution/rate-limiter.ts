@@ -145,9 +145,14 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
           const exactWaitMs = retryAfterUs / 1000;
           // Stryker disable next-line ArithmeticOperator: a retry moment already past is no cache
           const retryAt = sentAt + exactWaitMs;
-          // Stryker disable next-line CallExpression: the deny cache switched off
-          // Stryker disable next-line ObjectLiteral: an entry without moments never matches (NaN)
-          deniedUntil.set(clientId, { retryAt, resetAt: sentAt + resetMs });
+          // maxDenied 0 means remember nobody (the eviction above only makes room, and there is none).
+          // Mutation survivor: made `false`, the deny cache is switched off (allowed); its `true` and `>=` are killed
+          // Stryker disable next-line BlockStatement: the deny cache switched off
+          if (maxDenied > 0) {
+            // Stryker disable next-line CallExpression: the deny cache switched off
+            // Stryker disable next-line ObjectLiteral: an entry without moments never matches (NaN)
+            deniedUntil.set(clientId, { retryAt, resetAt: sentAt + resetMs });
+          }
         }
       })
       // Redis failed (or a bug threw): every request of the batch gets the error, none is left waiting.

@@ -525,24 +525,30 @@ describe('baseline: what any rate limiter must do', () => {
     return { limiter, commands };
   };
 
-  it('a limiter that remembers denied clients in memory remembers at most maxDenied of them', async () => {
+  it('a limiter that remembers denied clients in memory remembers at most maxDenied of them (0: none)', async () => {
     // A local memory of denials (answering an abuser without a round trip) is optional, but one without
     // a bound grows with every client ever denied: a flood of made-up API keys is a memory leak. Three
-    // clients are denied with maxDenied 2; asked again, at most two may be answered without Redis.
+    // clients are denied with maxDenied 2; asked again, at most two may be answered without Redis. With
+    // maxDenied 0 (an operator switching the memory off) none may be.
     // (A limiter that asks Redis every time, or keeps nothing in Redis at all, has nothing to bound here.)
-    const { limiter, commands } = await oneRequestAMinute({ maxDenied: 2 });
-    for (const id of ['first', 'second', 'third']) {
-      expect((await limiter.consume(id)).allowed, `${id}: its one request`).toBe(true);
-      expect((await limiter.consume(id)).allowed, `${id}: over its limit`).toBe(false);
+    for (const maxDenied of [2, 0]) {
+      const { limiter, commands } = await oneRequestAMinute({ maxDenied });
+      for (const id of ['first', 'second', 'third']) {
+        expect((await limiter.consume(id)).allowed, `${id}: its one request`).toBe(true);
+        expect((await limiter.consume(id)).allowed, `${id}: over its limit`).toBe(false);
+      }
+      if (commands.mock.calls.length === 0) return; // keeps nothing in Redis: another test's matter
+      const answeredLocally: string[] = [];
+      for (const id of ['third', 'second', 'first']) {
+        const before = commands.mock.calls.length;
+        expect((await limiter.consume(id)).allowed, `${id}: still over its limit`).toBe(false);
+        if (commands.mock.calls.length === before) answeredLocally.push(id);
+      }
+      expect(
+        answeredLocally.length,
+        `answered from memory with maxDenied ${maxDenied}: ${answeredLocally.join(', ') || 'none'}`,
+      ).toBeLessThanOrEqual(maxDenied);
     }
-    if (commands.mock.calls.length === 0) return; // keeps nothing in Redis: another test's matter
-    const answeredLocally: string[] = [];
-    for (const id of ['third', 'second', 'first']) {
-      const before = commands.mock.calls.length;
-      expect((await limiter.consume(id)).allowed, `${id}: still over its limit`).toBe(false);
-      if (commands.mock.calls.length === before) answeredLocally.push(id);
-    }
-    expect(answeredLocally.length, `answered from memory with maxDenied 2: ${answeredLocally}`).toBeLessThanOrEqual(2);
   });
 
   it(`a limiter that remembers denied clients in memory and is given no maxDenied remembers at most ${DEFAULT_MAX_DENIED.toLocaleString('en')} of them`, async () => {
