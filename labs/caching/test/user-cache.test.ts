@@ -9,7 +9,7 @@
 import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import calculateSlot from 'cluster-key-slot';
 import { createPgPool, createRedisClient } from '@labs/services';
 import { expectNoProcessDied, keysWithoutExpiry, meterSql, type SqlMeter, stallingProxy, useLab } from '@labs/test-kit';
@@ -195,9 +195,9 @@ function holdFirstCall(method: 'find' | 'save', at: 'before' | 'after' = 'after'
  * `release()`. `reached` resolves once Redis has run every command the reader sent before the held one
  * (a PING on the same connection answers only after them); `release()` sends the held commands in
  * their order and lets the rest through. A pipeline (MULTI ... EXEC) is written in one piece, so it
- * counts as one command.
+ * counts as one command. With `after: 'save'`, a writer is held the same way, counted from its save.
  */
-function holdNthCommandAfterRead(n: number) {
+function holdNthCommandAfterRead(n: number, after: 'find' | 'save' = 'find') {
   const reached = gate();
   let afterRead = false;
   let sent = 0;
@@ -205,16 +205,17 @@ function holdNthCommandAfterRead(n: number) {
   let holding = false;
   let passing = false;
   const held: (() => void)[] = [];
-  const wrap = (repository: UserRepository): UserRepository => ({
-    ...repository,
-    async find(id) {
+  const wrap = (repository: UserRepository): UserRepository => {
+    const original = repository[after] as (...args: unknown[]) => Promise<unknown>;
+    const counted = async (...args: unknown[]) => {
       try {
-        return await repository.find(id);
+        return await original.apply(repository, args);
       } finally {
         afterRead = true; // what a reader does with its lease once its read failed counts too
       }
-    },
-  });
+    };
+    return { ...repository, [after]: counted };
+  };
   const instrument = (client: Redis): Redis => {
     const send = client.sendCommand.bind(client);
     client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
@@ -245,8 +246,9 @@ function holdNthCommandAfterRead(n: number) {
 /**
  * Holds a writer's cache commands: once its database write has committed, every Redis command the
  * writer's instance sends waits until `release()`. `reached` resolves when the first one is held.
+ * With `answerLost`, the save commits and then fails as a connection cut before its answer does.
  */
-function holdCommandsAfterSave() {
+function holdCommandsAfterSave(answerLost = false) {
   const reached = gate();
   const released = gate();
   let afterSave = false;
@@ -255,6 +257,12 @@ function holdCommandsAfterSave() {
     async save(id, input) {
       const saved = await repository.save(id, input);
       afterSave = true;
+      if (answerLost) {
+        // SQLSTATE 08006 (connection failure): the routes answer it with a 503, as a real cut.
+        throw Object.assign(new Error('Connection terminated unexpectedly (injected, after the commit)'), {
+          code: '08006',
+        });
+      }
       return saved;
     },
   });
@@ -649,6 +657,26 @@ describe('baseline: what any cache in front of the database must do', () => {
       for (const { key, ms } of await expiries(brief.prefix))
         expect(ms !== -1 && ms <= 200, `${key}: PTTL ${ms} right after it was stored, at most ttlMs 200`).toBe(true);
     }
+    // And an expiry is a length of time, counted by Redis: an instance whose clock is an hour ahead (a
+    // VM resumed from a snapshot, NTP not yet synced) stores nothing longer than asked. An expiry sent as
+    // an instant of the instance's own clock (PXAT, EXAT) lives an hour longer than ttlMs.
+    const skewed = createCluster();
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 3_600_000 });
+    try {
+      const ahead = await skewed.start({ ttlMs: 20_000, missingTtlMs: 4_000 });
+      for (const id of [21, 888_892]) await getUser(ahead, id);
+    } finally {
+      vi.useRealTimers();
+    }
+    const skewedKeys = await expiries(skewed.prefix);
+    expect(skewedKeys.length, 'keys stored by the instance whose clock is an hour ahead').toBeGreaterThanOrEqual(1);
+    for (const { key, ms } of skewedKeys) {
+      const bound = key.includes('888892') ? 4_000 : 20_000;
+      expect(
+        ms > 0 && ms <= bound,
+        `${key}, stored by an instance whose clock is an hour ahead: PTTL ${ms}, at most ${bound}`,
+      ).toBe(true);
+    }
   });
 
   it('a reader paused in its database read has nothing in Redis without an expiry (a lease of a holder that dies expires)', async () => {
@@ -788,6 +816,13 @@ describe('baseline: what any cache in front of the database must do', () => {
     // fill comes last. This is about what a guard on the fill must compare.) Twice: A and B on two
     // instances, then both on one instance. A lease is one read's, not one process's: with a token per
     // instance (or per connection), B's lease carries A's token and A's old row passes the check.
+    // Nor is a token the time its read began: reads share a millisecond, and machines' clocks disagree,
+    // so a later read on an instance whose clock is behind reads the moment an earlier one did. Every
+    // clock here reads one frozen moment (a fake Date): a token taken from it is A's and B's alike.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
     for (const [readers, id] of [
       ['on two instances', 38],
       ['on one instance', 31],
@@ -819,27 +854,37 @@ describe('baseline: what any cache in front of the database must do', () => {
     }
   });
 
-  it('a reader held in its database read does not hold up the readers of another user', async () => {
+  it('a reader held in its database read does not hold up the readers of another user, or of its user in another deployment', async () => {
     // Whatever a reader takes on its key (a lease, a lock) is that key's alone: user 43's read is held
     // before its query, and user 44 is read twice meanwhile, on another instance. The first read of 44
-    // fills its entry, so the second is a hit.
+    // fills its entry, so the second is a hit. A key is a user in one schema version: during a rolling
+    // deployment an instance of the previous version fills its own entry of user 43, and must not wait
+    // on what the current version's reader took (nor leave its own entry unfilled for it).
     const cluster = createCluster();
     const read = holdFirstCall('find', 'before');
-    const held = await cluster.start({ wrap: read.wrap });
+    const held = await cluster.start({ wrap: read.wrap, leaseMs: 30_000 });
     const other = await cluster.start();
+    const previous = await cluster.start({ schemaVersion: CURRENT_SCHEMA_VERSION - 1 });
     const pending = getUser(held, 43);
     await read.reached;
     try {
-      // Not held up: answered long before anything user 43's reader took could expire by itself (the
-      // reference's lease lives 3 s; a read of user 44 takes milliseconds, 2 s is the bound).
-      const started = performance.now();
-      expect(await getUser(other, 44), 'user 44, while user 43 is being read').toMatchObject({
-        status: 200,
-        cache: 'miss',
-      });
-      const ms = Math.round(performance.now() - started);
-      expect(ms, `user 44 answered after ${ms} ms, while user 43's read was held`).toBeLessThan(2000);
-      expect(await getUser(other, 44), 'user 44 again').toMatchObject({ status: 200, cache: 'hit' });
+      // Not held up: answered long before a wait for user 43's reader would give up (the reader's
+      // instance may keep the key 30 s here, a waiter gives up after its own lease; a read takes
+      // milliseconds, 2 s is the bound), and the entry filled, so the next read is a hit.
+      for (const [url, id, whose] of [
+        [other, 44, 'user 44, while user 43 is being read'],
+        [
+          previous,
+          43,
+          `user 43 on schema version ${CURRENT_SCHEMA_VERSION - 1}, while version ${CURRENT_SCHEMA_VERSION} reads it`,
+        ],
+      ] as const) {
+        const started = performance.now();
+        expect(await getUser(url, id), whose).toMatchObject({ status: 200, cache: 'miss' });
+        const ms = Math.round(performance.now() - started);
+        expect(ms, `${whose}: answered after ${ms} ms, while user 43's read was held`).toBeLessThan(2000);
+        expect(await getUser(url, id), `${whose}, read again`).toMatchObject({ status: 200, cache: 'hit' });
+      }
     } finally {
       read.release();
     }
@@ -1231,6 +1276,42 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
           `a whole write (its PUT answered) ran just before the reader's Redis command #${n} after its database read, and the cache kept what the reader had read`,
         ).toBe('Written mid-fill, version 2');
       }
+    }
+  });
+
+  it("challenge: a reader's late fill that lands between two of a write's Redis commands does not leave the old value cached", async () => {
+    // The mirror of the test above: there the reader was held between its cache commands, here the
+    // writer is. A write that invalidates in several commands (the entries, then their leases) has a
+    // moment when the entry is gone and the lease is still there: a reader that read the row before
+    // the commit fills then, its lease check passes, and the old row stays until the TTL. The reader is
+    // held once it has read version 1; the writer commits and is held before its 1st Redis command
+    // after the commit, and the reader's fill runs there; then (a new pair) before its 2nd, and so on,
+    // until a writer sends no more commands (then the fill comes after the whole write).
+    for (let n = 1; n <= 6; n++) {
+      const id = 160 + n;
+      const cluster = createCluster();
+      const read = holdFirstCall('find');
+      const reader = await cluster.start({ wrap: read.wrap });
+      const hold = holdNthCommandAfterRead(n, 'save');
+      const writer = await cluster.start({ wrap: hold.wrap, redis: hold.instrument(await lab.context.redis()) });
+      const slowRead = getUser(reader, id);
+      await read.reached; // the reader holds version 1, not yet stored
+      const write = putUser(writer, id, { name: 'Written around a fill', email: `user${id}@example.com` });
+      const held = await Promise.race([hold.reached.then(() => true), write.then(() => false)]);
+      read.release();
+      await slowRead; // its fill runs in the writer's gap (or after the write, once the writer sent fewer)
+      hold.release();
+      expect((await write).status).toBe(200);
+      for (const url of [reader, writer]) {
+        const { body } = await getUser(url, id);
+        expect(
+          `${body.name}, version ${body.version}`,
+          held
+            ? `a reader that read before a write filled just before the writer's Redis command #${n} after its commit, and the cache kept what it had read`
+            : 'a reader that read before a write filled after the write had answered, and the cache kept what it had read',
+        ).toBe('Written around a fill, version 2');
+      }
+      if (!held) break; // this writer sends fewer than n commands after its commit: every gap has been tried
     }
   });
 
@@ -1658,30 +1739,37 @@ describe('challenges: what plain cache-aside with a TTL gets wrong', () => {
   it('challenge: a read that starts after a write has answered sees it, however late the write reaches Redis', async () => {
     // The writer's cache commands are held once its write has committed. A PUT that answers before its
     // invalidation has reached Redis (a DEL not awaited, "fire and forget") lets a read that starts after
-    // that answer, on another instance, find the old entry still there.
-    const cluster = createCluster();
-    const hold = holdCommandsAfterSave();
-    const writer = await cluster.start({ wrap: hold.wrap, redis: hold.instrument(await lab.context.redis()) });
-    const reader = await cluster.start();
-    expect((await getUser(reader, 36)).body).toMatchObject({ version: 1 }); // cached
-    const write = putUser(writer, 36, { name: 'Written slowly', email: 'user36@example.com' });
-    const answered = await Promise.race([
-      write.then(() => true),
-      hold.reached.then(() => new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1500))),
-    ]);
-    try {
-      if (answered) {
-        expect((await write).status).toBe(200);
-        const { body } = await getUser(reader, 36);
-        expect(
-          `${body.name}, version ${body.version}`,
-          'a read that began after the PUT answered, while the writer had not yet reached Redis',
-        ).toBe('Written slowly, version 2');
+    // that answer, on another instance, find the old entry still there. Twice: a write answered 200, and
+    // a write whose answer was lost after its commit (a 503: it invalidates all the same, and a 503
+    // sent before that invalidation has landed is the same early answer on the error path).
+    for (const [outcome, id, status] of [
+      ['committed and answered', 36, 200],
+      ['committed, its answer lost', 35, 503],
+    ] as const) {
+      const cluster = createCluster();
+      const hold = holdCommandsAfterSave(status === 503);
+      const writer = await cluster.start({ wrap: hold.wrap, redis: hold.instrument(await lab.context.redis()) });
+      const reader = await cluster.start();
+      expect((await getUser(reader, id)).body).toMatchObject({ version: 1 }); // cached
+      const write = putUser(writer, id, { name: 'Written slowly', email: `user${id}@example.com` });
+      const answered = await Promise.race([
+        write.then(() => true),
+        hold.reached.then(() => new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1500))),
+      ]);
+      try {
+        if (answered) {
+          expect((await write).status, `the write (${outcome})`).toBe(status);
+          const { body } = await getUser(reader, id);
+          expect(
+            `${body.name}, version ${body.version}`,
+            `a read that began after the PUT answered (${outcome}), while the writer had not yet reached Redis`,
+          ).toBe('Written slowly, version 2');
+        }
+      } finally {
+        hold.release();
       }
-    } finally {
-      hold.release();
+      expect((await write).status, `the write (${outcome})`).toBe(status);
     }
-    expect((await write).status).toBe(200);
   });
 
   it('challenge: an entry that does not decode is a miss: reported, answered from the database and replaced', async () => {
