@@ -13,7 +13,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, useLab } from '@labs/test-kit';
+import { delayingProxy, recordCredential, type StallingProxy, stallingProxy, uniqueId, useLab } from '@labs/test-kit';
 import { type GatewayStats, RETRY_AFTER_SEC } from '../server/gateway.ts';
 import { createRoomHub } from '#room-hub';
 import type { Client, Every, HubOptions, RoomHub } from '../server/hub.ts';
@@ -129,6 +129,25 @@ function postMarker(member: TestClient, room: string): () => boolean {
     return false;
   };
 }
+/**
+ * The message frames `client` received that do not have the protocol's shape (MessageFrame), as JSON: an
+ * id as Redis writes them, a sender and a text, and `at` a whole number of epoch ms, as every client
+ * reading `new Date(at)` or `at - now` expects, however the message reached it (live, replayed, caught up).
+ */
+const misshapen = (client: TestClient) =>
+  client.frames
+    .filter((f) => f.type === 'message')
+    .filter(
+      (m) =>
+        !(
+          typeof m.id === 'string' &&
+          /^\d+-\d+$/.test(m.id) &&
+          typeof m.from === 'string' &&
+          typeof m.text === 'string' &&
+          Number.isSafeInteger(m.at)
+        ),
+    )
+    .map((m) => JSON.stringify(m));
 /** `client`'s messages in `room`, markers left out. */
 const posts = (client: TestClient, room: string) => client.messages(room).filter((m) => !m.text.startsWith(MARKER));
 
@@ -176,6 +195,21 @@ async function keysOfRoom(room: string): Promise<string[]> {
     keys.push(...batch.filter((key) => key.slice(prefix.length).split(':').includes(room)));
   } while (cursor !== '0');
   return keys;
+}
+
+/**
+ * The Redis channels subscribed to now and the keys whose names contain `room` but lie outside the lab's
+ * prefix. `room` must be unique to this run (a uniqueId in it): then whatever names it is this spec's.
+ */
+async function outsidePrefix(room: string): Promise<string[]> {
+  const found = ((await redis.pubsub('CHANNELS', `*${room}*`)) as string[]).map((channel) => `channel ${channel}`);
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `*${room}*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...batch.map((key) => `key ${key}`));
+  } while (cursor !== '0');
+  return found.filter((name) => !name.split(' ')[1]?.startsWith(prefix));
 }
 
 /** How many channels the Redis connections of `instance` subscribe to, in all. */
@@ -413,6 +447,10 @@ describe('baseline: what any room server must do', () => {
       texts(bob, room),
       'a member hears what was posted while it was in the room, nothing before, nothing after',
     ).toEqual(['hello']);
+    expect(
+      [...misshapen(alice), ...misshapen(bob)],
+      "message frames whose fields are not of the protocol's types (at: a number of ms)",
+    ).toEqual([]);
   });
 
   it("a message is from the user its sender's verified token names, whatever the upgrade's query, its headers or the frame claim", async () => {
@@ -1141,7 +1179,8 @@ describe('challenges: what the in-memory starter gets wrong', () => {
     // reach it), as on a real network: what it sends in two steps, the others overtake in between.
     await using far = await delayingProxy(redisUrl, { toClientMs: 40 });
     const c = await instanceBehind(far, 'far', []);
-    const room = newRoom();
+    // Unique to this run: other runs on the same Redis have rooms of the same number (see the end).
+    const room = `${newRoom()}-${uniqueId()}`;
     const members: TestClient[] = [];
     for (const instance of ['a', 'b', 'far', 'a', 'b', 'far'] as const) {
       const user = `member-${members.length + 1}-${instance}`;
@@ -1170,6 +1209,13 @@ describe('challenges: what the in-memory starter gets wrong', () => {
         `${member.user} got ${ids.length} messages with fewer distinct ids (a message twice, or two messages with one id)`,
       ).toBe(ids.length);
     }
+    // Every channel and key the instances use for the room is under the prefix they were given: two
+    // deployments (staging and production, two tenants) sharing one Redis would otherwise hear each
+    // other's rooms of the same name, and hand one's messages to the other's members.
+    expect(
+      await outsidePrefix(room),
+      `channels and keys for ${room}, its members still joined, outside the prefix ${prefix}`,
+    ).toEqual([]);
   });
 
   it('challenge: an instance whose Redis subscriber connection dropped and came back still delivers to its members', async () => {
@@ -1397,6 +1443,10 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       texts(again, room),
       `alice, back on instance b with lastId ${lastId}, received ${posts(again, room).length} messages; expected the ${expected.length} after it, once each, in order`,
     ).toEqual(expected);
+    expect(
+      misshapen(again),
+      "replayed and live message frames whose fields are not of the protocol's types (at: a number of ms)",
+    ).toEqual([]);
   });
 
   it('challenge: a client whose last id was trimmed from history is told so with a gap frame, and one whose last id is still kept is not', async () => {
@@ -2437,6 +2487,22 @@ describe('challenges: what the in-memory starter gets wrong', () => {
       const detail = got === 101 ? '' : String(JSON.parse(answer.body || '{}').detail ?? '');
       if (got === 403 && !detail.includes(origin ?? '?')) wrong.push(`${what}: a 403 whose detail names no origin`);
       if (got === 401 && !/\w/.test(detail)) wrong.push(`${what}: a 401 with no detail`);
+    }
+    // With no allow-list configured (WS_ALLOWED_ORIGINS unset, as it is by default) the server's own
+    // origin is the only one allowed: an empty list lets no other page in, never every page.
+    await using direct = await stallingProxy(redisUrl);
+    const unlisted = await instanceBehind(direct, 'unlisted', [], direct, { allowedOrigins: [] });
+    const unlistedWs = `${unlisted.url.replace(/^http/, 'ws')}/ws?token=${valid}`;
+    const withoutList = [
+      { what: 'no allow-list, a foreign Origin', origin: 'https://evil.example', status: 403 },
+      { what: 'no allow-list, an origin another instance allows', origin: ALLOWED_ORIGIN, status: 403 },
+      { what: "no allow-list, the server's own origin", origin: unlisted.url, status: 101 },
+      { what: 'no allow-list, no Origin', origin: undefined, status: 101 },
+    ];
+    for (const { what, origin, status } of withoutList) {
+      const got = (await tryUpgrade(unlistedWs, origin)).status;
+      if (got !== status)
+        wrong.push(`${what}: answered ${got}${got === 101 ? ' (became a WebSocket)' : ''}, expected ${status}`);
     }
     expect(wrong, wrong.join('; ')).toEqual([]);
   });
