@@ -101,6 +101,17 @@ async function routedCount(names: JobQueueNames): Promise<() => Promise<number>>
 const logged: string[] = [];
 const log = (line: string) => void logged.push(line);
 
+/**
+ * The lines of `lines` that carry the password of `url` as a URL does (`user:password@`): a broker URL
+ * logged as it was given. Logs are kept for months and read by far more people than the password is
+ * meant for; say which broker by its host.
+ */
+function linesWithPassword(lines: readonly string[], url: string): string[] {
+  const { username, password } = new URL(url);
+  if (!password) throw new Error(`${url} has no password to look for`);
+  return lines.filter((line) => line.includes(`${username}:${password}@`));
+}
+
 function settings(names: JobQueueNames, overrides: Partial<QueueSettings> = {}): QueueSettings {
   return {
     url: rabbit.url,
@@ -371,6 +382,32 @@ async function watchAmqplib(exchange: string, port: number) {
       return sockets
         .filter((socket) => socket.remotePort === port)
         .reduce((sum, socket) => sum + socket.bytesWritten, 0);
+    },
+  };
+}
+
+/**
+ * Counts the timers set while `run`'s work runs, or by what it starts (a socket's callbacks, a
+ * reconnect's backoff, which inherit its async context), that are still set when read: a timer that
+ * fired or was cleared drops out. Another test's leftovers, outside that context, are not counted.
+ */
+function timersSetIn() {
+  const ours = new AsyncLocalStorage<true>();
+  const set = new Set<number>();
+  const hook = createHook({
+    init(id, type) {
+      if (type === 'Timeout' && ours.getStore()) set.add(id);
+    },
+    destroy(id) {
+      set.delete(id);
+    },
+  });
+  hook.enable();
+  cleanups.push(async () => hook.disable());
+  return {
+    run: <T>(work: () => Promise<T>) => ours.run(true, work),
+    get running() {
+      return set.size;
     },
   };
 }
@@ -912,6 +949,16 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
       headers.traceparent,
       "the producer's own header (a trace id), which every retry copy and the dead letter must carry",
     ).toBe(traceparent);
+    // So are its own properties: without its content type, a consumer (a replay tool, a service in
+    // another language) is left to guess how to read the dead letter's body.
+    expect(
+      { messageId: dead[0]!.properties.messageId, contentType: dead[0]!.properties.contentType },
+      "the job's own properties, which every retry copy and the dead letter must keep",
+    ).toEqual({ messageId: poison.jobId, contentType: 'application/json' });
+    expect(
+      dead[0]!.properties.expiration,
+      'the expiration of the dead letter: a parked job is kept until someone takes it, not dropped unread',
+    ).toBeUndefined();
     expect(seen.done, 'good jobs done').toBe(good.length);
     expect(
       await stopAndCountHeldClients(sender),
@@ -1178,6 +1225,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     // are seen dropped, and a right publisher reconnects after its first delay (100 ms). A second
     // instance of the API, hasty, waits only 300 ms for a confirm: its orders time out during the
     // stall, and a timeout is not a confirm.
+    const linesBefore = logged.length;
     const url = await api(names, { amqpUrl: proxy.url, publishTimeoutMs: 3000 });
     const hastyUrl = await api(names, { amqpUrl: proxy.url, publishTimeoutMs: 300 });
     const before = await Promise.all(range(3).map(() => postOrder(url)));
@@ -1234,6 +1282,10 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     expect(
       proxy.heartbeats.filter((seconds) => seconds === 0 || seconds > 30),
       "heartbeats (s) of the API's publisher connections that were off, or longer than 30 s",
+    ).toEqual([]);
+    expect(
+      linesWithPassword(logged.slice(linesBefore), proxy.url),
+      "lines the API logged, across a dropped connection, with the broker's password in them (a URL logged as it was given)",
     ).toEqual([]);
   });
 
@@ -1363,6 +1415,7 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     // talks through a proxy that keeps the broker's books, so each such ack is seen.
     const names = freshQueues();
     const proxy = await brokerProxy();
+    const linesBefore = logged.length;
     const across = makeJobs(2);
     const sender = await workerHere(names, { url: proxy.url, holdJobs: new Set(across.map((job) => job.jobId)) });
     const first = makeJobs(3);
@@ -1409,6 +1462,10 @@ describe('challenges: what the tutorial worker gets wrong', { timeout: 60_000 },
     ).toEqual([]);
     expect(proxy.channelsClosedByBroker, 'channels the broker closed under the worker').toEqual([]);
     expect(values(await confirmations(across)), 'confirmations of the jobs held across the drop').toEqual([1, 1]);
+    expect(
+      linesWithPassword(logged.slice(linesBefore), proxy.url),
+      "lines the worker logged, across a dropped connection, with the broker's password in them (a URL logged as it was given)",
+    ).toEqual([]);
   });
 
   it('challenge: a worker whose consumer the broker cancels (its queue deleted, then declared again) consumes again', async () => {
@@ -1563,15 +1620,70 @@ describe('baseline: what a broker restart keeps', () => {
       expect(answer, `${queue}, declared again as durable`).not.toMatch(/'durable'/);
     }
   });
+
+  it('the broker drops no job on its own: jobs are queued without an expiration, and no retry or dead-letter queue expires or drops what it holds', async () => {
+    // A message in a queue is often the job's only copy: a job waiting for a worker, a retry copy
+    // waiting out its delay, a job parked for a human. An expiration on the job ("not confirmed in time,
+    // so not wanted later"), a TTL on the dead-letter queue ("so it cannot grow for ever"), a queue
+    // that deletes itself when idle (x-expires) or drops its oldest message when full: each lets the
+    // broker throw a job away that nobody decided to give up, long after every test has ended. So the
+    // test reads what the learner declared: the job's properties, and each queue's arguments. A retry
+    // queue's TTL is its delay (it dead-letters back), and a length limit that refuses new messages
+    // (x-overflow reject-publish) loses nothing: the worker keeps a job whose copy is refused.
+    const names = freshQueues();
+    const publisher = await createPublisher(settings(names));
+    cleanups.push(() => publisher.close());
+    await publisher.publish(makeJob());
+    const queued = await takeAll(rabbit.url, names.queue);
+    expect(
+      queued.map((message) => message.properties.expiration),
+      'the expiration of the job the publisher queued: the broker drops it unread once that passes (a backlog, every worker down)',
+    ).toEqual([undefined]);
+    await workerHere(names); // the worker's declarations too, where it makes its own
+    const dropping: Record<string, string[]> = {};
+    for (const queue of [...names.retryQueues, names.deadQueue]) {
+      const args = await queueArguments(queue);
+      if (args === undefined) continue; // not declared: a version without it
+      const refusesWhenFull = String(args['x-overflow'] ?? '').startsWith('reject-publish');
+      const drops = [
+        queue === names.deadQueue && 'x-message-ttl' in args ? 'x-message-ttl (parked jobs expire)' : '',
+        'x-expires' in args ? 'x-expires (the queue deletes itself, and what it holds)' : '',
+        ('x-max-length' in args || 'x-max-length-bytes' in args) && !refusesWhenFull
+          ? 'a length limit that drops the oldest message'
+          : '',
+      ].filter(Boolean);
+      if (drops.length > 0) dropping[queue] = drops;
+    }
+    expect(dropping, `queues that throw away a job nobody gave up: ${JSON.stringify(dropping)}`).toEqual({});
+  });
 });
 
-/** Declares `queue` again as durable, with no arguments: 'agreed', or why the broker refused. */
-async function declaredDurableQueue(queue: string): Promise<string> {
+/**
+ * The arguments `queue` was declared with (undefined when it does not exist), read from the broker's
+ * refusals: declared again with the ones known so far, the broker names the next argument that
+ * differs and its value, until it agrees.
+ */
+async function queueArguments(queue: string): Promise<Record<string, unknown> | undefined> {
+  if ((await admin.queueState(queue)) === undefined) return undefined;
+  const known: Record<string, unknown> = {};
+  for (let tries = 0; tries < 20; tries++) {
+    const answer = await declaredDurableQueue(queue, known);
+    if (answer === 'agreed') return known;
+    const differs = /inequivalent arg '([^']+)' .* current is the value '([^']*)' of type '([^']+)'/.exec(answer);
+    if (!differs) throw new Error(`${queue}, declared again as durable: ${answer}`);
+    const [, name, value, type] = differs as unknown as [string, string, string, string];
+    known[name] = type === 'longstr' ? value : type === 'bool' ? value === 'true' : Number(value);
+  }
+  throw new Error(`${queue}: the broker still refuses its arguments after 20 tries: ${JSON.stringify(known)}`);
+}
+
+/** Declares `queue` again as durable, with `args`: 'agreed', or why the broker refused. */
+async function declaredDurableQueue(queue: string, args: Record<string, unknown> = {}): Promise<string> {
   const connection = await amqp.connect(rabbit.url);
   try {
     const channel = await connection.createChannel();
     channel.on('error', () => {}); // a refusal closes the channel; the declaration rejects with it too
-    await channel.assertQueue(queue, { durable: true });
+    await channel.assertQueue(queue, { durable: true, arguments: args });
     return 'agreed';
   } catch (error) {
     return (error as Error).message;
@@ -2004,25 +2116,38 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
     ).toBe(0);
   });
 
-  it('a worker stopped while the broker is unreachable stops at once, without an error', async () => {
+  it('a worker stopped while the broker is unreachable stops at once, without an error, and leaves nothing scheduled', async () => {
     // A deploy can stop a worker during a broker outage. With nothing to cancel or close on the broker,
     // stop() has nothing to wait for: it must end (and end the reconnect attempts), not fail or hang.
+    // Ended, not merely returned: a stop() that skips the close when nothing is consuming leaves the
+    // connection recovering, with its next try already scheduled, and one that bounds its waits with a
+    // sleep it never cancels leaves that sleep. Counted once stop() has resolved: the timers the worker
+    // and its stop() set (or the sockets they opened set, a reconnect's backoff) still set. A process
+    // with one left cannot exit, and a reconnect left scheduled tries the broker for ever.
     const names = freshQueues();
     await declareQueues(names);
     const proxy = await brokerProxy();
-    const sender = await workerHere(names, { url: proxy.url });
+    const timers = timersSetIn();
+    const sender = await timers.run(() => workerHere(names, { url: proxy.url }));
     await consumersReach(names.queue, (n) => n === 1);
     await proxy[Symbol.asyncDispose](); // its connections closed, and new ones refused from now on
     await consumersReach(names.queue, (n) => n === 0);
     const boundMs = 5000;
     const outcome = await Promise.race([
-      sender.worker.stop().then(
-        () => 'stopped',
-        (error: Error) => `failed: ${error.message}`,
-      ),
+      timers
+        .run(() => sender.worker.stop())
+        .then(
+          () => 'stopped',
+          (error: Error) => `failed: ${error.message}`,
+        ),
       sleep(boundMs).then(() => `still stopping after ${boundMs} ms`),
     ]);
     expect(outcome, 'stop() of a worker whose broker is unreachable').toBe('stopped');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(
+      timers.running,
+      'timers the stopped worker still has set: a reconnect still scheduled (its connection never closed), or a wait of its stop() never cancelled',
+    ).toBe(0);
   });
 
   it('a worker whose connection comes back while it is stopping does not consume again', async () => {
