@@ -290,13 +290,21 @@ describe('baseline: what every version of the pipeline does', () => {
     const sc = await scenario('single');
     const events = generateEvents(sc.accounts(3), 20);
     await publish(sc, events);
-    await using group = await projectors(sc, 1);
+    const client = createKafka(kafka.brokers);
+    const producers = watchProducers(client);
+    await using group = await projectors(sc, 1, client);
     const done = await until(async () => (await sc.stats()).distinctEvents === events.length, 20_000);
     await group.stop();
     const stats = await sc.stats();
     expect(done, `${stats.distinctEvents} of ${events.length} events applied within 20 s`).toBe(true);
     expect(stats.entries, 'entries written: one per event').toBe(events.length);
     expect(await sc.balances()).toEqual(expectedBalances(events));
+    // A stopped projector holds nothing: a producer it made (for the dead letters) and left connected
+    // keeps its sockets and timers, and the broker a client that is gone.
+    expect(
+      producers.connected - producers.disconnected,
+      `producers the projector left connected once stopped (${producers.made} made)`,
+    ).toBe(0);
   }, 30_000);
 
   it('the API publishes events and serves the balances the projector keeps', async () => {
@@ -432,6 +440,7 @@ describe('baseline: what every version of the pipeline does', () => {
     await ensureTopics(admin, [topic]);
     const opened = await openLab(lab);
     const db = await opened.context.database();
+    const watcher = await opened.context.database(); // the spec's own connections to it
     await migrate(db);
     let checkouts = 0;
     db.on('acquire', () => {
@@ -482,6 +491,23 @@ describe('baseline: what every version of the pipeline does', () => {
         expect(logged[0], 'the log line says why').toMatch(/disconnected/i);
       }
       expect(await closes(broken), 'the recorder whose publisher fails closes').toBe(true);
+      // Its failed rounds gave their connections back with nothing open: a connection returned inside
+      // a round's transaction keeps the relay's lock, and every other instance's relay with it, for as
+      // long as it sits idle in the pool.
+      // Read on a pool of the spec's own (the recorder's would hand back that very connection), and
+      // polled: a connection closed after a failure leaves pg_stat_activity a moment later.
+      const openTransactions = async () =>
+        (
+          await watcher.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND state LIKE 'idle in transaction%'`,
+          )
+        ).rows[0]!.n;
+      const tidy = await until(async () => (await openTransactions()) === 0, 3000, 20);
+      expect(
+        tidy,
+        `transactions left open on the pool by the recorder whose publisher fails: ${await openTransactions()}`,
+      ).toBe(true);
 
       const recorder = await createRecorder({ pool: db, publisher });
       if (kept) {
@@ -590,6 +616,7 @@ describe('baseline: what every version of the pipeline does', () => {
       publisher: Publisher;
       recorder: Recorder;
       looks: () => number;
+      busy: () => number;
     }[] = [];
     try {
       for (const name of ['a', 'b']) {
@@ -607,11 +634,16 @@ describe('baseline: what every version of the pipeline does', () => {
           publisher,
           recorder: await createRecorder({ pool: db, publisher }),
           looks: () => checkouts,
+          busy: () => db.totalCount - db.idleCount,
         });
       }
       const [a, b] = instances as [(typeof instances)[0], (typeof instances)[0]];
       const heldSends = () => a.held.held + b.held.held;
       const first = a.recorder.record({ accountId: 'relays-first', type: 'deposited', amount: 1 });
+      let firstAnswered = false;
+      void first.then(() => {
+        firstAnswered = true;
+      });
       const sending = await until(() => heldSends() > 0, 10_000);
       expect(sending, 'the first event was being sent within 10 s').toBe(true);
       const second = await b.recorder.record({ accountId: 'relays-second', type: 'deposited', amount: 1 });
@@ -620,6 +652,12 @@ describe('baseline: what every version of the pipeline does', () => {
       const looked = other.looks();
       await until(() => other.looks() >= looked + 3, 5000);
       expect(heldSends(), 'sends of the first event made while one relay had it in hand').toBe(1);
+      // ...and it looks, not waits: a relay that waits for the other's lock keeps a connection of its
+      // instance blocked inside PostgreSQL for as long as the other holds it, one per instance.
+      expect(
+        await lockWaitsIn(watcher, true),
+        "connections waiting for an advisory lock while one relay's send is held",
+      ).toBe(0);
       // A relay that found the outbox taken leaves no transaction open on its connection: the only one
       // open is the round in hand (waiting for its send); sampled until a moment between the other's rounds.
       const openTransactions = async () =>
@@ -631,9 +669,21 @@ describe('baseline: what every version of the pipeline does', () => {
         ).rows[0]!.n;
       const tidy = await until(async () => (await openTransactions()) <= 1, 3000, 20);
       expect(tidy, `transactions left open while one relay's send is held: ${await openTransactions()}`).toBe(true);
+      // The instance whose send is held is closed now. Its request was answered already (the send is a
+      // relay's, in the background), so close() resolves once that round is over: the caller ends the
+      // pool and closes the publisher next, and a round still running would meet them closed.
+      const holding = a.held.held > 0 ? a : b;
+      const background = firstAnswered;
+      const closed = holding.recorder.close().then(() => holding.busy());
       a.held.release();
       b.held.release();
       await first;
+      const busyAtClose = await closed;
+      if (background)
+        expect(
+          busyAtClose,
+          "connections the recorder still had checked out once close() resolved: its relay's round ran on",
+        ).toBe(0);
       const published = await until(async () => (await messagesIn(admin, topic)) >= 2, 10_000);
       expect(published, `${await messagesIn(admin, topic)} of 2 events on the topic within 10 s (${second.id})`).toBe(
         true,
@@ -1664,7 +1714,12 @@ describe('challenges: what the first version gets wrong', () => {
     await publish(sc, events.slice(0, half));
     const poison = poisonValue(accounts[0]!);
     const raw = await kafka.producer();
-    const [sent] = await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poison }] });
+    // With a header of its producer's own (a trace id), as most messages in production carry one.
+    const trace = 'poison-trace-1';
+    const [sent] = await raw.send({
+      topic: sc.topic,
+      messages: [{ key: accounts[0]!, value: poison, headers: { 'trace-id': trace } }],
+    });
     // Then garbage of every kind real producers send (the test kit's: empty, not JSON, cut off, not
     // UTF-8, the wrong shape, null, a tombstone), on the same partition, before the second half.
     const garbage = await produceMalformed(createKafka(kafka.brokers), sc.topic, { key: accounts[0]! });
@@ -1698,6 +1753,12 @@ describe('challenges: what the first version gets wrong', () => {
     })();
     const deadLetter = await readOne(sc.deadLetterTopic, kafka.groupId('poison-dlt-reader'));
     expect(deadLetter.value, 'the dead letter keeps the original message').toBe(poison);
+    // ...whole: its key (replayed, it must land on its account's partition again) and the headers its
+    // producer gave it (a trace id, the event's id and type: what whoever reads the dead letter searches by).
+    expect(
+      { key: deadLetter.key, keepsHeader: Object.values(deadLetter.headers).includes(trace) },
+      `the dead letter's key, and whether a header of it still says ${trace}; headers: ${JSON.stringify(deadLetter.headers)}`,
+    ).toEqual({ key: accounts[0]!, keepsHeader: true });
     expect(
       Object.values(deadLetter.headers).some((value) => value.includes(reason)),
       `a header of the dead letter says why it failed ("${reason.slice(0, 60)}..."); headers: ${JSON.stringify(deadLetter.headers)}`,
@@ -1710,80 +1771,91 @@ describe('challenges: what the first version gets wrong', () => {
     ).toEqual([]);
   }, 40_000);
 
-  it('challenge: a poison message whose dead letter the broker refuses holds its partition: nothing is committed past it until the dead letter is stored', async () => {
-    // The dead-letter topic refuses every message for now (its largest message is smaller than any
-    // dead letter), as it would while it is full, misconfigured or not yet replicated. A consumer that
-    // commits past the poison without waiting for its dead letter has lost it for good: the topic
-    // moved on, and the copy was never stored. One partition, so offsets count messages in order.
-    const base = await scenario('dlt-refused');
-    const sc = { ...base, topic: kafka.topic('dlt-refused-1p'), deadLetterTopic: kafka.topic('dlt-refused-1p-dlt') };
-    await ensureTopics(admin, [sc.topic, sc.deadLetterTopic], 1);
-    const setLargestMessage = (bytes: number) =>
-      admin.alterConfigs({
-        validateOnly: false,
-        resources: [
-          {
-            type: ConfigResourceTypes.TOPIC,
-            name: sc.deadLetterTopic,
-            configEntries: [{ name: 'max.message.bytes', value: String(bytes) }],
-          },
-        ],
-      });
-    await setLargestMessage(16);
-    const accounts = sc.accounts(2);
-    const events = generateEvents(accounts, 10);
-    const half = events.length / 2;
-    await publish(sc, events.slice(0, half));
-    const raw = await kafka.producer();
-    await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poisonValue(accounts[0]!) }] });
-    await publish(sc, events.slice(half));
-    const poisonOffset = half; // the first half is at offsets 0 to half - 1
+  // Both ways to the dead letters: a message that never parses, and an event PostgreSQL refuses on every try.
+  for (const [kind, what] of [
+    ['poison', 'a poison message'],
+    ['unappliable', 'an event that can never be applied'],
+  ] as const) {
+    it(`challenge: ${what} whose dead letter the broker refuses holds its partition: nothing is committed past it until the dead letter is stored`, async () => {
+      // The dead-letter topic refuses every message for now (its largest message is smaller than any
+      // dead letter), as it would while it is full, misconfigured or not yet replicated. A consumer that
+      // commits past the poison without waiting for its dead letter has lost it for good: the topic
+      // moved on, and the copy was never stored. One partition, so offsets count messages in order.
+      // The same holds for an event dead-lettered after its tries: every way to the dead letters waits.
+      const name = kind === 'poison' ? 'dlt-refused' : 'dlt-refused-unappliable';
+      const base = await scenario(name);
+      const sc = { ...base, topic: kafka.topic(`${name}-1p`), deadLetterTopic: kafka.topic(`${name}-1p-dlt`) };
+      await ensureTopics(admin, [sc.topic, sc.deadLetterTopic], 1);
+      const setLargestMessage = (bytes: number) =>
+        admin.alterConfigs({
+          validateOnly: false,
+          resources: [
+            {
+              type: ConfigResourceTypes.TOPIC,
+              name: sc.deadLetterTopic,
+              configEntries: [{ name: 'max.message.bytes', value: String(bytes) }],
+            },
+          ],
+        });
+      await setLargestMessage(16);
+      const accounts = sc.accounts(2);
+      const events = generateEvents(accounts, 10);
+      const half = events.length / 2;
+      if (kind === 'unappliable') await publishAroundUnappliable(sc, events);
+      else {
+        await publish(sc, events.slice(0, half));
+        const raw = await kafka.producer();
+        await raw.send({ topic: sc.topic, messages: [{ key: accounts[0]!, value: poisonValue(accounts[0]!) }] });
+        await publish(sc, events.slice(half));
+      }
+      const poisonOffset = half; // the first half is at offsets 0 to half - 1
 
-    const client = createKafka(kafka.brokers);
-    const crashes = countCrashes(client);
-    await using group = await projectors(sc, 1, client);
-    // Until the projector has met the refusal (kafkajs reports the batch's failure as a crash, and
-    // restarts it from the last commit), or the group has committed past the poison.
-    let committedThen = 0;
-    const met = await until(async () => {
-      committedThen = await committed(admin, sc.groupId, sc.topic);
-      return crashes.count > 0 || committedThen > poisonOffset;
-    }, 30_000);
-    expect(met, 'the projector neither failed on the refused dead letter nor committed within 30 s').toBe(true);
-    expect(
-      committedThen,
-      `the group committed offset ${committedThen} while the poison at offset ${poisonOffset} had no dead letter: it is lost`,
-    ).toBeLessThanOrEqual(poisonOffset);
+      const client = createKafka(kafka.brokers);
+      const crashes = countCrashes(client);
+      await using group = await projectors(sc, 1, client);
+      // Until the projector has met the refusal (kafkajs reports the batch's failure as a crash, and
+      // restarts it from the last commit), or the group has committed past the poison.
+      let committedThen = 0;
+      const met = await until(async () => {
+        committedThen = await committed(admin, sc.groupId, sc.topic);
+        return crashes.count > 0 || committedThen > poisonOffset;
+      }, 30_000);
+      expect(met, 'the projector neither failed on the refused dead letter nor committed within 30 s').toBe(true);
+      expect(
+        committedThen,
+        `the group committed offset ${committedThen} while ${what} at offset ${poisonOffset} had no dead letter: it is lost`,
+      ).toBeLessThanOrEqual(poisonOffset);
 
-    // The dead-letter topic takes messages again, and a fresh projector (a consumer that met a
-    // non-retriable error stays stopped: its process would be restarted) resumes from the group's
-    // commit: the same poison is dead-lettered once, and every good event is applied once.
-    // Until the fresh projector is through, or it too has failed (it meets the same poison, and the
-    // dead-letter topic takes it now: a crash is its own mistake, and it would crash again for ever).
-    await setLargestMessage(1_048_588);
-    await group.stop();
-    const freshClient = createKafka(kafka.brokers);
-    const freshCrashes = countCrashes(freshClient);
-    await using fresh = await projectors(sc, 1, freshClient);
-    const finished = await until(
-      async () =>
-        freshCrashes.count > 0 ||
-        ((await caughtUp(admin, sc.groupId, sc.topic)) &&
-          (await sc.stats()).distinctEvents === events.length &&
-          (await messagesIn(admin, sc.deadLetterTopic)) > 0),
-      30_000,
-    );
-    await fresh.stop();
-    const stats = await sc.stats();
-    expect(
-      {
-        applied: stats.distinctEvents,
-        duplicates: stats.duplicates,
-        deadLetters: await messagesIn(admin, sc.deadLetterTopic),
-      },
-      `once the dead-letter topic took messages again${freshCrashes.last ? ` (the fresh projector crashed on: ${freshCrashes.last.slice(0, 90)})` : finished ? '' : ' (and 30 s more)'}`,
-    ).toEqual({ applied: events.length, duplicates: 0, deadLetters: 1 });
-  }, 90_000);
+      // The dead-letter topic takes messages again, and a fresh projector (a consumer that met a
+      // non-retriable error stays stopped: its process would be restarted) resumes from the group's
+      // commit: the same poison is dead-lettered once, and every good event is applied once.
+      // Until the fresh projector is through, or it too has failed (it meets the same poison, and the
+      // dead-letter topic takes it now: a crash is its own mistake, and it would crash again for ever).
+      await setLargestMessage(1_048_588);
+      await group.stop();
+      const freshClient = createKafka(kafka.brokers);
+      const freshCrashes = countCrashes(freshClient);
+      await using fresh = await projectors(sc, 1, freshClient);
+      const finished = await until(
+        async () =>
+          freshCrashes.count > 0 ||
+          ((await caughtUp(admin, sc.groupId, sc.topic)) &&
+            (await sc.stats()).distinctEvents === events.length &&
+            (await messagesIn(admin, sc.deadLetterTopic)) > 0),
+        30_000,
+      );
+      await fresh.stop();
+      const stats = await sc.stats();
+      expect(
+        {
+          applied: stats.distinctEvents,
+          duplicates: stats.duplicates,
+          deadLetters: await messagesIn(admin, sc.deadLetterTopic),
+        },
+        `once the dead-letter topic took messages again${freshCrashes.last ? ` (the fresh projector crashed on: ${freshCrashes.last.slice(0, 90)})` : finished ? '' : ' (and 30 s more)'}`,
+      ).toEqual({ applied: events.length, duplicates: 0, deadLetters: 1 });
+    }, 90_000);
+  }
 
   // SIGTERM is what an orchestrator sends, SIGINT what Ctrl-C sends to a worker run by hand: both stop it cleanly.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -2129,7 +2201,12 @@ describe('challenges: what the first version gets wrong', () => {
 async function readOne(
   topic: string,
   groupId: string,
-): Promise<{ value: string; headers: Record<string, string>; producerId: string | undefined }> {
+): Promise<{
+  key: string | undefined;
+  value: string;
+  headers: Record<string, string>;
+  producerId: string | undefined;
+}> {
   const consumer = await kafka.consumer(groupId);
   await consumer.subscribe({ topic, fromBeginning: true });
   try {
@@ -2143,7 +2220,12 @@ async function readOne(
           // The record batch it came in says which producer wrote it: the id the broker gave an
           // idempotent producer, or -1 (kafkajs' decoder keeps it, beside what its types show).
           const { batchContext } = message as { batchContext?: { producerId?: string } };
-          resolve({ value: message.value?.toString() ?? '', headers, producerId: batchContext?.producerId });
+          resolve({
+            key: message.key?.toString(),
+            value: message.value?.toString() ?? '',
+            headers,
+            producerId: batchContext?.producerId,
+          });
         },
       });
     });
