@@ -1978,27 +1978,13 @@ describe('baseline: what a worker and a publisher keep when they stop, close or 
     const names = freshQueues();
     const publisher = await createPublisher(settings(names));
     cleanups.push(() => publisher.close());
-    const ours = new AsyncLocalStorage<true>();
-    const running = new Set<number>();
-    const timers = createHook({
-      init(id, type) {
-        if (type === 'Timeout' && ours.getStore()) running.add(id);
-      },
-      destroy(id) {
-        running.delete(id); // fired, or cleared
-      },
+    const timers = timersSetIn();
+    await timers.run(async () => {
+      await Promise.all(range(10).map(() => publisher.publish(makeJob())));
+      await publisher.close();
     });
-    timers.enable();
-    try {
-      await ours.run(true, async () => {
-        await Promise.all(range(10).map(() => publisher.publish(makeJob())));
-        await publisher.close();
-      });
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      timers.disable();
-    }
-    expect(running.size, 'timers set by 10 confirmed publishes and a close, still running after them').toBe(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(timers.running, 'timers set by 10 confirmed publishes and a close, still running after them').toBe(0);
   });
 
   it('a publisher that is closed ends the publishes still trying at once, instead of at their timeout', async () => {
